@@ -1,0 +1,21 @@
+# The two commands: `make bench` (set up, then the quick suite) and `make test` (set up, then tests).
+VENV ?= .venv
+SUITE ?= scenarios/quick.toml
+
+.PHONY: setup bench test lint clean
+
+setup:
+	bash scripts/setup.sh
+
+bench: setup
+	$(VENV)/bin/cvbench run $(SUITE)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+
+clean:
+	$(VENV)/bin/cvbench clean

@@ -1,0 +1,198 @@
+"""Workload images: read-only rootfs directories identified by a sha256 digest.
+
+The digest is the sha256 of a manifest that lists, for every path in the rootfs, its type,
+mode and content hash (or link target). Any changed byte, mode or path changes the digest,
+which is how :func:`verify` detects a tampered image.
+
+The default image holds Debian's busybox-static and an ``/init`` that prints ``READY`` on its
+standard output (the console in a VM), then idles until it is told to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.paths import images_dir
+
+BUSYBOX = Path("/bin/busybox")
+DEFAULT_NAME = "default"
+
+# PID 1 of a container (and of a VM's initramfs). It traps SIGTERM so a stop is graceful,
+# prints READY once, then sleeps in a child it can interrupt. In a VM it first mounts /proc
+# and /sys so the guest is usable, and never exits (PID 1 exiting panics the guest kernel).
+INIT_SCRIPT = """#!/bin/sh
+# cvbench workload: announce readiness, then idle until stopped.
+if [ "$$" = 1 ] && [ ! -e /proc/self ]; then
+    mount -t proc proc /proc 2>/dev/null
+    mount -t sysfs sys /sys 2>/dev/null
+fi
+trap 'kill $child 2>/dev/null; exit 0' TERM INT
+echo READY
+sleep 2147483647 &
+child=$!
+wait $child
+"""
+
+DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "var", "mnt")
+
+
+class ImageError(Exception):
+    """An image is missing, unbuildable or does not match its digest."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A verified-on-demand rootfs directory."""
+
+    name: str
+    digest: str
+    rootfs: Path
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest[:12]
+
+    @property
+    def init(self) -> str:
+        return "/init"
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest(rootfs: Path) -> list[str]:
+    """One line per path: ``path type mode content`` (sorted, reproducible)."""
+    lines: list[str] = []
+    for directory, dirnames, filenames in os.walk(rootfs):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(directory) / name
+            relative = "/" + str(path.relative_to(rootfs))
+            info = path.lstat()
+            mode = f"{stat.S_IMODE(info.st_mode):04o}"
+            if stat.S_ISLNK(info.st_mode):
+                lines.append(f"{relative} link {mode} {os.readlink(path)}")
+            elif stat.S_ISDIR(info.st_mode):
+                lines.append(f"{relative} dir {mode} -")
+            elif stat.S_ISREG(info.st_mode):
+                lines.append(f"{relative} file {mode} {_hash_file(path)}")
+            else:
+                lines.append(f"{relative} special {mode} {info.st_rdev}")
+    return lines
+
+
+def digest_of(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _populate(rootfs: Path) -> None:
+    for name in DIRECTORIES:
+        (rootfs / name).mkdir(mode=0o755)
+    (rootfs / "tmp").chmod(0o1777)
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    (rootfs / "bin" / "busybox").chmod(0o755)
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    for applet in sorted(set(applets)):
+        if applet != "busybox":
+            (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "sbin").symlink_to("bin")
+    (rootfs / "etc" / "hostname").write_text("cvbench\n")
+    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (rootfs / "etc" / "group").write_text("root:x:0:\n")
+    (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    init = rootfs / "init"
+    init.write_text(INIT_SCRIPT)
+    init.chmod(0o755)
+
+
+def build(name: str = DEFAULT_NAME) -> Image:
+    """Build the default busybox image; return the existing one if it is already there."""
+    if not BUSYBOX.exists():
+        raise ImageError(f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup.sh)")
+    root = images_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="cvbench-image-", dir=root))
+    try:
+        rootfs = staging / "rootfs"
+        rootfs.mkdir()
+        _populate(rootfs)
+        lines = manifest(rootfs)
+        digest = digest_of(lines)
+        (staging / "manifest.txt").write_text("\n".join(lines) + "\n")
+        target = root / digest
+        if not target.exists():
+            os.rename(staging, target)
+        _write_ref(name, digest)
+        return Image(name=name, digest=digest, rootfs=target / "rootfs")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _write_ref(name: str, digest: str) -> None:
+    refs = images_dir() / "refs.json"
+    data = json.loads(refs.read_text()) if refs.exists() else {}
+    data[name] = digest
+    tmp = refs.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, refs)
+
+
+def refs() -> dict[str, str]:
+    path = images_dir() / "refs.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resolve(reference: str = DEFAULT_NAME) -> Image:
+    """Find an image by name (``default``) or by digest (full or a unique prefix)."""
+    known = refs()
+    digest = known.get(reference)
+    if digest is None:
+        root = images_dir()
+        candidates = (
+            [p.name for p in root.iterdir() if p.name.startswith(reference) and len(reference) >= 8]
+            if root.exists()
+            else []
+        )
+        if len(candidates) != 1:
+            raise ImageError(f"unknown image {reference!r}: run 'cvbench image build' first")
+        digest = candidates[0]
+    rootfs = images_dir() / digest / "rootfs"
+    if not rootfs.is_dir():
+        raise ImageError(f"image {reference!r} ({digest[:12]}) is missing its rootfs: rebuild it")
+    return Image(name=reference, digest=digest, rootfs=rootfs)
+
+
+def verify(image: Image) -> None:
+    """Raise :class:`ImageError` naming the first difference if the rootfs was changed."""
+    stored = (image.rootfs.parent / "manifest.txt").read_text().splitlines()
+    current = manifest(image.rootfs)
+    if digest_of(current) == image.digest and digest_of(stored) == image.digest:
+        return
+    changed = sorted(set(current).symmetric_difference(stored))
+    first = changed[0].split(" ", 1)[0] if changed else "(manifest)"
+    raise ImageError(
+        f"image {image.short_digest} does not match its digest (first change at {first}): "
+        "it was tampered with; rebuild it with 'cvbench image build'"
+    )
+
+
+def load_verified(reference: str = DEFAULT_NAME) -> Image:
+    image = resolve(reference)
+    verify(image)
+    return image

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Idempotent host set-up for cvbench on Debian 12, as root.
+#   system packages, libvirtd/virtlogd running, a virtualenv with the project installed,
+#   the guest kernel extracted from Debian's cloud kernel package, the default image.
+# A second run does no network work and takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CVBENCH_VENV:-$ROOT/.venv}"
+CACHE="${CVBENCH_CACHE_DIR:-/var/cache/cvbench}"
+PYTHON="${CVBENCH_PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: must run as root (namespaces, cgroups, libvirt)" >&2
+    exit 1
+fi
+
+# 1. System packages -----------------------------------------------------------------------
+PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config
+          busybox-static crun runc cpio iproute2 python3-venv)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# 2. Services (no systemd here: start by hand when not running) ----------------------------
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+running /run/virtlogd.pid || { log "starting virtlogd"; virtlogd -d; }
+running /run/libvirtd.pid || { log "starting libvirtd"; libvirtd -d; }
+for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
+
+# 3. Guest kernel from Debian's cloud kernel package ----------------------------------------
+mkdir -p "$CACHE/guest"
+if [ ! -s "$CACHE/guest/vmlinuz" ]; then
+    pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
+    if [ -z "$pkg" ]; then apt-get update -q; pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"; fi
+    log "extracting guest kernel from $pkg"
+    work="$(mktemp -d /tmp/cvbench-kernel.XXXXXX)"
+    (cd "$work" && apt-get download -q "$pkg" && dpkg -x ./*.deb extract)
+    cp "$work"/extract/boot/vmlinuz-* "$CACHE/guest/vmlinuz.tmp"
+    echo "$pkg" > "$CACHE/guest/kernel-package"
+    mv "$CACHE/guest/vmlinuz.tmp" "$CACHE/guest/vmlinuz"
+    rm -rf "$work"
+fi
+chmod 755 "$CACHE" "$CACHE/guest"; chmod 644 "$CACHE/guest/vmlinuz"
+
+# 4. Virtualenv with the project -------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.cvbench-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    log "installing cvbench into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+    touch "$stamp"
+fi
+
+# 5. Host limits for density runs, and the default image ------------------------------------
+[ "$(cat /proc/sys/kernel/pid_max)" -ge 4194304 ] || echo 4194304 > /proc/sys/kernel/pid_max
+"$VENV/bin/cvbench" image build --quiet
