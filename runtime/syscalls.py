@@ -120,3 +120,23 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
         ),
         "prctl",
     )
+
+
+# capabilities (linux/capability.h); added for the container runtime
+_SYS_CAPSET = 126  # x86_64
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's capability sets (64-bit masks, version 3 ABI)."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)(
+        effective & 0xFFFFFFFF,
+        permitted & 0xFFFFFFFF,
+        inheritable & 0xFFFFFFFF,
+        effective >> 32,
+        permitted >> 32,
+        inheritable >> 32,
+    )
+    _check(_libc.syscall(ctypes.c_long(_SYS_CAPSET), header, data), "capset")
+

@@ -1,0 +1,156 @@
+"""The ``process`` backend: fork/exec the image's ``/init`` on the host, with no isolation.
+
+It is the floor every other backend is measured against: the same workload and readiness
+signal, minus namespaces, filesystems and limits.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import metrics
+from harness.backends.base import Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.readiness import read_ready
+from runtime.image import Image
+from runtime.paths import state_dir
+
+GRACE_S = 2.0
+
+
+def pid_dir() -> Path:
+    return state_dir() / "process"
+
+
+@dataclass
+class ProcessHandle:
+    pid: int
+    ready_fd: int | None
+    pid_file: Path
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Reap ``pid``; True if it exited within ``timeout`` (event-driven through a pidfd)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        select.select([pidfd], [], [], timeout)
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        return reaped == pid
+    except ChildProcessError:
+        return True
+    finally:
+        os.close(pidfd)
+
+
+class ProcessBackend:
+    """Plain fork/exec of the workload: no namespaces, no cgroups, no filesystem."""
+
+    name = "process"
+
+    def __init__(self, **_options: Any) -> None:
+        self.image: Image | None = None
+        self.live: dict[str, Instance] = {}
+
+    def prepare(self, image: Image) -> None:
+        self.image = image
+        pid_dir().mkdir(parents=True, exist_ok=True)
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        rootfs = spec.image.rootfs
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.posix_spawn(
+                str(rootfs / "bin" / "busybox"),
+                ["sh", str(rootfs / "init")],
+                {"PATH": str(rootfs / "bin"), "HOME": "/"},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, write_fd, 1),
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(write_fd)
+        pid_file = pid_dir() / f"{spec.name}.pid"
+        pid_file.write_text(f"{pid}\n")
+        instance = Instance(spec.name, self.name, ProcessHandle(pid, read_fd, pid_file), [pid])
+        self.live[spec.name] = instance
+        return instance
+
+    def wait_ready(self, instance: Instance, timeout: float) -> None:
+        handle: ProcessHandle = instance.handle
+        if handle.ready_fd is None:
+            return
+        try:
+            read_ready(handle.ready_fd, timeout, instance.name)
+        finally:
+            os.close(handle.ready_fd)
+            handle.ready_fd = None
+
+    def stop(self, instance: Instance) -> None:
+        handle: ProcessHandle = instance.handle
+        if handle.ready_fd is not None:
+            os.close(handle.ready_fd)
+            handle.ready_fd = None
+        _signal_group(handle.pid, signal.SIGTERM)
+        if not _wait_gone(handle.pid, GRACE_S):
+            _signal_group(handle.pid, signal.SIGKILL)
+            _wait_gone(handle.pid, GRACE_S)
+        _signal_group(handle.pid, signal.SIGKILL)  # whatever the workload left in its group
+        handle.pid_file.unlink(missing_ok=True)
+        self.live.pop(instance.name, None)
+
+    def memory(self, instance: Instance) -> MemorySample:
+        return metrics.process_memory(instance.pids)
+
+    def cleanup(self) -> None:
+        for instance in list(self.live.values()):
+            self.stop(instance)
+
+    def describe(self) -> dict[str, Any]:
+        return {"isolation": "none", "launcher": "posix_spawn"}
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def sweep() -> list[str]:
+    """Kill workloads left by a harness that died (their pid files survive under the state dir)."""
+    removed = []
+    directory = pid_dir()
+    if not directory.is_dir():
+        return removed
+    for pid_file in directory.glob("cvbench-*.pid"):
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _started_from_image(pid):
+            _signal_group(pid, signal.SIGKILL)
+            removed.append(f"process {pid_file.stem} (pid {pid})")
+        pid_file.unlink(missing_ok=True)
+    return removed
+
+
+def _started_from_image(pid: int) -> bool:
+    """True when ``pid`` is a session leader running an image's /init (never a stranger)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+        return os.getsid(pid) == pid and b"/rootfs/init" in cmdline
+    except OSError:
+        return False
+
+
+__all__ = ["ProcessBackend", "sweep", "NotReady"]

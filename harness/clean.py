@@ -1,0 +1,37 @@
+"""`cvbench clean`: remove every leftover of earlier runs, also after a SIGKILLed harness."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+# Each module owns one kind of object and knows how to find its own leftovers by prefix.
+SWEEPERS = (
+    "harness.backends.process",
+    "harness.backends.oci",
+    "runtime.container",
+    "vm.hypervisor",
+)
+
+
+def _sweeper(module_name: str) -> Callable[[], list[str]] | None:
+    try:
+        return importlib.import_module(module_name).sweep
+    except (ImportError, AttributeError):
+        return None
+
+
+def clean_all() -> list[str]:
+    """Run every sweeper; return one line per removed object (or per sweeper that failed)."""
+    lines: list[str] = []
+    for module_name in SWEEPERS:
+        sweep = _sweeper(module_name)
+        if sweep is None:
+            continue
+        try:
+            lines.extend(sweep())
+        except Exception as error:  # one broken sweeper must not hide the others' work
+            lines.append(f"{module_name}: sweep failed: {error}")
+    if not lines:
+        lines.append("nothing to clean")
+    return lines

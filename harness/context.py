@@ -1,0 +1,114 @@
+"""What a scenario needs while it runs: backends, instance names, sample making, progress."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from harness.backends.base import Backend, Instance, InstanceSpec
+from harness.results import RunWriter, Sample
+from harness.scenario import Scenario
+from runtime.image import Image
+
+CONTAINER_BACKENDS = ("process", "ours", "crun", "runc")
+
+
+@dataclass
+class RunContext:
+    """Shared state of one run; scenario modules receive it."""
+
+    writer: RunWriter
+    image: Image
+    backends: dict[str, Backend]
+    descriptions: dict[str, dict[str, Any]]
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    quiet: bool = False
+    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    live: dict[str, list[Instance]] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.writer.run_id
+
+    def spec(self, scenario: Scenario) -> InstanceSpec:
+        """A fresh instance spec (unique ``cvbench-`` name) for ``scenario``."""
+        return InstanceSpec(
+            name=f"cvbench-{self.tag}-{next(self._counter)}",
+            image=self.image,
+            memory_limit_mib=scenario.memory_limit_mib,
+            pids_limit=scenario.pids_limit,
+            cpu_limit=scenario.cpu_limit,
+            network=scenario.network,
+            guest_memory_mib=scenario.guest_memory_mib,
+            vcpus=scenario.vcpus,
+            disk=scenario.disk,
+            accel=scenario.accel,
+        )
+
+    def accel(self, backend: str) -> str:
+        return str(self.descriptions.get(backend, {}).get("accel", "none"))
+
+    def sample(
+        self, scenario: Scenario, backend: str, metric: str, value: float, unit: str, **dims: Any
+    ) -> Sample:
+        is_vm = backend not in CONTAINER_BACKENDS
+        return Sample(
+            run_id=self.run_id,
+            scenario=scenario.name,
+            kind=scenario.kind,
+            backend=backend,
+            metric=metric,
+            value=value,
+            unit=unit,
+            accel=self.accel(backend),
+            network=scenario.network if not is_vm else "none",
+            guest_memory_mib=scenario.guest_memory_mib if is_vm else "",
+            image_digest=self.image.digest,
+            **dims,
+        )
+
+    def record(self, samples: list[Sample]) -> None:
+        self.writer.add(samples)
+
+    def track(self, backend: str, instance: Instance) -> None:
+        self.live.setdefault(backend, []).append(instance)
+
+    def untrack(self, backend: str, instance: Instance) -> None:
+        instances = self.live.get(backend, [])
+        if instance in instances:
+            instances.remove(instance)
+
+    def note_failure(self, scenario: Scenario, backend: str, reason: str) -> None:
+        failures = self.writer.metadata.setdefault("failures", [])
+        failures.append({"scenario": scenario.name, "backend": backend, "reason": reason})
+        if not self.quiet:
+            self.console.print(f"[yellow]{backend}: {reason}[/yellow]")
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            disable=self.quiet,
+            transient=False,
+        )
+        with progress:
+            yield progress

@@ -1,0 +1,88 @@
+"""Facts about the host that qualify every run (recorded in metadata.json)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("cvbench", "libvirt-python", "pyroute2", "psutil", "pandas", "matplotlib", "scipy")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return result.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def cgroup_mode() -> str:
+    try:
+        from runtime.cgroups import detect_mode
+    except ImportError:
+        return "unknown"
+    return detect_mode()
+
+
+def accel() -> dict[str, str]:
+    try:
+        from vm.hypervisor import detect_accel
+    except ImportError:
+        return {"accel": "unknown", "reason": "vm package not available"}
+    choice = detect_accel()
+    return {"accel": choice.accel, "reason": choice.reason}
+
+
+def collect() -> dict[str, Any]:
+    uname = os.uname()
+    mem_total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_total = int(line.split()[1]) * 1024
+    return {
+        "host": {
+            "hostname": uname.nodename,
+            "kernel": uname.release,
+            "machine": uname.machine,
+            "cpu_model": cpu_model(),
+            "cpus": os.cpu_count(),
+            "mem_total_bytes": mem_total,
+            "cgroup_mode": cgroup_mode(),
+        },
+        "accel": accel(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,118 @@
+"""The density scenario: ramp up live instances until a limit, recording every step.
+
+Each backend ramps on its own (instances of two backends never share the host): start a batch,
+wait for every READY, record launch latency and host memory, repeat until ``max_instances``,
+the ``min_mem_available_mib`` floor or ``time_limit_s``; then tear all down and time it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from harness import metrics
+from harness.backends.base import BackendError, Instance
+from harness.context import RunContext
+from harness.scenario import Scenario
+
+MIB = 1024 * 1024
+
+
+def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> None:
+    summary = ctx.writer.metadata.setdefault("density", {})
+    for name in backend_names:
+        plan = scenario.for_backend(name)
+        summary.setdefault(plan.name, {})[name] = _ramp(ctx, plan, name)
+        ctx.writer.flush()
+        ctx.writer.write_metadata()
+
+
+def _stop_reason(plan: Scenario, alive: int, began: float) -> str | None:
+    if alive >= plan.max_instances:
+        return "max_instances"
+    if time.monotonic() - began >= plan.time_limit_s:
+        return "time_limit"
+    if metrics.host_memory().mem_available < plan.min_mem_available_mib * MIB:
+        return "memory_floor"
+    return None
+
+
+def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
+    live: list[Instance] = []
+    baseline = metrics.host_memory()
+    began = time.monotonic()
+    reason = None
+    step = 0
+    with ctx.progress() as progress:
+        task = progress.add_task(f"{plan.name} {name}", total=plan.max_instances, info="")
+        while (reason := _stop_reason(plan, len(live), began)) is None:
+            step += 1
+            batch = min(plan.batch_size, plan.max_instances - len(live))
+            try:
+                latencies = _launch_batch(ctx, plan, name, batch, live)
+            except BackendError as error:
+                reason = f"failure: {error}"
+                ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
+                break
+            host = metrics.host_memory()
+            samples = [
+                ctx.sample(plan, name, "launch_s", latency, "s", step=step,
+                           instance=str(len(live) - batch + i + 1))
+                for i, latency in enumerate(latencies)
+            ]
+            samples.append(ctx.sample(plan, name, "instances_alive", len(live), "count",
+                                      step=step))
+            samples.append(ctx.sample(plan, name, "host_mem_used_bytes",
+                                      baseline.mem_available - host.mem_available, "bytes",
+                                      step=step))
+            for metric, (value, unit) in host.as_metrics().items():
+                samples.append(ctx.sample(plan, name, metric, value, unit, step=step))
+            ctx.record(samples)
+            rate = len(live) / max(time.monotonic() - began, 1e-9)
+            progress.update(
+                task,
+                completed=len(live),
+                info=f"{rate:.0f}/s, {host.mem_available / MIB / 1024:.1f} GiB available",
+            )
+        alive = len(live)
+        teardown = _teardown(ctx, name, live)
+    ctx.record([
+        ctx.sample(plan, name, "teardown_s", teardown, "s"),
+        ctx.sample(plan, name, "max_instances_alive", alive, "count"),
+    ])
+    return {"stopped_by": reason, "instances": alive, "teardown_s": round(teardown, 3)}
+
+
+def _launch_batch(
+    ctx: RunContext, plan: Scenario, name: str, batch: int, live: list[Instance]
+) -> list[float]:
+    """Start ``batch`` instances, then wait for each; their start→READY latencies."""
+    backend = ctx.backends[name]
+    started: list[tuple[Instance, int]] = []
+    try:
+        for _ in range(batch):
+            begin = metrics.now_ns()
+            instance = backend.start(ctx.spec(plan))
+            ctx.track(name, instance)
+            live.append(instance)
+            started.append((instance, begin))
+        latencies = []
+        for instance, begin in started:
+            backend.wait_ready(instance, plan.timeout_s)
+            latencies.append(metrics.seconds_since(begin))
+        return latencies
+    except BackendError:
+        for instance, _ in started:  # a half-started batch is not part of the ramp
+            backend.stop(instance)
+            ctx.untrack(name, instance)
+            live.remove(instance)
+        raise
+
+
+def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> float:
+    backend = ctx.backends[name]
+    begin = metrics.now_ns()
+    while live:
+        instance = live.pop()
+        backend.stop(instance)
+        ctx.untrack(name, instance)
+    return metrics.seconds_since(begin)

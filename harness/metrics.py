@@ -1,0 +1,99 @@
+"""Clocks and memory readings shared by the runner and the backends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from harness.backends.base import MemorySample
+
+KSM_DIR = Path("/sys/kernel/mm/ksm")
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
+
+
+def seconds_since(start_ns: int) -> float:
+    return (time.perf_counter_ns() - start_ns) / 1e9
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """A snapshot of host-wide memory, in bytes (KSM in pages)."""
+
+    mem_available: int
+    committed_as: int
+    ksm_pages_shared: int
+    ksm_pages_sharing: int
+
+    def as_metrics(self) -> dict[str, tuple[float, str]]:
+        return {
+            "host_mem_available_bytes": (self.mem_available, "bytes"),
+            "host_committed_as_bytes": (self.committed_as, "bytes"),
+            "ksm_pages_shared": (self.ksm_pages_shared, "pages"),
+            "ksm_pages_sharing": (self.ksm_pages_sharing, "pages"),
+        }
+
+
+def _meminfo() -> dict[str, int]:
+    values = {}
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _ksm(counter: str) -> int:
+    try:
+        return int((KSM_DIR / counter).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def host_memory() -> HostMemory:
+    info = _meminfo()
+    return HostMemory(
+        mem_available=info["MemAvailable"],
+        committed_as=info["Committed_AS"],
+        ksm_pages_shared=_ksm("pages_shared"),
+        ksm_pages_sharing=_ksm("pages_sharing"),
+    )
+
+
+def ksm_running() -> bool:
+    return _ksm("run") == 1
+
+
+def set_ksm(on: bool) -> None:
+    """Turn KSM merging on or off (root)."""
+    (KSM_DIR / "run").write_text("1\n" if on else "0\n")
+
+
+def process_memory(pids: Iterable[int], include_children: bool = True) -> MemorySample:
+    """Sum PSS, USS and RSS of the given processes (and their descendants)."""
+    seen: set[int] = set()
+    pss = uss = rss = 0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)] if include_children else [root]
+        except psutil.Error:
+            continue
+        for process in processes:
+            if process.pid in seen:
+                continue
+            seen.add(process.pid)
+            try:
+                full = process.memory_full_info()
+            except psutil.Error:
+                continue
+            pss += full.pss
+            uss += full.uss
+            rss += full.rss
+    return MemorySample(pss=pss, uss=uss, rss=rss)

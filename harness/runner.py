@@ -1,0 +1,113 @@
+"""Run a suite: check inputs, prepare backends, run each scenario, always clean up.
+
+Nothing is started before the suite, the image and every backend have been checked. Ctrl-C
+(or SIGTERM) stops the run, stops every live instance, and marks the run ``incomplete``; the
+samples gathered so far stay on disk.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness import backends as backend_registry
+from harness import hostinfo
+from harness.backends.base import Backend
+from harness.context import RunContext
+from harness.kinds import density, memory, startup
+from harness.results import RunWriter, new_run_id
+from harness.scenario import Suite
+from runtime import image as images
+
+KIND_RUNNERS = {"startup": startup.run, "density": density.run, "memory": memory.run}
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by a signal; it is marked incomplete."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
+    """Create and prepare every backend the suite uses; raise BackendError before any start."""
+    created: dict[str, Backend] = {}
+    try:
+        for name in suite.backends:
+            backend = backend_registry.create(name)
+            created[name] = backend
+            backend.prepare(image)
+    except BaseException:
+        for backend in created.values():
+            backend.cleanup()
+        raise
+    return created
+
+
+def run_suite(suite: Suite, results_dir: Path, quiet: bool = False) -> Path:
+    """Run every scenario of ``suite`` on its backends; return the run directory."""
+    image = images.load_verified(suite.image)
+    backends = prepare_backends(suite, image)
+    descriptions = {name: backend.describe() for name, backend in backends.items()}
+    metadata = {
+        "suite": suite.name,
+        "suite_file": str(suite.path),
+        "scenario_text": suite.text,
+        "scenarios": [s.name for s in suite.scenarios],
+        "backends": descriptions,
+        "image": {"name": suite.image, "digest": image.digest},
+        **hostinfo.collect(),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    writer = RunWriter.create(results_dir, new_run_id(suite.name), metadata)
+    ctx = RunContext(writer, image, backends, descriptions, quiet=quiet)
+    status, error = "failed", None
+    try:
+        with _sigterm_as_interrupt():
+            for scenario in suite.scenarios:
+                KIND_RUNNERS[scenario.kind](ctx, scenario, suite.backends_for(scenario))
+        status = "complete"
+    except KeyboardInterrupt:
+        status, error = "incomplete", "interrupted"
+        raise RunInterrupted(f"run {writer.run_id} interrupted; marked incomplete") from None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        with _ignore_interrupts():
+            for name, backend in backends.items():
+                for instance in ctx.live.get(name, []):
+                    _quietly(backend.stop, instance)
+                _quietly(backend.cleanup)
+            writer.finish(status, error)
+    return writer.directory
+
+
+def _quietly(function, *args) -> None:
+    try:
+        function(*args)
+    except Exception:  # cleanup goes on; `cvbench clean` catches what is left
+        pass
+
+
+@contextmanager
+def _ignore_interrupts() -> Iterator[None]:
+    """Let cleanup finish even if the user presses Ctrl-C again."""
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
