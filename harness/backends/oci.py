@@ -1,0 +1,770 @@
+"""Shared code of the ``crun`` and ``runc`` peer backends: OCI bundles made from our image.
+
+Each container gets a bundle under ``state_dir()/oci/<name>/``: a ``config.json`` generated from
+the :class:`InstanceSpec` (same namespaces, hostname and limits as ``ours``) and a ``rootfs``
+that is an overlay of the shared read-only image rootfs plus a private upper/work directory.
+
+Every runtime command runs through one small *launcher* process per backend (:class:`Launcher`):
+
+- it lives in a private mount namespace (mounts ``rslave``); on a hybrid cgroup host it unmounts
+  ``/sys/fs/cgroup/unified`` there, which is how crun 1.8 runs on such a host;
+- it makes and removes the overlay mounts in that namespace, so they never clutter the host and
+  vanish with the launcher;
+- it is a child subreaper: a ``<runtime> run -d`` container is reparented to it and reaped by it
+  (this host's PID 1 does not reap orphans);
+- it spawns commands with ``posix_spawn`` on request, so a command costs no fork of the harness.
+
+The harness talks to it over one socket (fds passed with SCM_RIGHTS); no descriptor is held per
+live container once it is ready. When the harness dies the launcher stays only while it still
+has containers to reap; :func:`sweep` removes those, the launcher, mounts, bundles and cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from runtime.image import Image
+from runtime.paths import PREFIX, state_dir
+
+GRACE_S = 10.0  # SIGTERM → SIGKILL
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = f"{PREFIX}oci"
+CPU_PERIOD_US = 100_000
+RUNTIMES = ("crun", "runc")
+HELPER_ARGV0 = f"{PREFIX}oci-launcher"
+
+CAPABILITIES = [  # the usual container default set
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+MASKED_PATHS = [
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+# --- places --------------------------------------------------------------------------------
+
+
+def bundles_dir() -> Path:
+    return state_dir() / "oci"
+
+
+def runtime_root(runtime: str) -> Path:
+    """The runtime's ``--root`` state directory."""
+    return state_dir() / "oci-state" / runtime
+
+
+def launchers_dir() -> Path:
+    return state_dir() / "oci-state" / "launchers"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Paths of one container's bundle."""
+
+    name: str
+    dir: Path
+
+    @classmethod
+    def for_name(cls, name: str) -> Bundle:
+        return cls(name, bundles_dir() / name)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.json"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "stderr.log"
+
+
+def cgroups_path(name: str) -> str:
+    return f"/{CGROUP_PARENT}/{name}"
+
+
+# --- config.json (pure) --------------------------------------------------------------------
+
+
+def build_config(spec: InstanceSpec) -> dict[str, Any]:
+    """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``)."""
+    if not spec.name.startswith(PREFIX):
+        raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
+    if spec.network not in ("none", "host"):
+        raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
+    namespaces = ["pid", "mount", "uts", "ipc", "cgroup"]
+    if spec.network == "none":
+        namespaces.append("network")  # a fresh netns holds only loopback
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+    ]
+    if spec.network == "none":  # sysfs can only be mounted in a netns of one's own
+        mounts.append(
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            }
+        )
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if spec.memory_limit_mib is not None:
+        resources["memory"] = {"limit": spec.memory_limit_mib * 1024 * 1024}
+    if spec.pids_limit is not None:
+        resources["pids"] = {"limit": spec.pids_limit}
+    if spec.cpu_limit is not None:
+        resources["cpu"] = {
+            "quota": max(1000, round(spec.cpu_limit * CPU_PERIOD_US)),
+            "period": CPU_PERIOD_US,
+        }
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [spec.image.init],
+            "env": ["PATH=/bin:/sbin", "HOME=/root"],
+            "cwd": "/",
+            "capabilities": {
+                kind: list(CAPABILITIES) for kind in ("bounding", "effective", "permitted")
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": spec.name,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": kind} for kind in namespaces],
+            "cgroupsPath": cgroups_path(spec.name),
+            "resources": resources,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+# --- host facts ----------------------------------------------------------------------------
+
+
+def _cgroup_mode() -> str:
+    """``v2``, ``hybrid`` or ``v1``, read from the mount table."""
+    v1 = v2_unified = v2_root = False
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype == "cgroup2":
+                v2_root |= fields[4] == str(CGROUP_ROOT)
+                v2_unified |= fields[4] != str(CGROUP_ROOT)
+            elif fstype == "cgroup":
+                v1 = True
+    if v2_root and not v1:
+        return "v2"
+    return "hybrid" if v1 and v2_unified else "v1"
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """Every directory a runtime may have made for container ``name`` (v1, hybrid or v2)."""
+    relative = cgroups_path(name).lstrip("/")
+    candidates = [CGROUP_ROOT / relative]
+    if CGROUP_ROOT.is_dir():
+        candidates += [path / relative for path in sorted(CGROUP_ROOT.iterdir()) if path.is_dir()]
+    return [path for path in candidates if path.is_dir()]
+
+
+def _mountpoints_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at or below ``root``, deepest first."""
+    prefix = str(root)
+    found = []
+    with contextlib.suppress(OSError), open(mountinfo) as handle:
+        for line in handle:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _needs_private_cgroup_view(runtime: str, mode: str) -> bool:
+    return Path(runtime).name == "crun" and mode == "hybrid"
+
+
+# --- the launcher ----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
+    """Body of the launcher process (runs in a fresh interpreter; stdlib + runtime only)."""
+    from runtime import syscalls
+
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    syscalls.unshare(syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+    if unmount_unified:
+        syscalls.umount2(str(CGROUP_ROOT / "unified"), syscalls.MNT_DETACH)
+    sock = socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    waiting: dict[int, int | None] = {}
+
+    def reap() -> bool:
+        """Reap every exited child; False once there are no children left."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return True
+            if pid in waiting:
+                waiting[pid] = os.waitstatus_to_exitcode(status)
+
+    def handle(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "spawn":
+            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
+            pid = os.posix_spawn(
+                request["argv"][0],
+                request["argv"],
+                dict(os.environ),
+                file_actions=actions,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            )
+            for fd in fds:
+                os.close(fd)
+            waiting[pid] = None
+            while True:
+                reap()
+                if waiting[pid] is not None:
+                    return {"rc": waiting.pop(pid)}
+                select.select([wake_r], [], [])
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+        if op == "mount":
+            os.makedirs(request["target"], exist_ok=True)
+            syscalls.mount("overlay", request["target"], "overlay", 0, request["data"])
+            return {"rc": 0}
+        if op == "umount":
+            try:
+                syscalls.umount2(request["target"], syscalls.MNT_DETACH)
+            except OSError as error:
+                if error.errno != 22:  # EINVAL: not a mount point (any more)
+                    raise
+            return {"rc": 0}
+        if op == "ping":
+            return {"rc": 0, "pid": os.getpid()}
+        raise ValueError(f"unknown op {op!r}")
+
+    sock.send(b'{"rc": 0}')
+    connected = True
+    while connected or reap():
+        readable, _, _ = select.select([sock, wake_r] if connected else [wake_r], [], [])
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            reap()
+        if connected and sock in readable:
+            try:
+                message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3, socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                message, fds = b"", []
+            if not message:  # the harness is gone: stay only while containers need reaping
+                connected = False
+                sock.close()
+                continue
+            try:
+                reply = handle(json.loads(message), fds)
+            except Exception as error:  # report it to the caller, keep serving
+                reply = {"rc": -1, "error": f"{type(error).__name__}: {error}"}
+            with contextlib.suppress(OSError):
+                sock.send(json.dumps(reply).encode())
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[2])
+
+
+class Launcher:
+    """Client side of one launcher process: spawn runtime commands, mount overlays."""
+
+    def __init__(self, unmount_unified: bool, label: str = "oci") -> None:
+        self.unmount_unified = unmount_unified
+        self._lock = threading.Lock()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            f"import sys; sys.argv[0] = {HELPER_ARGV0!r}; sys.path.insert(0, {_package_root()!r})\n"
+            "from harness.backends.oci import _launcher_main\n"
+            f"_launcher_main({theirs.fileno()}, {unmount_unified!r})\n"
+        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", code, HELPER_ARGV0, label],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        self.record = launchers_dir() / f"{label}-{self.process.pid}.json"
+        launchers_dir().mkdir(parents=True, exist_ok=True)
+        self.record.write_text(json.dumps({"pid": self.process.pid, "label": label}))
+        try:
+            if not select.select([ours], [], [], 30)[0] or not ours.recv(64):
+                raise BackendError("OCI launcher did not start (see stderr)")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def request(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> dict[str, Any]:
+        with self._lock:
+            if self._sock is None:
+                raise BackendError("OCI launcher is closed")
+            try:
+                socket.send_fds(self._sock, [json.dumps(message).encode()], list(fds))
+                reply = self._sock.recv(1 << 16)
+            except OSError as error:
+                raise BackendError(f"OCI launcher failed: {error}") from None
+        if not reply:
+            raise BackendError("OCI launcher died")
+        answer = json.loads(reply)
+        if "error" in answer:
+            raise BackendError(f"OCI launcher: {message['op']}: {answer['error']}")
+        return answer
+
+    def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+        """Run ``argv`` with the given stdio to completion; return its exit code."""
+        return self.request({"op": "spawn", "argv": argv}, (stdin, stdout, stderr))["rc"]
+
+    def run(self, argv: list[str]) -> Result:
+        """Run ``argv`` and capture its (small) output."""
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+
+        def drain() -> None:
+            open_fds = [out_r, err_r]
+            while open_fds:
+                for fd in select.select(open_fds, [], [])[0]:
+                    data = os.read(fd, 65536)
+                    if data:
+                        chunks[fd].append(data)
+                    else:
+                        open_fds.remove(fd)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            rc = self.spawn(argv, null, out_w, err_w)
+        finally:
+            for fd in (out_w, err_w, null):
+                os.close(fd)
+            reader.join()
+            os.close(out_r)
+            os.close(err_r)
+        return Result(rc, b"".join(chunks[out_r]).decode(), b"".join(chunks[err_r]).decode())
+
+    def mount_overlay(self, lower: Path, upper: Path, work: Path, target: Path) -> None:
+        data = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        self.request({"op": "mount", "target": str(target), "data": data})
+
+    def umount(self, target: Path) -> None:
+        self.request({"op": "umount", "target": str(target)})
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Disconnect; the launcher exits once it has no child left (killed after ``timeout``)."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.record.unlink(missing_ok=True)
+
+
+# --- the backend ---------------------------------------------------------------------------
+
+
+@dataclass
+class OciHandle:
+    bundle: Bundle
+    pid: int
+    ready_fd: int | None
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """True once ``pid`` has exited (or never existed); event-driven through a pidfd."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if select.select([pidfd], [], [], timeout)[0]:
+            return True
+        return not _alive(pid)
+    finally:
+        os.close(pidfd)
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class OciBackend:
+    """A peer backend driving an OCI runtime binary (``crun``, ``runc``) through bundles."""
+
+    name = "oci"
+    runtime = "crun"
+
+    def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
+        self.binary = binary or shutil.which(self.runtime) or self.runtime
+        self.grace_s = grace_s
+        self.mode = _cgroup_mode()
+        self.live: dict[str, Instance] = {}
+        self._launcher: Launcher | None = None
+        self._lock = threading.Lock()
+
+    # helpers
+
+    @property
+    def root(self) -> Path:
+        return runtime_root(self.runtime)
+
+    def _runtime_argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), *args]
+
+    @property
+    def launcher(self) -> Launcher:
+        with self._lock:
+            if self._launcher is None or self._launcher.process.poll() is not None:
+                self._launcher = Launcher(
+                    _needs_private_cgroup_view(self.binary, self.mode), label=self.runtime
+                )
+            return self._launcher
+
+    # Backend protocol
+
+    def prepare(self, image: Image) -> None:
+        if shutil.which(self.binary) is None:
+            raise BackendError(f"{self.runtime} not found on PATH")
+        if not (image.rootfs / image.init.lstrip("/")).exists():
+            raise BackendError(f"image {image.name} has no {image.init}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        bundles_dir().mkdir(parents=True, exist_ok=True)
+        self.launcher  # noqa: B018 - start it now, not during the first measured start
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        config = build_config(spec)
+        bundle = Bundle.for_name(spec.name)
+        launcher = self.launcher
+        try:
+            bundle.dir.mkdir(parents=True)
+        except FileExistsError:
+            raise BackendError(f"{spec.name}: bundle {bundle.dir} already exists") from None
+        self.root.mkdir(parents=True, exist_ok=True)
+        read_fd = None
+        try:
+            for directory in (bundle.upper, bundle.work, bundle.rootfs):
+                directory.mkdir()
+            bundle.config.write_text(json.dumps(config))
+            launcher.mount_overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+            null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                argv = self._runtime_argv(
+                    "run", "-d", "--pid-file", str(bundle.pid_file),
+                    "--bundle", str(bundle.dir), spec.name,
+                )  # fmt: skip
+                rc = launcher.spawn(argv, null_fd, write_fd, log_fd)
+            finally:
+                for fd in (write_fd, log_fd, null_fd):
+                    os.close(fd)
+            if rc != 0:
+                raise BackendError(f"{self.runtime} run {spec.name} failed: {self._log(bundle)}")
+            pid = int(bundle.pid_file.read_text())
+        except BaseException:
+            if read_fd is not None:
+                os.close(read_fd)
+            self._teardown(bundle)
+            raise
+        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd), [pid])
+        self.live[spec.name] = instance
+        return instance
+
+    def wait_ready(self, instance: Instance, timeout: float) -> None:
+        handle: OciHandle = instance.handle
+        if handle.ready_fd is None:
+            return
+        try:
+            _read_ready(handle.ready_fd, timeout, instance.name)
+        finally:
+            os.close(handle.ready_fd)
+            handle.ready_fd = None
+
+    def stop(self, instance: Instance) -> None:
+        handle: OciHandle = instance.handle
+        if handle.ready_fd is not None:
+            os.close(handle.ready_fd)
+            handle.ready_fd = None
+        if _alive(handle.pid):
+            self.launcher.run(self._runtime_argv("kill", instance.name, "TERM"))
+            if not _wait_exit(handle.pid, self.grace_s):
+                self.launcher.run(self._runtime_argv("kill", instance.name, "KILL"))
+                _wait_exit(handle.pid, self.grace_s)
+        self._teardown(handle.bundle)
+        self.live.pop(instance.name, None)
+
+    def memory(self, instance: Instance) -> MemorySample:
+        from harness import metrics
+
+        sample = metrics.process_memory(instance.pids)
+        return dataclasses.replace(sample, cgroup=self._cgroup_memory(instance.name))
+
+    def cleanup(self) -> None:
+        for instance in list(self.live.values()):
+            with contextlib.suppress(BackendError):
+                self.stop(instance)
+        with self._lock:
+            if self._launcher is not None:
+                self._launcher.close()
+                self._launcher = None
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            out = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, check=False
+            ).stdout
+        except OSError:
+            out = ""
+        first = out.splitlines()[0] if out else ""
+        return {
+            "runtime": self.runtime,
+            "version": first.split()[-1] if first else "unknown",
+            "cgroup_mode": self.mode,
+            "private_cgroup_view": _needs_private_cgroup_view(self.binary, self.mode),
+            "launcher": "posix_spawn from a subreaper in a private mount namespace",
+        }
+
+    # internals
+
+    def _teardown(self, bundle: Bundle) -> None:
+        """Delete the container, unmount and remove its bundle; tolerate partial states."""
+        launcher = self.launcher
+        result = launcher.run(self._runtime_argv("delete", "-f", bundle.name))
+        if result.returncode != 0 and (self.root / bundle.name).exists():
+            raise BackendError(f"{self.runtime} delete {bundle.name}: {result.stderr.strip()}")
+        launcher.umount(bundle.rootfs)
+        shutil.rmtree(bundle.dir, ignore_errors=True)
+        for directory in _cgroup_dirs(bundle.name):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+    def _log(self, bundle: Bundle) -> str:
+        try:
+            text = bundle.log.read_text(errors="replace").strip()
+        except OSError:
+            return "no log"
+        return text.splitlines()[-1] if text else "no log"
+
+    def _cgroup_memory(self, name: str) -> int | None:
+        relative = cgroups_path(name).lstrip("/")
+        for path in (
+            CGROUP_ROOT / "memory" / relative / "memory.usage_in_bytes",
+            CGROUP_ROOT / relative / "memory.current",
+        ):
+            with contextlib.suppress(OSError, ValueError):
+                return int(path.read_text())
+        return None
+
+
+def _read_ready(fd: int, timeout: float, name: str) -> None:
+    """Block until a ``READY`` line arrives on ``fd``; NotReady on timeout or EOF."""
+    deadline = time.monotonic() + timeout
+    buffered = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReady(f"{name}: no READY within {timeout:g} s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise NotReady(f"{name}: workload exited before READY (output: {buffered[-200:]!r})")
+        buffered += chunk
+        if b"READY" in (line.strip() for line in buffered.split(b"\n")):
+            return
+
+
+# --- sweep ---------------------------------------------------------------------------------
+
+
+def _kill_launchers(removed: list[str], timeout: float = 5.0) -> None:
+    """Stop launchers left by dead harnesses (they exit by themselves once their children do)."""
+    directory = launchers_dir()
+    if not directory.is_dir():
+        return
+    for record in directory.glob("*.json"):
+        try:
+            pid = int(json.loads(record.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            pid = 0
+        if pid and _is_launcher(pid):
+            if not _wait_exit(pid, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _wait_exit(pid, timeout)
+            removed.append(f"oci launcher (pid {pid})")
+        record.unlink(missing_ok=True)
+
+
+def _is_launcher(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return HELPER_ARGV0.encode() in handle.read()
+    except OSError:
+        return False
+
+
+def sweep() -> list[str]:
+    """Remove what crashed harnesses left: containers, launchers, mounts, bundles, cgroups."""
+    removed: list[str] = []
+    names: set[str] = set()
+    mode = _cgroup_mode()
+    if bundles_dir().is_dir():
+        names |= {path.name for path in bundles_dir().iterdir()}
+    for runtime in RUNTIMES:
+        root = runtime_root(runtime)
+        binary = shutil.which(runtime)
+        ids = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        ids = [name for name in ids if name.startswith(PREFIX)]
+        names |= set(ids)
+        if not ids or binary is None:
+            continue
+        launcher = Launcher(_needs_private_cgroup_view(binary, mode), label=f"sweep-{runtime}")
+        try:
+            for name in ids:
+                result = launcher.run([binary, "--root", str(root), "delete", "-f", name])
+                if result.returncode == 0:
+                    removed.append(f"{runtime} container {name}")
+                else:
+                    removed.append(f"{runtime} container {name}: {result.stderr.strip()}")
+        finally:
+            launcher.close()
+    _kill_launchers(removed)
+    for point in _mountpoints_under(bundles_dir()):
+        with contextlib.suppress(OSError):
+            from runtime import syscalls
+
+            syscalls.umount2(point, syscalls.MNT_DETACH)
+            removed.append(f"mount {point}")
+    for name in sorted(names):
+        bundle = Bundle.for_name(name)
+        if bundle.dir.exists():
+            shutil.rmtree(bundle.dir, ignore_errors=True)
+            removed.append(f"bundle {bundle.dir}")
+        for directory in _cgroup_dirs(name):
+            try:
+                directory.rmdir()
+                removed.append(f"cgroup {directory}")
+            except OSError as error:
+                removed.append(f"cgroup {directory}: {error.strerror}")
+    return removed
+
+
+__all__ = ["OciBackend", "Launcher", "build_config", "sweep", "Bundle"]
