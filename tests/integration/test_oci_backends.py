@@ -1,0 +1,182 @@
+"""crun and runc backends against the real kernel: start → READY → memory → stop, limits, no leaks,
+and crash recovery by ``sweep()`` after a SIGKILLed harness."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.backends import oci
+from harness.backends.base import InstanceSpec
+from harness.backends.crun import CrunBackend
+from harness.backends.runc import RuncBackend
+from runtime import syscalls
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
+
+BACKENDS = {"crun": CrunBackend, "runc": RuncBackend}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _prefix() -> str:
+    return f"cvbench-test-oci-{uuid.uuid4().hex[:6]}-"
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _live_pids_in_cgroups(prefix: str) -> set[int]:
+    """Running (non-zombie) processes whose cgroup names one of our containers."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/cgroup") as handle:
+            if f"/{oci.CGROUP_PARENT}/{prefix}" in handle.read():
+                if _process_state(int(entry)) not in (None, "Z"):
+                    found.add(int(entry))
+    return found
+
+
+def _launchers() -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and oci._is_launcher(int(entry)) and _process_state(int(entry)) != "Z":
+            found.add(int(entry))
+    return found
+
+
+def inventory(prefix: str) -> dict[str, object]:
+    """Everything the OCI backends may leave behind, as comparable sets."""
+    roots = {rt: oci.runtime_root(rt) for rt in oci.RUNTIMES}
+    pattern = f"{oci.CGROUP_PARENT}/{prefix}*"
+    cgroups = {str(p) for glob in (pattern, f"*/{pattern}") for p in oci.CGROUP_ROOT.glob(glob)}
+    return {
+        "mounts": set(oci._mountpoints_under(oci.bundles_dir())),
+        "bundles": set(os.listdir(oci.bundles_dir())) if oci.bundles_dir().is_dir() else set(),
+        "state": {rt: set(os.listdir(r)) if r.is_dir() else set() for rt, r in roots.items()},
+        "cgroups": cgroups,
+        "processes": _live_pids_in_cgroups(prefix),
+        "launchers": _launchers(),
+    }
+
+
+def _cgroup_file(pid: int, controller: str, name: str) -> str:
+    """Read a controller file of the cgroup ``pid`` is in, as the host sees it."""
+    with open(f"/proc/{pid}/cgroup") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller in controllers.split(","):
+                return (Path("/sys/fs/cgroup") / controller / path.lstrip("/") / name).read_text()
+    raise AssertionError(f"pid {pid} has no {controller} cgroup")
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request, state_dir, built_image):
+    instance = BACKENDS[request.param]()
+    instance.prepare(built_image)
+    yield instance
+    instance.cleanup()
+
+
+def test_start_ready_memory_stop_and_limits(backend, built_image):
+    prefix = _prefix()
+    before = inventory(prefix)
+    spec = InstanceSpec(
+        name=f"{prefix}1", image=built_image, memory_limit_mib=64, pids_limit=32, cpu_limit=0.5
+    )
+    instance = backend.start(spec)
+    backend.wait_ready(instance, timeout=20)
+    pid = instance.pids[0]
+    assert instance.handle.ready_fd is None  # no descriptor held once ready
+
+    sample = backend.memory(instance)
+    assert sample.pss and sample.uss and sample.rss and sample.cgroup
+    assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 * 1024 * 1024
+    assert _cgroup_file(pid, "pids", "pids.max").strip() == "32"
+    assert int(_cgroup_file(pid, "cpu", "cpu.cfs_quota_us")) == 50_000
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    with open(f"/proc/{pid}/root/etc/hostname") as handle:  # the image's file, via the overlay
+        assert handle.read().strip() == "cvbench"
+
+    backend.stop(instance)
+    assert _process_state(pid) in (None, "Z") or not os.path.exists(f"/proc/{pid}")
+    assert inventory(prefix) == before
+    assert backend.describe()["runtime"] == backend.runtime
+
+
+def test_host_network_shares_the_host_netns(backend, built_image):
+    spec = InstanceSpec(name=f"{_prefix()}host", image=built_image, network="host")
+    instance = backend.start(spec)
+    try:
+        backend.wait_ready(instance, timeout=20)
+        pid = instance.pids[0]
+        assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+        assert os.readlink(f"/proc/{pid}/ns/uts") != os.readlink("/proc/self/ns/uts")
+    finally:
+        backend.stop(instance)
+
+
+CRASHER = """
+import sys, time
+from harness.backends import create
+from harness.backends.base import InstanceSpec
+from runtime import image
+backend = create(sys.argv[1])
+img = image.resolve()
+backend.prepare(img)
+for index in range(3):
+    instance = backend.start(InstanceSpec(name=f"{sys.argv[2]}{index}", image=img))
+    backend.wait_ready(instance, 20)
+print("STARTED", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("runtime", sorted(BACKENDS))
+def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
+    prefix = _prefix()
+    before = inventory(prefix)
+    # Adopt the orphaned launcher so that its exit leaves no zombie (PID 1 here does not reap).
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CRASHER, runtime, prefix],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert child.stdout.readline().strip() == b"STARTED"
+        during = inventory(prefix)
+        assert len(during["processes"]) >= 3
+        assert len(during["state"][runtime]) == len(before["state"][runtime]) + 3
+        launchers = during["launchers"] - before["launchers"]
+        assert launchers
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+
+        removed = oci.sweep()
+        assert sum(f"{runtime} container {prefix}" in line for line in removed) == 3
+        for pid in launchers:  # the orphaned launcher exits once its containers are gone
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    finally:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
+    after = inventory(prefix)
+    assert after == before, json.dumps({k: str(after[k]) for k in after})
+    assert oci.sweep() == []  # idempotent

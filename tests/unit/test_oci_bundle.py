@@ -1,0 +1,72 @@
+"""config.json generation for the crun/runc backends (pure: no runtime, no root)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.backends.base import BackendError, InstanceSpec
+from harness.backends.oci import Bundle, build_config, cgroups_path
+from runtime.image import Image
+
+IMAGE = Image(name="default", digest="0" * 64, rootfs=Path("/nonexistent/rootfs"))
+
+
+def spec(**changes) -> InstanceSpec:
+    return InstanceSpec(name="cvbench-unit-1", image=IMAGE, **changes)
+
+
+def namespaces(config: dict) -> set[str]:
+    return {entry["type"] for entry in config["linux"]["namespaces"]}
+
+
+def test_defaults_isolate_like_ours():
+    config = build_config(spec())
+    assert namespaces(config) == {"pid", "mount", "uts", "ipc", "network", "cgroup"}
+    assert config["hostname"] == "cvbench-unit-1"
+    assert config["process"]["args"] == ["/init"]
+    assert config["process"]["terminal"] is False
+    assert config["root"] == {"path": "rootfs", "readonly": False}
+    assert config["linux"]["cgroupsPath"] == "/cvbench-oci/cvbench-unit-1"
+    assert set(config["linux"]["resources"]) == {"devices"}  # no limits unless asked
+    assert {m["destination"] for m in config["mounts"]} >= {"/proc", "/dev", "/sys"}
+    json.dumps(config)  # serialisable as is
+
+
+def test_limits_map_to_oci_resources():
+    resources = build_config(spec(memory_limit_mib=64, pids_limit=100, cpu_limit=0.5))["linux"][
+        "resources"
+    ]
+    assert resources["memory"] == {"limit": 64 * 1024 * 1024}
+    assert resources["pids"] == {"limit": 100}
+    assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
+
+
+def test_tiny_cpu_limit_keeps_a_valid_quota():
+    assert build_config(spec(cpu_limit=0.001))["linux"]["resources"]["cpu"]["quota"] == 1000
+
+
+def test_host_network_has_no_netns_and_no_sysfs_mount():
+    config = build_config(spec(network="host"))
+    assert "network" not in namespaces(config)
+    assert "/sys" not in {m["destination"] for m in config["mounts"]}
+
+
+def test_bridge_network_is_refused():
+    with pytest.raises(BackendError, match="not supported"):
+        build_config(spec(network="bridge"))
+
+
+def test_name_must_carry_the_prefix():
+    with pytest.raises(BackendError, match="cvbench-"):
+        build_config(InstanceSpec(name="other-1", image=IMAGE))
+
+
+def test_bundle_layout_lives_under_the_state_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    bundle = Bundle.for_name("cvbench-unit-1")
+    assert bundle.dir == tmp_path / "oci" / "cvbench-unit-1"
+    assert bundle.config.parent == bundle.rootfs.parent == bundle.dir
+    assert cgroups_path("cvbench-unit-1").startswith("/cvbench-")
