@@ -17,6 +17,7 @@ from harness import hostinfo
 from harness.backends.base import Backend
 from harness.context import RunContext
 from harness.kinds import density, memory, startup
+from harness.normalize import write_normalized
 from harness.results import RunWriter, new_run_id
 from harness.scenario import Suite
 from runtime import image as images
@@ -91,6 +92,7 @@ def run_suite(suite: Suite, results_dir: Path, quiet: bool = False) -> Path:
                     _quietly(backend.stop, instance)
                 _quietly(backend.cleanup)
             writer.finish(status, error)
+            _quietly(write_normalized, writer.directory)  # ratios to the process floor
     return writer.directory
 
 
