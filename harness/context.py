@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,24 @@ from harness.scenario import Scenario
 from runtime.image import Image
 
 CONTAINER_BACKENDS = ("process", "ours", "crun", "runc")
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold back SIGINT/SIGTERM raised inside the block; re-raise them once it is done."""
+    pending: list[int] = []
+
+    def remember(signum: int, _frame) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt(f"signal {pending[0]}")
 
 
 @dataclass
@@ -83,6 +102,18 @@ class RunContext:
 
     def record(self, samples: list[Sample]) -> None:
         self.writer.add(samples)
+
+    def start(self, backend: str, scenario: Scenario) -> Instance:
+        """Start one instance of ``scenario`` on ``backend`` and track it for cleanup.
+
+        An interrupt that arrives while the backend starts it is deferred until the instance
+        is tracked, so it can never leave an instance nobody stops. (Signals are deferred in
+        Python, not masked, because a mask would be inherited by the workload.)
+        """
+        with deferred_interrupts():
+            instance = self.backends[backend].start(self.spec(scenario))
+            self.track(backend, instance)
+        return instance
 
     def track(self, backend: str, instance: Instance) -> None:
         self.live.setdefault(backend, []).append(instance)

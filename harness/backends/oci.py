@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import select
@@ -47,6 +48,8 @@ CGROUP_PARENT = f"{PREFIX}oci"
 CPU_PERIOD_US = 100_000
 RUNTIMES = ("crun", "runc")
 HELPER_ARGV0 = f"{PREFIX}oci-launcher"
+STARTUP_TIMEOUT_S = 30.0
+COMMAND_TIMEOUT_S = 120.0  # a runtime command that takes longer is reported as hung
 
 CAPABILITIES = [  # the usual container default set
     "CAP_CHOWN",
@@ -274,7 +277,11 @@ class Result:
 
 
 def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
-    """Body of the launcher process (runs in a fresh interpreter; stdlib + runtime only)."""
+    """Body of the launcher process (a fresh interpreter; stdlib and runtime.syscalls only).
+
+    Requests are JSON datagrams with an ``id``; a ``spawn`` is answered when its command exits,
+    so several commands may run at once. Every child is reaped, also adopted orphans.
+    """
     from runtime import syscalls
 
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
@@ -287,7 +294,13 @@ def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    waiting: dict[int, int | None] = {}
+    pending: dict[int, int] = {}  # pid of a spawned command -> request id
+    connected = True
+
+    def reply(message: dict[str, Any]) -> None:
+        if connected:
+            with contextlib.suppress(OSError):
+                sock.send(json.dumps(message).encode())
 
     def reap() -> bool:
         """Reap every exited child; False once there are no children left."""
@@ -298,53 +311,61 @@ def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
                 return False
             if pid == 0:
                 return True
-            if pid in waiting:
-                waiting[pid] = os.waitstatus_to_exitcode(status)
+            if pid in pending:
+                reply({"id": pending.pop(pid), "rc": os.waitstatus_to_exitcode(status)})
 
-    def handle(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        op = request["op"]
-        if op == "spawn":
-            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)]
-            pid = os.posix_spawn(
-                request["argv"][0],
-                request["argv"],
-                dict(os.environ),
-                file_actions=actions,
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
-            )
+    def spawn_with_overlay(argv: list[str], fds: list[int], overlay: dict[str, str]) -> int:
+        """Fork a child that mounts the overlay in a mount namespace of its own, then execs.
+
+        The container's mount namespace is copied from that one, so it holds one overlay, not
+        one per live container, and the overlay vanishes with the container.
+        """
+        pid = os.fork()
+        if pid:
+            return pid
+        try:
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            syscalls.unshare(syscalls.CLONE_NEWNS)
+            syscalls.mount("overlay", overlay["target"], "overlay", 0, overlay["data"])
+            os.execve(argv[0], argv, os.environ)
+        except BaseException as error:
+            with contextlib.suppress(BaseException):
+                os.write(2, f"cvbench oci launcher: {error}\n".encode())
+        finally:
+            os._exit(127)
+
+    def handle(request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
+        try:
+            if request["op"] != "spawn":
+                raise ValueError(f"unknown op {request['op']!r}")
+            if request.get("overlay"):
+                pid = spawn_with_overlay(request["argv"], fds, request["overlay"])
+            else:
+                pid = os.posix_spawn(
+                    request["argv"][0],
+                    request["argv"],
+                    dict(os.environ),
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds)
+                    ],
+                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+                )
+        finally:
             for fd in fds:
                 os.close(fd)
-            waiting[pid] = None
-            while True:
-                reap()
-                if waiting[pid] is not None:
-                    return {"rc": waiting.pop(pid)}
-                select.select([wake_r], [], [])
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 4096)
-        if op == "mount":
-            os.makedirs(request["target"], exist_ok=True)
-            syscalls.mount("overlay", request["target"], "overlay", 0, request["data"])
-            return {"rc": 0}
-        if op == "umount":
-            try:
-                syscalls.umount2(request["target"], syscalls.MNT_DETACH)
-            except OSError as error:
-                if error.errno != 22:  # EINVAL: not a mount point (any more)
-                    raise
-            return {"rc": 0}
-        if op == "ping":
-            return {"rc": 0, "pid": os.getpid()}
-        raise ValueError(f"unknown op {op!r}")
+        pending[pid] = request["id"]
+        return None  # answered by reap() when the command exits
 
-    sock.send(b'{"rc": 0}')
-    connected = True
+    sock.send(b'{"id": -1, "rc": 0}')
     while connected or reap():
         readable, _, _ = select.select([sock, wake_r] if connected else [wake_r], [], [])
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
-            reap()
         if connected and sock in readable:
             try:
                 message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3, socket.MSG_CMSG_CLOEXEC)
@@ -354,12 +375,14 @@ def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
                 connected = False
                 sock.close()
                 continue
+            request = json.loads(message)
             try:
-                reply = handle(json.loads(message), fds)
+                answer = handle(request, fds)
             except Exception as error:  # report it to the caller, keep serving
-                reply = {"rc": -1, "error": f"{type(error).__name__}: {error}"}
-            with contextlib.suppress(OSError):
-                sock.send(json.dumps(reply).encode())
+                answer = {"id": request.get("id"), "rc": -1, "error": f"{error}"}
+            if answer is not None:
+                reply(answer)
+        reap()
 
 
 def _package_root() -> str:
@@ -367,14 +390,23 @@ def _package_root() -> str:
 
 
 class Launcher:
-    """Client side of one launcher process: spawn runtime commands, mount overlays."""
+    """Client side of one launcher process: spawn runtime commands, mount overlays.
+
+    Thread-safe: requests from several threads are in flight at once, matched by id.
+    """
 
     def __init__(self, unmount_unified: bool, label: str = "oci") -> None:
         self.unmount_unified = unmount_unified
-        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._abandoned: set[int] = set()
+        self._receiving = False
+        self._dead = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
-            f"import sys; sys.argv[0] = {HELPER_ARGV0!r}; sys.path.insert(0, {_package_root()!r})\n"
+            f"import sys; sys.path.insert(0, {_package_root()!r})\n"
             "from harness.backends.oci import _launcher_main\n"
             f"_launcher_main({theirs.fileno()}, {unmount_unified!r})\n"
         )
@@ -387,13 +419,12 @@ class Launcher:
             )
         finally:
             theirs.close()
-        self._sock = ours
+        self._sock: socket.socket | None = ours
         self.record = launchers_dir() / f"{label}-{self.process.pid}.json"
         launchers_dir().mkdir(parents=True, exist_ok=True)
         self.record.write_text(json.dumps({"pid": self.process.pid, "label": label}))
         try:
-            if not select.select([ours], [], [], 30)[0] or not ours.recv(64):
-                raise BackendError("OCI launcher did not start (see stderr)")
+            self._await(-1, STARTUP_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
@@ -402,68 +433,105 @@ class Launcher:
     def pid(self) -> int:
         return self.process.pid
 
-    def request(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> dict[str, Any]:
-        with self._lock:
-            if self._sock is None:
-                raise BackendError("OCI launcher is closed")
+    def request(
+        self, message: dict[str, Any], fds: tuple[int, ...] = (), timeout: float = COMMAND_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """Send one request (with ``fds``) and wait for its answer."""
+        request_id = next(self._ids)
+        with self._send_lock:
+            if self._sock is None or self._dead:
+                raise BackendError("OCI launcher is not running")
             try:
-                socket.send_fds(self._sock, [json.dumps(message).encode()], list(fds))
-                reply = self._sock.recv(1 << 16)
+                socket.send_fds(self._sock, [json.dumps({**message, "id": request_id}).encode()],
+                                list(fds))  # fmt: skip
             except OSError as error:
-                raise BackendError(f"OCI launcher failed: {error}") from None
-        if not reply:
-            raise BackendError("OCI launcher died")
-        answer = json.loads(reply)
+                raise BackendError(f"OCI launcher: {error.strerror}") from None
+        answer = self._await(request_id, timeout)
         if "error" in answer:
             raise BackendError(f"OCI launcher: {message['op']}: {answer['error']}")
         return answer
 
-    def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
-        """Run ``argv`` with the given stdio to completion; return its exit code."""
-        return self.request({"op": "spawn", "argv": argv}, (stdin, stdout, stderr))["rc"]
+    def _await(self, request_id: int, timeout: float) -> dict[str, Any]:
+        """Wait for the answer to ``request_id``; one waiting thread at a time reads the socket."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                while True:
+                    if request_id in self._replies:
+                        return self._replies.pop(request_id)
+                    remaining = deadline - time.monotonic()
+                    if self._dead or remaining <= 0:
+                        self._abandoned.add(request_id)
+                        raise BackendError(
+                            "OCI launcher died" if self._dead else "OCI launcher: no answer in time"
+                        )
+                    if not self._receiving:
+                        self._receiving = True
+                        break
+                    self._cond.wait(remaining)
+            data = b""
+            try:
+                sock = self._sock
+                if sock is not None and select.select([sock], [], [], remaining)[0]:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        self._dead = True
+            except (OSError, ValueError):
+                self._dead = True
+            finally:
+                with self._cond:
+                    self._receiving = False
+                    if data:
+                        answer = json.loads(data)
+                        if answer["id"] not in self._abandoned:
+                            self._replies[answer["id"]] = answer
+                        self._abandoned.discard(answer["id"])
+                    self._cond.notify_all()
+
+    def spawn(
+        self,
+        argv: list[str],
+        stdin: int,
+        stdout: int,
+        stderr: int,
+        overlay: tuple[Path, Path, Path, Path] | None = None,
+    ) -> int:
+        """Run ``argv`` with the given stdio to completion; return its exit code.
+
+        ``overlay`` = (lower, upper, work, target): mount that overlay in a mount namespace
+        private to the command (and to the container it starts) first.
+        """
+        message: dict[str, Any] = {"op": "spawn", "argv": argv}
+        if overlay is not None:
+            lower, upper, work, target = overlay
+            message["overlay"] = {
+                "target": str(target),
+                "data": f"lowerdir={lower},upperdir={upper},workdir={work}",
+            }
+        return self.request(message, (stdin, stdout, stderr))["rc"]
 
     def run(self, argv: list[str]) -> Result:
-        """Run ``argv`` and capture its (small) output."""
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        """Run ``argv`` and capture its (small) output in memory files."""
+        out = os.memfd_create("cvbench-out", os.MFD_CLOEXEC)
+        err = os.memfd_create("cvbench-err", os.MFD_CLOEXEC)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-
-        def drain() -> None:
-            open_fds = [out_r, err_r]
-            while open_fds:
-                for fd in select.select(open_fds, [], [])[0]:
-                    data = os.read(fd, 65536)
-                    if data:
-                        chunks[fd].append(data)
-                    else:
-                        open_fds.remove(fd)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
         try:
-            rc = self.spawn(argv, null, out_w, err_w)
+            rc = self.spawn(argv, null, out, err)
+            return Result(rc, _read_all(out), _read_all(err))
         finally:
-            for fd in (out_w, err_w, null):
+            for fd in (out, err, null):
                 os.close(fd)
-            reader.join()
-            os.close(out_r)
-            os.close(err_r)
-        return Result(rc, b"".join(chunks[out_r]).decode(), b"".join(chunks[err_r]).decode())
-
-    def mount_overlay(self, lower: Path, upper: Path, work: Path, target: Path) -> None:
-        data = f"lowerdir={lower},upperdir={upper},workdir={work}"
-        self.request({"op": "mount", "target": str(target), "data": data})
-
-    def umount(self, target: Path) -> None:
-        self.request({"op": "umount", "target": str(target)})
 
     def close(self, timeout: float = 10.0) -> None:
         """Disconnect; the launcher exits once it has no child left (killed after ``timeout``)."""
-        with self._lock:
+        with self._send_lock, self._cond:
             if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
                 self._sock.close()
                 self._sock = None
+            self._dead = True
+            self._cond.notify_all()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -480,6 +548,14 @@ class OciHandle:
     bundle: Bundle
     pid: int
     ready_fd: int | None
+
+
+def _read_all(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:
@@ -562,7 +638,6 @@ class OciBackend:
             for directory in (bundle.upper, bundle.work, bundle.rootfs):
                 directory.mkdir()
             bundle.config.write_text(json.dumps(config))
-            launcher.mount_overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -571,7 +646,8 @@ class OciBackend:
                     "run", "-d", "--pid-file", str(bundle.pid_file),
                     "--bundle", str(bundle.dir), spec.name,
                 )  # fmt: skip
-                rc = launcher.spawn(argv, null_fd, write_fd, log_fd)
+                overlay = (spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+                rc = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
             finally:
                 for fd in (write_fd, log_fd, null_fd):
                     os.close(fd)
@@ -649,7 +725,6 @@ class OciBackend:
         result = launcher.run(self._runtime_argv("delete", "-f", bundle.name))
         if result.returncode != 0 and (self.root / bundle.name).exists():
             raise BackendError(f"{self.runtime} delete {bundle.name}: {result.stderr.strip()}")
-        launcher.umount(bundle.rootfs)
         shutil.rmtree(bundle.dir, ignore_errors=True)
         for directory in _cgroup_dirs(bundle.name):
             with contextlib.suppress(OSError):

@@ -91,8 +91,7 @@ def _launch_batch(
     try:
         for _ in range(batch):
             begin = metrics.now_ns()
-            instance = backend.start(ctx.spec(plan))
-            ctx.track(name, instance)
+            instance = ctx.start(name, plan)
             live.append(instance)
             started.append((instance, begin))
         latencies = []

@@ -41,9 +41,8 @@ def _measure(ctx: RunContext, plan: Scenario, name: str, ksm_on: bool) -> None:
             task = progress.add_task(f"{plan.name} {name} {variant}", total=plan.instances,
                                      info="")
             for _ in range(plan.instances):
-                instance = backend.start(ctx.spec(plan))
+                instance = ctx.start(name, plan)
                 live.append(instance)
-                ctx.track(name, instance)
                 backend.wait_ready(instance, plan.timeout_s)
                 progress.advance(task)
         time.sleep(plan.settle_s)  # deliberate idle period, so lazy allocations show up

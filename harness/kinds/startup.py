@@ -55,10 +55,8 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
 def _one(ctx: RunContext, scenario: Scenario, name: str) -> tuple[float, float]:
     """One start → READY → stop; returns (start_to_ready_s, stop_s)."""
     backend = ctx.backends[name]
-    spec = ctx.spec(scenario)
     started = metrics.now_ns()
-    instance = backend.start(spec)
-    ctx.track(name, instance)
+    instance = ctx.start(name, scenario)
     try:
         backend.wait_ready(instance, scenario.timeout_s)
         start_to_ready = metrics.seconds_since(started)

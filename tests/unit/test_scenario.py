@@ -1,0 +1,122 @@
+"""Scenario files: valid ones load into frozen dataclasses; every malformed one gives one line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import scenario
+from harness.scenario import ScenarioError
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = """
+[suite]
+name = "t"
+backends = ["process", "ours"]
+
+[[scenario]]
+kind = "startup"
+repetitions = 5
+
+[scenario.overrides.ours]
+repetitions = 7
+"""
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.toml")), ids=str)
+def test_shipped_scenarios_load(path: Path) -> None:
+    suite = scenario.load(path)
+    assert suite.scenarios
+    assert suite.text == path.read_text()
+
+
+def test_valid_file_loads_into_frozen_dataclasses() -> None:
+    suite = scenario.loads(VALID, "t.toml")
+    assert suite.backends == ("process", "ours")
+    (startup,) = suite.scenarios
+    assert startup.kind == "startup" and startup.name == "startup"
+    assert startup.repetitions == 5
+    assert startup.for_backend("ours").repetitions == 7
+    assert startup.for_backend("process").repetitions == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        startup.repetitions = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[scenario]]\nkind='startup'\nrepetitons=3\n", "unknown key 'repetitons'"),
+        ("[[scenario]]\nkind='startup'\nrepetitions='3'\n", "key 'repetitions': expected an integer"),
+        ("[[scenario]]\nkind='startup'\nrepetitions=-1\n", "key 'repetitions': expected a value >= 1"),
+        ("[[scenario]]\nkind='startup'\ntimeout_s=-2.5\n", "key 'timeout_s'"),
+        ("[[scenario]]\nkind='warp'\n", "key 'kind': expected one of startup, density, memory"),
+        ("[[scenario]]\nrepetitions=3\n", "missing key 'kind'"),
+        ("[suite]\nbackends=['docker']\n[[scenario]]\nkind='startup'\n", "unknown backend 'docker'"),
+        ("[suite]\nbackend=['ours']\n[[scenario]]\nkind='startup'\n", "unknown key 'backend'"),
+        ("[[scenario]]\nkind='startup'\nnetwork='wifi'\n", "key 'network'"),
+        ("[[scenario]]\nkind='startup'\n[scenario.overrides.qemu]\n", "unknown backend 'qemu'"),
+        ("[[scenario]]\nkind='startup'\n[scenario.overrides.ours]\nkind='memory'\n",
+         "unknown key 'kind'"),
+        ("[[scenario]]\nkind='memory'\nksm=['maybe']\n", "key 'ksm'"),
+        ("[suite]\nname='x'\n", "missing [[scenario]]"),
+        ("[[scenario]]\nkind='startup'\n[[scenario]]\nkind='startup'\n", "used twice"),
+        ("this is = = not toml", "not valid TOML"),
+        ("[[scenario]]\nkind='startup'\ndisk=1\n", "key 'disk': expected true or false"),
+    ],
+)
+def test_malformed_files_name_file_key_and_expectation(text: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario.loads(text, "bad.toml")
+    message = str(caught.value)
+    assert message.startswith("bad.toml")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        scenario.load("/nonexistent/x.toml")
+
+
+def test_select_backends_validates_names() -> None:
+    suite = scenario.loads(VALID, "t.toml")
+    assert scenario.select_backends(suite, "ours").backends == ("ours",)
+    with pytest.raises(ScenarioError, match="unknown backend 'lxc'"):
+        scenario.select_backends(suite, "ours,lxc")
+
+
+toml_scalars = st.one_of(
+    st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+    st.text(max_size=8), st.lists(st.text(max_size=5), max_size=3),
+)
+keys = st.sampled_from(
+    [f.name for f in dataclasses.fields(scenario.Scenario)] + ["bogus", "kind", "name"]
+)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(keys, toml_scalars, max_size=6), st.text(max_size=60))
+def test_random_scenarios_never_traceback(table: dict, noise: str) -> None:
+    body = "\n".join(f"{key} = {_toml_value(value)}" for key, value in table.items())
+    for text in (f"[[scenario]]\n{body}\n", noise, f"[suite]\n{body}\n[[scenario]]\nkind='startup'"):
+        try:
+            suite = scenario.loads(text, "fuzz.toml")
+        except ScenarioError as error:
+            assert str(error).startswith("fuzz.toml") and "\n" not in str(error)
+        else:
+            assert all(s.kind in scenario.KINDS for s in suite.scenarios)
