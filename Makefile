@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 bench: setup
-	$(VENV)/bin/cvbench run $(SUITE)
+	$(VENV)/bin/cvbench run $(SUITE) --report
 
 test: setup
 	$(VENV)/bin/ruff check .
