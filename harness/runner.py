@@ -7,6 +7,7 @@ samples gathered so far stay on disk.
 
 from __future__ import annotations
 
+import resource
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,9 +57,18 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
     return created
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit (density runs need many descriptors)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def run_suite(suite: Suite, results_dir: Path, quiet: bool = False) -> Path:
     """Run every scenario of ``suite`` on its backends; return the run directory."""
     image = images.load_verified(suite.image)
+    raise_open_file_limit()
     backends = prepare_backends(suite, image)
     descriptions = {name: backend.describe() for name, backend in backends.items()}
     metadata = {

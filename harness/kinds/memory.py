@@ -30,7 +30,7 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
 def _measure(ctx: RunContext, plan: Scenario, name: str, ksm_on: bool) -> None:
     backend = ctx.backends[name]
     variant = f"ksm={'on' if ksm_on else 'off'}"
-    ksm_before = metrics.ksm_running()
+    ksm_before, scan_before = metrics.ksm_running(), metrics.ksm_scan_pages()
     if ksm_before != ksm_on:
         metrics.set_ksm(ksm_on)
     live: list[Instance] = []
@@ -65,3 +65,4 @@ def _measure(ctx: RunContext, plan: Scenario, name: str, ksm_on: bool) -> None:
             ctx.untrack(name, instance)
         if metrics.ksm_running() != ksm_before:
             metrics.set_ksm(ksm_before)
+            metrics.set_ksm_scan_pages(scan_before)

@@ -136,3 +136,45 @@ def test_bad_input_is_one_line_and_exit_2(state_dir, args) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cvbench: error:")
+
+
+DENSITY_AND_MEMORY = """
+[suite]
+name = "dm"
+backends = ["process"]
+
+[[scenario]]
+kind = "density"
+max_instances = 40
+batch_size = 10
+min_mem_available_mib = 0
+
+[[scenario]]
+kind = "memory"
+instances = 5
+settle_s = 0.2
+"""
+
+
+@pytest.mark.timeout(120)
+def test_density_and_memory_scenarios(state_dir, tmp_path) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(DENSITY_AND_MEMORY)
+    result = cvbench("run", str(scenario), "--quiet", "--report",
+                     "--results-dir", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    samples = pd.read_csv(run_dir / "samples.csv")
+    density = samples[samples.scenario == "density"]
+    alive = density[density.metric == "instances_alive"].value.tolist()
+    assert alive == [10, 20, 30, 40]
+    assert len(density[density.metric == "launch_s"]) == 40
+    assert density[density.metric == "max_instances_alive"].value.tolist() == [40]
+    memory = samples[samples.scenario == "memory"]
+    assert len(memory[memory.metric == "mem_pss_bytes"]) == 5
+    assert (memory[memory.metric == "mem_pss_bytes"].value > 0).all()
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["density"]["density"]["process"]["stopped_by"] == "max_instances"
+    for chart in ("density-density.png", "memory-memory.png"):
+        assert (run_dir / "report" / chart).stat().st_size > 0
+    assert _workloads(state_dir) == []
