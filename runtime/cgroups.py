@@ -1,0 +1,321 @@
+"""Resource limits through cgroups: one interface, a v1 and a v2 driver.
+
+A container's cgroup is ``<parent>/<name>`` in every controller hierarchy the driver uses
+(v1: ``memory``, ``pids`` and, when limited, ``cpu``; v2: the unified tree). The parent is a
+``cvbench-*`` directory. Drivers take the cgroupfs root as a parameter so that both code
+paths can be unit-tested on a plain directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CgroupError(Exception):
+    """A cgroup could not be created, limited or removed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int | None = None
+    pids: int | None = None
+    cpu_quota_us: int | None = None
+    cpu_period_us: int = 100000
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str, str]]:
+    """(mount point, fstype, super options) for every line of a mountinfo text."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        rest = right.split()
+        if len(fields) >= 5 and len(rest) >= 3:
+            mounts.append((fields[4], rest[0], rest[2]))
+    return mounts
+
+
+def detect_mode(mountinfo: str | None = None) -> str:
+    """``v2`` (unified only), ``v1`` (legacy only) or ``hybrid`` (v1 controllers plus cgroup2)."""
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as handle:
+            mountinfo = handle.read()
+    mounts = parse_mountinfo(mountinfo)
+    v1 = [m for m in mounts if m[1] == "cgroup"]
+    v2 = [m for m in mounts if m[1] == "cgroup2"]
+    if any(point == str(CGROUP_ROOT) for point, _, _ in v2) and not v1:
+        return "v2"
+    if v1 and v2:
+        return "hybrid"
+    if v1:
+        return "v1"
+    if v2:
+        return "v2"
+    raise CgroupError("no cgroup filesystem is mounted (neither v1 nor v2)")
+
+
+def _write(path: Path, value: str, what: str) -> None:
+    try:
+        with open(path, "w") as handle:
+            handle.write(value)
+    except OSError as error:
+        raise CgroupError(f"cannot set {what} to {value!r} ({path}): {error.strerror}") from None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _counter(text: str | None, key: str) -> int:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+class Driver:
+    """Common behaviour; subclasses say which directories and files hold what."""
+
+    mode = "?"
+
+    def __init__(self, root: Path = CGROUP_ROOT) -> None:
+        self.root = Path(root)
+        self._parents: set[str] = set()
+
+    # -- layout, per driver -----------------------------------------------------------------
+    def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
+        raise NotImplementedError
+
+    def _apply(self, path: str, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def _prepare_parent(self, parent: str) -> None:
+        """Make ``parent`` in every hierarchy (idempotent)."""
+
+    # -- operations -------------------------------------------------------------------------
+    def create(self, path: str, limits: Limits) -> list[Path]:
+        """Make ``path`` (``parent/name``) with ``limits``; return the directories made."""
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent and parent not in self._parents:
+            self._prepare_parent(parent)
+            self._parents.add(parent)
+        made: list[Path] = []
+        try:
+            for directory in self.directories(path, limits):
+                try:
+                    directory.mkdir()
+                except FileExistsError:
+                    raise CgroupError(f"cgroup {directory} already exists") from None
+                except OSError as error:
+                    raise CgroupError(
+                        f"cannot create cgroup {directory}: {error.strerror}"
+                    ) from None
+                made.append(directory)
+            self._apply(path, limits)
+        except CgroupError:
+            for directory in reversed(made):
+                _rmdir(directory)
+            raise
+        return made
+
+    def join_files(self, path: str, dirs: list[Path] | None = None) -> list[str]:
+        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path``."""
+        return [str(d / "cgroup.procs") for d in (dirs or self.directories(path))]
+
+    def procs(self, path: str) -> list[int]:
+        text = _read(self.directories(path)[0] / "cgroup.procs")
+        return [int(p) for p in (text or "").split()]
+
+    def exists(self, path: str) -> bool:
+        return any(d.is_dir() for d in self.directories(path, Limits(cpu_quota_us=1)))
+
+    def memory_usage(self, path: str) -> int | None:
+        raise NotImplementedError
+
+    def oom_kills(self, path: str) -> int:
+        raise NotImplementedError
+
+    def kill(self, path: str, timeout: float = 5.0) -> list[int]:
+        """SIGKILL every process in ``path`` and wait (event-driven) until they are gone."""
+        killed = self.procs(path)
+        fds = []
+        for pid in killed:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except OSError:
+                continue
+        try:
+            for fd in fds:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                except OSError:
+                    pass
+            for fd in fds:
+                select.select([fd], [], [], timeout)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return killed
+
+    def remove(self, path: str) -> None:
+        """Remove ``path`` from every hierarchy; missing directories are fine."""
+        for directory in self.directories(path, Limits(cpu_quota_us=1)):
+            _rmdir(directory)
+
+    def children(self, parent: str) -> list[str]:
+        """Names of the cgroups directly under ``parent`` (first hierarchy)."""
+        base = self.directories(parent)[0]
+        try:
+            return sorted(e.name for e in os.scandir(base) if e.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def remove_parent(self, parent: str) -> bool:
+        """Remove ``parent`` if empty in every hierarchy; True if it is gone."""
+        gone = True
+        for directory in self.directories(parent, Limits(cpu_quota_us=1)):
+            try:
+                _rmdir(directory)
+            except CgroupError:
+                gone = False
+        self._parents.discard(parent)
+        return gone
+
+
+def _rmdir(directory: Path) -> None:
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        if error.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            raise CgroupError(f"cgroup {directory} is still in use") from None
+        raise CgroupError(f"cannot remove cgroup {directory}: {error.strerror}") from None
+
+
+class V1Driver(Driver):
+    """Legacy hierarchies: one directory per controller."""
+
+    mode = "v1"
+    BASE = ("memory", "pids")
+
+    def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
+        controllers = list(self.BASE)
+        if limits is not None and limits.cpu_quota_us is not None:
+            controllers.append("cpu")
+        return [self.root / c / path for c in controllers]
+
+    def _prepare_parent(self, parent: str) -> None:
+        for controller in (*self.BASE, "cpu"):
+            (self.root / controller / parent).mkdir(exist_ok=True)
+
+    def _apply(self, path: str, limits: Limits) -> None:
+        if limits.memory_bytes is not None:
+            memory = self.root / "memory" / path
+            _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes), "memory limit")
+            if (memory / "memory.memsw.limit_in_bytes").exists():
+                _write(
+                    memory / "memory.memsw.limit_in_bytes", str(limits.memory_bytes), "swap limit"
+                )
+        if limits.pids is not None:
+            _write(self.root / "pids" / path / "pids.max", str(limits.pids), "pids limit")
+        if limits.cpu_quota_us is not None:
+            cpu = self.root / "cpu" / path
+            _write(cpu / "cpu.cfs_period_us", str(limits.cpu_period_us), "cpu period")
+            _write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us), "cpu quota")
+
+    def exists(self, path: str) -> bool:
+        return (self.root / "memory" / path).is_dir()
+
+    def memory_usage(self, path: str) -> int | None:
+        text = _read(self.root / "memory" / path / "memory.usage_in_bytes")
+        return int(text) if text else None
+
+    def oom_kills(self, path: str) -> int:
+        return _counter(_read(self.root / "memory" / path / "memory.oom_control"), "oom_kill")
+
+
+class V2Driver(Driver):
+    """The unified hierarchy: one directory, controllers enabled from the root down."""
+
+    mode = "v2"
+    CONTROLLERS = ("memory", "pids", "cpu")
+
+    def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
+        return [self.root / path]
+
+    def _enable(self, directory: Path) -> None:
+        wanted = set(self.CONTROLLERS)
+        enabled = set((_read(directory / "cgroup.subtree_control") or "").split())
+        available = _read(directory / "cgroup.controllers")
+        if available is not None:
+            wanted &= set(available.split())
+        missing = sorted(wanted - enabled)
+        if missing:
+            _write(
+                directory / "cgroup.subtree_control",
+                " ".join(f"+{c}" for c in missing),
+                "subtree controllers",
+            )
+
+    def _prepare_parent(self, parent: str) -> None:
+        self._enable(self.root)
+        directory = self.root / parent
+        directory.mkdir(exist_ok=True)
+        self._enable(directory)
+
+    def _apply(self, path: str, limits: Limits) -> None:
+        directory = self.root / path
+        if limits.memory_bytes is not None:
+            _write(directory / "memory.max", str(limits.memory_bytes), "memory limit")
+            if (directory / "memory.swap.max").exists():
+                _write(directory / "memory.swap.max", "0", "swap limit")
+        if limits.pids is not None:
+            _write(directory / "pids.max", str(limits.pids), "pids limit")
+        if limits.cpu_quota_us is not None:
+            _write(
+                directory / "cpu.max",
+                f"{limits.cpu_quota_us} {limits.cpu_period_us}",
+                "cpu quota",
+            )
+
+    def memory_usage(self, path: str) -> int | None:
+        text = _read(self.root / path / "memory.current")
+        return int(text) if text else None
+
+    def oom_kills(self, path: str) -> int:
+        return _counter(_read(self.root / path / "memory.events"), "oom_kill")
+
+    def kill(self, path: str, timeout: float = 5.0) -> list[int]:
+        before = self.procs(path)
+        killfile = self.root / path / "cgroup.kill"
+        if killfile.exists():  # kills forks racing with us too (Linux 5.14+)
+            try:
+                _write(killfile, "1", "cgroup.kill")
+            except CgroupError:
+                pass
+        return sorted(set(before) | set(super().kill(path, timeout)))
+
+
+def driver(mode: str | None = None, root: Path = CGROUP_ROOT) -> Driver:
+    """The driver for this host: v1 hierarchies when the memory controller is on v1."""
+    mode = mode or detect_mode()
+    if mode == "v2":
+        return V2Driver(root)
+    if mode in ("v1", "hybrid"):
+        return V1Driver(root)
+    raise CgroupError(f"unknown cgroup mode {mode!r}")

@@ -1,0 +1,85 @@
+"""What the launched child does between fork and exec. Runs in the fork server's child.
+
+It is already PID 1 of a new pid namespace. In order: join the cgroups, unshare the other
+namespaces (cgroup last, so its root is the container's cgroup), wait for the host to wire
+the network when asked, bring loopback up, build and pivot into the root, set the hostname,
+apply rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
+``cvbench-error: ...`` line on the READY pipe and the child exits 127.
+Imports stay light: this module is loaded by the small fork server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import signal
+import socket
+import struct
+
+from runtime import rootfs
+from runtime import syscalls as sc
+
+ERROR_PREFIX = b"cvbench-error: "
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """``ip link set lo up`` in the current netns, with two ioctls (no netlink library here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def drop_capabilities(plan: dict, last_cap: int) -> None:
+    keep = plan["caps"]
+    for cap in range(last_cap + 1):
+        if not keep["bounding"] >> cap & 1:
+            sc.prctl(sc.PR_CAPBSET_DROP, cap)
+    sc.capset(keep["effective"], keep["permitted"], keep["inheritable"])
+
+
+def run(plan: dict, stdout_fd: int, sync_fd: int | None, last_cap: int) -> None:
+    """Set the container up and exec its process; never returns."""
+    try:
+        os.dup2(stdout_fd, 1)
+        os.dup2(stdout_fd, 2)
+        os.close(stdout_fd)
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        for procs in plan["cgroup_procs"]:
+            with open(procs, "w") as handle:
+                handle.write("0")
+        sc.unshare(plan["unshare"])
+        if sync_fd is not None:
+            os.write(sync_fd, b"n")  # our netns exists: the host may wire it now
+            if os.read(sync_fd, 1) != b"g":
+                raise RuntimeError("the host did not finish wiring the network")
+            os.close(sync_fd)
+        if plan["loopback"]:
+            loopback_up()
+        rootfs.prepare(plan)
+        if plan["hostname"]:
+            sc.sethostname(plan["hostname"])
+        os.setsid()
+        for number, soft, hard in plan["rlimits"]:
+            resource.setrlimit(number, (soft, hard))
+        null = os.open("/dev/null", os.O_RDONLY)
+        if null != 0:
+            os.dup2(null, 0)
+            os.close(null)
+        os.chdir(plan["cwd"])
+        drop_capabilities(plan, last_cap)
+        if plan["no_new_privs"]:
+            sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        env = dict(item.split("=", 1) for item in plan["env"] if "=" in item)
+        os.execvpe(plan["args"][0], plan["args"], env)
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        try:
+            os.write(1, ERROR_PREFIX + f"{type(error).__name__}: {error}".encode() + b"\n")
+        except OSError:
+            pass
+    os._exit(127)

@@ -1,0 +1,600 @@
+"""Containers: create, start, wait for READY, stop, destroy, list; ``sweep()`` leftovers.
+
+A container lives in ``state_dir()/containers/<name>/`` (``state.json``, overlay ``upper``,
+``work`` and mount point ``rootfs``) and in the cgroup ``cvbench-<scope>/<name>``, where the
+scope is derived from the state directory so that separate state directories never touch
+each other's objects. Its overlay and other mounts exist only inside its own mount namespace.
+
+The launch path (``start``) does no subprocess call, no sleep and no scan of other
+containers: one request to the fork server, which forks the container. After readiness the
+runtime holds no descriptor for the container; ``stop`` opens a pidfd only while it waits.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime import caps, cgroups, network, rootfs
+from runtime import syscalls as sc
+from runtime.forkserver import ForkServer, ForkServerError
+from runtime.image import Image, ImageError, verify
+from runtime.paths import PREFIX, containers_dir, state_dir
+from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
+
+VERSION = "0.1.0"
+GRACE_S = 2.0
+GONE_TIMEOUT_S = 10.0
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ERROR_PREFIX = b"cvbench-error: "
+STATE_FILE = "state.json"
+
+
+class ContainerError(Exception):
+    """Bad input or a failed operation; the message is one line meant for a human."""
+
+
+class NotReadyError(ContainerError):
+    """The workload did not print READY in time, or died before it did."""
+
+
+def cgroup_parent() -> str:
+    """``cvbench-<8 hex>``: this state directory's cgroup parent."""
+    key = os.path.realpath(state_dir())
+    return f"{PREFIX}{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (None if it does not exist)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    return bool(pid) and start is not None and proc_start_time(pid) == start
+
+
+def _poll(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+@dataclass
+class ExitInfo:
+    status: int | None  # wait status when we reaped it, else None
+    oom_killed: bool
+
+    @property
+    def signal(self) -> int | None:
+        if self.status is not None and os.WIFSIGNALED(self.status):
+            return os.WTERMSIG(self.status)
+        return None
+
+    @property
+    def code(self) -> int | None:
+        if self.status is not None and os.WIFEXITED(self.status):
+            return os.WEXITSTATUS(self.status)
+        return None
+
+    def describe(self) -> str:
+        if self.oom_killed:
+            return "killed by the kernel: out of memory (cgroup limit)"
+        if self.signal is not None:
+            return f"killed by signal {signal.Signals(self.signal).name}"
+        if self.code is not None:
+            return f"exited with code {self.code}"
+        return "exited"
+
+
+@dataclass
+class Container:
+    """One container and every host object it holds."""
+
+    name: str
+    spec: Spec
+    directory: Path
+    cgroup: str
+    cgroup_dirs: list[str] = field(default_factory=list)
+    pid: int | None = None
+    pid_start: int | None = None
+    state: str = "created"  # created | running | stopped
+    net: network.Attachment | None = None
+    owner_pid: int | None = None
+    owner_start: int | None = None
+    exit: ExitInfo | None = None
+    ready_fd: int | None = field(default=None, repr=False)
+    plan_caps: dict | None = field(default=None, repr=False)
+
+    def to_state(self) -> dict:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "state": self.state,
+            "cgroup": self.cgroup,
+            "cgroup_dirs": self.cgroup_dirs,
+            "network": vars(self.net) if self.net else None,
+            "owner_pid": self.owner_pid,
+            "owner_start": self.owner_start,
+            "exit": vars(self.exit) if self.exit else None,
+            "spec": self.spec.to_oci(),
+        }
+
+    @classmethod
+    def from_state(cls, directory: Path, data: dict) -> Container:
+        return cls(
+            name=data["name"],
+            spec=Spec.from_oci(data["spec"]),
+            directory=directory,
+            cgroup=data["cgroup"],
+            cgroup_dirs=list(data.get("cgroup_dirs", [])),
+            pid=data.get("pid"),
+            pid_start=data.get("pid_start"),
+            state=data.get("state", "created"),
+            net=network.Attachment(**data["network"]) if data.get("network") else None,
+            owner_pid=data.get("owner_pid"),
+            owner_start=data.get("owner_start"),
+            exit=ExitInfo(**data["exit"]) if data.get("exit") else None,
+        )
+
+    def save(self) -> None:
+        tmp = self.directory / (STATE_FILE + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(self.to_state(), handle)
+        os.replace(tmp, self.directory / STATE_FILE)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and _alive(self.pid, self.pid_start)
+
+
+def load(directory: Path) -> Container | None:
+    try:
+        with open(directory / STATE_FILE) as handle:
+            return Container.from_state(directory, json.load(handle))
+    except (OSError, ValueError, KeyError, SpecError):
+        return None
+
+
+_RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+class Runtime:
+    """Creates, starts, stops, destroys and lists containers; owns what it made.
+
+    Used as a context manager it destroys its own containers on exit. ``close()`` only stops
+    the fork server: containers it started keep running (``cvbench ctr run``).
+    """
+
+    def __init__(self, *, cgroup_mode: str | None = None) -> None:
+        self.mode = cgroup_mode or cgroups.detect_mode()
+        self.cgroups = cgroups.driver(self.mode)
+        self.parent = cgroup_parent()
+        self.root = containers_dir()
+        self.server = ForkServer()
+        self.containers: dict[str, Container] = {}
+        self._verified: set[str] = set()
+        self._owner = (os.getpid(), proc_start_time(os.getpid()))
+        self._last_cap = caps.last_cap()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def create(self, spec: Spec, name: str) -> Container:
+        """Check everything, make the directories and cgroup; start nothing."""
+        if not NAME_RE.match(name):
+            raise ContainerError(
+                f"invalid container name {name!r}: use letters, digits, '.', '_' or '-' "
+                "(at most 63, not starting with a symbol)"
+            )
+        try:
+            spec.validate()
+            self._check_image(spec)
+            plan_caps = self._caps(spec)
+        except (SpecError, ImageError, ValueError) as error:
+            raise ContainerError(str(error)) from None
+        directory = self.root / name
+        try:
+            directory.mkdir()
+        except FileNotFoundError:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return self.create(spec, name)
+        except FileExistsError:
+            raise ContainerError(f"a container named {name!r} already exists") from None
+        container = Container(
+            name=name,
+            spec=spec,
+            directory=directory,
+            cgroup=f"{self.parent}/{name}",
+            owner_pid=self._owner[0],
+            owner_start=self._owner[1],
+        )
+        try:
+            for sub in ("upper", "work", "rootfs"):
+                (directory / sub).mkdir()
+            res = spec.linux.resources
+            limits = cgroups.Limits(
+                memory_bytes=res.memory_limit,
+                pids=res.pids_limit,
+                cpu_quota_us=res.cpu_quota,
+                cpu_period_us=res.cpu_period or 100000,
+            )
+            container.cgroup_dirs = [str(d) for d in self.cgroups.create(container.cgroup, limits)]
+            container.save()
+        except (OSError, cgroups.CgroupError) as error:
+            if container.cgroup_dirs:
+                self._remove_cgroup(container)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise ContainerError(f"cannot create {name}: {error}") from None
+        container.plan_caps = plan_caps
+        self.containers[name] = container
+        return container
+
+    def start(self, container: Container) -> int:
+        """Launch the container; return its host pid as soon as it is forked."""
+        if container.state != "created":
+            raise ContainerError(f"{container.name} is {container.state}, not created")
+        plan = self._plan(container)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        fds = [write_fd]
+        ours = theirs = None
+        if container.spec.network == "bridge":
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds.append(theirs.fileno())
+        try:
+            pid = self.server.launch(plan, fds)
+        except ForkServerError as error:
+            os.close(read_fd)
+            raise ContainerError(f"cannot launch {container.name}: {error}") from None
+        finally:
+            os.close(write_fd)
+            if theirs is not None:
+                theirs.close()
+        container.pid = pid
+        container.pid_start = proc_start_time(pid)
+        container.ready_fd = read_fd
+        container.state = "running"
+        if ours is not None:
+            try:
+                self._wire_bridge(container, ours)
+            except ContainerError:
+                self.stop(container, grace=0)
+                raise
+            finally:
+                ours.close()
+        container.save()
+        return pid
+
+    def wait_ready(self, container: Container, timeout: float = 10.0) -> None:
+        """Block until the workload prints ``READY``; close the pipe either way."""
+        fd = container.ready_fd
+        if fd is None:
+            return
+        container.ready_fd = None
+        try:
+            _read_ready(fd, timeout, container.name)
+        finally:
+            os.close(fd)
+
+    def wait(self, container: Container, timeout: float | None = None) -> ExitInfo | None:
+        """Wait for the container to exit on its own; None if still running after timeout."""
+        if container.pid is None:
+            raise ContainerError(f"{container.name} was never started")
+        try:
+            pidfd = os.pidfd_open(container.pid)
+        except ProcessLookupError:
+            return self._finish(container)
+        try:
+            if not _poll(pidfd, 1e9 if timeout is None else timeout):
+                return None
+        finally:
+            os.close(pidfd)
+        return self._finish(container)
+
+    def stop(
+        self, container: Container, grace: float = GRACE_S, timeout: float = GONE_TIMEOUT_S
+    ) -> ExitInfo:
+        """SIGTERM, SIGKILL after ``grace`` seconds, then wait until it is gone."""
+        if container.ready_fd is not None:
+            os.close(container.ready_fd)
+            container.ready_fd = None
+        if container.state != "running" or container.pid is None:
+            return container.exit or ExitInfo(None, False)
+        try:
+            pidfd = os.pidfd_open(container.pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                if container.owner_pid != self._owner[0] and not self._still_ours(container):
+                    raise ProcessLookupError
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+                if not _poll(pidfd, grace):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    if not _poll(pidfd, timeout):
+                        raise ContainerError(f"{container.name} (pid {container.pid}) won't die")
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(pidfd)
+        return self._finish(container)
+
+    def destroy(self, container: Container) -> None:
+        """Stop if needed, then release the network, cgroup and directory."""
+        if container.state == "running":
+            self.stop(container)
+        if container.ready_fd is not None:
+            os.close(container.ready_fd)
+            container.ready_fd = None
+        if container.net is not None:
+            network.detach(container.net)
+            container.net = None
+        self._remove_cgroup(container)
+        shutil.rmtree(container.directory, ignore_errors=True)
+        self.containers.pop(container.name, None)
+
+    def run(self, spec: Spec, name: str, timeout: float = 10.0) -> Container:
+        """create + start + wait_ready; on failure nothing is left behind."""
+        container = self.create(spec, name)
+        try:
+            self.start(container)
+            self.wait_ready(container, timeout)
+        except BaseException:
+            self.destroy(container)
+            raise
+        return container
+
+    # -- queries ----------------------------------------------------------------------------
+    def get(self, name: str) -> Container:
+        if name in self.containers:
+            return self.containers[name]
+        container = load(self.root / name)
+        if container is None:
+            raise ContainerError(f"no container named {name!r}")
+        if container.state == "running" and not _alive(container.pid, container.pid_start):
+            container.state = "stopped"
+        return container
+
+    def list(self) -> list[Container]:
+        """Every container of this state directory (from disk; O(n), never on launch)."""
+        found = []
+        if self.root.is_dir():
+            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+                try:
+                    found.append(self.get(entry.name))
+                except ContainerError:
+                    continue
+        return found
+
+    def pids(self, container: Container) -> list[int]:
+        """Host pids of the container's processes (its cgroup's members)."""
+        return self.cgroups.procs(container.cgroup)
+
+    def memory_usage(self, container: Container) -> int | None:
+        return self.cgroups.memory_usage(container.cgroup)
+
+    # -- teardown ---------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Destroy every container this Runtime created; idempotent."""
+        for container in list(self.containers.values()):
+            try:
+                self.destroy(container)
+            except ContainerError:
+                continue
+
+    def close(self) -> None:
+        self.server.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            self.cleanup()
+        finally:
+            self.close()
+
+    # -- internals --------------------------------------------------------------------------
+    def _check_image(self, spec: Spec) -> None:
+        lower = Path(spec.root.path)
+        if not lower.is_dir():
+            raise ContainerError(f"image rootfs {lower} does not exist: unknown image")
+        digest = spec.annotations.get(DIGEST_ANNOTATION)
+        if digest and digest not in self._verified:
+            if not (lower.parent / "manifest.txt").exists():
+                raise ContainerError(f"image rootfs {lower} has no manifest: unknown image")
+            verify(Image(name=digest[:12], digest=digest, rootfs=lower))
+            self._verified.add(digest)
+
+    def _caps(self, spec: Spec) -> dict[str, int]:
+        wanted = spec.process.capabilities
+        return {
+            "bounding": caps.mask(wanted.bounding),
+            "effective": caps.mask(wanted.effective),
+            "permitted": caps.mask(wanted.permitted),
+            "inheritable": caps.mask(wanted.inheritable),
+        }
+
+    def _plan(self, container: Container) -> dict:
+        spec = container.spec
+        flags = 0
+        for ns in spec.linux.namespaces:
+            if ns.type != "pid":
+                flags |= sc.NAMESPACE_FLAGS[ns.type]
+        directory = container.directory
+        plan_caps = container.plan_caps or self._caps(spec)
+        return {
+            "new_pid": spec.linux.has_namespace("pid"),
+            "unshare": flags,
+            "cgroup_procs": self.cgroups.join_files(
+                container.cgroup, [Path(d) for d in container.cgroup_dirs]
+            ),
+            "merged": str(directory / "rootfs"),
+            "overlay": rootfs.overlay_options(
+                spec.root.path, str(directory / "upper"), str(directory / "work")
+            ),
+            "mounts": rootfs.mount_plan(spec.mounts),
+            "masked": list(spec.linux.masked_paths),
+            "readonly_paths": list(spec.linux.readonly_paths),
+            "readonly_root": spec.root.readonly,
+            "hostname": spec.hostname if spec.linux.has_namespace("uts") else "",
+            "loopback": spec.linux.has_namespace("network"),
+            "rlimits": [
+                [_RLIMITS[r.type], r.soft, r.hard]
+                for r in spec.process.rlimits
+                if r.type in _RLIMITS
+            ],
+            "cwd": spec.process.cwd,
+            "args": spec.process.args,
+            "env": spec.process.env,
+            "caps": plan_caps,
+            "no_new_privs": spec.process.no_new_privileges,
+        }
+
+    def _wire_bridge(self, container: Container, sync: socket.socket) -> None:
+        sync.settimeout(GONE_TIMEOUT_S)
+        try:
+            if sync.recv(1) != b"n":
+                raise ContainerError(f"{container.name} died before its netns was ready")
+            container.net = network.attach(
+                container.pid, str(container.directory), str(container.directory)
+            )
+            sync.sendall(b"g")
+        except (OSError, network.NetworkError) as error:
+            raise ContainerError(f"{container.name}: {error}") from None
+
+    def _still_ours(self, container: Container) -> bool:
+        return _alive(container.pid, container.pid_start)
+
+    def _finish(self, container: Container) -> ExitInfo:
+        status = self.server.reap(container.pid) if container.pid else None
+        oom = self.cgroups.oom_kills(container.cgroup) > 0
+        container.exit = ExitInfo(status, oom)
+        container.state = "stopped"
+        return container.exit
+
+    def _remove_cgroup(self, container: Container) -> None:
+        try:
+            self.cgroups.remove(container.cgroup)
+        except cgroups.CgroupError:
+            self.cgroups.kill(container.cgroup)
+            try:
+                self.cgroups.remove(container.cgroup)
+            except cgroups.CgroupError as error:
+                raise ContainerError(str(error)) from None
+
+
+def _read_ready(fd: int, timeout: float, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    buffered = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReadyError(f"{name}: no READY within {timeout:g} s")
+        chunk = os.read(fd, 4096)
+        buffered += chunk
+        lines = buffered.split(b"\n")
+        for line in lines[:-1] if chunk else lines:
+            if line.startswith(ERROR_PREFIX):
+                message = line[len(ERROR_PREFIX) :].decode(errors="replace")
+                raise NotReadyError(f"{name}: launch failed: {message}")
+            if line.strip() == b"READY":
+                return
+        if not chunk:
+            tail = buffered[-200:].decode(errors="replace").strip()
+            raise NotReadyError(f"{name}: workload exited before READY (output: {tail!r})")
+
+
+def sweep() -> list[str]:
+    """Remove every leftover object of this state directory whose owner is dead.
+
+    Processes (killed through their cgroup), cgroups under ``cvbench-<scope>``, veths and
+    address leases, stray mounts under the state directory, container directories, and the
+    ``cvbench0`` bridge if nothing uses it any more. Returns what was removed.
+    """
+    removed: list[str] = []
+    driver = cgroups.driver()
+    parent = cgroup_parent()
+    root = containers_dir()
+    kept: set[str] = set()
+    if root.is_dir():
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            directory = Path(entry.path)
+            container = load(directory)
+            if container is not None and _alive(container.owner_pid, container.owner_start):
+                kept.add(container.name)
+                continue
+            if container is None and time.time() - entry.stat().st_mtime < 60:
+                kept.add(entry.name)  # being created right now by someone else
+                continue
+            removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", container))
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(f"directory {directory}")
+    for name in driver.children(parent):
+        if name not in kept:
+            removed.extend(_sweep_container(driver, f"{parent}/{name}", None))
+    if not kept and driver.remove_parent(parent) and removed:
+        removed.append(f"cgroup parent {parent}")
+    removed.extend(_sweep_mounts())
+    for address in network.stale_leases():
+        network.release_address(address)
+        removed.append(f"address lease {address}")
+    try:
+        if network.remove_bridge_if_unused():
+            removed.append(f"bridge {network.BRIDGE}")
+    except Exception as error:  # noqa: BLE001 - netlink unavailable: report, go on
+        removed.append(f"(bridge not checked: {error})")
+    return removed
+
+
+def _sweep_container(driver: cgroups.Driver, path: str, container: Container | None) -> list[str]:
+    removed = []
+    if driver.exists(path):
+        killed = driver.kill(path)
+        if killed:
+            removed.append(f"processes {' '.join(map(str, killed))} of {path}")
+        try:
+            driver.remove(path)
+            removed.append(f"cgroup {path}")
+        except cgroups.CgroupError as error:
+            removed.append(f"(cgroup {path} not removed: {error})")
+    if container is not None and container.net is not None:
+        try:
+            if network.delete_link(container.net.veth):
+                removed.append(f"veth {container.net.veth}")
+        except Exception as error:  # noqa: BLE001
+            removed.append(f"(veth {container.net.veth} not removed: {error})")
+        network.release_address(container.net.address)
+    return removed
+
+
+def _sweep_mounts() -> list[str]:
+    """Unmount anything mounted under the state directory in the host's mount table."""
+    base = os.path.realpath(state_dir()) + "/"
+    with open("/proc/self/mountinfo") as handle:
+        points = [m[0] for m in cgroups.parse_mountinfo(handle.read())]
+    removed = []
+    for point in sorted((p for p in points if p.startswith(base)), key=len, reverse=True):
+        try:
+            sc.umount2(point, sc.MNT_DETACH)
+            removed.append(f"mount {point}")
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                removed.append(f"(mount {point} not removed: {error})")
+    return removed

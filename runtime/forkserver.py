@@ -1,0 +1,164 @@
+"""A small fork server: the process every container is forked from.
+
+It is a fresh ``python -S`` that imports only the standard library and the light runtime
+modules (no pyroute2, psutil or harness), so forking it is cheap whatever its owner imported.
+Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file descriptors
+attached with SCM_RIGHTS, one JSON reply.
+
+- ``{"op": "launch", "plan": {...}}`` + fds ``[stdout_w]`` or ``[stdout_w, sync]`` ->
+  ``{"pid": n}``: unshare(CLONE_NEWPID) in the server, fork (the child is PID 1 of the new
+  namespace and runs :func:`runtime.child.run`), then setns back to the server's own pid
+  namespace so the next fork is unaffected.
+- ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
+
+Containers are children of the server, which keeps no per-container state or descriptor.
+It exits when its owner closes the socket (or dies); containers then live on, reparented.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+MAX_MESSAGE = 1 << 20
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class ForkServerError(Exception):
+    """The fork server is gone or refused a request."""
+
+
+def serve(fd: int) -> None:
+    """Server main loop (runs in the fork server process)."""
+    from runtime import child
+    from runtime import syscalls as sc
+    from runtime.caps import last_cap
+
+    sock = socket.socket(fileno=fd)
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    cap_last = last_cap()
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+        except (ConnectionError, OSError):
+            return
+        if not data:
+            return
+        try:
+            request = json.loads(data)
+            op = request["op"]
+            if op == "launch":
+                plan = request["plan"]
+                new_pid = plan["new_pid"]
+                if new_pid:
+                    sc.unshare(sc.CLONE_NEWPID)
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        sock.close()
+                        child.run(plan, fds[0], fds[1] if len(fds) > 1 else None, cap_last)
+                finally:
+                    if new_pid:
+                        sc.setns(own_pidns, sc.CLONE_NEWPID)
+                reply: dict[str, Any] = {"pid": pid}
+            elif op == "reap":
+                try:
+                    reaped, status = os.waitpid(request["pid"], os.WNOHANG)
+                    reply = {"status": status if reaped else None}
+                except ChildProcessError:
+                    reply = {"status": None}
+            elif op == "ping":
+                reply = {"pid": os.getpid()}
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except Exception as error:  # noqa: BLE001 - report to the client, keep serving
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            for received in fds:
+                os.close(received)
+        sock.send(json.dumps(reply).encode())
+
+
+class ForkServer:
+    """Client side: starts the server on first use and talks to it (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            f"import sys; sys.path.insert(0, {PROJECT_ROOT!r}); "
+            f"from runtime.forkserver import serve; serve({theirs.fileno()})"
+        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-S", "-E", "-c", code],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to the owner's group does not reach it
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    def request(self, message: dict, fds: list[int] = ()) -> dict:
+        with self._lock:
+            self.start()
+            assert self._sock is not None
+            try:
+                payload = json.dumps(message).encode()
+                if fds:
+                    socket.send_fds(self._sock, [payload], list(fds))
+                else:
+                    self._sock.send(payload)
+                data = self._sock.recv(MAX_MESSAGE)
+            except OSError as error:
+                raise ForkServerError(f"fork server is gone: {error}") from None
+        if not data:
+            raise ForkServerError("fork server closed the connection")
+        reply = json.loads(data)
+        if "error" in reply:
+            raise ForkServerError(reply["error"])
+        return reply
+
+    def launch(self, plan: dict, fds: list[int]) -> int:
+        return int(self.request({"op": "launch", "plan": plan}, fds)["pid"])
+
+    def reap(self, pid: int) -> int | None:
+        """Wait status of our exited child ``pid`` (None if not ours or not exited)."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        try:
+            return self.request({"op": "reap", "pid": pid})["status"]
+        except ForkServerError:
+            return None
+
+    def close(self) -> None:
+        """Stop the server (containers keep running); idempotent."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            if self._process is not None:
+                try:
+                    self._process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+                self._process = None

@@ -1,0 +1,367 @@
+"""The container spec: a subset of the OCI runtime-spec ``config.json``, as dataclasses.
+
+``Spec.from_oci(json.load(...))`` reads a bundle's config; ``Spec.to_oci()`` writes one back.
+Only the fields this runtime honours are kept; unknown keys are ignored on input.
+Two cvbench annotations carry what OCI leaves to higher layers: ``cvbench.network``
+(``none`` | ``bridge`` | ``host``) and ``cvbench.image.digest`` (verified before start).
+``root.path`` is the read-only lower layer of the container's overlay root.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+OCI_VERSION = "1.0.2"
+NETWORK_ANNOTATION = "cvbench.network"
+DIGEST_ANNOTATION = "cvbench.image.digest"
+NETWORK_MODES = ("none", "bridge", "host")
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
+DEFAULT_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+DEFAULT_MASKED = (
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+)
+DEFAULT_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
+MIN_MEMORY_BYTES = 4 << 20  # below this even busybox sh cannot start
+
+
+class SpecError(ValueError):
+    """A spec is malformed or asks for something impossible; the message says which field."""
+
+
+@dataclass
+class Capabilities:
+    bounding: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    effective: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    permitted: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    inheritable: list[str] = field(default_factory=list)
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rlimit:
+    type: str  # e.g. RLIMIT_NOFILE
+    hard: int
+    soft: int
+
+
+@dataclass
+class Process:
+    args: list[str]
+    env: list[str] = field(default_factory=lambda: list(DEFAULT_ENV))
+    cwd: str = "/"
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    no_new_privileges: bool = True
+    rlimits: list[Rlimit] = field(default_factory=list)
+
+
+@dataclass
+class Root:
+    path: str
+    readonly: bool = False
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str
+    source: str
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Namespace:
+    type: str
+    path: str | None = None
+
+
+@dataclass
+class Resources:
+    memory_limit: int | None = None  # bytes
+    pids_limit: int | None = None
+    cpu_quota: int | None = None  # microseconds per period
+    cpu_period: int | None = None  # microseconds
+
+
+@dataclass
+class Linux:
+    namespaces: list[Namespace] = field(
+        default_factory=lambda: [Namespace(t) for t in DEFAULT_NAMESPACES]
+    )
+    resources: Resources = field(default_factory=Resources)
+    masked_paths: list[str] = field(default_factory=lambda: list(DEFAULT_MASKED))
+    readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY))
+    cgroups_path: str | None = None
+
+    def has_namespace(self, kind: str) -> bool:
+        return any(ns.type == kind for ns in self.namespaces)
+
+
+def default_mounts() -> list[Mount]:
+    """The mounts every container gets: /proc, a minimal /dev, /dev/pts, /dev/shm, /sys."""
+    return [
+        Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        ),
+        Mount(
+            "/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
+        ),
+        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+    ]
+
+
+@dataclass
+class Spec:
+    process: Process
+    root: Root
+    hostname: str = "cvbench"
+    mounts: list[Mount] = field(default_factory=default_mounts)
+    linux: Linux = field(default_factory=Linux)
+    annotations: dict[str, str] = field(default_factory=dict)
+    oci_version: str = OCI_VERSION
+
+    @property
+    def network(self) -> str:
+        if not self.linux.has_namespace("network"):
+            return "host"
+        return self.annotations.get(NETWORK_ANNOTATION, "none")
+
+    @classmethod
+    def from_oci(cls, data: dict[str, Any]) -> Spec:
+        """Load the supported subset of an OCI ``config.json`` dict; raise SpecError if invalid."""
+        try:
+            proc = data["process"]
+            caps = proc.get("capabilities") or {}
+            process = Process(
+                args=list(proc["args"]),
+                env=list(proc.get("env", [])),
+                cwd=proc.get("cwd", "/"),
+                capabilities=Capabilities(
+                    **{k: list(caps.get(k, [])) for k in vars(Capabilities()) if k in caps}
+                )
+                if caps
+                else Capabilities([], [], [], [], []),
+                no_new_privileges=bool(proc.get("noNewPrivileges", False)),
+                rlimits=[
+                    Rlimit(r["type"], int(r["hard"]), int(r["soft"]))
+                    for r in proc.get("rlimits", [])
+                ],
+            )
+            root = Root(data["root"]["path"], bool(data["root"].get("readonly", False)))
+            lin = data.get("linux", {})
+            res = lin.get("resources", {})
+            linux = Linux(
+                namespaces=[Namespace(n["type"], n.get("path")) for n in lin.get("namespaces", [])],
+                resources=Resources(
+                    memory_limit=res.get("memory", {}).get("limit"),
+                    pids_limit=res.get("pids", {}).get("limit"),
+                    cpu_quota=res.get("cpu", {}).get("quota"),
+                    cpu_period=res.get("cpu", {}).get("period"),
+                ),
+                masked_paths=list(lin.get("maskedPaths", [])),
+                readonly_paths=list(lin.get("readonlyPaths", [])),
+                cgroups_path=lin.get("cgroupsPath"),
+            )
+            mounts = [
+                Mount(
+                    m["destination"],
+                    m.get("type", "bind"),
+                    m.get("source", ""),
+                    list(m.get("options", [])),
+                )
+                for m in data.get("mounts", [])
+            ]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise SpecError(f"invalid OCI config: missing or malformed {error}") from None
+        spec = cls(
+            process=process,
+            root=root,
+            hostname=data.get("hostname", ""),
+            mounts=mounts,
+            linux=linux,
+            annotations=dict(data.get("annotations", {})),
+            oci_version=data.get("ociVersion", OCI_VERSION),
+        )
+        spec.validate()
+        return spec
+
+    def to_oci(self) -> dict[str, Any]:
+        """The OCI ``config.json`` dict for this spec (round-trips through from_oci)."""
+        caps = self.process.capabilities
+        resources: dict[str, Any] = {}
+        res = self.linux.resources
+        if res.memory_limit is not None:
+            resources["memory"] = {"limit": res.memory_limit}
+        if res.pids_limit is not None:
+            resources["pids"] = {"limit": res.pids_limit}
+        if res.cpu_quota is not None:
+            resources["cpu"] = {"quota": res.cpu_quota, "period": res.cpu_period or 100000}
+        linux: dict[str, Any] = {
+            "namespaces": [
+                {"type": n.type, **({"path": n.path} if n.path else {})}
+                for n in self.linux.namespaces
+            ],
+            "resources": resources,
+            "maskedPaths": list(self.linux.masked_paths),
+            "readonlyPaths": list(self.linux.readonly_paths),
+        }
+        if self.linux.cgroups_path:
+            linux["cgroupsPath"] = self.linux.cgroups_path
+        return {
+            "ociVersion": self.oci_version,
+            "process": {
+                "terminal": False,
+                "user": {"uid": 0, "gid": 0},
+                "args": list(self.process.args),
+                "env": list(self.process.env),
+                "cwd": self.process.cwd,
+                "capabilities": {k: list(v) for k, v in vars(caps).items()},
+                "noNewPrivileges": self.process.no_new_privileges,
+                "rlimits": [vars(r).copy() for r in self.process.rlimits],
+            },
+            "root": {"path": self.root.path, "readonly": self.root.readonly},
+            "hostname": self.hostname,
+            "mounts": [
+                {
+                    "destination": m.destination,
+                    "type": m.type,
+                    "source": m.source,
+                    "options": list(m.options),
+                }
+                for m in self.mounts
+            ],
+            "linux": linux,
+            "annotations": dict(self.annotations),
+        }
+
+    def validate(self) -> None:
+        """Raise SpecError naming the first field that is malformed or impossible."""
+        if not self.process.args:
+            raise SpecError("process.args: must name a program to run")
+        if not self.process.cwd.startswith("/"):
+            raise SpecError(f"process.cwd: must be absolute, got {self.process.cwd!r}")
+        if not self.root.path:
+            raise SpecError("root.path: must name the image rootfs")
+        for ns in self.linux.namespaces:
+            if ns.type not in NAMESPACE_TYPES:
+                raise SpecError(f"linux.namespaces: unknown type {ns.type!r}")
+            if ns.path:
+                raise SpecError("linux.namespaces: joining existing namespaces is not supported")
+        if self.linux.has_namespace("user"):
+            raise SpecError("linux.namespaces: user namespaces are not supported")
+        if not self.linux.has_namespace("mount"):
+            raise SpecError("linux.namespaces: a mount namespace is required")
+        if self.network not in NETWORK_MODES:
+            raise SpecError(
+                f"annotations.{NETWORK_ANNOTATION}: {self.network!r} is not one of "
+                + ", ".join(NETWORK_MODES)
+            )
+        if self.network == "host" and self.annotations.get(NETWORK_ANNOTATION, "host") != "host":
+            raise SpecError(f"annotations.{NETWORK_ANNOTATION}: needs a network namespace")
+        for mount in self.mounts:
+            if not mount.destination.startswith("/"):
+                raise SpecError(f"mounts: destination {mount.destination!r} is not absolute")
+        res = self.linux.resources
+        if res.memory_limit is not None:
+            total = _host_memory_bytes()
+            if res.memory_limit < MIN_MEMORY_BYTES:
+                raise SpecError(
+                    f"linux.resources.memory.limit: {res.memory_limit} bytes is below the "
+                    f"minimum of {MIN_MEMORY_BYTES >> 20} MiB"
+                )
+            if total and res.memory_limit > total:
+                raise SpecError(
+                    f"linux.resources.memory.limit: {res.memory_limit >> 20} MiB exceeds the "
+                    f"host's {total >> 20} MiB"
+                )
+        if res.pids_limit is not None and res.pids_limit < 1:
+            raise SpecError(f"linux.resources.pids.limit: must be >= 1, got {res.pids_limit}")
+        if res.cpu_quota is not None:
+            period = res.cpu_period or 100000
+            if not 1000 <= period <= 1000000:
+                raise SpecError(f"linux.resources.cpu.period: {period} us not in 1000..1000000")
+            if res.cpu_quota < 1000:
+                raise SpecError(f"linux.resources.cpu.quota: {res.cpu_quota} us is below 1000")
+            cpus = os.cpu_count() or 1
+            if res.cpu_quota > period * cpus:
+                raise SpecError(
+                    f"linux.resources.cpu: quota {res.cpu_quota}/{period} asks for more than "
+                    f"the host's {cpus} CPUs"
+                )
+
+
+def _host_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def default_spec(
+    image: Any,
+    name: str,
+    *,
+    memory_limit_mib: int | None = None,
+    pids_limit: int | None = None,
+    cpu_limit: float | None = None,
+    network: str = "none",
+    args: list[str] | None = None,
+    readonly: bool = False,
+) -> Spec:
+    """A spec running ``image``'s ``/init`` as ``name`` with the given limits.
+
+    ``image`` is a :class:`runtime.image.Image` (or anything with ``rootfs`` and ``digest``).
+    """
+    namespaces = [Namespace(t) for t in DEFAULT_NAMESPACES if t != "network" or network != "host"]
+    cpu_quota = None if cpu_limit is None else round(cpu_limit * 100000)
+    spec = Spec(
+        process=Process(args=list(args) if args else ["/init"]),
+        root=Root(str(image.rootfs), readonly),
+        hostname=name,
+        linux=Linux(
+            namespaces=namespaces,
+            resources=Resources(
+                memory_limit=None if memory_limit_mib is None else memory_limit_mib << 20,
+                pids_limit=pids_limit,
+                cpu_quota=cpu_quota,
+                cpu_period=None if cpu_quota is None else 100000,
+            ),
+        ),
+        annotations={NETWORK_ANNOTATION: network, DIGEST_ANNOTATION: image.digest},
+    )
+    if network not in NETWORK_MODES:
+        raise SpecError(f"network: {network!r} is not one of {', '.join(NETWORK_MODES)}")
+    if network == "host":
+        spec.mounts = [m for m in spec.mounts if m.type != "sysfs"]
+    spec.validate()
+    return spec
