@@ -96,16 +96,14 @@ def density_charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[P
         if {"instances_alive", "host_mem_used_bytes"} <= set(steps.columns):
             memory_axis.plot(steps.instances_alive, steps.host_mem_used_bytes / MIB,
                              marker=".", label=series)
-        launches = group[group.metric == "launch_s"]
-        if not launches.empty:
-            alive = pd.to_numeric(launches.instance, errors="coerce")
-            latency_axis.plot(alive, launches.value * 1000, ".", markersize=3, alpha=0.5,
+        if {"instances_alive", "launch_s"} <= set(steps.columns):
+            latency_axis.plot(steps.instances_alive, steps.launch_s * 1000, marker=".",
                               label=series)
     memory_axis.set_xlabel("instances alive")
     memory_axis.set_ylabel("host memory used (MiB)")
     memory_axis.set_title(f"{scenario}: host memory vs instances")
     latency_axis.set_xlabel("instances alive")
-    latency_axis.set_ylabel("launch latency (ms, log scale)")
+    latency_axis.set_ylabel("launch time per instance (ms, log scale)")
     latency_axis.set_yscale("log")
     latency_axis.set_title(f"{scenario}: launch latency vs instances")
     for axis in (memory_axis, latency_axis):
@@ -128,8 +126,11 @@ def memory_chart(samples: pd.DataFrame, scenario: str, output: Path) -> list[Pat
     width = 0.8 / len(views)
     positions = np.arange(len(medians))
     for offset, metric in enumerate(views):
-        axis.bar(positions + offset * width, medians[metric] / MIB, width,
-                 label=MEMORY_VIEWS[metric])
+        values = medians[metric] / MIB
+        bars = axis.bar(positions + offset * width, values.clip(lower=1e-3), width,
+                        label=MEMORY_VIEWS[metric])
+        labels = [f"{v:.3g}" if v > 0 else "≤0 (noise)" for v in values]
+        axis.bar_label(bars, labels, fontsize=7, rotation=90, padding=2)
     axis.set_xticks(positions + width * (len(views) - 1) / 2, medians.index, rotation=15)
     axis.set_ylabel("MiB per instance (log scale)")
     axis.set_yscale("log")

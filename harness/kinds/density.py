@@ -48,19 +48,17 @@ def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
             step += 1
             batch = min(plan.batch_size, plan.max_instances - len(live))
             try:
-                latencies = _launch_batch(ctx, plan, name, batch, live)
+                batch_s = _launch_batch(ctx, plan, name, batch, live)
             except BackendError as error:
                 reason = f"failure: {error}"
                 ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
                 break
             host = metrics.host_memory()
             samples = [
-                ctx.sample(plan, name, "launch_s", latency, "s", step=step,
-                           instance=str(len(live) - batch + i + 1))
-                for i, latency in enumerate(latencies)
+                ctx.sample(plan, name, "batch_launch_s", batch_s, "s", step=step),
+                ctx.sample(plan, name, "launch_s", batch_s / batch, "s", step=step),
+                ctx.sample(plan, name, "instances_alive", len(live), "count", step=step),
             ]
-            samples.append(ctx.sample(plan, name, "instances_alive", len(live), "count",
-                                      step=step))
             samples.append(ctx.sample(plan, name, "host_mem_used_bytes",
                                       baseline.mem_available - host.mem_available, "bytes",
                                       step=step))
@@ -84,23 +82,26 @@ def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
 
 def _launch_batch(
     ctx: RunContext, plan: Scenario, name: str, batch: int, live: list[Instance]
-) -> list[float]:
-    """Start ``batch`` instances, then wait for each; their start→READY latencies."""
+) -> float:
+    """Start ``batch`` instances, then wait for each; the batch's start→all-READY time.
+
+    ``launch_s`` (this divided by the batch size) is the per-instance launch cost at the
+    step's density: with batches, instances boot concurrently, so one instance's own
+    start→READY would count its neighbours' work.
+    """
     backend = ctx.backends[name]
-    started: list[tuple[Instance, int]] = []
+    started: list[Instance] = []
+    begin = metrics.now_ns()
     try:
         for _ in range(batch):
-            begin = metrics.now_ns()
             instance = ctx.start(name, plan)
             live.append(instance)
-            started.append((instance, begin))
-        latencies = []
-        for instance, begin in started:
+            started.append(instance)
+        for instance in started:
             backend.wait_ready(instance, plan.timeout_s)
-            latencies.append(metrics.seconds_since(begin))
-        return latencies
+        return metrics.seconds_since(begin)
     except BackendError:
-        for instance, _ in started:  # a half-started batch is not part of the ramp
+        for instance in started:  # a half-started batch is not part of the ramp
             backend.stop(instance)
             ctx.untrack(name, instance)
             live.remove(instance)
