@@ -1,0 +1,287 @@
+"""cvbench compare on synthetic runs with known shifts: both gates, dimensions, CLI, outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from synthetic_runs import make_run
+
+from harness import compare
+from harness.cli import main
+from harness.compare import CompareError, Thresholds
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def base(results_dir):
+    return make_run(results_dir, "base", seed=1)
+
+
+def _rows(comparison, backend=None, metric=None, variant=None):
+    return [row for row in comparison.rows
+            if (backend is None or row.backend == backend)
+            and (metric is None or row.metric == metric)
+            and (variant is None or row.variant == variant)]
+
+
+def _row(comparison, backend, metric, variant=None):
+    (row,) = _rows(comparison, backend, metric, variant)
+    return row
+
+
+def test_direction_is_defined_once() -> None:
+    assert compare.direction("start_to_ready_s") == compare.LOWER_IS_BETTER
+    assert compare.direction("mem_pss_bytes") == compare.LOWER_IS_BETTER
+    assert compare.direction("start_to_ready_s_vs_process") == compare.LOWER_IS_BETTER
+    assert compare.direction("max_instances_alive") == compare.HIGHER_IS_BETTER
+    assert compare.direction("max_instances_alive_vs_process") == compare.HIGHER_IS_BETTER
+    assert compare.direction("instances_alive") is None
+    assert compare.direction("ksm_pages_sharing") is None
+
+
+def test_noise_alone_is_no_regression(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2)
+    comparison = compare.compare_runs(base, candidate)
+    assert comparison.regressions == [] and comparison.exit_code == 0
+    assert comparison.rows, "something was compared"
+    # per-step density readings are curves, not compared; counters have no direction
+    metrics = {row.metric for row in comparison.rows}
+    assert not metrics & {"instances_alive", "host_mem_used_bytes", "ksm_pages_sharing"}
+
+
+def test_significant_and_large_shift_is_a_regression(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={("ours", "start_to_ready_s"): 1.3})
+    comparison = compare.compare_runs(base, candidate)
+    row = _row(comparison, "ours", "start_to_ready_s")
+    assert row.verdict == compare.REGRESSION
+    assert row.p_value < 0.001 and row.ratio == pytest.approx(1.3, rel=0.05)
+    assert [(r.backend, r.metric) for r in comparison.regressions] == [
+        ("ours", "start_to_ready_s")
+    ]
+    assert comparison.exit_code == 1
+
+
+def test_significant_but_small_shift_is_not_flagged(results_dir) -> None:
+    base = make_run(results_dir, "base", seed=1, noise=0.01, repetitions=30)
+    candidate = make_run(results_dir, "cand", seed=2, noise=0.01, repetitions=30,
+                         shifts={("crun", "start_to_ready_s"): 1.05})
+    row = _row(compare.compare_runs(base, candidate), "crun", "start_to_ready_s")
+    assert row.p_value < 0.05, "the shift is significant"
+    assert row.verdict == compare.WITHIN_THRESHOLD and not row.regression
+
+
+def test_large_but_not_significant_shift_is_not_flagged(results_dir) -> None:
+    # 3 against 3 values: the exact two-sided Mann-Whitney p is at least 0.1
+    base = make_run(results_dir, "base", seed=1, repetitions=3)
+    candidate = make_run(results_dir, "cand", seed=2, repetitions=3,
+                         shifts={("runc", "start_to_ready_s"): 2.0})
+    row = _row(compare.compare_runs(base, candidate), "runc", "start_to_ready_s")
+    assert row.ratio == pytest.approx(2.0, rel=0.1) and row.p_value >= 0.1
+    assert row.verdict == compare.NOT_SIGNIFICANT and not row.regression
+
+
+def test_faster_is_an_improvement_not_a_regression(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={"start_to_ready_s": 0.7})
+    comparison = compare.compare_runs(base, candidate)
+    assert _row(comparison, "ours", "start_to_ready_s").verdict == compare.IMPROVEMENT
+    assert comparison.exit_code == 0
+
+
+def test_memory_regression_is_per_variant(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2,
+                         shifts={("libvirt", "mem_vmm_overhead_bytes"): 1.5})
+    comparison = compare.compare_runs(base, candidate)
+    rows = _rows(comparison, "libvirt", "mem_vmm_overhead_bytes")
+    assert {row.variant for row in rows} == {"ksm=off", "ksm=on"}
+    # 3 instances per VM: too few for significance, so reported but not flagged
+    assert all(row.verdict == compare.NOT_SIGNIFICANT for row in rows)
+
+
+def test_single_values_are_reported_not_flagged(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={"teardown_s": 3.0})
+    comparison = compare.compare_runs(base, candidate)
+    row = _row(comparison, "ours", "teardown_s")
+    assert row.verdict == compare.SINGLE_VALUE == "n/a (single value)"
+    assert math.isnan(row.p_value) and row.ratio == pytest.approx(3.0, rel=0.1)
+    assert _row(comparison, "ours", "max_instances_alive").verdict == compare.SINGLE_VALUE
+    assert comparison.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("metric", "ratio", "expected"),
+    [
+        ("max_instances_alive", 0.5, compare.REGRESSION),  # higher is better: fewer is worse
+        ("max_instances_alive", 2.0, compare.IMPROVEMENT),
+        ("max_instances_alive", 0.95, compare.WITHIN_THRESHOLD),
+        ("start_to_ready_s", 1.2, compare.REGRESSION),
+        ("start_to_ready_s", 0.5, compare.IMPROVEMENT),
+        ("start_to_ready_s", math.nan, compare.NO_RATIO),
+    ],
+)
+def test_verdict_follows_direction(metric, ratio, expected) -> None:
+    assert compare._verdict(metric, 10, 10, ratio, 0.001, 0.10, 0.05) == expected
+
+
+def test_thresholds_file(tmp_path, results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={"start_to_ready_s": 1.3})
+    loose = tmp_path / "loose.toml"
+    loose.write_text('default = 0.5\n[metrics]\n"runc.start_to_ready_s" = 0.2\n'
+                     "crun.start_to_ready_s = 0.25\n")  # unquoted dotted key: a nested table
+    comparison = compare.compare_runs(base, candidate, Thresholds.load(loose))
+    flagged = {row.backend for row in comparison.regressions}
+    assert flagged == {"runc", "crun"}
+    assert _row(comparison, "ours", "start_to_ready_s").threshold == 0.5
+    assert _row(comparison, "crun", "start_to_ready_s").threshold == 0.25
+
+
+def test_threshold_lookup_order() -> None:
+    thresholds = Thresholds(default=0.1, metrics={"start_to_ready_s": 0.2,
+                                                  "ours.start_to_ready_s": 0.3,
+                                                  "start_to_ready_s_vs_process": 0.25})
+    assert thresholds.lookup("ours", "start_to_ready_s") == 0.3
+    assert thresholds.lookup("crun", "start_to_ready_s") == 0.2
+    assert thresholds.lookup("crun", "start_to_ready_s_vs_process") == 0.25
+    assert thresholds.lookup("ours", "start_to_ready_s_vs_process") == 0.25
+    assert Thresholds(metrics={"ours.stop_s": 0.4}).lookup("ours", "stop_s_vs_process") == 0.4
+    assert thresholds.lookup("crun", "stop_s") == 0.1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("default = ", "not valid TOML"),
+        ("default = -0.1", "non-negative"),
+        ('[metrics]\nstop_s = "10%"', "metrics.stop_s"),
+        ("treshold = 0.1", "unknown key"),
+    ],
+)
+def test_bad_thresholds_file(tmp_path, text, message) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    with pytest.raises(CompareError, match=message):
+        Thresholds.load(path)
+
+
+def test_normalized_compare_across_machine_speeds(results_dir, base) -> None:
+    slower_machine = make_run(results_dir, "slow", seed=2, speed=2.0, hostname="host-b")
+    raw = compare.compare_runs(base, slower_machine)
+    assert len(raw.regressions) > 10, "absolute figures all look twice as slow"
+    assert any("different hosts" in note for note in raw.notes)
+    normalized = compare.compare_runs(base, slower_machine, normalized=True)
+    assert normalized.regressions == []
+    assert all(row.metric.endswith("_vs_process") for row in normalized.rows)
+    assert not _rows(normalized, backend="process")
+
+    slower_and_worse = make_run(results_dir, "worse", seed=3, speed=2.0,
+                                shifts={("ours", "start_to_ready_s"): 1.3})
+    normalized = compare.compare_runs(base, slower_and_worse, normalized=True)
+    assert [(r.backend, r.metric) for r in normalized.regressions] == [
+        ("ours", "start_to_ready_s_vs_process")
+    ]
+
+
+def test_accel_mismatch_is_refused(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, accel="kvm")
+    with pytest.raises(CompareError, match="accel differs for startup/libvirt"):
+        compare.compare_runs(base, candidate)
+
+
+def test_image_change_is_refused_unless_allowed(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, image_digest="sha256:" + "cd" * 32)
+    with pytest.raises(CompareError, match="image_digest differs.*--allow-image-change"):
+        compare.compare_runs(base, candidate)
+    comparison = compare.compare_runs(base, candidate, allow_image_change=True)
+    assert comparison.exit_code == 0
+    assert any("image_digest differs" in note and "allowed" in note for note in comparison.notes)
+
+
+def test_missing_backend_is_reported_not_flagged(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, backends=("process", "ours"))
+    comparison = compare.compare_runs(base, candidate)
+    missing = _rows(comparison, backend="libvirt")
+    assert missing and all(row.verdict == compare.MISSING_IN_CANDIDATE for row in missing)
+    assert comparison.exit_code == 0
+    assert any("missing in the candidate" in note for note in comparison.notes)
+
+
+def test_nothing_in_common_is_refused(results_dir) -> None:
+    base = make_run(results_dir, "base", kinds=("startup",))
+    candidate = make_run(results_dir, "cand", kinds=("memory",))
+    with pytest.raises(CompareError, match="no metric in common"):
+        compare.compare_runs(base, candidate)
+
+
+def test_markdown_table(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={("ours", "start_to_ready_s"): 1.3})
+    markdown = compare.to_markdown(compare.compare_runs(base, candidate))
+    lines = markdown.splitlines()
+    assert lines[0].startswith("### cvbench compare: base → cand")
+    header = next(line for line in lines if line.startswith("| scenario"))
+    assert header.count("|") == len(compare.HEADERS) + 1
+    (regression,) = [line for line in lines if "**regression**" in line]
+    assert "| ours |" in regression and "start_to_ready_s" in regression
+    assert "| memory | libvirt | mem_pss_bytes [ksm=on] |" in markdown
+
+
+# ---------------------------------------------------------------- through the CLI
+
+
+def test_cli_exit_codes_and_outputs(tmp_path, results_dir, base, capsys, monkeypatch) -> None:
+    make_run(results_dir, "same", seed=2)
+    make_run(results_dir, "worse", seed=3, shifts={("crun", "start_to_ready_s"): 1.5})
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    assert main(["compare", "base", "same", "--results-dir", str(results_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "0 regression(s)" in out and "[ksm=off]" in out  # rich markup is escaped
+
+    markdown = tmp_path / "out" / "compare.md"
+    code = main(["compare", str(base), str(results_dir / "worse"), "--markdown", str(markdown),
+                 "--alpha", "0.01"])
+    assert code == 1
+    assert "regression" in capsys.readouterr().out
+    assert "**regression**" in markdown.read_text()
+    text = summary.read_text()
+    assert text.startswith("earlier step\n") and text.count("### cvbench compare") == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--alpha", "1.5"], "alpha"),
+        (["--thresholds", "/nonexistent/t.toml"], "cannot read thresholds"),
+    ],
+)
+def test_cli_bad_options_exit_2(results_dir, base, capsys, extra, message) -> None:
+    assert main(["compare", "base", "base", "--results-dir", str(results_dir), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cvbench: error:") and message in err
+
+
+def test_cli_unlike_runs_exit_2(results_dir, base, capsys) -> None:
+    make_run(results_dir, "kvm", seed=2, accel="kvm")
+    assert main(["compare", "base", "kvm", "--results-dir", str(results_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to compare unlike runs: accel differs" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_unknown_run_exit_2(results_dir, base, capsys) -> None:
+    assert main(["compare", "base", "nope", "--results-dir", str(results_dir)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_cli_normalized_without_floor_exit_2(results_dir, capsys) -> None:
+    make_run(results_dir, "a", backends=("ours", "crun"))
+    make_run(results_dir, "b", backends=("ours", "crun"))
+    args = ["compare", "a", "b", "--results-dir", str(results_dir)]
+    assert main([*args, "--normalized"]) == 2
+    assert "process backend" in capsys.readouterr().err
+    assert main(args) == 0
