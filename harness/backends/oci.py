@@ -8,15 +8,18 @@ Every runtime command runs through one small *launcher* process per backend (:cl
 
 - it lives in a private mount namespace (mounts ``rslave``); on a hybrid cgroup host it unmounts
   ``/sys/fs/cgroup/unified`` there, which is how crun 1.8 runs on such a host;
-- it makes and removes the overlay mounts in that namespace, so they never clutter the host and
-  vanish with the launcher;
+- for ``<runtime> run`` it forks a child that mounts the container's overlay in a mount namespace
+  of its own before exec'ing the runtime: the overlay is never in the host's mount table nor in
+  anybody else's (starts stay flat over a ramp to thousands), and it vanishes with the container;
 - it is a child subreaper: a ``<runtime> run -d`` container is reparented to it and reaped by it
   (this host's PID 1 does not reap orphans);
-- it spawns commands with ``posix_spawn`` on request, so a command costs no fork of the harness.
+- other commands are spawned with ``posix_spawn``; the harness never forks for them;
+- it runs in a session of its own, so a Ctrl-C of the harness does not reach it or the containers.
 
-The harness talks to it over one socket (fds passed with SCM_RIGHTS); no descriptor is held per
-live container once it is ready. When the harness dies the launcher stays only while it still
-has containers to reap; :func:`sweep` removes those, the launcher, mounts, bundles and cgroups.
+The harness talks to it over one socket (fds passed with SCM_RIGHTS; requests matched by id, so
+threads may start containers concurrently); no descriptor is held per live container once it is
+ready. When the harness dies the launcher stays only while it still has containers to reap;
+:func:`sweep` removes those, the launcher, bundles and cgroups.
 """
 
 from __future__ import annotations
@@ -390,7 +393,7 @@ def _package_root() -> str:
 
 
 class Launcher:
-    """Client side of one launcher process: spawn runtime commands, mount overlays.
+    """Client side of one launcher process: runs runtime commands in its mount namespace.
 
     Thread-safe: requests from several threads are in flight at once, matched by id.
     """
@@ -416,6 +419,7 @@ class Launcher:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             theirs.close()
@@ -714,7 +718,7 @@ class OciBackend:
             "version": first.split()[-1] if first else "unknown",
             "cgroup_mode": self.mode,
             "private_cgroup_view": _needs_private_cgroup_view(self.binary, self.mode),
-            "launcher": "posix_spawn from a subreaper in a private mount namespace",
+            "launcher": "subreaper in a private mount namespace, overlay per container namespace",
         }
 
     # internals

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from harness.backends import oci
-from harness.backends.base import InstanceSpec
+from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.runc import RuncBackend
 from runtime import syscalls
+from runtime.image import Image
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -134,7 +136,7 @@ def test_host_network_shares_the_host_netns(backend, built_image):
 CRASHER = """
 import sys, time
 from harness.backends import create
-from harness.backends.base import InstanceSpec
+from harness.backends.base import BackendError, InstanceSpec
 from runtime import image
 backend = create(sys.argv[1])
 img = image.resolve()
@@ -180,3 +182,39 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
     after = inventory(prefix)
     assert after == before, json.dumps({k: str(after[k]) for k in after})
     assert oci.sweep() == []  # idempotent
+
+
+def _custom_image(root: Path, init: str | None) -> Image:
+    """A throw-away image: busybox plus the given /init script (or no /init at all)."""
+    for directory in ("bin", "dev", "proc", "sys", "tmp", "etc"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "sleep", "echo"):
+        (root / "bin" / applet).symlink_to("busybox")
+    if init is not None:
+        (root / "init").write_text(init)
+        (root / "init").chmod(0o755)
+    return Image(name="custom", digest="0" * 64, rootfs=root)
+
+
+def test_failed_start_leaves_nothing(backend, tmp_path):
+    prefix = _prefix()
+    before = inventory(prefix)
+    spec = InstanceSpec(name=f"{prefix}broken", image=_custom_image(tmp_path / "rootfs", None))
+    with pytest.raises(BackendError):
+        instance = backend.start(spec)
+        backend.wait_ready(instance, timeout=5)
+    assert not backend.live
+    assert inventory(prefix) == before
+
+
+def test_stop_kills_a_workload_that_ignores_sigterm(backend, tmp_path):
+    stubborn = "#!/bin/sh\ntrap '' TERM\necho READY\nwhile :; do sleep 1; done\n"
+    prefix = _prefix()
+    before = inventory(prefix)
+    backend.grace_s = 0.5
+    spec = InstanceSpec(name=f"{prefix}stubborn", image=_custom_image(tmp_path / "r", stubborn))
+    instance = backend.start(spec)
+    backend.wait_ready(instance, timeout=20)
+    backend.stop(instance)
+    assert inventory(prefix) == before
