@@ -168,7 +168,7 @@ def test_density_and_memory_scenarios(state_dir, tmp_path) -> None:
     density = samples[samples.scenario == "density"]
     alive = density[density.metric == "instances_alive"].value.tolist()
     assert alive == [10, 20, 30, 40]
-    assert len(density[density.metric == "launch_s"]) == 40
+    assert len(density[density.metric == "launch_s"]) == 4
     assert density[density.metric == "max_instances_alive"].value.tolist() == [40]
     memory = samples[samples.scenario == "memory"]
     assert len(memory[memory.metric == "mem_pss_bytes"]) == 5
