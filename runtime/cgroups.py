@@ -128,7 +128,10 @@ class Driver:
             self._apply(path, limits)
         except CgroupError:
             for directory in reversed(made):
-                _rmdir(directory)
+                try:
+                    _rmdir(directory)
+                except CgroupError:
+                    pass  # report the first error, not the clean-up's
             raise
         return made
 

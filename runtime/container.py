@@ -244,12 +244,19 @@ class Runtime:
         self.containers[name] = container
         return container
 
-    def start(self, container: Container) -> int:
-        """Launch the container; return its host pid as soon as it is forked."""
+    def start(self, container: Container, output_fd: int | None = None) -> int:
+        """Launch the container; return its host pid as soon as it is forked.
+
+        Its stdout and stderr go to a pipe read by :meth:`wait_ready`, or to ``output_fd``
+        (then there is no readiness to wait for).
+        """
         if container.state != "created":
             raise ContainerError(f"{container.name} is {container.state}, not created")
         plan = self._plan(container)
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        if output_fd is None:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        else:
+            read_fd, write_fd = None, os.dup(output_fd)
         fds = [write_fd]
         ours = theirs = None
         if container.spec.network == "bridge":
@@ -258,7 +265,8 @@ class Runtime:
         try:
             pid = self.server.launch(plan, fds)
         except ForkServerError as error:
-            os.close(read_fd)
+            if read_fd is not None:
+                os.close(read_fd)
             raise ContainerError(f"cannot launch {container.name}: {error}") from None
         finally:
             os.close(write_fd)

@@ -1,0 +1,167 @@
+"""cgroups: mode detection and both drivers, on a plain directory standing in for cgroupfs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime import cgroups
+from runtime.cgroups import CgroupError, Limits, V1Driver, V2Driver
+
+HYBRID = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+PURE_V2 = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+"""
+PURE_V1 = "\n".join(line for line in HYBRID.splitlines() if "cgroup2" not in line)
+
+
+def test_detect_mode():
+    assert cgroups.detect_mode(HYBRID) == "hybrid"
+    assert cgroups.detect_mode(PURE_V2) == "v2"
+    assert cgroups.detect_mode(PURE_V1) == "v1"
+    with pytest.raises(CgroupError, match="no cgroup"):
+        cgroups.detect_mode("27 1 254:0 / / rw - ext4 /dev/vda rw\n")
+
+
+def test_driver_choice(tmp_path: Path):
+    assert isinstance(cgroups.driver("hybrid", tmp_path), V1Driver)
+    assert isinstance(cgroups.driver("v1", tmp_path), V1Driver)
+    assert isinstance(cgroups.driver("v2", tmp_path), V2Driver)
+    with pytest.raises(CgroupError):
+        cgroups.driver("v3", tmp_path)
+
+
+def _v1_root(tmp_path: Path) -> Path:
+    for controller in ("memory", "pids", "cpu"):
+        (tmp_path / controller).mkdir()
+    return tmp_path
+
+
+def test_v1_create_writes_limits_per_controller(tmp_path: Path):
+    root = _v1_root(tmp_path)
+    driver = V1Driver(root)
+    made = driver.create("cvbench-p/c1", Limits(64 << 20, 32, 50000, 100000))
+    assert made == [root / c / "cvbench-p/c1" for c in ("memory", "pids", "cpu")]
+    assert (root / "memory/cvbench-p/c1/memory.limit_in_bytes").read_text() == str(64 << 20)
+    assert (root / "pids/cvbench-p/c1/pids.max").read_text() == "32"
+    assert (root / "cpu/cvbench-p/c1/cpu.cfs_quota_us").read_text() == "50000"
+    assert (root / "cpu/cvbench-p/c1/cpu.cfs_period_us").read_text() == "100000"
+    assert driver.join_files("cvbench-p/c1", made) == [str(d / "cgroup.procs") for d in made]
+
+
+def test_v1_without_cpu_limit_skips_cpu_and_limits(tmp_path: Path):
+    root = _v1_root(tmp_path)
+    made = V1Driver(root).create("cvbench-p/c2", Limits())
+    assert [d.parent.parent.name for d in made] == ["memory", "pids"]
+    assert not (root / "memory/cvbench-p/c2/memory.limit_in_bytes").exists()
+
+
+def test_v1_limits_swap_when_accounted_and_refuses_clashes(tmp_path: Path):
+    root = _v1_root(tmp_path)
+    driver = V1Driver(root)
+    memsw = root / "memory/cvbench-p/c3/memory.memsw.limit_in_bytes"
+    original = driver._apply
+
+    def apply(path, limits):
+        memsw.write_text("-1")
+        original(path, limits)
+
+    driver._apply = apply
+    driver.create("cvbench-p/c3", Limits(memory_bytes=8 << 20))
+    assert memsw.read_text() == str(8 << 20)
+    with pytest.raises(CgroupError, match="already exists"):
+        V1Driver(root).create("cvbench-p/c3", Limits())
+
+
+def test_v1_counters_and_remove(tmp_path: Path):
+    root = _v1_root(tmp_path)
+    driver = V1Driver(root)
+    driver.create("cvbench-p/c4", Limits(memory_bytes=8 << 20))
+    memory = root / "memory/cvbench-p/c4"
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (memory / "memory.usage_in_bytes").write_text("12345\n")
+    (memory / "cgroup.procs").write_text("10\n11\n")
+    assert driver.oom_kills("cvbench-p/c4") == 2
+    assert driver.memory_usage("cvbench-p/c4") == 12345
+    assert driver.procs("cvbench-p/c4") == [10, 11]
+    assert driver.children("cvbench-p") == ["c4"]
+    with pytest.raises(CgroupError, match="still in use"):
+        driver.remove("cvbench-p/c4")  # a real cgroupfs dir has no files; this one does
+    for name in (
+        "memory.oom_control",
+        "memory.usage_in_bytes",
+        "cgroup.procs",
+        "memory.limit_in_bytes",
+    ):
+        (memory / name).unlink(missing_ok=True)
+    driver.remove("cvbench-p/c4")
+    assert not driver.exists("cvbench-p/c4")
+
+
+def test_v1_failed_limit_undoes_the_cgroup(tmp_path: Path):
+    root = _v1_root(tmp_path)
+    driver = V1Driver(root)
+    blocker = root / "memory/cvbench-p/c5/memory.limit_in_bytes"
+    original = driver._apply
+
+    def apply(path, limits):
+        blocker.mkdir()  # the write of the limit fails on this directory
+        original(path, limits)
+
+    driver._apply = apply
+    with pytest.raises(CgroupError, match="memory limit"):
+        driver.create("cvbench-p/c5", Limits(memory_bytes=8 << 20, pids=3))
+    assert not (root / "pids/cvbench-p/c5").exists()
+
+
+def test_v2_enables_controllers_and_writes_limits(tmp_path: Path):
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("memory\n")
+    driver = V2Driver(tmp_path)
+    made = driver.create("cvbench-p/c1", Limits(32 << 20, 10, 20000, 100000))
+    directory = tmp_path / "cvbench-p/c1"
+    assert made == [directory]
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +pids"
+    assert (tmp_path / "cvbench-p/cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    assert (directory / "memory.max").read_text() == str(32 << 20)
+    assert (directory / "pids.max").read_text() == "10"
+    assert (directory / "cpu.max").read_text() == "20000 100000"
+    assert driver.join_files("cvbench-p/c1") == [str(directory / "cgroup.procs")]
+
+
+def test_v2_counters(tmp_path: Path):
+    driver = V2Driver(tmp_path)
+    driver.create("cvbench-p/c2", Limits())
+    directory = tmp_path / "cvbench-p/c2"
+    (directory / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    (directory / "memory.current").write_text("4096\n")
+    assert driver.oom_kills("cvbench-p/c2") == 1
+    assert driver.memory_usage("cvbench-p/c2") == 4096
+    assert driver.oom_kills("cvbench-p/none") == 0
+    assert driver.memory_usage("cvbench-p/none") is None
+
+
+def test_v2_swap_is_disabled_when_available(tmp_path: Path):
+    driver = V2Driver(tmp_path)
+    directory = tmp_path / "cvbench-p/c3"
+    driver._prepare_parent("cvbench-p")
+    driver._parents.add("cvbench-p")
+    original = driver._apply
+
+    def apply(path, limits):
+        (directory / "memory.swap.max").write_text("max")
+        original(path, limits)
+
+    driver._apply = apply
+    driver.create("cvbench-p/c3", Limits(memory_bytes=16 << 20))
+    assert (directory / "memory.swap.max").read_text() == "0"

@@ -1,0 +1,117 @@
+"""The OCI-subset spec: defaults, round trip through config.json, validation messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runtime import caps
+from runtime.spec import (
+    DIGEST_ANNOTATION,
+    NETWORK_ANNOTATION,
+    Spec,
+    SpecError,
+    default_spec,
+)
+
+
+class FakeImage:
+    rootfs = Path("/images/abc/rootfs")
+    digest = "ab" * 32
+
+
+def test_default_spec_runs_init_with_limits():
+    spec = default_spec(FakeImage(), "cvbench-a", memory_limit_mib=64, pids_limit=32, cpu_limit=0.5)
+    assert spec.process.args == ["/init"]
+    assert spec.hostname == "cvbench-a"
+    assert spec.root.path == "/images/abc/rootfs"
+    res = spec.linux.resources
+    assert (res.memory_limit, res.pids_limit, res.cpu_quota, res.cpu_period) == (
+        64 << 20,
+        32,
+        50000,
+        100000,
+    )
+    assert {ns.type for ns in spec.linux.namespaces} == {
+        "pid", "network", "mount", "ipc", "uts", "cgroup"
+    }  # fmt: skip
+    assert spec.network == "none"
+    assert spec.annotations[DIGEST_ANNOTATION] == FakeImage.digest
+    assert "CAP_SYS_ADMIN" not in spec.process.capabilities.bounding
+    assert spec.process.no_new_privileges
+
+
+def test_host_network_has_no_netns_and_no_sysfs():
+    spec = default_spec(FakeImage(), "cvbench-h", network="host")
+    assert not spec.linux.has_namespace("network")
+    assert spec.network == "host"
+    assert all(m.type != "sysfs" for m in spec.mounts)
+
+
+def test_round_trip_through_json():
+    spec = default_spec(FakeImage(), "cvbench-r", memory_limit_mib=16, network="bridge")
+    spec.process.rlimits = []
+    data = json.loads(json.dumps(spec.to_oci()))
+    again = Spec.from_oci(data)
+    assert again == spec
+    assert data["linux"]["resources"]["memory"] == {"limit": 16 << 20}
+    assert data["annotations"][NETWORK_ANNOTATION] == "bridge"
+    assert data["linux"]["maskedPaths"] and data["linux"]["readonlyPaths"]
+
+
+def test_from_oci_ignores_unknown_keys_and_reads_crun_style_config():
+    data = {
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/bin/sh"], "cwd": "/", "terminal": False, "user": {"uid": 0}},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "x",
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}], "resources": {}},
+        "somethingElse": 1,
+    }
+    spec = Spec.from_oci(data)
+    assert spec.root.readonly
+    assert spec.network == "host"
+    assert spec.process.capabilities.bounding == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"memory_limit_mib": 1}, "below the minimum"),
+        ({"memory_limit_mib": 1 << 30}, "exceeds the host"),
+        ({"pids_limit": 0}, "pids.limit"),
+        ({"cpu_limit": 1000.0}, "more than the host"),
+        ({"cpu_limit": 0.001}, "below 1000"),
+        ({"network": "overlay"}, "network"),
+    ],
+)
+def test_impossible_limits_are_refused(kwargs, message):
+    with pytest.raises(SpecError, match=message):
+        default_spec(FakeImage(), "cvbench-x", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["process"].update(args=[]), "process.args"),
+        (lambda d: d["process"].update(cwd="tmp"), "process.cwd"),
+        (lambda d: d["linux"]["namespaces"].append({"type": "user"}), "user namespaces"),
+        (lambda d: d["linux"]["namespaces"].append({"type": "time"}), "unknown type"),
+        (lambda d: d["mounts"].append({"destination": "x", "type": "tmpfs"}), "not absolute"),
+        (lambda d: d.pop("root"), "missing or malformed"),
+    ],
+)
+def test_malformed_configs_name_the_field(mutate, message):
+    data = default_spec(FakeImage(), "cvbench-m").to_oci()
+    mutate(data)
+    with pytest.raises(SpecError, match=message):
+        Spec.from_oci(data)
+
+
+def test_capability_masks():
+    assert caps.mask(["CAP_CHOWN", "CAP_KILL"]) == 1 | 1 << 5
+    assert caps.NUMBERS["CAP_SYS_ADMIN"] == 21
+    with pytest.raises(ValueError, match="unknown capability"):
+        caps.mask(["CAP_FLY"])

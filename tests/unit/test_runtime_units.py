@@ -1,0 +1,191 @@
+"""Pure parts of the runtime: mount options, overlay options, address leases, veth names,
+container state round trip, READY parsing, and the ``ctr`` command line (no root needed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+
+from runtime import cli, network, rootfs
+from runtime import syscalls as sc
+from runtime.container import (
+    Container,
+    ContainerError,
+    ExitInfo,
+    NotReadyError,
+    _read_ready,
+    cgroup_parent,
+    load,
+    proc_start_time,
+)
+from runtime.spec import Mount, default_spec
+
+
+class FakeImage:
+    rootfs = Path("/images/abc/rootfs")
+    digest = "cd" * 32
+
+
+def test_parse_options_splits_flags_and_data():
+    flags, data = rootfs.parse_options(["nosuid", "noexec", "mode=755", "size=65536k", "ro"])
+    assert flags == sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_RDONLY
+    assert data == "mode=755,size=65536k"
+    flags, _ = rootfs.parse_options(["ro", "rw"])
+    assert flags == 0
+
+
+def test_mount_plan_marks_binds():
+    rows = rootfs.mount_plan(
+        [Mount("/data", "none", "/srv", ["rbind", "ro"]), Mount("/proc", "proc", "proc", [])]
+    )
+    assert rows[0][:3] == ["/data", "bind", "/srv"]
+    assert rows[0][3] & sc.MS_BIND and rows[0][3] & sc.MS_REC and rows[0][3] & sc.MS_RDONLY
+    assert rows[1] == ["/proc", "proc", "proc", 0, ""]
+
+
+def test_overlay_options_refuse_separators():
+    assert rootfs.overlay_options("/l", "/u", "/w") == "lowerdir=/l,upperdir=/u,workdir=/w"
+    with pytest.raises(ValueError, match="must not contain"):
+        rootfs.overlay_options("/l,x", "/u", "/w")
+
+
+def test_veth_names_fit_ifnamsiz():
+    name = network.veth_name("/var/lib/cvbench/containers/cvbench-some-long-name-0001")
+    assert name.startswith("cvbench-") and len(name) <= 15
+    assert name == network.veth_name("/var/lib/cvbench/containers/cvbench-some-long-name-0001")
+
+
+def test_address_leases_are_unique_and_released(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVBENCH_NET_LEASES", str(tmp_path / "leases"))
+    owner = tmp_path / "c1"
+    owner.mkdir()
+    addresses = {network.allocate_address(str(owner)) for _ in range(50)}
+    assert len(addresses) == 50
+    assert network.GATEWAY not in addresses
+    assert all(a.startswith("10.213.") for a in addresses)
+    assert network.stale_leases() == []
+    owner.rmdir()
+    assert sorted(network.stale_leases()) == sorted(addresses)
+    for address in addresses:
+        network.release_address(address)
+    assert not list((tmp_path / "leases").iterdir())
+
+
+def test_container_state_round_trip(tmp_path):
+    spec = default_spec(FakeImage(), "cvbench-s", memory_limit_mib=8)
+    container = Container(
+        name="cvbench-s",
+        spec=spec,
+        directory=tmp_path,
+        cgroup="cvbench-x/cvbench-s",
+        pid=123,
+        pid_start=456,
+        state="running",
+        net=network.Attachment("cvbench-abcdefg", "10.213.1.2"),
+        exit=ExitInfo(9, True),
+    )
+    container.save()
+    again = load(tmp_path)
+    assert again is not None
+    assert (again.name, again.pid, again.net, again.exit) == (
+        "cvbench-s",
+        123,
+        container.net,
+        container.exit,
+    )
+    assert again.spec == spec
+    assert load(tmp_path / "missing") is None
+
+
+def test_exit_info_describes_oom_and_signals():
+    assert "out of memory" in ExitInfo(9, True).describe()
+    assert ExitInfo(9, False).describe() == "killed by signal SIGKILL"
+    assert ExitInfo(3 << 8, False).code == 3
+    assert ExitInfo(None, False).describe() == "exited"
+
+
+def test_cgroup_parent_depends_on_state_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "a"))
+    first = cgroup_parent()
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "b"))
+    assert first != cgroup_parent() and first.startswith("cvbench-")
+
+
+def test_proc_start_time():
+    assert proc_start_time(os.getpid()) > 0
+    assert proc_start_time(2**22 + 1) is None
+
+
+def _pipe_with(data: bytes, close: bool = True) -> int:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, data)
+    if close:
+        os.close(write_fd)
+    return read_fd
+
+
+def test_read_ready():
+    fd = _pipe_with(b"starting\nREADY\n", close=False)
+    _read_ready(fd, 1.0, "c")
+    os.close(fd)
+    fd = _pipe_with(b"cvbench-error: FileNotFoundError: /nope\n")
+    with pytest.raises(NotReadyError, match="launch failed: FileNotFoundError"):
+        _read_ready(fd, 1.0, "c")
+    os.close(fd)
+    fd = _pipe_with(b"bye")
+    with pytest.raises(NotReadyError, match="exited before READY.*bye"):
+        _read_ready(fd, 1.0, "c")
+    os.close(fd)
+    fd = _pipe_with(b"", close=False)
+    with pytest.raises(NotReadyError, match="no READY within"):
+        _read_ready(fd, 0.05, "c")
+    os.close(fd)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cvbench")
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_parses_run_ls_stop_rm():
+    parser = _parser()
+    args = parser.parse_args(
+        [
+            "ctr",
+            "run",
+            "--name",
+            "cvbench-a",
+            "--memory",
+            "64",
+            "--pids",
+            "10",
+            "--cpus",
+            "0.5",
+            "--network",
+            "bridge",
+            "--",
+            "/bin/sh",
+        ]
+    )
+    assert (args.func, args.name, args.memory, args.pids, args.cpus, args.network) == (
+        cli.cmd_run, "cvbench-a", 64, 10, 0.5, "bridge"
+    )  # fmt: skip
+    assert parser.parse_args(["ctr", "ls"]).func is cli.cmd_ls
+    assert parser.parse_args(["ctr", "stop", "a", "b"]).names == ["a", "b"]
+    assert parser.parse_args(["ctr", "rm", "-f", "a"]).force
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    args = _parser().parse_args(["ctr", "run", "--image", "nosuch"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown image" in err
+
+
+def test_container_error_is_an_exception_with_a_message():
+    assert str(ContainerError("a container named 'x' already exists")).startswith("a container")
