@@ -42,46 +42,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from runtime import spec as runtime_spec
 from runtime.image import Image
 from runtime.paths import PREFIX, state_dir
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = f"{PREFIX}oci"
-CPU_PERIOD_US = 100_000
 RUNTIMES = ("crun", "runc")
 HELPER_ARGV0 = f"{PREFIX}oci-launcher"
 STARTUP_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 120.0  # a runtime command that takes longer is reported as hung
-
-CAPABILITIES = [  # the usual container default set
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
-MASKED_PATHS = [
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-
 
 # --- places --------------------------------------------------------------------------------
 
@@ -143,85 +114,33 @@ def cgroups_path(name: str) -> str:
 
 
 def build_config(spec: InstanceSpec) -> dict[str, Any]:
-    """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``)."""
+    """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``).
+
+    It is ``runtime.spec.default_spec`` (what ``ours`` runs) with the root made bundle-relative,
+    a ``cvbench-`` cgroups path and a deny-all device cgroup: same namespaces, mounts,
+    capabilities, masked paths and limits as ``ours``.
+    """
     if not spec.name.startswith(PREFIX):
         raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
     if spec.network not in ("none", "host"):
         raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
-    namespaces = ["pid", "mount", "uts", "ipc", "cgroup"]
-    if spec.network == "none":
-        namespaces.append("network")  # a fresh netns holds only loopback
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {
-            "destination": "/dev",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-        },
-        {
-            "destination": "/dev/pts",
-            "type": "devpts",
-            "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-        },
-        {
-            "destination": "/dev/shm",
-            "type": "tmpfs",
-            "source": "shm",
-            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        },
-        {
-            "destination": "/dev/mqueue",
-            "type": "mqueue",
-            "source": "mqueue",
-            "options": ["nosuid", "noexec", "nodev"],
-        },
-    ]
-    if spec.network == "none":  # sysfs can only be mounted in a netns of one's own
-        mounts.append(
-            {
-                "destination": "/sys",
-                "type": "sysfs",
-                "source": "sysfs",
-                "options": ["nosuid", "noexec", "nodev", "ro"],
-            }
+    try:
+        oci_spec = runtime_spec.default_spec(
+            spec.image,
+            spec.name,
+            memory_limit_mib=spec.memory_limit_mib,
+            pids_limit=spec.pids_limit,
+            cpu_limit=spec.cpu_limit,
+            network=spec.network,
+            args=[spec.image.init],
         )
-    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    if spec.memory_limit_mib is not None:
-        resources["memory"] = {"limit": spec.memory_limit_mib * 1024 * 1024}
-    if spec.pids_limit is not None:
-        resources["pids"] = {"limit": spec.pids_limit}
-    if spec.cpu_limit is not None:
-        resources["cpu"] = {
-            "quota": max(1000, round(spec.cpu_limit * CPU_PERIOD_US)),
-            "period": CPU_PERIOD_US,
-        }
-    return {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": [spec.image.init],
-            "env": ["PATH=/bin:/sbin", "HOME=/root"],
-            "cwd": "/",
-            "capabilities": {
-                kind: list(CAPABILITIES) for kind in ("bounding", "effective", "permitted")
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": False},
-        "hostname": spec.name,
-        "mounts": mounts,
-        "linux": {
-            "namespaces": [{"type": kind} for kind in namespaces],
-            "cgroupsPath": cgroups_path(spec.name),
-            "resources": resources,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
-    }
+    except runtime_spec.SpecError as error:
+        raise BackendError(f"{spec.name}: {error}") from None
+    oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
+    oci_spec.linux.cgroups_path = cgroups_path(spec.name)
+    config = oci_spec.to_oci()
+    config["linux"]["resources"]["devices"] = [{"allow": False, "access": "rwm"}]
+    return config
 
 
 # --- host facts ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.oci import Bundle, build_config, cgroups_path
 from runtime.image import Image
+from runtime.spec import default_spec
 
 IMAGE = Image(name="default", digest="0" * 64, rootfs=Path("/nonexistent/rootfs"))
 
@@ -30,9 +31,20 @@ def test_defaults_isolate_like_ours():
     assert config["process"]["terminal"] is False
     assert config["root"] == {"path": "rootfs", "readonly": False}
     assert config["linux"]["cgroupsPath"] == "/cvbench-oci/cvbench-unit-1"
-    assert set(config["linux"]["resources"]) == {"devices"}  # no limits unless asked
+    assert config["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert not {"memory", "pids", "cpu"} & set(config["linux"]["resources"])  # unless asked
     assert {m["destination"] for m in config["mounts"]} >= {"/proc", "/dev", "/sys"}
     json.dumps(config)  # serialisable as is
+
+
+def test_same_isolation_as_ours():
+    ours = default_spec(IMAGE, "cvbench-unit-1", memory_limit_mib=64).to_oci()
+    config = build_config(spec(memory_limit_mib=64))
+    for key in ("process", "mounts", "hostname"):
+        assert config[key] == ours[key]
+    for key in ("namespaces", "maskedPaths", "readonlyPaths"):
+        assert config["linux"][key] == ours["linux"][key]
+    assert config["linux"]["resources"]["memory"] == ours["linux"]["resources"]["memory"]
 
 
 def test_limits_map_to_oci_resources():
@@ -44,8 +56,11 @@ def test_limits_map_to_oci_resources():
     assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
 
 
-def test_tiny_cpu_limit_keeps_a_valid_quota():
-    assert build_config(spec(cpu_limit=0.001))["linux"]["resources"]["cpu"]["quota"] == 1000
+def test_impossible_limits_are_refused_with_the_field_named():
+    with pytest.raises(BackendError, match="cpu"):
+        build_config(spec(cpu_limit=0.001))
+    with pytest.raises(BackendError, match="memory"):
+        build_config(spec(memory_limit_mib=1))
 
 
 def test_host_network_has_no_netns_and_no_sysfs_mount():
