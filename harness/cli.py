@@ -176,12 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove every cvbench leftover from the host")
     clean.set_defaults(func=cmd_clean)
 
-    for module_name in ("runtime.cli", "harness.compare"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub, common)
+    from harness import compare
+    from runtime import cli as runtime_cli
+
+    runtime_cli.register(sub)  # cvbench ctr run|ls|stop|rm
+    compare.register(sub, common)  # cvbench compare BASE CANDIDATE
     return parser
 
 
