@@ -5,8 +5,9 @@ For every scenario, backend, variant and metric present in both runs, the two di
 A metric is a **regression** when p < alpha *and* the candidate's median is worse than the
 baseline's by more than the metric's threshold (default 10%, per metric in a TOML file).
 Single values (``teardown_s``, ``max_instances_alive``, ...) cannot be significant: they are
-shown as ``n/a (single value)`` and never flagged. Per-step density readings are curves, not
-distributions, and are left out, as are metrics with no better/worse direction (counters).
+shown as ``n/a (single value)`` and never flagged. Readings of the host's state (``host_*``,
+``ksm_*``, ``instances_alive``: density curve points and counters) are left out, as are
+metrics with no better/worse direction.
 
 Runs are compared only with like: accel, network, guest memory and image digest must match
 for every compared metric (an image change can be allowed explicitly). With ``normalized``,
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import normalize, results
+from harness.scenario import KNOWN_BACKENDS
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"
@@ -185,8 +187,8 @@ class Comparison:
 
 
 def _prepare(samples):
-    """Only rated, non-curve samples, with empty dimensions as ''."""
-    frame = samples[~normalize.is_curve(samples)].copy()
+    """Only rated outcomes (no host readings), with empty dimensions as ''."""
+    frame = samples[~normalize.is_host_reading(samples)].copy()
     frame = frame[frame.metric.map(direction).notna()]
     for column in (*KEY, *MUST_MATCH):
         frame[column] = frame[column].map(normalize.plain)
@@ -300,9 +302,9 @@ def compare_samples(base, cand, thresholds: Thresholds | None = None,
 
 
 def _ordered(rows: list[Row]) -> list[Row]:
-    """Grouped by scenario, then backend, then variant (each in order of first appearance)."""
+    """Grouped by scenario (first appearance), backend (floor first), variant."""
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
-    backends = list(dict.fromkeys(row.backend for row in rows))
+    backends = list(dict.fromkeys([*KNOWN_BACKENDS, *(row.backend for row in rows)]))
     return sorted(rows, key=lambda row: (scenarios.index(row.scenario),
                                          backends.index(row.backend), row.variant))
 

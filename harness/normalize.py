@@ -5,9 +5,10 @@ samples of the same run, scenario, metric and variant. The result has the column
 ``samples.csv``; metric names get the suffix ``_vs_process`` and the unit is ``ratio``.
 
 Left out: the ``process`` backend itself, metrics the floor lacks (or whose floor median is not
-a positive number), and per-step readings of the host (density curves such as
-``instances_alive`` or ``host_mem_used_bytes`` at each step, which are curves, not
-distributions: dividing them by the floor's median over its own, different, steps means nothing).
+a positive number), and readings of the host's state (``host_*``, ``ksm_*``,
+``instances_alive``): density records them at every step as points of a curve, and dividing
+them by the floor's median over its own, different, ramp means nothing. Per-step outcomes such
+as the density scenario's ``launch_s`` are kept.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ def _blank(column):
     return column.isna() | (column.astype(str) == "")
 
 
-def is_curve(samples):
-    """Mask of per-step host readings (a step, no instance): points of a curve."""
-    return ~_blank(samples["step"]) & _blank(samples["instance"])
+HOST_READING_PREFIXES = ("host_", "ksm_")
+HOST_READINGS = ("instances_alive",)
+
+
+def is_host_reading(samples):
+    """Mask of readings of the host's state (curve points, counters), not per-instance outcomes."""
+    metric = samples["metric"].astype(str).map(base_metric)
+    return metric.str.startswith(HOST_READING_PREFIXES) | metric.isin(HOST_READINGS)
 
 
 def base_metric(metric: str) -> str:
@@ -47,7 +53,7 @@ def normalize(samples):
     columns = list(results.SAMPLE_COLUMNS)
     if samples.empty:
         return pd.DataFrame(columns=columns)
-    frame = samples[~is_curve(samples)].copy()
+    frame = samples[~is_host_reading(samples)].copy()
     frame["_variant"] = frame["variant"].where(~_blank(frame["variant"]), "")
     keys = ["run_id", "scenario", "metric", "_variant"]
     floor_rows = frame[frame.backend == FLOOR_BACKEND]

@@ -87,20 +87,20 @@ def make_run(
 
 
 def _density(backend, sample, noisy) -> list[Sample]:
-    total, batch = (4, 2) if backend == "libvirt" else (40, 10)
+    total, batch = (4, 2) if backend == "libvirt" else (100, 10)
     per_instance = PSS[backend] * MIB
     out: list[Sample] = []
     for step, alive in enumerate(range(batch, total + 1, batch), start=1):
-        for index in range(alive - batch + 1, alive + 1):
-            launch = noisy(START_S[backend] * (1 + index / 200))
-            out.append(sample(backend, "density", "launch_s", launch, "s", step=step,
-                              instance=str(index)))
+        per_launch = noisy(START_S[backend] * (1 + alive / 200))
         used = noisy(per_instance * alive)
         out += [
+            sample(backend, "density", "batch_launch_s", per_launch * batch, "s", step=step),
+            sample(backend, "density", "launch_s", per_launch, "s", step=step),
             sample(backend, "density", "instances_alive", alive, "count", step=step),
             sample(backend, "density", "host_mem_used_bytes", used, "bytes", step=step),
             sample(backend, "density", "host_mem_available_bytes", 20e9 - used, "bytes",
                    step=step),
+            sample(backend, "density", "ksm_pages_sharing", 0, "pages", step=step),
         ]
     out += [
         sample(backend, "density", "teardown_s", noisy(STOP_S[backend] * total), "s"),

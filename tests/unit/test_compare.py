@@ -49,9 +49,10 @@ def test_noise_alone_is_no_regression(results_dir, base) -> None:
     comparison = compare.compare_runs(base, candidate)
     assert comparison.regressions == [] and comparison.exit_code == 0
     assert comparison.rows, "something was compared"
-    # per-step density readings are curves, not compared; counters have no direction
+    # readings of the host's state (density curve points, counters) are not compared
     metrics = {row.metric for row in comparison.rows}
-    assert not metrics & {"instances_alive", "host_mem_used_bytes", "ksm_pages_sharing"}
+    assert not metrics & {"instances_alive", "host_mem_used_bytes", "host_mem_available_bytes",
+                          "ksm_pages_sharing"}
 
 
 def test_significant_and_large_shift_is_a_regression(results_dir, base) -> None:
@@ -64,6 +65,15 @@ def test_significant_and_large_shift_is_a_regression(results_dir, base) -> None:
         ("ours", "start_to_ready_s")
     ]
     assert comparison.exit_code == 1
+
+
+def test_density_launch_time_per_step_is_gated(results_dir, base) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts={("crun", "launch_s"): 1.3})
+    comparison = compare.compare_runs(base, candidate)
+    row = _row(comparison, "crun", "launch_s")
+    assert (row.n_base, row.n_cand) == (10, 10)  # one value per ramp step
+    assert row.verdict == compare.REGRESSION
+    assert _row(comparison, "libvirt", "launch_s").verdict == compare.OK  # 2 steps: too few
 
 
 def test_significant_but_small_shift_is_not_flagged(results_dir) -> None:
