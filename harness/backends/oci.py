@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from runtime import cgroups
 from runtime import spec as runtime_spec
 from runtime.image import Image
 from runtime.paths import PREFIX, state_dir
@@ -147,20 +148,11 @@ def build_config(spec: InstanceSpec) -> dict[str, Any]:
 
 
 def _cgroup_mode() -> str:
-    """``v2``, ``hybrid`` or ``v1``, read from the mount table."""
-    v1 = v2_unified = v2_root = False
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            if fstype == "cgroup2":
-                v2_root |= fields[4] == str(CGROUP_ROOT)
-                v2_unified |= fields[4] != str(CGROUP_ROOT)
-            elif fstype == "cgroup":
-                v1 = True
-    if v2_root and not v1:
-        return "v2"
-    return "hybrid" if v1 and v2_unified else "v1"
+    """``v2``, ``hybrid`` or ``v1`` (``unknown`` if no cgroup filesystem is mounted)."""
+    try:
+        return cgroups.detect_mode()
+    except cgroups.CgroupError:
+        return "unknown"
 
 
 def _cgroup_dirs(name: str) -> list[Path]:
