@@ -1,0 +1,143 @@
+"""A declarative VM description rendered to libvirt domain XML with ElementTree.
+
+The rendered domain is trimmed for boot speed: direct kernel boot (no firmware boot menu, no
+bootloader), the ``pc`` machine by default (fewer implicit controllers than ``q35``), no
+USB controller, no video, no graphics, no network, no balloon unless asked, no ACPI unless
+asked, and ``destroy`` on every lifecycle event so a crashed guest disappears instead of
+rebooting. The serial console is either a unix socket the caller listens on (local hosts)
+or a pty reached through libvirt's console stream (remote hosts).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ACCEL_DOMAIN_TYPE = {"kvm": "kvm", "tcg": "qemu"}
+
+# Kernel command line trimmed for boot speed (measured under TCG: ~0.3 s off ~1.6 s): serial
+# console only, quiet, reboot at once on panic (and the domain is destroyed on reboot), no
+# ACPI or keyboard-controller probing, no KASLR, no CPU-bug mitigations (a benchmark guest
+# running only our /init), one UART, no crypto self-tests.
+BOOT_CMDLINE = (
+    "console=ttyS0 quiet panic=-1 acpi=off i8042.noaux i8042.nokbd i8042.nopnp i8042.dumbkbd "
+    "8250.nr_uarts=1 cryptomgr.notests no_timer_check mitigations=off random.trust_cpu=on nokaslr"
+)
+
+
+def kernel_cmdline(pci: bool = False, extra: str = "") -> str:
+    """The boot command line; ``pci=off`` (no PCI scan) unless a PCI device (disk) needs it."""
+    return " ".join(part for part in (BOOT_CMDLINE, "" if pci else "pci=off", extra) if part)
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One virtio disk backed by a file (a qcow2 overlay by default)."""
+
+    path: Path
+    target: str = "vda"
+    format: str = "qcow2"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything that defines one cvbench VM; :func:`render` turns it into domain XML."""
+
+    name: str
+    kernel: Path
+    initrd: Path
+    memory_mib: int = 128
+    vcpus: int = 1
+    cmdline: str = kernel_cmdline()
+    disks: tuple[DiskSpec, ...] = field(default_factory=tuple)
+    console_socket: Path | None = None  # None: pty console, read through libvirt's stream
+    accel: str = "tcg"  # "tcg" | "kvm"
+    tb_cache_mib: int | None = None  # TCG translation-block cache; None: QEMU's default
+    balloon: bool = False
+    machine: str = "pc"
+    acpi: bool = False
+    arch: str = "x86_64"
+    emulator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.accel not in ACCEL_DOMAIN_TYPE:
+            raise ValueError(f"accel must be one of {sorted(ACCEL_DOMAIN_TYPE)}, not {self.accel!r}")
+        if self.memory_mib <= 0 or self.vcpus <= 0:
+            raise ValueError("memory_mib and vcpus must be positive")
+        if self.tb_cache_mib is not None and self.tb_cache_mib <= 0:
+            raise ValueError("tb_cache_mib must be positive")
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _os(domain: ET.Element, spec: DomainSpec) -> None:
+    os_ = _sub(domain, "os")
+    _sub(os_, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    _sub(os_, "kernel", str(spec.kernel))
+    _sub(os_, "initrd", str(spec.initrd))
+    _sub(os_, "cmdline", spec.cmdline)
+
+
+def _features(domain: ET.Element, spec: DomainSpec) -> None:
+    wanted_tb = spec.accel == "tcg" and spec.tb_cache_mib is not None
+    if not (spec.acpi or wanted_tb):
+        return
+    features = _sub(domain, "features")
+    if spec.acpi:
+        _sub(features, "acpi")
+    if wanted_tb:
+        tcg = _sub(features, "tcg")
+        _sub(tcg, "tb-cache", str(spec.tb_cache_mib), unit="MiB")
+
+
+def _console(devices: ET.Element, spec: DomainSpec) -> None:
+    if spec.console_socket is not None:
+        serial = _sub(devices, "serial", type="unix")
+        _sub(serial, "source", mode="connect", path=str(spec.console_socket))
+    else:
+        serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "target", port="0")
+
+
+def _disk(devices: ET.Element, disk: DiskSpec) -> None:
+    element = _sub(devices, "disk", type="file", device="disk")
+    _sub(element, "driver", name="qemu", type=disk.format)
+    _sub(element, "source", file=str(disk.path))
+    _sub(element, "target", dev=disk.target, bus="virtio")
+    if disk.readonly:
+        _sub(element, "readonly")
+
+
+def build(spec: DomainSpec) -> ET.Element:
+    """The domain as an ElementTree element."""
+    domain = ET.Element("domain", type=ACCEL_DOMAIN_TYPE[spec.accel])
+    _sub(domain, "name", spec.name)
+    _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(domain, "vcpu", str(spec.vcpus))
+    _os(domain, spec)
+    _features(domain, spec)
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        _sub(domain, event, "destroy")
+    devices = _sub(domain, "devices")
+    if spec.emulator:
+        _sub(devices, "emulator", spec.emulator)
+    for disk in spec.disks:
+        _disk(devices, disk)
+    _sub(devices, "controller", type="usb", model="none")
+    _console(devices, spec)
+    _sub(devices, "memballoon", model="virtio" if spec.balloon else "none")
+    return domain
+
+
+def render(spec: DomainSpec) -> str:
+    """The domain XML of ``spec``, indented, without an XML declaration."""
+    element = build(spec)
+    ET.indent(element, space="  ")
+    return ET.tostring(element, encoding="unicode") + "\n"

@@ -1,0 +1,108 @@
+"""One cvbench VM: a transient libvirt domain with its console and files, start to destroy.
+
+Local URIs: the console is a unix socket in ``state_dir()/vms/<name>/`` that we listen on
+and QEMU connects to; the QEMU pid is known, so memory is measured with psutil. Remote URIs
+(``qemu+ssh://...``): the console is libvirt's console stream of a pty serial port (the
+domain is created paused, the stream opened, then the domain resumed, so no output is
+lost), and memory is libvirt's RSS figure for the QEMU process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import libvirt
+
+from vm import guest, hypervisor
+from vm.console import SocketConsole, StreamConsole
+from vm.domain import DiskSpec, DomainSpec, render
+from vm.memory import VmMemory, qemu_memory
+
+
+@dataclass
+class VirtualMachine:
+    """A started VM; create with :meth:`start`, finish with :meth:`stop`."""
+
+    spec: DomainSpec
+    domain: libvirt.virDomain
+    local: bool
+    console: SocketConsole | StreamConsole | None = None
+    pid: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+    ready_output: bytes = b""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def start(cls, conn: libvirt.virConnect, spec: DomainSpec, *,
+              disk_base: Path | None = None, autodestroy: bool = True) -> VirtualMachine:
+        """Create the domain and return at once (not ready); files are removed on failure."""
+        local = hypervisor.is_local(conn.getURI())
+        console: SocketConsole | None = None
+        try:
+            if local:
+                directory = hypervisor.vm_dir(spec.name)
+                console = SocketConsole(directory / "console.sock")
+                spec = replace(spec, console_socket=console.path)
+                if disk_base is not None:
+                    overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
+                    spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
+            else:
+                if disk_base is not None:
+                    raise ValueError("overlay disks need a local libvirt URI")
+                spec = replace(spec, console_socket=None)
+            flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
+            if not local:
+                flags |= libvirt.VIR_DOMAIN_START_PAUSED
+            started = time.perf_counter()
+            domain = conn.createXML(render(spec), flags)
+        except BaseException:
+            if console is not None:
+                console.close()
+            hypervisor.remove_files(spec.name)
+            raise
+        vm = cls(spec=spec, domain=domain, local=local, console=console, started=started)
+        if local:
+            vm.pid = hypervisor.qemu_pid(spec.name)
+        else:
+            vm.console = StreamConsole(lambda: _open_stream(conn, domain))
+            domain.resume()
+        return vm
+
+    def wait_ready(self, timeout: float) -> bytes:
+        """Block until the guest prints READY; raises ``vm.console.ConsoleError``.
+
+        The console is closed on success, so a ready VM holds no descriptor of ours.
+        """
+        if self.console is None:
+            return self.ready_output
+        self.ready_output = self.console.wait_for(timeout)
+        self.console.close()
+        self.console = None
+        return self.ready_output
+
+    def memory(self) -> VmMemory:
+        """PSS/USS/RSS and guest RAM vs VMM overhead (local); libvirt's RSS only (remote)."""
+        if self.local and self.pid is not None:
+            return qemu_memory(self.pid, self.spec.memory_mib)
+        rss = self.domain.memoryStats().get("rss", 0) * 1024
+        return VmMemory(pss=None, uss=None, rss=rss, guest_ram=None, vmm_overhead=None)
+
+    def stop(self) -> None:
+        """Destroy the domain and remove its files; idempotent."""
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        hypervisor.destroy(self.domain)
+        if self.local:
+            hypervisor.remove_files(self.name)
+
+
+def _open_stream(conn: libvirt.virConnect, domain: libvirt.virDomain) -> libvirt.virStream:
+    stream = conn.newStream(0)
+    domain.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    return stream
