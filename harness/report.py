@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -70,15 +71,17 @@ def latency_chart(samples: pd.DataFrame, scenario: str, metric: str, output: Pat
     values = [data[data.series == s].value.to_numpy() * 1000 for s in series]
     axis.boxplot(values, showfliers=False, widths=0.5)
     rng = np.random.default_rng(0)
+    labels = []
     for index, vals in enumerate(values, start=1):
         axis.scatter(index + rng.uniform(-0.15, 0.15, len(vals)), vals, s=8, alpha=0.4)
-        for pct, marker in zip(PERCENTILES, ("o", "^", "v"), strict=True):
-            value = np.percentile(vals, pct)
+        marks = {pct: np.percentile(vals, pct) for pct in PERCENTILES}
+        for value, marker in zip(marks.values(), ("o", "^", "v"), strict=True):
             axis.scatter([index + 0.32], [value], marker=marker, color="black", s=22, zorder=3)
-            axis.annotate(f"p{pct} {value:.3g}", (index + 0.36, value), fontsize=7,
-                          va="center")
-    axis.set_xticks(range(1, len(series) + 1), series, rotation=15)
+        labels.append(f"{series[index - 1]}\n" + "\n".join(
+            f"p{pct} {value:.3g}" for pct, value in marks.items()))
+    axis.set_xticks(range(1, len(series) + 1), labels, fontsize=8)
     axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_ylabel(f"{metric.removesuffix('_s')} (ms, log scale)")
     axis.set_title(f"{scenario}: {metric} per backend (p50 ●, p95 ▲, p99 ▼)")
     axis.grid(axis="y", which="both", alpha=0.3)
