@@ -132,6 +132,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from harness import baseline, results
+
+    try:
+        run_dir = results.resolve_run(args.run, _results_dir(args))
+        target = baseline.set_baseline(run_dir, _results_dir(args) / "baseline")
+    except results.ResultsError as error:
+        raise UsageError(str(error)) from None
+    print(f"{target} <- {run_dir.name}")
+    return EXIT_OK
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from harness import clean
 
@@ -172,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list runs", parents=[common])
     ls.set_defaults(func=cmd_ls)
+
+    baseline = sub.add_parser("baseline", help="make a complete run the CI baseline",
+                              parents=[common])
+    baseline.add_argument("run", help="run directory or run id")
+    baseline.set_defaults(func=cmd_baseline)
 
     clean = sub.add_parser("clean", help="remove every cvbench leftover from the host")
     clean.set_defaults(func=cmd_clean)
