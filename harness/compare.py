@@ -353,8 +353,9 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     missing = [row for row in rows if row.verdict == MISSING_IN_CANDIDATE]
     if missing:
         names = ", ".join(sorted({f"{row.scenario}/{row.backend}" for row in missing}))
-        notes.append(f"{len(missing)} metric(s) of the baseline are missing in the candidate "
-                     f"({names}); they are not gated")
+        why = " (or have no positive process floor there)" if normalized else ""
+        notes.append(f"{len(missing)} metric(s) of the baseline are missing in the candidate"
+                     f"{why} ({names}); they are not gated")
     return Comparison(baseline=base_dir.name, candidate=cand_dir.name, normalized=normalized,
                       alpha=alpha, rows=rows,
                       notes=_run_notes(base_dir, cand_dir, normalized) + notes)
