@@ -189,7 +189,7 @@ class Runtime:
         self.root = containers_dir()
         self.server = ForkServer()
         self.containers: dict[str, Container] = {}
-        self._verified: set[str] = set()
+        self._verified: set[tuple[str, str]] = set()  # (digest, rootfs) checked once
         self._owner = (os.getpid(), proc_start_time(os.getpid()))
         self._last_cap = caps.last_cap()
 
@@ -366,6 +366,34 @@ class Runtime:
             raise
         return container
 
+    def run_to_exit(self, spec: Spec, name: str, timeout: float = 30.0) -> tuple[str, ExitInfo]:
+        """Run a container to completion; return its output (stdout+stderr) and exit.
+
+        Raises NotReadyError if it is still running after ``timeout`` (it is then destroyed).
+        """
+        container = self.create(spec, name)
+        try:
+            self.start(container)
+            fd, container.ready_fd = container.ready_fd, None
+            output = b""
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    if not _poll(fd, deadline - time.monotonic()):
+                        raise NotReadyError(f"{name}: still running after {timeout:g} s")
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    output += chunk
+            finally:
+                os.close(fd)
+            info = self.wait(container, max(0.0, deadline - time.monotonic()))
+            if info is None:
+                raise NotReadyError(f"{name}: still running after {timeout:g} s")
+            return output.decode(errors="replace"), info
+        finally:
+            self.destroy(container)
+
     # -- queries ----------------------------------------------------------------------------
     def get(self, name: str) -> Container:
         if name in self.containers:
@@ -422,11 +450,11 @@ class Runtime:
         if not lower.is_dir():
             raise ContainerError(f"image rootfs {lower} does not exist: unknown image")
         digest = spec.annotations.get(DIGEST_ANNOTATION)
-        if digest and digest not in self._verified:
+        if digest and (digest, str(lower)) not in self._verified:
             if not (lower.parent / "manifest.txt").exists():
                 raise ContainerError(f"image rootfs {lower} has no manifest: unknown image")
             verify(Image(name=digest[:12], digest=digest, rootfs=lower))
-            self._verified.add(digest)
+            self._verified.add((digest, str(lower)))
 
     def _caps(self, spec: Spec) -> dict[str, int]:
         wanted = spec.process.capabilities

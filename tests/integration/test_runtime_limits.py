@@ -1,0 +1,93 @@
+"""cgroup limits on this host (v1 path, detection), and the OOM kill being reported."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runtime import cgroups
+from runtime.container import Runtime
+from runtime.spec import default_spec
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def runtime(state_dir):
+    with Runtime() as rt:
+        yield rt
+
+
+def run_script(rt: Runtime, image, script: str, timeout: float = 20.0, **options):
+    spec = default_spec(image, name(), args=["/bin/sh", "-c", script], **options)
+    return rt.run_to_exit(spec, name(), timeout)
+
+
+def name() -> str:
+    return f"cvbench-test-lim-{uuid.uuid4().hex[:8]}"
+
+
+def test_detect_mode_matches_this_host():
+    mode = cgroups.detect_mode()
+    assert mode in ("v1", "v2", "hybrid")
+    if Path("/sys/fs/cgroup/memory").is_dir() and Path("/sys/fs/cgroup/unified").is_dir():
+        assert mode == "hybrid"
+
+
+def test_limits_are_written_to_the_cgroups(runtime, built_image):
+    spec = default_spec(built_image, "l", memory_limit_mib=48, pids_limit=17, cpu_limit=0.25)
+    container = runtime.create(spec, name())
+    runtime.start(container)
+    runtime.wait_ready(container, 10)
+    driver = runtime.cgroups
+    pid = container.pid
+    assert pid in driver.procs(container.cgroup)
+    if driver.mode == "v1":
+        root = Path("/sys/fs/cgroup")
+        assert int((root / "memory" / container.cgroup / "memory.limit_in_bytes").read_text()) == (
+            48 << 20
+        )
+        assert (root / "pids" / container.cgroup / "pids.max").read_text().strip() == "17"
+        assert (root / "cpu" / container.cgroup / "cpu.cfs_quota_us").read_text().strip() == "25000"
+        own = Path(f"/proc/{pid}/cgroup").read_text()
+        assert f"memory:/{container.cgroup}" in own and f"pids:/{container.cgroup}" in own
+    else:
+        directory = Path("/sys/fs/cgroup") / container.cgroup
+        assert int((directory / "memory.max").read_text()) == 48 << 20
+        assert (directory / "pids.max").read_text().strip() == "17"
+    usage = runtime.memory_usage(container)
+    assert usage is not None and 0 < usage < 48 << 20
+    runtime.destroy(container)
+    assert not driver.exists(container.cgroup)
+
+
+def test_pids_limit_stops_fork_bombs(runtime, built_image):
+    script = "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 30 & done 2>&1; echo started; kill $(jobs -p)"
+    out, _ = run_script(runtime, built_image, script, pids_limit=5)
+    assert "can't fork" in out or "Resource temporarily unavailable" in out
+
+
+def test_cgroup_namespace_hides_the_host_tree(runtime, built_image):
+    out, _ = run_script(runtime, built_image, "cat /proc/self/cgroup")
+    assert all(line.endswith(":/") for line in out.split())
+
+
+def test_memory_hog_is_oom_killed_and_reported(runtime, built_image):
+    spec = default_spec(
+        built_image,
+        "oom",
+        memory_limit_mib=16,
+        args=["/bin/sh", "-c", "echo READY; x=0123456789abcdef; while :; do x=$x$x; done"],
+    )
+    container = runtime.create(spec, name())
+    runtime.start(container)
+    runtime.wait_ready(container, 10)
+    info = runtime.wait(container, 30)
+    assert info is not None, "the hog was not killed"
+    assert info.oom_killed
+    assert info.signal == signal.SIGKILL
+    assert "out of memory" in info.describe()
+    runtime.destroy(container)
