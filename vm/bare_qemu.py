@@ -14,7 +14,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from runtime import syscalls
 from runtime.paths import PREFIX

@@ -24,6 +24,7 @@ from pathlib import Path
 
 MARKER = b"READY"
 TAIL_BYTES = 4096
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 class ConsoleError(Exception):
@@ -54,6 +55,9 @@ class SocketConsole:
 
     def __init__(self, path: Path, owner: tuple[int, int] | None = None) -> None:
         self.path = path
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ConsoleError(f"console socket path too long for AF_UNIX "
+                               f"({MAX_SOCKET_PATH} bytes at most): {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             path.unlink()

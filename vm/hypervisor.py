@@ -215,10 +215,11 @@ def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
                 name = domain.name()
                 if not name.startswith(prefix):
                     continue
+                persistent = domain.isPersistent()
                 if domain.isActive():
                     destroy(domain)
                     done.append(f"destroyed domain {name}")
-                if domain.isPersistent():
+                if persistent:
                     domain.undefine()
                     done.append(f"undefined domain {name}")
         finally:

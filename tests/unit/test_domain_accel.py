@@ -1,0 +1,63 @@
+"""Accel detection: kvm only with vmx/svm and a usable /dev/kvm; forced choices say so."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from vm.hypervisor import detect_accel
+
+
+def _cpuinfo(tmp_path: Path, flags: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n")
+    return path
+
+
+def test_no_vmx_svm_means_tcg_even_with_dev_kvm(tmp_path: Path) -> None:
+    modules = tmp_path / "module"
+    (modules / "kvm_pvm").mkdir(parents=True)
+    kvm = tmp_path / "kvm"
+    kvm.write_text("")
+    choice = detect_accel(cpuinfo=_cpuinfo(tmp_path, "lm"), kvm_device=kvm, modules=modules)
+    assert choice.accel == "tcg"
+    assert "neither vmx nor svm" in choice.reason and "PVM" in choice.reason
+
+
+def test_vmx_without_usable_device_means_tcg(tmp_path: Path) -> None:
+    choice = detect_accel(cpuinfo=_cpuinfo(tmp_path, "vmx"), kvm_device=tmp_path / "none",
+                          modules=tmp_path)
+    assert choice.accel == "tcg"
+    assert "vmx" in choice.reason and "not usable" in choice.reason
+
+
+def test_vmx_with_a_device_that_is_not_kvm_means_tcg(tmp_path: Path) -> None:
+    choice = detect_accel(cpuinfo=_cpuinfo(tmp_path, "svm"), kvm_device=Path("/dev/null"),
+                          modules=tmp_path)
+    assert choice.accel == "tcg"
+    assert "KVM_GET_API_VERSION" in choice.reason
+
+
+@pytest.mark.parametrize("force", ["kvm", "tcg"])
+def test_forced_choice_keeps_the_detection_in_the_reason(tmp_path: Path, force: str) -> None:
+    choice = detect_accel(force, cpuinfo=_cpuinfo(tmp_path, ""), kvm_device=tmp_path / "none",
+                          modules=tmp_path)
+    assert choice.accel == force
+    assert choice.reason.startswith(f"forced to {force}") and "detection: tcg" in choice.reason
+    assert choice.as_dict() == {"accel": force, "accel_reason": choice.reason}
+
+
+def test_unknown_force_is_refused() -> None:
+    with pytest.raises(ValueError):
+        detect_accel("hvf")
+
+
+def test_this_host_answers_at_once() -> None:
+    started = time.monotonic()
+    choice = detect_accel()
+    assert time.monotonic() - started < 1.0
+    flags = Path("/proc/cpuinfo").read_text()
+    if " vmx" not in flags and " svm" not in flags:
+        assert choice.accel == "tcg"
