@@ -51,12 +51,15 @@ def test_valid_file_loads_into_frozen_dataclasses() -> None:
     ("text", "expected"),
     [
         ("[[scenario]]\nkind='startup'\nrepetitons=3\n", "unknown key 'repetitons'"),
-        ("[[scenario]]\nkind='startup'\nrepetitions='3'\n", "key 'repetitions': expected an integer"),
-        ("[[scenario]]\nkind='startup'\nrepetitions=-1\n", "key 'repetitions': expected a value >= 1"),
+        ("[[scenario]]\nkind='startup'\nrepetitions='3'\n",
+         "key 'repetitions': expected an integer"),
+        ("[[scenario]]\nkind='startup'\nrepetitions=-1\n",
+         "key 'repetitions': expected a value >= 1"),
         ("[[scenario]]\nkind='startup'\ntimeout_s=-2.5\n", "key 'timeout_s'"),
         ("[[scenario]]\nkind='warp'\n", "key 'kind': expected one of startup, density, memory"),
         ("[[scenario]]\nrepetitions=3\n", "missing key 'kind'"),
-        ("[suite]\nbackends=['docker']\n[[scenario]]\nkind='startup'\n", "unknown backend 'docker'"),
+        ("[suite]\nbackends=['docker']\n[[scenario]]\nkind='startup'\n",
+         "unknown backend 'docker'"),
         ("[suite]\nbackend=['ours']\n[[scenario]]\nkind='startup'\n", "unknown key 'backend'"),
         ("[[scenario]]\nkind='startup'\nnetwork='wifi'\n", "key 'network'"),
         ("[[scenario]]\nkind='startup'\n[scenario.overrides.qemu]\n", "unknown backend 'qemu'"),
@@ -113,7 +116,8 @@ def _toml_value(value) -> str:
 @given(st.dictionaries(keys, toml_scalars, max_size=6), st.text(max_size=60))
 def test_random_scenarios_never_traceback(table: dict, noise: str) -> None:
     body = "\n".join(f"{key} = {_toml_value(value)}" for key, value in table.items())
-    for text in (f"[[scenario]]\n{body}\n", noise, f"[suite]\n{body}\n[[scenario]]\nkind='startup'"):
+    with_suite = f"[suite]\n{body}\n[[scenario]]\nkind='startup'"
+    for text in (f"[[scenario]]\n{body}\n", noise, with_suite):
         try:
             suite = scenario.loads(text, "fuzz.toml")
         except ScenarioError as error:
