@@ -59,6 +59,7 @@ def test_run_then_report(state_dir, tmp_path) -> None:
     samples = pd.read_csv(run_dir / "samples.csv")
     latencies = samples[samples.metric == "start_to_ready_s"]
     assert len(latencies) == 20 and (latencies.value > 0).all()
+    assert (run_dir / "normalized.csv").is_file()
     report = cvbench("report", str(run_dir))
     assert report.returncode == 0, report.stderr
     for name in ("startup-start_to_ready_s.png", "startup-start_to_ready_s.svg", "summary.md"):
