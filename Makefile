@@ -2,7 +2,7 @@
 VENV ?= .venv
 SUITE ?= scenarios/quick.toml
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test lint clean baseline
 
 setup:
 	bash scripts/setup.sh
@@ -19,3 +19,7 @@ lint:
 
 clean:
 	$(VENV)/bin/cvbench clean
+
+# Run the quick suite and make it the committed CI baseline (results/baseline/).
+baseline: setup
+	$(VENV)/bin/cvbench baseline "$$($(VENV)/bin/cvbench run $(SUITE) --quiet | tail -n 1)"
