@@ -213,15 +213,8 @@ def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
         try:
             for domain in conn.listAllDomains():
                 name = domain.name()
-                if not name.startswith(prefix):
-                    continue
-                persistent = domain.isPersistent()
-                if domain.isActive():
-                    destroy(domain)
-                    done.append(f"destroyed domain {name}")
-                if persistent:
-                    domain.undefine()
-                    done.append(f"undefined domain {name}")
+                if name.startswith(prefix):
+                    done += _sweep_domain(domain, name)
         finally:
             conn.close()
     elif is_local(uri):
@@ -229,6 +222,23 @@ def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
     for name in _dir_names(prefix):
         if name not in active and remove_files(name):
             done.append(f"removed {vms_dir() / name}")
+    return done
+
+
+def _sweep_domain(domain: libvirt.virDomain, name: str) -> list[str]:
+    """Destroy (and undefine, if persistent) one domain; one that vanished meanwhile is fine."""
+    done = []
+    try:
+        persistent = domain.isPersistent()
+        if domain.isActive():
+            destroy(domain)
+            done.append(f"destroyed domain {name}")
+        if persistent:
+            domain.undefine()
+            done.append(f"undefined domain {name}")
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
     return done
 
 
