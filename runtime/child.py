@@ -6,11 +6,17 @@ the network when asked, bring loopback up, build and pivot into the root, set th
 apply rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
 ``cvbench-error: ...`` line on the READY pipe and the child exits 127.
 Imports stay light: this module is loaded by the small fork server.
+
+A *spare* is such a child forked ahead of time: it has already unshared the mount, uts, ipc
+and network namespaces, made its mounts private and brought loopback up, and waits on a
+socket for the plan of the next container that wants exactly those namespaces. That moves
+fork and namespace creation off the launch path.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import resource
 import signal
@@ -42,26 +48,56 @@ def drop_capabilities(plan: dict, last_cap: int) -> None:
     sc.capset(keep["effective"], keep["permitted"], keep["inheritable"])
 
 
-def run(plan: dict, stdout_fd: int, sync_fd: int | None, last_cap: int) -> None:
-    """Set the container up and exec its process; never returns."""
+SPARE_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
+
+
+def _reset_signals() -> None:
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def spare(sock: socket.socket, last_cap: int) -> None:
+    """Prepare the namespaces, then wait for a plan and run it; never returns."""
+    try:
+        _reset_signals()
+        sc.unshare(SPARE_FLAGS)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        loopback_up()
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
+    except BaseException:  # noqa: BLE001 - a broken spare just goes away
+        os._exit(126)
+    if not data or not fds:
+        os._exit(0)  # the server is gone or closing
+    sock.close()
+    plan = json.loads(data)["plan"]  # the launch request, forwarded by the server
+    run(plan, fds[0], fds[1] if len(fds) > 1 else None, last_cap, prepared=True)
+
+
+def run(
+    plan: dict, stdout_fd: int, sync_fd: int | None, last_cap: int, prepared: bool = False
+) -> None:
+    """Set the container up and exec its process; never returns.
+
+    ``prepared``: a spare already did the SPARE_FLAGS namespaces, private mounts and loopback.
+    """
     try:
         os.dup2(stdout_fd, 1)
         os.dup2(stdout_fd, 2)
         os.close(stdout_fd)
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_DFL)
+        if not prepared:
+            _reset_signals()
         for procs in plan["cgroup_procs"]:
             with open(procs, "w") as handle:
                 handle.write("0")
-        sc.unshare(plan["unshare"])
+        sc.unshare(plan["unshare"] & ~SPARE_FLAGS if prepared else plan["unshare"])
         if sync_fd is not None:
             os.write(sync_fd, b"n")  # our netns exists: the host may wire it now
             if os.read(sync_fd, 1) != b"g":
                 raise RuntimeError("the host did not finish wiring the network")
             os.close(sync_fd)
-        if plan["loopback"]:
+        if plan["loopback"] and not prepared:
             loopback_up()
-        rootfs.prepare(plan)
+        rootfs.prepare(plan, private=not prepared)
         if plan["hostname"]:
             sc.sethostname(plan["hostname"])
         os.setsid()

@@ -34,7 +34,7 @@ class ForkServerError(Exception):
     """The fork server is gone or refused a request."""
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, spares: bool = True) -> None:
     """Server main loop (runs in the fork server process)."""
     from runtime import child
     from runtime import syscalls as sc
@@ -43,6 +43,33 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     cap_last = last_cap()
+
+    def fork_child(new_pid: bool, target, *args) -> int:
+        """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked)."""
+        if new_pid:
+            sc.unshare(sc.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                target(*args)  # never returns
+        finally:
+            if new_pid:
+                sc.setns(own_pidns, sc.CLONE_NEWPID)
+        return pid
+
+    def make_spare() -> tuple[int, socket.socket] | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = fork_child(True, _run_spare, ours, theirs, cap_last)
+        except OSError:
+            ours.close()
+            return None
+        finally:
+            theirs.close()
+        return pid, ours
+
+    spare = make_spare() if spares else None
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
@@ -50,22 +77,36 @@ def serve(fd: int) -> None:
             return
         if not data:
             return
+        used_spare = False
         try:
             request = json.loads(data)
             op = request["op"]
             if op == "launch":
                 plan = request["plan"]
-                new_pid = plan["new_pid"]
-                if new_pid:
-                    sc.unshare(sc.CLONE_NEWPID)
-                try:
-                    pid = os.fork()
-                    if pid == 0:
-                        sock.close()
-                        child.run(plan, fds[0], fds[1] if len(fds) > 1 else None, cap_last)
-                finally:
-                    if new_pid:
-                        sc.setns(own_pidns, sc.CLONE_NEWPID)
+                pid = None
+                if (
+                    spare is not None
+                    and plan["new_pid"]
+                    and plan["unshare"] & ~(sc.CLONE_NEWCGROUP) == child.SPARE_FLAGS
+                ):
+                    spare_pid, spare_sock = spare
+                    spare, used_spare = None, True
+                    try:
+                        socket.send_fds(spare_sock, [data], fds)  # the request has the plan
+                        pid = spare_pid
+                    except OSError:
+                        pass  # the spare died: fork a fresh child
+                    finally:
+                        spare_sock.close()
+                if pid is None:
+                    pid = fork_child(
+                        plan["new_pid"],
+                        child.run,
+                        plan,
+                        fds[0],
+                        fds[1] if len(fds) > 1 else None,
+                        cap_last,
+                    )
                 reply: dict[str, Any] = {"pid": pid}
             elif op == "reap":
                 try:
@@ -74,7 +115,7 @@ def serve(fd: int) -> None:
                 except ChildProcessError:
                     reply = {"status": None}
             elif op == "ping":
-                reply = {"pid": os.getpid()}
+                reply = {"pid": os.getpid(), "spare": spare[0] if spare else None}
             else:
                 reply = {"error": f"unknown op {op!r}"}
         except Exception as error:  # noqa: BLE001 - report to the client, keep serving
@@ -83,6 +124,15 @@ def serve(fd: int) -> None:
             for received in fds:
                 os.close(received)
         sock.send(json.dumps(reply).encode())
+        if spares and used_spare:
+            spare = make_spare()  # after the reply: off the launch path
+
+
+def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int) -> None:
+    from runtime import child
+
+    ours.close()
+    child.spare(theirs, cap_last)
 
 
 class ForkServer:

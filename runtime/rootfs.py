@@ -126,9 +126,13 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def prepare(plan: dict) -> None:
-    """Build the root described by ``plan`` and pivot into it (we are in a new mount ns)."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+def prepare(plan: dict, private: bool = True) -> None:
+    """Build the root described by ``plan`` and pivot into it (we are in a new mount ns).
+
+    ``private``: first make every mount private (skip when that was done already).
+    """
+    if private:
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     root = plan["merged"]
     sc.mount("overlay", root, "overlay", 0, plan["overlay"])
     for destination, kind, source, flags, data in plan["mounts"]:
