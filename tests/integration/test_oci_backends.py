@@ -54,10 +54,12 @@ def _live_pids_in_cgroups(prefix: str) -> set[int]:
 
 
 def _launchers() -> set[int]:
+    """Live launchers recorded under this state directory (not other users' ones)."""
     found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and oci._is_launcher(int(entry)) and _process_state(int(entry)) != "Z":
-            found.add(int(entry))
+    for record in oci.launchers_dir().glob("*.json") if oci.launchers_dir().is_dir() else []:
+        pid = json.loads(record.read_text())["pid"]
+        if oci._is_launcher(pid) and _process_state(pid) not in (None, "Z"):
+            found.add(pid)
     return found
 
 
@@ -171,6 +173,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
+        assert _launchers() >= launchers  # it outlives the harness to reap the containers
 
         removed = oci.sweep()
         assert sum(f"{runtime} container {prefix}" in line for line in removed) == 3
