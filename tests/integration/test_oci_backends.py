@@ -63,13 +63,32 @@ def _launchers() -> set[int]:
     return found
 
 
+def _mounts_in_any_namespace(root: Path) -> set[str]:
+    """Mounts that involve ``root`` (as mount point or overlay layer) in every mount namespace
+    on the host: a container's root overlay shows up as ``/`` with ``upperdir=<bundle>``."""
+    seen, found = set(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            namespace = os.readlink(f"/proc/{entry}/ns/mnt")
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            with open(f"/proc/{entry}/mountinfo") as handle:
+                found |= {f"{namespace} {line}" for line in handle if str(root) in line}
+        except OSError:
+            continue
+    return found
+
+
 def inventory(prefix: str) -> dict[str, object]:
     """Everything the OCI backends may leave behind, as comparable sets."""
     roots = {rt: oci.runtime_root(rt) for rt in oci.RUNTIMES}
     pattern = f"{oci.CGROUP_PARENT}/{prefix}*"
     cgroups = {str(p) for glob in (pattern, f"*/{pattern}") for p in oci.CGROUP_ROOT.glob(glob)}
     return {
-        "mounts": set(oci._mountpoints_under(oci.bundles_dir())),
+        "mounts": _mounts_in_any_namespace(oci.bundles_dir()),
         "bundles": set(os.listdir(oci.bundles_dir())) if oci.bundles_dir().is_dir() else set(),
         "state": {rt: set(os.listdir(r)) if r.is_dir() else set() for rt, r in roots.items()},
         "cgroups": cgroups,
@@ -167,6 +186,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         assert child.stdout.readline().strip() == b"STARTED"
         during = inventory(prefix)
         assert len(during["processes"]) >= 3
+        assert len(during["mounts"]) >= 3  # one overlay root per container, in its namespace
         assert len(during["state"][runtime]) == len(before["state"][runtime]) + 3
         launchers = during["launchers"] - before["launchers"]
         assert launchers
