@@ -1,0 +1,75 @@
+"""Interrupt safety at scale: stop a 1,000-container ramp by Ctrl-C or SIGKILL, then
+`cvbench clean` must return the host to its prior inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from inventory import Inventory
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+RAMP = """
+[suite]
+name = "ramp"
+backends = ["ours"]
+
+[[scenario]]
+kind = "density"
+max_instances = 1000
+batch_size = 50
+min_mem_available_mib = 0
+time_limit_s = 300
+"""
+
+
+def _live_containers(state_dir: Path) -> int:
+    directory = state_dir / "containers"
+    return len(list(directory.iterdir())) if directory.is_dir() else 0
+
+
+def _settled(state_dir: Path, before: Inventory, timeout: float = 20.0) -> dict:
+    """Leftovers once the kernel has finished reaping (namespaces die a moment after exit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leftovers = Inventory.take(state_dir).leftovers(before)
+        if not leftovers or time.monotonic() > deadline:
+            return leftovers
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_interrupted_ramp_then_clean_restores_host(state_dir, tmp_path, signum) -> None:
+    scenario = tmp_path / "ramp.toml"
+    scenario.write_text(RAMP)
+    results_dir = tmp_path / "results"
+    before = Inventory.take(state_dir)
+    env = {**os.environ, "CVBENCH_STATE_DIR": str(state_dir)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--quiet",
+         "--results-dir", str(results_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 180
+    while _live_containers(state_dir) < 300 and run.poll() is None:
+        assert time.monotonic() < deadline, "ramp did not reach 300 containers"
+        time.sleep(0.05)
+    assert run.poll() is None, run.stderr.read()
+    run.send_signal(signum)
+    run.communicate(timeout=240)
+    (run_dir,) = results_dir.iterdir()
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    expected = "running" if signum == signal.SIGKILL else "incomplete"
+    assert metadata["status"] == expected
+    clean = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert clean.returncode == 0, clean.stderr
+    assert _settled(state_dir, before) == {}
