@@ -27,7 +27,7 @@ def test_start_ready_stop(benchmark, backend_class, state_dir, built_image):
         backend.stop(instance)
 
     try:
-        benchmark.pedantic(cycle, rounds=20, iterations=1, warmup_rounds=1)
+        benchmark.pedantic(cycle, rounds=50, iterations=1, warmup_rounds=2)
     finally:
         backend.cleanup()
     assert not backend.live
