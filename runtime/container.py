@@ -1,9 +1,11 @@
 """Containers: create, start, wait for READY, stop, destroy, list; ``sweep()`` leftovers.
 
-A container lives in ``state_dir()/containers/<name>/`` (``state.json``, overlay ``upper``,
-``work`` and mount point ``rootfs``) and in the cgroup ``cvbench-<scope>/<name>``, where the
-scope is derived from the state directory so that separate state directories never touch
-each other's objects. Its overlay and other mounts exist only inside its own mount namespace.
+A container lives in ``state_dir()/containers/<name>/`` (``owner`` symlink naming the owning
+process, ``state.json`` once started, overlay ``upper``, ``work`` and mount point ``rootfs``)
+and in the cgroup ``cvbench-<scope>/<name>``, where the scope is derived from the state
+directory so that separate state directories never touch each other's objects. Its overlay
+and other mounts exist only inside its own mount namespace, so the host's mount table does
+not grow with the number of containers and teardown is the namespace dying.
 
 The launch path (``start``) does no subprocess call, no sleep and no scan of other
 containers: one request to the fork server, which forks the container. After readiness the
@@ -39,6 +41,7 @@ GONE_TIMEOUT_S = 10.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ERROR_PREFIX = b"cvbench-error: "
 STATE_FILE = "state.json"
+OWNER_LINK = "owner"  # symlink to "<pid>:<start time>" of the owning process
 
 
 class ContainerError(Exception):
@@ -49,10 +52,26 @@ class NotReadyError(ContainerError):
     """The workload did not print READY in time, or died before it did."""
 
 
-def cgroup_parent() -> str:
-    """``cvbench-<8 hex>``: this state directory's cgroup parent."""
-    key = os.path.realpath(state_dir())
+def cgroup_parent(directory: Path | None = None) -> str:
+    """``cvbench-<8 hex>``: the cgroup parent of a state directory (default: this one)."""
+    key = os.path.realpath(directory or state_dir())
     return f"{PREFIX}{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def scopes_dir() -> Path:
+    """Where each state directory in use registers its cgroup parent (for ``sweep``)."""
+    return Path(os.environ.get("CVBENCH_SCOPES_DIR", "/run/cvbench-runtime/scopes"))
+
+
+def register_scope() -> None:
+    """Record ``<cgroup parent> -> <state dir>`` so that a later sweep finds both."""
+    link = scopes_dir() / cgroup_parent()
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink(os.path.realpath(state_dir()), link)
+        except FileExistsError:
+            pass
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -192,6 +211,7 @@ class Runtime:
         self._verified: set[tuple[str, str]] = set()  # (digest, rootfs) checked once
         self._owner = (os.getpid(), proc_start_time(os.getpid()))
         self._last_cap = caps.last_cap()
+        register_scope()
 
     # -- lifecycle --------------------------------------------------------------------------
     def create(self, spec: Spec, name: str) -> Container:
@@ -224,6 +244,8 @@ class Runtime:
             owner_start=self._owner[1],
         )
         try:
+            # who owns it, in one syscall (state.json is written by start)
+            os.symlink(f"{self._owner[0]}:{self._owner[1]}", directory / OWNER_LINK)
             for sub in ("upper", "work", "rootfs"):
                 (directory / sub).mkdir()
             res = spec.linux.resources
@@ -234,7 +256,6 @@ class Runtime:
                 cpu_period_us=res.cpu_period or 100000,
             )
             container.cgroup_dirs = [str(d) for d in self.cgroups.create(container.cgroup, limits)]
-            container.save()
         except (OSError, cgroups.CgroupError) as error:
             if container.cgroup_dirs:
                 self._remove_cgroup(container)
@@ -557,37 +578,35 @@ def _read_ready(fd: int, timeout: float, name: str) -> None:
             raise NotReadyError(f"{name}: workload exited before READY (output: {tail!r})")
 
 
-def sweep() -> list[str]:
-    """Remove every leftover object of this state directory whose owner is dead.
+def _owner_alive(directory: Path) -> bool | None:
+    """Whether the process that created ``directory`` lives (None: no owner recorded)."""
+    try:
+        pid, start = (int(x) for x in os.readlink(directory / OWNER_LINK).split(":"))
+    except (OSError, ValueError):
+        return None
+    return _alive(pid, start)
 
-    Processes (killed through their cgroup), cgroups under ``cvbench-<scope>``, veths and
-    address leases, stray mounts under the state directory, container directories, and the
-    ``cvbench0`` bridge if nothing uses it any more. Returns what was removed.
+
+def sweep() -> list[str]:
+    """Remove every leftover container object whose owner process is dead.
+
+    Covers this state directory and every other one registered under :func:`scopes_dir`
+    (a test's private directory, say): processes (killed through their cgroup), cgroups
+    under ``cvbench-<scope>``, veths and address leases, stray mounts under the state
+    directory, container directories, and the ``cvbench0`` bridge if nothing uses it.
+    Containers of live owners are never touched. Returns what was removed.
     """
     removed: list[str] = []
     driver = cgroups.driver()
-    parent = cgroup_parent()
-    root = containers_dir()
-    kept: set[str] = set()
-    if root.is_dir():
-        for entry in sorted(os.scandir(root), key=lambda e: e.name):
-            directory = Path(entry.path)
-            container = load(directory)
-            if container is not None and _alive(container.owner_pid, container.owner_start):
-                kept.add(container.name)
+    scopes = {cgroup_parent(): Path(os.path.realpath(state_dir()))}
+    if scopes_dir().is_dir():
+        for link in os.scandir(scopes_dir()):
+            try:
+                scopes.setdefault(link.name, Path(os.readlink(link.path)))
+            except OSError:
                 continue
-            if container is None and time.time() - entry.stat().st_mtime < 60:
-                kept.add(entry.name)  # being created right now by someone else
-                continue
-            removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", container))
-            shutil.rmtree(directory, ignore_errors=True)
-            removed.append(f"directory {directory}")
-    for name in driver.children(parent):
-        if name not in kept:
-            removed.extend(_sweep_container(driver, f"{parent}/{name}", None))
-    if not kept and driver.remove_parent(parent) and removed:
-        removed.append(f"cgroup parent {parent}")
-    removed.extend(_sweep_mounts())
+    for parent, directory in scopes.items():
+        removed.extend(_sweep_scope(driver, parent, directory))
     for address in network.stale_leases():
         network.release_address(address)
         removed.append(f"address lease {address}")
@@ -596,6 +615,32 @@ def sweep() -> list[str]:
             removed.append(f"bridge {network.BRIDGE}")
     except Exception as error:  # noqa: BLE001 - netlink unavailable: report, go on
         removed.append(f"(bridge not checked: {error})")
+    return removed
+
+
+def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
+    removed: list[str] = []
+    root = state / "containers"
+    kept: set[str] = set()
+    if root.is_dir():
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            directory = Path(entry.path)
+            alive = _owner_alive(directory)
+            if alive or (alive is None and time.time() - entry.stat().st_mtime < 60):
+                kept.add(entry.name)  # live owner, or being created right now
+                continue
+            removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", load(directory)))
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(f"directory {directory}")
+    for name in driver.children(parent):
+        if name not in kept:
+            removed.extend(_sweep_container(driver, f"{parent}/{name}", None))
+    if not kept and driver.remove_parent(parent):
+        if removed:
+            removed.append(f"cgroup parent {parent}")
+        if not state.is_dir() or not any(root.iterdir() if root.is_dir() else ()):
+            (scopes_dir() / parent).unlink(missing_ok=True)
+    removed.extend(_sweep_mounts(state))
     return removed
 
 
@@ -620,9 +665,9 @@ def _sweep_container(driver: cgroups.Driver, path: str, container: Container | N
     return removed
 
 
-def _sweep_mounts() -> list[str]:
-    """Unmount anything mounted under the state directory in the host's mount table."""
-    base = os.path.realpath(state_dir()) + "/"
+def _sweep_mounts(state: Path) -> list[str]:
+    """Unmount anything mounted under a state directory in the host's mount table."""
+    base = os.path.realpath(state) + "/"
     with open("/proc/self/mountinfo") as handle:
         points = [m[0] for m in cgroups.parse_mountinfo(handle.read())]
     removed = []
