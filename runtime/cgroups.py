@@ -117,7 +117,11 @@ class Driver:
         try:
             for directory in self.directories(path, limits):
                 try:
-                    directory.mkdir()
+                    try:
+                        directory.mkdir()
+                    except FileNotFoundError:  # the parent was removed meanwhile: remake it
+                        self._prepare_parent(parent)
+                        directory.mkdir()
                 except FileExistsError:
                     raise CgroupError(f"cgroup {directory} already exists") from None
                 except OSError as error:

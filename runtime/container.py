@@ -446,12 +446,17 @@ class Runtime:
 
     # -- teardown ---------------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Destroy every container this Runtime created; idempotent."""
+        """Destroy every container this Runtime created; idempotent.
+
+        Also removes this state directory's cgroup parent when nothing else uses it.
+        """
         for container in list(self.containers.values()):
             try:
                 self.destroy(container)
             except ContainerError:
                 continue
+        if not self.cgroups.children(self.parent):
+            self.cgroups.remove_parent(self.parent)
 
     def close(self) -> None:
         self.server.close()

@@ -138,7 +138,8 @@ def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int) -> Non
 class ForkServer:
     """Client side: starts the server on first use and talks to it (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spares: bool = True) -> None:
+        self.spares = spares
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -153,7 +154,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
             f"import sys; sys.path.insert(0, {PROJECT_ROOT!r}); "
-            f"from runtime.forkserver import serve; serve({theirs.fileno()})"
+            f"from runtime.forkserver import serve; serve({theirs.fileno()}, {self.spares!r})"
         )
         try:
             self._process = subprocess.Popen(
