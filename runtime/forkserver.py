@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_MESSAGE = 1 << 20
+REQUEST_TIMEOUT_S = 30.0
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -151,6 +152,8 @@ class ForkServer:
     def start(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
+        if self._sock is not None:  # the previous server died
+            self._sock.close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
             f"import sys; sys.path.insert(0, {PROJECT_ROOT!r}); "
@@ -166,6 +169,7 @@ class ForkServer:
             )
         finally:
             theirs.close()
+        ours.settimeout(REQUEST_TIMEOUT_S)
         self._sock = ours
 
     def request(self, message: dict, fds: list[int] = ()) -> dict:

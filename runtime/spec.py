@@ -19,12 +19,13 @@ DIGEST_ANNOTATION = "cvbench.image.digest"
 NETWORK_MODES = ("none", "bridge", "host")
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
 DEFAULT_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+# OCI's default set minus CAP_MKNOD: there is no devices cgroup to stop a container from
+# making (and opening) the host's block devices.
 DEFAULT_CAPABILITIES = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
     "CAP_FOWNER",
-    "CAP_MKNOD",
     "CAP_NET_RAW",
     "CAP_SETGID",
     "CAP_SETUID",
@@ -288,6 +289,8 @@ class Spec:
             )
         if self.network == "host" and self.annotations.get(NETWORK_ANNOTATION, "host") != "host":
             raise SpecError(f"annotations.{NETWORK_ANNOTATION}: needs a network namespace")
+        if len(self.hostname.encode()) > 64:
+            raise SpecError(f"hostname: {self.hostname!r} is longer than 64 bytes")
         for mount in self.mounts:
             if not mount.destination.startswith("/"):
                 raise SpecError(f"mounts: destination {mount.destination!r} is not absolute")

@@ -102,6 +102,11 @@ def test_hostname_capabilities_and_no_new_privs(runtime, built_image):
     assert fields["NoNewPrivs"].strip() == "1"
 
 
+def test_cannot_make_device_nodes(runtime, built_image):
+    out, _ = run_script(runtime, built_image, "mknod /dev/disk b 8 0 2>&1 || echo REFUSED")
+    assert "REFUSED" in out
+
+
 def test_hostname_is_the_specs(runtime, built_image):
     spec = default_spec(built_image, "cvbench-host-x", args=["/bin/hostname"])
     container = runtime.create(spec, name())

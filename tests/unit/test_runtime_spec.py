@@ -110,6 +110,11 @@ def test_malformed_configs_name_the_field(mutate, message):
         Spec.from_oci(data)
 
 
+def test_hostname_must_fit():
+    with pytest.raises(SpecError, match="longer than 64"):
+        default_spec(FakeImage(), "cvbench-" + "x" * 60)
+
+
 def test_capability_masks():
     assert caps.mask(["CAP_CHOWN", "CAP_KILL"]) == 1 | 1 << 5
     assert caps.NUMBERS["CAP_SYS_ADMIN"] == 21
