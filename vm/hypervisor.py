@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -127,6 +128,31 @@ def detect_accel(force: str = "auto", *, cpuinfo: Path = Path("/proc/cpuinfo"),
     else:
         detected = AccelChoice("kvm", f"CPU has {virt[0]} and {kvm_device} answers KVM API "
                                f"{KVM_API_VERSION}")
+    if force == "auto":
+        return detected
+    return AccelChoice(force, f"forced to {force} (detection: {detected.accel}, "
+                       f"{detected.reason})")
+
+
+def detect_accel_for(conn: libvirt.virConnect, force: str = "auto") -> AccelChoice:
+    """:func:`detect_accel` for the host behind ``conn``: local hosts are probed directly;
+    remote ones through libvirt's capabilities (host CPU features and the kvm domain type;
+    a listed kvm type alone is not trusted, as PVM hosts list it too)."""
+    if is_local(conn.getURI()):
+        return detect_accel(force)
+    if force not in ("auto", "kvm", "tcg"):
+        raise ValueError(f"accel must be auto, kvm or tcg, not {force!r}")
+    caps = ET.fromstring(conn.getCapabilities())
+    features = {f.get("name") for f in caps.iterfind("host/cpu/feature")}
+    virt = sorted(features & {"vmx", "svm"})
+    kvm_type = caps.find("guest/arch/domain[@type='kvm']") is not None
+    host = urlsplit(conn.getURI()).hostname
+    if virt and kvm_type:
+        detected = AccelChoice("kvm", f"{host}: CPU has {virt[0]} and libvirt offers kvm")
+    elif virt:
+        detected = AccelChoice("tcg", f"{host}: CPU has {virt[0]} but libvirt offers no kvm")
+    else:
+        detected = AccelChoice("tcg", f"{host}: CPU features show neither vmx nor svm")
     if force == "auto":
         return detected
     return AccelChoice(force, f"forced to {force} (detection: {detected.accel}, "

@@ -39,38 +39,51 @@ class VirtualMachine:
 
     @classmethod
     def start(cls, conn: libvirt.virConnect, spec: DomainSpec, *,
-              disk_base: Path | None = None, autodestroy: bool = True) -> VirtualMachine:
-        """Create the domain and return at once (not ready); files are removed on failure."""
+              disk_base: Path | None = None, autodestroy: bool = True,
+              console: str = "auto") -> VirtualMachine:
+        """Create the domain and return at once (not ready); files are removed on failure.
+
+        ``console``: ``socket`` (local URIs only), ``stream`` (any URI) or ``auto`` (socket
+        where the URI is local, else stream).
+        """
         local = hypervisor.is_local(conn.getURI())
-        console: SocketConsole | None = None
+        if console == "auto":
+            console = "socket" if local else "stream"
+        if console not in ("socket", "stream") or (console == "socket" and not local):
+            raise ValueError(f"console {console!r} is not possible with {conn.getURI()}")
+        listener: SocketConsole | None = None
         try:
             if local:
                 directory = hypervisor.vm_dir(spec.name)
-                console = SocketConsole(directory / "console.sock")
-                spec = replace(spec, console_socket=console.path)
+                if console == "socket":
+                    listener = SocketConsole(directory / "console.sock")
                 if disk_base is not None:
                     overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
                     spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
-            else:
-                if disk_base is not None:
-                    raise ValueError("overlay disks need a local libvirt URI")
-                spec = replace(spec, console_socket=None)
+            elif disk_base is not None:
+                raise ValueError("overlay disks need a local libvirt URI")
+            spec = replace(spec, console_socket=listener.path if listener else None)
             flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
-            if not local:
+            if listener is None:
                 flags |= libvirt.VIR_DOMAIN_START_PAUSED
             started = time.perf_counter()
             domain = conn.createXML(render(spec), flags)
         except BaseException:
-            if console is not None:
-                console.close()
-            hypervisor.remove_files(spec.name)
+            if listener is not None:
+                listener.close()
+            if local:
+                hypervisor.remove_files(spec.name)
             raise
-        vm = cls(spec=spec, domain=domain, local=local, console=console, started=started)
+        vm = cls(spec=spec, domain=domain, local=local, console=listener, started=started)
         if local:
             vm.pid = hypervisor.qemu_pid(spec.name)
-        else:
-            vm.console = StreamConsole(lambda: _open_stream(conn, domain))
-            domain.resume()
+        if listener is None:
+            try:
+                vm.console = StreamConsole(lambda: _open_stream(conn, domain))
+                domain.resume()
+            except BaseException:
+                vm.stop()
+                raise
         return vm
 
     def wait_ready(self, timeout: float) -> bytes:

@@ -29,14 +29,17 @@ class LibvirtBackend:
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
-                 cmdline_extra: str = "", autodestroy: bool = True, **_options: Any) -> None:
+                 cmdline_extra: str = "", autodestroy: bool = True, console: str = "auto",
+                 **_options: Any) -> None:
         self.uri = uri or hypervisor.default_uri()
-        self.accel = hypervisor.detect_accel(accel)
+        self.accel_force = accel
+        self.accel = hypervisor.detect_accel(accel)  # remote hosts: redone in prepare()
         self.machine = machine
         self.tb_cache_mib = tb_cache_mib
         self.balloon = balloon
         self.cmdline_extra = cmdline_extra
         self.autodestroy = autodestroy
+        self.console = console
         self._conn: libvirt.virConnect | None = None
         self._initrds: dict[str, Path] = {}
         self._bases: dict[str, Path] = {}
@@ -78,12 +81,20 @@ class LibvirtBackend:
             self._initrd(image)
         except guest.GuestError as error:
             raise BackendError(str(error)) from None
+        if not hypervisor.is_local(self.uri):
+            try:
+                self.accel = hypervisor.detect_accel_for(self.conn, self.accel_force)
+            except libvirt.libvirtError as error:
+                raise BackendError(f"cannot read capabilities of {self.uri}: "
+                                   f"{error.get_error_message()}") from None
         self.conn  # noqa: B018 - fail early if libvirtd is not there
 
     def start(self, spec: InstanceSpec) -> Instance:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
-        accel = self.accel if spec.accel == "auto" else hypervisor.detect_accel(spec.accel)
+        accel = self.accel
+        if spec.accel != "auto":
+            accel = hypervisor.detect_accel_for(self.conn, spec.accel)
         try:
             domain = DomainSpec(
                 name=spec.name, kernel=guest.kernel_path(), initrd=self._initrd(spec.image),
@@ -93,7 +104,7 @@ class LibvirtBackend:
                 machine=self.machine,
             )
             vm = VirtualMachine.start(
-                self.conn, domain, autodestroy=self.autodestroy,
+                self.conn, domain, autodestroy=self.autodestroy, console=self.console,
                 disk_base=self._base_disk(spec.image) if spec.disk else None,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
@@ -148,7 +159,8 @@ class LibvirtBackend:
     def describe(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"hypervisor": "qemu", "uri": self.uri,
                                  **self.accel.as_dict(), "machine": self.machine,
-                                 "tb_cache_mib": self.tb_cache_mib, "balloon": self.balloon}
+                                 "tb_cache_mib": self.tb_cache_mib, "balloon": self.balloon,
+                                 "console": self.console}
         try:
             facts.update(hypervisor.versions(self.conn))
         except (BackendError, libvirt.libvirtError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.hypervisor import detect_accel
+from vm.hypervisor import detect_accel, detect_accel_for
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -61,3 +61,28 @@ def test_this_host_answers_at_once() -> None:
     flags = Path("/proc/cpuinfo").read_text()
     if " vmx" not in flags and " svm" not in flags:
         assert choice.accel == "tcg"
+
+
+class FakeRemote:
+    def __init__(self, features: list[str], types: list[str]) -> None:
+        feats = "".join(f"<feature name='{name}'/>" for name in features)
+        doms = "".join(f"<domain type='{kind}'/>" for kind in types)
+        self.caps = (f"<capabilities><host><cpu><arch>x86_64</arch>{feats}</cpu></host>"
+                     f"<guest><arch name='x86_64'>{doms}</arch></guest></capabilities>")
+
+    def getURI(self) -> str:  # noqa: N802 - libvirt's spelling
+        return "qemu+ssh://far/system"
+
+    def getCapabilities(self) -> str:  # noqa: N802
+        return self.caps
+
+
+@pytest.mark.parametrize(("features", "types", "accel", "words"), [
+    (["vmx", "ss"], ["qemu", "kvm"], "kvm", "vmx"),
+    (["ss"], ["qemu", "kvm"], "tcg", "neither"),  # a PVM host lists kvm too
+    (["svm"], ["qemu"], "tcg", "no kvm"),
+])
+def test_remote_hosts_are_judged_by_their_capabilities(features, types, accel, words) -> None:
+    choice = detect_accel_for(FakeRemote(features, types))
+    assert choice.accel == accel and words in choice.reason and choice.reason.startswith("far")
+    assert detect_accel_for(FakeRemote(features, types), "tcg").accel == "tcg"
