@@ -98,6 +98,7 @@ class Driver:
 
     # -- layout, per driver -----------------------------------------------------------------
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
+        """Where ``path`` lives: for ``limits``, the ones to create; for None, all of them."""
         raise NotImplementedError
 
     def _apply(self, path: str, limits: Limits) -> None:
@@ -148,7 +149,7 @@ class Driver:
         return [int(p) for p in (text or "").split()]
 
     def exists(self, path: str) -> bool:
-        return any(d.is_dir() for d in self.directories(path, Limits(cpu_quota_us=1)))
+        return any(d.is_dir() for d in self.directories(path))
 
     def memory_usage(self, path: str) -> int | None:
         raise NotImplementedError
@@ -180,12 +181,12 @@ class Driver:
 
     def remove(self, path: str) -> None:
         """Remove ``path`` from every hierarchy; missing directories are fine."""
-        for directory in self.directories(path, Limits(cpu_quota_us=1)):
+        for directory in self.directories(path):
             _rmdir(directory)
 
     def children(self, parent: str) -> list[str]:
         """Names of the cgroups directly under ``parent`` (first hierarchy)."""
-        base = self.directories(parent)[0]
+        base = self.directories(parent)[0]  # memory (v1) or the unified directory
         try:
             return sorted(e.name for e in os.scandir(base) if e.is_dir())
         except FileNotFoundError:
@@ -194,7 +195,7 @@ class Driver:
     def remove_parent(self, parent: str) -> bool:
         """Remove ``parent`` if empty in every hierarchy; True if it is gone."""
         gone = True
-        for directory in self.directories(parent, Limits(cpu_quota_us=1)):
+        for directory in self.directories(parent):
             try:
                 _rmdir(directory)
             except CgroupError:
@@ -218,16 +219,21 @@ class V1Driver(Driver):
     """Legacy hierarchies: one directory per controller."""
 
     mode = "v1"
-    BASE = ("memory", "pids")
+    CONTROLLERS = ("memory", "pids", "cpu")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
-        controllers = list(self.BASE)
-        if limits is not None and limits.cpu_quota_us is not None:
-            controllers.append("cpu")
+        if limits is None:
+            controllers = self.CONTROLLERS
+        else:  # memory always (accounting, OOM); pids and cpu only when limited
+            controllers = ("memory",)
+            if limits.pids is not None:
+                controllers += ("pids",)
+            if limits.cpu_quota_us is not None:
+                controllers += ("cpu",)
         return [self.root / c / path for c in controllers]
 
     def _prepare_parent(self, parent: str) -> None:
-        for controller in (*self.BASE, "cpu"):
+        for controller in self.CONTROLLERS:
             (self.root / controller / parent).mkdir(exist_ok=True)
 
     def _apply(self, path: str, limits: Limits) -> None:
@@ -244,9 +250,6 @@ class V1Driver(Driver):
             cpu = self.root / "cpu" / path
             _write(cpu / "cpu.cfs_period_us", str(limits.cpu_period_us), "cpu period")
             _write(cpu / "cpu.cfs_quota_us", str(limits.cpu_quota_us), "cpu quota")
-
-    def exists(self, path: str) -> bool:
-        return (self.root / "memory" / path).is_dir()
 
     def memory_usage(self, path: str) -> int | None:
         text = _read(self.root / "memory" / path / "memory.usage_in_bytes")

@@ -1,11 +1,12 @@
 """Containers: create, start, wait for READY, stop, destroy, list; ``sweep()`` leftovers.
 
 A container lives in ``state_dir()/containers/<name>/`` (``owner`` symlink naming the owning
-process, ``state.json`` once started, overlay ``upper``, ``work`` and mount point ``rootfs``)
-and in the cgroup ``cvbench-<scope>/<name>``, where the scope is derived from the state
-directory so that separate state directories never touch each other's objects. Its overlay
-and other mounts exist only inside its own mount namespace, so the host's mount table does
-not grow with the number of containers and teardown is the namespace dying.
+process, ``state.json`` once started, overlay ``upper`` and ``work``; the directory itself is
+the overlay's mount point inside the container) and in the cgroup ``cvbench-<scope>/<name>``,
+where the scope is derived from the state directory so that separate state directories never
+touch each other's objects. Its overlay and other mounts exist only inside its own mount
+namespace, so the host's mount table does not grow with the number of containers and
+teardown is the namespace dying.
 
 The launch path (``start``) does no subprocess call, no sleep and no scan of other
 containers: one request to the fork server, which forks the container. After readiness the
@@ -246,7 +247,7 @@ class Runtime:
         try:
             # who owns it, in one syscall (state.json is written by start)
             os.symlink(f"{self._owner[0]}:{self._owner[1]}", directory / OWNER_LINK)
-            for sub in ("upper", "work", "rootfs"):
+            for sub in ("upper", "work"):
                 (directory / sub).mkdir()
             res = spec.linux.resources
             limits = cgroups.Limits(
@@ -505,7 +506,7 @@ class Runtime:
             "cgroup_procs": self.cgroups.join_files(
                 container.cgroup, [Path(d) for d in container.cgroup_dirs]
             ),
-            "merged": str(directory / "rootfs"),
+            "merged": str(directory),  # mounted over in the container's own mount ns
             "overlay": rootfs.overlay_options(
                 spec.root.path, str(directory / "upper"), str(directory / "work")
             ),

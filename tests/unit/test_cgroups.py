@@ -62,7 +62,7 @@ def test_v1_create_writes_limits_per_controller(tmp_path: Path):
 def test_v1_without_cpu_limit_skips_cpu_and_limits(tmp_path: Path):
     root = _v1_root(tmp_path)
     made = V1Driver(root).create("cvbench-p/c2", Limits())
-    assert [d.parent.parent.name for d in made] == ["memory", "pids"]
+    assert [d.parent.parent.name for d in made] == ["memory"]  # accounting only
     assert not (root / "memory/cvbench-p/c2/memory.limit_in_bytes").exists()
 
 
