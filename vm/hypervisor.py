@@ -53,13 +53,22 @@ def vms_dir() -> Path:
 
 
 def vm_dir(name: str) -> Path:
-    """Create and return the directory of one VM, traversable by QEMU's user."""
+    """Create and return the directory of one VM, traversable by QEMU's user.
+
+    QEMU runs as an unprivileged user (``libvirt-qemu``) and must reach the console socket
+    and disks: raise ``ValueError`` naming the directory above the state dir that blocks it.
+    """
     path = vms_dir() / name
     path.mkdir(parents=True, exist_ok=True)
     for directory in (path, vms_dir(), state_dir()):
         mode = directory.stat().st_mode & 0o7777
         if mode & 0o001 == 0:
             directory.chmod(mode | 0o711)
+    for directory in state_dir().resolve().parents:
+        if directory.stat().st_mode & 0o001 == 0:
+            raise ValueError(f"QEMU's user cannot traverse {directory} (mode "
+                             f"{directory.stat().st_mode & 0o777:o}) to reach {path}: use a "
+                             "state dir whose parent directories are searchable by others")
     return path
 
 

@@ -18,7 +18,7 @@ import libvirt
 from vm import guest, hypervisor
 from vm.console import SocketConsole, StreamConsole
 from vm.domain import DiskSpec, DomainSpec, render
-from vm.memory import VmMemory, qemu_memory
+from vm.memory import VmMemory, mem_available, qemu_memory
 
 
 @dataclass
@@ -32,6 +32,7 @@ class VirtualMachine:
     pid: int | None = None
     started: float = field(default_factory=time.perf_counter)
     ready_output: bytes = b""
+    mem_available_at_start: int | None = None  # host MemAvailable just before creation
 
     @property
     def name(self) -> str:
@@ -66,6 +67,7 @@ class VirtualMachine:
             flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
             if listener is None:
                 flags |= libvirt.VIR_DOMAIN_START_PAUSED
+            before = mem_available() if local else None
             started = time.perf_counter()
             domain = conn.createXML(render(spec), flags)
         except BaseException:
@@ -74,7 +76,8 @@ class VirtualMachine:
             if local:
                 hypervisor.remove_files(spec.name)
             raise
-        vm = cls(spec=spec, domain=domain, local=local, console=listener, started=started)
+        vm = cls(spec=spec, domain=domain, local=local, console=listener, started=started,
+                 mem_available_at_start=before)
         if local:
             vm.pid = hypervisor.qemu_pid(spec.name)
         if listener is None:
@@ -101,7 +104,10 @@ class VirtualMachine:
     def memory(self) -> VmMemory:
         """PSS/USS/RSS and guest RAM vs VMM overhead (local); libvirt's RSS only (remote)."""
         if self.local and self.pid is not None:
-            return qemu_memory(self.pid, self.spec.memory_mib)
+            usage = qemu_memory(self.pid, self.spec.memory_mib)
+            if self.mem_available_at_start is None:
+                return usage
+            return replace(usage, host_delta=self.mem_available_at_start - mem_available())
         rss = self.domain.memoryStats().get("rss", 0) * 1024
         return VmMemory(pss=None, uss=None, rss=rss, guest_ram=None, vmm_overhead=None)
 

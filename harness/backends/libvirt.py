@@ -7,6 +7,7 @@ is ``qemu:///system`` unless ``CVBENCH_LIBVIRT_URI`` or the ``uri`` option says 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from vm import guest, hypervisor
 from vm.console import ConsoleError
 from vm.domain import DomainSpec, kernel_cmdline
 from vm.machine import VirtualMachine
+
+# Every view MemorySample has and VmMemory measures (host_delta once the sample carries it).
+_SAMPLE_FIELDS = tuple(field.name for field in dataclasses.fields(MemorySample))
 
 
 class LibvirtBackend:
@@ -139,8 +143,8 @@ class LibvirtBackend:
             usage = vm.memory()
         except (psutil.Error, libvirt.libvirtError) as error:
             raise BackendError(f"cannot measure VM {instance.name}: {error}") from None
-        return MemorySample(pss=usage.pss, uss=usage.uss, rss=usage.rss,
-                            guest_ram=usage.guest_ram, vmm_overhead=usage.vmm_overhead)
+        views = {name: getattr(usage, name) for name in _SAMPLE_FIELDS if hasattr(usage, name)}
+        return MemorySample(**views)
 
     def cleanup(self) -> None:
         for vm in list(self.live.values()):

@@ -104,3 +104,12 @@ def test_uri_from_environment(monkeypatch) -> None:
     assert LibvirtBackend().uri == "qemu:///system"
     assert not hypervisor.is_local("qemu+ssh://elsewhere/system")
     assert hypervisor.is_local("qemu:///system")
+
+
+def test_vm_dir_refuses_a_state_dir_qemu_cannot_reach(tmp_path, monkeypatch) -> None:
+    hidden = tmp_path / "hidden"
+    (hidden / "state").mkdir(parents=True)
+    hidden.chmod(0o700)
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(hidden / "state"))
+    with pytest.raises(ValueError, match="cannot traverse .*hidden"):
+        hypervisor.vm_dir("cvbench-x")
