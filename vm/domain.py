@@ -125,6 +125,8 @@ def build(spec: DomainSpec) -> ET.Element:
     _sub(domain, "vcpu", str(spec.vcpus))
     _os(domain, spec)
     _features(domain, spec)
+    if spec.accel == "kvm":
+        _sub(domain, "cpu", mode="host-passthrough")  # under TCG: QEMU's default, qemu64
     for event in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(domain, event, "destroy")
     devices = _sub(domain, "devices")

@@ -69,6 +69,9 @@ def test_libvirt_accepts_and_keeps_every_setting(test_conn, name: str) -> None:
         else:
             assert tb is None
         assert (parsed.find("features/acpi") is not None) == spec.acpi
+        cpu = parsed.find("cpu")
+        assert (cpu is not None and cpu.get("mode")) == (spec.accel == "kvm" and
+                                                         "host-passthrough")
         assert parsed.find("devices/controller[@type='usb']").get("model") == "none"
         balloon = parsed.find("devices/memballoon").get("model")
         assert balloon == ("virtio" if spec.balloon else "none")
