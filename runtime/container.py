@@ -424,7 +424,8 @@ class Runtime:
         if container is None:
             raise ContainerError(f"no container named {name!r}")
         if container.state == "running" and not _alive(container.pid, container.pid_start):
-            container.state = "stopped"
+            container.state = "stopped"  # it died unattended: was it the OOM killer?
+            container.exit = ExitInfo(None, self.cgroups.oom_kills(container.cgroup) > 0)
         return container
 
     def list(self) -> list[Container]:
@@ -644,7 +645,7 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
     if not kept and driver.remove_parent(parent):
         if removed:
             removed.append(f"cgroup parent {parent}")
-        if not state.is_dir() or not any(root.iterdir() if root.is_dir() else ()):
+        if not state.is_dir():  # its state directory is gone for good
             (scopes_dir() / parent).unlink(missing_ok=True)
     removed.extend(_sweep_mounts(state))
     return removed
