@@ -11,6 +11,12 @@ attached with SCM_RIGHTS, one JSON reply.
   namespace so the next fork is unaffected.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
 
+With ``spares`` (the default) the server keeps one *spare* child forked ahead of time, which
+already is PID 1 of its pid namespace and has unshared mount, uts, ipc and network namespaces
+(see :func:`runtime.child.spare`). A launch that wants exactly those namespaces is forwarded
+to the spare (plan and fds over its socket), and a new spare is forked after the reply, so
+fork and namespace creation are off the launch path. Other launches fork directly.
+
 Containers are children of the server, which keeps no per-container state or descriptor.
 It exits when its owner closes the socket (or dies); containers then live on, reparented.
 """

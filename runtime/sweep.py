@@ -1,0 +1,127 @@
+"""Clean-up after crashes: every container object whose owner process is dead.
+
+``runtime.container.sweep()`` (what ``cvbench clean`` calls) runs :func:`sweep_all`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from pathlib import Path
+
+from runtime import cgroups, network
+from runtime import syscalls as sc
+from runtime.container import (
+    OWNER_LINK,
+    Container,
+    cgroup_parent,
+    load,
+    process_alive,
+    scopes_dir,
+)
+from runtime.paths import state_dir
+
+
+def _owner_alive(directory: Path) -> bool | None:
+    """Whether the process that created ``directory`` lives (None: no owner recorded)."""
+    try:
+        pid, start = (int(x) for x in os.readlink(directory / OWNER_LINK).split(":"))
+    except (OSError, ValueError):
+        return None
+    return process_alive(pid, start)
+
+
+def sweep_all() -> list[str]:
+    """Remove every leftover container object whose owner process is dead.
+
+    Covers this state directory and every other one registered under :func:`scopes_dir`
+    (a test's private directory, say): processes (killed through their cgroup), cgroups
+    under ``cvbench-<scope>``, veths and address leases, stray mounts under the state
+    directory, container directories, and the ``cvbench0`` bridge if nothing uses it.
+    Containers of live owners are never touched. Returns what was removed.
+    """
+    removed: list[str] = []
+    driver = cgroups.driver()
+    scopes = {cgroup_parent(): Path(os.path.realpath(state_dir()))}
+    if scopes_dir().is_dir():
+        for link in os.scandir(scopes_dir()):
+            try:
+                scopes.setdefault(link.name, Path(os.readlink(link.path)))
+            except OSError:
+                continue
+    for parent, directory in scopes.items():
+        removed.extend(_sweep_scope(driver, parent, directory))
+    for address in network.stale_leases():
+        network.release_address(address)
+        removed.append(f"address lease {address}")
+    try:
+        if network.remove_bridge_if_unused():
+            removed.append(f"bridge {network.BRIDGE}")
+    except Exception as error:  # noqa: BLE001 - netlink unavailable: report, go on
+        removed.append(f"(bridge not checked: {error})")
+    return removed
+
+
+def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
+    removed: list[str] = []
+    root = state / "containers"
+    kept: set[str] = set()
+    if root.is_dir():
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            directory = Path(entry.path)
+            alive = _owner_alive(directory)
+            if alive or (alive is None and time.time() - entry.stat().st_mtime < 60):
+                kept.add(entry.name)  # live owner, or being created right now
+                continue
+            removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", load(directory)))
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(f"directory {directory}")
+    for name in driver.children(parent):
+        if name not in kept:
+            removed.extend(_sweep_container(driver, f"{parent}/{name}", None))
+    if not kept and driver.remove_parent(parent):
+        if removed:
+            removed.append(f"cgroup parent {parent}")
+        if not state.is_dir():  # its state directory is gone for good
+            (scopes_dir() / parent).unlink(missing_ok=True)
+    removed.extend(_sweep_mounts(state))
+    return removed
+
+
+def _sweep_container(driver: cgroups.Driver, path: str, container: Container | None) -> list[str]:
+    removed = []
+    if driver.exists(path):
+        killed = driver.kill(path)
+        if killed:
+            removed.append(f"processes {' '.join(map(str, killed))} of {path}")
+        try:
+            driver.remove(path)
+            removed.append(f"cgroup {path}")
+        except cgroups.CgroupError as error:
+            removed.append(f"(cgroup {path} not removed: {error})")
+    if container is not None and container.net is not None:
+        try:
+            if network.delete_link(container.net.veth):
+                removed.append(f"veth {container.net.veth}")
+        except Exception as error:  # noqa: BLE001
+            removed.append(f"(veth {container.net.veth} not removed: {error})")
+        network.release_address(container.net.address)
+    return removed
+
+
+def _sweep_mounts(state: Path) -> list[str]:
+    """Unmount anything mounted under a state directory in the host's mount table."""
+    base = os.path.realpath(state) + "/"
+    with open("/proc/self/mountinfo") as handle:
+        points = [m[0] for m in cgroups.parse_mountinfo(handle.read())]
+    removed = []
+    for point in sorted((p for p in points if p.startswith(base)), key=len, reverse=True):
+        try:
+            sc.umount2(point, sc.MNT_DETACH)
+            removed.append(f"mount {point}")
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                removed.append(f"(mount {point} not removed: {error})")
+    return removed
