@@ -91,3 +91,34 @@ def test_memory_hog_is_oom_killed_and_reported(runtime, built_image):
     assert info.signal == signal.SIGKILL
     assert "out of memory" in info.describe()
     runtime.destroy(container)
+
+
+def test_v2_driver_mechanics_on_the_unified_hierarchy():
+    """The v2 driver on this host's cgroup2 mount (no controllers there, so no limits)."""
+    import subprocess
+
+    unified = Path("/sys/fs/cgroup/unified")
+    if "cgroup2" not in Path("/proc/self/mounts").read_text() or not unified.is_dir():
+        pytest.skip("no cgroup2 hierarchy at /sys/fs/cgroup/unified")
+    driver = cgroups.V2Driver(unified)
+    parent = f"cvbench-test-v2-{uuid.uuid4().hex[:6]}"
+    path = f"{parent}/c1"
+    driver.create(path, cgroups.Limits())
+    try:
+        [procs] = driver.join_files(path)
+        child = subprocess.Popen(
+            ["/bin/sh", "-c", f"echo 0 > {procs} && echo joined && exec sleep 60"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdout.readline() == b"joined\n"
+        assert driver.procs(path) == [child.pid]
+        assert driver.kill(path) == [child.pid]
+        assert child.wait(5) == -9
+        driver.remove(path)
+        assert not driver.exists(path)
+    finally:
+        driver.kill(path)
+        driver.remove(path)
+        driver.remove_parent(parent)
+    assert not (unified / parent).exists()
