@@ -7,7 +7,10 @@ Python (no ``cpio`` binary, no ``mknod``), reproducible, and cached by the image
 
 Disks: one read-only ext4 base image per digest (``mkfs.ext4 -d rootfs``, converted to
 qcow2) in the cache, and a thin qcow2 overlay per VM on top of it: the VM analogue of the
-containers' overlayfs. Everything is left readable by QEMU's ``libvirt-qemu`` user.
+containers' overlayfs. The disk is attached as virtio-blk (host-side cost: the overlay and
+QEMU's block layer); the initramfs-only guest does not mount it, as virtio-blk is a module in
+Debian's cloud kernel and the initramfs holds no modules. Everything is left readable by
+QEMU's ``libvirt-qemu`` user.
 """
 
 from __future__ import annotations
