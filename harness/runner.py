@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness import backends as backend_registry
 from harness import hostinfo
-from harness.backends.base import Backend
+from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
 from harness.kinds import density, memory, startup
 from harness.normalize import write_normalized
@@ -47,7 +47,13 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
     created: dict[str, Backend] = {}
     try:
         for name in suite.backends:
-            backend = backend_registry.create(name)
+            options = suite.backend_options.get(name, {})
+            try:
+                backend = backend_registry.create(name, **options)
+            except TypeError as error:
+                raise BackendError(
+                    f"{suite.path}: [backend_options.{name}]: {error}"
+                ) from None
             created[name] = backend
             backend.prepare(image)
     except BaseException:

@@ -89,6 +89,7 @@ class Suite:
     image: str = "default"
     description: str = ""
     scenarios: tuple[Scenario, ...] = ()
+    backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def backends_for(self, scenario: Scenario) -> tuple[str, ...]:
         return tuple(b for b in self.backends if not scenario.backends or b in scenario.backends)
@@ -194,11 +195,13 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
-    unknown = set(data) - {"suite", "scenario"}
+    unknown = set(data) - {"suite", "scenario", "backend_options"}
     if unknown:
         raise ScenarioError(
-            f"{path}: unknown key '{sorted(unknown)[0]}', expected 'suite' and 'scenario' tables"
+            f"{path}: unknown key '{sorted(unknown)[0]}', "
+            "expected 'suite', 'scenario' and 'backend_options' tables"
         )
+    backend_options = _parse_backend_options(path, data.get("backend_options", {}))
     suite_table = data.get("suite", {})
     if not isinstance(suite_table, dict):
         raise ScenarioError(f"{path}: key 'suite': expected a table")
@@ -230,7 +233,26 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
         image=suite_table.get("image", "default"),
         description=suite_table.get("description", ""),
         scenarios=scenarios,
+        backend_options=backend_options,
     )
+
+
+def _parse_backend_options(path: Path, table: Any) -> dict[str, dict[str, Any]]:
+    """``[backend_options.<backend>]``: keyword options for a backend's constructor."""
+    where = f"{path}: [backend_options]"
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: expected a table of backend tables")
+    options: dict[str, dict[str, Any]] = {}
+    for backend, values in table.items():
+        _check_backends(where, "backend_options", (backend,))
+        if not isinstance(values, dict) or not all(
+            isinstance(v, str | int | float | bool) for v in values.values()
+        ):
+            raise ScenarioError(
+                f"{where}: key '{backend}': expected a table of strings, numbers or booleans"
+            )
+        options[backend] = dict(values)
+    return options
 
 
 def load(path: Path | str) -> Suite:

@@ -33,9 +33,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # 2. Services (no systemd here: start by hand when not running) ----------------------------
+# Each daemon runs under scripts/subreaper.py, which reaps orphans (QEMU processes) at once:
+# some hosts' PID 1 reaps only every few seconds, and libvirt waits for that on every destroy.
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-running /run/virtlogd.pid || { log "starting virtlogd"; virtlogd -d; }
-running /run/libvirtd.pid || { log "starting libvirtd"; libvirtd -d; }
+start_daemon() { setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" "$@" </dev/null >/dev/null 2>&1 & }
+running /run/virtlogd.pid || { log "starting virtlogd"; start_daemon virtlogd -d; }
+running /run/libvirtd.pid || { log "starting libvirtd"; start_daemon libvirtd -d; }
+for _ in $(seq 100); do running /run/virtlogd.pid && running /run/libvirtd.pid && break; sleep 0.1; done
 for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 
 # 3. Guest kernel from Debian's cloud kernel package ----------------------------------------

@@ -54,7 +54,7 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, **_options: Any) -> None:
+    def __init__(self) -> None:
         self.image: Image | None = None
         self.live: dict[str, Instance] = {}
 

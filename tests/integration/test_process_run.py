@@ -122,6 +122,15 @@ def test_sigkill_then_clean_leaves_nothing(state_dir, tmp_path) -> None:
     assert not list((state_dir / "process").glob("*.pid"))
 
 
+def test_unknown_backend_option_is_usage_error(state_dir, tmp_path) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(SCENARIO.format(repetitions=1) + "[backend_options.process]\nbogus = 1\n")
+    result = cvbench("run", str(scenario), "--results-dir", str(tmp_path / "results"))
+    assert result.returncode == 2
+    assert "[backend_options.process]" in result.stderr and "bogus" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize(
     "args",
     [

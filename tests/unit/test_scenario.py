@@ -124,3 +124,12 @@ def test_random_scenarios_never_traceback(table: dict, noise: str) -> None:
             assert str(error).startswith("fuzz.toml") and "\n" not in str(error)
         else:
             assert all(s.kind in scenario.KINDS for s in suite.scenarios)
+
+
+def test_backend_options_are_parsed_and_validated() -> None:
+    suite = scenario.loads(VALID + "\n[backend_options.libvirt]\ntb_cache_mib = 16\n", "t.toml")
+    assert suite.backend_options == {"libvirt": {"tb_cache_mib": 16}}
+    with pytest.raises(ScenarioError, match="unknown backend 'vbox'"):
+        scenario.loads(VALID + "\n[backend_options.vbox]\nx = 1\n", "t.toml")
+    with pytest.raises(ScenarioError, match="key 'libvirt': expected a table"):
+        scenario.loads(VALID + "\n[backend_options]\nlibvirt = 3\n", "t.toml")
