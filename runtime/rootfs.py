@@ -1,7 +1,7 @@
 """The container's root filesystem, built inside its own (private) mount namespace.
 
 An overlay (image as read-only lower layer, a private upper/work directory), the spec's
-mounts (/proc, a minimal /dev, /dev/pts, /dev/shm, /sys), device nodes, pivot_root with the
+mounts (/proc, a minimal /dev with /dev/shm, /dev/pts), device nodes, pivot_root with the
 old root detached, masked and read-only paths, and optionally a read-only root.
 Everything here runs in the launched child before exec; the host's mount table is never
 touched, so the overlay disappears with the namespace. Imports stay light (fork server).
@@ -91,6 +91,8 @@ def make_devices(dev: str) -> None:
         os.umask(old)
     for name, target in DEV_LINKS:
         os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")  # a directory of this tmpfs: one superblock less per container
+    os.chmod(f"{dev}/shm", 0o1777)
 
 
 def _mount_one(root: str, destination: str, kind: str, source: str, flags: int, data: str) -> None:
@@ -108,15 +110,24 @@ def _mount_one(root: str, destination: str, kind: str, source: str, flags: int, 
         make_devices(target)
 
 
-def _mask(path: str) -> None:
+def _mask(path: str, empty: str | None) -> str | None:
+    """Hide ``path``: /dev/null over a file, an empty read-only tmpfs over a directory.
+
+    All masked directories share one tmpfs (``empty``, the first one masked) through bind
+    mounts. Returns the directory that now holds that tmpfs.
+    """
     try:
         info = os.stat(path)
     except OSError:
-        return
-    if stat.S_ISDIR(info.st_mode):
-        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, "size=0")
-    else:
+        return empty
+    if not stat.S_ISDIR(info.st_mode):
         sc.mount("/dev/null", path, None, sc.MS_BIND)
+    elif empty is None:
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV, "size=0")
+        return path
+    else:
+        sc.mount(empty, path, None, sc.MS_BIND)
+    return empty
 
 
 def _readonly(path: str) -> None:
@@ -141,8 +152,9 @@ def prepare(plan: dict, private: bool = True) -> None:
     sc.pivot_root(".", ".")
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
+    empty = None
     for path in plan["masked"]:
-        _mask(path)
+        empty = _mask(path, empty)
     for path in plan["readonly_paths"]:
         _readonly(path)
     if plan["readonly_root"]:

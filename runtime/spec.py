@@ -123,8 +123,18 @@ class Linux:
         return any(ns.type == kind for ns in self.namespaces)
 
 
+SYSFS = Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"])
+
+
 def default_mounts() -> list[Mount]:
-    """The mounts every container gets: /proc, a minimal /dev, /dev/pts, /dev/shm, /sys."""
+    """The mounts every container gets: /proc, a minimal /dev (with /dev/shm) and /dev/pts.
+
+    Few superblocks on purpose: each one the kernel must walk or reparent grows the cost of
+    later launches and cgroup removals with the number of live containers. /dev/shm is a
+    directory of the /dev tmpfs, not a tmpfs of its own, and /sys is left out by default
+    (a sysfs per netns makes every later sysfs mount walk all of them); ask for it with
+    ``default_spec(..., sysfs=True)``.
+    """
     return [
         Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
         Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
@@ -134,10 +144,6 @@ def default_mounts() -> list[Mount]:
             "devpts",
             ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
         ),
-        Mount(
-            "/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
-        ),
-        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
     ]
 
 
@@ -340,6 +346,7 @@ def default_spec(
     network: str = "none",
     args: list[str] | None = None,
     readonly: bool = False,
+    sysfs: bool = False,
 ) -> Spec:
     """A spec running ``image``'s ``/init`` as ``name`` with the given limits.
 
@@ -364,7 +371,7 @@ def default_spec(
     )
     if network not in NETWORK_MODES:
         raise SpecError(f"network: {network!r} is not one of {', '.join(NETWORK_MODES)}")
-    if network == "host":
-        spec.mounts = [m for m in spec.mounts if m.type != "sysfs"]
+    if sysfs and network != "host":  # sysfs can only be mounted in a netns of one's own
+        spec.mounts.append(SYSFS)
     spec.validate()
     return spec

@@ -54,10 +54,11 @@ def test_no_host_files_and_old_root_detached(runtime, built_image, tmp_path):
 
 
 def test_only_its_own_interfaces(runtime, built_image):
-    out, _ = run_script(runtime, built_image, "ls /sys/class/net; cat /proc/net/dev")
-    assert out.split("\n", 1)[0].split() == ["lo"]
+    out, _ = run_script(runtime, built_image, "cat /proc/net/dev")
     devices = [line.split(":")[0].strip() for line in out.splitlines() if ":" in line]
     assert devices == ["lo"]
+    out, _ = run_script(runtime, built_image, "ls /sys/class/net", sysfs=True)
+    assert out.split() == ["lo"]
 
 
 def test_cannot_write_the_image(runtime, built_image):
@@ -100,6 +101,21 @@ def test_hostname_capabilities_and_no_new_privs(runtime, built_image):
     assert int(fields["CapEff"], 16) == expected
     assert not int(fields["CapBnd"], 16) & (1 << caps.NUMBERS["CAP_SYS_ADMIN"])
     assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_minimal_dev_and_masked_paths(runtime, built_image):
+    script = (
+        "touch /dev/shm/x && echo SHM-OK; ls /dev | tr '\\n' ' '; echo; "
+        "echo acpi=$(ls /proc/acpi 2>/dev/null | wc -l) timers=$(wc -c < /proc/timer_list); "
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo SYSCTL-RO"
+    )
+    out, _ = run_script(runtime, built_image, script, sysfs=True)
+    lines = out.splitlines()
+    assert lines[0] == "SHM-OK"
+    assert set(lines[1].split()) >= {"null", "zero", "full", "random", "urandom", "tty", "pts",
+                                     "shm", "ptmx", "fd", "stdin", "stdout", "stderr"}  # fmt: skip
+    assert lines[2] == "acpi=0 timers=0"
+    assert lines[3] == "SYSCTL-RO"
 
 
 def test_cannot_make_device_nodes(runtime, built_image):

@@ -44,10 +44,17 @@ def test_default_spec_runs_init_with_limits():
 
 
 def test_host_network_has_no_netns_and_no_sysfs():
-    spec = default_spec(FakeImage(), "cvbench-h", network="host")
+    spec = default_spec(FakeImage(), "cvbench-h", network="host", sysfs=True)
     assert not spec.linux.has_namespace("network")
     assert spec.network == "host"
     assert all(m.type != "sysfs" for m in spec.mounts)
+
+
+def test_sysfs_only_when_asked():
+    assert all(m.type != "sysfs" for m in default_spec(FakeImage(), "cvbench-n").mounts)
+    assert [m.destination for m in default_spec(FakeImage(), "cvbench-s", sysfs=True).mounts][
+        -1
+    ] == "/sys"
 
 
 def test_round_trip_through_json():
