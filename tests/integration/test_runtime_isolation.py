@@ -107,7 +107,7 @@ def test_minimal_dev_and_masked_paths(runtime, built_image):
     script = (
         "touch /dev/shm/x && echo SHM-OK; ls /dev | tr '\\n' ' '; echo; "
         "echo acpi=$(ls /proc/acpi 2>/dev/null | wc -l) timers=$(wc -c < /proc/timer_list); "
-        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo SYSCTL-RO"
+        "(echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo SYSCTL-RO"
     )
     out, _ = run_script(runtime, built_image, script, sysfs=True)
     lines = out.splitlines()
