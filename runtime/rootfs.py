@@ -110,11 +110,26 @@ def _mount_one(root: str, destination: str, kind: str, source: str, flags: int, 
         make_devices(target)
 
 
-def _mask(path: str, empty: str | None) -> str | None:
-    """Hide ``path``: /dev/null over a file, an empty read-only tmpfs over a directory.
+EMPTY = "/dev/.cvbench-empty"  # removed again once the masks are in place
 
-    All masked directories share one tmpfs (``empty``, the first one masked) through bind
-    mounts. Returns the directory that now holds that tmpfs.
+
+def _empty_dir() -> str | None:
+    """An empty directory on the /dev tmpfs to bind over masked directories (None: no /dev).
+
+    Binding it costs no superblock, unlike a tmpfs per masked directory: every superblock
+    adds a memcg-aware shrinker, and the kernel keeps per-memcg state for each of them.
+    """
+    try:
+        os.mkdir(EMPTY, 0o555)
+    except OSError:
+        return None
+    return EMPTY
+
+
+def _mask(path: str, empty: str | None) -> str | None:
+    """Hide ``path``: /dev/null over a file, an empty read-only directory over a directory.
+
+    Returns the directory to bind over the next masked directories.
     """
     try:
         info = os.stat(path)
@@ -122,11 +137,14 @@ def _mask(path: str, empty: str | None) -> str | None:
         return empty
     if not stat.S_ISDIR(info.st_mode):
         sc.mount("/dev/null", path, None, sc.MS_BIND)
-    elif empty is None:
+        return empty
+    if empty is None:
+        empty = _empty_dir()
+    if empty is None:  # no writable /dev: a tmpfs of its own, shared by the next ones
         sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV, "size=0")
         return path
-    else:
-        sc.mount(empty, path, None, sc.MS_BIND)
+    sc.mount(empty, path, None, sc.MS_BIND)
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID)
     return empty
 
 
@@ -155,6 +173,8 @@ def prepare(plan: dict, private: bool = True) -> None:
     empty = None
     for path in plan["masked"]:
         empty = _mask(path, empty)
+    if empty == EMPTY:
+        os.rmdir(EMPTY)  # the binds keep the (now unlinked) directory
     for path in plan["readonly_paths"]:
         _readonly(path)
     if plan["readonly_root"]:
