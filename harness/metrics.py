@@ -66,6 +66,16 @@ def host_memory() -> HostMemory:
     )
 
 
+def settled_mem_available(readings: int = 5, interval_s: float = 0.2) -> int:
+    """Median of a few MemAvailable readings: one reading jitters by megabytes."""
+    values = []
+    for index in range(readings):
+        if index:
+            time.sleep(interval_s)
+        values.append(host_memory().mem_available)
+    return sorted(values)[len(values) // 2]
+
+
 def ksm_running() -> bool:
     return _ksm("run") == 1
 

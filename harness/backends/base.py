@@ -52,7 +52,6 @@ class MemorySample:
     cgroup: int | None = None  # cgroup memory usage (containers)
     guest_ram: int | None = None  # VM: resident part of the guest-RAM mapping
     vmm_overhead: int | None = None  # VM: process PSS minus guest RAM
-    host_delta: int | None = None  # fall of host MemAvailable since this instance started
 
     def as_metrics(self) -> dict[str, int]:
         return {

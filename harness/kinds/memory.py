@@ -36,7 +36,7 @@ def _measure(ctx: RunContext, plan: Scenario, name: str, ksm_on: bool) -> None:
     live: list[Instance] = []
     try:
         time.sleep(1.0)  # let the previous backend's teardown settle before the baseline
-        before = metrics.host_memory()
+        before = metrics.settled_mem_available()
         with ctx.progress() as progress:
             task = progress.add_task(f"{plan.name} {name} {variant}", total=plan.instances,
                                      info="")
@@ -46,13 +46,12 @@ def _measure(ctx: RunContext, plan: Scenario, name: str, ksm_on: bool) -> None:
                 backend.wait_ready(instance, plan.timeout_s)
                 progress.advance(task)
         time.sleep(plan.settle_s)  # deliberate idle period, so lazy allocations show up
-        after = metrics.host_memory()
+        after = metrics.settled_mem_available()
         samples = [
             ctx.sample(plan, name, "mem_host_delta_per_instance_bytes",
-                       (before.mem_available - after.mem_available) / len(live), "bytes",
-                       variant=variant),
-            ctx.sample(plan, name, "ksm_pages_sharing", after.ksm_pages_sharing, "pages",
-                       variant=variant),
+                       (before - after) / len(live), "bytes", variant=variant),
+            ctx.sample(plan, name, "ksm_pages_sharing", metrics.host_memory().ksm_pages_sharing,
+                       "pages", variant=variant),
         ]
         for index, instance in enumerate(live):
             for metric, value in backend.memory(instance).as_metrics().items():
