@@ -1,9 +1,10 @@
 """What the launched child does between fork and exec. Runs in the fork server's child.
 
-It is already PID 1 of a new pid namespace. In order: join the cgroups, unshare the other
-namespaces (cgroup last, so its root is the container's cgroup), wait for the host to wire
-the network when asked, bring loopback up, build and pivot into the root, set the hostname,
-apply rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
+It is already PID 1 of a new pid namespace. In order: unshare the other namespaces but the
+cgroup one and bring loopback up, mount the overlay root, join the cgroups and unshare the
+cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
+network when asked, mount the rest and pivot into the root, set the hostname, apply
+rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
 ``cvbench-error: ...`` line on the READY pipe and the child exits 127.
 Imports stay light: this module is loaded by the small fork server.
 
@@ -86,18 +87,24 @@ def run(
         os.close(stdout_fd)
         if not prepared:
             _reset_signals()
+            sc.unshare(plan["unshare"] & ~sc.CLONE_NEWCGROUP)
+            if plan["loopback"]:
+                loopback_up()
+        # The overlay before joining the cgroup: the kernel (re)creates work/work on the host
+        # filesystem, and pages charged to the container's memcg would keep that memcg
+        # alive (a "dying" cgroup) long after the container is gone.
+        rootfs.mount_overlay(plan, private=not prepared)
         for procs in plan["cgroup_procs"]:
             with open(procs, "w") as handle:
                 handle.write("0")
-        sc.unshare(plan["unshare"] & ~SPARE_FLAGS if prepared else plan["unshare"])
+        if plan["unshare"] & sc.CLONE_NEWCGROUP:
+            sc.unshare(sc.CLONE_NEWCGROUP)  # after joining: its root is the container's cgroup
         if sync_fd is not None:
             os.write(sync_fd, b"n")  # our netns exists: the host may wire it now
             if os.read(sync_fd, 1) != b"g":
                 raise RuntimeError("the host did not finish wiring the network")
             os.close(sync_fd)
-        if plan["loopback"] and not prepared:
-            loopback_up()
-        rootfs.prepare(plan, private=not prepared)
+        rootfs.prepare(plan)
         if plan["hostname"]:
             sc.sethostname(plan["hostname"])
         os.setsid()

@@ -155,15 +155,19 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def prepare(plan: dict, private: bool = True) -> None:
-    """Build the root described by ``plan`` and pivot into it (we are in a new mount ns).
+def mount_overlay(plan: dict, private: bool = True) -> None:
+    """Mount the container's overlay root (we are in a new mount namespace).
 
     ``private``: first make every mount private (skip when that was done already).
     """
     if private:
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    sc.mount("overlay", plan["merged"], "overlay", 0, plan["overlay"])
+
+
+def prepare(plan: dict) -> None:
+    """Mount the rest onto the overlay root and pivot into it."""
     root = plan["merged"]
-    sc.mount("overlay", root, "overlay", 0, plan["overlay"])
     for destination, kind, source, flags, data in plan["mounts"]:
         _mount_one(root, destination, kind, source, flags, data)
     os.chdir(root)
