@@ -138,7 +138,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
             container = runtime.get(name)
             info = runtime.stop(container, grace=args.grace)
             container.save()
-            print(f"{name}: {info.describe()}")
+            known = info.status is not None or info.oom_killed  # else not our child to reap
+            print(f"{name}: {info.describe() if known else 'stopped'}")
         except ContainerError as error:
             code = max(code, _error(str(error), BAD_INPUT))
     return code
