@@ -211,7 +211,6 @@ class Runtime:
         self.containers: dict[str, Container] = {}
         self._verified: set[tuple[str, str]] = set()  # (digest, rootfs) checked once
         self._owner = (os.getpid(), proc_start_time(os.getpid()))
-        self._last_cap = caps.last_cap()
         register_scope()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -370,12 +369,21 @@ class Runtime:
         if container.ready_fd is not None:
             os.close(container.ready_fd)
             container.ready_fd = None
+        problems = []
         if container.net is not None:
-            network.detach(container.net)
-            container.net = None
-        self._remove_cgroup(container)
+            try:
+                network.detach(container.net)
+                container.net = None
+            except Exception as error:  # noqa: BLE001 - netlink: report after the rest
+                problems.append(f"network: {error}")
+        try:
+            self._remove_cgroup(container)
+        except ContainerError as error:
+            problems.append(str(error))
         shutil.rmtree(container.directory, ignore_errors=True)
         self.containers.pop(container.name, None)
+        if problems:
+            raise ContainerError(f"{container.name} destroyed, but: {'; '.join(problems)}")
 
     def run(self, spec: Spec, name: str, timeout: float = 10.0) -> Container:
         """create + start + wait_ready; on failure nothing is left behind."""
