@@ -26,19 +26,20 @@ BUSYBOX = Path("/bin/busybox")
 DEFAULT_NAME = "default"
 
 # PID 1 of a container (and of a VM's initramfs). It traps SIGTERM so a stop is graceful,
-# prints READY once, then sleeps in a child it can interrupt. In a VM it first mounts /proc
-# and /sys so the guest is usable, and never exits (PID 1 exiting panics the guest kernel).
+# starts its idle child, prints READY once, then waits on the child so a signal interrupts it.
+# The trap kills "$!" (set the moment the child is forked), so a SIGTERM that arrives at any
+# point never leaves the child behind. In a VM it first mounts /proc and /sys so the guest is
+# usable, and never exits on its own (PID 1 exiting panics the guest kernel).
 INIT_SCRIPT = """#!/bin/sh
 # cvbench workload: announce readiness, then idle until stopped.
 if [ "$$" = 1 ] && [ ! -e /proc/self ]; then
     mount -t proc proc /proc 2>/dev/null
     mount -t sysfs sys /sys 2>/dev/null
 fi
-trap 'kill $child 2>/dev/null; exit 0' TERM INT
-echo READY
+trap 'kill $! 2>/dev/null; exit 0' TERM INT
 sleep 2147483647 &
-child=$!
-wait $child
+echo READY
+wait
 """
 
 DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "var", "mnt")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 
 import pytest
@@ -28,7 +31,8 @@ def test_init_prints_ready_and_stops_on_sigterm(built_image) -> None:
         process.terminate()
         assert process.wait(timeout=10) == 0
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):  # the idle child too, whatever happened
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("change", ["content", "mode", "new_file"])
