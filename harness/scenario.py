@@ -70,6 +70,7 @@ class Scenario:
     instances: int = field(default=10, metadata=_spec(minimum=1))
     settle_s: float = field(default=5.0, metadata=_spec(minimum=0))
     ksm: tuple[str, ...] = field(default=("off",), metadata=_spec(choices=KSM_MODES))
+    passes: int = field(default=1, metadata=_spec(minimum=1))  # measured passes
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_backend(self, backend: str) -> Scenario:
