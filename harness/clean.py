@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from harness import runlock
+
 # Each module owns one kind of object and knows how to find its own leftovers by prefix.
 SWEEPERS = (
     "harness.backends.process",
@@ -21,8 +23,18 @@ def _sweeper(module_name: str) -> Callable[[], list[str]] | None:
         return None
 
 
-def clean_all() -> list[str]:
-    """Run every sweeper; return one line per removed object (or per sweeper that failed)."""
+def clean_all(force: bool = False) -> list[str]:
+    """Run every sweeper; return one line per removed object (or per sweeper that failed).
+
+    Refuses (RunInProgress) while a run holds the state directory, unless ``force``.
+    """
+    if force:
+        return _sweep_all()
+    with runlock.exclusive():
+        return _sweep_all()
+
+
+def _sweep_all() -> list[str]:
     lines: list[str] = []
     for module_name in SWEEPERS:
         sweep = _sweeper(module_name)

@@ -145,9 +145,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from harness import clean
+    from harness import clean, runlock
 
-    for line in clean.clean_all():
+    try:
+        lines = clean.clean_all(force=args.force)
+    except runlock.RunInProgress as error:
+        print(f"cvbench: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in lines:
         print(line)
     return EXIT_OK
 
@@ -191,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.set_defaults(func=cmd_baseline)
 
     clean = sub.add_parser("clean", help="remove every cvbench leftover from the host")
+    clean.add_argument("--force", action="store_true",
+                       help="clean even while a run holds the state directory")
     clean.set_defaults(func=cmd_clean)
 
     from harness import compare

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness import backends as backend_registry
-from harness import hostinfo
+from harness import hostinfo, runlock
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
 from harness.kinds import density, memory, startup
@@ -73,6 +73,11 @@ def raise_open_file_limit() -> int:
 
 def run_suite(suite: Suite, results_dir: Path, quiet: bool = False) -> Path:
     """Run every scenario of ``suite`` on its backends; return the run directory."""
+    with runlock.running():
+        return _run_suite(suite, results_dir, quiet)
+
+
+def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
     image = images.load_verified(suite.image)
     raise_open_file_limit()
     backends = prepare_backends(suite, image)

@@ -33,6 +33,7 @@ from runtime import syscalls as sc
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.image import Image, ImageError, verify
 from runtime.paths import PREFIX, containers_dir, state_dir
+from runtime.readiness import read_ready
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 
 VERSION = "0.1.0"
@@ -315,7 +316,7 @@ class Runtime:
             return
         container.ready_fd = None
         try:
-            _read_ready(fd, timeout, container.name)
+            read_ready(fd, timeout, container.name, NotReadyError, ERROR_PREFIX)
         finally:
             os.close(fd)
 
@@ -568,29 +569,6 @@ class Runtime:
                 self.cgroups.remove(container.cgroup)
             except cgroups.CgroupError as error:
                 raise ContainerError(str(error)) from None
-
-
-def _read_ready(fd: int, timeout: float, name: str) -> None:
-    deadline = time.monotonic() + timeout
-    buffered = b""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise NotReadyError(f"{name}: no READY within {timeout:g} s")
-        chunk = os.read(fd, 4096)
-        buffered += chunk
-        lines = buffered.split(b"\n")
-        for line in lines[:-1] if chunk else lines:
-            if line.startswith(ERROR_PREFIX):
-                message = line[len(ERROR_PREFIX) :].decode(errors="replace")
-                raise NotReadyError(f"{name}: launch failed: {message}")
-            if line.strip() == b"READY":
-                return
-        if not chunk:
-            tail = buffered[-200:].decode(errors="replace").strip()
-            raise NotReadyError(f"{name}: workload exited before READY (output: {tail!r})")
 
 
 def sweep() -> list[str]:

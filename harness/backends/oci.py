@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
+from harness.backends.readiness import read_ready
 from runtime import cgroups
 from runtime import spec as runtime_spec
 from runtime.image import Image
@@ -583,7 +584,7 @@ class OciBackend:
         if handle.ready_fd is None:
             return
         try:
-            _read_ready(handle.ready_fd, timeout, instance.name)
+            read_ready(handle.ready_fd, timeout, instance.name)
         finally:
             os.close(handle.ready_fd)
             handle.ready_fd = None
@@ -661,24 +662,6 @@ class OciBackend:
             with contextlib.suppress(OSError, ValueError):
                 return int(path.read_text())
         return None
-
-
-def _read_ready(fd: int, timeout: float, name: str) -> None:
-    """Block until a ``READY`` line arrives on ``fd``; NotReady on timeout or EOF."""
-    deadline = time.monotonic() + timeout
-    buffered = b""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise NotReady(f"{name}: no READY within {timeout:g} s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise NotReady(f"{name}: workload exited before READY (output: {buffered[-200:]!r})")
-        buffered += chunk
-        if b"READY" in (line.strip() for line in buffered.split(b"\n")):
-            return
 
 
 # --- sweep ---------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ def test_ctrl_c_marks_incomplete_and_cleans_up(state_dir, tmp_path) -> None:
     while not list(results_dir.glob("*/metadata.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
+    refused = cvbench("clean")  # never sweeps away a run that is still going on
+    assert refused.returncode == 1 and "in progress" in refused.stderr
+    assert process.poll() is None
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -92,6 +95,7 @@ def test_ctrl_c_marks_incomplete_and_cleans_up(state_dir, tmp_path) -> None:
     assert len(samples) > 0
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]
     assert _workloads(state_dir) == []
+    assert cvbench("clean").returncode == 0
 
 
 @pytest.mark.timeout(60)

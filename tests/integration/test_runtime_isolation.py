@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import os
 import select
-import uuid
 
 import pytest
+from containers import container_name, run_script
 
 from runtime import caps
-from runtime.container import Runtime
 from runtime.image import verify
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def runtime(state_dir):
-    with Runtime() as rt:
-        yield rt
-
-
-def name() -> str:
-    return f"cvbench-test-iso-{uuid.uuid4().hex[:8]}"
-
-
-def run_script(rt: Runtime, image, script: str, timeout: float = 20.0, **options):
-    """Run ``sh -c script`` in a container; return (output, ExitInfo) once it has exited."""
-    spec = default_spec(image, name(), args=["/bin/sh", "-c", script], **options)
-    return rt.run_to_exit(spec, name(), timeout)
 
 
 def test_pid_1_and_no_host_process(runtime, built_image):
@@ -81,7 +64,7 @@ def test_writes_are_private_to_each_container(runtime, built_image):
         default_spec(built_image, "w", args=["/bin/sh", "-c",
                      "echo secret > /tmp/shared; echo secret2 > /root/x; echo READY; "
                      "exec sleep 1000"]),
-        name(),
+        container_name("iso"),
     )  # fmt: skip
     runtime.start(writer)
     runtime.wait_ready(writer, 10)
@@ -125,7 +108,7 @@ def test_cannot_make_device_nodes(runtime, built_image):
 
 def test_hostname_is_the_specs(runtime, built_image):
     spec = default_spec(built_image, "cvbench-host-x", args=["/bin/hostname"])
-    container = runtime.create(spec, name())
+    container = runtime.create(spec, container_name("iso"))
     runtime.start(container)
     fd, container.ready_fd = container.ready_fd, None
     select.select([fd], [], [], 10)
@@ -137,7 +120,7 @@ def test_hostname_is_the_specs(runtime, built_image):
 
 def test_host_mount_table_is_untouched(runtime, built_image):
     before = open("/proc/self/mountinfo").read().count("\n")
-    container = runtime.run(default_spec(built_image, "m"), name())
+    container = runtime.run(default_spec(built_image, "m"), container_name("iso"))
     during = open("/proc/self/mountinfo").read()
     assert str(container.directory) not in during
     runtime.destroy(container)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
+from containers import container_name
 
 from runtime.container import ContainerError, NotReadyError, Runtime, cgroup_parent
 from runtime.image import Image
@@ -18,14 +18,8 @@ from runtime.spec import default_spec
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def runtime(state_dir):
-    with Runtime() as rt:
-        yield rt
-
-
 def name() -> str:
-    return f"cvbench-test-life-{uuid.uuid4().hex[:8]}"
+    return container_name("life")
 
 
 def test_start_ready_stop_destroy(runtime, built_image):

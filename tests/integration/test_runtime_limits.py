@@ -7,27 +7,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from containers import container_name, run_script
 
 from runtime import cgroups
-from runtime.container import Runtime
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def runtime(state_dir):
-    with Runtime() as rt:
-        yield rt
-
-
-def run_script(rt: Runtime, image, script: str, timeout: float = 20.0, **options):
-    spec = default_spec(image, name(), args=["/bin/sh", "-c", script], **options)
-    return rt.run_to_exit(spec, name(), timeout)
-
-
-def name() -> str:
-    return f"cvbench-test-lim-{uuid.uuid4().hex[:8]}"
 
 
 def test_detect_mode_matches_this_host():
@@ -39,7 +24,7 @@ def test_detect_mode_matches_this_host():
 
 def test_limits_are_written_to_the_cgroups(runtime, built_image):
     spec = default_spec(built_image, "l", memory_limit_mib=48, pids_limit=17, cpu_limit=0.25)
-    container = runtime.create(spec, name())
+    container = runtime.create(spec, container_name("lim"))
     runtime.start(container)
     runtime.wait_ready(container, 10)
     driver = runtime.cgroups
@@ -82,7 +67,7 @@ def test_memory_hog_is_oom_killed_and_reported(runtime, built_image):
         memory_limit_mib=16,
         args=["/bin/sh", "-c", "echo READY; x=0123456789abcdef; while :; do x=$x$x; done"],
     )
-    container = runtime.create(spec, name())
+    container = runtime.create(spec, container_name("lim"))
     runtime.start(container)
     runtime.wait_ready(container, 10)
     info = runtime.wait(container, 30)

@@ -4,30 +4,14 @@ from the host); real pings and TCP connects, all within this machine."""
 from __future__ import annotations
 
 import socket
-import uuid
 
 import pytest
+from containers import container_name, run_script
 
 from runtime import network
-from runtime.container import Runtime
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-def runtime(state_dir):
-    with Runtime() as rt:
-        yield rt
-
-
-def run_script(rt: Runtime, image, script: str, timeout: float = 20.0, **options):
-    spec = default_spec(image, name(), args=["/bin/sh", "-c", script], **options)
-    return rt.run_to_exit(spec, name(), timeout)
-
-
-def name() -> str:
-    return f"cvbench-test-net-{uuid.uuid4().hex[:8]}"
 
 
 def test_none_has_loopback_up_and_working(runtime, built_image):
@@ -49,7 +33,7 @@ def test_bridge_reachable_from_host_and_host_from_container(runtime, built_image
         "exec sleep 1000"
     )
     spec = default_spec(built_image, "b", network="bridge", args=["/bin/sh", "-c", script])
-    container = runtime.create(spec, name())
+    container = runtime.create(spec, container_name("net"))
     runtime.start(container)
     fd = container.ready_fd
     runtime.wait_ready(container, 20)

@@ -1,0 +1,43 @@
+"""Wait for a workload's ``READY`` line on a file descriptor, event-driven (no polling)."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+READY = b"READY"
+
+
+def read_ready(
+    fd: int,
+    timeout: float,
+    name: str,
+    error: type[Exception] = TimeoutError,
+    error_prefix: bytes | None = None,
+) -> None:
+    """Block until a line ``READY`` arrives on ``fd``.
+
+    Raise ``error`` on timeout, on end of file, or (with ``error_prefix``) on a line that
+    starts with it, which carries a launch failure's message.
+    """
+    deadline = time.monotonic() + timeout
+    buffered = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise error(f"{name}: no READY within {timeout:g} s")
+        chunk = os.read(fd, 4096)
+        buffered += chunk
+        lines = buffered.split(b"\n")
+        for line in lines[:-1] if chunk else lines:
+            if error_prefix and line.startswith(error_prefix):
+                message = line[len(error_prefix):].decode(errors="replace")
+                raise error(f"{name}: launch failed: {message}")
+            if line.strip() == READY:
+                return
+        if not chunk:
+            tail = buffered[-200:].decode(errors="replace").strip()
+            raise error(f"{name}: workload exited before READY (output: {tail!r})")
