@@ -12,15 +12,16 @@ import pytest
 from runtime import cli, network, rootfs
 from runtime import syscalls as sc
 from runtime.container import (
+    ERROR_PREFIX,
     Container,
     ContainerError,
     ExitInfo,
     NotReadyError,
-    _read_ready,
     cgroup_parent,
     load,
     proc_start_time,
 )
+from runtime.readiness import read_ready
 from runtime.spec import Mount, default_spec
 
 
@@ -125,6 +126,10 @@ def _pipe_with(data: bytes, close: bool = True) -> int:
     if close:
         os.close(write_fd)
     return read_fd
+
+
+def _read_ready(fd: int, timeout: float, name: str) -> None:
+    read_ready(fd, timeout, name, NotReadyError, ERROR_PREFIX)
 
 
 def test_read_ready():
