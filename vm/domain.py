@@ -5,16 +5,23 @@ bootloader), the ``pc`` machine by default (fewer implicit controllers than ``q3
 USB controller, no video, no graphics, no network, no balloon unless asked, no ACPI unless
 asked, and ``destroy`` on every lifecycle event so a crashed guest disappears instead of
 rebooting. The serial console is either a unix socket the caller listens on (local hosts)
-or a pty reached through libvirt's console stream (remote hosts).
+or a pty reached through libvirt's console stream (remote hosts). An optional owner (the
+process that created the domain) goes into libvirt ``<metadata>`` so that ``sweep`` spares
+the domains of runs still in progress.
 """
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ACCEL_DOMAIN_TYPE = {"kvm": "kvm", "tcg": "qemu"}
+OWNER_NS = "https://cvbench.invalid/owner"  # our libvirt <metadata> namespace
+OWNER_PREFIX = "cvbench"
+
+ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
 # Kernel command line trimmed for boot speed (measured under TCG: ~0.3 s off ~1.6 s): serial
 # console only, quiet, reboot at once on panic (and the domain is destroyed on reboot), no
@@ -43,6 +50,45 @@ class DiskSpec:
     readonly: bool = False
 
 
+def proc_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2 :].split()[19])
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that created a domain: its pid and start time (so a reused pid differs)."""
+
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> Owner:
+        pid = os.getpid()
+        start = proc_start_time(pid)
+        if start is None:
+            raise OSError(f"cannot read /proc/{pid}/stat")
+        return cls(pid, start)
+
+    def alive(self) -> bool:
+        """True while the owning process runs (same pid and the same start time)."""
+        return proc_start_time(self.pid) == self.start
+
+    @classmethod
+    def from_xml(cls, xml: str) -> Owner | None:
+        """Parse the ``<owner pid= start=/>`` element (as libvirt returns it); None if bad."""
+        try:
+            element = ET.fromstring(xml)
+            return cls(int(element.get("pid", "")), int(element.get("start", "")))
+        except (ET.ParseError, ValueError):
+            return None
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """Everything that defines one cvbench VM; :func:`render` turns it into domain XML."""
@@ -62,6 +108,7 @@ class DomainSpec:
     acpi: bool = False
     arch: str = "x86_64"
     emulator: str | None = None
+    owner: Owner | None = None  # None: no <metadata> element
 
     def __post_init__(self) -> None:
         if self.accel not in ACCEL_DOMAIN_TYPE:
@@ -121,6 +168,10 @@ def build(spec: DomainSpec) -> ET.Element:
     """The domain as an ElementTree element."""
     domain = ET.Element("domain", type=ACCEL_DOMAIN_TYPE[spec.accel])
     _sub(domain, "name", spec.name)
+    if spec.owner is not None:
+        metadata = _sub(domain, "metadata")
+        _sub(metadata, f"{{{OWNER_NS}}}owner", pid=str(spec.owner.pid),
+             start=str(spec.owner.start))
     _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
     _sub(domain, "vcpu", str(spec.vcpus))
     _os(domain, spec)

@@ -19,6 +19,7 @@ import libvirt
 import psutil
 
 from runtime.paths import PREFIX, state_dir
+from vm.domain import OWNER_NS, Owner
 
 DEFAULT_URI = "qemu:///system"
 KVM_GET_API_VERSION = 0xAE00
@@ -227,8 +228,26 @@ def remove_files(name: str) -> bool:
     return True
 
 
+def domain_owner(domain: libvirt.virDomain) -> Owner | None:
+    """The owner recorded in a domain's ``<metadata>`` (None: none recorded, or gone)."""
+    try:
+        xml = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OWNER_NS)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                                      libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        raise
+    return Owner.from_xml(xml)
+
+
 def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
-    """Destroy every domain whose name starts with ``prefix`` and remove its files.
+    """Destroy every domain whose name starts with ``prefix`` and whose owner is dead, and
+    remove its files.
+
+    A domain whose recorded owner process still lives (same pid, same start time) is kept,
+    files and all: it belongs to a run in progress. Domains without an owner (created
+    before owners were recorded) count as dead. Owners are checked in this host's /proc, so
+    sweep from the host that ran the benchmark.
 
     Never raises for an unreachable daemon: it says so in the returned descriptions and
     still removes files of VMs that cannot be running any more (no QEMU process left).
@@ -237,7 +256,7 @@ def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
         raise ValueError(f"sweep prefix must start with {PREFIX!r}")
     uri = uri or default_uri()
     done: list[str] = []
-    active: set[str] = set()
+    active: set[str] = set()  # names whose files stay: live owner, or QEMU still running
     try:
         conn = connect(uri)
     except libvirt.libvirtError as error:
@@ -248,8 +267,13 @@ def sweep(uri: str | None = None, prefix: str = PREFIX) -> list[str]:
         try:
             for domain in conn.listAllDomains():
                 name = domain.name()
-                if name.startswith(prefix):
-                    done += _sweep_domain(domain, name)
+                if not name.startswith(prefix):
+                    continue
+                owner = domain_owner(domain)
+                if owner is not None and owner.alive():
+                    active.add(name)
+                    continue
+                done += _sweep_domain(domain, name)
         finally:
             conn.close()
     elif is_local(uri):

@@ -4,7 +4,9 @@ Local URIs: the console is a unix socket in ``state_dir()/vms/<name>/`` that we 
 and QEMU connects to; the QEMU pid is known, so memory is measured with psutil. Remote URIs
 (``qemu+ssh://...``): the console is libvirt's console stream of a pty serial port (the
 domain is created paused, the stream opened, then the domain resumed, so no output is
-lost), and memory is libvirt's RSS figure for the QEMU process.
+lost), and memory is libvirt's RSS figure for the QEMU process. The domain records this
+process as its owner (unless the spec names one), so ``hypervisor.sweep`` leaves it alone
+while this process lives.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import libvirt
 
 from vm import guest, hypervisor
 from vm.console import SocketConsole, StreamConsole
-from vm.domain import DiskSpec, DomainSpec, render
+from vm.domain import DiskSpec, DomainSpec, Owner, render
 from vm.memory import VmMemory, mem_available, qemu_memory
 
 
@@ -45,8 +47,10 @@ class VirtualMachine:
         """Create the domain and return at once (not ready); files are removed on failure.
 
         ``console``: ``socket`` (local URIs only), ``stream`` (any URI) or ``auto`` (socket
-        where the URI is local, else stream).
+        where the URI is local, else stream). ``spec.owner`` None: this process.
         """
+        if spec.owner is None:
+            spec = replace(spec, owner=Owner.current())
         local = hypervisor.is_local(conn.getURI())
         if console == "auto":
             console = "socket" if local else "stream"

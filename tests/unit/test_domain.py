@@ -9,7 +9,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from vm.domain import DiskSpec, DomainSpec, kernel_cmdline, render
+from vm.domain import OWNER_NS, DiskSpec, DomainSpec, Owner, kernel_cmdline, render
+from vm.hypervisor import domain_owner
 
 GOLDEN = Path(__file__).parent / "golden"
 KERNEL = Path("/var/cache/cvbench/guest/vmlinuz")
@@ -27,6 +28,8 @@ SPECS = {
     ),
     "domain_kvm_pty": DomainSpec(name="cvbench-golden-kvm", kernel=KERNEL, initrd=INITRD,
                                  accel="kvm", tb_cache_mib=64, memory_mib=96),
+    "domain_owner": DomainSpec(name="cvbench-golden-owner", kernel=KERNEL, initrd=INITRD,
+                               owner=Owner(pid=4242, start=123456)),
 }
 
 
@@ -88,6 +91,13 @@ def test_libvirt_accepts_and_keeps_every_setting(test_conn, name: str) -> None:
         disks = parsed.findall("devices/disk")
         assert [d.find("source").get("file") for d in disks] == [str(d.path) for d in spec.disks]
         assert all(d.find("target").get("bus") == "virtio" for d in disks)
+        owner = parsed.find(f"metadata/{{{OWNER_NS}}}owner")
+        if spec.owner:
+            assert (int(owner.get("pid")), int(owner.get("start"))) == (spec.owner.pid,
+                                                                        spec.owner.start)
+        else:
+            assert owner is None and parsed.find("metadata") is None
+        assert domain_owner(domain) == spec.owner
     finally:
         domain.destroy()
 

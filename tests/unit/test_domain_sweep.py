@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from harness.backends.base import Backend, BackendError, InstanceSpec, NotReady
 from harness.backends.libvirt import LibvirtBackend
 from vm import hypervisor
-from vm.domain import DomainSpec, render
+from vm.domain import DomainSpec, Owner, proc_start_time, render
 
 TEST_URI = "test:///default"
 
@@ -54,6 +56,46 @@ def test_sweep_destroys_prefixed_domains_and_their_files(private_state, prefix) 
         conn.close()
 
 
+def _dead_owner() -> Owner:
+    """The owner identity of a child process that has finished (and been reaped)."""
+    child = subprocess.Popen(["sleep", "60"])
+    start = proc_start_time(child.pid)
+    child.kill()
+    child.wait()
+    assert start is not None and proc_start_time(child.pid) is None
+    return Owner(child.pid, start)
+
+
+def test_sweep_keeps_domains_of_live_owners(private_state, prefix) -> None:
+    conn = libvirt.open(TEST_URI)
+    try:
+        owners = {"live": Owner.current(), "dead": _dead_owner(), "none": None,
+                  "reused": Owner(os.getpid(), Owner.current().start + 1)}  # pid reused
+        assert Owner.current() == Owner(os.getpid(), proc_start_time(os.getpid()))
+        domains = {}
+        for label, owner in owners.items():
+            name = f"{prefix}{label}"
+            domains[label] = conn.createXML(render(DomainSpec(
+                name=name, kernel=Path("/k"), initrd=Path("/i"), owner=owner)))
+            (hypervisor.vm_dir(name) / "console.sock").write_text("")
+            assert hypervisor.domain_owner(domains[label]) == owner
+        done = hypervisor.sweep(TEST_URI, prefix=prefix)
+        assert sorted(d for d in done if d.startswith("destroyed")) == [
+            f"destroyed domain {prefix}{label}" for label in ("dead", "none", "reused")]
+        assert domains["live"].isActive()
+        assert (hypervisor.vms_dir() / f"{prefix}live" / "console.sock").exists()
+        assert sorted(p.name for p in hypervisor.vms_dir().iterdir()) == [f"{prefix}live"]
+        assert hypervisor.sweep(TEST_URI, prefix=prefix) == []  # still kept
+        domains["live"].destroy()
+        assert hypervisor.sweep(TEST_URI, prefix=prefix) == [
+            f"removed {hypervisor.vms_dir() / (prefix + 'live')}"]
+    finally:
+        for domain in conn.listAllDomains():
+            if domain.name().startswith(prefix):
+                domain.destroy()
+        conn.close()
+
+
 def test_sweep_without_daemon_says_so(private_state, prefix) -> None:
     hypervisor.vm_dir(f"{prefix}left")
     uri = f"qemu+unix:///system?socket={private_state}/no-such-socket"
@@ -86,6 +128,8 @@ def test_backend_start_stop_on_test_driver(private_state, prefix, built_image,
         assert (hypervisor.vms_dir() / name / "console.sock").exists()
         xml = instance.handle.domain.XMLDesc()
         assert "<memory unit='KiB'>98304</memory>" in xml and "initramfs" in xml
+        assert hypervisor.domain_owner(instance.handle.domain) == Owner.current()
+        assert hypervisor.sweep(TEST_URI, prefix=prefix) == []  # our own VM is spared
         with pytest.raises(NotReady, match="no console connection"):
             backend.wait_ready(instance, 0.2)  # the test driver runs nothing
     finally:
