@@ -97,21 +97,26 @@ def density_charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[P
     for series, group in data.groupby("series", sort=False):
         steps = group.pivot_table(index="step", columns="metric", values="value")
         if {"instances_alive", "host_mem_used_bytes"} <= set(steps.columns):
-            memory_axis.plot(steps.instances_alive, steps.host_mem_used_bytes / MIB,
-                             marker=".", label=series)
+            used = steps.host_mem_used_bytes / MIB
+            positive = used > 0  # the first steps can read below the baseline: noise
+            memory_axis.plot(steps.instances_alive[positive], used[positive], marker=".",
+                             label=series)
         if {"instances_alive", "launch_s"} <= set(steps.columns):
             latency_axis.plot(steps.instances_alive, steps.launch_s * 1000, marker=".",
                               label=series)
-    memory_axis.set_xlabel("instances alive")
-    memory_axis.set_ylabel("host memory used (MiB)")
+    memory_axis.set_xlabel("instances alive (log scale)")
+    memory_axis.set_ylabel("host memory used (MiB, log scale)")
+    memory_axis.set_xscale("log")
+    memory_axis.set_yscale("log")
     memory_axis.set_title(f"{scenario}: host memory vs instances")
     latency_axis.set_xlabel("instances alive")
     latency_axis.set_ylabel("launch time per instance (ms, log scale)")
     latency_axis.set_yscale("log")
     latency_axis.set_title(f"{scenario}: launch latency vs instances")
     for axis in (memory_axis, latency_axis):
-        axis.grid(alpha=0.3)
+        axis.grid(alpha=0.3, which="both")
         axis.legend()
+        axis.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     return _save(figure, output, f"{scenario}-density")
 
 
