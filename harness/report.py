@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import results  # noqa: E402
+from harness.scenario import KNOWN_BACKENDS  # noqa: E402
 
 PERCENTILES = (50, 95, 99)
 MIB = 1024 * 1024
@@ -32,6 +33,10 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
     frames = []
     for run_dir in run_dirs:
         frame = results.load_samples(run_dir)
+        # one fixed order (process, ours, crun, runc, libvirt), not order of appearance
+        order = {name: index for index, name in enumerate(KNOWN_BACKENDS)}
+        frame = frame.sort_values("backend", key=lambda b: b.map(order).fillna(len(order)),
+                                  kind="stable")
         frame["series"] = frame["backend"] if len(run_dirs) == 1 else (
             frame["backend"] + " @ " + run_dir.name[:15]
         )
@@ -78,7 +83,7 @@ def latency_chart(samples: pd.DataFrame, scenario: str, metric: str, output: Pat
         for value, marker in zip(marks.values(), ("o", "^", "v"), strict=True):
             axis.scatter([index + 0.32], [value], marker=marker, color="black", s=22, zorder=3)
         labels.append(f"{series[index - 1]}\n" + "\n".join(
-            f"p{pct} {value:.3g}" for pct, value in marks.items()))
+            f"p{pct} {_fmt_ms(value)}" for pct, value in marks.items()))
     axis.set_xticks(range(1, len(series) + 1), labels, fontsize=8)
     axis.set_yscale("log")
     axis.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -168,6 +173,10 @@ def _markdown(samples: pd.DataFrame, run_dirs: list[Path], charts: list[Path]) -
         )
     lines += [""] + [f"![{chart.stem}]({chart.name})" for chart in charts if chart.suffix == ".png"]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _fmt(value: float) -> str:
