@@ -1,4 +1,4 @@
-# The two commands: `make bench` (set up, then the quick suite) and `make test` (set up, then tests).
+# The two commands: `make bench` (set up, quick suite, report) and `make test` (set up, tests, gate).
 VENV ?= .venv
 SUITE ?= scenarios/quick.toml
 
@@ -13,6 +13,7 @@ bench: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
+	bash scripts/quick-gate.sh
 
 lint:
 	$(VENV)/bin/ruff check .

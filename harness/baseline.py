@@ -25,6 +25,7 @@ def set_baseline(run_dir: Path, baseline_dir: Path) -> Path:
         raise results.ResultsError(f"{run_dir}: missing {', '.join(missing)}")
     baseline_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".baseline-", dir=baseline_dir.parent))
+    staging.chmod(0o755)
     for name in BASELINE_FILES:
         shutil.copy2(run_dir / name, staging / name)
     for name in KEPT_FILES:

@@ -71,6 +71,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # results are for everyone to read (mkstemp makes 0600)
         with os.fdopen(fd, mode) as handle:
             handle.write(data)
             handle.flush()

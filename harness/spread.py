@@ -15,8 +15,8 @@ from pathlib import Path
 
 from harness import compare
 
-SAFETY_FACTOR = 1.5
-FLOOR = 0.10
+SAFETY_FACTOR = 2.0
+FLOOR = 0.25
 
 
 def worst_significant_changes(run_dirs: list[Path], alpha: float) -> dict[str, float]:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the quick suite and gate it against the committed baseline (results/baseline/) on the
 # metrics normalised by the in-run `process` floor. Exit 1 on a significant regression.
+# The gate allows an image change: the image is built from Debian's busybox-static, and a
+# package update must not turn CI red; the comparison prints a note when the digest differs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CVBENCH="${CVBENCH:-$ROOT/.venv/bin/cvbench}"
@@ -9,5 +11,6 @@ RESULTS="$ROOT/results"
 run_dir="$("$CVBENCH" run "$ROOT/scenarios/quick.toml" --quiet --results-dir "$RESULTS" | tail -n 1)"
 echo "quick suite: $run_dir"
 "$CVBENCH" report "$run_dir" >/dev/null
-"$CVBENCH" compare "$RESULTS/baseline" "$run_dir" --normalized \
-    --thresholds "$RESULTS/baseline/thresholds.toml" --markdown "$run_dir/compare.md"
+"$CVBENCH" compare "$RESULTS/baseline" "$run_dir" --normalized --alpha 0.01 \
+    --thresholds "$RESULTS/baseline/thresholds.toml" --markdown "$run_dir/compare.md" \
+    --allow-image-change
