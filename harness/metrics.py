@@ -66,14 +66,41 @@ def host_memory() -> HostMemory:
     )
 
 
-def settled_mem_available(readings: int = 5, interval_s: float = 0.2) -> int:
-    """Median of a few MemAvailable readings: one reading jitters by megabytes."""
-    values = []
-    for index in range(readings):
-        if index:
-            time.sleep(interval_s)
-        values.append(host_memory().mem_available)
-    return sorted(values)[len(values) // 2]
+# Memory the kernel and processes hold, summed from /proc/meminfo: unlike MemAvailable it does
+# not move with the free-page pool, so it is the steadier view of what instances cost.
+ACCOUNTED_FIELDS = ("Slab", "KernelStack", "PageTables", "Percpu", "AnonPages", "Shmem")
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    """Host memory at one moment: MemAvailable, and the accounted kernel + process memory."""
+
+    available: int
+    accounted: int
+
+
+def memory_level() -> MemoryLevel:
+    info = _meminfo()
+    return MemoryLevel(info["MemAvailable"], sum(info.get(f, 0) for f in ACCOUNTED_FIELDS))
+
+
+def settled_memory_level(
+    tolerance: int = 2 * 1024 * 1024, window: int = 8, interval_s: float = 0.25,
+    timeout_s: float = 30.0,
+) -> MemoryLevel:
+    """The median level once MemAvailable stops moving (within ``tolerance`` over ``window``
+    readings): namespaces, mounts and cgroups of stopped instances are freed asynchronously by
+    the kernel, so a reading right after a teardown is still on its way up.
+    """
+    readings: list[MemoryLevel] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        readings = [*readings[-(window - 1):], memory_level()]
+        values = [r.available for r in readings]
+        if len(readings) == window and (max(values) - min(values) <= tolerance
+                                        or time.monotonic() > deadline):
+            return sorted(readings, key=lambda r: r.available)[window // 2]
+        time.sleep(interval_s)
 
 
 def ksm_running() -> bool:

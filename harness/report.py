@@ -22,6 +22,7 @@ PERCENTILES = (50, 95, 99)
 MIB = 1024 * 1024
 MEMORY_VIEWS = {
     "mem_host_delta_per_instance_bytes": "host MemAvailable delta / K",
+    "mem_host_accounted_per_instance_bytes": "host kernel + process memory delta / K",
     "mem_pss_bytes": "PSS of its processes",
     "mem_cgroup_bytes": "cgroup usage",
     "mem_vmm_overhead_bytes": "QEMU overhead (guest RAM excluded)",

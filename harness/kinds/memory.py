@@ -1,8 +1,10 @@
 """The memory scenario: K idle instances, settled, then per-instance footprint by three views.
 
-Views: host MemAvailable delta / K; PSS (and USS) of each instance's host processes; the
-backend's own accounting (cgroup usage for containers, QEMU overhead excluding guest RAM for
-VMs). VMs are measured with KSM off and, if the scenario asks, on.
+Views: host MemAvailable delta / K (and, steadier, the delta of the memory the kernel and
+processes account for: slab, kernel stacks, page tables, per-cpu, anonymous and shared
+memory); PSS (and USS) of each instance's host processes; the backend's own accounting
+(cgroup usage for containers, QEMU overhead excluding guest RAM for VMs). VMs are measured
+with KSM off and, if the scenario asks, on.
 
 The kernel keeps the slab pages that freed namespaces, mounts and cgroups leave behind, so the
 first backend measured would pay for growing them and the next ones reuse them (seen: the same
@@ -72,8 +74,7 @@ def _measure(
         metrics.set_ksm(ksm_on)
     live: list[Instance] = []
     try:
-        time.sleep(1.0)  # let the previous backend's teardown settle before the baseline
-        before = metrics.settled_mem_available()
+        before = metrics.settled_memory_level()  # after the last teardown's frees finished
         with ctx.progress() as progress:
             task = progress.add_task(f"{plan.name} {name} {variant}", total=plan.instances,
                                      info="")
@@ -83,11 +84,14 @@ def _measure(
                 backend.wait_ready(instance, plan.timeout_s)
                 progress.advance(task)
         time.sleep(plan.settle_s)  # deliberate idle period, so lazy allocations show up
-        after = metrics.settled_mem_available()
+        after = metrics.settled_memory_level()
         samples = [
             ctx.sample(plan, name, "mem_host_delta_per_instance_bytes",
-                       (before - after) / len(live), "bytes", variant=variant,
-                       repetition=repetition),
+                       (before.available - after.available) / len(live), "bytes",
+                       variant=variant, repetition=repetition),
+            ctx.sample(plan, name, "mem_host_accounted_per_instance_bytes",
+                       (after.accounted - before.accounted) / len(live), "bytes",
+                       variant=variant, repetition=repetition),
             ctx.sample(plan, name, "ksm_pages_sharing", metrics.host_memory().ksm_pages_sharing,
                        "pages", variant=variant, repetition=repetition),
         ]
