@@ -33,6 +33,7 @@ from runtime import syscalls as sc
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.image import Image, ImageError, verify
 from runtime.paths import PREFIX, containers_dir, state_dir
+from runtime.procs import proc_start_time, process_alive
 from runtime.readiness import read_ready
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 
@@ -75,19 +76,7 @@ def register_scope() -> None:
             pass
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (None if it does not exist)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2 :].split()[19])
 
-
-def process_alive(pid: int | None, start: int | None) -> bool:
-    """True if ``pid`` exists and is the process that started at ``start`` (no reuse)."""
-    return bool(pid) and start is not None and proc_start_time(pid) == start
 
 
 def _poll(fd: int, timeout: float) -> bool:

@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.procs import proc_start_time
+
 ACCEL_DOMAIN_TYPE = {"kvm": "kvm", "tcg": "qemu"}
 OWNER_NS = "https://cvbench.invalid/owner"  # our libvirt <metadata> namespace
 OWNER_PREFIX = "cvbench"
@@ -48,16 +50,6 @@ class DiskSpec:
     target: str = "vda"
     format: str = "qcow2"
     readonly: bool = False
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2 :].split()[19])
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
-from harness.backends.readiness import read_ready
+from harness.backends.readiness import close_ready, wait_then_close
 from runtime import cgroups
 from runtime import spec as runtime_spec
 from runtime.image import Image
@@ -580,20 +580,11 @@ class OciBackend:
         return instance
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        handle: OciHandle = instance.handle
-        if handle.ready_fd is None:
-            return
-        try:
-            read_ready(handle.ready_fd, timeout, instance.name)
-        finally:
-            os.close(handle.ready_fd)
-            handle.ready_fd = None
+        wait_then_close(instance.handle, timeout, instance.name)
 
     def stop(self, instance: Instance) -> None:
         handle: OciHandle = instance.handle
-        if handle.ready_fd is not None:
-            os.close(handle.ready_fd)
-            handle.ready_fd = None
+        close_ready(handle)
         if _alive(handle.pid):
             self.launcher.run(self._runtime_argv("kill", instance.name, "TERM"))
             if not _wait_exit(handle.pid, self.grace_s):

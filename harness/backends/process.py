@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import metrics
 from harness.backends.base import Instance, InstanceSpec, MemorySample, NotReady
-from harness.backends.readiness import read_ready
+from harness.backends.readiness import close_ready, wait_then_close
 from runtime.image import Image
 from runtime.paths import state_dir
 
@@ -86,20 +86,11 @@ class ProcessBackend:
         return instance
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        handle: ProcessHandle = instance.handle
-        if handle.ready_fd is None:
-            return
-        try:
-            read_ready(handle.ready_fd, timeout, instance.name)
-        finally:
-            os.close(handle.ready_fd)
-            handle.ready_fd = None
+        wait_then_close(instance.handle, timeout, instance.name)
 
     def stop(self, instance: Instance) -> None:
         handle: ProcessHandle = instance.handle
-        if handle.ready_fd is not None:
-            os.close(handle.ready_fd)
-            handle.ready_fd = None
+        close_ready(handle)
         _signal_group(handle.pid, signal.SIGTERM)
         if not _wait_gone(handle.pid, GRACE_S):
             _signal_group(handle.pid, signal.SIGKILL)

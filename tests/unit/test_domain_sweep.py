@@ -14,8 +14,9 @@ import pytest
 
 from harness.backends.base import Backend, BackendError, InstanceSpec, NotReady
 from harness.backends.libvirt import LibvirtBackend
+from runtime.procs import proc_start_time
 from vm import hypervisor
-from vm.domain import DomainSpec, Owner, proc_start_time, render
+from vm.domain import DomainSpec, Owner, render
 
 TEST_URI = "test:///default"
 
