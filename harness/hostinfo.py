@@ -58,12 +58,25 @@ def cgroup_mode() -> str:
 
 
 def accel() -> dict[str, str]:
+    """The accelerator VMs get, and why: of this host, or of the remote libvirt host named by
+    ``CVBENCH_LIBVIRT_URI`` (asked through libvirt's capabilities)."""
     try:
-        from vm.hypervisor import detect_accel
+        from vm import hypervisor
     except ImportError:
         return {"accel": "unknown", "reason": "vm package not available"}
-    choice = detect_accel()
-    return {"accel": choice.accel, "reason": choice.reason}
+    uri = hypervisor.default_uri()
+    if hypervisor.is_local(uri):
+        choice = hypervisor.detect_accel()
+        return {"accel": choice.accel, "reason": choice.reason}
+    try:
+        connection = hypervisor.connect(uri)
+    except Exception as error:  # libvirt.libvirtError, unreachable host
+        return {"accel": "unknown", "reason": f"{uri} unreachable: {error}", "uri": uri}
+    try:
+        choice = hypervisor.detect_accel_for(connection)
+    finally:
+        connection.close()
+    return {"accel": choice.accel, "reason": choice.reason, "uri": uri}
 
 
 def collect() -> dict[str, Any]:
