@@ -14,26 +14,23 @@ the QEMU pid to be reaped, which on hosts whose PID 1 reaps slowly takes up to ~
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):  # also run as a script: python tests/bench/...
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from vm_env import private_vm_state  # noqa: E402
 
 from harness.backends.base import InstanceSpec  # noqa: E402
 from harness.backends.libvirt import LibvirtBackend  # noqa: E402
-from runtime import image as images  # noqa: E402
-from vm import bare_qemu, guest, hypervisor  # noqa: E402
+from vm import bare_qemu, guest  # noqa: E402
 from vm.domain import DomainSpec, kernel_cmdline  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(600)]
@@ -41,23 +38,8 @@ pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(600)]
 MEMORY_MIB = 128
 
 
-@contextmanager
 def vm_state():
-    """A short private state dir (traversable by libvirt-qemu), the image, a name prefix."""
-    state = Path(tempfile.mkdtemp(prefix="cvbench-vb"))
-    state.chmod(0o755)
-    previous = os.environ.get("CVBENCH_STATE_DIR")
-    os.environ["CVBENCH_STATE_DIR"] = str(state)
-    prefix = f"cvbench-bench-vm-{uuid.uuid4().hex[:6]}-"
-    try:
-        yield images.build(), prefix
-    finally:
-        hypervisor.sweep(prefix=prefix)
-        if previous is None:
-            os.environ.pop("CVBENCH_STATE_DIR", None)
-        else:
-            os.environ["CVBENCH_STATE_DIR"] = previous
-        shutil.rmtree(state, ignore_errors=True)
+    return private_vm_state("vb")
 
 
 class LibvirtBoots:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 
 import libvirt
 import psutil
 import pytest
+from vm_env import private_vm_state
 
 from harness.backends.base import InstanceSpec
 from harness.backends.libvirt import LibvirtBackend
-from runtime import image as images
 from vm import hypervisor
 
 pytestmark = [pytest.mark.root, pytest.mark.vm,
@@ -23,21 +20,8 @@ pytestmark = [pytest.mark.root, pytest.mark.vm,
 
 @pytest.fixture(scope="module")
 def vm_env():
-    """A short private state dir traversable by libvirt-qemu, the image, a name prefix."""
-    state = Path(tempfile.mkdtemp(prefix="cvbench-vt"))
-    state.chmod(0o755)
-    previous = os.environ.get("CVBENCH_STATE_DIR")
-    os.environ["CVBENCH_STATE_DIR"] = str(state)
-    prefix = f"cvbench-test-vm-{uuid.uuid4().hex[:6]}-"
-    try:
-        yield images.build(), prefix
-    finally:
-        hypervisor.sweep(prefix=prefix)
-        if previous is None:
-            os.environ.pop("CVBENCH_STATE_DIR", None)
-        else:
-            os.environ["CVBENCH_STATE_DIR"] = previous
-        shutil.rmtree(state, ignore_errors=True)
+    with private_vm_state("vt") as env:
+        yield env
 
 
 def _cpu_has_virt() -> bool:
