@@ -156,13 +156,25 @@ def _cgroup_mode() -> str:
         return "unknown"
 
 
-def _cgroup_dirs(name: str) -> list[Path]:
-    """Every directory a runtime may have made for container ``name`` (v1, hybrid or v2)."""
-    relative = cgroups_path(name).lstrip("/")
+def _cgroup_dirs(name: str | None) -> list[Path]:
+    """Every directory a runtime may have made for container ``name`` (v1, hybrid or v2);
+    with ``None``, those of the shared ``cvbench-oci`` parent."""
+    relative = cgroups_path(name).lstrip("/") if name else CGROUP_PARENT
     candidates = [CGROUP_ROOT / relative]
     if CGROUP_ROOT.is_dir():
         candidates += [path / relative for path in sorted(CGROUP_ROOT.iterdir()) if path.is_dir()]
     return [path for path in candidates if path.is_dir()]
+
+
+def _remove_parent_if_empty() -> list[Path]:
+    """Remove the shared ``cvbench-oci`` parent from every hierarchy where nothing is left in
+    it (a runtime recreates it with its next container); return what was removed."""
+    removed = []
+    for directory in _cgroup_dirs(None):
+        with contextlib.suppress(OSError):  # EBUSY/ENOTEMPTY: containers still live in it
+            directory.rmdir()
+            removed.append(directory)
+    return removed
 
 
 def _mountpoints_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
@@ -607,6 +619,7 @@ class OciBackend:
             if self._launcher is not None:
                 self._launcher.close()
                 self._launcher = None
+        _remove_parent_if_empty()
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -728,6 +741,7 @@ def sweep() -> list[str]:
                 removed.append(f"cgroup {directory}")
             except OSError as error:
                 removed.append(f"cgroup {directory}: {error.strerror}")
+    removed.extend(f"cgroup {directory}" for directory in _remove_parent_if_empty())
     return removed
 
 

@@ -241,3 +241,16 @@ def test_stop_kills_a_workload_that_ignores_sigterm(backend, tmp_path):
     backend.wait_ready(instance, timeout=20)
     backend.stop(instance)
     assert inventory(prefix) == before
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_cleanup_removes_the_shared_parent_cgroup(name, state_dir, built_image):
+    backend = BACKENDS[name]()
+    backend.prepare(built_image)
+    try:
+        instance = backend.start(InstanceSpec(name=f"{_prefix()}p", image=built_image))
+        backend.wait_ready(instance, timeout=20)
+        assert oci._cgroup_dirs(None)  # the runtime made its cvbench-oci parent
+    finally:
+        backend.cleanup()
+    assert oci._cgroup_dirs(None) == []
