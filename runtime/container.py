@@ -199,6 +199,7 @@ class Runtime:
         self.root = containers_dir()
         self.server = ForkServer()
         self.containers: dict[str, Container] = {}
+        self.wired_bridge = False  # this Runtime attached a container to cvbench0
         self._verified: set[tuple[str, str]] = set()  # (digest, rootfs) checked once
         self._owner = (os.getpid(), proc_start_time(os.getpid()))
         register_scope()
@@ -448,7 +449,8 @@ class Runtime:
     def cleanup(self) -> None:
         """Destroy every container this Runtime created; idempotent.
 
-        Also removes this state directory's cgroup parent when nothing else uses it.
+        Also removes this state directory's cgroup parent, and the ``cvbench0`` bridge if
+        this Runtime used it, when nothing else uses them.
         """
         for container in list(self.containers.values()):
             try:
@@ -457,6 +459,9 @@ class Runtime:
                 continue
         if not self.cgroups.children(self.parent):
             self.cgroups.remove_parent(self.parent)
+        if self.wired_bridge:
+            network.remove_bridge_if_unused()
+            self.wired_bridge = False
 
     def close(self) -> None:
         self.server.close()
@@ -532,6 +537,7 @@ class Runtime:
         try:
             if sync.recv(1) != b"n":
                 raise ContainerError(f"{container.name} died before its netns was ready")
+            self.wired_bridge = True
             container.net = network.attach(
                 container.pid, str(container.directory), str(container.directory)
             )
