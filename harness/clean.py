@@ -16,11 +16,8 @@ SWEEPERS = (
 )
 
 
-def _sweeper(module_name: str) -> Callable[[], list[str]] | None:
-    try:
-        return importlib.import_module(module_name).sweep
-    except (ImportError, AttributeError):
-        return None
+def _sweeper(module_name: str) -> Callable[[], list[str]]:
+    return importlib.import_module(module_name).sweep
 
 
 def clean_all(force: bool = False) -> list[str]:
@@ -37,11 +34,8 @@ def clean_all(force: bool = False) -> list[str]:
 def _sweep_all() -> list[str]:
     lines: list[str] = []
     for module_name in SWEEPERS:
-        sweep = _sweeper(module_name)
-        if sweep is None:
-            continue
         try:
-            lines.extend(sweep())
+            lines.extend(_sweeper(module_name)())
         except Exception as error:  # one broken sweeper must not hide the others' work
             lines.append(f"{module_name}: sweep failed: {error}")
     if not lines:

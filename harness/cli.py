@@ -22,12 +22,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from harness import doctor
-    from harness.scenario import KNOWN_BACKENDS, ScenarioError, select_backends
+    from harness.scenario import KNOWN_BACKENDS, ScenarioError, parse_backends
 
     try:
-        wanted = tuple(args.backend.split(",")) if args.backend else KNOWN_BACKENDS
-        if args.backend:
-            select_backends(_dummy_suite(), args.backend)
+        wanted = parse_backends(args.backend) if args.backend else KNOWN_BACKENDS
     except ScenarioError as error:
         raise UsageError(str(error)) from None
     checks = doctor.run_checks()
@@ -43,12 +41,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for backend, check in missing:
         console.print(f"[red]{backend}[/red] needs {check.name}: {check.fix}")
     return EXIT_FAILED if missing else EXIT_OK
-
-
-def _dummy_suite():
-    from harness.scenario import KNOWN_BACKENDS, Suite
-
-    return Suite(path=Path("-"), name="-", text="", backends=KNOWN_BACKENDS)
 
 
 def cmd_image(args: argparse.Namespace) -> int:

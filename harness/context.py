@@ -57,7 +57,7 @@ class RunContext:
     quiet: bool = False
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    live: dict[str, list[Instance]] = field(default_factory=dict)
+    live: dict[str, dict[str, Instance]] = field(default_factory=dict)  # backend → name → it
 
     @property
     def run_id(self) -> str:
@@ -116,12 +116,20 @@ class RunContext:
         return instance
 
     def track(self, backend: str, instance: Instance) -> None:
-        self.live.setdefault(backend, []).append(instance)
+        self.live.setdefault(backend, {})[instance.name] = instance
 
     def untrack(self, backend: str, instance: Instance) -> None:
-        instances = self.live.get(backend, [])
-        if instance in instances:
-            instances.remove(instance)
+        self.live.get(backend, {}).pop(instance.name, None)
+
+    def stop(self, backend: str, instance: Instance) -> None:
+        """Stop a tracked instance and forget it."""
+        self.backends[backend].stop(instance)
+        self.untrack(backend, instance)
+
+    def stop_all(self, backend: str, instances: list[Instance]) -> None:
+        """Stop ``instances`` newest first, emptying the list as it goes."""
+        while instances:
+            self.stop(backend, instances.pop())
 
     def note_failure(self, scenario: Scenario, backend: str, reason: str) -> None:
         failures = self.writer.metadata.setdefault("failures", [])

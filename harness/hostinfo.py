@@ -50,20 +50,16 @@ def versions() -> dict[str, str]:
 
 
 def cgroup_mode() -> str:
-    try:
-        from runtime.cgroups import detect_mode
-    except ImportError:
-        return "unknown"
+    from runtime.cgroups import detect_mode
+
     return detect_mode()
 
 
 def accel() -> dict[str, str]:
     """The accelerator VMs get, and why: of this host, or of the remote libvirt host named by
     ``CVBENCH_LIBVIRT_URI`` (asked through libvirt's capabilities)."""
-    try:
-        from vm import hypervisor
-    except ImportError:
-        return {"accel": "unknown", "reason": "vm package not available"}
+    from vm import hypervisor
+
     uri = hypervisor.default_uri()
     if hypervisor.is_local(uri):
         choice = hypervisor.detect_accel()

@@ -109,7 +109,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
     finally:
         with _ignore_interrupts():
             for name, backend in backends.items():
-                for instance in ctx.live.get(name, []):
+                for instance in list(ctx.live.get(name, {}).values()):
                     _quietly(backend.stop, instance)
                 _quietly(backend.cleanup)
             writer.finish(status, error)

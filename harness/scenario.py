@@ -268,12 +268,17 @@ def load(path: Path | str) -> Suite:
     return loads(text, path)
 
 
-def select_backends(suite: Suite, requested: str | None) -> Suite:
-    """Restrict a suite to ``--backend a,b`` (validated against the known names)."""
-    if not requested:
-        return suite
+def parse_backends(requested: str) -> tuple[str, ...]:
+    """``--backend a,b`` as validated backend names."""
     names = tuple(n.strip() for n in requested.split(",") if n.strip())
     if not names:
         raise ScenarioError("--backend: expected a comma-separated list of backend names")
     _check_backends("--backend", "backend", names)
-    return dataclasses.replace(suite, backends=names)
+    return names
+
+
+def select_backends(suite: Suite, requested: str | None) -> Suite:
+    """Restrict a suite to ``--backend a,b`` (validated against the known names)."""
+    if not requested:
+        return suite
+    return dataclasses.replace(suite, backends=parse_backends(requested))

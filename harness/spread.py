@@ -9,7 +9,6 @@ spread times a safety factor, rounded up to 5%, and never below the default.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from itertools import permutations
 from pathlib import Path
 
@@ -22,7 +21,7 @@ FLOOR = 0.25
 def worst_significant_changes(run_dirs: list[Path], alpha: float) -> dict[str, float]:
     """``backend.metric`` → largest significant relative worsening between any two runs."""
     no_threshold = compare.Thresholds(default=0.0)
-    worst: dict[str, float] = defaultdict(float)
+    worst: dict[str, float] = {}
     for base, candidate in permutations(run_dirs, 2):
         comparison = compare.compare_runs(base, candidate, no_threshold, alpha, normalized=True)
         for row in comparison.rows:
@@ -32,7 +31,7 @@ def worst_significant_changes(run_dirs: list[Path], alpha: float) -> dict[str, f
                 worsening = (1 / row.ratio - 1) if compare.direction(row.metric) == \
                     compare.HIGHER_IS_BETTER else (row.ratio - 1)
                 worst[key] = max(worst[key], worsening)
-    return dict(worst)
+    return worst
 
 
 def suggested_threshold(spread: float) -> float:

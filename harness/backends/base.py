@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from runtime.image import Image
+from runtime.spec import Spec, SpecError, default_spec
 
 
 class BackendError(Exception):
@@ -30,6 +31,22 @@ class InstanceSpec:
     vcpus: int = 1  # VMs only
     disk: bool = False  # VMs only: qcow2 overlay disk on a shared base image
     accel: str = "auto"  # VMs only: auto | kvm | tcg
+
+    def container_spec(self, **extra: Any) -> Spec:
+        """The OCI-shaped container spec of this instance: the one ``ours``, crun and runc
+        all run (image's /init, namespaces, mounts, limits). Bad limits raise BackendError."""
+        try:
+            return default_spec(
+                self.image,
+                self.name,
+                memory_limit_mib=self.memory_limit_mib,
+                pids_limit=self.pids_limit,
+                cpu_limit=self.cpu_limit,
+                network=self.network,
+                **extra,
+            )
+        except SpecError as error:
+            raise BackendError(f"{self.name}: {error}") from None
 
 
 @dataclass

@@ -126,18 +126,7 @@ def build_config(spec: InstanceSpec) -> dict[str, Any]:
         raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
     if spec.network not in ("none", "host"):
         raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
-    try:
-        oci_spec = runtime_spec.default_spec(
-            spec.image,
-            spec.name,
-            memory_limit_mib=spec.memory_limit_mib,
-            pids_limit=spec.pids_limit,
-            cpu_limit=spec.cpu_limit,
-            network=spec.network,
-            args=[spec.image.init],
-        )
-    except runtime_spec.SpecError as error:
-        raise BackendError(f"{spec.name}: {error}") from None
+    oci_spec = spec.container_spec()
     oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()
@@ -164,6 +153,14 @@ def _cgroup_dirs(name: str | None) -> list[Path]:
     if CGROUP_ROOT.is_dir():
         candidates += [path / relative for path in sorted(CGROUP_ROOT.iterdir()) if path.is_dir()]
     return [path for path in candidates if path.is_dir()]
+
+
+def _cgroup_pids(name: str) -> list[int]:
+    """The processes in container ``name``'s cgroup (any hierarchy lists them all)."""
+    for directory in _cgroup_dirs(name):
+        with contextlib.suppress(OSError, ValueError):
+            return [int(pid) for pid in (directory / "cgroup.procs").read_text().split()]
+    return []
 
 
 def _remove_parent_if_empty() -> list[Path]:
@@ -608,7 +605,11 @@ class OciBackend:
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
 
-        sample = metrics.process_memory(instance.pids)
+        # The container's cgroup lists its processes: no scan of every host process for
+        # children (psutil's recursive children() reads all of /proc once per instance).
+        pids = _cgroup_pids(instance.name)
+        sample = (metrics.process_memory(pids, include_children=False) if pids
+                  else metrics.process_memory(instance.pids))
         return dataclasses.replace(sample, cgroup=self._cgroup_memory(instance.name))
 
     def cleanup(self) -> None:

@@ -27,7 +27,6 @@ from runtime.container import (
     Runtime,
 )
 from runtime.image import Image, ImageError, verify
-from runtime.spec import SpecError, default_spec
 
 
 class OursBackend:
@@ -60,18 +59,10 @@ class OursBackend:
         self.runtime.server.start()  # fork the server now, not during the first start
 
     def start(self, spec: InstanceSpec) -> Instance:
+        oci = spec.container_spec(readonly=self.readonly_root)
         try:
-            oci = default_spec(
-                spec.image,
-                spec.name,
-                memory_limit_mib=spec.memory_limit_mib,
-                pids_limit=spec.pids_limit,
-                cpu_limit=spec.cpu_limit,
-                network=spec.network,
-                readonly=self.readonly_root,
-            )
             container = self.runtime.create(oci, spec.name)
-        except (SpecError, ContainerError) as error:
+        except ContainerError as error:
             raise BackendError(f"{spec.name}: {error}") from None
         try:
             pid = self.runtime.start(container)

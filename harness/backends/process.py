@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
-from harness.backends.base import Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import Instance, InstanceSpec, MemorySample
 from harness.backends.readiness import close_ready, wait_then_close
 from runtime.image import Image
 from runtime.paths import state_dir
@@ -145,4 +145,4 @@ def _started_from_image(pid: int) -> bool:
         return False
 
 
-__all__ = ["ProcessBackend", "sweep", "NotReady"]
+__all__ = ["ProcessBackend", "sweep"]

@@ -26,25 +26,27 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
         ctx.writer.write_metadata()
 
 
-def _stop_reason(plan: Scenario, alive: int, began: float) -> str | None:
+def _stop_reason(
+    plan: Scenario, alive: int, began: float, host: metrics.HostMemory
+) -> str | None:
+    """Why the ramp ends now (``host`` is the reading taken after the last step), or None."""
     if alive >= plan.max_instances:
         return "max_instances"
     if time.monotonic() - began >= plan.time_limit_s:
         return "time_limit"
-    if metrics.host_memory().mem_available < plan.min_mem_available_mib * MIB:
+    if host.mem_available < plan.min_mem_available_mib * MIB:
         return "memory_floor"
     return None
 
 
 def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
     live: list[Instance] = []
-    baseline = metrics.host_memory()
+    baseline = host = metrics.host_memory()
     began = time.monotonic()
-    reason = None
     step = 0
     with ctx.progress() as progress:
         task = progress.add_task(f"{plan.name} {name}", total=plan.max_instances, info="")
-        while (reason := _stop_reason(plan, len(live), began)) is None:
+        while (reason := _stop_reason(plan, len(live), began, host)) is None:
             step += 1
             batch = min(plan.batch_size, plan.max_instances - len(live))
             try:
@@ -54,17 +56,15 @@ def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
                 ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
                 break
             host = metrics.host_memory()
-            samples = [
-                ctx.sample(plan, name, "batch_launch_s", batch_s, "s", step=step),
-                ctx.sample(plan, name, "launch_s", batch_s / batch, "s", step=step),
-                ctx.sample(plan, name, "instances_alive", len(live), "count", step=step),
-            ]
-            samples.append(ctx.sample(plan, name, "host_mem_used_bytes",
-                                      baseline.mem_available - host.mem_available, "bytes",
-                                      step=step))
-            for metric, (value, unit) in host.as_metrics().items():
-                samples.append(ctx.sample(plan, name, metric, value, unit, step=step))
-            ctx.record(samples)
+            readings = {
+                "batch_launch_s": (batch_s, "s"),
+                "launch_s": (batch_s / batch, "s"),
+                "instances_alive": (len(live), "count"),
+                "host_mem_used_bytes": (baseline.mem_available - host.mem_available, "bytes"),
+                **host.as_metrics(),
+            }
+            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step)
+                        for metric, (value, unit) in readings.items()])
             rate = len(live) / max(time.monotonic() - began, 1e-9)
             progress.update(
                 task,
@@ -101,18 +101,12 @@ def _launch_batch(
             backend.wait_ready(instance, plan.timeout_s)
         return metrics.seconds_since(begin)
     except BackendError:
-        for instance in started:  # a half-started batch is not part of the ramp
-            backend.stop(instance)
-            ctx.untrack(name, instance)
-            live.remove(instance)
+        del live[len(live) - len(started):]  # a half-started batch is not part of the ramp
+        ctx.stop_all(name, started)
         raise
 
 
 def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> float:
-    backend = ctx.backends[name]
     begin = metrics.now_ns()
-    while live:
-        instance = live.pop()
-        backend.stop(instance)
-        ctx.untrack(name, instance)
+    ctx.stop_all(name, live)
     return metrics.seconds_since(begin)

@@ -49,19 +49,25 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
             ctx.writer.flush()
 
 
+def _start_ready(
+    ctx: RunContext, plan: Scenario, name: str, live: list[Instance], on_ready=None
+) -> None:
+    """Start K instances one after another, each up to READY, appending them to ``live``."""
+    for _ in range(plan.instances):
+        instance = ctx.start(name, plan)
+        live.append(instance)
+        ctx.backends[name].wait_ready(instance, plan.timeout_s)
+        if on_ready:
+            on_ready()
+
+
 def _start_all_then_stop(ctx: RunContext, plan: Scenario, name: str) -> None:
     """An unmeasured pass: K instances up and READY, then all stopped."""
-    backend = ctx.backends[name]
     live: list[Instance] = []
     try:
-        for _ in range(plan.instances):
-            instance = ctx.start(name, plan)
-            live.append(instance)
-            backend.wait_ready(instance, plan.timeout_s)
+        _start_ready(ctx, plan, name, live)
     finally:
-        for instance in live:
-            backend.stop(instance)
-            ctx.untrack(name, instance)
+        ctx.stop_all(name, live)
 
 
 def _measure(
@@ -78,11 +84,7 @@ def _measure(
         with ctx.progress() as progress:
             task = progress.add_task(f"{plan.name} {name} {variant}", total=plan.instances,
                                      info="")
-            for _ in range(plan.instances):
-                instance = ctx.start(name, plan)
-                live.append(instance)
-                backend.wait_ready(instance, plan.timeout_s)
-                progress.advance(task)
+            _start_ready(ctx, plan, name, live, on_ready=lambda: progress.advance(task))
         time.sleep(plan.settle_s)  # deliberate idle period, so lazy allocations show up
         after = metrics.settled_memory_level()
         samples = [
@@ -102,9 +104,7 @@ def _measure(
                                           repetition=repetition))
         ctx.record(samples)
     finally:
-        for instance in live:
-            backend.stop(instance)
-            ctx.untrack(name, instance)
+        ctx.stop_all(name, live)
         if metrics.ksm_running() != ksm_before:
             metrics.set_ksm(ksm_before)
             metrics.set_ksm_scan_pages(scan_before)

@@ -61,8 +61,7 @@ def _one(ctx: RunContext, scenario: Scenario, name: str) -> tuple[float, float]:
         backend.wait_ready(instance, scenario.timeout_s)
         start_to_ready = metrics.seconds_since(started)
     except BaseException:
-        backend.stop(instance)
-        ctx.untrack(name, instance)
+        ctx.stop(name, instance)
         raise
     stopping = metrics.now_ns()
     backend.stop(instance)
