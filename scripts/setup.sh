@@ -19,8 +19,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # 1. System packages -----------------------------------------------------------------------
-PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config
-          busybox-static crun runc cpio iproute2 python3-venv)
+# libvirt-python is a source distribution: pip builds it with gcc against libvirt-dev and the
+# Python headers, which a minimal Debian root does not have.
+PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+          busybox-static crun runc cpio iproute2 python3-venv
+          gcc libc6-dev python3-dev pkg-config libvirt-dev)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,7 +35,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# 2. Services (no systemd here: start by hand when not running) ----------------------------
+# 2. /dev/kvm as Debian's udev rule leaves it (group kvm, mode 0660) -----------------------
+# Without udev the node keeps the kernel's root:root 0600. libvirt probes QEMU's capabilities
+# as root (KVM usable), then finds KVM unusable for the QEMU user at every domain start and
+# probes again: createXML takes seconds instead of a fraction of one, even under TCG.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+        log "/dev/kvm was $(stat -c '%U:%G %a' /dev/kvm); applying Debian's udev rule (root:kvm 0660)"
+        chgrp kvm /dev/kvm
+        chmod 0660 /dev/kvm
+    fi
+fi
+
+# 3. Services (no systemd here: start by hand when not running) ----------------------------
 # Each daemon runs under scripts/subreaper.py, which reaps orphans (QEMU processes) at once:
 # some hosts' PID 1 reaps only every few seconds, and libvirt waits for that on every destroy.
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -42,7 +57,7 @@ running /run/libvirtd.pid || { log "starting libvirtd"; start_daemon libvirtd -d
 for _ in $(seq 100); do running /run/virtlogd.pid && running /run/libvirtd.pid && break; sleep 0.1; done
 for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
 
-# 3. Guest kernel from Debian's cloud kernel package ----------------------------------------
+# 4. Guest kernel from Debian's cloud kernel package ----------------------------------------
 mkdir -p "$CACHE/guest"
 if [ ! -s "$CACHE/guest/vmlinuz" ]; then
     pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
@@ -57,7 +72,7 @@ if [ ! -s "$CACHE/guest/vmlinuz" ]; then
 fi
 chmod 755 "$CACHE" "$CACHE/guest"; chmod 644 "$CACHE/guest/vmlinuz"
 
-# 4. Virtualenv with the project -------------------------------------------------------------
+# 5. Virtualenv with the project -------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
     "$PYTHON" -m venv "$VENV"
@@ -70,6 +85,6 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     touch "$stamp"
 fi
 
-# 5. Host limits for density runs, and the default image ------------------------------------
+# 6. Host limits for density runs, and the default image ------------------------------------
 [ "$(cat /proc/sys/kernel/pid_max)" -ge 4194304 ] || echo 4194304 > /proc/sys/kernel/pid_max
 "$VENV/bin/cvbench" image build --quiet
