@@ -15,6 +15,7 @@ runtime holds no descriptor for the container; ``stop`` opens a pidfd only while
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 ERROR_PREFIX = b"cvbench-error: "
 STATE_FILE = "state.json"
 OWNER_LINK = "owner"  # symlink to "<pid>:<start time>" of the owning process
+CREATING_PREFIX = ".new-"  # ".new-<owner pid>-<owner start>-<name>": a directory being made
 
 
 class ContainerError(Exception):
@@ -218,14 +220,7 @@ class Runtime:
             plan_caps = self._caps(spec)
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None
-        directory = self.root / name
-        try:
-            directory.mkdir()
-        except FileNotFoundError:
-            self.root.mkdir(parents=True, exist_ok=True)
-            return self.create(spec, name)
-        except FileExistsError:
-            raise ContainerError(f"a container named {name!r} already exists") from None
+        directory = self._make_directory(name)
         container = Container(
             name=name,
             spec=spec,
@@ -235,10 +230,6 @@ class Runtime:
             owner_start=self._owner[1],
         )
         try:
-            # who owns it, in one syscall (state.json is written by start)
-            os.symlink(f"{self._owner[0]}:{self._owner[1]}", directory / OWNER_LINK)
-            for sub in ("upper", "work"):
-                (directory / sub).mkdir()
             res = spec.linux.resources
             limits = cgroups.Limits(
                 memory_bytes=res.memory_limit,
@@ -255,6 +246,29 @@ class Runtime:
         container.plan_caps = plan_caps
         self.containers[name] = container
         return container
+
+    def _make_directory(self, name: str) -> Path:
+        """Make ``<root>/<name>`` with its owner link, upper and work in one visible step.
+
+        They are made under a temporary name that itself names the owner, then renamed into
+        place: a sweep after a SIGKILL at any point finds either an owned directory or a
+        temporary one whose owner it can read from the name, never an ownerless one.
+        """
+        owner = f"{self._owner[0]}:{self._owner[1]}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.root / f"{CREATING_PREFIX}{self._owner[0]}-{self._owner[1]}-{name}"
+        try:
+            temporary.mkdir()
+            os.symlink(owner, temporary / OWNER_LINK)
+            for sub in ("upper", "work"):
+                (temporary / sub).mkdir()
+            os.rename(temporary, self.root / name)  # fails: the target exists, never empty
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise ContainerError(f"a container named {name!r} already exists") from None
+            raise ContainerError(f"cannot create {name}: {error}") from None
+        return self.root / name
 
     def start(self, container: Container, output_fd: int | None = None) -> int:
         """Launch the container; return its host pid as soon as it is forked.

@@ -8,12 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import time
 from pathlib import Path
 
 from runtime import cgroups, network
 from runtime import syscalls as sc
 from runtime.container import (
+    CREATING_PREFIX,
     OWNER_LINK,
     Container,
     cgroup_parent,
@@ -24,12 +24,24 @@ from runtime.container import (
 from runtime.paths import state_dir
 
 
-def _owner_alive(directory: Path) -> bool | None:
-    """Whether the process that created ``directory`` lives (None: no owner recorded)."""
+def _owner_alive(directory: Path) -> bool:
+    """Whether the process that created ``directory`` lives.
+
+    A container directory is renamed into place with its owner link inside; a directory
+    still being made (``.new-<pid>-<start>-<name>``) names its owner. Anything else has no
+    owner that could still want it.
+    """
+    if directory.name.startswith(CREATING_PREFIX):
+        owner = directory.name.removeprefix(CREATING_PREFIX).split("-", 2)[:2]
+    else:
+        try:
+            owner = os.readlink(directory / OWNER_LINK).split(":")
+        except OSError:
+            return False
     try:
-        pid, start = (int(x) for x in os.readlink(directory / OWNER_LINK).split(":"))
-    except (OSError, ValueError):
-        return None
+        pid, start = (int(x) for x in owner)
+    except ValueError:
+        return False
     return process_alive(pid, start)
 
 
@@ -71,9 +83,8 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
     if root.is_dir():
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             directory = Path(entry.path)
-            alive = _owner_alive(directory)
-            if alive or (alive is None and time.time() - entry.stat().st_mtime < 60):
-                kept.add(entry.name)  # live owner, or being created right now
+            if _owner_alive(directory):
+                kept.add(entry.name)
                 continue
             removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", load(directory)))
             shutil.rmtree(directory, ignore_errors=True)

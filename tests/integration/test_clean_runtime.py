@@ -135,3 +135,33 @@ def test_sweep_leaves_live_owners_alone(state_dir, built_image):
         removed = sweep()
         assert not any("cvbench-test-live-owner" in r for r in removed)
         assert container.running
+
+
+def test_sweep_removes_directories_caught_mid_creation(state_dir, built_image):
+    """A SIGKILL while a container's directory is being made leaves a ``.new-<owner>-...``
+    directory (maybe without its owner link yet) or an ownerless one: both are swept at once,
+    while those of a live owner stay."""
+    from runtime.container import CREATING_PREFIX, OWNER_LINK, containers_dir
+    from runtime.procs import proc_start_time
+
+    root = containers_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = f"{os.getpid()}-{proc_start_time(os.getpid())}"
+    half_made = root / f"{CREATING_PREFIX}{dead.pid}-1-cvbench-test-half"  # no owner link yet
+    half_made.mkdir()
+    ownerless = root / "cvbench-test-ownerless"
+    ownerless.mkdir()
+    in_progress = root / f"{CREATING_PREFIX}{me}-cvbench-test-mine"
+    in_progress.mkdir()
+    os.symlink(me.replace("-", ":"), in_progress / OWNER_LINK)
+    try:
+        removed = " ".join(sweep())
+        assert str(half_made) in removed and not half_made.exists()
+        assert str(ownerless) in removed and not ownerless.exists()
+        assert in_progress.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(in_progress, ignore_errors=True)
