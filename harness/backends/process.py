@@ -17,7 +17,7 @@ from harness import metrics
 from harness.backends.base import Instance, InstanceSpec, MemorySample
 from harness.backends.readiness import close_ready, wait_then_close
 from runtime.image import Image
-from runtime.paths import state_dir
+from runtime.paths import images_dir, state_dir
 
 GRACE_S = 2.0
 
@@ -118,31 +118,44 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def sweep() -> list[str]:
-    """Kill workloads left by a harness that died (their pid files survive under the state dir)."""
+    """Kill workloads left by a harness that died.
+
+    Their pid files survive under the state dir; a workload spawned just before the harness
+    was killed may have none yet, so every session leader running an ``/init`` of this state
+    dir's images is found in /proc as well.
+    """
     removed = []
     directory = pid_dir()
-    if not directory.is_dir():
-        return removed
-    for pid_file in directory.glob("cvbench-*.pid"):
+    recorded: dict[int, str] = {}
+    for pid_file in directory.glob("cvbench-*.pid") if directory.is_dir() else ():
         try:
-            pid = int(pid_file.read_text())
+            recorded[int(pid_file.read_text())] = pid_file.stem
         except (OSError, ValueError):
-            pid = 0
-        if pid and _started_from_image(pid):
-            _signal_group(pid, signal.SIGKILL)
-            removed.append(f"process {pid_file.stem} (pid {pid})")
+            pass
         pid_file.unlink(missing_ok=True)
+    for pid in _workloads_of_this_state_dir():
+        _signal_group(pid, signal.SIGKILL)
+        removed.append(f"process {recorded.get(pid, 'without pid file')} (pid {pid})")
     return removed
 
 
-def _started_from_image(pid: int) -> bool:
-    """True when ``pid`` is a session leader running an image's /init (never a stranger)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read()
-        return os.getsid(pid) == pid and b"/rootfs/init" in cmdline
-    except OSError:
-        return False
+def _workloads_of_this_state_dir() -> list[int]:
+    """Session leaders running ``sh <state dir>/images/<digest>/rootfs/init``."""
+    prefix = str(images_dir()).encode() + b"/"
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            if (os.getsid(pid) == pid and len(argv) > 1 and argv[1].startswith(prefix)
+                    and argv[1].endswith(b"/rootfs/init")):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 __all__ = ["ProcessBackend", "sweep"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -124,6 +125,29 @@ def test_sigkill_then_clean_leaves_nothing(state_dir, tmp_path) -> None:
         time.sleep(0.05)
     assert _workloads(state_dir) == []
     assert not list((state_dir / "process").glob("*.pid"))
+
+
+@pytest.mark.timeout(60)
+def test_clean_finds_a_workload_whose_pid_file_was_never_written(state_dir) -> None:
+    """SIGKILL between spawn and the pid file: the workload is still found and killed."""
+    from harness.backends.base import InstanceSpec
+    from harness.backends.process import ProcessBackend, sweep
+    from runtime import image
+
+    backend = ProcessBackend()
+    img = image.load_verified()
+    backend.prepare(img)
+    instance = backend.start(InstanceSpec(name="cvbench-no-pid-file", image=img))
+    backend.wait_ready(instance, 10)
+    instance.handle.pid_file.unlink()
+    removed = " ".join(sweep())
+    assert f"pid {instance.pids[0]}" in removed
+    os.waitpid(instance.pids[0], 0)  # our child: reap it
+    deadline = time.monotonic() + 10
+    while _workloads(state_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _workloads(state_dir) == []
+    backend.live.clear()
 
 
 def test_unknown_backend_option_is_usage_error(state_dir, tmp_path) -> None:
