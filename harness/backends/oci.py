@@ -672,8 +672,21 @@ class OciBackend:
 # --- sweep ---------------------------------------------------------------------------------
 
 
+def _session_members(sid: int) -> list[int]:
+    """Every process of session ``sid`` (the launcher and what it spawned)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == sid:
+                    members.append(int(entry.name))
+    return members
+
+
 def _kill_launchers(removed: list[str], timeout: float = 5.0) -> None:
-    """Stop launchers left by dead harnesses (they exit by themselves once their children do)."""
+    """Kill launchers left by dead harnesses, with every runtime command still in flight in
+    their sessions: a ``run`` caught mid-way must not finish after the sweep deleted its
+    container."""
     directory = launchers_dir()
     if not directory.is_dir():
         return
@@ -683,11 +696,14 @@ def _kill_launchers(removed: list[str], timeout: float = 5.0) -> None:
         except (OSError, ValueError, KeyError):
             pid = 0
         if pid and _is_launcher(pid):
-            if not _wait_exit(pid, timeout):
+            members = _session_members(pid)
+            for member in members:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                _wait_exit(pid, timeout)
-            removed.append(f"oci launcher (pid {pid})")
+                    os.kill(member, signal.SIGKILL)
+            for member in members:
+                _wait_exit(member, timeout)
+            removed.append(f"oci launcher (pid {pid}) and {len(members) - 1} process(es) "
+                           "in its session")
         record.unlink(missing_ok=True)
 
 
@@ -699,10 +715,35 @@ def _is_launcher(pid: int) -> bool:
         return False
 
 
+def _kill_cgroup(name: str, timeout: float = 5.0) -> list[int]:
+    """SIGKILL every process left in container ``name``'s cgroups; wait until they are gone."""
+    pids = sorted({pid for directory in _cgroup_dirs(name)
+                   for pid in _read_procs(directory / "cgroup.procs")})
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        _wait_exit(pid, timeout)
+    return pids
+
+
+def _read_procs(path: Path) -> list[int]:
+    with contextlib.suppress(OSError, ValueError):
+        return [int(pid) for pid in path.read_text().split()]
+    return []
+
+
 def sweep() -> list[str]:
-    """Remove what crashed harnesses left: containers, launchers, mounts, bundles, cgroups."""
+    """Remove what crashed harnesses left: launchers (and commands in flight), containers,
+    processes left in container cgroups, mounts, bundles, cgroups.
+
+    The launchers go first, so no ``run`` caught mid-way creates a container after it was
+    looked for; processes still in a container's cgroup (a half-made container) are killed
+    before the cgroup is removed.
+    """
     removed: list[str] = []
-    names: set[str] = set()
+    _kill_launchers(removed)
+    names: set[str] = set()  # every bundle is made before its container: names come from here
     mode = _cgroup_mode()
     if bundles_dir().is_dir():
         names |= {path.name for path in bundles_dir().iterdir()}
@@ -722,9 +763,9 @@ def sweep() -> list[str]:
                     removed.append(f"{runtime} container {name}")
                 else:
                     removed.append(f"{runtime} container {name}: {result.stderr.strip()}")
+                    shutil.rmtree(root / name, ignore_errors=True)  # a half-made state dir
         finally:
             launcher.close()
-    _kill_launchers(removed)
     for point in _mountpoints_under(bundles_dir()):
         with contextlib.suppress(OSError):
             from runtime import syscalls
@@ -732,6 +773,9 @@ def sweep() -> list[str]:
             syscalls.umount2(point, syscalls.MNT_DETACH)
             removed.append(f"mount {point}")
     for name in sorted(names):
+        killed = _kill_cgroup(name)
+        if killed:
+            removed.append(f"processes {' '.join(map(str, killed))} of {name}")
         bundle = Bundle.for_name(name)
         if bundle.dir.exists():
             shutil.rmtree(bundle.dir, ignore_errors=True)

@@ -254,3 +254,55 @@ def test_cleanup_removes_the_shared_parent_cgroup(name, state_dir, built_image):
     finally:
         backend.cleanup()
     assert oci._cgroup_dirs(None) == []
+
+
+MID_CREATION = """
+import sys, time
+from harness.backends import create
+from harness.backends.base import InstanceSpec
+from runtime import image
+backend = create(sys.argv[1], binary=sys.argv[3])
+img = image.resolve()
+backend.prepare(img)
+instance = backend.start(InstanceSpec(name=f"{sys.argv[2]}0", image=img))
+backend.wait_ready(instance, 20)
+print("STARTING", flush=True)
+backend.start(InstanceSpec(name=f"{sys.argv[2]}1", image=img))  # killed in the middle
+"""
+
+
+@pytest.mark.parametrize("runtime", sorted(BACKENDS))
+def test_sweep_after_sigkill_in_the_middle_of_a_run(runtime, state_dir, built_image, tmp_path):
+    """SIGKILL while ``<runtime> run`` is in flight: the sweep stops the command too, so it
+    cannot create its container after the sweep looked for containers."""
+    slow = tmp_path / "bin" / runtime  # the same name: crun's hybrid-host handling keys on it
+    slow.parent.mkdir()
+    slow.write_text(f'#!/bin/sh\ncase " $* " in *" run "*) sleep 1.5;; esac\n'
+                    f'exec {shutil.which(runtime)} "$@"\n')
+    slow.chmod(0o755)
+    prefix = _prefix()
+    before = inventory(prefix)
+    syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", MID_CREATION, runtime, prefix, str(slow)],
+            cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert child.stdout.readline().strip() == b"STARTING"
+        import time
+
+        time.sleep(0.5)  # the second bundle exists; its run is asleep in the wrapper
+        assert len(inventory(prefix)["bundles"]) == len(before["bundles"]) + 2
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        launchers = _launchers() - before["launchers"]
+        oci.sweep()
+        for pid in launchers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        time.sleep(2)  # had the in-flight run survived, its container would exist by now
+    finally:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
+    after = inventory(prefix)
+    assert after == before, json.dumps({k: str(after[k]) for k in after})
