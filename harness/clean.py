@@ -12,7 +12,7 @@ SWEEPERS = (
     "harness.backends.process",
     "harness.backends.oci",
     "runtime.container",
-    "vm.hypervisor",
+    "vm.sweep",
 )
 
 

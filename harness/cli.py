@@ -22,13 +22,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from harness import doctor
-    from harness.scenario import KNOWN_BACKENDS, ScenarioError, parse_backends
+    from harness.backends import registry
+    from harness.scenario import ScenarioError, parse_backends
 
     try:
-        wanted = parse_backends(args.backend) if args.backend else KNOWN_BACKENDS
+        wanted = parse_backends(args.backend) if args.backend else registry.names()
     except ScenarioError as error:
         raise UsageError(str(error)) from None
-    checks = doctor.run_checks()
+    checks = doctor.run_checks(probe=args.probe)
     table = Table(title="cvbench doctor")
     for column in ("check", "status", "detail"):
         table.add_column(column)
@@ -44,7 +45,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from runtime import image
+    from imagestore import image
 
     try:
         if args.action == "build":
@@ -72,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     from harness import runner
     from harness.backends.base import BackendError
-    from runtime.image import ImageError
+    from imagestore.image import ImageError
 
     try:
         run_dir = runner.run_suite(suite, _results_dir(args), quiet=args.quiet)
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="what the host offers and what backends lack")
     doctor.add_argument("--backend", help="only check what these backends need (a,b,...)")
+    doctor.add_argument("--probe", action="store_true",
+                        help="also time two libvirt domain creates (a few seconds)")
     doctor.set_defaults(func=cmd_doctor)
 
     image = sub.add_parser("image", help="build, verify or list workload images")

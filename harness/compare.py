@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import normalize, results
-from harness.scenario import KNOWN_BACKENDS
+from harness.backends import registry
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"
@@ -304,7 +304,7 @@ def compare_samples(base, cand, thresholds: Thresholds | None = None,
 def _ordered(rows: list[Row]) -> list[Row]:
     """Grouped by scenario (first appearance), backend (floor first), variant."""
     scenarios = list(dict.fromkeys(row.scenario for row in rows))
-    backends = list(dict.fromkeys([*KNOWN_BACKENDS, *(row.backend for row in rows)]))
+    backends = list(dict.fromkeys([*registry.names(), *(row.backend for row in rows)]))
     return sorted(rows, key=lambda row: (scenarios.index(row.scenario),
                                          backends.index(row.backend), row.variant))
 

@@ -19,12 +19,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from harness.backends import registry
 from harness.backends.base import Backend, Instance, InstanceSpec
 from harness.results import RunWriter, Sample
 from harness.scenario import Scenario
-from runtime.image import Image
-
-CONTAINER_BACKENDS = ("process", "ours", "crun", "runc")
+from imagestore.image import Image
 
 
 @contextmanager
@@ -84,7 +83,7 @@ class RunContext:
     def sample(
         self, scenario: Scenario, backend: str, metric: str, value: float, unit: str, **dims: Any
     ) -> Sample:
-        is_vm = backend not in CONTAINER_BACKENDS
+        is_vm = registry.family(backend) == registry.VM
         return Sample(
             run_id=self.run_id,
             scenario=scenario.name,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hostinfo
-from runtime import syscalls
-from runtime.paths import cache_dir
+from harness.backends import registry
+from hostkit import syscalls
 
 SETUP = "run 'bash scripts/setup.sh' as root"
 
@@ -62,12 +62,13 @@ def _ksm() -> Check:
     return Check("ksm", ok, "available" if ok else "missing", "kernel built with CONFIG_KSM")
 
 
-def _version(binary: str) -> Check:
+def _version(binary: str, name: str | None = None) -> Check:
+    name = name or binary
     path = shutil.which(binary)
     if not path:
-        return Check(binary, False, "not installed", f"apt-get install {binary} ({SETUP})")
+        return Check(name, False, f"{binary} not installed", SETUP)
     output = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-    return Check(binary, True, output.splitlines()[0] if output else path)
+    return Check(name, True, output.splitlines()[0] if output else path)
 
 
 def _libvirtd() -> Check:
@@ -96,13 +97,53 @@ def _accel() -> Check:
 
 
 def _guest_kernel() -> Check:
-    path = cache_dir() / "guest" / "vmlinuz"
-    ok = path.is_file()
-    return Check("guest kernel", ok, str(path) if ok else "not extracted", SETUP)
+    from vm import guest
+
+    try:
+        return Check("guest kernel", True, str(guest.kernel_path()))
+    except guest.GuestError as error:
+        return Check("guest kernel", False, str(error), SETUP)
+
+
+def _kvm_device() -> Check:
+    """A /dev/kvm the QEMU user cannot open makes libvirt re-probe QEMU at every start."""
+    from vm import probe
+
+    problem = probe.kvm_device_problem()
+    if problem:
+        return Check("kvm device", False, problem, probe.FIX)
+    why = "no /dev/kvm" if not Path("/dev/kvm").exists() else "QEMU's user can open /dev/kvm"
+    return Check("kvm device", True, f"libvirt's QEMU capability cache stays valid ({why})")
+
+
+def libvirt_create_probe() -> Check:
+    """Two paused throw-away domains: the second createXML must be fast (``--probe``)."""
+    import libvirt
+
+    from imagestore import image
+    from vm import guest, hypervisor, probe
+
+    try:
+        conn = hypervisor.connect()
+    except libvirt.libvirtError as error:
+        return Check("libvirt create", False, str(error).splitlines()[0],
+                     "start it: libvirtd -d; virtlogd -d")
+    try:
+        initrd = guest.initramfs_for(image.resolve())
+        times = probe.timed_creates(conn, guest.kernel_path(), initrd)
+    except (libvirt.libvirtError, guest.GuestError, image.ImageError) as error:
+        return Check("libvirt create", False, str(error).splitlines()[0], SETUP)
+    finally:
+        conn.close()
+    detail = "createXML of a paused domain: " + ", ".join(f"{t:.2f} s" for t in times)
+    if times[-1] > probe.SLOW_CREATE_S:
+        return Check("libvirt create", False, detail + " (libvirt re-probes QEMU every time)",
+                     probe.FIX)
+    return Check("libvirt create", True, detail)
 
 
 def _image() -> Check:
-    from runtime import image
+    from imagestore import image
 
     try:
         found = image.resolve()
@@ -120,22 +161,19 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "crun": lambda: _version("crun"),
     "runc": lambda: _version("runc"),
     "libvirtd": _libvirtd,
+    "kvm device": _kvm_device,
+    "qemu": lambda: _version("qemu-system-x86_64", "qemu"),
     "accel": _accel,
     "guest kernel": _guest_kernel,
     "image": _image,
 }
 
-NEEDS = {
-    "process": ("image",),
-    "ours": ("root", "namespaces", "overlayfs", "cgroups", "image"),
-    "crun": ("root", "namespaces", "overlayfs", "cgroups", "crun", "image"),
-    "runc": ("root", "namespaces", "overlayfs", "cgroups", "runc", "image"),
-    "libvirt": ("libvirtd", "accel", "guest kernel", "image"),
-}
-
-
-def run_checks() -> list[Check]:
-    return [check() for check in CHECKS.values()]
+def run_checks(probe: bool = False) -> list[Check]:
+    """Every check; with ``probe`` also the (slower) timed libvirt creates."""
+    checks = [check() for check in CHECKS.values()]
+    if probe:
+        checks.append(libvirt_create_probe())
+    return checks
 
 
 def missing_for(checks: list[Check], backends: tuple[str, ...]) -> list[tuple[str, Check]]:
@@ -144,6 +182,6 @@ def missing_for(checks: list[Check], backends: tuple[str, ...]) -> list[tuple[st
     return [
         (backend, by_name[need])
         for backend in backends
-        for need in NEEDS[backend]
-        if not by_name[need].ok
+        for need in registry.info(backend).needs
+        if need in by_name and not by_name[need].ok  # checks not run (a probe) are skipped
     ]

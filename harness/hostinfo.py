@@ -59,10 +59,11 @@ def accel() -> dict[str, str]:
     """The accelerator VMs get, and why: of this host, or of the remote libvirt host named by
     ``CVBENCH_LIBVIRT_URI`` (asked through libvirt's capabilities)."""
     from vm import hypervisor
+    from vm.accel import detect_accel
 
     uri = hypervisor.default_uri()
     if hypervisor.is_local(uri):
-        choice = hypervisor.detect_accel()
+        choice = detect_accel()
         return {"accel": choice.accel, "reason": choice.reason}
     try:
         connection = hypervisor.connect(uri)

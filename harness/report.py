@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness import results  # noqa: E402
-from harness.scenario import KNOWN_BACKENDS  # noqa: E402
+from harness.backends import registry  # noqa: E402
 
 PERCENTILES = (50, 95, 99)
 MIB = 1024 * 1024
@@ -35,7 +35,7 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         frame = results.load_samples(run_dir)
         # one fixed order (process, ours, crun, runc, libvirt), not order of appearance
-        order = {name: index for index, name in enumerate(KNOWN_BACKENDS)}
+        order = {name: index for index, name in enumerate(registry.names())}
         frame = frame.sort_values("backend", key=lambda b: b.map(order).fillna(len(order)),
                                   kind="stable")
         frame["series"] = frame["backend"] if len(run_dirs) == 1 else (

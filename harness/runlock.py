@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from runtime.paths import state_dir
+from hostkit.paths import state_dir
 
 
 class RunInProgress(Exception):

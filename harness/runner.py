@@ -21,7 +21,7 @@ from harness.kinds import density, memory, startup
 from harness.normalize import write_normalized
 from harness.results import RunWriter, new_run_id
 from harness.scenario import Suite
-from runtime import image as images
+from imagestore import image as images
 
 KIND_RUNNERS = {"startup": startup.run, "density": density.run, "memory": memory.run}
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN_BACKENDS = ("process", "ours", "crun", "runc", "libvirt")
+from harness.backends import registry
+
 KINDS = ("startup", "density", "memory")
 NETWORK_MODES = ("none", "bridge", "host")
 ACCELS = ("auto", "kvm", "tcg")
@@ -144,10 +145,10 @@ def _check_value(where: str, key: str, value: Any) -> None:
 
 def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
     for name in names:
-        if name not in KNOWN_BACKENDS:
+        if name not in registry.names():
             raise ScenarioError(
                 f"{where}: key '{key}': unknown backend {name!r}, "
-                f"expected one of {', '.join(KNOWN_BACKENDS)}"
+                f"expected one of {', '.join(registry.names())}"
             )
 
 
@@ -214,7 +215,7 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
             )
         if not isinstance(value, expected):
             raise ScenarioError(f"{path}: [suite]: key '{key}': expected {_type_name(expected)}")
-    backends = suite_table.get("backends", list(KNOWN_BACKENDS))
+    backends = suite_table.get("backends", list(registry.names()))
     if not backends or not all(isinstance(b, str) for b in backends):
         raise ScenarioError(f"{path}: [suite]: key 'backends': expected a non-empty list of names")
     _check_backends(f"{path}: [suite]", "backends", tuple(backends))

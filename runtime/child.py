@@ -24,8 +24,8 @@ import signal
 import socket
 import struct
 
+from hostkit import syscalls as sc
 from runtime import rootfs
-from runtime import syscalls as sc
 
 ERROR_PREFIX = b"cvbench-error: "
 SIOCGIFFLAGS = 0x8913

@@ -12,8 +12,8 @@ import os
 import sys
 import uuid
 
+from imagestore.image import ImageError, load_verified
 from runtime.container import ContainerError, NotReadyError, Runtime
-from runtime.image import ImageError, load_verified
 from runtime.spec import NETWORK_MODES, SpecError, default_spec
 
 BAD_INPUT = 2

@@ -29,12 +29,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostkit import syscalls as sc
+from hostkit.paths import PREFIX, containers_dir, state_dir
+from hostkit.procs import proc_start_time, process_alive
+from imagestore.image import Image, ImageError, verify
 from runtime import caps, cgroups, network, rootfs
-from runtime import syscalls as sc
 from runtime.forkserver import ForkServer, ForkServerError
-from runtime.image import Image, ImageError, verify
-from runtime.paths import PREFIX, containers_dir, state_dir
-from runtime.procs import proc_start_time, process_alive
 from runtime.readiness import read_ready
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 

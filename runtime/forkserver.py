@@ -43,8 +43,8 @@ class ForkServerError(Exception):
 
 def serve(fd: int, spares: bool = True) -> None:
     """Server main loop (runs in the fork server process)."""
+    from hostkit import syscalls as sc
     from runtime import child
-    from runtime import syscalls as sc
     from runtime.caps import last_cap
 
     sock = socket.socket(fileno=fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from runtime import syscalls as sc
+from hostkit import syscalls as sc
 
 # mount option -> (flags to set, flags to clear)
 _FLAGS = {

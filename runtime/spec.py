@@ -350,7 +350,7 @@ def default_spec(
 ) -> Spec:
     """A spec running ``image``'s ``/init`` as ``name`` with the given limits.
 
-    ``image`` is a :class:`runtime.image.Image` (or anything with ``rootfs`` and ``digest``).
+    ``image`` is a :class:`imagestore.image.Image` (or anything with ``rootfs`` and ``digest``).
     """
     namespaces = [Namespace(t) for t in DEFAULT_NAMESPACES if t != "network" or network != "host"]
     cpu_quota = None if cpu_limit is None else round(cpu_limit * 100000)

@@ -10,8 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
+from hostkit import syscalls as sc
+from hostkit.paths import state_dir
 from runtime import cgroups, network
-from runtime import syscalls as sc
 from runtime.container import (
     CREATING_PREFIX,
     OWNER_LINK,
@@ -21,7 +22,6 @@ from runtime.container import (
     process_alive,
     scopes_dir,
 )
-from runtime.paths import state_dir
 
 
 def _owner_alive(directory: Path) -> bool:

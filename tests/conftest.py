@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import image as images
+from imagestore import image as images
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,13 @@ def state_dir(session_state_dir: Path, built_image: images.Image, monkeypatch) -
     """CVBENCH_STATE_DIR pointing at the private state directory for this test."""
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(session_state_dir))
     return session_state_dir
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``root``-marked tests make real kernel objects: skip them, saying why, when not root."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (real namespaces, mounts, cgroups, VMs)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runtime import image as images
-from vm import hypervisor
+from imagestore import image as images
+from vm import sweep as vm_sweep
 
 
 @contextmanager
@@ -28,7 +28,7 @@ def private_vm_state(tag: str) -> Iterator[tuple[images.Image, str]]:
     try:
         yield images.build(), prefix
     finally:
-        hypervisor.sweep(prefix=prefix)
+        vm_sweep.sweep(prefix=prefix)
         if previous is None:
             os.environ.pop("CVBENCH_STATE_DIR", None)
         else:

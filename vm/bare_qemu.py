@@ -1,38 +1,62 @@
-"""Boot the guest with a bare ``qemu-system-x86_64`` command: the reference for libvirt.
+"""VMs started with a bare ``qemu-system-x86_64`` command: the VM family's floor.
 
-Not a backend. The benchmark (tests/bench/test_vm_boot.py) times exec → ``READY`` here and
-start → ``READY`` through libvirt, so the cost libvirt adds is visible. The argv mirrors
-what libvirt generates for :mod:`vm.domain`'s trimmed domain (same machine, CPU, memory
-backend, devices, kernel command line and serial socket), minus libvirt's monitor.
+The argv mirrors what libvirt generates for :mod:`vm.domain`'s trimmed domain: the same
+machine, CPU, memory backend, devices, kernel, initramfs, kernel command line, serial socket,
+QMP monitor, audio and seccomp sandbox. What libvirt adds on top (its daemon round trips,
+the domain's cgroup and ``/dev`` namespace, running QEMU as ``libvirt-qemu``) is what a
+libvirt/QEMU ratio shows.
+
+A :class:`BareVM` is started by this process and dies with it (``PR_SET_PDEATHSIG``); its
+directory ``vms_dir()/<name>/`` holds the console and monitor sockets, QEMU's own pid file
+and an ``owner`` link naming this process, so :func:`vm.sweep.sweep` removes what a killed
+harness left and never what a live one still runs.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from runtime import syscalls
-from runtime.paths import PREFIX
-from vm import hypervisor
+from hostkit import syscalls
+from vm import guest, hypervisor
 from vm.console import SocketConsole
-from vm.domain import DomainSpec
+from vm.domain import DiskSpec, DomainSpec, Owner
+from vm.memory import VmMemory, mem_available, qemu_memory
 
 QEMU = "qemu-system-x86_64"
+PID_FILE = "qemu.pid"
+MONITOR = "qmp.sock"
+STDERR_LOG = "qemu.log"
+OWNER_LINK = "owner"
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+GRACE_S = 10.0  # SIGTERM, then SIGKILL (libvirt's destroy waits as long)
 
 
-def qemu_argv(spec: DomainSpec, qemu: str = QEMU) -> list[str]:
+class BareQemuError(Exception):
+    """QEMU could not be started, or exited before it was asked to."""
+
+
+def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None,
+              pid_file: Path | None = None, paused: bool = False) -> list[str]:
     """The bare QEMU command equivalent to libvirt's rendering of ``spec``."""
     if spec.console_socket is None:
         raise ValueError("bare QEMU needs a console socket")
     accel = "kvm" if spec.accel == "kvm" else "tcg"
     if accel == "tcg" and spec.tb_cache_mib:
         accel += f",tb-size={spec.tb_cache_mib}"
-    argv = [
-        qemu, "-name", f"guest={spec.name}",
+    argv = [qemu, "-name", f"guest={spec.name},debug-threads=on"]
+    if paused:
+        argv.append("-S")
+    argv += [
         "-machine", f"{spec.machine},usb=off,dump-guest-core=off,memory-backend=pc.ram",
         "-accel", accel,
         "-cpu", "host" if spec.accel == "kvm" else "qemu64",
@@ -41,10 +65,18 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU) -> list[str]:
         "-overcommit", "mem-lock=off",
         "-smp", f"{spec.vcpus},sockets={spec.vcpus},cores=1,threads=1",
         "-display", "none", "-no-user-config", "-nodefaults",
+    ]
+    if monitor is not None:
+        argv += ["-chardev", f"socket,id=charmonitor,path={monitor},server=on,wait=off",
+                 "-mon", "chardev=charmonitor,id=monitor,mode=control"]
+    argv += [
         "-rtc", "base=utc", "-no-shutdown", "-boot", "strict=on",
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
         "-chardev", f"socket,id=charserial0,path={spec.console_socket}",
         "-device", "isa-serial,chardev=charserial0,id=serial0,index=0",
+        "-audiodev", "none,id=audio1",
+        "-sandbox", SANDBOX,
+        "-msg", "timestamp=on",
     ]
     if not spec.acpi:
         argv.append("-no-acpi")
@@ -55,7 +87,173 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU) -> list[str]:
                  "-device", f"virtio-blk-pci,drive=disk{index},id={disk.target}"]
     if spec.balloon:
         argv += ["-device", "virtio-balloon-pci,id=balloon0"]
+    if pid_file is not None:
+        argv += ["-pidfile", str(pid_file)]
     return argv
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGKILL when the parent dies (also if it just did)."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+@dataclass
+class BareVM:
+    """A QEMU process started by this process; create with :meth:`start`."""
+
+    spec: DomainSpec
+    process: subprocess.Popen
+    directory: Path
+    console: SocketConsole | None
+    paused: bool = False
+    mem_available_at_start: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(cls, spec: DomainSpec, *, disk_base: Path | None = None, paused: bool = False,
+              qemu: str = QEMU, extra: Sequence[str] = ()) -> BareVM:
+        """Exec QEMU and return at once (not ready); with ``paused`` the guest waits for
+        :meth:`resume` (QEMU's ``-S``). Files are removed on failure."""
+        directory = hypervisor.vm_dir(spec.name)
+        console = None
+        try:
+            owner = Owner.current()
+            os.symlink(f"{owner.pid}:{owner.start}", directory / OWNER_LINK)
+            console = SocketConsole(directory / "console.sock")
+            spec = replace(spec, console_socket=console.path)
+            if disk_base is not None:
+                overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
+                spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
+            argv = [*qemu_argv(spec, qemu, monitor=directory / MONITOR,
+                               pid_file=directory / PID_FILE, paused=paused), *extra]
+            before = mem_available()
+            with open(directory / STDERR_LOG, "wb") as log:
+                process = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    start_new_session=True,  # a Ctrl-C to the harness does not reach it
+                    preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                )
+        except BaseException:
+            if console is not None:
+                console.close()
+            hypervisor.remove_files(spec.name)
+            raise
+        return cls(spec, process, directory, console, paused, before)
+
+    def resume(self) -> None:
+        """Let a paused guest run (QMP ``cont``)."""
+        if not self.paused:
+            return
+        _qmp(self.directory / MONITOR, "cont")
+        self.paused = False
+
+    def wait_ready(self, timeout: float) -> bytes:
+        """Block until the guest prints READY; raises ``vm.console.ConsoleError``.
+
+        The console is closed once READY is seen, so a ready VM holds no descriptor of ours.
+        """
+        if self.console is None:
+            return b""
+        try:
+            return self.console.wait_for(timeout)
+        except Exception:
+            if self.process.poll() is not None:
+                raise BareQemuError(f"QEMU exited ({self.process.returncode}): "
+                                    f"{self._stderr_tail()}") from None
+            raise
+        finally:
+            self.console.close()
+            self.console = None
+
+    def memory(self) -> VmMemory:
+        usage = qemu_memory(self.pid, self.spec.memory_mib)
+        if self.mem_available_at_start is None:
+            return usage
+        return replace(usage, host_delta=self.mem_available_at_start - mem_available())
+
+    def stop(self, grace: float = GRACE_S) -> None:
+        """SIGTERM (as libvirt's destroy does), SIGKILL after ``grace``; return once QEMU
+        has exited and been reaped; then remove its files. Idempotent."""
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        if self.process.poll() is None:
+            terminate(self.process, grace)
+        hypervisor.remove_files(self.name)
+
+    def _stderr_tail(self) -> str:
+        try:
+            text = (self.directory / STDERR_LOG).read_text(errors="replace").strip()
+        except OSError:
+            return "no output"
+        return text.splitlines()[-1] if text else "no output"
+
+
+def terminate(process: subprocess.Popen, grace: float = GRACE_S) -> None:
+    """SIGTERM, then SIGKILL after ``grace``; return once ``process`` exited and was reaped
+    (observed through a pidfd, so no polling step hides in the figure)."""
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not select.select([pidfd], [], [], grace)[0]:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            select.select([pidfd], [], [])
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+    process.wait()
+
+
+def _qmp(path: Path, command: str, timeout: float = 10.0) -> dict:
+    """Send one QMP command (after the capabilities handshake); return its answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        stream = sock.makefile("rwb")
+
+        def answer() -> dict:
+            while True:
+                line = stream.readline()
+                if not line:
+                    raise BareQemuError("QMP monitor closed")
+                message = json.loads(line)
+                if "return" in message or "error" in message:
+                    return message
+
+        stream.readline()  # greeting
+        for name in ("qmp_capabilities", command):
+            stream.write(json.dumps({"execute": name}).encode() + b"\n")
+            stream.flush()
+            reply = answer()
+            if "error" in reply:
+                raise BareQemuError(f"QMP {name}: {reply['error'].get('desc', reply)}")
+        return reply
+
+
+# --- ownership ---------------------------------------------------------------------------
+
+
+def owner_alive(directory: Path) -> bool:
+    """Whether the process that started the bare VM of ``directory`` still runs."""
+    try:
+        pid, start = (int(x) for x in os.readlink(directory / OWNER_LINK).split(":"))
+    except (OSError, ValueError):
+        return False
+    return Owner(pid, start).alive()
+
+
+# --- the reference boot ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -66,57 +264,28 @@ class BareBoot:
     argv: list[str]
 
 
-def _die_with_parent() -> None:
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def boot(spec: DomainSpec, timeout: float = 60.0, extra: Sequence[str] = ()) -> BareBoot:
-    """Exec QEMU, wait for ``READY`` on its serial socket, kill it; raise on failure.
-
-    ``spec.name`` must carry the cvbench prefix; the console socket goes into the VM's
-    directory under ``state_dir()/vms`` (removed afterwards, and by ``sweep``).
-    """
-    if not spec.name.startswith(PREFIX):
-        raise ValueError(f"VM names start with {PREFIX!r}")
-    directory = hypervisor.vm_dir(spec.name)
-    socket_path = spec.console_socket or directory / "console.sock"
-    if spec.console_socket is None:
-        spec = DomainSpec(**{**vars(spec), "console_socket": socket_path})
-    argv = [*qemu_argv(spec), *extra]
-    with SocketConsole(socket_path) as console:
-        start = time.perf_counter()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        try:
-            console.wait_for(timeout)
-            ready = time.perf_counter() - start
-        except Exception:
-            process.kill()
-            _, stderr = process.communicate()
-            if stderr:
-                raise RuntimeError(f"bare QEMU failed: {stderr.decode().strip()}") from None
-            raise
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stderr:
-                process.stderr.close()
-    hypervisor.remove_files(spec.name)
-    return BareBoot(ready_s=ready, argv=argv)
+def boot(spec: DomainSpec, timeout: float = 60.0) -> BareBoot:
+    """Start, wait for ``READY``, stop; raise on failure (the benchmark's reference)."""
+    started = time.perf_counter()
+    vm = BareVM.start(spec)
+    try:
+        vm.wait_ready(timeout)
+        ready = time.perf_counter() - started
+        return BareBoot(ready_s=ready, argv=list(vm.process.args))
+    finally:
+        vm.stop()
 
 
 def main() -> None:
     """``python -m vm.bare_qemu [N]``: N bare boots of the default image, one time per line."""
     import sys
 
-    from runtime import image
-    from vm import guest
+    from imagestore import image as images
 
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    img = image.resolve()
+    img = images.resolve()
     for run in range(runs):
-        spec = DomainSpec(name=f"{PREFIX}bare-{os.getpid()}-{run}", kernel=guest.kernel_path(),
+        spec = DomainSpec(name=f"cvbench-bare-{os.getpid()}-{run}", kernel=guest.kernel_path(),
                           initrd=guest.initramfs_for(img))
         result = boot(spec)
         print(f"{result.ready_s:.3f}s  {' '.join(result.argv)}" if run == 0

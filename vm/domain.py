@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.procs import proc_start_time
+from hostkit.procs import proc_start_time
 
 ACCEL_DOMAIN_TYPE = {"kvm": "kvm", "tcg": "qemu"}
 OWNER_NS = "https://cvbench.invalid/owner"  # our libvirt <metadata> namespace

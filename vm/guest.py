@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from runtime.paths import cache_dir
+from hostkit.paths import cache_dir
 
 FORMAT = "v1"  # bump when the initramfs layout changes, so stale caches are not reused
 BASE_DISK_MIB = 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from runtime.image import Image
+from imagestore.image import Image
 from runtime.spec import Spec, SpecError, default_spec
 
 

@@ -15,9 +15,10 @@ import libvirt
 import psutil
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
-from runtime.image import Image
-from runtime.paths import PREFIX
+from hostkit.paths import PREFIX
+from imagestore.image import Image
 from vm import guest, hypervisor
+from vm.accel import detect_accel
 from vm.console import ConsoleError
 from vm.domain import DomainSpec, kernel_cmdline
 from vm.machine import VirtualMachine
@@ -37,7 +38,7 @@ class LibvirtBackend:
                  **_options: Any) -> None:
         self.uri = uri or hypervisor.default_uri()
         self.accel_force = accel
-        self.accel = hypervisor.detect_accel(accel)  # remote hosts: redone in prepare()
+        self.accel = detect_accel(accel)  # remote hosts: redone in prepare()
         self.machine = machine
         self.tb_cache_mib = tb_cache_mib
         self.balloon = balloon

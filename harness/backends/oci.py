@@ -43,10 +43,10 @@ from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
 from harness.backends.readiness import close_ready, wait_then_close
+from hostkit.paths import PREFIX, state_dir
+from imagestore.image import Image
 from runtime import cgroups
 from runtime import spec as runtime_spec
-from runtime.image import Image
-from runtime.paths import PREFIX, state_dir
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -201,12 +201,12 @@ class Result:
 
 
 def _launcher_main(sock_fd: int, unmount_unified: bool) -> None:
-    """Body of the launcher process (a fresh interpreter; stdlib and runtime.syscalls only).
+    """Body of the launcher process (a fresh interpreter; stdlib and hostkit.syscalls only).
 
     Requests are JSON datagrams with an ``id``; a ``spawn`` is answered when its command exits,
     so several commands may run at once. Every child is reaped, also adopted orphans.
     """
-    from runtime import syscalls
+    from hostkit import syscalls
 
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     syscalls.unshare(syscalls.CLONE_NEWNS)
@@ -768,7 +768,7 @@ def sweep() -> list[str]:
             launcher.close()
     for point in _mountpoints_under(bundles_dir()):
         with contextlib.suppress(OSError):
-            from runtime import syscalls
+            from hostkit import syscalls
 
             syscalls.umount2(point, syscalls.MNT_DETACH)
             removed.append(f"mount {point}")

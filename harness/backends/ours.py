@@ -17,6 +17,7 @@ from harness.backends.base import (
     MemorySample,
     NotReady,
 )
+from imagestore.image import Image, ImageError, verify
 from runtime import cgroups
 from runtime.container import (
     GRACE_S,
@@ -26,7 +27,6 @@ from runtime.container import (
     NotReadyError,
     Runtime,
 )
-from runtime.image import Image, ImageError, verify
 
 
 class OursBackend:

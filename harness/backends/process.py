@@ -16,8 +16,8 @@ from typing import Any
 from harness import metrics
 from harness.backends.base import Instance, InstanceSpec, MemorySample
 from harness.backends.readiness import close_ready, wait_then_close
-from runtime.image import Image
-from runtime.paths import images_dir, state_dir
+from hostkit.paths import images_dir, state_dir
+from imagestore.image import Image
 
 GRACE_S = 2.0
 

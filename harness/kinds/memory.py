@@ -18,8 +18,9 @@ from __future__ import annotations
 import time
 
 from harness import metrics
+from harness.backends import registry
 from harness.backends.base import BackendError, Instance
-from harness.context import CONTAINER_BACKENDS, RunContext
+from harness.context import RunContext
 from harness.scenario import Scenario
 
 
@@ -39,7 +40,7 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
             plan = plans[name]
             if name in failed or index >= plan.passes:
                 continue
-            modes = plan.ksm if name not in CONTAINER_BACKENDS else ("off",)
+            modes = plan.ksm if registry.family(name) == registry.VM else ("off",)
             for mode in modes:
                 try:
                     _measure(ctx, plan, name, ksm_on=(mode == "on"), repetition=index)

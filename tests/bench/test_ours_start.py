@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 CRUN_HELPER = r"""
 import json, os, select, shutil, signal, sys, time
 sys.path.insert(0, ROOT)
-from runtime import syscalls as sc
+from hostkit import syscalls as sc
 
 sc.unshare(sc.CLONE_NEWNS)
 sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -259,7 +259,7 @@ def test_crun_start_ready_stop(benchmark, crun_driver):
 def main() -> None:
     import tempfile
 
-    from runtime import image as images
+    from imagestore import image as images
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     image = images.load_verified()

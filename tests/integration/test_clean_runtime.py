@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OWNER = """
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from runtime import image
+from imagestore import image
 from runtime.container import Runtime
 from runtime.spec import default_spec
 
@@ -141,8 +141,8 @@ def test_sweep_removes_directories_caught_mid_creation(state_dir, built_image):
     """A SIGKILL while a container's directory is being made leaves a ``.new-<owner>-...``
     directory (maybe without its owner link yet) or an ownerless one: both are swept at once,
     while those of a live owner stay."""
+    from hostkit.procs import proc_start_time
     from runtime.container import CREATING_PREFIX, OWNER_LINK, containers_dir
-    from runtime.procs import proc_start_time
 
     root = containers_dir()
     root.mkdir(parents=True, exist_ok=True)

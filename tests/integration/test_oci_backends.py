@@ -19,8 +19,8 @@ from harness.backends import oci
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.runc import RuncBackend
-from runtime import syscalls
-from runtime.image import Image
+from hostkit import syscalls
+from imagestore.image import Image
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -158,7 +158,7 @@ CRASHER = """
 import sys, time
 from harness.backends import create
 from harness.backends.base import BackendError, InstanceSpec
-from runtime import image
+from imagestore import image
 backend = create(sys.argv[1])
 img = image.resolve()
 backend.prepare(img)
@@ -260,7 +260,7 @@ MID_CREATION = """
 import sys, time
 from harness.backends import create
 from harness.backends.base import InstanceSpec
-from runtime import image
+from imagestore import image
 backend = create(sys.argv[1], binary=sys.argv[3])
 img = image.resolve()
 backend.prepare(img)

@@ -105,7 +105,7 @@ def test_sigkill_then_clean_leaves_nothing(state_dir, tmp_path) -> None:
         "import sys, time\n"
         "from harness.backends.process import ProcessBackend\n"
         "from harness.backends.base import InstanceSpec\n"
-        "from runtime import image\n"
+        "from imagestore import image\n"
         "b = ProcessBackend(); img = image.load_verified(); b.prepare(img)\n"
         "for i in range(3):\n"
         "    inst = b.start(InstanceSpec(name=f'cvbench-kill-{i}', image=img))\n"
@@ -132,7 +132,7 @@ def test_clean_finds_a_workload_whose_pid_file_was_never_written(state_dir) -> N
     """SIGKILL between spawn and the pid file: the workload is still found and killed."""
     from harness.backends.base import InstanceSpec
     from harness.backends.process import ProcessBackend, sweep
-    from runtime import image
+    from imagestore import image
 
     backend = ProcessBackend()
     img = image.load_verified()

@@ -8,8 +8,8 @@ import select
 import pytest
 from containers import container_name, run_script
 
+from imagestore.image import verify
 from runtime import caps
-from runtime.image import verify
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from containers import container_name
 
+from imagestore.image import Image
 from runtime.container import ContainerError, NotReadyError, Runtime, cgroup_parent
-from runtime.image import Image
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]

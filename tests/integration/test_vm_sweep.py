@@ -14,8 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runtime import image as images
+from imagestore import image as images
 from vm import hypervisor
+from vm import sweep as vm_sweep
 
 pytestmark = [pytest.mark.root, pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root and libvirtd")]
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.root, pytest.mark.vm,
 # disk) and one that libvirtd destroys when the connection drops; then it waits to be killed.
 HARNESS = """
 import sys, time
-from runtime import image
+from imagestore import image
 from harness.backends.base import InstanceSpec
 from harness.backends.libvirt import LibvirtBackend
 img = image.resolve()
@@ -60,18 +61,18 @@ def test_sweep_after_sigkill(monkeypatch) -> None:
         assert (kept_dir / "disk.qcow2").exists() and (kept_dir / "console.sock").exists()
         assert (hypervisor.vms_dir() / (prefix + "auto")).exists()  # nobody removed it
 
-        done = hypervisor.sweep(prefix=prefix)
+        done = vm_sweep.sweep(prefix=prefix)
         assert f"destroyed domain {prefix}kept" in done
         assert f"removed {kept_dir}" in done
         assert not any(d.name().startswith(prefix) for d in conn.listAllDomains())
         assert not any(p.name.startswith(prefix) for p in hypervisor.vms_dir().iterdir())
         assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
                        for pid in pids)
-        assert hypervisor.sweep(prefix=prefix) == []
+        assert vm_sweep.sweep(prefix=prefix) == []
     finally:
         if harness.poll() is None:
             harness.kill()
             harness.wait()
-        hypervisor.sweep(prefix=prefix)
+        vm_sweep.sweep(prefix=prefix)
         conn.close()
         shutil.rmtree(state, ignore_errors=True)

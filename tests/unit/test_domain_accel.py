@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vm.hypervisor import detect_accel, detect_accel_for
+from vm.accel import detect_accel
+from vm.hypervisor import detect_accel_for
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:

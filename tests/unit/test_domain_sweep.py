@@ -14,8 +14,9 @@ import pytest
 
 from harness.backends.base import Backend, BackendError, InstanceSpec, NotReady
 from harness.backends.libvirt import LibvirtBackend
-from runtime.procs import proc_start_time
+from hostkit.procs import proc_start_time
 from vm import hypervisor
+from vm import sweep as vm_sweep
 from vm.domain import DomainSpec, Owner, render
 
 TEST_URI = "test:///default"
@@ -45,14 +46,14 @@ def test_sweep_destroys_prefixed_domains_and_their_files(private_state, prefix) 
         stranger = conn.createXML(render(DomainSpec(name="cvbench-other-x", kernel=Path("/k"),
                                                     initrd=Path("/i"))))
         orphan_dir = hypervisor.vm_dir(f"{prefix}orphan")
-        done = hypervisor.sweep(TEST_URI, prefix=prefix)
+        done = vm_sweep.sweep(TEST_URI, prefix=prefix)
         assert sorted(d for d in done if d.startswith("destroyed")) == [
             f"destroyed domain {name}" for name in ours]
         assert not orphan_dir.exists()
         assert not any(p.name.startswith(prefix) for p in hypervisor.vms_dir().iterdir())
         assert stranger.isActive()  # other prefixes are left alone
         stranger.destroy()
-        assert hypervisor.sweep(TEST_URI, prefix=prefix) == []
+        assert vm_sweep.sweep(TEST_URI, prefix=prefix) == []
     finally:
         conn.close()
 
@@ -80,15 +81,15 @@ def test_sweep_keeps_domains_of_live_owners(private_state, prefix) -> None:
                 name=name, kernel=Path("/k"), initrd=Path("/i"), owner=owner)))
             (hypervisor.vm_dir(name) / "console.sock").write_text("")
             assert hypervisor.domain_owner(domains[label]) == owner
-        done = hypervisor.sweep(TEST_URI, prefix=prefix)
+        done = vm_sweep.sweep(TEST_URI, prefix=prefix)
         assert sorted(d for d in done if d.startswith("destroyed")) == [
             f"destroyed domain {prefix}{label}" for label in ("dead", "none", "reused")]
         assert domains["live"].isActive()
         assert (hypervisor.vms_dir() / f"{prefix}live" / "console.sock").exists()
         assert sorted(p.name for p in hypervisor.vms_dir().iterdir()) == [f"{prefix}live"]
-        assert hypervisor.sweep(TEST_URI, prefix=prefix) == []  # still kept
+        assert vm_sweep.sweep(TEST_URI, prefix=prefix) == []  # still kept
         domains["live"].destroy()
-        assert hypervisor.sweep(TEST_URI, prefix=prefix) == [
+        assert vm_sweep.sweep(TEST_URI, prefix=prefix) == [
             f"removed {hypervisor.vms_dir() / (prefix + 'live')}"]
     finally:
         for domain in conn.listAllDomains():
@@ -100,14 +101,14 @@ def test_sweep_keeps_domains_of_live_owners(private_state, prefix) -> None:
 def test_sweep_without_daemon_says_so(private_state, prefix) -> None:
     hypervisor.vm_dir(f"{prefix}left")
     uri = f"qemu+unix:///system?socket={private_state}/no-such-socket"
-    done = hypervisor.sweep(uri, prefix=prefix)
+    done = vm_sweep.sweep(uri, prefix=prefix)
     assert "unreachable" in done[0]
     assert f"removed {hypervisor.vms_dir() / (prefix + 'left')}" in done
 
 
 def test_sweep_refuses_foreign_prefixes() -> None:
     with pytest.raises(ValueError):
-        hypervisor.sweep(TEST_URI, prefix="")
+        vm_sweep.sweep(TEST_URI, prefix="")
 
 
 @pytest.mark.timeout(30)
@@ -130,7 +131,7 @@ def test_backend_start_stop_on_test_driver(private_state, prefix, built_image,
         xml = instance.handle.domain.XMLDesc()
         assert "<memory unit='KiB'>98304</memory>" in xml and "initramfs" in xml
         assert hypervisor.domain_owner(instance.handle.domain) == Owner.current()
-        assert hypervisor.sweep(TEST_URI, prefix=prefix) == []  # our own VM is spared
+        assert vm_sweep.sweep(TEST_URI, prefix=prefix) == []  # our own VM is spared
         with pytest.raises(NotReady, match="no console connection"):
             backend.wait_ready(instance, 0.2)  # the test driver runs nothing
     finally:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from runtime import image as images
+from imagestore import image as images
 
 
 def test_build_is_reproducible_and_resolvable(state_dir, built_image) -> None:

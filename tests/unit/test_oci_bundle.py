@@ -9,7 +9,7 @@ import pytest
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.oci import Bundle, build_config, cgroups_path
-from runtime.image import Image
+from imagestore.image import Image
 from runtime.spec import default_spec
 
 IMAGE = Image(name="default", digest="0" * 64, rootfs=Path("/nonexistent/rootfs"))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hostkit import syscalls as sc
 from runtime import cli, network, rootfs
-from runtime import syscalls as sc
 from runtime.container import (
     ERROR_PREFIX,
     Container,

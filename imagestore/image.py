@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.paths import images_dir
+from hostkit.paths import images_dir
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_NAME = "default"

@@ -1,0 +1,119 @@
+"""The one table of backends: every other list of backends is derived from it.
+
+Adding a backend is one module (a class implementing :class:`harness.backends.base.Backend`)
+plus one :class:`BackendInfo` entry below: the scenario loader, ``--backend``, the runner,
+normalisation, reports, ``cvbench doctor`` and ``cvbench clean`` all read this table.
+This module imports nothing heavy, so the scenario loader can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONTAINER = "container"
+VM = "vm"
+FAMILIES = (CONTAINER, VM)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the harness knows about a backend before importing it."""
+
+    name: str
+    target: str  # "module:Class" implementing the Backend protocol
+    family: str  # CONTAINER or VM: ratios are taken within a family only
+    summary: str  # one line: what an instance of this backend is
+    floor: bool = False  # the family's floor: every ratio of the family is taken to it
+    needs: tuple[str, ...] = ()  # names of `cvbench doctor` checks it depends on (those the
+    # doctor did not run, e.g. the `--probe` ones without --probe, are skipped)
+    sweeper: str | None = None  # "module:function" that `cvbench clean` runs
+
+
+BACKENDS: tuple[BackendInfo, ...] = (
+    BackendInfo(
+        "process", "harness.backends.process:ProcessBackend", CONTAINER,
+        "plain fork/exec of the image's /init, no isolation: the container floor",
+        floor=True, needs=("image",), sweeper="harness.backends.process:sweep",
+    ),
+    BackendInfo(
+        "ours", "harness.backends.ours:OursBackend", CONTAINER,
+        "cvbench's own runtime: namespaces, overlayfs, pivot_root, cgroups",
+        needs=("root", "namespaces", "overlayfs", "cgroups", "image"),
+        sweeper="runtime.sweep:sweep_all",
+    ),
+    BackendInfo(
+        "crun", "harness.backends.crun:CrunBackend", CONTAINER,
+        "the same image as an OCI bundle, run by crun (C)",
+        needs=("root", "namespaces", "overlayfs", "cgroups", "crun", "image"),
+        sweeper="harness.backends.oci:sweep",
+    ),
+    BackendInfo(
+        "runc", "harness.backends.runc:RuncBackend", CONTAINER,
+        "the same image as an OCI bundle, run by runc (Go)",
+        needs=("root", "namespaces", "overlayfs", "cgroups", "runc", "image"),
+        sweeper="harness.backends.oci:sweep",
+    ),
+    BackendInfo(
+        "qemu", "harness.backends.qemu:QemuBackend", VM,
+        "a bare qemu-system command booting the image as initramfs: the VM floor",
+        floor=True, needs=("qemu", "accel", "guest kernel", "image"), sweeper="vm.sweep:sweep",
+    ),
+    BackendInfo(
+        "libvirt", "harness.backends.libvirt:LibvirtBackend", VM,
+        "the same guest as a transient libvirt domain (libvirt-python)",
+        needs=("libvirtd", "kvm device", "libvirt create", "accel", "guest kernel", "image"),
+        sweeper="vm.sweep:sweep",
+    ),
+)
+
+_TABLE: dict[str, BackendInfo] = {backend.name: backend for backend in BACKENDS}
+
+
+def register(backend: BackendInfo) -> None:
+    """Add a backend at run time (a plug-in, or a test's fake backend)."""
+    if backend.family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {backend.family!r}")
+    _TABLE[backend.name] = backend
+
+
+def unregister(name: str) -> None:
+    if any(backend.name == name for backend in BACKENDS):
+        raise ValueError(f"{name!r} is a built-in backend")
+    _TABLE.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    """Every backend name, built-ins in table order first."""
+    return tuple(_TABLE)
+
+
+def info(name: str) -> BackendInfo:
+    """The entry of ``name``; KeyError names the known backends."""
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise KeyError(f"unknown backend {name!r}, expected one of {', '.join(_TABLE)}") from None
+
+
+def family(name: str) -> str:
+    """``container`` or ``vm`` (unknown names, e.g. of old runs, count as containers)."""
+    return _TABLE[name].family if name in _TABLE else CONTAINER
+
+
+def floors() -> dict[str, str]:
+    """family -> the name of its floor backend."""
+    return {backend.family: backend.name for backend in _TABLE.values() if backend.floor}
+
+
+def floor_of(name: str) -> str:
+    """The floor backend of ``name``'s family."""
+    return floors()[family(name)]
+
+
+def is_floor(name: str) -> bool:
+    return name in floors().values()
+
+
+def sweepers() -> tuple[str, ...]:
+    """Every sweeper, once each, in table order."""
+    return tuple(dict.fromkeys(b.sweeper for b in _TABLE.values() if b.sweeper))

@@ -1,0 +1,7 @@
+"""Host helpers shared by ``runtime/``, ``vm/`` and ``harness/``; none of them is a container
+or VM concept.
+
+- :mod:`hostkit.paths`: the state and cache directories, the ``cvbench-`` prefix.
+- :mod:`hostkit.procs`: process identity (pid + start time), pidfd waits.
+- :mod:`hostkit.syscalls`: thin ctypes bindings Python lacks (unshare, setns, mount, ...).
+"""
