@@ -1,11 +1,15 @@
-"""Ratios against the in-run ``process`` floor, so runs on different machines compare.
+"""Ratios against each family's in-run floor, so runs on different machines compare.
 
-Every sample of a backend other than ``process`` is divided by the median of the ``process``
-samples of the same run, scenario, metric and variant. The result has the columns of
-``samples.csv``; metric names get the suffix ``_vs_process`` and the unit is ``ratio``.
+Containers are divided by the ``process`` floor, VMs by the ``qemu`` floor (the families and
+floors are in :mod:`harness.backends.registry`): a host that forks, or emulates, slower or
+faster moves both sides of a ratio together. Every sample of a non-floor backend is divided
+by the median of its floor's samples of the same run, scenario, metric and variant (a floor
+without that variant, e.g. ``process`` for a warm start, gives its plain one). The result has
+the columns of ``samples.csv``; metric names get the suffix ``_vs_<floor>`` and the unit is
+``ratio``.
 
-Left out: the ``process`` backend itself, metrics the floor lacks (or whose floor median is not
-a positive number), and readings of the host's state (``host_*``, ``ksm_*``,
+Left out: the floors themselves, metrics the floor lacks (or whose floor median is not a
+positive number), and readings of the host's state (``host_*``, ``ksm_*``,
 ``instances_alive``): density records them at every step as points of a curve, and dividing
 them by the floor's median over its own, different, ramp means nothing. Per-step outcomes such
 as the density scenario's ``launch_s`` are kept.
@@ -15,12 +19,12 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 
 from harness import results
+from harness.backends import registry
 
-FLOOR_BACKEND = "process"
-SUFFIX = "_vs_process"
 UNIT = "ratio"
 FILE_NAME = "normalized.csv"
 _INTEGER_COLUMNS = ("guest_memory_mib", "repetition", "instance", "step")
@@ -41,9 +45,17 @@ def is_host_reading(samples):
     return metric.str.startswith(HOST_READING_PREFIXES) | metric.isin(HOST_READINGS)
 
 
+_SUFFIX = re.compile(r"_vs_[a-z0-9]+$")
+
+
+def suffix(floor: str) -> str:
+    """The metric suffix of ratios to ``floor``: ``_vs_process``, ``_vs_qemu``."""
+    return f"_vs_{floor}"
+
+
 def base_metric(metric: str) -> str:
-    """``start_to_ready_s_vs_process`` -> ``start_to_ready_s``."""
-    return metric.removesuffix(SUFFIX)
+    """``start_to_ready_s_vs_process`` -> ``start_to_ready_s`` (any floor's suffix)."""
+    return _SUFFIX.sub("", metric)
 
 
 def normalize(samples):
@@ -55,13 +67,19 @@ def normalize(samples):
         return pd.DataFrame(columns=columns)
     frame = samples[~is_host_reading(samples)].copy()
     frame["_variant"] = frame["variant"].where(~_blank(frame["variant"]), "")
+    frame["_floor_backend"] = frame["backend"].astype(str).map(registry.floor_of)
     keys = ["run_id", "scenario", "metric", "_variant"]
-    floor_rows = frame[frame.backend == FLOOR_BACKEND]
-    floors = floor_rows.groupby(keys, sort=False)["value"].median().rename("_floor")
-    merged = frame[frame.backend != FLOOR_BACKEND].join(floors, on=keys, how="inner")
+    floor_rows = frame[frame.backend == frame._floor_backend]
+    medians = (floor_rows.groupby(["backend", *keys], sort=False)["value"].median()
+               .rename("_floor").reset_index().rename(columns={"backend": "_floor_backend"}))
+    plain = medians[medians._variant == ""].drop(columns="_variant")
+    members = frame[frame.backend != frame._floor_backend]
+    merged = members.merge(medians, on=["_floor_backend", *keys], how="left")
+    fallback = members.merge(plain, on=["_floor_backend", *keys[:-1]], how="left")
+    merged["_floor"] = merged["_floor"].fillna(fallback["_floor"])
     merged = merged[(merged["_floor"] > 0) & merged["_floor"].map(math.isfinite)]
     merged["value"] = merged["value"] / merged["_floor"]
-    merged["metric"] = merged["metric"] + SUFFIX
+    merged["metric"] = merged["metric"] + merged["_floor_backend"].map(suffix)
     merged["unit"] = UNIT
     return merged[columns].reset_index(drop=True)
 

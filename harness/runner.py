@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import backends as backend_registry
 from harness import hostinfo, runlock
+from harness.backends import registry
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
 from harness.kinds import density, memory, startup
@@ -50,17 +51,29 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
             options = suite.backend_options.get(name, {})
             try:
                 backend = backend_registry.create(name, **options)
-            except TypeError as error:
-                raise BackendError(
-                    f"{suite.path}: [backend_options.{name}]: {error}"
-                ) from None
+            except BackendError as error:
+                raise BackendError(f"{suite.path}: [backend_options.{name}]: {error}") from None
             created[name] = backend
             backend.prepare(image)
+        check_same_guest(created)
     except BaseException:
         for backend in created.values():
             backend.cleanup()
         raise
     return created
+
+
+def check_same_guest(backends: dict[str, Backend]) -> None:
+    """BackendError unless the VM backends of a suite boot the same guest (machine, TCG
+    cache, balloon, kernel command line): their ratios would compare different work."""
+    guests = {name: backend.describe().get("guest") for name, backend in backends.items()
+              if registry.family(name) == registry.VM}
+    guests = {name: guest for name, guest in guests.items() if guest is not None}
+    if len({repr(sorted(guest.items())) for guest in guests.values()}) > 1:
+        described = "; ".join(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in guest.items())
+                              for name, guest in guests.items())
+        raise BackendError("the VM backends must boot the same guest, give them the same "
+                           f"[backend_options]: {described}")
 
 
 def raise_open_file_limit() -> int:

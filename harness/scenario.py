@@ -10,8 +10,8 @@ A file holds one ``[suite]`` table and one or more ``[[scenario]]`` tables::
     kind = "startup"
     repetitions = 50
 
-    [scenario.overrides.libvirt]     # per-backend changes of the scenario's own keys
-    repetitions = 10
+    [scenario.overrides.vm]          # changes of the scenario's own keys for a family
+    repetitions = 10                 # (vm, container) or one backend (the backend wins)
 
 Every mistake raises :class:`ScenarioError` with one line naming the file, the key and what was
 expected.
@@ -75,8 +75,9 @@ class Scenario:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_backend(self, backend: str) -> Scenario:
-        """This scenario with the backend's overrides applied (already validated)."""
-        changes = self.overrides.get(backend, {})
+        """This scenario with its family's, then the backend's overrides applied."""
+        changes = {**self.overrides.get(registry.family(backend), {}),
+                   **self.overrides.get(backend, {})}
         return dataclasses.replace(self, **changes) if changes else self
 
 
@@ -182,7 +183,8 @@ def _parse_scenario(path: Path, index: int, table: Any) -> Scenario:
         raise ScenarioError(f"{where}: key 'overrides': expected a table of backend tables")
     overrides: dict[str, dict[str, Any]] = {}
     for backend, changes in overrides_raw.items():
-        _check_backends(where, "overrides", (backend,))
+        if backend not in registry.FAMILIES:
+            _check_backends(where, "overrides", (backend,))
         if not isinstance(changes, dict):
             raise ScenarioError(f"{where}: key 'overrides.{backend}': expected a table")
         overrides[backend] = _parse_fields(f"{where} overrides.{backend}", changes, _OVERRIDABLE)

@@ -3,7 +3,8 @@
 ``make_run(results_dir, "base")`` writes a complete quick-suite-shaped run (startup, density,
 memory on every backend) with seeded log-normal noise; ``shifts`` multiplies chosen metrics
 (``{"start_to_ready_s": 1.3}`` or ``{("ours", "start_to_ready_s"): 1.3}``) and ``speed``
-multiplies every latency of every backend, ``process`` included (a slower machine).
+multiplies every latency of every backend, the floors included (a slower machine);
+``vm_speed``, if given, does so for the VM family instead (a host that emulates slower).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from harness.results import RunWriter, Sample
 
 MIB = 1024 * 1024
 CONTAINERS = ("process", "ours", "crun", "runc")
-BACKENDS = (*CONTAINERS, "libvirt")
-START_S = {"process": 0.001, "ours": 0.004, "crun": 0.011, "runc": 0.026, "libvirt": 3.2}
-STOP_S = {"process": 0.0005, "ours": 0.002, "crun": 0.008, "runc": 0.015, "libvirt": 0.4}
-PSS = {"process": 0.3, "ours": 0.45, "crun": 0.65, "runc": 0.7, "libvirt": 141.0}  # MiB
+VMS = ("qemu", "libvirt")
+BACKENDS = (*CONTAINERS, *VMS)
+START_S = {"process": 0.001, "ours": 0.004, "crun": 0.011, "runc": 0.026, "qemu": 1.8,
+           "libvirt": 2.0}
+STOP_S = {"process": 0.0005, "ours": 0.002, "crun": 0.008, "runc": 0.015, "qemu": 0.005,
+          "libvirt": 0.2}
+PSS = {"process": 0.3, "ours": 0.45, "crun": 0.65, "runc": 0.7, "qemu": 140.0,
+       "libvirt": 141.0}  # MiB
 DIGEST = "sha256:" + "ab" * 32
 
 Shifts = Mapping[str | tuple[str, str], float]
@@ -37,6 +42,7 @@ def make_run(
     started_at: str = "2026-11-27T10:00:00+00:00",
     shifts: Shifts | None = None,
     speed: float = 1.0,
+    vm_speed: float | None = None,
     noise: float = 0.03,
     seed: int = 0,
     repetitions: int = 20,
@@ -50,7 +56,7 @@ def make_run(
     shifts = shifts or {}
     rng = np.random.default_rng(seed)
     metadata = {"suite": "quick", "scenarios": list(kinds),
-                "backends": {b: {"accel": accel if b == "libvirt" else "none"} for b in backends},
+                "backends": {b: {"accel": accel if b in VMS else "none"} for b in backends},
                 "host": {"hostname": hostname, "cpus": 2, "kernel": "6.1.0"},
                 "accel": {"accel": accel}, "git_commit": f"commit-{run_id}",
                 "image": {"name": "default", "digest": image_digest}}
@@ -58,8 +64,9 @@ def make_run(
     writer.metadata["started_at"] = started_at
 
     def sample(backend: str, kind: str, metric: str, value: float, unit: str, **dims) -> Sample:
-        is_vm = backend == "libvirt"
-        scale = _factor(shifts, backend, metric) * (speed if unit == "s" else 1.0)
+        is_vm = backend in VMS
+        family_speed = vm_speed if is_vm and vm_speed is not None else speed
+        scale = _factor(shifts, backend, metric) * (family_speed if unit == "s" else 1.0)
         return Sample(run_id=run_id, scenario=kind, kind=kind, backend=backend, metric=metric,
                       value=float(value) * scale, unit=unit,
                       accel=accel if is_vm else "none", network="none",
@@ -70,7 +77,7 @@ def make_run(
 
     for backend in backends:
         if "startup" in kinds:
-            n = min(repetitions, 5) if backend == "libvirt" else repetitions
+            n = min(repetitions, 5) if backend in VMS else repetitions
             for rep in range(n):
                 writer.add([
                     sample(backend, "startup", "start_to_ready_s", noisy(START_S[backend]), "s",
@@ -87,7 +94,7 @@ def make_run(
 
 
 def _density(backend, sample, noisy) -> list[Sample]:
-    total, batch = (4, 2) if backend == "libvirt" else (100, 10)
+    total, batch = (4, 2) if backend in VMS else (100, 10)
     per_instance = PSS[backend] * MIB
     out: list[Sample] = []
     for step, alive in enumerate(range(batch, total + 1, batch), start=1):
@@ -110,8 +117,8 @@ def _density(backend, sample, noisy) -> list[Sample]:
 
 
 def _memory(backend, sample, noisy) -> list[Sample]:
-    instances = 3 if backend == "libvirt" else 8
-    variants = ("ksm=off", "ksm=on") if backend == "libvirt" else ("ksm=off",)
+    instances = 3 if backend in VMS else 8
+    variants = ("ksm=off", "ksm=on") if backend in VMS else ("ksm=off",)
     out: list[Sample] = []
     for variant in variants:
         pss = PSS[backend] * MIB * (0.8 if variant == "ksm=on" else 1.0)
@@ -123,7 +130,7 @@ def _memory(backend, sample, noisy) -> list[Sample]:
         for index in range(1, instances + 1):
             views = {"mem_pss_bytes": pss, "mem_uss_bytes": pss * 0.9,
                      "mem_rss_bytes": pss * 1.4}
-            if backend == "libvirt":
+            if backend in VMS:
                 views |= {"mem_guest_ram_bytes": 128 * MIB, "mem_vmm_overhead_bytes": pss * 0.2}
             else:
                 views["mem_cgroup_bytes"] = pss * 1.2

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from imagestore.image import Image
-from runtime.spec import Spec, SpecError, default_spec
 
 
 class BackendError(Exception):
@@ -32,22 +31,6 @@ class InstanceSpec:
     disk: bool = False  # VMs only: qcow2 overlay disk on a shared base image
     accel: str = "auto"  # VMs only: auto | kvm | tcg
 
-    def container_spec(self, **extra: Any) -> Spec:
-        """The OCI-shaped container spec of this instance: the one ``ours``, crun and runc
-        all run (image's /init, namespaces, mounts, limits). Bad limits raise BackendError."""
-        try:
-            return default_spec(
-                self.image,
-                self.name,
-                memory_limit_mib=self.memory_limit_mib,
-                pids_limit=self.pids_limit,
-                cpu_limit=self.cpu_limit,
-                network=self.network,
-                **extra,
-            )
-        except SpecError as error:
-            raise BackendError(f"{self.name}: {error}") from None
-
 
 @dataclass
 class Instance:
@@ -57,6 +40,7 @@ class Instance:
     backend: str
     handle: Any = None
     pids: list[int] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # backend's own start phases, s
 
 
 @dataclass(frozen=True)

@@ -2,29 +2,26 @@
 
 Adapts :mod:`vm` to the :class:`~harness.backends.base.Backend` protocol. The connection URI
 is ``qemu:///system`` unless ``CVBENCH_LIBVIRT_URI`` or the ``uri`` option says otherwise
-(``qemu+ssh://host/system`` works the same way; see docs/remote-hosts.md).
+(``qemu+ssh://host/system`` works the same way; see docs/remote-hosts.md). The guest is the
+one the ``qemu`` floor boots (:mod:`harness.backends.guests`); each start records libvirt's
+own work, the ``createXML`` call, as the phase ``createxml_s``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Any
 
 import libvirt
 import psutil
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.guests import GuestArtifacts, GuestOptions, memory_sample
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import detect_accel
 from vm.console import ConsoleError
-from vm.domain import DomainSpec, kernel_cmdline
 from vm.machine import VirtualMachine
-
-# Every view MemorySample has and VmMemory measures (host_delta once the sample carries it).
-_SAMPLE_FIELDS = tuple(field.name for field in dataclasses.fields(MemorySample))
 
 
 class LibvirtBackend:
@@ -34,20 +31,16 @@ class LibvirtBackend:
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
-                 cmdline_extra: str = "", autodestroy: bool = True, console: str = "auto",
-                 **_options: Any) -> None:
+                 cmdline_extra: str = "", autodestroy: bool = True,
+                 console: str = "auto") -> None:
         self.uri = uri or hypervisor.default_uri()
         self.accel_force = accel
         self.accel = detect_accel(accel)  # remote hosts: redone in prepare()
-        self.machine = machine
-        self.tb_cache_mib = tb_cache_mib
-        self.balloon = balloon
-        self.cmdline_extra = cmdline_extra
+        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra)
         self.autodestroy = autodestroy
         self.console = console
+        self.artifacts = GuestArtifacts()
         self._conn: libvirt.virConnect | None = None
-        self._initrds: dict[str, Path] = {}
-        self._bases: dict[str, Path] = {}
         self.live: dict[str, VirtualMachine] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -62,16 +55,6 @@ class LibvirtBackend:
                                    f"{error.get_error_message()}") from None
         return self._conn
 
-    def _initrd(self, image: Image) -> Path:
-        if image.digest not in self._initrds:
-            self._initrds[image.digest] = guest.initramfs_for(image)
-        return self._initrds[image.digest]
-
-    def _base_disk(self, image: Image) -> Path:
-        if image.digest not in self._bases:
-            self._bases[image.digest] = guest.base_disk_for(image)
-        return self._bases[image.digest]
-
     def _vm(self, instance: Instance) -> VirtualMachine:
         vm = instance.handle
         if not isinstance(vm, VirtualMachine):
@@ -81,11 +64,7 @@ class LibvirtBackend:
     # -- protocol ---------------------------------------------------------------------------
 
     def prepare(self, image: Image) -> None:
-        try:
-            guest.kernel_path()
-            self._initrd(image)
-        except guest.GuestError as error:
-            raise BackendError(str(error)) from None
+        self.artifacts.check(image)
         if not hypervisor.is_local(self.uri):
             try:
                 self.accel = hypervisor.detect_accel_for(self.conn, self.accel_force)
@@ -98,19 +77,14 @@ class LibvirtBackend:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = self.accel
-        if spec.accel != "auto":
+        if spec.accel != "auto":  # the scenario forces one
             accel = hypervisor.detect_accel_for(self.conn, spec.accel)
         try:
-            domain = DomainSpec(
-                name=spec.name, kernel=guest.kernel_path(), initrd=self._initrd(spec.image),
-                memory_mib=spec.guest_memory_mib, vcpus=spec.vcpus,
-                cmdline=kernel_cmdline(pci=spec.disk or self.balloon, extra=self.cmdline_extra),
-                accel=accel.accel, tb_cache_mib=self.tb_cache_mib, balloon=self.balloon,
-                machine=self.machine,
-            )
+            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
+                                       self.artifacts.initrd(spec.image))
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
-                disk_base=self._base_disk(spec.image) if spec.disk else None,
+                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
             message = (error.get_error_message() if isinstance(error, libvirt.libvirtError)
@@ -118,7 +92,7 @@ class LibvirtBackend:
             raise BackendError(f"cannot start VM {spec.name}: {message}") from None
         self.live[spec.name] = vm
         return Instance(name=spec.name, backend=self.name, handle=vm,
-                        pids=[vm.pid] if vm.pid else [])
+                        pids=[vm.pid] if vm.pid else [], phases={"createxml_s": vm.create_s})
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         try:
@@ -141,11 +115,9 @@ class LibvirtBackend:
     def memory(self, instance: Instance) -> MemorySample:
         vm = self._vm(instance)
         try:
-            usage = vm.memory()
+            return memory_sample(vm.memory())
         except (psutil.Error, libvirt.libvirtError) as error:
             raise BackendError(f"cannot measure VM {instance.name}: {error}") from None
-        views = {name: getattr(usage, name) for name in _SAMPLE_FIELDS if hasattr(usage, name)}
-        return MemorySample(**views)
 
     def cleanup(self) -> None:
         for vm in list(self.live.values()):
@@ -162,14 +134,12 @@ class LibvirtBackend:
             self._conn = None
 
     def describe(self) -> dict[str, Any]:
-        facts: dict[str, Any] = {"hypervisor": "qemu", "uri": self.uri,
-                                 **self.accel.as_dict(), "machine": self.machine,
-                                 "tb_cache_mib": self.tb_cache_mib, "balloon": self.balloon,
+        facts: dict[str, Any] = {"hypervisor": "qemu", "manager": "libvirt", "uri": self.uri,
+                                 **self.accel.as_dict(), "guest": self.guest.describe(),
                                  "console": self.console}
         try:
             facts.update(hypervisor.versions(self.conn))
         except (BackendError, libvirt.libvirtError):
             facts.update(libvirt_version=None, qemu_version=None)
-        package = guest.guest_dir() / "kernel-package"
-        facts["guest_kernel"] = package.read_text().strip() if package.is_file() else None
+        facts["guest_kernel"] = self.artifacts.kernel_package()
         return facts

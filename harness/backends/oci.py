@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
+from harness.backends.containers import container_spec
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.paths import PREFIX, state_dir
 from imagestore.image import Image
@@ -126,7 +127,7 @@ def build_config(spec: InstanceSpec) -> dict[str, Any]:
         raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
     if spec.network not in ("none", "host"):
         raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
-    oci_spec = spec.container_spec()
+    oci_spec = container_spec(spec)
     oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()

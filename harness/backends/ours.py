@@ -17,6 +17,7 @@ from harness.backends.base import (
     MemorySample,
     NotReady,
 )
+from harness.backends.containers import container_spec
 from imagestore.image import Image, ImageError, verify
 from runtime import cgroups
 from runtime.container import (
@@ -59,7 +60,7 @@ class OursBackend:
         self.runtime.server.start()  # fork the server now, not during the first start
 
     def start(self, spec: InstanceSpec) -> Instance:
-        oci = spec.container_spec(readonly=self.readonly_root)
+        oci = container_spec(spec, readonly=self.readonly_root)
         try:
             container = self.runtime.create(oci, spec.name)
         except ContainerError as error:

@@ -1,4 +1,10 @@
-"""The startup scenario: N times start → READY → stop, backends interleaved (A B A B)."""
+"""The startup scenario: N times start → READY → stop, backends interleaved (A B A B).
+
+Besides ``start_to_ready_s`` and ``stop_s``, each start is split where the backend's start
+call returns: ``start_call_s`` (the request until the backend returned: for libvirt its
+``createXML``, for ours the fork server's reply) and ``ready_wait_s`` (from there to READY),
+plus whatever phases the backend timed itself (``Instance.phases``, e.g. ``createxml_s``).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
                     continue
                 repetition = round_index - plan.warmup
                 try:
-                    start_to_ready, stop = _one(ctx, plan, name)
+                    timings = _one(ctx, plan, name)
                 except BackendError as error:
                     failures[name] += 1
                     ctx.note_failure(plan, name, f"repetition {repetition}: {error}")
@@ -39,27 +45,24 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
                 failures[name] = 0
                 if repetition < 0:
                     continue  # warm-up: caches, lazy imports, first-touch pages
-                ctx.record(
-                    [
-                        ctx.sample(plan, name, "start_to_ready_s", start_to_ready, "s",
-                                   repetition=repetition),
-                        ctx.sample(plan, name, "stop_s", stop, "s", repetition=repetition),
-                    ]
-                )
+                ctx.record([ctx.sample(plan, name, metric, value, "s", repetition=repetition)
+                            for metric, value in timings.items()])
                 progress.update(
-                    tasks[name], advance=1, info=f"last {start_to_ready * 1000:.1f} ms"
+                    tasks[name], advance=1,
+                    info=f"last {timings['start_to_ready_s'] * 1000:.1f} ms",
                 )
     ctx.writer.flush()
 
 
-def _one(ctx: RunContext, scenario: Scenario, name: str) -> tuple[float, float]:
-    """One start → READY → stop; returns (start_to_ready_s, stop_s)."""
+def _one(ctx: RunContext, scenario: Scenario, name: str) -> dict[str, float]:
+    """One start → READY → stop; its timings in seconds, by metric name."""
     backend = ctx.backends[name]
     started = metrics.now_ns()
     instance = ctx.start(name, scenario)
+    called = metrics.now_ns()
     try:
         backend.wait_ready(instance, scenario.timeout_s)
-        start_to_ready = metrics.seconds_since(started)
+        ready = metrics.now_ns()
     except BaseException:
         ctx.stop(name, instance)
         raise
@@ -67,4 +70,10 @@ def _one(ctx: RunContext, scenario: Scenario, name: str) -> tuple[float, float]:
     backend.stop(instance)
     stop = metrics.seconds_since(stopping)
     ctx.untrack(name, instance)
-    return start_to_ready, stop
+    return {
+        "start_to_ready_s": (ready - started) / 1e9,
+        "stop_s": stop,
+        "start_call_s": (called - started) / 1e9,
+        "ready_wait_s": (ready - called) / 1e9,
+        **instance.phases,
+    }

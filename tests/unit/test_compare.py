@@ -184,8 +184,9 @@ def test_normalized_compare_across_machine_speeds(results_dir, base) -> None:
     assert any("different hosts" in note for note in raw.notes)
     normalized = compare.compare_runs(base, slower_machine, normalized=True)
     assert normalized.regressions == []
-    assert all(row.metric.endswith("_vs_process") for row in normalized.rows)
-    assert not _rows(normalized, backend="process")
+    assert all(row.metric.endswith("_vs_qemu" if row.backend == "libvirt" else "_vs_process")
+               for row in normalized.rows)
+    assert not _rows(normalized, backend="process") and not _rows(normalized, backend="qemu")
 
     slower_and_worse = make_run(results_dir, "worse", seed=3, speed=2.0,
                                 shifts={("ours", "start_to_ready_s"): 1.3})
@@ -295,3 +296,36 @@ def test_cli_normalized_without_floor_exit_2(results_dir, capsys) -> None:
     assert main([*args, "--normalized"]) == 2
     assert "process backend" in capsys.readouterr().err
     assert main(args) == 0
+
+
+def _gated(base, candidate):
+    return compare.compare_runs(base, candidate, normalized=True, alpha=0.01)
+
+
+def test_each_family_is_gated_by_its_own_floor(results_dir, base) -> None:
+    """A slower machine moves each family with its floor: every VM time ×3 (slower
+    emulation) and every container time ×1.5 pass; libvirt alone ×1.5 or ours alone ×1.5
+    (the code got slower) fail."""
+    slower_host = make_run(results_dir, "slower-host", seed=2, speed=1.5, vm_speed=3.0,
+                           hostname="host-b")
+    assert _gated(base, slower_host).regressions == []
+
+    slower_libvirt = make_run(results_dir, "slower-libvirt", seed=3,
+                              shifts={("libvirt", "start_to_ready_s"): 1.5})
+    assert [(r.backend, r.metric) for r in _gated(base, slower_libvirt).regressions] == [
+        ("libvirt", "start_to_ready_s_vs_qemu")]
+
+    slower_ours = make_run(results_dir, "slower-ours", seed=4, speed=1.5, vm_speed=3.0,
+                           shifts={("ours", "start_to_ready_s"): 1.5})
+    assert [(r.backend, r.metric) for r in _gated(base, slower_ours).regressions] == [
+        ("ours", "start_to_ready_s_vs_process")]
+
+
+def test_committed_thresholds_catch_a_fifty_percent_slowdown(results_dir, base) -> None:
+    """The CI thresholds (results/baseline/thresholds.toml) still fail ours or libvirt ×1.5."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "results" / "baseline" / "thresholds.toml"
+    thresholds = Thresholds.load(path)
+    for backend, floor in (("ours", "process"), ("libvirt", "qemu")):
+        assert thresholds.lookup(backend, f"start_to_ready_s_vs_{floor}") < 0.5

@@ -1,4 +1,5 @@
-"""Ratios against the in-run process floor: normalized.csv next to samples.csv."""
+"""Ratios against each family's in-run floor (containers: process, VMs: qemu):
+normalized.csv next to samples.csv."""
 
 from __future__ import annotations
 
@@ -22,22 +23,26 @@ def test_write_normalized(tmp_path) -> None:
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     assert list(frame.columns) == list(results.SAMPLE_COLUMNS)
     assert set(frame.unit) == {"ratio"}
-    assert frame.metric.str.endswith("_vs_process").all()
-    assert "process" not in set(frame.backend)
+    containers = frame[frame.backend.isin(["ours", "crun", "runc"])]
+    assert containers.metric.str.endswith("_vs_process").all()
+    assert frame[frame.backend == "libvirt"].metric.str.endswith("_vs_qemu").all()
+    assert not {"process", "qemu"} & set(frame.backend)
     # readings of the host's state and metrics the floor lacks are left out
     metrics = set(frame.metric)
     for metric in ("instances_alive", "host_mem_used_bytes", "ksm_pages_sharing"):
         assert f"{metric}_vs_process" not in metrics
     assert "mem_vmm_overhead_bytes_vs_process" not in metrics
     assert {"start_to_ready_s_vs_process", "launch_s_vs_process", "teardown_s_vs_process",
-            "mem_pss_bytes_vs_process"} <= metrics
+            "mem_pss_bytes_vs_process", "mem_vmm_overhead_bytes_vs_qemu",
+            "start_to_ready_s_vs_qemu"} <= metrics
     medians = _medians(frame)
-    for backend in ("ours", "crun", "runc", "libvirt"):
-        expected = START_S[backend] / START_S["process"]
-        got = medians["startup", backend, "start_to_ready_s_vs_process", ""]
+    for backend, floor in (("ours", "process"), ("crun", "process"), ("runc", "process"),
+                           ("libvirt", "qemu")):
+        expected = START_S[backend] / START_S[floor]
+        got = medians["startup", backend, f"start_to_ready_s_vs_{floor}", ""]
         assert got == pytest.approx(expected, rel=0.05)
-    # the floor has only ksm=off: libvirt's ksm=on variant has no floor of its own
-    assert set(frame[frame.backend == "libvirt"].variant.dropna()) == {"ksm=off"}
+    # the VM floor has both KSM variants, so each libvirt variant has its own
+    assert set(frame[frame.backend == "libvirt"].variant.dropna()) == {"ksm=off", "ksm=on"}
     # dimensions are written as samples.csv writes them
     text = path.read_text()
     assert ",128," in text and ",128.0," not in text
@@ -45,7 +50,8 @@ def test_write_normalized(tmp_path) -> None:
 
 def test_ratios_do_not_depend_on_machine_speed(tmp_path) -> None:
     fast = normalize.load_normalized(make_run(tmp_path, "fast", seed=1))
-    slow = normalize.load_normalized(make_run(tmp_path, "slow", seed=1, speed=3.0))
+    slow = normalize.load_normalized(make_run(tmp_path, "slow", seed=1, speed=1.5,
+                                              vm_speed=3.0))
     pd.testing.assert_series_equal(_medians(fast), _medians(slow), rtol=1e-9)
     raw_fast = results.load_samples(tmp_path / "fast")
     raw_slow = results.load_samples(tmp_path / "slow")
@@ -106,3 +112,16 @@ def test_run_without_samples(tmp_path) -> None:
     run_dir = _write(tmp_path, [])
     assert normalize.load_normalized(run_dir).empty
     normalize.write_normalized(run_dir)
+
+
+def test_a_floor_without_the_variant_gives_its_plain_figure(tmp_path) -> None:
+    """``process`` has no warm variant: a warm ``ours`` start is divided by its plain start."""
+    run_dir = _write(tmp_path, [
+        _s("process", "a_s", 2.0, repetition=0),
+        _s("ours", "a_s", 3.0, repetition=0, variant="warm"),
+        _s("ours", "a_s", 5.0, repetition=0, variant="cold"),
+        _s("process", "a_s", 4.0, repetition=0, variant="cold"),
+    ])
+    frame = normalize.load_normalized(run_dir).set_index("variant")
+    assert frame.loc["warm", "value"] == pytest.approx(1.5)
+    assert frame.loc["cold", "value"] == pytest.approx(1.25)

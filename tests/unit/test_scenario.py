@@ -62,7 +62,7 @@ def test_valid_file_loads_into_frozen_dataclasses() -> None:
          "unknown backend 'docker'"),
         ("[suite]\nbackend=['ours']\n[[scenario]]\nkind='startup'\n", "unknown key 'backend'"),
         ("[[scenario]]\nkind='startup'\nnetwork='wifi'\n", "key 'network'"),
-        ("[[scenario]]\nkind='startup'\n[scenario.overrides.qemu]\n", "unknown backend 'qemu'"),
+        ("[[scenario]]\nkind='startup'\n[scenario.overrides.vbox]\n", "unknown backend 'vbox'"),
         ("[[scenario]]\nkind='startup'\n[scenario.overrides.ours]\nkind='memory'\n",
          "unknown key 'kind'"),
         ("[[scenario]]\nkind='memory'\nksm=['maybe']\n", "key 'ksm'"),

@@ -1,0 +1,25 @@
+"""What the container backends (``ours``, crun, runc) share: the one container spec they run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.backends.base import BackendError, InstanceSpec
+from runtime.spec import Spec, SpecError, default_spec
+
+
+def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
+    """The OCI-shaped container spec of ``spec``: the one ``ours``, crun and runc all run
+    (image's /init, namespaces, mounts, limits). Bad limits raise BackendError."""
+    try:
+        return default_spec(
+            spec.image,
+            spec.name,
+            memory_limit_mib=spec.memory_limit_mib,
+            pids_limit=spec.pids_limit,
+            cpu_limit=spec.cpu_limit,
+            network=spec.network,
+            **extra,
+        )
+    except SpecError as error:
+        raise BackendError(f"{spec.name}: {error}") from None

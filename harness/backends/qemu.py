@@ -1,0 +1,101 @@
+"""The ``qemu`` backend: the VM floor. A bare ``qemu-system-x86_64`` boots the guest the
+``libvirt`` backend boots (same kernel, initramfs, memory, machine type and command line:
+:mod:`harness.backends.guests`), started and stopped by the harness itself, so that a
+libvirt/QEMU ratio shows what libvirt adds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import psutil
+
+from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.guests import GuestArtifacts, GuestOptions, accel_for, memory_sample
+from hostkit.paths import PREFIX
+from imagestore.image import Image
+from vm import bare_qemu, guest
+from vm.accel import detect_accel
+from vm.console import ConsoleError
+
+
+class QemuBackend:
+    """Bare QEMU processes with the libvirt domain's command line; READY on the serial socket."""
+
+    name = "qemu"
+
+    def __init__(self, *, accel: str = "auto", machine: str = "pc",
+                 tb_cache_mib: int | None = None, balloon: bool = False,
+                 cmdline_extra: str = "", binary: str = bare_qemu.QEMU,
+                 grace_s: float = bare_qemu.GRACE_S) -> None:
+        self.accel = detect_accel(accel)
+        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra)
+        self.binary = binary
+        self.grace_s = grace_s
+        self.artifacts = GuestArtifacts()
+        self.live: dict[str, bare_qemu.BareVM] = {}
+
+    def _vm(self, instance: Instance) -> bare_qemu.BareVM:
+        vm = instance.handle
+        if not isinstance(vm, bare_qemu.BareVM):
+            raise BackendError(f"{instance.name} is not a qemu instance")
+        return vm
+
+    def prepare(self, image: Image) -> None:
+        if shutil.which(self.binary) is None:
+            raise BackendError(f"{self.binary} not found on PATH (apt-get install "
+                               "qemu-system-x86, or run scripts/setup.sh)")
+        self.artifacts.check(image)
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        if not spec.name.startswith(PREFIX):
+            raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
+        accel = accel_for(spec, self.accel)
+        try:
+            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
+                                       self.artifacts.initrd(spec.image))
+            vm = bare_qemu.BareVM.start(
+                domain, qemu=self.binary,
+                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None)
+        except (OSError, guest.GuestError, ValueError) as error:
+            raise BackendError(f"cannot start VM {spec.name}: {error}") from None
+        self.live[spec.name] = vm
+        return Instance(name=spec.name, backend=self.name, handle=vm, pids=[vm.pid])
+
+    def wait_ready(self, instance: Instance, timeout: float) -> None:
+        try:
+            self._vm(instance).wait_ready(timeout)
+        except (ConsoleError, bare_qemu.BareQemuError) as error:
+            output = getattr(error, "output", b"").decode(errors="replace").strip()
+            last = f"; last console line: {output.splitlines()[-1]!r}" if output else ""
+            raise NotReady(f"VM {instance.name}: {error}{last}") from None
+
+    def stop(self, instance: Instance) -> None:
+        try:
+            self._vm(instance).stop(self.grace_s)
+        finally:
+            self.live.pop(instance.name, None)
+
+    def memory(self, instance: Instance) -> MemorySample:
+        try:
+            return memory_sample(self._vm(instance).memory())
+        except psutil.Error as error:
+            raise BackendError(f"cannot measure VM {instance.name}: {error}") from None
+
+    def cleanup(self) -> None:
+        for vm in list(self.live.values()):
+            vm.stop(self.grace_s)
+        self.live.clear()
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                                 check=False).stdout
+            version = out.split("version", 1)[1].split()[0] if "version" in out else None
+        except OSError:
+            version = None
+        return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
+                "guest": self.guest.describe(), "qemu_version": version,
+                "guest_kernel": self.artifacts.kernel_package()}
