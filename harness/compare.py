@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import normalize, results
+from harness import baseline, normalize, results
 from harness.backends import registry
 
 LOWER_IS_BETTER = "lower"
@@ -83,10 +83,17 @@ class Thresholds:
     """Relative thresholds: ``backend.metric``, then ``metric``, then ``default``.
 
     A ``*_vs_process`` metric without an entry of its own falls back to its raw metric's entry.
+    ``across_kinds`` (the file's ``[across_kinds]`` table) applies when the baseline was made
+    on another machine kind (CPU model): its figures are the differences seen between kinds.
     """
 
     default: float = DEFAULT_THRESHOLD
     metrics: Mapping[str, float] = field(default_factory=dict)
+    across_kinds: Thresholds | None = None
+
+    def for_kinds(self, same_kind: bool) -> Thresholds:
+        """These thresholds, or those across machine kinds when the kinds differ."""
+        return self if same_kind or self.across_kinds is None else self.across_kinds
 
     def lookup(self, backend: str, metric: str) -> float:
         names = [metric]
@@ -107,19 +114,33 @@ class Thresholds:
             raise CompareError(f"{path}: cannot read thresholds: {error}") from None
         except tomllib.TOMLDecodeError as error:
             raise CompareError(f"{path}: not valid TOML: {error}") from None
-        unknown = set(data) - {"default", "metrics"}
+        unknown = set(data) - {"default", "metrics", "across_kinds"}
         if unknown:
             raise CompareError(
                 f"{path}: unknown key(s) {', '.join(sorted(unknown))}; "
-                "expected 'default' and a [metrics] table"
+                "expected 'default', a [metrics] table and an [across_kinds] table"
             )
-        default = _threshold(path, "default", data.get("default", DEFAULT_THRESHOLD))
+        across = data.get("across_kinds")
+        if across is not None and not isinstance(across, dict):
+            raise CompareError(f"{path}: 'across_kinds' must be a table")
+        return cls._from_table(path, data, "",
+                               cls._from_table(path, across, "across_kinds.") if across
+                               else None)
+
+    @classmethod
+    def _from_table(cls, path: Path, data: dict[str, Any], where: str,
+                    across_kinds: Thresholds | None = None) -> Thresholds:
+        unknown = set(data) - {"default", "metrics", "across_kinds"}
+        if where and unknown:
+            raise CompareError(f"{path}: unknown key(s) "
+                               f"{', '.join(sorted(where + k for k in unknown))}")
+        default = _threshold(path, f"{where}default", data.get("default", DEFAULT_THRESHOLD))
         table = data.get("metrics", {})
         if not isinstance(table, dict):
-            raise CompareError(f"{path}: 'metrics' must be a table of metric = fraction")
-        metrics = {key: _threshold(path, f"metrics.{key}", value)
+            raise CompareError(f"{path}: '{where}metrics' must be a table of metric = fraction")
+        metrics = {key: _threshold(path, f"{where}metrics.{key}", value)
                    for key, value in _flatten(table).items()}
-        return cls(default=default, metrics=metrics)
+        return cls(default=default, metrics=metrics, across_kinds=across_kinds)
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -348,12 +369,29 @@ def _run_notes(base_dir: Path, cand_dir: Path, normalized: bool) -> list[str]:
 def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None = None,
                  alpha: float = DEFAULT_ALPHA, normalized: bool = False,
                  allow_image_change: bool = False) -> Comparison:
-    """Compare two run directories (their samples, or their ratios to the process floor)."""
+    """Compare two run directories (their samples, or their ratios to the family floors).
+
+    ``base_dir`` may also be a directory of baselines per machine kind
+    (:mod:`harness.baseline`): the candidate's kind is taken, else the newest at the
+    thresholds across kinds. Runs of different machine kinds are always judged at those.
+    """
     if not 0 < alpha < 1:
         raise CompareError(f"alpha must be between 0 and 1, not {alpha}")
     base_dir, cand_dir = Path(base_dir), Path(cand_dir)
+    candidate_kind = baseline.kind_of(cand_dir)
+    kind_notes = []
+    if not baseline.is_run(base_dir):
+        choice = baseline.choose(base_dir, candidate_kind)
+        base_dir = choice.directory
+        kind_notes = [note] if (note := choice.note(candidate_kind)) else []
+    same_kind = baseline.kind_of(base_dir) == candidate_kind
+    if not same_kind and not kind_notes:
+        kind_notes = [f"the runs come from different machine kinds ({baseline.kind_of(base_dir)}"
+                      f" / {candidate_kind}): judged at the thresholds across kinds"]
+    thresholds = (thresholds or Thresholds()).for_kinds(same_kind)
     rows, notes = compare_samples(_load(base_dir, normalized), _load(cand_dir, normalized),
                                   thresholds, alpha, allow_image_change)
+    notes = kind_notes + notes
     missing = [row for row in rows if row.verdict == MISSING_IN_CANDIDATE]
     if missing:
         names = ", ".join(sorted({f"{row.scenario}/{row.backend}" for row in missing}))
@@ -488,7 +526,8 @@ def handle(args) -> int:
 
     results_dir = Path(args.results_dir)
     try:
-        base_dir = results.resolve_run(args.baseline, results_dir)
+        base_dir = (Path(args.baseline) if baseline.baselines(Path(args.baseline))
+                    else results.resolve_run(args.baseline, results_dir))
         cand_dir = results.resolve_run(args.candidate, results_dir)
         thresholds = Thresholds.load(args.thresholds) if args.thresholds else Thresholds()
         comparison = compare_runs(base_dir, cand_dir, thresholds, args.alpha,

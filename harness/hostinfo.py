@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine_kind(model: str) -> str:
+    """A CPU model as a short directory name: ``AMD EPYC`` → ``amd-epyc``,
+    ``Intel(R) Xeon(R) Processor`` → ``intel-xeon``."""
+    words = re.sub(r"\((r|tm)\)|\b(cpu|processor)\b|@.*$", " ", model.lower())
+    return re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "unknown"
 
 
 def git_commit() -> str:
@@ -88,6 +96,7 @@ def collect() -> dict[str, Any]:
             "kernel": uname.release,
             "machine": uname.machine,
             "cpu_model": cpu_model(),
+            "machine_kind": machine_kind(cpu_model()),
             "cpus": os.cpu_count(),
             "mem_total_bytes": mem_total,
             "cgroup_mode": cgroup_mode(),

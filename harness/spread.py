@@ -2,8 +2,10 @@
 
 Every ordered pair of the given runs is compared (normalised metrics, no threshold), and for
 each ``backend.metric`` the largest *significant* worsening seen between two runs of the same
-code on the same machine is kept. A threshold must sit above that: the suggestion is that
-spread times a safety factor, rounded up to 5%, and never below the default.
+code is kept: between runs of the same machine kind (CPU model) for the ``[metrics]``
+thresholds, between runs of different kinds for the ``[across_kinds]`` ones. A threshold must
+sit above that: the suggestion is that spread times a safety factor, rounded up to 5%, never
+below the default (and, across kinds, never below the same-kind threshold).
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ import math
 from itertools import permutations
 from pathlib import Path
 
-from harness import compare
+from harness import baseline, compare
 
 SAFETY_FACTOR = 2.0
 FLOOR = 0.25
 
 
-def worst_significant_changes(run_dirs: list[Path], alpha: float) -> dict[str, float]:
-    """``backend.metric`` → largest significant relative worsening between any two runs."""
+def worst_significant_changes(run_dirs: list[Path], alpha: float,
+                              across_kinds: bool = False) -> dict[str, float]:
+    """``backend.metric`` → largest significant relative worsening between two runs of the
+    same machine kind (or, with ``across_kinds``, of different kinds)."""
     no_threshold = compare.Thresholds(default=0.0)
+    kinds = {run: baseline.kind_of(run) for run in run_dirs}
     worst: dict[str, float] = {}
     for base, candidate in permutations(run_dirs, 2):
-        comparison = compare.compare_runs(base, candidate, no_threshold, alpha, normalized=True)
+        if (kinds[base] != kinds[candidate]) != across_kinds:
+            continue
+        thresholds = compare.Thresholds(default=0.0, across_kinds=no_threshold)
+        comparison = compare.compare_runs(base, candidate, thresholds, alpha, normalized=True)
         for row in comparison.rows:
             key = f"{row.backend}.{row.metric}"
             worst.setdefault(key, 0.0)
@@ -34,11 +42,12 @@ def worst_significant_changes(run_dirs: list[Path], alpha: float) -> dict[str, f
     return worst
 
 
-def suggested_threshold(spread: float) -> float:
-    return max(FLOOR, math.ceil(spread * SAFETY_FACTOR * 20) / 20)
+def suggested_threshold(spread: float, floor: float = FLOOR) -> float:
+    return max(floor, math.ceil(spread * SAFETY_FACTOR * 20) / 20)
 
 
-def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: float) -> str:
+def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: float,
+                    across: dict[str, float] | None = None) -> str:
     lines = [
         "# CI thresholds for `cvbench compare --normalized` (relative worsening of a median).",
         f"# Made by `python -m harness.spread` from {len(run_names)} quick-suite runs:",
@@ -49,8 +58,23 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
         "",
         "[metrics]",
     ]
+    same = {key: suggested_threshold(spread) for key, spread in spreads.items()}
     for key, spread in sorted(spreads.items()):
-        lines.append(f'"{key}" = {suggested_threshold(spread):.2f}  # spread {spread:.1%}')
+        lines.append(f'"{key}" = {same[key]:.2f}  # spread {spread:.1%}')
+    if across:
+        lines += [
+            "",
+            "# Against a baseline of another machine kind (CPU model): the largest significant",
+            "# worsening seen between runs of different kinds, the same way, and never below",
+            "# the same-kind threshold.",
+            "[across_kinds]",
+            f"default = {FLOOR}",
+            "",
+            "[across_kinds.metrics]",
+        ]
+        for key, spread in sorted(across.items()):
+            threshold = suggested_threshold(spread, same.get(key, FLOOR))
+            lines.append(f'"{key}" = {threshold:.2f}  # across kinds {spread:.1%}')
     return "\n".join(lines) + "\n"
 
 
@@ -65,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = [Path(run) for run in args.runs]
     if len(run_dirs) < 2:
         parser.error("need at least two runs")
+    across = worst_significant_changes(run_dirs, args.alpha, across_kinds=True)
     text = thresholds_toml(worst_significant_changes(run_dirs, args.alpha),
-                           [run.name for run in run_dirs], args.alpha)
+                           [f"{run.name} ({baseline.kind_of(run)})" for run in run_dirs],
+                           args.alpha, across)
     if args.output:
         Path(args.output).write_text(text)
     else:

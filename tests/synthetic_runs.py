@@ -50,6 +50,7 @@ def make_run(
     accel: str = "tcg",
     image_digest: str = DIGEST,
     hostname: str = "host-a",
+    cpu_model: str = "Test CPU",
     kinds: tuple[str, ...] = ("startup", "density", "memory"),
 ) -> Path:
     """Write ``results_dir/run_id`` and return it."""
@@ -57,7 +58,8 @@ def make_run(
     rng = np.random.default_rng(seed)
     metadata = {"suite": "quick", "scenarios": list(kinds),
                 "backends": {b: {"accel": accel if b in VMS else "none"} for b in backends},
-                "host": {"hostname": hostname, "cpus": 2, "kernel": "6.1.0"},
+                "host": {"hostname": hostname, "cpus": 2, "kernel": "6.1.0",
+                         "cpu_model": cpu_model},
                 "accel": {"accel": accel}, "git_commit": f"commit-{run_id}",
                 "image": {"name": "default", "digest": image_digest}}
     writer = RunWriter.create(Path(results_dir), run_id, metadata)

@@ -27,3 +27,23 @@ def test_spread_finds_the_drift_and_thresholds_cover_it(tmp_path) -> None:
 def test_suggested_threshold_rounds_up_with_a_floor() -> None:
     assert spread.suggested_threshold(0.0) == spread.FLOOR
     assert spread.suggested_threshold(0.21) == 0.45
+
+
+def test_spread_across_machine_kinds_goes_into_its_own_table(tmp_path) -> None:
+    runs = [make_run(tmp_path, "a1", seed=1, cpu_model="AMD EPYC"),
+            make_run(tmp_path, "a2", seed=2, cpu_model="AMD EPYC"),
+            make_run(tmp_path, "i1", seed=3, cpu_model="Intel Xeon",
+                     shifts={("ours", "stop_s"): 1.4})]
+    same = spread.worst_significant_changes(runs, alpha=0.05)
+    across = spread.worst_significant_changes(runs, alpha=0.05, across_kinds=True)
+    assert same["ours.stop_s_vs_process"] < 0.1 < 0.3 < across["ours.stop_s_vs_process"]
+    path = tmp_path / "thresholds.toml"
+    path.write_text(spread.thresholds_toml(same, [r.name for r in runs], 0.05, across))
+    thresholds = compare.Thresholds.load(path)
+    assert thresholds.lookup("ours", "stop_s_vs_process") == spread.FLOOR
+    assert thresholds.for_kinds(False).lookup("ours", "stop_s_vs_process") >= 0.8
+    for base in runs:
+        for candidate in runs:
+            if base != candidate:
+                assert compare.compare_runs(base, candidate, thresholds,
+                                            normalized=True).exit_code == 0
