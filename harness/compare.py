@@ -34,6 +34,7 @@ from typing import Any
 
 from harness import baseline, normalize, results
 from harness.backends import registry
+from hostkit.files import atomic_write
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"
@@ -540,7 +541,7 @@ def handle(args) -> int:
     if args.markdown:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
-        results.atomic_write(path, markdown)
+        atomic_write(path, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a") as handle:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hostkit import meminfo
+
 PACKAGES = ("cvbench", "libvirt-python", "pyroute2", "psutil", "pandas", "matplotlib", "scipy")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,10 +88,7 @@ def accel() -> dict[str, str]:
 
 def collect() -> dict[str, Any]:
     uname = os.uname()
-    mem_total = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_total = int(line.split()[1]) * 1024
+    mem_total = meminfo.read().get("MemTotal", 0)
     return {
         "host": {
             "hostname": uname.nodename,

@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from harness.backends.base import MemorySample
+from hostkit import meminfo
 
 KSM_DIR = Path("/sys/kernel/mm/ksm")
 
@@ -40,15 +41,6 @@ class HostMemory:
         }
 
 
-def _meminfo() -> dict[str, int]:
-    values = {}
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            key, _, rest = line.partition(":")
-            values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
 def _ksm(counter: str) -> int:
     try:
         return int((KSM_DIR / counter).read_text())
@@ -57,7 +49,7 @@ def _ksm(counter: str) -> int:
 
 
 def host_memory() -> HostMemory:
-    info = _meminfo()
+    info = meminfo.read()
     return HostMemory(
         mem_available=info["MemAvailable"],
         committed_as=info["Committed_AS"],
@@ -80,7 +72,7 @@ class MemoryLevel:
 
 
 def memory_level() -> MemoryLevel:
-    info = _meminfo()
+    info = meminfo.read()
     return MemoryLevel(info["MemAvailable"], sum(info.get(f, 0) for f in ACCOUNTED_FIELDS))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from harness import results
 from harness.backends import registry
+from hostkit.files import atomic_write
 
 UNIT = "ratio"
 FILE_NAME = "normalized.csv"
@@ -106,7 +107,7 @@ def write_normalized(run_dir: Path) -> Path:
     """Write ``normalized.csv`` next to the run's ``samples.csv`` (atomically); its path."""
     run_dir = Path(run_dir)
     path = run_dir / FILE_NAME
-    results.atomic_write(path, to_csv(normalize(results.load_samples(run_dir))))
+    atomic_write(path, to_csv(normalize(results.load_samples(run_dir))))
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import matplotlib
 
+from hostkit.files import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
@@ -199,5 +201,5 @@ def write_report(run_dirs: list[Path], output: Path | None = None) -> Path:
                 charts += density_charts(samples, scenario, output)
             elif kind == "memory":
                 charts += memory_chart(samples, scenario, output)
-    results.atomic_write(output / "summary.md", _markdown(samples, run_dirs, charts))
+    atomic_write(output / "summary.md", _markdown(samples, run_dirs, charts))
     return output

@@ -17,12 +17,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from hostkit.files import atomic_write
 
 SCHEMA_VERSION = 1
 SAMPLE_COLUMNS = (
@@ -64,23 +65,6 @@ class Sample:
     instance: str = ""
     step: int | str = ""
     variant: str = ""  # e.g. "ksm=on" for the memory scenario
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # results are for everyone to read (mkstemp makes 0600)
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def new_run_id(suite_name: str) -> str:

@@ -4,4 +4,7 @@ or VM concept.
 - :mod:`hostkit.paths`: the state and cache directories, the ``cvbench-`` prefix.
 - :mod:`hostkit.procs`: process identity (pid + start time), pidfd waits.
 - :mod:`hostkit.syscalls`: thin ctypes bindings Python lacks (unshare, setns, mount, ...).
+- :mod:`hostkit.meminfo`: ``/proc/meminfo`` in bytes.
+- :mod:`hostkit.mountinfo`: ``/proc/<pid>/mountinfo`` parsed, escapes decoded.
+- :mod:`hostkit.files`: atomic writes.
 """

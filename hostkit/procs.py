@@ -1,6 +1,11 @@
-"""Identify a process across time: pid plus start time, so a reused pid is never mistaken."""
+"""Processes: identity across time (pid plus start time, so a reused pid is never mistaken),
+and waiting for an exit through a pidfd."""
 
 from __future__ import annotations
+
+import os
+import select
+import signal
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -16,3 +21,48 @@ def proc_start_time(pid: int) -> int | None:
 def process_alive(pid: int | None, start: int | None) -> bool:
     """True if ``pid`` exists and is the process that started at ``start`` (no reuse)."""
     return bool(pid) and start is not None and proc_start_time(pid) == start
+
+
+def wait_exit(pid: int, timeout: float | None) -> bool:
+    """True once ``pid`` has exited (or never existed), observed through a pidfd: no polling
+    step hides in a figure. False if it still runs after ``timeout`` seconds (None: forever).
+    A zombie counts as exited; reaping it is the parent's business."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+    finally:
+        os.close(pidfd)
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def signal_and_wait(pid: int, signum: int, timeout: float | None) -> bool:
+    """Send ``signum`` through a pidfd (no pid-reuse race) and wait for the exit;
+    True once it exited within ``timeout``."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        try:
+            signal.pidfd_send_signal(pidfd, signum)
+        except ProcessLookupError:
+            return True
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+    finally:
+        os.close(pidfd)

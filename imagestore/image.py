@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostkit.files import atomic_write
 from hostkit.paths import images_dir
 
 BUSYBOX = Path("/bin/busybox")
@@ -149,9 +150,7 @@ def _write_ref(name: str, digest: str) -> None:
     refs = images_dir() / "refs.json"
     data = json.loads(refs.read_text()) if refs.exists() else {}
     data[name] = digest
-    tmp = refs.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, refs)
+    atomic_write(refs, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def refs() -> dict[str, str]:

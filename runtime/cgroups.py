@@ -15,6 +15,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostkit import mountinfo as hostkit_mountinfo
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -30,29 +32,15 @@ class Limits:
     cpu_period_us: int = 100000
 
 
-def parse_mountinfo(text: str) -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) for every line of a mountinfo text."""
-    mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields = left.split()
-        rest = right.split()
-        if len(fields) >= 5 and len(rest) >= 3:
-            mounts.append((fields[4], rest[0], rest[2]))
-    return mounts
-
-
 def detect_mode(mountinfo: str | None = None) -> str:
     """``v2`` (unified only), ``v1`` (legacy only) or ``hybrid`` (v1 controllers plus cgroup2)."""
     if mountinfo is None:
         with open("/proc/self/mountinfo") as handle:
             mountinfo = handle.read()
-    mounts = parse_mountinfo(mountinfo)
-    v1 = [m for m in mounts if m[1] == "cgroup"]
-    v2 = [m for m in mounts if m[1] == "cgroup2"]
-    if any(point == str(CGROUP_ROOT) for point, _, _ in v2) and not v1:
+    mounts = hostkit_mountinfo.parse(mountinfo)
+    v1 = [m for m in mounts if m.fstype == "cgroup"]
+    v2 = [m for m in mounts if m.fstype == "cgroup2"]
+    if any(m.point == str(CGROUP_ROOT) for m in v2) and not v1:
         return "v2"
     if v1 and v2:
         return "hybrid"

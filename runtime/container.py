@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostkit import syscalls as sc
+from hostkit.files import atomic_write
 from hostkit.paths import PREFIX, containers_dir, state_dir
 from hostkit.procs import proc_start_time, process_alive
 from imagestore.image import Image, ImageError, verify
@@ -166,10 +167,7 @@ class Container:
         )
 
     def save(self) -> None:
-        tmp = self.directory / (STATE_FILE + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(self.to_state(), handle)
-        os.replace(tmp, self.directory / STATE_FILE)
+        atomic_write(self.directory / STATE_FILE, json.dumps(self.to_state()), fsync=False)
 
     @property
     def running(self) -> bool:

@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+from hostkit import mountinfo
 from hostkit import syscalls as sc
 from hostkit.paths import state_dir
 from runtime import cgroups, network
@@ -124,11 +125,9 @@ def _sweep_container(driver: cgroups.Driver, path: str, container: Container | N
 
 def _sweep_mounts(state: Path) -> list[str]:
     """Unmount anything mounted under a state directory in the host's mount table."""
-    base = os.path.realpath(state) + "/"
-    with open("/proc/self/mountinfo") as handle:
-        points = [m[0] for m in cgroups.parse_mountinfo(handle.read())]
+    base = os.path.realpath(state)
     removed = []
-    for point in sorted((p for p in points if p.startswith(base)), key=len, reverse=True):
+    for point in (p for p in mountinfo.points_under(base) if p != base):
         try:
             sc.umount2(point, sc.MNT_DETACH)
             removed.append(f"mount {point}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -27,10 +26,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hostkit import syscalls
+from hostkit.meminfo import mem_available
+from hostkit.procs import signal_and_wait
 from vm import guest, hypervisor
 from vm.console import SocketConsole
 from vm.domain import DiskSpec, DomainSpec, Owner
-from vm.memory import VmMemory, mem_available, qemu_memory
+from vm.memory import VmMemory, qemu_memory
 
 QEMU = "qemu-system-x86_64"
 PID_FILE = "qemu.pid"
@@ -202,16 +203,8 @@ class BareVM:
 def terminate(process: subprocess.Popen, grace: float = GRACE_S) -> None:
     """SIGTERM, then SIGKILL after ``grace``; return once ``process`` exited and was reaped
     (observed through a pidfd, so no polling step hides in the figure)."""
-    pidfd = os.pidfd_open(process.pid)
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        if not select.select([pidfd], [], [], grace)[0]:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            select.select([pidfd], [], [])
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(pidfd)
+    if not signal_and_wait(process.pid, signal.SIGTERM, grace):
+        signal_and_wait(process.pid, signal.SIGKILL, None)
     process.wait()
 
 

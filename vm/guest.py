@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from hostkit.files import atomic_write_with
 from hostkit.paths import cache_dir
 
 FORMAT = "v1"  # bump when the initramfs layout changes, so stale caches are not reused
@@ -111,20 +112,6 @@ def write_cpio(rootfs: Path, out: BinaryIO) -> None:
     _cpio_entry(out, 0, "TRAILER!!!", 0)
 
 
-def _atomic_write(target: Path, writer) -> Path:
-    _public_dirs(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=".cvbench-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
 def initramfs_for(image: HasRootfs) -> Path:
     """The initramfs of ``image``, built on first use and cached by the image digest."""
     target = guest_dir() / "initramfs" / f"{image.digest}-{FORMAT}.cpio"
@@ -132,7 +119,9 @@ def initramfs_for(image: HasRootfs) -> Path:
         return target
     if not image.rootfs.is_dir():
         raise GuestError(f"image rootfs {image.rootfs} missing")
-    return _atomic_write(target, lambda handle: write_cpio(image.rootfs, handle))
+    _public_dirs(target.parent)  # libvirt-qemu reads it
+    atomic_write_with(target, lambda handle: write_cpio(image.rootfs, handle), fsync=False)
+    return target
 
 
 # --- disks ---------------------------------------------------------------------------------

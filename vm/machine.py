@@ -17,10 +17,11 @@ from pathlib import Path
 
 import libvirt
 
+from hostkit.meminfo import mem_available
 from vm import guest, hypervisor
 from vm.console import SocketConsole, StreamConsole
 from vm.domain import DiskSpec, DomainSpec, Owner, render
-from vm.memory import VmMemory, mem_available, qemu_memory
+from vm.memory import VmMemory, qemu_memory
 
 
 @dataclass

@@ -9,7 +9,6 @@ the TCG translation cache, device state).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
@@ -56,11 +55,3 @@ def qemu_memory(pid: int, guest_mib: int) -> VmMemory:
     guest = mapping.pss if mapping is not None else None
     return VmMemory(pss=info.pss, uss=info.uss, rss=info.rss, guest_ram=guest,
                     vmm_overhead=info.pss - guest if guest is not None else None)
-
-
-def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int:
-    """Host ``MemAvailable`` in bytes (for before/after deltas)."""
-    for line in meminfo.read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no MemAvailable in {meminfo}")

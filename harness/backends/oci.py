@@ -44,7 +44,9 @@ from typing import Any
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
 from harness.backends.containers import container_spec
 from harness.backends.readiness import close_ready, wait_then_close
+from hostkit import mountinfo
 from hostkit.paths import PREFIX, state_dir
+from hostkit.procs import running, wait_exit
 from imagestore.image import Image
 from runtime import cgroups
 from runtime import spec as runtime_spec
@@ -173,18 +175,6 @@ def _remove_parent_if_empty() -> list[Path]:
             directory.rmdir()
             removed.append(directory)
     return removed
-
-
-def _mountpoints_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Mount points at or below ``root``, deepest first."""
-    prefix = str(root)
-    found = []
-    with contextlib.suppress(OSError), open(mountinfo) as handle:
-        for line in handle:
-            point = line.split()[4].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
 
 
 def _needs_private_cgroup_view(runtime: str, mode: str) -> bool:
@@ -484,29 +474,6 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """True once ``pid`` has exited (or never existed); event-driven through a pidfd."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if select.select([pidfd], [], [], timeout)[0]:
-            return True
-        return not _alive(pid)
-    finally:
-        os.close(pidfd)
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 class OciBackend:
     """A peer backend driving an OCI runtime binary (``crun``, ``runc``) through bundles."""
 
@@ -595,11 +562,11 @@ class OciBackend:
     def stop(self, instance: Instance) -> None:
         handle: OciHandle = instance.handle
         close_ready(handle)
-        if _alive(handle.pid):
+        if running(handle.pid):
             self.launcher.run(self._runtime_argv("kill", instance.name, "TERM"))
-            if not _wait_exit(handle.pid, self.grace_s):
+            if not wait_exit(handle.pid, self.grace_s):
                 self.launcher.run(self._runtime_argv("kill", instance.name, "KILL"))
-                _wait_exit(handle.pid, self.grace_s)
+                wait_exit(handle.pid, self.grace_s)
         self._teardown(handle.bundle)
         self.live.pop(instance.name, None)
 
@@ -702,7 +669,7 @@ def _kill_launchers(removed: list[str], timeout: float = 5.0) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, signal.SIGKILL)
             for member in members:
-                _wait_exit(member, timeout)
+                wait_exit(member, timeout)
             removed.append(f"oci launcher (pid {pid}) and {len(members) - 1} process(es) "
                            "in its session")
         record.unlink(missing_ok=True)
@@ -724,7 +691,7 @@ def _kill_cgroup(name: str, timeout: float = 5.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for pid in pids:
-        _wait_exit(pid, timeout)
+        wait_exit(pid, timeout)
     return pids
 
 
@@ -767,7 +734,7 @@ def sweep() -> list[str]:
                     shutil.rmtree(root / name, ignore_errors=True)  # a half-made state dir
         finally:
             launcher.close()
-    for point in _mountpoints_under(bundles_dir()):
+    for point in mountinfo.points_under(bundles_dir()):
         with contextlib.suppress(OSError):
             from hostkit import syscalls
 

@@ -7,7 +7,6 @@ signal, minus namespaces, filesystems and limits.
 from __future__ import annotations
 
 import os
-import select
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from harness import metrics
 from harness.backends.base import Instance, InstanceSpec, MemorySample
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.paths import images_dir, state_dir
+from hostkit.procs import wait_exit
 from imagestore.image import Image
 
 GRACE_S = 2.0
@@ -34,19 +34,14 @@ class ProcessHandle:
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    """Reap ``pid``; True if it exited within ``timeout`` (event-driven through a pidfd)."""
+    """Reap our child ``pid``; True if it exited within ``timeout`` (through a pidfd)."""
+    if not wait_exit(pid, timeout):
+        return False
     try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        select.select([pidfd], [], [], timeout)
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        return reaped == pid
+        os.waitpid(pid, 0)
     except ChildProcessError:
-        return True
-    finally:
-        os.close(pidfd)
+        pass
+    return True
 
 
 class ProcessBackend:
