@@ -140,3 +140,21 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     )
     _check(_libc.syscall(ctypes.c_long(_SYS_CAPSET), header, data), "capset")
 
+
+
+# seccomp (linux/seccomp.h, linux/filter.h)
+_SYS_SECCOMP = 317  # x86_64
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes) -> None:
+    """Install a classic-BPF seccomp program (an array of 8-byte ``sock_filter``) for the
+    calling thread; it holds across ``execve``. Needs no_new_privs or CAP_SYS_ADMIN."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.syscall(ctypes.c_long(_SYS_SECCOMP), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(0), ctypes.byref(fprog)), "seccomp")

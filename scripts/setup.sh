@@ -21,8 +21,11 @@ fi
 # 1. System packages -----------------------------------------------------------------------
 # libvirt-python is a source distribution: pip builds it with gcc against libvirt-dev and the
 # Python headers, which a minimal Debian root does not have.
+# golang-github-containers-common ships the containers/Docker default seccomp profile that
+# every container backend installs alike; libseccomp2 compiles it.
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
           busybox-static crun runc cpio iproute2 python3-venv
+          golang-github-containers-common libseccomp2
           gcc libc6-dev python3-dev pkg-config libvirt-dev)
 missing=()
 for pkg in "${PACKAGES[@]}"; do

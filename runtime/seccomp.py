@@ -1,0 +1,170 @@
+"""The containers' seccomp filter: one profile for every runtime alike.
+
+The profile is the containers/Docker lineage's default (Debian's
+``golang-github-containers-common`` ships it as ``/usr/share/containers/seccomp.json``). Its
+format has conditions the OCI runtime spec has not (``includes``/``excludes`` by capability
+and architecture), so :func:`to_oci` resolves them for one container (its capabilities, this
+machine's architecture) into the OCI ``linux.seccomp`` section: what crun and runc get in
+``config.json``, and what ``ours`` compiles with libseccomp (:func:`compile_bpf`, once per
+profile) and installs in the child right before exec
+(:func:`hostkit.syscalls.seccomp_set_filter`, one ``seccomp`` system call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROFILE = Path("/usr/share/containers/seccomp.json")
+PROFILE_PACKAGE = "golang-github-containers-common"
+# Docker-format architecture names and libseccomp's, for this machine's architecture.
+_NATIVE = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_ARCH_AARCH64")}
+
+
+class SeccompError(Exception):
+    """The profile is missing or malformed, or the filter could not be built/installed."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A seccomp profile file (Docker/containers format) and its identity."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """For run metadata: which profile, from which file, with which digest."""
+        return {"profile": str(self.path), "sha256": self.digest,
+                "default_action": self.data.get("defaultAction"),
+                "rules": len(self.data.get("syscalls", []))}
+
+
+def load_profile(path: Path | str | None = None) -> Profile:
+    """The profile at ``path`` (default: the containers/Docker default profile)."""
+    path = Path(path or os.environ.get("CVBENCH_SECCOMP_PROFILE", DEFAULT_PROFILE))
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SeccompError(f"seccomp profile {path} missing: apt-get install {PROFILE_PACKAGE}"
+                           " (scripts/setup.sh does)") from None
+    except (OSError, ValueError) as error:
+        raise SeccompError(f"seccomp profile {path} unreadable: {error}") from None
+    if not isinstance(data, dict) or "defaultAction" not in data:
+        raise SeccompError(f"seccomp profile {path} has no defaultAction")
+    return Profile(path, data)
+
+
+def _native(machine: str | None = None) -> tuple[str, str]:
+    machine = machine or platform.machine()
+    try:
+        return _NATIVE[machine]
+    except KeyError:
+        raise SeccompError(f"no seccomp architecture mapping for {machine}") from None
+
+
+def _applies(rule: dict[str, Any], caps: set[str], arch: str) -> bool:
+    includes, excludes = rule.get("includes") or {}, rule.get("excludes") or {}
+    if includes.get("arches") and arch not in includes["arches"]:
+        return False
+    if includes.get("caps") and not set(includes["caps"]) <= caps:
+        return False
+    if excludes.get("arches") and arch in excludes["arches"]:
+        return False
+    return not (excludes.get("caps") and set(excludes["caps"]) & caps)
+
+
+def to_oci(profile: Profile, capabilities: list[str] | set[str],
+           machine: str | None = None) -> dict[str, Any]:
+    """The OCI ``linux.seccomp`` section of ``profile`` for a container holding
+    ``capabilities`` on this machine's architecture."""
+    arch, scmp_arch = _native(machine)
+    data, caps = profile.data, set(capabilities)
+    architectures = [scmp_arch]
+    for entry in data.get("archMap") or []:
+        if entry.get("architecture") == scmp_arch:
+            architectures += entry.get("subArchitectures") or []
+    syscalls = []
+    for rule in data.get("syscalls") or []:
+        if not _applies(rule, caps, arch):
+            continue
+        oci: dict[str, Any] = {"names": list(rule["names"]), "action": rule["action"]}
+        if rule.get("errnoRet") is not None:
+            oci["errnoRet"] = rule["errnoRet"]
+        if rule.get("args"):
+            oci["args"] = [{key: arg[key] for key in ("index", "value", "valueTwo", "op")
+                            if key in arg} for arg in rule["args"]]
+        syscalls.append(oci)
+    section: dict[str, Any] = {"defaultAction": data["defaultAction"],
+                               "architectures": architectures, "syscalls": syscalls}
+    if data.get("defaultErrnoRet") is not None:
+        section["defaultErrnoRet"] = data["defaultErrnoRet"]
+    return section
+
+
+# --- compiling (in the parent, with libseccomp) ---------------------------------------------
+
+
+def compile_bpf(section: dict[str, Any]) -> bytes:
+    """The classic-BPF program of an OCI seccomp section, built by libseccomp (pyseccomp).
+
+    Syscalls this libseccomp does not know on this architecture are skipped, as crun and
+    runc skip them.
+    """
+    import pyseccomp as seccomp
+
+    def action(name: str, errno_ret: int | None) -> int:
+        if name == "SCMP_ACT_ALLOW":
+            return seccomp.ALLOW
+        if name == "SCMP_ACT_ERRNO":
+            return seccomp.ERRNO(errno_ret if errno_ret is not None else 1)
+        if name == "SCMP_ACT_KILL" or name == "SCMP_ACT_KILL_THREAD":
+            return seccomp.KILL
+        if name == "SCMP_ACT_KILL_PROCESS":
+            return seccomp.KILL_PROCESS
+        if name == "SCMP_ACT_LOG":
+            return seccomp.LOG
+        raise SeccompError(f"seccomp action {name} not supported")
+
+    ops = {"SCMP_CMP_NE": seccomp.NE, "SCMP_CMP_LT": seccomp.LT, "SCMP_CMP_LE": seccomp.LE,
+           "SCMP_CMP_EQ": seccomp.EQ, "SCMP_CMP_GE": seccomp.GE, "SCMP_CMP_GT": seccomp.GT,
+           "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ}
+    default = action(section["defaultAction"], section.get("defaultErrnoRet"))
+    flt = seccomp.SyscallFilter(default)
+    for name in section.get("architectures", [])[1:]:
+        arch = getattr(seccomp.Arch, name.removeprefix("SCMP_ARCH_"), None)
+        if arch is not None:
+            try:
+                flt.add_arch(arch)
+            except OSError:
+                pass  # already present, or not supported here
+    for rule in section.get("syscalls", []):
+        verdict = action(rule["action"], rule.get("errnoRet"))
+        if verdict == default:
+            continue
+        args = [seccomp.Arg(arg["index"], ops[arg["op"]], arg.get("value", 0),
+                            *([arg["valueTwo"]] if arg["op"] == "SCMP_CMP_MASKED_EQ" else []))
+                for arg in rule.get("args", [])]
+        for name in rule["names"]:
+            try:
+                flt.add_rule(verdict, name, *args)
+            except (OSError, ValueError, RuntimeError):
+                continue  # unknown to this libseccomp / architecture
+    with os.fdopen(os.memfd_create("cvbench-seccomp", os.MFD_CLOEXEC), "w+b") as handle:
+        flt.export_bpf(handle)
+        handle.seek(0)
+        program = handle.read()
+    if not program or len(program) % 8:
+        raise SeccompError("libseccomp produced no BPF program")
+    return program
+
+
+# --- installing (in the container's child: see hostkit.syscalls.seccomp_set_filter) ------
