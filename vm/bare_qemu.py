@@ -183,13 +183,21 @@ class BareVM:
         return replace(usage, host_delta=self.mem_available_at_start - mem_available())
 
     def stop(self, grace: float = GRACE_S) -> None:
+        """:meth:`halt` then :meth:`release`. Idempotent."""
+        self.halt(grace)
+        self.release()
+
+    def halt(self, grace: float = GRACE_S) -> None:
         """SIGTERM (as libvirt's destroy does), SIGKILL after ``grace``; return once QEMU
-        has exited and been reaped; then remove its files. Idempotent."""
+        has exited and been reaped."""
         if self.console is not None:
             self.console.close()
             self.console = None
         if self.process.poll() is None:
             terminate(self.process, grace)
+
+    def release(self) -> None:
+        """Remove the VM's files (sockets, pid file, overlay disk)."""
         hypervisor.remove_files(self.name)
 
     def _stderr_tail(self) -> str:

@@ -11,6 +11,7 @@ while this process lives.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import libvirt
 
 from hostkit.meminfo import mem_available
+from hostkit.procs import wait_exit
 from vm import guest, hypervisor
 from vm.console import SocketConsole, StreamConsole
 from vm.domain import DiskSpec, DomainSpec, Owner, render
@@ -37,6 +39,8 @@ class VirtualMachine:
     ready_output: bytes = b""
     mem_available_at_start: int | None = None  # host MemAvailable just before creation
     create_s: float = 0.0  # seconds in libvirt's createXML: libvirt's own work
+    paused: bool = False
+    _destroying: _Background | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -45,11 +49,13 @@ class VirtualMachine:
     @classmethod
     def start(cls, conn: libvirt.virConnect, spec: DomainSpec, *,
               disk_base: Path | None = None, autodestroy: bool = True,
-              console: str = "auto") -> VirtualMachine:
+              console: str = "auto", paused: bool = False) -> VirtualMachine:
         """Create the domain and return at once (not ready); files are removed on failure.
 
         ``console``: ``socket`` (local URIs only), ``stream`` (any URI) or ``auto`` (socket
-        where the URI is local, else stream). ``spec.owner`` None: this process.
+        where the URI is local, else stream). ``spec.owner`` None: this process. With
+        ``paused`` the domain is created with its kernel loaded but its CPUs stopped, until
+        :meth:`resume` (a warm start).
         """
         if spec.owner is None:
             spec = replace(spec, owner=Owner.current())
@@ -71,7 +77,7 @@ class VirtualMachine:
                 raise ValueError("overlay disks need a local libvirt URI")
             spec = replace(spec, console_socket=listener.path if listener else None)
             flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
-            if listener is None:
+            if listener is None or paused:
                 flags |= libvirt.VIR_DOMAIN_START_PAUSED
             before = mem_available() if local else None
             xml = render(spec)
@@ -85,17 +91,24 @@ class VirtualMachine:
                 hypervisor.remove_files(spec.name)
             raise
         vm = cls(spec=spec, domain=domain, local=local, console=listener, started=started,
-                 mem_available_at_start=before, create_s=create_s)
+                 mem_available_at_start=before, create_s=create_s, paused=paused)
         if local:
             vm.pid = hypervisor.qemu_pid(spec.name)
         if listener is None:
             try:
                 vm.console = StreamConsole(lambda: _open_stream(conn, domain))
-                domain.resume()
+                if not paused:
+                    domain.resume()
             except BaseException:
                 vm.stop()
                 raise
         return vm
+
+    def resume(self) -> None:
+        """Let a domain created ``paused`` run."""
+        if self.paused:
+            self.domain.resume()
+            self.paused = False
 
     def wait_ready(self, timeout: float) -> bytes:
         """Block until the guest prints READY; raises ``vm.console.ConsoleError``.
@@ -121,12 +134,55 @@ class VirtualMachine:
 
     def stop(self) -> None:
         """Destroy the domain and remove its files; idempotent."""
+        self.halt()
+        self.release()
+
+    def halt(self) -> None:
+        """Ask libvirt to destroy the domain; return once QEMU has exited.
+
+        Locally QEMU's exit is observed through a pidfd while ``destroy()`` still runs in a
+        thread (libvirt then polls for the process every 200 ms and cleans up: that part is
+        :meth:`release`'s); remotely ``destroy()`` is waited for here.
+        """
         if self.console is not None:
             self.console.close()
             self.console = None
-        hypervisor.destroy(self.domain)
+        if self._destroying is not None:
+            return
+        if not self.local or self.pid is None:
+            hypervisor.destroy(self.domain)
+            return
+        self._destroying = _Background(hypervisor.destroy, self.domain)
+        wait_exit(self.pid, None)
+
+    def release(self) -> None:
+        """Wait until libvirt finished destroying the domain, then remove the VM's files."""
+        if self._destroying is not None:
+            self._destroying.result()
+            self._destroying = None
         if self.local:
             hypervisor.remove_files(self.name)
+
+
+class _Background:
+    """A call running in a thread; :meth:`result` waits and re-raises its exception."""
+
+    def __init__(self, function, *args) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                function(*args)
+            except BaseException as error:  # re-raised in result()
+                self._error = error
+
+        self._thread = threading.Thread(target=run, daemon=True, name="cvbench-destroy")
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _open_stream(conn: libvirt.virConnect, domain: libvirt.virDomain) -> libvirt.virStream:
