@@ -254,6 +254,18 @@ ns_main() {
         /bin/bash /var/log/cvbench-pristine/cvbench-inner.sh "$@"
 }
 
+# The processes alive in the root's pid namespace but PID 1 (the root has no ps): "PID ARGS".
+# shellcheck disable=SC2317  # run inside the namespace, not in line
+ps_inside() {
+    local p args
+    for p in /proc/[0-9]*; do
+        [ "${p#/proc/}" = 1 ] && continue
+        args="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" || continue
+        [ -n "$args" ] && echo "${p#/proc/} ${args% }"
+    done
+    return 0
+}
+
 # inner_main runs inside the root (PID 1 of its pid namespace): both commands, one log each,
 # "NAME EXIT SECONDS" lines in status. When it returns, the kernel kills whatever is left.
 # shellcheck disable=SC2317  # run by a trap, or inside the namespace, not in line
@@ -277,6 +289,7 @@ inner_main() {
         fi
         rc=$?
         echo "$cmd $rc $(($(date +%s) - t))" >>"$out/status"
+        ps_inside >"$out/processes-after-$cmd.txt"
     done
     [ -c /dev/kvm ] && echo "after: $(stat -c '%U:%G %a' /dev/kvm)" >>"$out/dev-kvm"
     local run                                  # the runs' results outlive the root
@@ -293,17 +306,19 @@ TUN_DEV="$(devnum /dev/net/tun)"
 # The two stages go to files in the logs directory, which the root sees as
 # /var/log/cvbench-pristine (so nothing is added to the root).
 { declare -f ns_main; echo 'ns_main "$@"'; } >"$LOGS/cvbench-ns.sh"
-{ declare -f inner_main; echo 'inner_main "$@"'; } >"$LOGS/cvbench-inner.sh"
+{ declare -f ps_inside inner_main; echo 'inner_main "$@"'; } >"$LOGS/cvbench-inner.sh"
 
+say "commit $(git -C "$REPO" rev-parse --short "$COMMIT") ($REF) in $ROOT; prepared in $(($(date +%s) - T0)) s"
 lockfd=
 if [ -n "$LOCK" ]; then
     exec {lockfd}>>"$LOCK" || die "cannot open the host lock $LOCK"
     if ! flock -n "$lockfd"; then
         say "waiting for the host lock $LOCK"
+        t="$(date +%s)"
         flock "$lockfd"
+        say "got the host lock after $(($(date +%s) - t)) s"
     fi
 fi
-say "commit $(git -C "$REPO" rev-parse --short "$COMMIT") ($REF) in $ROOT; prepared in $(($(date +%s) - T0)) s"
 T1="$(date +%s)"
 # set -m: the namespace's processes get default SIGINT handling (an asynchronous job of a
 # script would otherwise ignore it) and their own process group; Ctrl-C reaches this script,
@@ -335,13 +350,17 @@ for cmd in test bench; do
         continue
     fi
     read -r _ crc secs <<<"$line"
-    say "make $cmd: exit $crc in $secs s"
+    left_inside="$(grep -c . "$LOGS/processes-after-$cmd.txt" 2>/dev/null || true)"
+    say "make $cmd: exit $crc in $secs s; processes alive inside afterwards: ${left_inside:-?} (processes-after-$cmd.txt)"
     if [ "$crc" != 0 ]; then
         rc=1
         log="$LOGS/make-$cmd.log"
         if grep -q '^FAILED ' "$log"; then
             say "  failed tests ($log):"
             grep '^FAILED ' "$log" | cut -c1-160 | sed 's/^/    /' >&2
+        elif grep -q 'regression(s),' "$log"; then
+            say "  quick-suite gate ($log):"
+            grep -E '│ regression|regression\(s\),' "$log" | tr -s ' ' | sed 's/^/    /' >&2
         else
             say "  last lines of $log:"
             tail -n 15 "$log" | sed 's/^/    /' >&2
