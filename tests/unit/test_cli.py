@@ -230,3 +230,63 @@ def test_configure_logging_twice_keeps_one_handler(capsys) -> None:
     logging.getLogger("harness.test").info("once")
     err = capsys.readouterr().err
     assert err.count("once") == 1 and LOG_LINE.match(err)
+
+
+# ---------------------------------------------------------------- run: bad input vs bugs
+
+
+class _Broken:
+    """A backend whose constructor has a bug (a TypeError of its own)."""
+
+    def __init__(self, *, size: int = 1) -> None:
+        len(size)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def broken_backend():
+    from harness.backends import registry
+
+    registry.register(registry.BackendInfo("broken", f"{__name__}:_Broken", registry.CONTAINER,
+                                           "a backend with a bug"))
+    yield "broken"
+    registry.unregister("broken")
+
+
+def test_unknown_backend_option_names_the_key(broken_backend) -> None:
+    from harness import backends
+    from harness.backends.base import BackendError
+
+    with pytest.raises(BackendError, match="unknown option 'colour' for backend 'broken', "
+                                           "expected one of size"):
+        backends.create(broken_backend, colour=1)
+
+
+def test_a_typeerror_inside_a_backend_constructor_is_a_bug_not_bad_input(broken_backend):
+    from harness import backends
+
+    with pytest.raises(TypeError, match="has no len"):
+        backends.create(broken_backend, size=2)
+
+
+@pytest.mark.parametrize("error", ["backend", "bug"])
+def test_run_reports_backend_errors_as_bad_input_and_lets_bugs_through(
+        monkeypatch, tmp_path, capsys, error) -> None:
+    """`cvbench run` turns BackendError into one line, exit 2; any other error propagates."""
+    from harness import runner
+    from harness.backends.base import BackendError
+
+    def run_suite(suite, results_dir, quiet):
+        if error == "backend":
+            raise BackendError(f"{suite.path}: [backend_options.process]: unknown option 'x'")
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(runner, "run_suite", run_suite)
+    args = ["run", str(REPOSITORY / "scenarios" / "quick.toml"), "--results-dir",
+            str(tmp_path)]
+    if error == "bug":
+        with pytest.raises(TypeError, match="a bug"):
+            cli.main(args)
+        return
+    assert cli.main(args) == 2
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith("cvbench: error: ") and "[backend_options.process]" in line
