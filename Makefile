@@ -1,6 +1,9 @@
 # The two commands: `make bench` (set up, quick suite, report) and `make test` (set up, tests, gate).
 VENV ?= .venv
 SUITE ?= scenarios/quick.toml
+# The modules held to type hints (mypy, configured in pyproject.toml).
+TYPED ?= harness/gate harness/commands harness/cli.py harness/log.py harness/spread.py \
+	harness/baseline.py harness/normalize.py
 
 .PHONY: setup bench test lint clean baseline
 
@@ -12,11 +15,13 @@ bench: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(TYPED) --ignore-missing-imports
 	$(VENV)/bin/python -m pytest
 	bash scripts/quick-gate.sh
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy $(TYPED) --ignore-missing-imports
 
 clean:
 	$(VENV)/bin/cvbench clean

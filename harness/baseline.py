@@ -12,6 +12,7 @@ A baseline directory holding a run directly (the old, single-baseline layout) st
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from harness import hostinfo, normalize, results
 
 BASELINE_FILES = ("metadata.json", "samples.csv")  # normalized.csv is made anew from them
 
+log = logging.getLogger(__name__)
+
 
 def kind_of(run_dir: Path) -> str:
     """The machine kind a run was made on (from its metadata)."""
@@ -29,6 +32,7 @@ def kind_of(run_dir: Path) -> str:
 
 
 def is_run(directory: Path) -> bool:
+    """True when ``directory`` holds a run (metadata and samples), not baselines per kind."""
     return (directory / "metadata.json").is_file() and (directory / "samples.csv").is_file()
 
 
@@ -65,9 +69,15 @@ def choose(root: Path, candidate_kind: str) -> Choice:
     if not found:
         raise results.ResultsError(f"{root}: no baseline run here")
     if candidate_kind in found:
+        log.info("baseline %s: the one of the candidate's machine kind %r (of %s)",
+                 found[candidate_kind], candidate_kind, ", ".join(found))
         return Choice(found[candidate_kind], candidate_kind, True, tuple(found))
-    newest = max(found, key=lambda kind: str(
-        results.read_metadata(found[kind]).get("started_at", "")))
+    started = {kind: str(results.read_metadata(path).get("started_at", ""))
+               for kind, path in found.items()}
+    newest = max(found, key=started.__getitem__)
+    log.info("baseline %s: no baseline of the candidate's machine kind %r among %s, so the "
+             "newest (started %s)", found[newest], candidate_kind, ", ".join(found),
+             started[newest] or "at an unknown time")
     return Choice(found[newest], newest, False, tuple(found))
 
 
@@ -100,11 +110,13 @@ def set_baseline(run_dir: Path, root: Path) -> Path:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+    log.info("%s is now the baseline of machine kind %r (%s)", run_dir, target.name, target)
     return target
 
 
 def _move_into_kind_directory(root: Path) -> None:
     kind_dir = root / kind_of(root)
+    log.info("%s: moving the old single baseline into %s", root, kind_dir)
     kind_dir.mkdir()
     for name in (*BASELINE_FILES, normalize.FILE_NAME):
         if (root / name).exists():

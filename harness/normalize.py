@@ -18,20 +18,27 @@ as the density scenario's ``launch_s`` are kept.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness import results
 from harness.backends import registry
 from hostkit.files import atomic_write
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 UNIT = "ratio"
 FILE_NAME = "normalized.csv"
 _INTEGER_COLUMNS = ("guest_memory_mib", "repetition", "instance", "step")
 
+log = logging.getLogger(__name__)
 
-def _blank(column):
+
+def _blank(column: pd.Series) -> pd.Series:
     """True where a (CSV-loaded) dimension is empty: NaN or ''."""
     return column.isna() | (column.astype(str) == "")
 
@@ -40,7 +47,7 @@ HOST_READING_PREFIXES = ("host_", "ksm_")
 HOST_READINGS = ("instances_alive",)
 
 
-def is_host_reading(samples):
+def is_host_reading(samples: pd.DataFrame) -> pd.Series:
     """Mask of readings of the host's state (curve points, counters), not per-instance outcomes."""
     metric = samples["metric"].astype(str).map(base_metric)
     return metric.str.startswith(HOST_READING_PREFIXES) | metric.isin(HOST_READINGS)
@@ -59,7 +66,7 @@ def base_metric(metric: str) -> str:
     return _SUFFIX.sub("", metric)
 
 
-def normalize(samples):
+def normalize(samples: pd.DataFrame) -> pd.DataFrame:
     """Samples (of one run or many, e.g. ``results.load_all()``) as ratios to their floor."""
     import pandas as pd
 
@@ -78,14 +85,18 @@ def normalize(samples):
     merged = members.merge(medians, on=["_floor_backend", *keys], how="left")
     fallback = members.merge(plain, on=["_floor_backend", *keys[:-1]], how="left")
     merged["_floor"] = merged["_floor"].fillna(fallback["_floor"])
-    merged = merged[(merged["_floor"] > 0) & merged["_floor"].map(math.isfinite)]
+    has_floor = (merged["_floor"] > 0) & merged["_floor"].map(math.isfinite)
+    if not has_floor.all():
+        log.debug("left out (no positive floor median): %s", ", ".join(sorted(
+            {f"{row.backend}/{row.metric}" for row in merged[~has_floor].itertuples()})))
+    merged = merged[has_floor]
     merged["value"] = merged["value"] / merged["_floor"]
     merged["metric"] = merged["metric"] + merged["_floor_backend"].map(suffix)
     merged["unit"] = UNIT
     return merged[columns].reset_index(drop=True)
 
 
-def plain(value) -> str:
+def plain(value: Any) -> str:
     """A dimension as samples.csv writes it: ``128`` rather than ``128.0``, '' for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -94,7 +105,8 @@ def plain(value) -> str:
     return str(value)
 
 
-def to_csv(normalized) -> str:
+def to_csv(normalized: pd.DataFrame) -> str:
+    """Normalized samples as ``normalized.csv`` text (integer dimensions without ``.0``)."""
     frame = normalized.copy()
     for column in _INTEGER_COLUMNS:
         frame[column] = frame[column].map(plain)
@@ -107,16 +119,20 @@ def write_normalized(run_dir: Path) -> Path:
     """Write ``normalized.csv`` next to the run's ``samples.csv`` (atomically); its path."""
     run_dir = Path(run_dir)
     path = run_dir / FILE_NAME
-    atomic_write(path, to_csv(normalize(results.load_samples(run_dir))))
+    normalized = normalize(results.load_samples(run_dir))
+    atomic_write(path, to_csv(normalized))
+    log.info("%s: %d ratio(s) to the family floors", path, len(normalized))
     return path
 
 
-def load_normalized(run_dir: Path):
+def load_normalized(run_dir: Path) -> pd.DataFrame:
     """The run's normalized samples: ``normalized.csv`` if written, else computed in memory."""
     import pandas as pd
 
     run_dir = Path(run_dir)
     path = run_dir / FILE_NAME
     if path.is_file():
+        log.debug("%s: read", path)
         return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    log.info("%s: no %s, computing the ratios in memory", run_dir, FILE_NAME)
     return normalize(results.load_samples(run_dir))

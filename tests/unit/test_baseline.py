@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from synthetic_runs import make_run
 
-from harness import baseline, compare, results
-from harness.compare import Thresholds
+from harness import baseline, results
+from harness.gate.compare import compare_runs
+from harness.gate.errors import CompareError
+from harness.gate.thresholds import Thresholds
 
 
 def test_machine_kind_names() -> None:
@@ -70,10 +72,10 @@ def test_another_machine_kind_is_judged_at_the_thresholds_across_kinds(tmp_path)
                          cpu_model="AMD EPYC")
     other_kind = make_run(tmp_path / "runs", "intel", seed=5, shifts=shift,
                           cpu_model="Intel(R) Xeon(R) Processor")
-    gated = compare.compare_runs(root, same_kind, thresholds, 0.01, normalized=True)
+    gated = compare_runs(root, same_kind, thresholds, 0.01, normalized=True)
     assert [(r.backend, r.metric) for r in gated.regressions] == [
         ("ours", "start_to_ready_s_vs_process")]
-    across = compare.compare_runs(root, other_kind, thresholds, 0.01, normalized=True)
+    across = compare_runs(root, other_kind, thresholds, 0.01, normalized=True)
     assert across.regressions == []
     assert any("no baseline for machine kind 'intel-xeon'" in note for note in across.notes)
 
@@ -88,5 +90,5 @@ def test_thresholds_file_with_an_across_kinds_table(tmp_path) -> None:
     assert thresholds.for_kinds(False).lookup("crun", "stop_s_vs_process") == 0.8
     assert thresholds.for_kinds(True) is thresholds
     path.write_text("[across_kinds]\nbogus = 1\n")
-    with pytest.raises(compare.CompareError, match="across_kinds.bogus"):
+    with pytest.raises(CompareError, match="across_kinds.bogus"):
         Thresholds.load(path)

@@ -7,9 +7,11 @@ import math
 import pytest
 from synthetic_runs import make_run
 
-from harness import compare
 from harness.cli import main
-from harness.compare import CompareError, Thresholds
+from harness.gate import render, verdicts
+from harness.gate.compare import compare_runs
+from harness.gate.errors import CompareError
+from harness.gate.thresholds import Thresholds
 
 
 @pytest.fixture
@@ -35,18 +37,18 @@ def _row(comparison, backend, metric, variant=None):
 
 
 def test_direction_is_defined_once() -> None:
-    assert compare.direction("start_to_ready_s") == compare.LOWER_IS_BETTER
-    assert compare.direction("mem_pss_bytes") == compare.LOWER_IS_BETTER
-    assert compare.direction("start_to_ready_s_vs_process") == compare.LOWER_IS_BETTER
-    assert compare.direction("max_instances_alive") == compare.HIGHER_IS_BETTER
-    assert compare.direction("max_instances_alive_vs_process") == compare.HIGHER_IS_BETTER
-    assert compare.direction("instances_alive") is None
-    assert compare.direction("ksm_pages_sharing") is None
+    assert verdicts.direction("start_to_ready_s") == verdicts.LOWER_IS_BETTER
+    assert verdicts.direction("mem_pss_bytes") == verdicts.LOWER_IS_BETTER
+    assert verdicts.direction("start_to_ready_s_vs_process") == verdicts.LOWER_IS_BETTER
+    assert verdicts.direction("max_instances_alive") == verdicts.HIGHER_IS_BETTER
+    assert verdicts.direction("max_instances_alive_vs_process") == verdicts.HIGHER_IS_BETTER
+    assert verdicts.direction("instances_alive") is None
+    assert verdicts.direction("ksm_pages_sharing") is None
 
 
 def test_noise_alone_is_no_regression(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2)
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     assert comparison.regressions == [] and comparison.exit_code == 0
     assert comparison.rows, "something was compared"
     # readings of the host's state (density curve points, counters) are not compared
@@ -57,9 +59,9 @@ def test_noise_alone_is_no_regression(results_dir, base) -> None:
 
 def test_significant_and_large_shift_is_a_regression(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts={("ours", "start_to_ready_s"): 1.3})
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     row = _row(comparison, "ours", "start_to_ready_s")
-    assert row.verdict == compare.REGRESSION
+    assert row.verdict == verdicts.REGRESSION
     assert row.p_value < 0.001 and row.ratio == pytest.approx(1.3, rel=0.05)
     assert [(r.backend, r.metric) for r in comparison.regressions] == [
         ("ours", "start_to_ready_s")
@@ -69,20 +71,20 @@ def test_significant_and_large_shift_is_a_regression(results_dir, base) -> None:
 
 def test_density_launch_time_per_step_is_gated(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts={("crun", "launch_s"): 1.3})
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     row = _row(comparison, "crun", "launch_s")
     assert (row.n_base, row.n_cand) == (10, 10)  # one value per ramp step
-    assert row.verdict == compare.REGRESSION
-    assert _row(comparison, "libvirt", "launch_s").verdict == compare.OK  # 2 steps: too few
+    assert row.verdict == verdicts.REGRESSION
+    assert _row(comparison, "libvirt", "launch_s").verdict == verdicts.OK  # 2 steps: too few
 
 
 def test_significant_but_small_shift_is_not_flagged(results_dir) -> None:
     base = make_run(results_dir, "base", seed=1, noise=0.01, repetitions=30)
     candidate = make_run(results_dir, "cand", seed=2, noise=0.01, repetitions=30,
                          shifts={("crun", "start_to_ready_s"): 1.05})
-    row = _row(compare.compare_runs(base, candidate), "crun", "start_to_ready_s")
+    row = _row(compare_runs(base, candidate), "crun", "start_to_ready_s")
     assert row.p_value < 0.05, "the shift is significant"
-    assert row.verdict == compare.WITHIN_THRESHOLD and not row.regression
+    assert row.verdict == verdicts.WITHIN_THRESHOLD and not row.regression
 
 
 def test_large_but_not_significant_shift_is_not_flagged(results_dir) -> None:
@@ -90,51 +92,66 @@ def test_large_but_not_significant_shift_is_not_flagged(results_dir) -> None:
     base = make_run(results_dir, "base", seed=1, repetitions=3)
     candidate = make_run(results_dir, "cand", seed=2, repetitions=3,
                          shifts={("runc", "start_to_ready_s"): 2.0})
-    row = _row(compare.compare_runs(base, candidate), "runc", "start_to_ready_s")
+    row = _row(compare_runs(base, candidate), "runc", "start_to_ready_s")
     assert row.ratio == pytest.approx(2.0, rel=0.1) and row.p_value >= 0.1
-    assert row.verdict == compare.NOT_SIGNIFICANT and not row.regression
+    assert row.verdict == verdicts.NOT_SIGNIFICANT and not row.regression
 
 
 def test_faster_is_an_improvement_not_a_regression(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts={"start_to_ready_s": 0.7})
-    comparison = compare.compare_runs(base, candidate)
-    assert _row(comparison, "ours", "start_to_ready_s").verdict == compare.IMPROVEMENT
+    comparison = compare_runs(base, candidate)
+    assert _row(comparison, "ours", "start_to_ready_s").verdict == verdicts.IMPROVEMENT
     assert comparison.exit_code == 0
 
 
 def test_memory_regression_is_per_variant(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2,
                          shifts={("libvirt", "mem_vmm_overhead_bytes"): 1.5})
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     rows = _rows(comparison, "libvirt", "mem_vmm_overhead_bytes")
     assert {row.variant for row in rows} == {"ksm=off", "ksm=on"}
     # 3 instances per VM: too few for significance, so reported but not flagged
-    assert all(row.verdict == compare.NOT_SIGNIFICANT for row in rows)
+    assert all(row.verdict == verdicts.NOT_SIGNIFICANT for row in rows)
 
 
 def test_single_values_are_reported_not_flagged(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts={"teardown_s": 3.0})
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     row = _row(comparison, "ours", "teardown_s")
-    assert row.verdict == compare.SINGLE_VALUE == "n/a (single value)"
+    assert row.verdict == verdicts.SINGLE_VALUE == "n/a (single value)"
     assert math.isnan(row.p_value) and row.ratio == pytest.approx(3.0, rel=0.1)
-    assert _row(comparison, "ours", "max_instances_alive").verdict == compare.SINGLE_VALUE
+    assert _row(comparison, "ours", "max_instances_alive").verdict == verdicts.SINGLE_VALUE
     assert comparison.exit_code == 0
 
 
 @pytest.mark.parametrize(
     ("metric", "ratio", "expected"),
     [
-        ("max_instances_alive", 0.5, compare.REGRESSION),  # higher is better: fewer is worse
-        ("max_instances_alive", 2.0, compare.IMPROVEMENT),
-        ("max_instances_alive", 0.95, compare.WITHIN_THRESHOLD),
-        ("start_to_ready_s", 1.2, compare.REGRESSION),
-        ("start_to_ready_s", 0.5, compare.IMPROVEMENT),
-        ("start_to_ready_s", math.nan, compare.NO_RATIO),
+        ("max_instances_alive", 0.5, verdicts.REGRESSION),  # higher is better: fewer is worse
+        ("max_instances_alive", 2.0, verdicts.IMPROVEMENT),
+        ("max_instances_alive", 0.95, verdicts.WITHIN_THRESHOLD),
+        ("start_to_ready_s", 1.2, verdicts.REGRESSION),
+        ("start_to_ready_s", 0.5, verdicts.IMPROVEMENT),
+        ("start_to_ready_s", math.nan, verdicts.NO_RATIO),
     ],
 )
 def test_verdict_follows_direction(metric, ratio, expected) -> None:
-    assert compare._verdict(metric, 10, 10, ratio, 0.001, 0.10, 0.05) == expected
+    assert verdicts.verdict(metric, 10, 10, ratio, 0.001, 0.10, 0.05) == expected
+
+
+@pytest.mark.parametrize(
+    ("metric", "ratio", "worse"),
+    [
+        ("start_to_ready_s", 1.3, 0.3),
+        ("start_to_ready_s", 0.7, -0.3),
+        ("mem_pss_bytes_vs_process", 2.0, 1.0),
+        ("max_instances_alive", 0.5, 1.0),  # half as many: twice as bad
+        ("max_instances_alive", 2.0, -0.5),
+        ("max_instances_alive", 0.0, math.inf),
+    ],
+)
+def test_worse_by_follows_direction(metric, ratio, worse) -> None:
+    assert verdicts.worse_by(metric, ratio) == pytest.approx(worse)
 
 
 def test_thresholds_file(tmp_path, results_dir, base) -> None:
@@ -142,7 +159,7 @@ def test_thresholds_file(tmp_path, results_dir, base) -> None:
     loose = tmp_path / "loose.toml"
     loose.write_text('default = 0.5\n[metrics]\n"runc.start_to_ready_s" = 0.2\n'
                      "crun.start_to_ready_s = 0.25\n")  # unquoted dotted key: a nested table
-    comparison = compare.compare_runs(base, candidate, Thresholds.load(loose))
+    comparison = compare_runs(base, candidate, Thresholds.load(loose))
     flagged = {row.backend for row in comparison.regressions}
     assert flagged == {"runc", "crun"}
     assert _row(comparison, "ours", "start_to_ready_s").threshold == 0.5
@@ -168,6 +185,10 @@ def test_threshold_lookup_order() -> None:
         ("default = -0.1", "non-negative"),
         ('[metrics]\nstop_s = "10%"', "metrics.stop_s"),
         ("treshold = 0.1", "unknown key"),
+        ("[across_kinds]\ndefault = 1\n[across_kinds.across_kinds]\ndefault = 2",
+         "unknown key.*across_kinds.across_kinds"),
+        ("across_kinds = 0.5", "'across_kinds' must be a table"),
+        ("[across_kinds]\nmetrics = 0.5", "'across_kinds.metrics' must be a table"),
     ],
 )
 def test_bad_thresholds_file(tmp_path, text, message) -> None:
@@ -179,10 +200,10 @@ def test_bad_thresholds_file(tmp_path, text, message) -> None:
 
 def test_normalized_compare_across_machine_speeds(results_dir, base) -> None:
     slower_machine = make_run(results_dir, "slow", seed=2, speed=2.0, hostname="host-b")
-    raw = compare.compare_runs(base, slower_machine)
+    raw = compare_runs(base, slower_machine)
     assert len(raw.regressions) > 10, "absolute figures all look twice as slow"
     assert any("different hosts" in note for note in raw.notes)
-    normalized = compare.compare_runs(base, slower_machine, normalized=True)
+    normalized = compare_runs(base, slower_machine, normalized=True)
     assert normalized.regressions == []
     assert all(row.metric.endswith("_vs_qemu" if row.backend == "libvirt" else "_vs_process")
                for row in normalized.rows)
@@ -190,7 +211,7 @@ def test_normalized_compare_across_machine_speeds(results_dir, base) -> None:
 
     slower_and_worse = make_run(results_dir, "worse", seed=3, speed=2.0,
                                 shifts={("ours", "start_to_ready_s"): 1.3})
-    normalized = compare.compare_runs(base, slower_and_worse, normalized=True)
+    normalized = compare_runs(base, slower_and_worse, normalized=True)
     assert [(r.backend, r.metric) for r in normalized.regressions] == [
         ("ours", "start_to_ready_s_vs_process")
     ]
@@ -199,23 +220,23 @@ def test_normalized_compare_across_machine_speeds(results_dir, base) -> None:
 def test_accel_mismatch_is_refused(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, accel="kvm")
     with pytest.raises(CompareError, match="accel differs for startup/libvirt"):
-        compare.compare_runs(base, candidate)
+        compare_runs(base, candidate)
 
 
 def test_image_change_is_refused_unless_allowed(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, image_digest="sha256:" + "cd" * 32)
     with pytest.raises(CompareError, match="image_digest differs.*--allow-image-change"):
-        compare.compare_runs(base, candidate)
-    comparison = compare.compare_runs(base, candidate, allow_image_change=True)
+        compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate, allow_image_change=True)
     assert comparison.exit_code == 0
     assert any("image_digest differs" in note and "allowed" in note for note in comparison.notes)
 
 
 def test_missing_backend_is_reported_not_flagged(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, backends=("process", "ours"))
-    comparison = compare.compare_runs(base, candidate)
+    comparison = compare_runs(base, candidate)
     missing = _rows(comparison, backend="libvirt")
-    assert missing and all(row.verdict == compare.MISSING_IN_CANDIDATE for row in missing)
+    assert missing and all(row.verdict == verdicts.MISSING_IN_CANDIDATE for row in missing)
     assert comparison.exit_code == 0
     assert any("missing in the candidate" in note for note in comparison.notes)
 
@@ -224,19 +245,55 @@ def test_nothing_in_common_is_refused(results_dir) -> None:
     base = make_run(results_dir, "base", kinds=("startup",))
     candidate = make_run(results_dir, "cand", kinds=("memory",))
     with pytest.raises(CompareError, match="no metric in common"):
-        compare.compare_runs(base, candidate)
+        compare_runs(base, candidate)
 
 
 def test_markdown_table(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts={("ours", "start_to_ready_s"): 1.3})
-    markdown = compare.to_markdown(compare.compare_runs(base, candidate))
+    markdown = render.to_markdown(compare_runs(base, candidate))
     lines = markdown.splitlines()
     assert lines[0].startswith("### cvbench compare: base → cand")
     header = next(line for line in lines if line.startswith("| scenario"))
-    assert header.count("|") == len(compare.HEADERS) + 1
+    assert header.count("|") == len(render.HEADERS) + 1
     (regression,) = [line for line in lines if "**regression**" in line]
     assert "| ours |" in regression and "start_to_ready_s" in regression
     assert "| memory | libvirt | mem_pss_bytes [ksm=on] |" in markdown
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (0.0123, "s", "12.3 ms"),
+        (2.5, "s", "2.5 s"),
+        (1.5 * 1024 * 1024, "bytes", "1.5 MiB"),
+        (1.25, "ratio", "1.25×"),
+        (100, "count", "100 count"),
+        (math.nan, "s", "-"),
+    ],
+)
+def test_values_are_shown_in_readable_units(value, unit, text) -> None:
+    assert render.fmt_value(value, unit) == text
+
+
+def test_p_values_and_ratios_are_formatted() -> None:
+    assert render.fmt_p(0.0001) == "1.00e-04" and render.fmt_p(0.25) == "0.250"
+    assert render.fmt_p(math.nan) == "-" and render.fmt_ratio(math.nan) == "-"
+    assert render.fmt_ratio(1.3) == "1.300 (+30.0%)"
+
+
+def test_terminal_table(results_dir, base) -> None:
+    from rich.console import Console
+
+    candidate = make_run(results_dir, "cand", seed=2, shifts={("ours", "start_to_ready_s"): 1.3})
+    comparison = compare_runs(base, candidate, normalized=True)
+    console = Console(record=True, width=250)
+    render.render(comparison, console)
+    text = console.export_text()
+    assert "cvbench compare: base → cand (ratios to the process floor)" in text
+    (line,) = [line for line in text.splitlines() if "│ regression" in line]
+    assert "ours" in line and "start_to_ready_s_vs_process" in line and "20/20" in line
+    assert text.rstrip().endswith(render.summary(comparison))
+    assert render.summary(comparison).startswith("1 regression(s), 0 improvement(s)")
 
 
 # ---------------------------------------------------------------- through the CLI
@@ -299,7 +356,7 @@ def test_cli_normalized_without_floor_exit_2(results_dir, capsys) -> None:
 
 
 def _gated(base, candidate):
-    return compare.compare_runs(base, candidate, normalized=True, alpha=0.01)
+    return compare_runs(base, candidate, normalized=True, alpha=0.01)
 
 
 def test_each_family_is_gated_by_its_own_floor(results_dir, base) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from synthetic_runs import make_run
 
-from harness import compare, spread
+from harness import spread
+from harness.gate.compare import compare_runs
+from harness.gate.thresholds import Thresholds
 
 
 def test_spread_finds_the_drift_and_thresholds_cover_it(tmp_path) -> None:
@@ -15,12 +17,12 @@ def test_spread_finds_the_drift_and_thresholds_cover_it(tmp_path) -> None:
     text = spread.thresholds_toml(spreads, [r.name for r in runs], 0.05)
     path = tmp_path / "thresholds.toml"
     path.write_text(text)
-    thresholds = compare.Thresholds.load(path)
+    thresholds = Thresholds.load(path)
     assert thresholds.lookup("ours", "start_to_ready_s_vs_process") >= 0.4
     for base in runs:
         for candidate in runs:
             if base != candidate:
-                result = compare.compare_runs(base, candidate, thresholds, normalized=True)
+                result = compare_runs(base, candidate, thresholds, normalized=True)
                 assert result.exit_code == 0
 
 
@@ -39,11 +41,11 @@ def test_spread_across_machine_kinds_goes_into_its_own_table(tmp_path) -> None:
     assert same["ours.stop_s_vs_process"] < 0.1 < 0.3 < across["ours.stop_s_vs_process"]
     path = tmp_path / "thresholds.toml"
     path.write_text(spread.thresholds_toml(same, [r.name for r in runs], 0.05, across))
-    thresholds = compare.Thresholds.load(path)
+    thresholds = Thresholds.load(path)
     assert thresholds.lookup("ours", "stop_s_vs_process") == spread.FLOOR
     assert thresholds.for_kinds(False).lookup("ours", "stop_s_vs_process") >= 0.8
     for base in runs:
         for candidate in runs:
             if base != candidate:
-                assert compare.compare_runs(base, candidate, thresholds,
+                assert compare_runs(base, candidate, thresholds,
                                             normalized=True).exit_code == 0

@@ -1,0 +1,14 @@
+"""``cvbench`` subcommands: one module each (the model is asv's ``commands/``).
+
+A subcommand module has two functions:
+
+- ``register(subparsers) -> ArgumentParser``: add its parser (``subparsers.add_parser``) with
+  its options, and ``set_defaults(func=handle)``;
+- ``handle(args) -> int``: do the work, return an exit code from :mod:`harness.commands.base`,
+  and raise :class:`~harness.commands.base.UsageError` for bad input (one line, exit 2).
+
+To add a subcommand, add a module here and list it in ``COMMANDS`` in :mod:`harness.cli`.
+Import heavy modules inside ``handle``, so that ``cvbench --help`` stays fast. This package's
+``__init__`` imports nothing, so a command module importing :mod:`harness.commands.base`
+never makes a cycle.
+"""

@@ -1,0 +1,73 @@
+"""Baseline vs candidate: a metric regresses only if significantly *and* materially worse.
+
+``cvbench compare BASELINE CANDIDATE``: the regression gate (:mod:`harness.gate`). Prints the
+table, optionally writes it as Markdown (``--markdown``, and appended to
+``$GITHUB_STEP_SUMMARY`` when set); exit 1 on a regression, 2 when the runs cannot be
+compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from harness.commands.base import Subparsers, UsageError, results_dir, results_dir_option
+from harness.gate.stats import DEFAULT_ALPHA
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "compare", parents=[results_dir_option()],
+        help="gate a candidate run against a baseline (exit 1 on a regression)",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    parser.add_argument("baseline", help="baseline run directory or run id")
+    parser.add_argument("candidate", help="candidate run directory or run id")
+    parser.add_argument("--normalized", action="store_true",
+                        help="compare ratios to each run's own process floor")
+    parser.add_argument("--thresholds", metavar="FILE",
+                        help="TOML: default = 0.10 and a [metrics] table")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help=f"significance level (default {DEFAULT_ALPHA})")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    parser.add_argument("--allow-image-change", action="store_true",
+                        help="compare runs made with different image digests")
+    parser.set_defaults(func=handle)
+    return parser
+
+
+def handle(args: argparse.Namespace) -> int:
+    from harness import baseline, results
+    from harness.gate import render
+    from harness.gate.compare import compare_runs
+    from harness.gate.errors import CompareError
+    from harness.gate.thresholds import Thresholds
+    from hostkit.files import atomic_write
+
+    try:
+        base_dir = (Path(args.baseline) if baseline.baselines(Path(args.baseline))
+                    else results.resolve_run(args.baseline, results_dir(args)))
+        cand_dir = results.resolve_run(args.candidate, results_dir(args))
+        thresholds = Thresholds.load(args.thresholds) if args.thresholds else Thresholds()
+        comparison = compare_runs(base_dir, cand_dir, thresholds, args.alpha,
+                                  normalized=args.normalized,
+                                  allow_image_change=args.allow_image_change)
+    except (results.ResultsError, CompareError) as error:
+        raise UsageError(str(error)) from None
+    render.render(comparison)
+    markdown = render.to_markdown(comparison)
+    if args.markdown:
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, markdown)
+        log.info("Markdown written to %s", path)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as summary:
+            summary.write(markdown)
+        log.info("Markdown appended to %s (GITHUB_STEP_SUMMARY)", step_summary)
+    return comparison.exit_code

@@ -1,0 +1,63 @@
+"""``cvbench run SCENARIO``: run a scenario file on its backends; print the run directory.
+
+Bad input (the file, ``--backend``, a ``[backend_options.X]`` key, a missing image or
+backend) is a :class:`~harness.commands.base.UsageError` raised before anything starts. Any
+other exception, a ``TypeError`` inside a backend's constructor included, is a bug and is
+not disguised as bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from harness.commands.base import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Subparsers,
+    UsageError,
+    results_dir,
+    results_dir_option,
+)
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("run", help="run a scenario file",
+                                   parents=[results_dir_option()])
+    parser.add_argument("scenario", help="scenarios/<name>.toml")
+    parser.add_argument("--backend", help="comma-separated backends (default: the file's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--report", action="store_true", help="write the report afterwards")
+    parser.set_defaults(func=handle)
+    return parser
+
+
+def handle(args: argparse.Namespace) -> int:
+    from harness import scenario
+
+    try:
+        suite = scenario.select_backends(scenario.load(args.scenario), args.backend)
+    except scenario.ScenarioError as error:
+        raise UsageError(str(error)) from None
+    log.info("%s: backends %s", args.scenario, ", ".join(suite.backends))
+    from harness import runner
+    from harness.backends.base import BackendError
+    from imagestore.image import ImageError
+
+    try:
+        run_dir = runner.run_suite(suite, results_dir(args), quiet=args.quiet)
+    except (ImageError, BackendError) as error:
+        raise UsageError(str(error)) from None
+    except runner.RunInterrupted as error:
+        print(f"cvbench: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(run_dir)
+    if args.report:
+        from harness import report
+
+        log.info("writing the report of %s", run_dir)
+        report.write_report([run_dir])
+    return EXIT_OK

@@ -1,0 +1,103 @@
+"""A :class:`~harness.gate.compare.Comparison` as a terminal table (rich) or as Markdown."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from harness.gate import verdicts
+from harness.gate.compare import Comparison
+from harness.gate.stats import Row
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+HEADERS = ("scenario", "backend", "metric", "n", "baseline", "candidate", "ratio", "p",
+           "threshold", "verdict")
+_RIGHT_ALIGNED = ("n", "baseline", "candidate", "ratio", "p", "threshold")
+_STYLES = {verdicts.REGRESSION: "bold red", verdicts.IMPROVEMENT: "green",
+           verdicts.SINGLE_VALUE: "dim", verdicts.NO_RATIO: "dim",
+           verdicts.MISSING_IN_CANDIDATE: "yellow", verdicts.NEW_IN_CANDIDATE: "yellow"}
+
+
+def fmt_value(value: float, unit: str) -> str:
+    """A median in a readable unit: ms for seconds, MiB for bytes."""
+    if math.isnan(value):
+        return "-"
+    if unit == "s":
+        return f"{value:.3g} s" if abs(value) >= 1 else f"{value * 1000:.3g} ms"
+    if unit == "bytes":
+        return f"{value / (1024 * 1024):.3g} MiB"
+    if unit == "ratio":
+        return f"{value:.3g}×"
+    return f"{value:.4g} {unit}".rstrip()
+
+
+def fmt_ratio(ratio: float) -> str:
+    return "-" if math.isnan(ratio) else f"{ratio:.3f} ({(ratio - 1) * 100:+.1f}%)"
+
+
+def fmt_p(p_value: float) -> str:
+    if math.isnan(p_value):
+        return "-"
+    return f"{p_value:.2e}" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def cells(row: Row) -> tuple[str, ...]:
+    """The row's cells, in the order of :data:`HEADERS`."""
+    metric = f"{row.metric} [{row.variant}]" if row.variant else row.metric
+    return (row.scenario, row.backend, metric, f"{row.n_base}/{row.n_cand}",
+            fmt_value(row.base_median, row.unit), fmt_value(row.cand_median, row.unit),
+            fmt_ratio(row.ratio), fmt_p(row.p_value), f"{row.threshold:.0%}", row.verdict)
+
+
+def summary(comparison: Comparison) -> str:
+    """One line: regressions, improvements, metrics tested and shown."""
+    tested = sum(1 for row in comparison.rows if row.tested)
+    return (f"{len(comparison.regressions)} regression(s), "
+            f"{len(comparison.improvements)} improvement(s), {tested} metric(s) tested "
+            f"(Mann-Whitney U, alpha {comparison.alpha:g}), {len(comparison.rows)} shown")
+
+
+def title(comparison: Comparison) -> str:
+    mode = "ratios to the process floor" if comparison.normalized else "absolute figures"
+    return f"cvbench compare: {comparison.baseline} → {comparison.candidate} ({mode})"
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """The comparison as Markdown (for a CI job summary)."""
+    lines = [f"### {title(comparison)}", "", f"**{summary(comparison)}**", ""]
+    lines += [f"> {note}" for note in comparison.notes]
+    if comparison.notes:
+        lines.append("")
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("|" + "|".join("---:" if header in _RIGHT_ALIGNED else "---"
+                                for header in HEADERS) + "|")
+    for row in comparison.rows:
+        row_cells = list(cells(row))
+        if row.regression:
+            row_cells[-1] = f"**{verdicts.REGRESSION}**"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(comparison: Comparison, console: Console | None = None) -> None:
+    """Print the comparison as a terminal table (rich), its notes and its summary."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+    table = Table(title=title(comparison))
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in _RIGHT_ALIGNED else "left")
+    for row in comparison.rows:
+        table.add_row(*(Text(cell) for cell in cells(row)), style=_STYLES.get(row.verdict))
+    console.print(table)
+    for note in comparison.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    colour = "red" if comparison.regressions else "green"
+    console.print(f"[{colour}]{summary(comparison)}[/{colour}]", highlight=False)
