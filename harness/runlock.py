@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from hostkit.paths import state_dir
 
@@ -40,11 +40,11 @@ def _locked(mode: int) -> Iterator[None]:
         os.close(fd)
 
 
-def running() -> Iterator[None]:
+def running() -> AbstractContextManager[None]:
     """Held for the whole of a run (shared: several runs may share a state directory)."""
     return _locked(fcntl.LOCK_SH)
 
 
-def exclusive() -> Iterator[None]:
+def exclusive() -> AbstractContextManager[None]:
     """Held by `cvbench clean`: fails at once while any run holds the state directory."""
     return _locked(fcntl.LOCK_EX)
