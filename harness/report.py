@@ -8,6 +8,7 @@ series is labelled ``backend @ run`` so runs sit side by side.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,7 @@ def _markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path]) ->
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: Any) -> str:  # a number from a pandas row
     return f"{value:.4g}"
 
 
