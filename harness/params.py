@@ -27,7 +27,7 @@ def param(
     return {"minimum": minimum, "choices": choices, "doc": doc}
 
 
-def keys(cls: type) -> tuple[str, ...]:
+def key_names(cls: type) -> tuple[str, ...]:
     """The keys (field names) a dataclass declares, in declaration order."""
     return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -73,7 +73,7 @@ def check_value(where: str, key: str, value: Any, metadata: Mapping[str, Any]) -
                 )
 
 
-def parse(where: str, cls: type, key: str, raw: Any) -> Any:
+def parse_value(where: str, cls: type, key: str, raw: Any) -> Any:
     """The value of ``cls``'s field ``key`` read from TOML, checked; ScenarioError if not."""
     annotation, metadata = _declared(cls)[key]
     value = coerce(where, key, raw, annotation)

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from harness import params as declared
 from harness.backends import registry
 from harness.kinds import registry as kinds
-from harness.params import ScenarioError, param
+from harness.params import ScenarioError, key_names, param, parse_value, type_name
 
 __all__ = ["Scenario", "ScenarioError", "Suite", "load", "loads", "make", "parse_backends",
            "select_backends"]
@@ -38,15 +37,15 @@ __all__ = ["Scenario", "ScenarioError", "Suite", "load", "loads", "make", "parse
 NETWORK_MODES = ("none", "bridge", "host")
 ACCELS = ("auto", "kvm", "tcg")
 
-P = TypeVar("P")
+ParamsT = TypeVar("ParamsT")
 
 
 @dataclass(frozen=True)
-class Scenario(Generic[P]):
+class Scenario(Generic[ParamsT]):
     """One measurement to run identically on every backend: common keys, and its kind's own."""
 
     kind: str
-    params: P  # the kind's own keys: an instance of its registry entry's ``params`` dataclass
+    params: ParamsT  # the kind's own keys: an instance of its registry entry's ``params`` dataclass
     name: str = ""
     backends: tuple[str, ...] = ()  # empty: every backend of the suite
     timeout_s: float = field(default=60.0, metadata=param(minimum=0.001))
@@ -60,7 +59,7 @@ class Scenario(Generic[P]):
     accel: str = field(default="auto", metadata=param(choices=ACCELS))
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat keys, validated
 
-    def for_backend(self, backend: str) -> Scenario[P]:
+    def for_backend(self, backend: str) -> Scenario[ParamsT]:
         """This scenario with its family's, then the backend's overrides applied."""
         changes = {**self.overrides.get(registry.family(backend), {}),
                    **self.overrides.get(backend, {})}
@@ -75,8 +74,7 @@ class Scenario(Generic[P]):
 
 
 # Keys every scenario may have (``kind`` aside); all but name and backends can be overridden.
-COMMON_KEYS = tuple(key for key in declared.keys(Scenario) if key not in ("kind", "params",
-                                                                           "overrides"))
+COMMON_KEYS = tuple(k for k in key_names(Scenario) if k not in ("kind", "params", "overrides"))
 _OVERRIDABLE_COMMON = tuple(key for key in COMMON_KEYS if key not in ("name", "backends"))
 
 
@@ -134,14 +132,14 @@ def _parse_keys(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A flat table's values, split into common keys and the kind's own; each checked."""
     own_class = kinds.info(kind).params
-    own_keys = declared.keys(own_class)
+    own_keys = key_names(own_class)
     common_values: dict[str, Any] = {}
     own_values: dict[str, Any] = {}
     for key, raw in table.items():
         if key in common:
-            common_values[key] = declared.parse(where, Scenario, key, raw)
+            common_values[key] = parse_value(where, Scenario, key, raw)
         elif key in own_keys:
-            own_values[key] = declared.parse(where, own_class, key, raw)
+            own_values[key] = parse_value(where, own_class, key, raw)
         elif owners := kinds.owners(key):
             raise ScenarioError(
                 f"{where}: key '{key}' belongs to kind {' and '.join(owners)}, not {kind}: "
@@ -201,7 +199,7 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
             )
         if not isinstance(value, expected):
             raise ScenarioError(
-                f"{path}: [suite]: key '{key}': expected {declared.type_name(expected)}"
+                f"{path}: [suite]: key '{key}': expected {type_name(expected)}"
             )
     backends = suite_table.get("backends", list(registry.names()))
     if not backends or not all(isinstance(b, str) for b in backends):

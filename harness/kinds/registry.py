@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from harness import params as declared
 from harness.kinds import density, memory, startup
+from harness.params import key_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,7 @@ def register(kind: KindInfo) -> None:
     frozen = getattr(getattr(kind.params, "__dataclass_params__", None), "frozen", False)
     if not dataclasses.is_dataclass(kind.params) or not frozen:
         raise ValueError(f"kind {kind.name!r}: params must be a frozen dataclass")
-    clash = sorted(set(declared.keys(kind.params)) & {"kind", "params", "overrides", *COMMON_KEYS})
+    clash = sorted(set(key_names(kind.params)) & {"kind", "params", "overrides", *COMMON_KEYS})
     if clash:
         raise ValueError(f"kind {kind.name!r}: {', '.join(clash)} is a key of every scenario")
     _TABLE[kind.name] = kind
@@ -96,4 +96,4 @@ def info(name: str) -> KindInfo:
 
 def owners(key: str) -> tuple[str, ...]:
     """The kinds that declare ``key`` among their own keys."""
-    return tuple(kind.name for kind in _TABLE.values() if key in declared.keys(kind.params))
+    return tuple(kind.name for kind in _TABLE.values() if key in key_names(kind.params))
