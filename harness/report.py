@@ -25,8 +25,8 @@ from hostkit.files import atomic_write
 
 # Each kind draws its own charts (its registry entry's ``charts``); these names stay here for
 # the notebook and other callers that draw one chart at a time.
-__all__ = ["MEMORY_VIEWS", "MIB", "density_charts", "latency_chart", "load", "memory_chart",
-           "summary_table", "write_report"]
+__all__ = ["MEMORY_VIEWS", "MIB", "density_charts", "draw_charts", "latency_chart", "load",
+           "memory_chart", "summary_table", "write_report"]
 
 
 def load(run_dirs: list[Path]) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def summary_table(samples: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def charts(samples: pd.DataFrame, output: Path) -> list[Path]:
+def draw_charts(samples: pd.DataFrame, output: Path) -> list[Path]:
     """Every scenario's charts, drawn by its kind (a kind without charts, or one this
     installation does not know, e.g. of an old run or a plug-in, draws none)."""
     drawn: list[Path] = []
@@ -101,6 +101,6 @@ def write_report(run_dirs: list[Path], output: Path | None = None) -> Path:
     output = output or (run_dirs[0] / "report")
     output.mkdir(parents=True, exist_ok=True)
     samples = load(run_dirs)
-    drawn = charts(samples, output) if not samples.empty else []
+    drawn = draw_charts(samples, output) if not samples.empty else []
     atomic_write(output / "summary.md", _markdown(samples, run_dirs, drawn))
     return output
