@@ -1,4 +1,5 @@
-"""The order in which backends take their turn in a round, decided in one place."""
+"""The order in which backends take their turn in a round, decided in one place for every kind
+(where a seeded random order, recorded with each sample's position, would replace it)."""
 
 from __future__ import annotations
 
