@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -31,7 +32,7 @@ def deferred_interrupts() -> Iterator[None]:
     """Hold back SIGINT/SIGTERM raised inside the block; re-raise them once it is done."""
     pending: list[int] = []
 
-    def remember(signum: int, _frame) -> None:
+    def remember(signum: int, _frame: FrameType | None) -> None:
         pending.append(signum)
 
     previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -62,7 +63,7 @@ class RunContext:
     def run_id(self) -> str:
         return self.writer.run_id
 
-    def spec(self, scenario: Scenario) -> InstanceSpec:
+    def spec(self, scenario: Scenario[Any]) -> InstanceSpec:
         """A fresh instance spec (unique ``cvbench-`` name) for ``scenario``."""
         return InstanceSpec(
             name=f"cvbench-{self.tag}-{next(self._counter)}",
@@ -81,7 +82,8 @@ class RunContext:
         return str(self.descriptions.get(backend, {}).get("accel", "none"))
 
     def sample(
-        self, scenario: Scenario, backend: str, metric: str, value: float, unit: str, **dims: Any
+        self, scenario: Scenario[Any], backend: str, metric: str, value: float, unit: str,
+        **dims: Any,
     ) -> Sample:
         is_vm = registry.family(backend) == registry.VM
         return Sample(
@@ -102,7 +104,7 @@ class RunContext:
     def record(self, samples: list[Sample]) -> None:
         self.writer.add(samples)
 
-    def start(self, backend: str, scenario: Scenario) -> Instance:
+    def start(self, backend: str, scenario: Scenario[Any]) -> Instance:
         """Start one instance of ``scenario`` on ``backend`` and track it for cleanup.
 
         An interrupt that arrives while the backend starts it is deferred until the instance
@@ -130,7 +132,7 @@ class RunContext:
         while instances:
             self.stop(backend, instances.pop())
 
-    def note_failure(self, scenario: Scenario, backend: str, reason: str) -> None:
+    def note_failure(self, scenario: Scenario[Any], backend: str, reason: str) -> None:
         failures = self.writer.metadata.setdefault("failures", [])
         failures.append({"scenario": scenario.name, "backend": backend, "reason": reason})
         if not self.quiet:

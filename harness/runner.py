@@ -1,30 +1,35 @@
 """Run a suite: check inputs, prepare backends, run each scenario, always clean up.
 
-Nothing is started before the suite, the image and every backend have been checked. Ctrl-C
-(or SIGTERM) stops the run, stops every live instance, and marks the run ``incomplete``; the
-samples gathered so far stay on disk.
+Nothing is started before the suite, the image and every backend have been checked. Each
+scenario is run by its kind's ``run`` function (:mod:`harness.kinds.registry`). Ctrl-C (or
+SIGTERM) stops the run, stops every live instance, and marks the run ``incomplete``; the
+samples gathered so far stay on disk. A clean-up step that fails is logged and recorded as a
+line of the run's ``metadata["cleanup_failures"]``, and the clean-up goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from harness import backends as backend_registry
 from harness import hostinfo, runlock
 from harness.backends import registry
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
-from harness.kinds import density, memory, startup
+from harness.kinds import registry as kinds
 from harness.normalize import write_normalized
 from harness.results import RunWriter, new_run_id
 from harness.scenario import Suite
 from imagestore import image as images
 
-KIND_RUNNERS = {"startup": startup.run, "density": density.run, "memory": memory.run}
+log = logging.getLogger(__name__)
 
 
 class RunInterrupted(Exception):
@@ -33,7 +38,7 @@ class RunInterrupted(Exception):
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -66,9 +71,10 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
 def check_same_guest(backends: dict[str, Backend]) -> None:
     """BackendError unless the VM backends of a suite boot the same guest (machine, TCG
     cache, balloon, kernel command line): their ratios would compare different work."""
-    guests = {name: backend.describe().get("guest") for name, backend in backends.items()
-              if registry.family(name) == registry.VM}
-    guests = {name: guest for name, guest in guests.items() if guest is not None}
+    reported = {name: backend.describe().get("guest") for name, backend in backends.items()
+                if registry.family(name) == registry.VM}
+    guests: dict[str, dict[str, Any]] = {
+        name: guest for name, guest in reported.items() if guest is not None}
     if len({repr(sorted(guest.items())) for guest in guests.values()}) > 1:
         described = "; ".join(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in guest.items())
                               for name, guest in guests.items())
@@ -111,7 +117,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
     try:
         with _sigterm_as_interrupt():
             for scenario in suite.scenarios:
-                KIND_RUNNERS[scenario.kind](ctx, scenario, suite.backends_for(scenario))
+                kinds.info(scenario.kind).run(ctx, scenario, suite.backends_for(scenario))
         status = "complete"
     except KeyboardInterrupt:
         status, error = "incomplete", "interrupted"
@@ -121,20 +127,34 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         raise
     finally:
         with _ignore_interrupts():
-            for name, backend in backends.items():
-                for instance in list(ctx.live.get(name, {}).values()):
-                    _quietly(backend.stop, instance)
-                _quietly(backend.cleanup)
-            writer.finish(status, error)
-            _quietly(write_normalized, writer.directory)  # ratios to the process floor
+            _clean_up(ctx, backends, status, error)
     return writer.directory
 
 
-def _quietly(function, *args) -> None:
+def _clean_up(ctx: RunContext, backends: dict[str, Backend], status: str,
+              error: str | None) -> None:
+    """Stop what is still live, clean every backend up, finish the run, write its ratios."""
+    writer = ctx.writer
+    for name, backend in backends.items():
+        for instance in list(ctx.live.get(name, {}).values()):
+            _attempt(writer, f"stop {instance.name} on {name}", backend.stop, instance)
+        _attempt(writer, f"clean-up of {name}", backend.cleanup)
+    writer.finish(status, error)
+    if not _attempt(writer, "normalized.csv", write_normalized, writer.directory):
+        writer.write_metadata()  # finish() wrote it before this failure
+
+
+def _attempt(writer: RunWriter, what: str, function: Callable[..., object], *args: Any) -> bool:
+    """Call ``function``; if it fails, log it and record it in the metadata, and go on
+    (`cvbench clean` removes what is left). True if it succeeded."""
     try:
         function(*args)
-    except Exception:  # cleanup goes on; `cvbench clean` catches what is left
-        pass
+    except Exception as exc:
+        line = f"{what}: {type(exc).__name__}: {exc}"
+        log.warning("clean-up failed: %s", line)
+        writer.metadata.setdefault("cleanup_failures", []).append(line)
+        return False
+    return True
 
 
 @contextmanager

@@ -13,72 +13,80 @@ A file holds one ``[suite]`` table and one or more ``[[scenario]]`` tables::
     [scenario.overrides.vm]          # changes of the scenario's own keys for a family
     repetitions = 10                 # (vm, container) or one backend (the backend wins)
 
-Every mistake raises :class:`ScenarioError` with one line naming the file, the key and what was
-expected.
+A scenario's keys are flat: the keys every scenario has (the fields of :class:`Scenario`)
+and the keys of its kind (the fields of the kind's dataclass in :mod:`harness.kinds.registry`,
+held in ``Scenario.params``). Every mistake raises :class:`ScenarioError` with one line naming
+the file, the key and what was expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from harness.backends import registry
+from harness.kinds import registry as kinds
+from harness.params import ScenarioError, key_names, param, parse_value, type_name
 
-KINDS = ("startup", "density", "memory")
+__all__ = ["Scenario", "ScenarioError", "Suite", "load", "loads", "make", "parse_backends",
+           "select_backends"]
+
 NETWORK_MODES = ("none", "bridge", "host")
 ACCELS = ("auto", "kvm", "tcg")
-KSM_MODES = ("off", "on")
 
-
-class ScenarioError(ValueError):
-    """A scenario file is missing or malformed; the message is one line for the user."""
-
-
-def _spec(*, minimum: float | None = None, choices: tuple[str, ...] | None = None, doc: str = ""):
-    return {"minimum": minimum, "choices": choices, "doc": doc}
+ParamsT = TypeVar("ParamsT")
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """One measurement to run identically on every backend."""
+class Scenario(Generic[ParamsT]):
+    """One measurement to run identically on every backend: common keys, and its kind's own."""
 
-    kind: str = field(metadata=_spec(choices=KINDS))
+    kind: str
+    params: ParamsT  # the kind's own keys: an instance of its registry entry's ``params`` dataclass
     name: str = ""
     backends: tuple[str, ...] = ()  # empty: every backend of the suite
-    timeout_s: float = field(default=60.0, metadata=_spec(minimum=0.001))
-    network: str = field(default="none", metadata=_spec(choices=NETWORK_MODES))
-    memory_limit_mib: int | None = field(default=None, metadata=_spec(minimum=4))
-    pids_limit: int | None = field(default=None, metadata=_spec(minimum=1))
-    cpu_limit: float | None = field(default=None, metadata=_spec(minimum=0.01))
-    guest_memory_mib: int = field(default=128, metadata=_spec(minimum=16))
-    vcpus: int = field(default=1, metadata=_spec(minimum=1))
+    timeout_s: float = field(default=60.0, metadata=param(minimum=0.001))
+    network: str = field(default="none", metadata=param(choices=NETWORK_MODES))
+    memory_limit_mib: int | None = field(default=None, metadata=param(minimum=4))
+    pids_limit: int | None = field(default=None, metadata=param(minimum=1))
+    cpu_limit: float | None = field(default=None, metadata=param(minimum=0.01))
+    guest_memory_mib: int = field(default=128, metadata=param(minimum=16))
+    vcpus: int = field(default=1, metadata=param(minimum=1))
     disk: bool = False
-    accel: str = field(default="auto", metadata=_spec(choices=ACCELS))
-    # startup
-    repetitions: int = field(default=20, metadata=_spec(minimum=1))
-    warmup: int = field(default=2, metadata=_spec(minimum=0))
-    # density
-    max_instances: int = field(default=100, metadata=_spec(minimum=1))
-    batch_size: int = field(default=1, metadata=_spec(minimum=1))
-    min_mem_available_mib: int = field(default=2048, metadata=_spec(minimum=0))
-    time_limit_s: float = field(default=600.0, metadata=_spec(minimum=0.001))
-    # memory
-    instances: int = field(default=10, metadata=_spec(minimum=1))
-    settle_s: float = field(default=5.0, metadata=_spec(minimum=0))
-    ksm: tuple[str, ...] = field(default=("off",), metadata=_spec(choices=KSM_MODES))
-    passes: int = field(default=1, metadata=_spec(minimum=1))  # measured passes
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accel: str = field(default="auto", metadata=param(choices=ACCELS))
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat keys, validated
 
-    def for_backend(self, backend: str) -> Scenario:
+    def for_backend(self, backend: str) -> Scenario[ParamsT]:
         """This scenario with its family's, then the backend's overrides applied."""
         changes = {**self.overrides.get(registry.family(backend), {}),
                    **self.overrides.get(backend, {})}
-        return dataclasses.replace(self, **changes) if changes else self
+        if not changes:
+            return self
+        common = {key: value for key, value in changes.items() if key in COMMON_KEYS}
+        own = {key: value for key, value in changes.items() if key not in COMMON_KEYS}
+        kind_params: Any = self.params
+        return dataclasses.replace(
+            self, **common, params=dataclasses.replace(kind_params, **own) if own else self.params
+        )
+
+
+# Keys every scenario may have (``kind`` aside); all but name and backends can be overridden.
+COMMON_KEYS = tuple(k for k in key_names(Scenario) if k not in ("kind", "params", "overrides"))
+_OVERRIDABLE_COMMON = tuple(key for key in COMMON_KEYS if key not in ("name", "backends"))
+kinds.reserve_keys(COMMON_KEYS)
+
+
+def make(kind: str, **keys: Any) -> Scenario[Any]:
+    """A scenario of ``kind`` from flat keys (common ones and the kind's own), as in a file
+    but unchecked: for code and tests. The name defaults to the kind."""
+    common = {key: value for key, value in keys.items() if key in COMMON_KEYS or
+              key == "overrides"}
+    own = {key: value for key, value in keys.items() if key not in common}
+    common.setdefault("name", kind)
+    return Scenario(kind=kind, params=kinds.info(kind).params(**own), **common)
 
 
 @dataclass(frozen=True)
@@ -91,57 +99,14 @@ class Suite:
     backends: tuple[str, ...]
     image: str = "default"
     description: str = ""
-    scenarios: tuple[Scenario, ...] = ()
+    scenarios: tuple[Scenario[Any], ...] = ()
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def backends_for(self, scenario: Scenario) -> tuple[str, ...]:
+    def backends_for(self, scenario: Scenario[Any]) -> tuple[str, ...]:
         return tuple(b for b in self.backends if not scenario.backends or b in scenario.backends)
 
 
 SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list}
-_SCENARIO_FIELDS = {f.name: f for f in dataclasses.fields(Scenario)}
-_OVERRIDABLE = set(_SCENARIO_FIELDS) - {"kind", "name", "backends", "overrides"}
-
-
-def _type_name(expected: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        expected, str(expected)
-    )
-
-
-def _coerce(where: str, key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field's annotation; return it in the dataclass's form."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (types.UnionType, typing.Union):  # "X | None": TOML has no null, so X
-        return _coerce(where, key, value, next(a for a in args if a is not type(None)))
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ScenarioError(f"{where}: key '{key}': expected a list of strings")
-        return tuple(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ScenarioError(f"{where}: key '{key}': expected a number, got {value!r}")
-        return float(value)
-    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ScenarioError(f"{where}: key '{key}': expected an integer, got {value!r}")
-    if not isinstance(value, annotation):
-        expected = _type_name(annotation)
-        raise ScenarioError(f"{where}: key '{key}': expected {expected}, got {value!r}")
-    return value
-
-
-def _check_value(where: str, key: str, value: Any) -> None:
-    meta = _SCENARIO_FIELDS[key].metadata
-    minimum, choices = meta.get("minimum"), meta.get("choices")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(f"{where}: key '{key}': expected a value >= {minimum:g}, got {value!r}")
-    if choices:
-        for item in value if isinstance(value, tuple) else (value,):
-            if item not in choices:
-                raise ScenarioError(
-                    f"{where}: key '{key}': expected one of {', '.join(choices)}, got {item!r}"
-                )
 
 
 def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
@@ -153,32 +118,49 @@ def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
             )
 
 
-_HINTS = typing.get_type_hints(Scenario)
+def _parse_kind(where: str, table: dict[str, Any]) -> str:
+    expected = ", ".join(kinds.names())
+    if "kind" not in table:
+        raise ScenarioError(f"{where}: missing key 'kind', expected one of {expected}")
+    kind = table["kind"]
+    if not isinstance(kind, str) or kind not in kinds.names():
+        raise ScenarioError(f"{where}: key 'kind': expected one of {expected}, got {kind!r}")
+    return kind
 
 
-def _parse_fields(where: str, table: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _parse_keys(
+    where: str, kind: str, table: dict[str, Any], common: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A flat table's values, split into common keys and the kind's own; each checked."""
+    own_class = kinds.info(kind).params
+    own_keys = key_names(own_class)
+    common_values: dict[str, Any] = {}
+    own_values: dict[str, Any] = {}
     for key, raw in table.items():
-        if key not in allowed:
+        if key in common:
+            common_values[key] = parse_value(where, Scenario, key, raw)
+        elif key in own_keys:
+            own_values[key] = parse_value(where, own_class, key, raw)
+        elif owners := kinds.owners(key):
             raise ScenarioError(
-                f"{where}: unknown key '{key}', expected one of {', '.join(sorted(allowed))}"
+                f"{where}: key '{key}' belongs to kind {' and '.join(owners)}, not {kind}: "
+                f"{kind}'s own keys are {', '.join(own_keys) or 'none'}"
             )
-        value = _coerce(where, key, raw, _HINTS[key])
-        _check_value(where, key, value)
-        values[key] = value
-    return values
+        else:
+            raise ScenarioError(f"{where}: unknown key '{key}', expected one of "
+                                f"{', '.join(sorted((*common, *own_keys)))}")
+    return common_values, own_values
 
 
-def _parse_scenario(path: Path, index: int, table: Any) -> Scenario:
+def _parse_scenario(path: Path, index: int, table: Any) -> Scenario[Any]:
     where = f"{path}: [[scenario]] #{index + 1}"
     if not isinstance(table, dict):
         raise ScenarioError(f"{where}: expected a table")
-    if "kind" not in table:
-        raise ScenarioError(f"{where}: missing key 'kind', expected one of {', '.join(KINDS)}")
-    table = dict(table)
+    kind = _parse_kind(where, table)
+    table = {key: value for key, value in table.items() if key != "kind"}
     overrides_raw = table.pop("overrides", {})
-    values = _parse_fields(where, table, set(_SCENARIO_FIELDS) - {"overrides"})
-    _check_backends(where, "backends", values.get("backends", ()))
+    common, own = _parse_keys(where, kind, table, COMMON_KEYS)
+    _check_backends(where, "backends", common.get("backends", ()))
     if not isinstance(overrides_raw, dict):
         raise ScenarioError(f"{where}: key 'overrides': expected a table of backend tables")
     overrides: dict[str, dict[str, Any]] = {}
@@ -187,9 +169,10 @@ def _parse_scenario(path: Path, index: int, table: Any) -> Scenario:
             _check_backends(where, "overrides", (backend,))
         if not isinstance(changes, dict):
             raise ScenarioError(f"{where}: key 'overrides.{backend}': expected a table")
-        overrides[backend] = _parse_fields(f"{where} overrides.{backend}", changes, _OVERRIDABLE)
-    values.setdefault("name", values["kind"])
-    return Scenario(**values, overrides=overrides)
+        changed_common, changed_own = _parse_keys(f"{where} overrides.{backend}", kind, changes,
+                                                  _OVERRIDABLE_COMMON)
+        overrides[backend] = {**changed_common, **changed_own}
+    return make(kind, **common, **own, overrides=overrides)
 
 
 def loads(text: str, path: Path | str = "<string>") -> Suite:
@@ -216,7 +199,9 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
                 f"{path}: [suite]: unknown key '{key}', expected one of {', '.join(SUITE_KEYS)}"
             )
         if not isinstance(value, expected):
-            raise ScenarioError(f"{path}: [suite]: key '{key}': expected {_type_name(expected)}")
+            raise ScenarioError(
+                f"{path}: [suite]: key '{key}': expected {type_name(expected)}"
+            )
     backends = suite_table.get("backends", list(registry.names()))
     if not backends or not all(isinstance(b, str) for b in backends):
         raise ScenarioError(f"{path}: [suite]: key 'backends': expected a non-empty list of names")

@@ -8,16 +8,39 @@ the ``min_mem_available_mib`` floor or ``time_limit_s``; then tear all down and 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness import metrics
 from harness.backends.base import BackendError, Instance
-from harness.context import RunContext
-from harness.scenario import Scenario
+from harness.params import param
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.context import RunContext
+    from harness.scenario import Scenario
 
 MIB = 1024 * 1024
 
 
-def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> None:
+@dataclass(frozen=True)
+class DensityParams:
+    """The density scenario's own keys."""
+
+    max_instances: int = field(default=100, metadata=param(
+        minimum=1, doc="the ramp stops once this many instances are alive"))
+    batch_size: int = field(default=1, metadata=param(
+        minimum=1, doc="instances started together at each step"))
+    min_mem_available_mib: int = field(default=2048, metadata=param(
+        minimum=0, doc="the ramp stops once host MemAvailable falls below this"))
+    time_limit_s: float = field(default=600.0, metadata=param(
+        minimum=0.001, doc="the ramp stops once it has run this long"))
+
+
+def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]
+        ) -> None:
     summary = ctx.writer.metadata.setdefault("density", {})
     for name in backend_names:
         plan = scenario.for_backend(name)
@@ -27,28 +50,29 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
 
 
 def _stop_reason(
-    plan: Scenario, alive: int, began: float, host: metrics.HostMemory
+    params: DensityParams, alive: int, began: float, host: metrics.HostMemory
 ) -> str | None:
     """Why the ramp ends now (``host`` is the reading taken after the last step), or None."""
-    if alive >= plan.max_instances:
+    if alive >= params.max_instances:
         return "max_instances"
-    if time.monotonic() - began >= plan.time_limit_s:
+    if time.monotonic() - began >= params.time_limit_s:
         return "time_limit"
-    if host.mem_available < plan.min_mem_available_mib * MIB:
+    if host.mem_available < params.min_mem_available_mib * MIB:
         return "memory_floor"
     return None
 
 
-def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
+def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str) -> dict[str, Any]:
+    params = plan.params
     live: list[Instance] = []
     baseline = host = metrics.host_memory()
     began = time.monotonic()
     step = 0
     with ctx.progress() as progress:
-        task = progress.add_task(f"{plan.name} {name}", total=plan.max_instances, info="")
-        while (reason := _stop_reason(plan, len(live), began, host)) is None:
+        task = progress.add_task(f"{plan.name} {name}", total=params.max_instances, info="")
+        while (reason := _stop_reason(params, len(live), began, host)) is None:
             step += 1
-            batch = min(plan.batch_size, plan.max_instances - len(live))
+            batch = min(params.batch_size, params.max_instances - len(live))
             try:
                 batch_s = _launch_batch(ctx, plan, name, batch, live)
             except BackendError as error:
@@ -81,7 +105,7 @@ def _ramp(ctx: RunContext, plan: Scenario, name: str) -> dict:
 
 
 def _launch_batch(
-    ctx: RunContext, plan: Scenario, name: str, batch: int, live: list[Instance]
+    ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int, live: list[Instance]
 ) -> float:
     """Start ``batch`` instances, then wait for each; the batch's start→all-READY time.
 
@@ -110,3 +134,37 @@ def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> float:
     begin = metrics.now_ns()
     ctx.stop_all(name, live)
     return metrics.seconds_since(begin)
+
+
+def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
+    """Instances alive vs host memory used, and launch latency vs instances alive."""
+    from harness.charts import plain_numbers, plt, save
+
+    data = samples[samples.scenario == scenario]
+    if data.empty:
+        return []
+    figure, (memory_axis, latency_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for series, group in data.groupby("series", sort=False):
+        steps = group.pivot_table(index="step", columns="metric", values="value")
+        if {"instances_alive", "host_mem_used_bytes"} <= set(steps.columns):
+            used = steps.host_mem_used_bytes / MIB
+            positive = used > 0  # the first steps can read below the baseline: noise
+            memory_axis.plot(steps.instances_alive[positive], used[positive], marker=".",
+                             label=series)
+        if {"instances_alive", "launch_s"} <= set(steps.columns):
+            latency_axis.plot(steps.instances_alive, steps.launch_s * 1000, marker=".",
+                              label=series)
+    memory_axis.set_xlabel("instances alive (log scale)")
+    memory_axis.set_ylabel("host memory used (MiB, log scale)")
+    memory_axis.set_xscale("log")
+    memory_axis.set_yscale("log")
+    memory_axis.set_title(f"{scenario}: host memory vs instances")
+    latency_axis.set_xlabel("instances alive")
+    latency_axis.set_ylabel("launch time per instance (ms, log scale)")
+    latency_axis.set_yscale("log")
+    latency_axis.set_title(f"{scenario}: launch latency vs instances")
+    for axis in (memory_axis, latency_axis):
+        axis.grid(alpha=0.3, which="both")
+        axis.legend()
+        plain_numbers(axis)
+    return save(figure, output, f"{scenario}-density")

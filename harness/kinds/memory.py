@@ -16,31 +16,68 @@ the ``passes`` measured passes alternate the backends' order (A B, B A, ...).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import metrics
 from harness.backends import registry
 from harness.backends.base import BackendError, Instance
-from harness.context import RunContext
-from harness.scenario import Scenario
+from harness.kinds import rounds
+from harness.params import param
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.context import RunContext
+    from harness.results import Sample
+    from harness.scenario import Scenario
+
+MIB = 1024 * 1024
+KSM_MODES = ("off", "on")
+VIEWS = {  # the per-instance views the chart shows, with their labels
+    "mem_host_delta_per_instance_bytes": "host MemAvailable delta / K",
+    "mem_host_accounted_per_instance_bytes": "host kernel + process memory delta / K",
+    "mem_pss_bytes": "PSS of its processes",
+    "mem_cgroup_bytes": "cgroup usage",
+    "mem_vmm_overhead_bytes": "QEMU overhead (guest RAM excluded)",
+}
 
 
-def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> None:
+@dataclass(frozen=True)
+class MemoryParams:
+    """The memory scenario's own keys."""
+
+    instances: int = field(default=10, metadata=param(
+        minimum=1, doc="K: idle instances measured together"))
+    settle_s: float = field(default=5.0, metadata=param(
+        minimum=0, doc="idle time between the last READY and the reading"))
+    ksm: tuple[str, ...] = field(default=("off",), metadata=param(
+        choices=KSM_MODES, doc="KSM modes each VM pass is measured with (containers: off)"))
+    warmup: int = field(default=2, metadata=param(
+        minimum=0, doc="unmeasured passes per backend before any backend is measured"))
+    passes: int = field(default=1, metadata=param(
+        minimum=1, doc="measured passes per backend, the backends' order alternating"))
+
+
+def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[str, ...]
+        ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
     failed: set[str] = set()
     for name, plan in plans.items():
         try:
-            for _ in range(plan.warmup):
+            for _ in range(plan.params.warmup):
                 _start_all_then_stop(ctx, plan, name)
         except BackendError as error:
             failed.add(name)
             ctx.note_failure(plan, name, f"warm-up: {error}")
-    for index in range(max(plan.passes for plan in plans.values())):
-        order = backend_names if index % 2 == 0 else backend_names[::-1]
-        for name in order:
+    for index in range(max((plan.params.passes for plan in plans.values()), default=0)):
+        for name in rounds.order(backend_names, index):
             plan = plans[name]
-            if name in failed or index >= plan.passes:
+            if name in failed or index >= plan.params.passes:
                 continue
-            modes = plan.ksm if registry.family(name) == registry.VM else ("off",)
+            modes = plan.params.ksm if registry.family(name) == registry.VM else ("off",)
             for mode in modes:
                 try:
                     _measure(ctx, plan, name, ksm_on=(mode == "on"), repetition=index)
@@ -51,10 +88,11 @@ def run(ctx: RunContext, scenario: Scenario, backend_names: tuple[str, ...]) -> 
 
 
 def _start_ready(
-    ctx: RunContext, plan: Scenario, name: str, live: list[Instance], on_ready=None
+    ctx: RunContext, plan: Scenario[MemoryParams], name: str, live: list[Instance],
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Start K instances one after another, each up to READY, appending them to ``live``."""
-    for _ in range(plan.instances):
+    for _ in range(plan.params.instances):
         instance = ctx.start(name, plan)
         live.append(instance)
         ctx.backends[name].wait_ready(instance, plan.timeout_s)
@@ -62,7 +100,7 @@ def _start_ready(
             on_ready()
 
 
-def _start_all_then_stop(ctx: RunContext, plan: Scenario, name: str) -> None:
+def _start_all_then_stop(ctx: RunContext, plan: Scenario[MemoryParams], name: str) -> None:
     """An unmeasured pass: K instances up and READY, then all stopped."""
     live: list[Instance] = []
     try:
@@ -72,7 +110,7 @@ def _start_all_then_stop(ctx: RunContext, plan: Scenario, name: str) -> None:
 
 
 def _measure(
-    ctx: RunContext, plan: Scenario, name: str, ksm_on: bool, repetition: int
+    ctx: RunContext, plan: Scenario[MemoryParams], name: str, ksm_on: bool, repetition: int
 ) -> None:
     backend = ctx.backends[name]
     variant = f"ksm={'on' if ksm_on else 'off'}"
@@ -83,12 +121,12 @@ def _measure(
     try:
         before = metrics.settled_memory_level()  # after the last teardown's frees finished
         with ctx.progress() as progress:
-            task = progress.add_task(f"{plan.name} {name} {variant}", total=plan.instances,
-                                     info="")
+            task = progress.add_task(f"{plan.name} {name} {variant}",
+                                     total=plan.params.instances, info="")
             _start_ready(ctx, plan, name, live, on_ready=lambda: progress.advance(task))
-        time.sleep(plan.settle_s)  # deliberate idle period, so lazy allocations show up
+        time.sleep(plan.params.settle_s)  # deliberate idle period, so lazy allocations show up
         after = metrics.settled_memory_level()
-        samples = [
+        samples: list[Sample] = [
             ctx.sample(plan, name, "mem_host_delta_per_instance_bytes",
                        (before.available - after.available) / len(live), "bytes",
                        variant=variant, repetition=repetition),
@@ -109,3 +147,36 @@ def _measure(
         if metrics.ksm_running() != ksm_before:
             metrics.set_ksm(ksm_before)
             metrics.set_ksm_scan_pages(scan_before)
+
+
+def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
+    """Bars per backend (and KSM variant) with the per-instance memory views."""
+    import numpy as np
+
+    from harness.charts import plt, save
+
+    data = samples[(samples.scenario == scenario) & samples.metric.isin(VIEWS)].copy()
+    if data.empty:
+        return []
+    data["label"] = data.series + data.variant.fillna("").map(
+        lambda v: f" ({v})" if v and v != "ksm=off" else ""
+    )
+    medians = data.groupby(["label", "metric"], sort=False).value.median().unstack("metric")
+    views = [m for m in VIEWS if m in medians.columns]
+    figure, axis = plt.subplots(figsize=(max(7, 1.5 * len(medians) + 3), 4.5))
+    width = 0.8 / len(views)
+    positions = np.arange(len(medians))
+    for offset, metric in enumerate(views):
+        values = medians[metric] / MIB
+        bars = axis.bar(positions + offset * width, values.clip(lower=1e-3), width,
+                        label=VIEWS[metric])
+        labels = [f"{v:.3g}" if v > 0 else "≤0 (noise)" for v in values]
+        axis.bar_label(bars, labels, fontsize=7, rotation=90, padding=2)
+    axis.set_xticks(positions + width * (len(views) - 1) / 2, medians.index, rotation=15)
+    axis.set_ylabel("MiB per instance (log scale)")
+    axis.set_yscale("log")
+    axis.set_title(f"{scenario}: memory per instance")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", which="both", alpha=0.3)
+    return save(figure, output, f"{scenario}-memory")
+

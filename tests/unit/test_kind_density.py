@@ -1,0 +1,76 @@
+"""The density kind with a fake backend and fake host memory: steps, stop reasons, failures."""
+
+from __future__ import annotations
+
+from fakes import GIB, MIB, FakeBackend, FakeHost, context, samples
+
+from harness import scenario
+from harness.kinds import density
+
+
+def _ramp(tmp_path, monkeypatch, backend: FakeBackend, host: FakeHost | None = None, **keys):
+    (host or FakeHost([backend])).install(monkeypatch)
+    ctx = context(tmp_path, backend)
+    keys.setdefault("min_mem_available_mib", 0)
+    density.run(ctx, scenario.make("density", **keys), (backend.name,))
+    return ctx, ctx.writer.metadata["density"]["density"][backend.name]
+
+
+def test_ramp_to_max_instances_records_every_step(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a")
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=7, batch_size=3)
+    assert summary["stopped_by"] == "max_instances" and summary["instances"] == 7
+    assert [s.value for s in samples(ctx, "instances_alive")] == [3, 6, 7]
+    assert [s.step for s in samples(ctx, "instances_alive")] == [1, 2, 3]
+    used = [s.value for s in samples(ctx, "host_mem_used_bytes")]
+    assert used == [3 * 100 * MIB, 6 * 100 * MIB, 7 * 100 * MIB]
+    batches = [s.value for s in samples(ctx, "batch_launch_s")]
+    per_instance = [s.value for s in samples(ctx, "launch_s")]
+    assert per_instance == [batches[0] / 3, batches[1] / 3, batches[2] / 1]
+    assert [s.value for s in samples(ctx, "max_instances_alive")] == [7]
+    assert len(samples(ctx, "teardown_s")) == 1
+    assert backend.starts == 7 and not backend.live and not ctx.live.get("a")
+
+
+def test_ramp_stops_at_the_memory_floor(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a")
+    host = FakeHost([backend], total=10 * GIB, per_instance=GIB)
+    _, summary = _ramp(tmp_path, monkeypatch, backend, host, max_instances=100,
+                       min_mem_available_mib=10 * 1024 - 2500)  # 3 alive leave 7 GiB: below
+    assert summary["stopped_by"] == "memory_floor" and summary["instances"] == 3
+
+
+def test_ramp_stops_at_the_time_limit(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a", start_s=0.02)
+    _, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=1000, time_limit_s=0.05)
+    assert summary["stopped_by"] == "time_limit"
+    assert 1 <= summary["instances"] < 10 and not backend.live
+
+
+def test_a_failed_batch_is_stopped_and_ends_the_ramp(tmp_path, monkeypatch) -> None:
+    events: list[tuple[str, str, str]] = []
+    backend = FakeBackend(name="a", fail_ready_from=5, events=events)
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=9, batch_size=3)
+    assert summary["stopped_by"].startswith("failure: ") and summary["instances"] == 3
+    assert [s.value for s in samples(ctx, "instances_alive")] == [3]
+    assert [s.value for s in samples(ctx, "max_instances_alive")] == [3]
+    started = {name for _, action, name in events if action == "start"}
+    stopped = {name for _, action, name in events if action == "stop"}
+    assert len(started) == 6 and stopped == started and not backend.live
+    (failure,) = ctx.writer.metadata["failures"]
+    assert failure["reason"].startswith("launch at 3 alive: ")
+
+
+def test_backends_ramp_one_after_another(tmp_path, monkeypatch) -> None:
+    events: list[tuple[str, str, str]] = []
+    a, b = FakeBackend(name="a", events=events), FakeBackend(name="b", events=events)
+    FakeHost([a, b]).install(monkeypatch)
+    ctx = context(tmp_path, a, b)
+    density.run(ctx, scenario.make("density", max_instances=2, min_mem_available_mib=0),
+                ("a", "b"))
+    actions = [(backend, action) for backend, action, _ in events]
+    assert actions == [("a", "start"), ("a", "ready"), ("a", "start"), ("a", "ready"),
+                       ("a", "stop"), ("a", "stop"),
+                       ("b", "start"), ("b", "ready"), ("b", "start"), ("b", "ready"),
+                       ("b", "stop"), ("b", "stop")]
+    assert set(ctx.writer.metadata["density"]["density"]) == {"a", "b"}

@@ -1,0 +1,187 @@
+"""A suite with a fake backend and a fake kind, through the real loader, runner, RunWriter and
+report; clean-up failures recorded in the metadata. No root needed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import hostinfo, report, runner, scenario
+from harness.context import RunContext
+from harness.kinds import registry as kinds
+from harness.params import param
+from harness.scenario import Scenario, ScenarioError
+
+
+@dataclass(frozen=True)
+class PingParams:
+    """A fake kind's own keys."""
+
+    pings: int = field(default=2, metadata=param(minimum=1, doc="instances started per backend"))
+    tone: str = field(default="low", metadata=param(choices=("low", "high")))
+
+
+def run_pings(ctx: RunContext, plan: Scenario[PingParams], backend_names: tuple[str, ...]
+              ) -> None:
+    """Start, await and stop ``pings`` instances per backend; record a sample for each."""
+    for name in backend_names:
+        mine = plan.for_backend(name)
+        for index in range(mine.params.pings):
+            instance = ctx.start(name, mine)
+            ctx.backends[name].wait_ready(instance, mine.timeout_s)
+            ctx.stop(name, instance)
+            ctx.record([ctx.sample(mine, name, "ping_s", 0.001 * (index + 1), "s",
+                                   repetition=index, variant=mine.params.tone)])
+        ctx.writer.metadata.setdefault("pings", {})[name] = mine.params.pings
+
+
+def run_then_interrupt(ctx: RunContext, plan: Scenario[PingParams],
+                       backend_names: tuple[str, ...]) -> None:
+    """Start an instance on each backend, then stop as Ctrl-C would."""
+    for name in backend_names:
+        ctx.start(name, plan)
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def fake_kinds(fake_backends) -> Iterator[None]:
+    """The ``ping`` kind (no charts) and the ``interrupted`` kind, for one test."""
+    kinds.register(kinds.KindInfo("ping", PingParams, run_pings, "pings every backend"))
+    kinds.register(kinds.KindInfo("interrupted", PingParams, run_then_interrupt,
+                                  "starts instances, then is interrupted"))
+    yield
+    kinds.unregister("ping")
+    kinds.unregister("interrupted")
+
+
+@pytest.fixture
+def host(state_dir, monkeypatch) -> None:
+    """A built image in a private state directory; host facts that need no probing."""
+    monkeypatch.setattr(hostinfo, "collect", lambda: {
+        "host": {"hostname": "test", "kernel": "6.1", "cpus": 2, "cgroup_mode": "hybrid"},
+        "accel": {"accel": "tcg"}, "git_commit": "test"})
+
+
+SUITE = """
+[suite]
+name = "fakes"
+backends = ["fake", "fakevm"]
+
+[[scenario]]
+kind = "ping"
+name = "pings"
+pings = 3
+tone = "high"
+
+[scenario.overrides.vm]
+pings = 1
+timeout_s = 5
+
+[[scenario]]
+kind = "startup"
+repetitions = 4
+warmup = 1
+"""
+
+
+def test_a_suite_with_a_fake_backend_and_a_fake_kind(tmp_path, host, fake_kinds) -> None:
+    suite = scenario.loads(SUITE, tmp_path / "fakes.toml")
+    run_dir = runner.run_suite(suite, tmp_path / "results", quiet=True)
+    frame = pd.read_csv(run_dir / "samples.csv")
+    pings = frame[frame.kind == "ping"]
+    assert (pings.scenario == "pings").all() and (pings.variant == "high").all()
+    assert pings.groupby("backend").size().to_dict() == {"fake": 3, "fakevm": 1}
+    assert pings[pings.backend == "fake"].value.tolist() == [0.001, 0.002, 0.003]
+    assert pings[pings.backend == "fakevm"].guest_memory_mib.tolist() == [128]
+    startup = frame[(frame.kind == "startup") & (frame.metric == "start_to_ready_s")]
+    assert startup.groupby("backend").size().to_dict() == {"fake": 4, "fakevm": 4}
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "complete" and metadata["scenarios"] == ["pings", "startup"]
+    assert metadata["pings"] == {"fake": 3, "fakevm": 1}
+    assert set(metadata["backends"]) == {"fake", "fakevm"}
+    assert metadata["scenario_text"] == SUITE
+    assert "cleanup_failures" not in metadata and "failures" not in metadata
+    assert (run_dir / "normalized.csv").is_file()
+
+    output = report.write_report([run_dir])  # a kind without charts still reports
+    summary = (output / "summary.md").read_text()
+    assert "| pings | fake | ping_s | 3 |" in summary
+    assert sorted(p.name for p in output.glob("*.png")) == [
+        "startup-start_to_ready_s.png", "startup-stop_s.png"]
+
+
+def test_report_of_a_kind_no_longer_registered(tmp_path, host, fake_kinds) -> None:
+    suite = scenario.loads(SUITE, tmp_path / "fakes.toml")
+    run_dir = runner.run_suite(suite, tmp_path / "results", quiet=True)
+    kinds.unregister("ping")
+    summary = (report.write_report([run_dir]) / "summary.md").read_text()
+    assert "ping_s" in summary and "start_to_ready_s" in summary
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("kind = 'ping'\npings = 0\n", "key 'pings': expected a value >= 1, got 0"),
+        ("kind = 'ping'\ntone = 'loud'\n", "key 'tone': expected one of low, high"),
+        ("kind = 'ping'\nrepetitions = 3\n",
+         "key 'repetitions' belongs to kind startup, not ping: ping's own keys are pings, tone"),
+        ("kind = 'startup'\npings = 3\n", "key 'pings' belongs to kind ping"),
+        ("kind = 'pong'\n", "key 'kind': expected one of startup, density, memory, ping"),
+    ],
+)
+def test_the_loader_checks_a_fake_kinds_keys(fake_kinds, table, expected) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario.loads(f"[suite]\nbackends = ['fake']\n[[scenario]]\n{table}", "f.toml")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_register_refuses_keys_every_scenario_has(fake_kinds) -> None:
+    @dataclass(frozen=True)
+    class Clashing:
+        timeout_s: float = 1.0
+
+    with pytest.raises(ValueError, match="timeout_s is a key of every scenario"):
+        kinds.register(kinds.KindInfo("clash", Clashing, run_pings, "clashes"))
+    with pytest.raises(ValueError, match="built-in"):
+        kinds.unregister("startup")
+
+
+INTERRUPTED = """
+[suite]
+backends = ["fake"]
+
+[backend_options.fake]
+fail_stop = true
+fail_cleanup = true
+
+[[scenario]]
+kind = "interrupted"
+"""
+
+
+def test_clean_up_failures_are_recorded_and_logged(tmp_path, host, fake_kinds, caplog,
+                                                   monkeypatch) -> None:
+    def no_ratios(run_dir: Path) -> None:
+        raise OSError(f"{run_dir}: disk full")
+
+    monkeypatch.setattr(runner, "write_normalized", no_ratios)
+    suite = scenario.loads(INTERRUPTED, tmp_path / "i.toml")
+    with caplog.at_level(logging.WARNING, logger="harness.runner"):
+        with pytest.raises(runner.RunInterrupted):
+            runner.run_suite(suite, tmp_path / "results", quiet=True)
+    (run_dir,) = (tmp_path / "results").iterdir()
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "incomplete"
+    stop, cleanup, ratios = metadata["cleanup_failures"]
+    assert stop.startswith("stop cvbench-") and stop.endswith(
+        "on fake: BackendError: " + stop.split()[1] + " would not stop")
+    assert cleanup == "clean-up of fake: BackendError: cleanup failed"
+    assert ratios.startswith("normalized.csv: OSError: ") and "disk full" in ratios
+    logged = [r.getMessage() for r in caplog.records if r.name == "harness.runner"]
+    assert logged == [f"clean-up failed: {line}" for line in (stop, cleanup, ratios)]
