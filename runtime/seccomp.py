@@ -50,7 +50,7 @@ class Profile:
 
 def load_profile(path: Path | str | None = None) -> Profile:
     """The profile at ``path`` (default: the containers/Docker default profile)."""
-    path = Path(path or os.environ.get("CVBENCH_SECCOMP_PROFILE", DEFAULT_PROFILE))
+    path = Path(path or os.environ.get("CVBENCH_SECCOMP_PROFILE") or DEFAULT_PROFILE)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

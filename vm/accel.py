@@ -101,7 +101,7 @@ def detect_accel_from_capabilities(capabilities_xml: str, uri: str,
     list it too)."""
     _check_force(force)
     caps = ET.fromstring(capabilities_xml)
-    features = {f.get("name") for f in caps.iterfind("host/cpu/feature")}
+    features = {f.get("name", "") for f in caps.iterfind("host/cpu/feature")}
     virt = sorted(features & {"vmx", "svm"})
     kvm_type = caps.find("guest/arch/domain[@type='kvm']") is not None
     host = urlsplit(uri).hostname

@@ -108,6 +108,7 @@ class BareVM:
     process: subprocess.Popen
     directory: Path
     console: SocketConsole | None
+    argv: list[str]
     paused: bool = False
     mem_available_at_start: int | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -149,7 +150,7 @@ class BareVM:
                 console.close()
             hypervisor.remove_files(spec.name)
             raise
-        return cls(spec, process, directory, console, paused, before)
+        return cls(spec, process, directory, console, argv, paused, before)
 
     def resume(self) -> None:
         """Let a paused guest run (QMP ``cont``)."""
@@ -272,7 +273,7 @@ def boot(spec: DomainSpec, timeout: float = 60.0) -> BareBoot:
     try:
         vm.wait_ready(timeout)
         ready = time.perf_counter() - started
-        return BareBoot(ready_s=ready, argv=list(vm.process.args))
+        return BareBoot(ready_s=ready, argv=vm.argv)
     finally:
         vm.stop()
 

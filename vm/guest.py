@@ -21,10 +21,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from hostkit.files import atomic_write_with
 from hostkit.paths import cache_dir
+from imagestore.image import Image
 
 FORMAT = "v1"  # bump when the initramfs layout changes, so stale caches are not reused
 BASE_DISK_MIB = 64
@@ -33,10 +34,6 @@ BASE_DISK_MIB = 64
 class GuestError(Exception):
     """A guest artifact is missing or could not be built."""
 
-
-class HasRootfs(Protocol):
-    digest: str
-    rootfs: Path
 
 
 def guest_dir() -> Path:
@@ -112,7 +109,7 @@ def write_cpio(rootfs: Path, out: BinaryIO) -> None:
     _cpio_entry(out, 0, "TRAILER!!!", 0)
 
 
-def initramfs_for(image: HasRootfs) -> Path:
+def initramfs_for(image: Image) -> Path:
     """The initramfs of ``image``, built on first use and cached by the image digest."""
     target = guest_dir() / "initramfs" / f"{image.digest}-{FORMAT}.cpio"
     if target.is_file():
@@ -133,7 +130,7 @@ def _run(argv: list[str]) -> None:
         raise GuestError(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def base_disk_for(image: HasRootfs) -> Path:
+def base_disk_for(image: Image) -> Path:
     """A read-only qcow2 holding an ext4 filesystem of the image rootfs, cached by digest."""
     target = guest_dir() / "disks" / f"{image.digest}-{FORMAT}.qcow2"
     if target.is_file():
