@@ -24,7 +24,6 @@ from typing import Any
 
 from harness.backends.base import BackendError
 from harness.backends.oci.launcher_process import MAX_MESSAGE, READY_ID
-from hostkit.files import atomic_write
 from hostkit.paths import PREFIX, state_dir
 
 ARGV_TAG = f"{PREFIX}oci-launcher"  # on the launcher's command line: how the sweep knows it
@@ -109,8 +108,7 @@ class Launcher:
         self._sock: socket.socket | None = ours
         launchers_dir().mkdir(parents=True, exist_ok=True)
         self.record = launchers_dir() / f"{label}-{self.process.pid}.json"
-        atomic_write(self.record, json.dumps({"pid": self.process.pid, "label": label}),
-                     fsync=False)
+        self.record.write_text(json.dumps({"pid": self.process.pid, "label": label}))
         try:
             self._await(READY_ID, STARTUP_TIMEOUT_S)
         except BaseException:
