@@ -20,7 +20,9 @@ def proc_start_time(pid: int) -> int | None:
 
 def process_alive(pid: int | None, start: int | None) -> bool:
     """True if ``pid`` exists and is the process that started at ``start`` (no reuse)."""
-    return pid is not None and pid > 0 and start is not None and proc_start_time(pid) == start
+    if not pid or start is None:
+        return False
+    return proc_start_time(pid) == start
 
 
 def wait_exit(pid: int, timeout: float | None) -> bool:

@@ -207,7 +207,7 @@ class V1Driver(Driver):
     """Legacy hierarchies: one directory per controller."""
 
     mode = "v1"
-    CONTROLLERS = ("memory", "pids", "cpu")
+    CONTROLLERS: tuple[str, ...] = ("memory", "pids", "cpu")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
         if limits is None:
@@ -317,3 +317,18 @@ def driver(mode: str | None = None, root: Path = CGROUP_ROOT) -> Driver:
     if mode in ("v1", "hybrid"):
         return V1Driver(root)
     raise CgroupError(f"unknown cgroup mode {mode!r}")
+
+
+def every_hierarchy(mode: str | None = None, root: Path = CGROUP_ROOT) -> Driver:
+    """A driver for cgroups made in every hierarchy mounted under ``root`` (as OCI runtimes make
+    them), not only in the controllers ``ours`` uses: on v1 and hybrid hosts each directory
+    under ``root`` (``name=systemd`` and ``unified`` too), memory first, as it lists the
+    processes; on v2 the one tree."""
+    mode = mode or detect_mode()
+    if mode == "v2":
+        return V2Driver(root)
+    every = V1Driver(root)
+    if root.is_dir():
+        names = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+        every.CONTROLLERS = ("memory", *(name for name in names if name != "memory"))
+    return every

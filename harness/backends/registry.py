@@ -45,13 +45,13 @@ BACKENDS: tuple[BackendInfo, ...] = (
         "crun", "harness.backends.crun:CrunBackend", CONTAINER,
         "the same image as an OCI bundle, run by crun (C)",
         needs=("root", "namespaces", "overlayfs", "cgroups", "crun", "image"),
-        sweeper="harness.backends.oci:sweep",
+        sweeper="harness.backends.oci.sweeper:sweep",
     ),
     BackendInfo(
         "runc", "harness.backends.runc:RuncBackend", CONTAINER,
         "the same image as an OCI bundle, run by runc (Go)",
         needs=("root", "namespaces", "overlayfs", "cgroups", "runc", "image"),
-        sweeper="harness.backends.oci:sweep",
+        sweeper="harness.backends.oci.sweeper:sweep",
     ),
     BackendInfo(
         "qemu", "harness.backends.qemu:QemuBackend", VM,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.backends.oci import GRACE_S, OciBackend
+from harness.backends.oci.backend import OciBackend
 
 
 class RuncBackend(OciBackend):
@@ -10,6 +10,3 @@ class RuncBackend(OciBackend):
 
     name = "runc"
     runtime = "runc"
-
-    def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
-        super().__init__(binary=binary, grace_s=grace_s)

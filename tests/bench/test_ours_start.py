@@ -4,7 +4,7 @@ Run with ``pytest tests/bench/test_ours_start.py --benchmark-enable``. As a scri
 ``python tests/bench/test_ours_start.py [N]`` runs both interleaved (ours, crun, ours, ...)
 and prints the medians of start→READY and stop→gone.
 
-crun is driven by a small helper of its own (independent of harness/backends/oci.py): a
+crun is driven by a small helper of its own (independent of harness/backends/oci/): a
 ``python -S`` process in a private mount namespace where ``/sys/fs/cgroup/unified`` is
 unmounted (crun 1.8 refuses hybrid cgroups otherwise). For each start it mounts an overlay
 rootfs, runs ``crun run -d`` with a pipe as stdout and waits for READY; for each stop it runs

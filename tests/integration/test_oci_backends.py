@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends import oci
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
+from harness.backends.oci import cgroup, launcher
+from harness.backends.oci.sweeper import sweep
+from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
 from harness.backends.runc import RuncBackend
 from hostkit import syscalls
 from imagestore.image import Image
@@ -26,6 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 BACKENDS = {"crun": CrunBackend, "runc": RuncBackend}
 REPO = Path(__file__).resolve().parents[2]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _prefix() -> str:
@@ -47,7 +50,7 @@ def _live_pids_in_cgroups(prefix: str) -> set[int]:
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError), open(f"/proc/{entry}/cgroup") as handle:
-            if f"/{oci.CGROUP_PARENT}/{prefix}" in handle.read():
+            if f"/{cgroup.PARENT}/{prefix}" in handle.read():
                 if _process_state(int(entry)) not in (None, "Z"):
                     found.add(int(entry))
     return found
@@ -56,11 +59,15 @@ def _live_pids_in_cgroups(prefix: str) -> set[int]:
 def _launchers() -> set[int]:
     """Live launchers recorded under this state directory (not other users' ones)."""
     found = set()
-    for record in oci.launchers_dir().glob("*.json") if oci.launchers_dir().is_dir() else []:
-        pid = json.loads(record.read_text())["pid"]
-        if oci._is_launcher(pid) and _process_state(pid) not in (None, "Z"):
+    for _, pid in launcher.recorded_launchers():
+        if launcher.is_launcher(pid) and _process_state(pid) not in (None, "Z"):
             found.add(pid)
     return found
+
+
+def _cgroup_dirs(pattern: str) -> set[str]:
+    """Directories matching ``pattern`` in any cgroup hierarchy (v1, hybrid or v2)."""
+    return {str(p) for glob in (pattern, f"*/{pattern}") for p in CGROUP_ROOT.glob(glob)}
 
 
 def _mounts_in_any_namespace(root: Path) -> set[str]:
@@ -84,12 +91,11 @@ def _mounts_in_any_namespace(root: Path) -> set[str]:
 
 def inventory(prefix: str) -> dict[str, object]:
     """Everything the OCI backends may leave behind, as comparable sets."""
-    roots = {rt: oci.runtime_root(rt) for rt in oci.RUNTIMES}
-    pattern = f"{oci.CGROUP_PARENT}/{prefix}*"
-    cgroups = {str(p) for glob in (pattern, f"*/{pattern}") for p in oci.CGROUP_ROOT.glob(glob)}
+    roots = {rt: runtime_root(rt) for rt in RUNTIMES}
+    cgroups = _cgroup_dirs(f"{cgroup.PARENT}/{prefix}*")
     return {
-        "mounts": _mounts_in_any_namespace(oci.bundles_dir()),
-        "bundles": set(os.listdir(oci.bundles_dir())) if oci.bundles_dir().is_dir() else set(),
+        "mounts": _mounts_in_any_namespace(bundles_dir()),
+        "bundles": set(os.listdir(bundles_dir())) if bundles_dir().is_dir() else set(),
         "state": {rt: set(os.listdir(r)) if r.is_dir() else set() for rt, r in roots.items()},
         "cgroups": cgroups,
         "processes": _live_pids_in_cgroups(prefix),
@@ -195,7 +201,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         child.stdout.close()
         assert _launchers() >= launchers  # it outlives the harness to reap the containers
 
-        removed = oci.sweep()
+        removed = sweep()
         assert sum(f"{runtime} container {prefix}" in line for line in removed) == 3
         for pid in launchers:  # the orphaned launcher exits once its containers are gone
             with contextlib.suppress(ChildProcessError):
@@ -204,7 +210,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
     after = inventory(prefix)
     assert after == before, json.dumps({k: str(after[k]) for k in after})
-    assert oci.sweep() == []  # idempotent
+    assert sweep() == []  # idempotent
 
 
 def _custom_image(root: Path, init: str | None) -> Image:
@@ -250,10 +256,10 @@ def test_cleanup_removes_the_shared_parent_cgroup(name, state_dir, built_image):
     try:
         instance = backend.start(InstanceSpec(name=f"{_prefix()}p", image=built_image))
         backend.wait_ready(instance, timeout=20)
-        assert oci._cgroup_dirs(None)  # the runtime made its cvbench-oci parent
+        assert _cgroup_dirs(cgroup.PARENT)  # the runtime made its cvbench-oci parent
     finally:
         backend.cleanup()
-    assert oci._cgroup_dirs(None) == []
+    assert _cgroup_dirs(cgroup.PARENT) == set()
 
 
 MID_CREATION = """
@@ -297,7 +303,7 @@ def test_sweep_after_sigkill_in_the_middle_of_a_run(runtime, state_dir, built_im
         child.wait()
         child.stdout.close()
         launchers = _launchers() - before["launchers"]
-        oci.sweep()
+        sweep()
         for pid in launchers:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)

@@ -1,4 +1,4 @@
-"""config.json generation for the crun/runc backends (pure: no runtime, no root)."""
+"""config.json generation and cgroup paths of the crun/runc backends (pure: no runtime, no root)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness.backends.base import BackendError, InstanceSpec
-from harness.backends.oci import Bundle, build_config, cgroups_path
+from harness.backends.oci import cgroup
+from harness.backends.oci.bundle import Bundle, build_config
+from harness.backends.oci.cgroup import cgroups_path
 from imagestore.image import Image
+from runtime import cgroups
 from runtime.spec import default_spec
 
 IMAGE = Image(name="default", digest="0" * 64, rootfs=Path("/nonexistent/rootfs"))
@@ -85,3 +88,25 @@ def test_bundle_layout_lives_under_the_state_dir(monkeypatch, tmp_path):
     assert bundle.dir == tmp_path / "oci" / "cvbench-unit-1"
     assert bundle.config.parent == bundle.rootfs.parent == bundle.dir
     assert cgroups_path("cvbench-unit-1").startswith("/cvbench-")
+
+
+def test_cgroups_are_looked_for_in_every_hierarchy(tmp_path):
+    """crun and runc make a container's cgroup in every hierarchy, not only memory/pids/cpu."""
+    for hierarchy in ("blkio", "cpu,cpuacct", "memory", "systemd", "unified"):
+        (tmp_path / hierarchy / cgroup.PARENT / "cvbench-unit-1").mkdir(parents=True)
+    (tmp_path / "cpu").symlink_to("cpu,cpuacct")  # an alias is not a hierarchy of its own
+    driver = cgroups.every_hierarchy("hybrid", root=tmp_path)
+    path = cgroup.path("cvbench-unit-1")
+    assert driver.directories(path) == [
+        tmp_path / h / path for h in ("memory", "blkio", "cpu,cpuacct", "systemd", "unified")
+    ]
+    driver.remove(path)
+    assert driver.remove_parent(cgroup.PARENT)
+    assert not any(tmp_path.glob(f"*/{cgroup.PARENT}"))
+
+
+def test_cgroups_on_a_v2_host_are_one_directory(tmp_path):
+    driver = cgroups.every_hierarchy("v2", root=tmp_path)
+    assert driver.directories(cgroup.path("cvbench-unit-1")) == [
+        tmp_path / "cvbench-oci" / "cvbench-unit-1"
+    ]

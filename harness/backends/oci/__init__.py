@@ -1,0 +1,15 @@
+"""The OCI peer backends' shared code: crun and runc run our image as an OCI bundle.
+
+One job per module:
+
+- ``bundle``: where a container's bundle and the runtimes' state live; its ``config.json``.
+- ``cgroup``: the containers' cgroups (``cvbench-oci/<name>``) through :mod:`runtime.cgroups`.
+- ``launcher_process``: the launcher, a helper process in a private mount namespace that runs
+  every runtime command (and mounts each container's overlay where only it sees it).
+- ``launcher``: :class:`Launcher`, the harness's client of a launcher process.
+- ``backend``: :class:`OciBackend`, the Backend protocol on top of those.
+- ``sweeper``: :func:`sweep`, what ``cvbench clean`` runs after a crash.
+
+``harness/backends/crun.py`` and ``runc.py`` subclass :class:`OciBackend` to name the binary.
+This file imports nothing: the launcher process imports only ``launcher_process``.
+"""

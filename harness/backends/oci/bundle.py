@@ -1,0 +1,92 @@
+"""Where an OCI container's files live, and its ``config.json`` (pure: nothing is started).
+
+Container ``<name>`` gets a bundle under ``state_dir()/oci/<name>/``: a ``config.json`` made
+from the :class:`InstanceSpec` (what ``ours`` runs) and a ``rootfs`` mount point for an overlay
+of the shared read-only image plus the bundle's private ``upper`` and ``work`` directories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import BackendError, InstanceSpec
+from harness.backends.containers import container_spec
+from harness.backends.oci.cgroup import cgroups_path
+from hostkit.paths import PREFIX, state_dir
+from runtime import spec as runtime_spec
+
+RUNTIMES = ("crun", "runc")
+
+
+def bundles_dir() -> Path:
+    return state_dir() / "oci"
+
+
+def runtime_root(runtime: str) -> Path:
+    """The runtime's ``--root`` state directory."""
+    return state_dir() / "oci-state" / runtime
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Paths of one container's bundle."""
+
+    name: str
+    dir: Path
+
+    @classmethod
+    def for_name(cls, name: str) -> Bundle:
+        return cls(name, bundles_dir() / name)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.json"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "stderr.log"
+
+    def last_log_line(self) -> str:
+        """The runtime's last line of complaint, or ``no log``."""
+        try:
+            text = self.log.read_text(errors="replace").strip()
+        except OSError:
+            return "no log"
+        return text.splitlines()[-1] if text else "no log"
+
+
+def build_config(spec: InstanceSpec) -> dict[str, Any]:
+    """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``).
+
+    It is ``runtime.spec.default_spec`` (what ``ours`` runs) with the root made bundle-relative,
+    a ``cvbench-`` cgroups path and a deny-all device cgroup: same namespaces, mounts,
+    capabilities, masked paths and limits as ``ours``.
+    """
+    if not spec.name.startswith(PREFIX):
+        raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
+    if spec.network not in ("none", "host"):
+        raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
+    oci_spec = container_spec(spec)
+    oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
+    oci_spec.linux.cgroups_path = cgroups_path(spec.name)
+    config = oci_spec.to_oci()
+    config["linux"]["resources"]["devices"] = [{"allow": False, "access": "rwm"}]
+    return config
