@@ -6,18 +6,14 @@ import importlib
 from collections.abc import Callable
 
 from harness import runlock
-
-# Each module owns one kind of object and knows how to find its own leftovers by prefix.
-SWEEPERS = (
-    "harness.backends.process",
-    "harness.backends.oci",
-    "runtime.container",
-    "vm.sweep",
-)
+from harness.backends import registry
 
 
-def _sweeper(module_name: str) -> Callable[[], list[str]]:
-    return importlib.import_module(module_name).sweep
+def _sweeper(target: str) -> Callable[[], list[str]]:
+    """The function a registry ``sweeper`` entry (``module:function``) names."""
+    module_name, _, function = target.partition(":")
+    sweeper: Callable[[], list[str]] = getattr(importlib.import_module(module_name), function)
+    return sweeper
 
 
 def clean_all(force: bool = False) -> list[str]:
@@ -33,11 +29,12 @@ def clean_all(force: bool = False) -> list[str]:
 
 def _sweep_all() -> list[str]:
     lines: list[str] = []
-    for module_name in SWEEPERS:
+    # Each backend's sweeper owns one kind of object and finds its own leftovers by prefix.
+    for target in registry.sweepers():
         try:
-            lines.extend(_sweeper(module_name)())
+            lines.extend(_sweeper(target)())
         except Exception as error:  # one broken sweeper must not hide the others' work
-            lines.append(f"{module_name}: sweep failed: {error}")
+            lines.append(f"{target}: sweep failed: {error}")
     if not lines:
         lines.append("nothing to clean")
     return lines

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostkit import mountinfo as hostkit_mountinfo
+from hostkit.procs import wait_pidfd
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -146,7 +146,10 @@ class Driver:
         raise NotImplementedError
 
     def kill(self, path: str, timeout: float = 5.0) -> list[int]:
-        """SIGKILL every process in ``path`` and wait (event-driven) until they are gone."""
+        """SIGKILL every process in ``path`` and wait (event-driven) until they are gone.
+
+        A batch: every pidfd is opened, then every process signalled, then each awaited.
+        """
         killed = self.procs(path)
         fds = []
         for pid in killed:
@@ -161,7 +164,7 @@ class Driver:
                 except OSError:
                     pass
             for fd in fds:
-                select.select([fd], [], [], timeout)
+                wait_pidfd(fd, timeout)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -210,9 +213,8 @@ class V1Driver(Driver):
     CONTROLLERS = ("memory", "pids", "cpu")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
-        if limits is None:
-            controllers = self.CONTROLLERS
-        else:  # memory always (accounting, OOM); pids and cpu only when limited
+        controllers: tuple[str, ...] = self.CONTROLLERS
+        if limits is not None:  # memory always (accounting, OOM); pids and cpu only when limited
             controllers = ("memory",)
             if limits.pids is not None:
                 controllers += ("pids",)

@@ -20,8 +20,12 @@ BAD_INPUT = 2
 FAILED = 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    ctr = subparsers.add_parser("ctr", help="run and manage containers by hand (cvbench runtime)")
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    ctr: argparse.ArgumentParser = subparsers.add_parser(
+        "ctr", help="run and manage containers by hand (cvbench runtime)"
+    )
     commands = ctr.add_subparsers(dest="ctr_command", metavar="{run,ls,stop,rm}")
     commands.required = True
 

@@ -5,10 +5,10 @@ modules (no pyroute2, psutil or harness), so forking it is cheap whatever its ow
 Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file descriptors
 attached with SCM_RIGHTS, one JSON reply.
 
-- ``{"op": "launch", "plan": {...}}`` + fds ``[stdout_w]`` or ``[stdout_w, sync]`` ->
-  ``{"pid": n}``: unshare(CLONE_NEWPID) in the server, fork (the child is PID 1 of the new
-  namespace and runs :func:`runtime.child.run`), then setns back to the server's own pid
-  namespace so the next fork is unaffected.
+- ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
+  ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``: unshare(CLONE_NEWPID) in the
+  server, fork (the child is PID 1 of the new namespace and runs :func:`runtime.child.run`),
+  then setns back to the server's own pid namespace so the next fork is unaffected.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
 
 With ``spares`` (the default) the server keeps one *spare* child forked ahead of time, which
@@ -29,8 +29,11 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from runtime.plan import LaunchPlan
 
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
@@ -51,7 +54,7 @@ def serve(fd: int, spares: bool = True) -> None:
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     cap_last = last_cap()
 
-    def fork_child(new_pid: bool, target, *args) -> int:
+    def fork_child(new_pid: bool, target: Callable[..., object], *args: object) -> int:
         """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked)."""
         if new_pid:
             sc.unshare(sc.CLONE_NEWPID)
@@ -89,12 +92,12 @@ def serve(fd: int, spares: bool = True) -> None:
             request = json.loads(data)
             op = request["op"]
             if op == "launch":
-                plan = request["plan"]
+                plan = LaunchPlan.from_dict(request["plan"])
                 pid = None
                 if (
                     spare is not None
-                    and plan["new_pid"]
-                    and plan["unshare"] & ~(sc.CLONE_NEWCGROUP) == child.SPARE_FLAGS
+                    and plan.new_pid
+                    and plan.unshare & ~sc.CLONE_NEWCGROUP == child.SPARE_FLAGS
                 ):
                     spare_pid, spare_sock = spare
                     spare, used_spare = None, True
@@ -107,7 +110,7 @@ def serve(fd: int, spares: bool = True) -> None:
                         spare_sock.close()
                 if pid is None:
                     pid = fork_child(
-                        plan["new_pid"],
+                        plan.new_pid,
                         child.run,
                         plan,
                         fds[0],
@@ -125,7 +128,7 @@ def serve(fd: int, spares: bool = True) -> None:
                 reply = {"pid": os.getpid(), "spare": spare[0] if spare else None}
             else:
                 reply = {"error": f"unknown op {op!r}"}
-        except Exception as error:  # noqa: BLE001 - report to the client, keep serving
+        except Exception as error:  # report to the client, keep serving
             reply = {"error": f"{type(error).__name__}: {error}"}
         finally:
             for received in fds:
@@ -148,7 +151,7 @@ class ForkServer:
     def __init__(self, spares: bool = True) -> None:
         self.spares = spares
         self._sock: socket.socket | None = None
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -178,7 +181,7 @@ class ForkServer:
         ours.settimeout(REQUEST_TIMEOUT_S)
         self._sock = ours
 
-    def request(self, message: dict, fds: list[int] = ()) -> dict:
+    def request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
         with self._lock:
             self.start()
             assert self._sock is not None
@@ -193,22 +196,24 @@ class ForkServer:
                 raise ForkServerError(f"fork server is gone: {error}") from None
         if not data:
             raise ForkServerError("fork server closed the connection")
-        reply = json.loads(data)
+        reply: dict[str, Any] = json.loads(data)
         if "error" in reply:
             raise ForkServerError(reply["error"])
         return reply
 
-    def launch(self, plan: dict, fds: list[int]) -> int:
-        return int(self.request({"op": "launch", "plan": plan}, fds)["pid"])
+    def launch(self, plan: LaunchPlan, fds: Sequence[int]) -> int:
+        """Fork a child that carries out ``plan``; its pid."""
+        return int(self.request({"op": "launch", "plan": plan.to_dict()}, fds)["pid"])
 
     def reap(self, pid: int) -> int | None:
         """Wait status of our exited child ``pid`` (None if not ours or not exited)."""
         if self._process is None or self._process.poll() is not None:
             return None
         try:
-            return self.request({"op": "reap", "pid": pid})["status"]
+            status = self.request({"op": "reap", "pid": pid})["status"]
         except ForkServerError:
             return None
+        return None if status is None else int(status)
 
     def close(self) -> None:
         """Stop the server (containers keep running); idempotent."""
