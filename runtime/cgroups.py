@@ -128,9 +128,10 @@ class Driver:
             raise
         return made
 
-    def join_files(self, path: str, dirs: list[Path] | None = None) -> list[str]:
-        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path``."""
-        return [str(d / "cgroup.procs") for d in (dirs or self.directories(path))]
+    def join_files(self, path: str, limits: Limits | None = None) -> list[str]:
+        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path`` (made by
+        :meth:`create` with ``limits``)."""
+        return [str(d / "cgroup.procs") for d in self.directories(path, limits)]
 
     def procs(self, path: str) -> list[int]:
         text = _read(self.directories(path)[0] / "cgroup.procs")

@@ -91,7 +91,7 @@ class Runtime:
             plan = launch_plan(
                 spec,
                 self.root / name,
-                self.cgroups.join_files(cgroup, self.cgroups.directories(cgroup, limits)),
+                self.cgroups.join_files(cgroup, limits),
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None
@@ -106,7 +106,7 @@ class Runtime:
             plan=plan,
         )
         try:
-            container.cgroup_dirs = [str(d) for d in self.cgroups.create(cgroup, limits)]
+            self.cgroups.create(cgroup, limits)
         except (OSError, cgroups.CgroupError) as error:
             shutil.rmtree(directory, ignore_errors=True)
             raise ContainerError(f"cannot create {name}: {error}") from None

@@ -53,7 +53,6 @@ class Container:
     spec: Spec
     directory: Path
     cgroup: str
-    cgroup_dirs: list[str] = field(default_factory=list)
     pid: int | None = None
     pid_start: int | None = None
     state: str = "created"  # created | running | stopped
@@ -72,7 +71,6 @@ class Container:
             "pid_start": self.pid_start,
             "state": self.state,
             "cgroup": self.cgroup,
-            "cgroup_dirs": self.cgroup_dirs,
             "network": vars(self.net) if self.net else None,
             "owner_pid": self.owner_pid,
             "owner_start": self.owner_start,
@@ -87,7 +85,6 @@ class Container:
             spec=Spec.from_oci(data["spec"]),
             directory=directory,
             cgroup=data["cgroup"],
-            cgroup_dirs=list(data.get("cgroup_dirs", [])),
             pid=data.get("pid"),
             pid_start=data.get("pid_start"),
             state=data.get("state", "created"),
