@@ -73,6 +73,8 @@ class Rootfs:
 
 @dataclass(frozen=True)
 class LaunchPlan:
+    """What the fork server and the child do for one container, in the order they do it."""
+
     new_pid: bool  # fork as PID 1 of a new pid namespace
     unshare: int  # CLONE_NEW* flags of the other namespaces
     loopback: bool  # bring ``lo`` up (a network namespace of its own)
