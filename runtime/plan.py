@@ -73,7 +73,7 @@ class Rootfs:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """What the fork server and the child do for one container, in the order they do it."""
+    """What the fork server and the child do for one container (see :func:`runtime.child.run`)."""
 
     new_pid: bool  # fork as PID 1 of a new pid namespace
     unshare: int  # CLONE_NEW* flags of the other namespaces
