@@ -71,7 +71,7 @@ def spare(sock: socket.socket, last_cap: int) -> NoReturn:
     if not data or not fds:
         os._exit(0)  # the server is gone or closing
     sock.close()
-    try:  # the launch request, forwarded by the server (which decoded it once already)
+    try:  # the launch request, forwarded by the server
         plan = LaunchPlan.from_dict(json.loads(data)["plan"])
     except BaseException as error:
         _fail(fds[0], error)

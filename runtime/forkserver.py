@@ -15,7 +15,10 @@ With ``spares`` (the default) the server keeps one *spare* child forked ahead of
 already is PID 1 of its pid namespace and has unshared mount, uts, ipc and network namespaces
 (see :func:`runtime.child.spare`). A launch that wants exactly those namespaces is forwarded
 to the spare (plan and fds over its socket), and a new spare is forked after the reply, so
-fork and namespace creation are off the launch path. Other launches fork directly.
+fork and namespace creation are off the launch path. The spare decodes the plan (and reports
+a malformed one on the READY pipe); the server only reads which namespaces it wants
+(:func:`runtime.plan.namespaces_of`). Other launches are decoded by the server (a malformed
+plan is the reply's error) and forked directly.
 
 Containers are children of the server, which keeps no per-container state or descriptor.
 It exits when its owner closes the socket (or dies); containers then live on, reparented.
@@ -33,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.plan import LaunchPlan
+from runtime.plan import LaunchPlan, namespaces_of
 
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
@@ -92,12 +95,12 @@ def serve(fd: int, spares: bool = True) -> None:
             request = json.loads(data)
             op = request["op"]
             if op == "launch":
-                plan = LaunchPlan.from_dict(request["plan"])
+                new_pid, unshare = namespaces_of(request["plan"]) or (False, 0)
                 pid = None
                 if (
                     spare is not None
-                    and plan.new_pid
-                    and plan.unshare & ~sc.CLONE_NEWCGROUP == child.SPARE_FLAGS
+                    and new_pid
+                    and unshare & ~sc.CLONE_NEWCGROUP == child.SPARE_FLAGS
                 ):
                     spare_pid, spare_sock = spare
                     spare, used_spare = None, True
@@ -109,6 +112,7 @@ def serve(fd: int, spares: bool = True) -> None:
                     finally:
                         spare_sock.close()
                 if pid is None:
+                    plan = LaunchPlan.from_dict(request["plan"])
                     pid = fork_child(
                         plan.new_pid,
                         child.run,

@@ -11,7 +11,7 @@ import pytest
 
 from hostkit import syscalls as sc
 from runtime import caps, planner
-from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs
+from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs, namespaces_of
 from runtime.spec import Mount as SpecMount
 from runtime.spec import Rlimit as SpecRlimit
 from runtime.spec import default_spec
@@ -110,6 +110,15 @@ def test_unknown_and_nested_keys_are_named():
         LaunchPlan.from_dict(data)
     with pytest.raises(PlanError, match="^plan: expected an object, got list$"):
         LaunchPlan.from_dict([])
+
+
+def test_namespaces_are_read_without_decoding_the_rest():
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    assert namespaces_of(data) == (True, sc.CLONE_NEWNS | sc.CLONE_NEWNET)
+    assert namespaces_of({"new_pid": False, "unshare": 0}) == (False, 0)
+    assert namespaces_of({"new_pid": 1, "unshare": 0}) is None
+    assert namespaces_of({"unshare": 0}) is None
+    assert namespaces_of([]) is None
 
 
 def test_launch_plan_of_a_default_spec():
