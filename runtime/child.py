@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from hostkit import syscalls as sc
 from runtime import rootfs
-from runtime.plan import CapSets, LaunchPlan
+from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
 from runtime.readiness import ERROR_PREFIX
 
 SIOCGIFFLAGS = 0x8913
@@ -65,6 +65,7 @@ def spare(sock: socket.socket, last_cap: int) -> NoReturn:
         sc.unshare(SPARE_FLAGS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         loopback_up()
+        _warm_up_decoder()
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
     except BaseException:  # a broken spare just goes away
         os._exit(126)
@@ -76,6 +77,27 @@ def spare(sock: socket.socket, last_cap: int) -> NoReturn:
     except BaseException as error:
         _fail(fds[0], error)
     run(plan, fds[0], fds[1] if len(fds) > 1 else None, last_cap, prepared=True)
+
+
+def _warm_up_decoder() -> None:
+    """Decode a sample plan once, so that the first touch of the decoder's objects in this
+    freshly forked process (copy-on-write faults, some 200 us) happens now, not on launch."""
+    sample = LaunchPlan(
+        new_pid=True,
+        unshare=SPARE_FLAGS,
+        loopback=True,
+        cgroup_procs=("/cgroup.procs",),
+        rootfs=Rootfs("/", "lowerdir=/", (Mount("/proc", "proc", "proc", 0, ""),), (), (), False),
+        hostname="",
+        rlimits=(Rlimit(0, 0, 0),),
+        caps=CapSets(0, 0, 0, 0),
+        no_new_privs=True,
+        cwd="/",
+        args=("/init",),
+        env=(),
+    )
+    request = json.dumps({"op": "launch", "plan": sample.to_dict()}).encode()
+    LaunchPlan.from_dict(json.loads(request)["plan"])
 
 
 def run(
