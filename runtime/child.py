@@ -5,13 +5,13 @@ cgroup one and bring loopback up, mount the overlay root, join the cgroups and u
 cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
 network when asked, mount the rest and pivot into the root, set the hostname, apply
 rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
-``cvbench-error: ...`` line on the READY pipe and the child exits 127.
-Imports stay light: this module is loaded by the small fork server.
+``cvbench-error: ...`` line (:data:`runtime.readiness.ERROR_PREFIX`) on the READY pipe and
+the child exits 127. Imports stay light: this module is loaded by the small fork server.
 
 A *spare* is such a child forked ahead of time: it has already unshared the mount, uts, ipc
-and network namespaces, made its mounts private and brought loopback up, and waits on a
-socket for the plan of the next container that wants exactly those namespaces. That moves
-fork and namespace creation off the launch path.
+and network namespaces, made its mounts private, brought loopback up and warmed up the plan
+decoder, and waits on a socket for the plan of the next container that wants exactly those
+namespaces. That moves fork, namespace creation and first-touch costs off the launch path.
 """
 
 from __future__ import annotations
