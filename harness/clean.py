@@ -10,9 +10,10 @@ from harness.backends import registry
 
 
 def _sweeper(target: str) -> Callable[[], list[str]]:
-    """``module:function`` from the backend registry, imported."""
-    module_name, function = target.split(":")
-    return getattr(importlib.import_module(module_name), function)
+    """The function a registry ``sweeper`` entry (``module:function``) names."""
+    module_name, _, function = target.partition(":")
+    sweeper: Callable[[], list[str]] = getattr(importlib.import_module(module_name), function)
+    return sweeper
 
 
 def clean_all(force: bool = False) -> list[str]:
@@ -28,7 +29,8 @@ def clean_all(force: bool = False) -> list[str]:
 
 def _sweep_all() -> list[str]:
     lines: list[str] = []
-    for target in registry.sweepers():  # each knows its own leftovers, by prefix or owner
+    # Each backend's sweeper owns one kind of object and finds its own leftovers by prefix.
+    for target in registry.sweepers():
         try:
             lines.extend(_sweeper(target)())
         except Exception as error:  # one broken sweeper must not hide the others' work

@@ -25,6 +25,14 @@ def process_alive(pid: int | None, start: int | None) -> bool:
     return proc_start_time(pid) == start
 
 
+def wait_pidfd(pidfd: int, timeout: float | None) -> bool:
+    """True once the process behind ``pidfd`` has exited; False if it still runs after
+    ``timeout`` seconds (None: forever). The one way cvbench waits for a process."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+
+
 def wait_exit(pid: int, timeout: float | None) -> bool:
     """True once ``pid`` has exited (or never existed), observed through a pidfd: no polling
     step hides in a figure. False if it still runs after ``timeout`` seconds (None: forever).
@@ -34,9 +42,7 @@ def wait_exit(pid: int, timeout: float | None) -> bool:
     except ProcessLookupError:
         return True
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+        return wait_pidfd(pidfd, timeout)
     finally:
         os.close(pidfd)
 
@@ -63,8 +69,29 @@ def signal_and_wait(pid: int, signum: int, timeout: float | None) -> bool:
             signal.pidfd_send_signal(pidfd, signum)
         except ProcessLookupError:
             return True
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+        return wait_pidfd(pidfd, timeout)
+    finally:
+        os.close(pidfd)
+
+
+def terminate(pid: int, grace: float, timeout: float | None, start: int | None = None) -> bool:
+    """SIGTERM, SIGKILL after ``grace`` seconds, then wait up to ``timeout`` for the exit, all
+    through one pidfd (no pid-reuse race). With ``start``, a ``pid`` that is no longer the
+    process started then counts as exited and gets no signal. True once it exited."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if start is not None and proc_start_time(pid) != start:
+            return True
+        for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, timeout)):
+            try:
+                signal.pidfd_send_signal(pidfd, signum)
+            except ProcessLookupError:
+                return True
+            if wait_pidfd(pidfd, wait):
+                return True
+        return False
     finally:
         os.close(pidfd)

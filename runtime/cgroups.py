@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostkit import mountinfo as hostkit_mountinfo
+from hostkit.procs import wait_pidfd
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -128,9 +128,10 @@ class Driver:
             raise
         return made
 
-    def join_files(self, path: str, dirs: list[Path] | None = None) -> list[str]:
-        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path``."""
-        return [str(d / "cgroup.procs") for d in (dirs or self.directories(path))]
+    def join_files(self, path: str, limits: Limits | None = None) -> list[str]:
+        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path`` (made by
+        :meth:`create` with ``limits``)."""
+        return [str(d / "cgroup.procs") for d in self.directories(path, limits)]
 
     def procs(self, path: str) -> list[int]:
         text = _read(self.directories(path)[0] / "cgroup.procs")
@@ -146,7 +147,10 @@ class Driver:
         raise NotImplementedError
 
     def kill(self, path: str, timeout: float = 5.0) -> list[int]:
-        """SIGKILL every process in ``path`` and wait (event-driven) until they are gone."""
+        """SIGKILL every process in ``path`` and wait (event-driven) until they are gone.
+
+        A batch: every pidfd is opened, then every process signalled, then each awaited.
+        """
         killed = self.procs(path)
         fds = []
         for pid in killed:
@@ -161,7 +165,7 @@ class Driver:
                 except OSError:
                     pass
             for fd in fds:
-                select.select([fd], [], [], timeout)
+                wait_pidfd(fd, timeout)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -210,9 +214,8 @@ class V1Driver(Driver):
     CONTROLLERS: tuple[str, ...] = ("memory", "pids", "cpu")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
-        if limits is None:
-            controllers = self.CONTROLLERS
-        else:  # memory always (accounting, OOM); pids and cpu only when limited
+        controllers: tuple[str, ...] = self.CONTROLLERS
+        if limits is not None:  # memory always (accounting, OOM); pids and cpu only when limited
             controllers = ("memory",)
             if limits.pids is not None:
                 controllers += ("pids",)

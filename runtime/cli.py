@@ -13,15 +13,19 @@ import sys
 import uuid
 
 from imagestore.image import ImageError, load_verified
-from runtime.container import ContainerError, NotReadyError, Runtime
+from runtime.container import ContainerError, Runtime
 from runtime.spec import NETWORK_MODES, SpecError, default_spec
 
 BAD_INPUT = 2
 FAILED = 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    ctr = subparsers.add_parser("ctr", help="run and manage containers by hand (cvbench runtime)")
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    ctr: argparse.ArgumentParser = subparsers.add_parser(
+        "ctr", help="run and manage containers by hand (cvbench runtime)"
+    )
     commands = ctr.add_subparsers(dest="ctr_command", metavar="{run,ls,stop,rm}")
     commands.required = True
 
@@ -89,10 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runtime.start(container, output_fd=log_fd)
             if log_fd is None:
                 runtime.wait_ready(container, args.timeout)
-        except NotReadyError as error:
-            runtime.destroy(container)
-            return _error(str(error), FAILED)
-        except ContainerError as error:
+        except ContainerError as error:  # NotReadyError included
             runtime.destroy(container)
             return _error(str(error), FAILED)
         finally:

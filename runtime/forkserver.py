@@ -5,17 +5,20 @@ modules (no pyroute2, psutil or harness), so forking it is cheap whatever its ow
 Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file descriptors
 attached with SCM_RIGHTS, one JSON reply.
 
-- ``{"op": "launch", "plan": {...}}`` + fds ``[stdout_w]`` or ``[stdout_w, sync]`` ->
-  ``{"pid": n}``: unshare(CLONE_NEWPID) in the server, fork (the child is PID 1 of the new
-  namespace and runs :func:`runtime.child.run`), then setns back to the server's own pid
-  namespace so the next fork is unaffected.
+- ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
+  ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``: unshare(CLONE_NEWPID) in the
+  server, fork (the child is PID 1 of the new namespace and runs :func:`runtime.child.run`),
+  then setns back to the server's own pid namespace so the next fork is unaffected.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
 
 With ``spares`` (the default) the server keeps one *spare* child forked ahead of time, which
 already is PID 1 of its pid namespace and has unshared mount, uts, ipc and network namespaces
 (see :func:`runtime.child.spare`). A launch that wants exactly those namespaces is forwarded
 to the spare (plan and fds over its socket), and a new spare is forked after the reply, so
-fork and namespace creation are off the launch path. Other launches fork directly.
+fork and namespace creation are off the launch path. The spare decodes the plan (and reports
+a malformed one on the READY pipe); the server only reads which namespaces it wants
+(:func:`runtime.plan.namespaces_of`). Other launches are decoded by the server (a malformed
+plan is the reply's error) and forked directly.
 
 Containers are children of the server, which keeps no per-container state or descriptor.
 It exits when its owner closes the socket (or dies); containers then live on, reparented.
@@ -29,8 +32,11 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from runtime.plan import LaunchPlan, namespaces_of
 
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
@@ -51,7 +57,7 @@ def serve(fd: int, spares: bool = True) -> None:
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     cap_last = last_cap()
 
-    def fork_child(new_pid: bool, target, *args) -> int:
+    def fork_child(new_pid: bool, target: Callable[..., object], *args: object) -> int:
         """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked)."""
         if new_pid:
             sc.unshare(sc.CLONE_NEWPID)
@@ -89,12 +95,12 @@ def serve(fd: int, spares: bool = True) -> None:
             request = json.loads(data)
             op = request["op"]
             if op == "launch":
-                plan = request["plan"]
+                new_pid, unshare = namespaces_of(request["plan"]) or (False, 0)
                 pid = None
                 if (
                     spare is not None
-                    and plan["new_pid"]
-                    and plan["unshare"] & ~(sc.CLONE_NEWCGROUP) == child.SPARE_FLAGS
+                    and new_pid
+                    and unshare & ~sc.CLONE_NEWCGROUP == child.SPARE_FLAGS
                 ):
                     spare_pid, spare_sock = spare
                     spare, used_spare = None, True
@@ -106,8 +112,9 @@ def serve(fd: int, spares: bool = True) -> None:
                     finally:
                         spare_sock.close()
                 if pid is None:
+                    plan = LaunchPlan.from_dict(request["plan"])
                     pid = fork_child(
-                        plan["new_pid"],
+                        plan.new_pid,
                         child.run,
                         plan,
                         fds[0],
@@ -125,7 +132,7 @@ def serve(fd: int, spares: bool = True) -> None:
                 reply = {"pid": os.getpid(), "spare": spare[0] if spare else None}
             else:
                 reply = {"error": f"unknown op {op!r}"}
-        except Exception as error:  # noqa: BLE001 - report to the client, keep serving
+        except Exception as error:  # report to the client, keep serving
             reply = {"error": f"{type(error).__name__}: {error}"}
         finally:
             for received in fds:
@@ -148,7 +155,7 @@ class ForkServer:
     def __init__(self, spares: bool = True) -> None:
         self.spares = spares
         self._sock: socket.socket | None = None
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -178,7 +185,7 @@ class ForkServer:
         ours.settimeout(REQUEST_TIMEOUT_S)
         self._sock = ours
 
-    def request(self, message: dict, fds: list[int] = ()) -> dict:
+    def request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
         with self._lock:
             self.start()
             assert self._sock is not None
@@ -193,22 +200,24 @@ class ForkServer:
                 raise ForkServerError(f"fork server is gone: {error}") from None
         if not data:
             raise ForkServerError("fork server closed the connection")
-        reply = json.loads(data)
+        reply: dict[str, Any] = json.loads(data)
         if "error" in reply:
             raise ForkServerError(reply["error"])
         return reply
 
-    def launch(self, plan: dict, fds: list[int]) -> int:
-        return int(self.request({"op": "launch", "plan": plan}, fds)["pid"])
+    def launch(self, plan: LaunchPlan, fds: Sequence[int]) -> int:
+        """Fork a child that carries out ``plan``; its pid."""
+        return int(self.request({"op": "launch", "plan": plan.to_dict()}, fds)["pid"])
 
     def reap(self, pid: int) -> int | None:
         """Wait status of our exited child ``pid`` (None if not ours or not exited)."""
         if self._process is None or self._process.poll() is not None:
             return None
         try:
-            return self.request({"op": "reap", "pid": pid})["status"]
+            status = self.request({"op": "reap", "pid": pid})["status"]
         except ForkServerError:
             return None
+        return None if status is None else int(status)
 
     def close(self) -> None:
         """Stop the server (containers keep running); idempotent."""

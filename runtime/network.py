@@ -13,11 +13,16 @@ pyroute2 is imported lazily: launching ``none`` containers never loads it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 BRIDGE = "cvbench0"
 SUBNET = ipaddress.ip_network("10.213.0.0/16")
@@ -87,39 +92,47 @@ def stale_leases() -> list[str]:
     return stale
 
 
-def _ipr():
+def _ipr(**options: object) -> IPRoute:
     from pyroute2 import IPRoute
 
-    return IPRoute()
+    return IPRoute(**options)
 
 
-def ensure_bridge(ipr) -> int:
+def _netlink_errno(error: Exception) -> int | None:
+    """The errno of a pyroute2 NetlinkError (None for any other exception)."""
+    from pyroute2 import NetlinkError
+
+    return error.code if isinstance(error, NetlinkError) else None
+
+
+def ensure_bridge(ipr: IPRoute) -> int:
     """Index of ``cvbench0`` (created, addressed and up if missing)."""
     found = ipr.link_lookup(ifname=BRIDGE)
     if not found:
         try:
             ipr.link("add", ifname=BRIDGE, kind="bridge")
-        except Exception as error:  # noqa: BLE001 - pyroute2 raises NetlinkError
-            if "exists" not in str(error).lower():
+        except Exception as error:  # another process may have made it meanwhile
+            if _netlink_errno(error) != errno.EEXIST:
                 raise NetworkError(f"cannot create bridge {BRIDGE}: {error}") from None
         found = ipr.link_lookup(ifname=BRIDGE)
-    index = found[0]
+    index: int = found[0]
     addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)]
     if GATEWAY not in addresses:
         try:
             ipr.addr("add", index=index, address=GATEWAY, prefixlen=SUBNET.prefixlen)
-        except Exception as error:  # noqa: BLE001
-            if "exists" not in str(error).lower():
+        except Exception as error:
+            if _netlink_errno(error) != errno.EEXIST:
                 raise NetworkError(f"cannot address bridge {BRIDGE}: {error}") from None
     ipr.link("set", index=index, state="up")
     return index
 
 
-def attach(pid: int, key: str, owner: str) -> Attachment:
-    """Wire the netns of ``pid`` to the bridge; return what must be released later."""
-    from pyroute2 import IPRoute
+def attach(pid: int, owner: str) -> Attachment:
+    """Wire the netns of ``pid`` to the bridge; return what must be released later.
 
-    veth = veth_name(key)
+    ``owner`` (the container's directory) names the veth and owns the address lease.
+    """
+    veth = veth_name(owner)
     address = allocate_address(owner)
     try:
         with _ipr() as ipr:
@@ -132,12 +145,12 @@ def attach(pid: int, key: str, owner: str) -> Attachment:
             )
             index = ipr.link_lookup(ifname=veth)[0]
             ipr.link("set", index=index, master=bridge, state="up")
-        with IPRoute(netns=f"/proc/{pid}/ns/net", flags=0) as inside:
+        with _ipr(netns=f"/proc/{pid}/ns/net", flags=0) as inside:
             eth0 = inside.link_lookup(ifname="eth0")[0]
             inside.addr("add", index=eth0, address=address, prefixlen=SUBNET.prefixlen)
             inside.link("set", index=eth0, state="up")
             inside.route("add", dst="0.0.0.0/0", gateway=GATEWAY)
-    except Exception as error:  # noqa: BLE001 - undo, then report in one line
+    except Exception as error:  # undo, then report in one line
         detach(Attachment(veth, address))
         raise NetworkError(f"cannot wire bridge network for pid {pid}: {error}") from None
     return Attachment(veth, address)
@@ -151,8 +164,10 @@ def delete_link(name: str) -> bool:
             return False
         try:
             ipr.link("del", index=found[0])
-        except Exception:  # noqa: BLE001 - gone meanwhile (its netns died)
-            return False
+        except Exception as error:
+            if _netlink_errno(error) == errno.ENODEV:  # gone meanwhile (its netns died)
+                return False
+            raise
         return True
 
 

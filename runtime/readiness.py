@@ -1,4 +1,7 @@
-"""Wait for a workload's ``READY`` line on a file descriptor, event-driven (no polling)."""
+"""The workload's output pipe: wait for its ``READY`` line, event-driven (no polling).
+
+A launch that fails before exec writes one line starting with :data:`ERROR_PREFIX` instead.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import select
 import time
 
 READY = b"READY"
+ERROR_PREFIX = b"cvbench-error: "  # a launch failure's message follows, up to the newline
 
 
 def read_ready(
@@ -41,3 +45,19 @@ def read_ready(
         if not chunk:
             tail = buffered[-200:].decode(errors="replace").strip()
             raise error(f"{name}: workload exited before READY (output: {tail!r})")
+
+
+def read_to_end(fd: int, timeout: float) -> bytes | None:
+    """Everything written to ``fd`` until end of file; None if that takes over ``timeout``."""
+    deadline = time.monotonic() + timeout
+    output = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return output
+        output += chunk

@@ -1,8 +1,9 @@
 """The container's root filesystem, built inside its own (private) mount namespace.
 
-An overlay (image as read-only lower layer, a private upper/work directory), the spec's
-mounts (/proc, a minimal /dev with /dev/shm, /dev/pts), device nodes, pivot_root with the
-old root detached, masked and read-only paths, and optionally a read-only root.
+Carries out a plan's :class:`runtime.plan.Rootfs`: an overlay (image as read-only lower
+layer, a private upper/work directory), the spec's mounts (/proc, a minimal /dev with
+/dev/shm, /dev/pts), device nodes, pivot_root with the old root detached, masked and
+read-only paths, and optionally a read-only root.
 Everything here runs in the launched child before exec; the host's mount table is never
 touched, so the overlay disappears with the namespace. Imports stay light (fork server).
 """
@@ -13,25 +14,7 @@ import os
 import stat
 
 from hostkit import syscalls as sc
-
-# mount option -> (flags to set, flags to clear)
-_FLAGS = {
-    "ro": (sc.MS_RDONLY, 0),
-    "rw": (0, sc.MS_RDONLY),
-    "nosuid": (sc.MS_NOSUID, 0),
-    "suid": (0, sc.MS_NOSUID),
-    "nodev": (sc.MS_NODEV, 0),
-    "dev": (0, sc.MS_NODEV),
-    "noexec": (sc.MS_NOEXEC, 0),
-    "exec": (0, sc.MS_NOEXEC),
-    "bind": (sc.MS_BIND, 0),
-    "rbind": (sc.MS_BIND | sc.MS_REC, 0),
-    "strictatime": (1 << 24, 0),
-    "relatime": (1 << 21, 0),
-    "noatime": (1 << 10, 0),
-    "private": (0, 0),
-    "rprivate": (0, 0),
-}
+from runtime.plan import Mount, Rootfs
 
 # (name, major, minor): the minimal /dev of the OCI runtime-spec
 DEVICES = (
@@ -51,36 +34,6 @@ DEV_LINKS = (
 )
 
 
-def parse_options(options: list[str]) -> tuple[int, str]:
-    """OCI mount options -> (mount flags, filesystem data string)."""
-    flags = 0
-    data = []
-    for option in options:
-        if option in _FLAGS:
-            on, off = _FLAGS[option]
-            flags = (flags | on) & ~off
-        else:
-            data.append(option)
-    return flags, ",".join(data)
-
-
-def mount_plan(mounts: list) -> list[list]:
-    """Spec mounts -> ``[destination, type, source, flags, data]`` rows for :func:`prepare`."""
-    rows = []
-    for mount in mounts:
-        flags, data = parse_options(mount.options)
-        kind = "bind" if mount.type == "bind" or flags & sc.MS_BIND else mount.type
-        rows.append([mount.destination, kind, mount.source, flags, data])
-    return rows
-
-
-def overlay_options(lower: str, upper: str, work: str) -> str:
-    for path in (lower, upper, work):
-        if "," in path or ":" in path:
-            raise ValueError(f"overlay path {path!r} must not contain ',' or ':'")
-    return f"lowerdir={lower},upperdir={upper},workdir={work}"
-
-
 def make_devices(dev: str) -> None:
     """Device nodes and the usual symlinks in a fresh tmpfs ``dev``."""
     old = os.umask(0)
@@ -95,18 +48,17 @@ def make_devices(dev: str) -> None:
     os.chmod(f"{dev}/shm", 0o1777)
 
 
-def _mount_one(root: str, destination: str, kind: str, source: str, flags: int, data: str) -> None:
-    target = root + destination
+def _mount_one(root: str, mount: Mount) -> None:
+    target = root + mount.destination
     if not os.path.isdir(target):
         os.makedirs(target, exist_ok=True)
-    if kind == "bind":
-        bind_flags = sc.MS_BIND | (flags & sc.MS_REC)
-        sc.mount(source, target, None, bind_flags)
-        if flags & ~(sc.MS_BIND | sc.MS_REC):
-            sc.mount(None, target, None, sc.MS_REMOUNT | flags | sc.MS_BIND)
+    if mount.kind == "bind":
+        sc.mount(mount.source, target, None, sc.MS_BIND | (mount.flags & sc.MS_REC))
+        if mount.flags & ~(sc.MS_BIND | sc.MS_REC):
+            sc.mount(None, target, None, sc.MS_REMOUNT | mount.flags | sc.MS_BIND)
         return
-    sc.mount(source, target, kind, flags, data or None)
-    if kind == "tmpfs" and destination == "/dev":
+    sc.mount(mount.source, target, mount.kind, mount.flags, mount.data or None)
+    if mount.kind == "tmpfs" and mount.destination == "/dev":
         make_devices(target)
 
 
@@ -155,31 +107,31 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def mount_overlay(plan: dict, private: bool = True) -> None:
+def mount_overlay(plan: Rootfs, private: bool = True) -> None:
     """Mount the container's overlay root (we are in a new mount namespace).
 
     ``private``: first make every mount private (skip when that was done already).
     """
     if private:
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    sc.mount("overlay", plan["merged"], "overlay", 0, plan["overlay"])
+    sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
 
 
-def prepare(plan: dict) -> None:
+def prepare(plan: Rootfs) -> None:
     """Mount the rest onto the overlay root and pivot into it."""
-    root = plan["merged"]
-    for destination, kind, source, flags, data in plan["mounts"]:
-        _mount_one(root, destination, kind, source, flags, data)
+    root = plan.merged
+    for mount in plan.mounts:
+        _mount_one(root, mount)
     os.chdir(root)
     sc.pivot_root(".", ".")
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
-    empty = None
-    for path in plan["masked"]:
+    empty: str | None = None
+    for path in plan.masked:
         empty = _mask(path, empty)
     if empty == EMPTY:
         os.rmdir(EMPTY)  # the binds keep the (now unlinked) directory
-    for path in plan["readonly_paths"]:
+    for path in plan.readonly_paths:
         _readonly(path)
-    if plan["readonly_root"]:
+    if plan.readonly_root:
         sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)

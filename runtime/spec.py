@@ -61,7 +61,6 @@ class Capabilities:
     effective: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
     permitted: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
     inheritable: list[str] = field(default_factory=list)
-    ambient: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +176,7 @@ class Spec:
                     **{k: list(caps.get(k, [])) for k in vars(Capabilities()) if k in caps}
                 )
                 if caps
-                else Capabilities([], [], [], [], []),
+                else Capabilities([], [], [], []),
                 no_new_privileges=bool(proc.get("noNewPrivileges", False)),
                 rlimits=[
                     Rlimit(r["type"], int(r["hard"]), int(r["soft"]))

@@ -1,6 +1,8 @@
 """Clean-up after crashes: every container object whose owner process is dead.
 
-``runtime.container.sweep()`` (what ``cvbench clean`` calls) runs :func:`sweep_all`.
+``cvbench clean`` runs :func:`sweep_all` (the ``ours`` backend's sweeper in the registry).
+It reads what the runtime leaves on the host (container directories, state files, cgroup
+scopes, address leases) without going through :class:`runtime.container.Runtime`.
 """
 
 from __future__ import annotations
@@ -12,44 +14,16 @@ from pathlib import Path
 
 from hostkit import mountinfo
 from hostkit import syscalls as sc
-from hostkit.paths import state_dir
 from runtime import cgroups, network
-from runtime.container import (
-    CREATING_PREFIX,
-    OWNER_LINK,
-    Container,
-    cgroup_parent,
-    load,
-    process_alive,
-    scopes_dir,
-)
-
-
-def _owner_alive(directory: Path) -> bool:
-    """Whether the process that created ``directory`` lives.
-
-    A container directory is renamed into place with its owner link inside; a directory
-    still being made (``.new-<pid>-<start>-<name>``) names its owner. Anything else has no
-    owner that could still want it.
-    """
-    if directory.name.startswith(CREATING_PREFIX):
-        owner = directory.name.removeprefix(CREATING_PREFIX).split("-", 2)[:2]
-    else:
-        try:
-            owner = os.readlink(directory / OWNER_LINK).split(":")
-        except OSError:
-            return False
-    try:
-        pid, start = (int(x) for x in owner)
-    except ValueError:
-        return False
-    return process_alive(pid, start)
+from runtime.containerdir import owner_alive
+from runtime.scopes import registered_scopes, unregister_scope
+from runtime.state import Container, load
 
 
 def sweep_all() -> list[str]:
     """Remove every leftover container object whose owner process is dead.
 
-    Covers this state directory and every other one registered under :func:`scopes_dir`
+    Covers this state directory and every other one registered in :mod:`runtime.scopes`
     (a test's private directory, say): processes (killed through their cgroup), cgroups
     under ``cvbench-<scope>``, veths and address leases, stray mounts under the state
     directory, container directories, and the ``cvbench0`` bridge if nothing uses it.
@@ -57,14 +31,7 @@ def sweep_all() -> list[str]:
     """
     removed: list[str] = []
     driver = cgroups.driver()
-    scopes = {cgroup_parent(): Path(os.path.realpath(state_dir()))}
-    if scopes_dir().is_dir():
-        for link in os.scandir(scopes_dir()):
-            try:
-                scopes.setdefault(link.name, Path(os.readlink(link.path)))
-            except OSError:
-                continue
-    for parent, directory in scopes.items():
+    for parent, directory in registered_scopes().items():
         removed.extend(_sweep_scope(driver, parent, directory))
     for address in network.stale_leases():
         network.release_address(address)
@@ -72,7 +39,7 @@ def sweep_all() -> list[str]:
     try:
         if network.remove_bridge_if_unused():
             removed.append(f"bridge {network.BRIDGE}")
-    except Exception as error:  # noqa: BLE001 - netlink unavailable: report, go on
+    except Exception as error:  # netlink unavailable: report, go on
         removed.append(f"(bridge not checked: {error})")
     return removed
 
@@ -84,7 +51,7 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
     if root.is_dir():
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             directory = Path(entry.path)
-            if _owner_alive(directory):
+            if owner_alive(directory):
                 kept.add(entry.name)
                 continue
             removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", load(directory)))
@@ -97,13 +64,13 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
         if removed:
             removed.append(f"cgroup parent {parent}")
         if not state.is_dir():  # its state directory is gone for good
-            (scopes_dir() / parent).unlink(missing_ok=True)
+            unregister_scope(parent)
     removed.extend(_sweep_mounts(state))
     return removed
 
 
 def _sweep_container(driver: cgroups.Driver, path: str, container: Container | None) -> list[str]:
-    removed = []
+    removed: list[str] = []
     if driver.exists(path):
         killed = driver.kill(path)
         if killed:
@@ -117,7 +84,7 @@ def _sweep_container(driver: cgroups.Driver, path: str, container: Container | N
         try:
             if network.delete_link(container.net.veth):
                 removed.append(f"veth {container.net.veth}")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # netlink: report, go on
             removed.append(f"(veth {container.net.veth} not removed: {error})")
         network.release_address(container.net.address)
     return removed

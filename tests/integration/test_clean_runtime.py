@@ -1,4 +1,4 @@
-"""``sweep()`` after a crash: SIGKILL a process that holds running containers, clean, and
+"""``sweep_all()`` after a crash: SIGKILL a process that holds running containers, clean, and
 check that mounts, netns, veths, cgroups, processes and directories are as they were."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from runtime import network
-from runtime.container import cgroup_parent, sweep
+from runtime.scopes import cgroup_parent
+from runtime.sweep import sweep_all as sweep
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -141,8 +142,9 @@ def test_sweep_removes_directories_caught_mid_creation(state_dir, built_image):
     """A SIGKILL while a container's directory is being made leaves a ``.new-<owner>-...``
     directory (maybe without its owner link yet) or an ownerless one: both are swept at once,
     while those of a live owner stay."""
+    from hostkit.paths import containers_dir
     from hostkit.procs import proc_start_time
-    from runtime.container import CREATING_PREFIX, OWNER_LINK, containers_dir
+    from runtime.containerdir import CREATING_PREFIX, OWNER_LINK
 
     root = containers_dir()
     root.mkdir(parents=True, exist_ok=True)

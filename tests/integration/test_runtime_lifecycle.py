@@ -12,7 +12,8 @@ import pytest
 from containers import container_name
 
 from imagestore.image import Image
-from runtime.container import ContainerError, NotReadyError, Runtime, cgroup_parent
+from runtime.container import ContainerError, NotReadyError, Runtime
+from runtime.scopes import cgroup_parent
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]

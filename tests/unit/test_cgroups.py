@@ -50,19 +50,21 @@ def _v1_root(tmp_path: Path) -> Path:
 def test_v1_create_writes_limits_per_controller(tmp_path: Path):
     root = _v1_root(tmp_path)
     driver = V1Driver(root)
-    made = driver.create("cvbench-p/c1", Limits(64 << 20, 32, 50000, 100000))
+    limits = Limits(64 << 20, 32, 50000, 100000)
+    made = driver.create("cvbench-p/c1", limits)
     assert made == [root / c / "cvbench-p/c1" for c in ("memory", "pids", "cpu")]
     assert (root / "memory/cvbench-p/c1/memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (root / "pids/cvbench-p/c1/pids.max").read_text() == "32"
     assert (root / "cpu/cvbench-p/c1/cpu.cfs_quota_us").read_text() == "50000"
     assert (root / "cpu/cvbench-p/c1/cpu.cfs_period_us").read_text() == "100000"
-    assert driver.join_files("cvbench-p/c1", made) == [str(d / "cgroup.procs") for d in made]
+    assert driver.join_files("cvbench-p/c1", limits) == [str(d / "cgroup.procs") for d in made]
 
 
 def test_v1_without_cpu_limit_skips_cpu_and_limits(tmp_path: Path):
     root = _v1_root(tmp_path)
     made = V1Driver(root).create("cvbench-p/c2", Limits())
     assert [d.parent.parent.name for d in made] == ["memory"]  # accounting only
+    assert V1Driver(root).join_files("cvbench-p/c2", Limits()) == [str(made[0] / "cgroup.procs")]
     assert not (root / "memory/cvbench-p/c2/memory.limit_in_bytes").exists()
 
 

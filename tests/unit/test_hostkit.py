@@ -55,3 +55,16 @@ def test_wait_exit_and_signal_and_wait() -> None:
     child.wait()
     assert procs.wait_exit(child.pid, 0)  # gone: true at once
     assert procs.process_alive(os.getpid(), procs.proc_start_time(os.getpid()))
+
+
+def test_terminate_kills_after_the_grace_and_checks_identity() -> None:
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
+    time.sleep(0.2)  # let the shell install its trap
+    start = procs.proc_start_time(stubborn.pid)
+    assert procs.terminate(stubborn.pid, 0, 0, start=(start or 0) + 1)  # not that process
+    assert procs.running(stubborn.pid)  # so it got no signal
+    started = time.monotonic()
+    assert procs.terminate(stubborn.pid, 0.1, 5, start=start)
+    assert time.monotonic() - started < 2
+    assert stubborn.wait() == -signal.SIGKILL
+    assert procs.terminate(stubborn.pid, 0, 0)  # gone: true at once

@@ -22,6 +22,8 @@ def test_ping_reap_and_errors():
             server.request({"op": "nope"})
         with pytest.raises(ForkServerError, match="KeyError"):
             server.request({"op": "launch"})
+        with pytest.raises(ForkServerError, match=r"PlanError: plan: missing key\(s\) new_pid"):
+            server.request({"op": "launch", "plan": {}})
         assert server.request({"op": "ping"})["pid"] == server.pid  # still serving
     finally:
         server.close()

@@ -1,5 +1,5 @@
-"""Pure parts of the runtime: mount options, overlay options, address leases, veth names,
-container state round trip, READY parsing, and the ``ctr`` command line (no root needed)."""
+"""Pure parts of the runtime: address leases, veth names, container state round trip, READY
+parsing, and the ``ctr`` command line (no root needed). The launch plan: test_runtime_plan."""
 
 from __future__ import annotations
 
@@ -9,48 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from hostkit import syscalls as sc
-from runtime import cli, network, rootfs
-from runtime.container import (
-    ERROR_PREFIX,
-    Container,
-    ContainerError,
-    ExitInfo,
-    NotReadyError,
-    cgroup_parent,
-    load,
-    proc_start_time,
-)
-from runtime.readiness import read_ready
-from runtime.spec import Mount, default_spec
+from hostkit.procs import proc_start_time
+from runtime import cli, network
+from runtime.container import Container, ContainerError, ExitInfo, NotReadyError
+from runtime.readiness import ERROR_PREFIX, read_ready, read_to_end
+from runtime.scopes import cgroup_parent
+from runtime.spec import default_spec
+from runtime.state import load
 
 
 class FakeImage:
     rootfs = Path("/images/abc/rootfs")
     digest = "cd" * 32
-
-
-def test_parse_options_splits_flags_and_data():
-    flags, data = rootfs.parse_options(["nosuid", "noexec", "mode=755", "size=65536k", "ro"])
-    assert flags == sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_RDONLY
-    assert data == "mode=755,size=65536k"
-    flags, _ = rootfs.parse_options(["ro", "rw"])
-    assert flags == 0
-
-
-def test_mount_plan_marks_binds():
-    rows = rootfs.mount_plan(
-        [Mount("/data", "none", "/srv", ["rbind", "ro"]), Mount("/proc", "proc", "proc", [])]
-    )
-    assert rows[0][:3] == ["/data", "bind", "/srv"]
-    assert rows[0][3] & sc.MS_BIND and rows[0][3] & sc.MS_REC and rows[0][3] & sc.MS_RDONLY
-    assert rows[1] == ["/proc", "proc", "proc", 0, ""]
-
-
-def test_overlay_options_refuse_separators():
-    assert rootfs.overlay_options("/l", "/u", "/w") == "lowerdir=/l,upperdir=/u,workdir=/w"
-    with pytest.raises(ValueError, match="must not contain"):
-        rootfs.overlay_options("/l,x", "/u", "/w")
 
 
 def test_veth_names_fit_ifnamsiz():
@@ -147,6 +117,15 @@ def test_read_ready():
     fd = _pipe_with(b"", close=False)
     with pytest.raises(NotReadyError, match="no READY within"):
         _read_ready(fd, 0.05, "c")
+    os.close(fd)
+
+
+def test_read_to_end():
+    fd = _pipe_with(b"one\ntwo")
+    assert read_to_end(fd, 1.0) == b"one\ntwo"
+    os.close(fd)
+    fd = _pipe_with(b"partial", close=False)
+    assert read_to_end(fd, 0.05) is None  # the writer is still open
     os.close(fd)
 
 

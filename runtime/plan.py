@@ -1,0 +1,171 @@
+"""The launch plan: everything the child needs between fork and exec, already resolved.
+
+The parent builds it (:mod:`runtime.planner`), sends it to the fork server as JSON
+(:meth:`LaunchPlan.to_dict`), and the server and the child decode it
+(:meth:`LaunchPlan.from_dict`), which refuses missing and unknown keys with a
+:class:`PlanError` naming them. Imports stay light: the ``python -S`` fork server loads this.
+The classes are plain dataclasses, not frozen ones (a frozen one costs about a microsecond
+more per object, on the launch path); nothing changes a plan once built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+class PlanError(ValueError):
+    """A launch plan that does not decode: the message names the key and what was wrong."""
+
+
+@dataclass
+class Mount:
+    """One mount onto the container's root: ``kind`` is a filesystem type or ``bind``."""
+
+    destination: str
+    kind: str
+    source: str
+    flags: int  # MS_* flags
+    data: str  # filesystem options, comma-separated
+
+
+@dataclass
+class Rlimit:
+    resource: int  # resource.RLIMIT_* number
+    soft: int
+    hard: int
+
+
+@dataclass
+class CapSets:
+    """Capability bit masks to keep (bit n is capability number n)."""
+
+    bounding: int
+    effective: int
+    permitted: int
+    inheritable: int
+
+
+@dataclass
+class Rootfs:
+    """The container's root: an overlay on ``merged``, mounts, masks, read-only parts."""
+
+    merged: str  # the overlay's mount point (mounted over in the container's own mount ns)
+    overlay: str  # overlay mount options (lowerdir=...,upperdir=...,workdir=...)
+    mounts: tuple[Mount, ...]
+    masked: tuple[str, ...]
+    readonly_paths: tuple[str, ...]
+    readonly_root: bool
+
+    @classmethod
+    def from_dict(cls, data: object) -> Rootfs:
+        rootfs = _check(cls, data, "plan.rootfs")
+        return cls(
+            **{
+                **rootfs,
+                "mounts": _items(Mount, rootfs["mounts"], "plan.rootfs.mounts"),
+                "masked": _strings(rootfs["masked"], "plan.rootfs.masked"),
+                "readonly_paths": _strings(rootfs["readonly_paths"], "plan.rootfs.readonly_paths"),
+            }
+        )
+
+
+@dataclass
+class LaunchPlan:
+    """What the fork server and the child do for one container (see :func:`runtime.child.run`)."""
+
+    new_pid: bool  # fork as PID 1 of a new pid namespace
+    unshare: int  # CLONE_NEW* flags of the other namespaces
+    loopback: bool  # bring ``lo`` up (a network namespace of its own)
+    cgroup_procs: tuple[str, ...]  # cgroup.procs files to join
+    rootfs: Rootfs
+    hostname: str  # "" leaves it as it is
+    rlimits: tuple[Rlimit, ...]
+    caps: CapSets
+    no_new_privs: bool
+    cwd: str
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (tuples become lists in ``json.dumps``).
+
+        Shallow copies by hand (``dataclasses.asdict`` deep-copies: slow on the launch path).
+        """
+        rootfs = self.rootfs
+        return {
+            **vars(self),
+            "rootfs": {**vars(rootfs), "mounts": [vars(m) for m in rootfs.mounts]},
+            "rlimits": [vars(r) for r in self.rlimits],
+            "caps": vars(self.caps),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> LaunchPlan:
+        """Decode :meth:`to_dict`'s output (after a JSON round trip); raise PlanError."""
+        plan = _check(cls, data, "plan")
+        return cls(
+            **{
+                **plan,
+                "cgroup_procs": _strings(plan["cgroup_procs"], "plan.cgroup_procs"),
+                "rootfs": Rootfs.from_dict(plan["rootfs"]),
+                "rlimits": _items(Rlimit, plan["rlimits"], "plan.rlimits"),
+                "caps": _leaf(CapSets, plan["caps"], "plan.caps"),
+                "args": _strings(plan["args"], "plan.args"),
+                "env": _strings(plan["env"], "plan.env"),
+            }
+        )
+
+
+def _check(cls: type, data: object, where: str) -> dict[str, Any]:
+    """``data`` as a dict with exactly the fields of dataclass ``cls``, else PlanError."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected an object, got {type(data).__name__}")
+    if data.keys() != _field_names(cls):
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise PlanError(f"{where}: missing key(s) {', '.join(missing)}")
+        raise PlanError(f"{where}: unknown key(s) {', '.join(sorted(set(data) - set(names)))}")
+    return data
+
+
+@cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
+def _leaf(cls: type[_T], data: object, where: str) -> _T:
+    """A dataclass of plain fields from its dict."""
+    return cls(**_check(cls, data, where))
+
+
+def _items(cls: type[_T], data: object, where: str) -> tuple[_T, ...]:
+    return tuple(_leaf(cls, item, f"{where}[{i}]") for i, item in enumerate(_tuple(data, where)))
+
+
+def _tuple(data: object, where: str) -> tuple[Any, ...]:
+    if not isinstance(data, (list, tuple)):
+        raise PlanError(f"{where}: expected a list, got {type(data).__name__}")
+    return tuple(data)
+
+
+def _strings(data: object, where: str) -> tuple[str, ...]:
+    items = _tuple(data, where)
+    for item in items:
+        if not isinstance(item, str):
+            raise PlanError(f"{where}: expected a list of strings")
+    return items
+
+
+def namespaces_of(data: object) -> tuple[bool, int] | None:
+    """``(new_pid, unshare)`` of an encoded plan, read without decoding the rest (None if
+    either is missing or malformed): what the fork server picks a spare child by."""
+    if isinstance(data, dict):
+        new_pid, unshare = data.get("new_pid"), data.get("unshare")
+        if isinstance(new_pid, bool) and isinstance(unshare, int):
+            return new_pid, unshare
+    return None

@@ -1,0 +1,113 @@
+"""From a container spec to its :class:`runtime.plan.LaunchPlan` (parent side).
+
+Everything the child would otherwise have to work out is resolved here: namespace flags,
+capability masks, rlimit numbers, mount flags and the overlay options.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+from hostkit import syscalls as sc
+from runtime import caps
+from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
+from runtime.spec import Mount as SpecMount
+from runtime.spec import Spec
+
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+# mount option -> (flags to set, flags to clear)
+MOUNT_FLAGS = {
+    "ro": (sc.MS_RDONLY, 0),
+    "rw": (0, sc.MS_RDONLY),
+    "nosuid": (sc.MS_NOSUID, 0),
+    "suid": (0, sc.MS_NOSUID),
+    "nodev": (sc.MS_NODEV, 0),
+    "dev": (0, sc.MS_NODEV),
+    "noexec": (sc.MS_NOEXEC, 0),
+    "exec": (0, sc.MS_NOEXEC),
+    "bind": (sc.MS_BIND, 0),
+    "rbind": (sc.MS_BIND | sc.MS_REC, 0),
+    "strictatime": (1 << 24, 0),
+    "relatime": (1 << 21, 0),
+    "noatime": (1 << 10, 0),
+    "private": (0, 0),
+    "rprivate": (0, 0),
+}
+
+
+def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str]) -> LaunchPlan:
+    """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
+    work directories are inside), joining the cgroups through ``cgroup_procs``.
+
+    Raises ValueError on an unknown capability or an overlay path it cannot express.
+    """
+    flags = 0
+    for ns in spec.linux.namespaces:
+        if ns.type != "pid":
+            flags |= sc.NAMESPACE_FLAGS[ns.type]
+    process = spec.process
+    return LaunchPlan(
+        new_pid=spec.linux.has_namespace("pid"),
+        unshare=flags,
+        loopback=spec.linux.has_namespace("network"),
+        cgroup_procs=tuple(cgroup_procs),
+        rootfs=Rootfs(
+            merged=str(directory),
+            overlay=overlay_options(
+                spec.root.path, str(directory / "upper"), str(directory / "work")
+            ),
+            mounts=tuple(mount(m) for m in spec.mounts),
+            masked=tuple(spec.linux.masked_paths),
+            readonly_paths=tuple(spec.linux.readonly_paths),
+            readonly_root=spec.root.readonly,
+        ),
+        hostname=spec.hostname if spec.linux.has_namespace("uts") else "",
+        rlimits=tuple(
+            Rlimit(RLIMITS[r.type], r.soft, r.hard) for r in process.rlimits if r.type in RLIMITS
+        ),
+        caps=cap_sets(spec),
+        no_new_privs=process.no_new_privileges,
+        cwd=process.cwd,
+        args=tuple(process.args),
+        env=tuple(process.env),
+    )
+
+
+def cap_sets(spec: Spec) -> CapSets:
+    """The spec's capability sets as masks; ValueError on an unknown capability name."""
+    wanted = spec.process.capabilities
+    return CapSets(
+        bounding=caps.mask(wanted.bounding),
+        effective=caps.mask(wanted.effective),
+        permitted=caps.mask(wanted.permitted),
+        inheritable=caps.mask(wanted.inheritable),
+    )
+
+
+def parse_options(options: list[str]) -> tuple[int, str]:
+    """OCI mount options -> (mount flags, filesystem data string)."""
+    flags = 0
+    data = []
+    for option in options:
+        if option in MOUNT_FLAGS:
+            on, off = MOUNT_FLAGS[option]
+            flags = (flags | on) & ~off
+        else:
+            data.append(option)
+    return flags, ",".join(data)
+
+
+def mount(spec_mount: SpecMount) -> Mount:
+    """A spec mount as the child performs it (``bind`` for every kind of bind mount)."""
+    flags, data = parse_options(spec_mount.options)
+    kind = "bind" if spec_mount.type == "bind" or flags & sc.MS_BIND else spec_mount.type
+    return Mount(spec_mount.destination, kind, spec_mount.source, flags, data)
+
+
+def overlay_options(lower: str, upper: str, work: str) -> str:
+    for path in (lower, upper, work):
+        if "," in path or ":" in path:
+            raise ValueError(f"overlay path {path!r} must not contain ',' or ':'")
+    return f"lowerdir={lower},upperdir={upper},workdir={work}"

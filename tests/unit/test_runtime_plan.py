@@ -1,0 +1,183 @@
+"""The launch plan: its JSON round trip, its decoding errors, and how a spec becomes one."""
+
+from __future__ import annotations
+
+import json
+import resource
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+
+from hostkit import syscalls as sc
+from runtime import caps, planner
+from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs, namespaces_of
+from runtime.spec import Mount as SpecMount
+from runtime.spec import Rlimit as SpecRlimit
+from runtime.spec import default_spec
+
+
+class FakeImage:
+    rootfs = Path("/images/abc/rootfs")
+    digest = "cd" * 32
+
+
+def full_plan() -> LaunchPlan:
+    """A plan in which every field has a value of its own (no defaults, no empty lists)."""
+    return LaunchPlan(
+        new_pid=True,
+        unshare=sc.CLONE_NEWNS | sc.CLONE_NEWNET,
+        loopback=True,
+        cgroup_procs=("/sys/fs/cgroup/memory/x/cgroup.procs", "/sys/fs/cgroup/pids/x/cgroup.procs"),
+        rootfs=Rootfs(
+            merged="/var/lib/cvbench/containers/x",
+            overlay="lowerdir=/l,upperdir=/u,workdir=/w",
+            mounts=(
+                Mount("/proc", "proc", "proc", sc.MS_NOSUID, ""),
+                Mount("/data", "bind", "/srv", sc.MS_BIND | sc.MS_RDONLY, "mode=755"),
+            ),
+            masked=("/proc/kcore", "/sys/firmware"),
+            readonly_paths=("/proc/sys",),
+            readonly_root=True,
+        ),
+        hostname="box",
+        rlimits=(Rlimit(resource.RLIMIT_NOFILE, 1024, 4096),),
+        caps=CapSets(bounding=7, effective=3, permitted=5, inheritable=1),
+        no_new_privs=True,
+        cwd="/tmp",
+        args=("/bin/sh", "-c", "echo READY"),
+        env=("PATH=/bin", "HOME=/root"),
+    )
+
+
+def round_trip(plan: LaunchPlan) -> LaunchPlan:
+    return LaunchPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+
+
+def _assert_same(a: object, b: object, where: str) -> None:
+    assert type(a) is type(b), where
+    if is_dataclass(a):
+        for f in fields(a):
+            _assert_same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_every_field_survives_the_json_round_trip():
+    plan = full_plan()
+    again = round_trip(plan)
+    assert again == plan
+    _assert_same(plan, again, "plan")  # same types too: tuples stay tuples, ints stay ints
+
+
+def test_a_planned_default_spec_survives_the_round_trip():
+    spec = default_spec(FakeImage(), "c", memory_limit_mib=64, network="bridge", sysfs=True)
+    plan = planner.launch_plan(spec, Path("/state/containers/c"), ["/cg/cgroup.procs"])
+    assert round_trip(plan) == plan
+
+
+@pytest.mark.parametrize("key", [f.name for f in fields(LaunchPlan)])
+def test_a_missing_key_is_named(key):
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    del data[key]
+    with pytest.raises(PlanError, match=f"^plan: missing key\\(s\\) {key}$"):
+        LaunchPlan.from_dict(data)
+
+
+def test_unknown_and_nested_keys_are_named():
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    data["seccomp"] = {}
+    with pytest.raises(PlanError, match=r"^plan: unknown key\(s\) seccomp$"):
+        LaunchPlan.from_dict(data)
+    del data["seccomp"]
+    del data["rootfs"]["mounts"][1]["flags"]
+    with pytest.raises(PlanError, match=r"^plan\.rootfs\.mounts\[1\]: missing key\(s\) flags$"):
+        LaunchPlan.from_dict(data)
+    data["rootfs"]["mounts"] = {}
+    with pytest.raises(PlanError, match=r"^plan\.rootfs\.mounts: expected a list, got dict$"):
+        LaunchPlan.from_dict(data)
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    data["caps"]["ambient"] = 0
+    with pytest.raises(PlanError, match=r"^plan\.caps: unknown key\(s\) ambient$"):
+        LaunchPlan.from_dict(data)
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    data["args"] = "/init"
+    with pytest.raises(PlanError, match=r"^plan\.args: expected a list, got str$"):
+        LaunchPlan.from_dict(data)
+    with pytest.raises(PlanError, match="^plan: expected an object, got list$"):
+        LaunchPlan.from_dict([])
+
+
+def test_namespaces_are_read_without_decoding_the_rest():
+    data = json.loads(json.dumps(full_plan().to_dict()))
+    assert namespaces_of(data) == (True, sc.CLONE_NEWNS | sc.CLONE_NEWNET)
+    assert namespaces_of({"new_pid": False, "unshare": 0}) == (False, 0)
+    assert namespaces_of({"new_pid": 1, "unshare": 0}) is None
+    assert namespaces_of({"unshare": 0}) is None
+    assert namespaces_of([]) is None
+
+
+def test_launch_plan_of_a_default_spec():
+    spec = default_spec(FakeImage(), "box", network="none")
+    spec.process.rlimits = [
+        SpecRlimit("RLIMIT_NOFILE", hard=4096, soft=1024),
+        SpecRlimit("RLIMIT_NOPE", hard=1, soft=1),
+    ]
+    plan = planner.launch_plan(spec, Path("/s/containers/box"), ["/cg/a/cgroup.procs"])
+    assert plan.new_pid and plan.loopback
+    assert plan.unshare == (
+        sc.CLONE_NEWNET | sc.CLONE_NEWNS | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS | sc.CLONE_NEWCGROUP
+    )
+    assert plan.hostname == "box"
+    assert plan.cgroup_procs == ("/cg/a/cgroup.procs",)
+    assert plan.rootfs.merged == "/s/containers/box"
+    assert plan.rootfs.overlay == (
+        "lowerdir=/images/abc/rootfs,upperdir=/s/containers/box/upper,"
+        "workdir=/s/containers/box/work"
+    )
+    assert [m.destination for m in plan.rootfs.mounts] == ["/proc", "/dev", "/dev/pts"]
+    assert plan.rootfs.masked == tuple(spec.linux.masked_paths)
+    assert plan.rlimits == (Rlimit(resource.RLIMIT_NOFILE, 1024, 4096),)  # unknown ones dropped
+    assert plan.caps.bounding == caps.mask(spec.process.capabilities.bounding)
+    assert plan.caps.inheritable == 0
+    assert plan.args == ("/init",) and plan.cwd == "/" and plan.no_new_privs
+
+
+def test_launch_plan_of_a_host_network_spec_has_no_netns():
+    spec = default_spec(FakeImage(), "h", network="host")
+    plan = planner.launch_plan(spec, Path("/s/containers/h"), [])
+    assert not plan.loopback and not plan.unshare & sc.CLONE_NEWNET
+
+
+def test_unknown_capabilities_are_refused():
+    spec = default_spec(FakeImage(), "c")
+    spec.process.capabilities.bounding.append("CAP_NOPE")
+    with pytest.raises(ValueError, match="unknown capability 'CAP_NOPE'"):
+        planner.launch_plan(spec, Path("/s/containers/c"), [])
+
+
+def test_parse_options_splits_flags_and_data():
+    flags, data = planner.parse_options(["nosuid", "noexec", "mode=755", "size=65536k", "ro"])
+    assert flags == sc.MS_NOSUID | sc.MS_NOEXEC | sc.MS_RDONLY
+    assert data == "mode=755,size=65536k"
+    flags, _ = planner.parse_options(["ro", "rw"])
+    assert flags == 0
+
+
+def test_mounts_mark_binds():
+    bind = planner.mount(SpecMount("/data", "none", "/srv", ["rbind", "ro"]))
+    assert (bind.destination, bind.kind, bind.source) == ("/data", "bind", "/srv")
+    assert bind.flags & sc.MS_BIND and bind.flags & sc.MS_REC and bind.flags & sc.MS_RDONLY
+    assert planner.mount(SpecMount("/proc", "proc", "proc", [])) == Mount(
+        "/proc", "proc", "proc", 0, ""
+    )
+
+
+def test_overlay_options_refuse_separators():
+    assert planner.overlay_options("/l", "/u", "/w") == "lowerdir=/l,upperdir=/u,workdir=/w"
+    with pytest.raises(ValueError, match="must not contain"):
+        planner.overlay_options("/l,x", "/u", "/w")
