@@ -18,8 +18,8 @@ import pytest
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.oci import cgroup, launcher
-from harness.backends.oci.sweeper import sweep
 from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
+from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
 from hostkit import syscalls
 from imagestore.image import Image
