@@ -1,9 +1,8 @@
 # The two commands: `make bench` (set up, quick suite, report) and `make test` (set up, tests, gate).
 VENV ?= .venv
 SUITE ?= scenarios/quick.toml
-# The modules held to type hints (mypy, configured in pyproject.toml).
-TYPED ?= harness/gate harness/commands harness/cli.py harness/log.py harness/spread.py \
-	harness/baseline.py harness/normalize.py
+# The packages held to type hints (mypy, configured in pyproject.toml).
+TYPED ?= harness runtime vm hostkit imagestore
 
 .PHONY: setup bench test lint clean baseline
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hostkit import syscalls
-from hostkit.meminfo import mem_available
 from hostkit.procs import signal_and_wait
 from vm import guest, hypervisor
 from vm.console import SocketConsole
@@ -110,7 +109,6 @@ class BareVM:
     console: SocketConsole | None
     argv: list[str]
     paused: bool = False
-    mem_available_at_start: int | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -138,7 +136,6 @@ class BareVM:
                 spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
             argv = [*qemu_argv(spec, qemu, monitor=directory / MONITOR,
                                pid_file=directory / PID_FILE, paused=paused), *extra]
-            before = mem_available()
             with open(directory / STDERR_LOG, "wb") as log:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
@@ -150,7 +147,7 @@ class BareVM:
                 console.close()
             hypervisor.remove_files(spec.name)
             raise
-        return cls(spec, process, directory, console, argv, paused, before)
+        return cls(spec, process, directory, console, argv, paused)
 
     def resume(self) -> None:
         """Let a paused guest run (QMP ``cont``)."""
@@ -178,10 +175,7 @@ class BareVM:
             self.console = None
 
     def memory(self) -> VmMemory:
-        usage = qemu_memory(self.pid, self.spec.memory_mib)
-        if self.mem_available_at_start is None:
-            return usage
-        return replace(usage, host_delta=self.mem_available_at_start - mem_available())
+        return qemu_memory(self.pid, self.spec.memory_mib)
 
     def stop(self, grace: float = GRACE_S) -> None:
         """:meth:`halt` then :meth:`release`. Idempotent."""

@@ -53,7 +53,7 @@ class _LineMatcher:
 class SocketConsole:
     """A listening unix socket for one VM's serial console."""
 
-    def __init__(self, path: Path, owner: tuple[int, int] | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise ConsoleError(f"console socket path too long for AF_UNIX "
@@ -65,8 +65,6 @@ class SocketConsole:
         self._listener.bind(str(path))
         self._listener.listen(1)
         os.chmod(path, 0o660)
-        if owner is not None:
-            os.chown(path, *owner)
         self._conn: socket.socket | None = None
 
     def wait_for(self, timeout: float, marker: bytes = MARKER) -> bytes:
@@ -130,7 +128,7 @@ class StreamConsole:
                     break
                 if self._matcher.feed(data):
                     self._found.set()
-        except Exception:  # noqa: BLE001 - the stream is aborted on close or guest death
+        except Exception:  # the stream is aborted on close or guest death
             pass
         finally:
             self._done.set()
@@ -152,7 +150,7 @@ class StreamConsole:
         if self._stream is not None:
             try:
                 self._stream.abort()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - already finished
+            except Exception:  # already finished
                 pass
             self._stream = None
 

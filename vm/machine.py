@@ -18,7 +18,6 @@ from pathlib import Path
 
 import libvirt
 
-from hostkit.meminfo import mem_available
 from hostkit.procs import wait_exit
 from vm import guest, hypervisor
 from vm.console import SocketConsole, StreamConsole
@@ -37,7 +36,6 @@ class VirtualMachine:
     pid: int | None = None
     started: float = field(default_factory=time.perf_counter)
     ready_output: bytes = b""
-    mem_available_at_start: int | None = None  # host MemAvailable just before creation
     create_s: float = 0.0  # seconds in libvirt's createXML: libvirt's own work
     paused: bool = False
     _destroying: _Background | None = field(default=None, repr=False)
@@ -79,7 +77,6 @@ class VirtualMachine:
             flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
             if listener is None or paused:
                 flags |= libvirt.VIR_DOMAIN_START_PAUSED
-            before = mem_available() if local else None
             xml = render(spec)
             started = time.perf_counter()
             domain = conn.createXML(xml, flags)
@@ -91,7 +88,7 @@ class VirtualMachine:
                 hypervisor.remove_files(spec.name)
             raise
         vm = cls(spec=spec, domain=domain, local=local, console=listener, started=started,
-                 mem_available_at_start=before, create_s=create_s, paused=paused)
+                 create_s=create_s, paused=paused)
         if local:
             vm.pid = hypervisor.qemu_pid(spec.name)
         if listener is None:
@@ -125,10 +122,7 @@ class VirtualMachine:
     def memory(self) -> VmMemory:
         """PSS/USS/RSS and guest RAM vs VMM overhead (local); libvirt's RSS only (remote)."""
         if self.local and self.pid is not None:
-            usage = qemu_memory(self.pid, self.spec.memory_mib)
-            if self.mem_available_at_start is None:
-                return usage
-            return replace(usage, host_delta=self.mem_available_at_start - mem_available())
+            return qemu_memory(self.pid, self.spec.memory_mib)
         rss = self.domain.memoryStats().get("rss", 0) * 1024
         return VmMemory(pss=None, uss=None, rss=rss, guest_ram=None, vmm_overhead=None)
 

@@ -15,18 +15,13 @@ import psutil
 
 @dataclass(frozen=True)
 class VmMemory:
-    """Bytes; ``guest_ram`` is the PSS of the guest-RAM mapping, ``vmm_overhead`` the rest.
-
-    ``host_delta`` is how much host ``MemAvailable`` fell since the VM was started: exact
-    for one VM on a quiet host, shared noise when several start at once.
-    """
+    """Bytes; ``guest_ram`` is the PSS of the guest-RAM mapping, ``vmm_overhead`` the rest."""
 
     pss: int | None
     uss: int | None
     rss: int | None
     guest_ram: int | None
     vmm_overhead: int | None
-    host_delta: int | None = None
 
 
 def _size(addr: str) -> int:
