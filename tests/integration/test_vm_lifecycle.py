@@ -53,7 +53,6 @@ def test_boot_to_ready_measure_and_destroy(vm_env) -> None:
         assert sample.vmm_overhead > 0
         assert sample.pss == sample.guest_ram + sample.vmm_overhead
         assert sample.uss <= sample.pss <= sample.rss
-        assert instance.handle.memory().host_delta is not None  # MemAvailable fall since start
 
         backend.stop(instance)
         conn = hypervisor.connect()
