@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 UNIT = "ratio"
 FILE_NAME = "normalized.csv"
-_INTEGER_COLUMNS = ("guest_memory_mib", "repetition", "instance", "step")
+_INTEGER_COLUMNS = ("guest_memory_mib", "repetition", "instance", "step", "position")
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from hostkit.files import atomic_write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the ``position`` column
 SAMPLE_COLUMNS = (
     "run_id",
     "scenario",
@@ -39,6 +39,7 @@ SAMPLE_COLUMNS = (
     "instance",
     "step",
     "variant",
+    "position",
     "metric",
     "value",
     "unit",
@@ -64,7 +65,8 @@ class Sample:
     repetition: int | str = ""
     instance: str = ""
     step: int | str = ""
-    variant: str = ""  # e.g. "ksm=on" for the memory scenario
+    variant: str = ""  # "cold", "warm"; "ksm=on" for the memory scenario
+    position: int | str = ""  # the backend's turn in its round (0 first), from a seeded order
 
 
 def new_run_id(suite_name: str) -> str:
@@ -159,7 +161,11 @@ def load_samples(run_dir: Path | str):
     """The run's samples as a pandas DataFrame (one call; pandas imported lazily)."""
     import pandas as pd
 
-    return pd.read_csv(Path(run_dir) / "samples.csv", keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(Path(run_dir) / "samples.csv", keep_default_na=False, na_values=[""])
+    for column in SAMPLE_COLUMNS:  # runs of an older schema lack the newer columns
+        if column not in frame.columns:
+            frame[column] = float("nan")
+    return frame[[*SAMPLE_COLUMNS, *(c for c in frame.columns if c not in SAMPLE_COLUMNS)]]
 
 
 def list_runs(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -1,4 +1,15 @@
-"""The one interface every backend implements, and the data it exchanges with the runner."""
+"""The one interface every backend implements, and the data it exchanges with the runner.
+
+The measurement rules every backend keeps (``docs/architecture.md``):
+
+- **cold** (:meth:`Backend.start`): nothing of the instance exists before the call (a
+  resident server or daemon may run); **warm** (:meth:`Backend.create`, untimed, then
+  :meth:`Backend.resume`, timed): the backend's own way of preparing an instance ahead.
+- start → READY: from the start request to the READY line on the workload's output.
+- stop → gone (:meth:`Backend.stop`): from the stop request until the instance's last
+  process has exited, observed through a pidfd (for VMs: QEMU's own exit); the clean-up of
+  its state (:meth:`Backend.remove`) is timed apart.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ class InstanceSpec:
     vcpus: int = 1  # VMs only
     disk: bool = False  # VMs only: qcow2 overlay disk on a shared base image
     accel: str = "auto"  # VMs only: auto | kvm | tcg
+    command: tuple[str, ...] = ()  # containers only: run this instead of the image's /init
 
 
 @dataclass
@@ -41,6 +53,7 @@ class Instance:
     handle: Any = None
     pids: list[int] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # backend's own start phases, s
+    variant: str = "cold"  # "warm": made by create(), not running until resume()
 
 
 @dataclass(frozen=True)
@@ -62,29 +75,69 @@ class MemorySample:
         }
 
 
+COLD = "cold"
+WARM = "warm"
+VARIANTS = (COLD, WARM)
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """How one kind of instance is started, awaited, measured and stopped."""
+    """How one kind of instance is started, awaited, measured, stopped and removed."""
 
     name: str
+    variants: tuple[str, ...]  # COLD, and WARM if the backend can prepare an instance ahead
 
     def prepare(self, image: Image) -> None:
         """Check the host and make per-image artifacts; raise BackendError if impossible."""
 
     def start(self, spec: InstanceSpec) -> Instance:
-        """Start one instance; return as soon as it is launched (not ready)."""
+        """Cold start: make and launch one instance; return as soon as it is launched."""
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Warm, before the clock: prepare one instance as far as the backend can without
+        running its workload (BackendError if the backend has no warm start)."""
+
+    def resume(self, instance: Instance) -> None:
+        """Warm, inside the clock: let a created instance run its workload."""
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         """Block until the workload printed READY; raise NotReady on timeout or death."""
 
     def stop(self, instance: Instance) -> None:
-        """Stop the instance and release everything it used; return when it is gone."""
+        """Stop the instance; return once its last process has exited."""
+
+    def remove(self, instance: Instance) -> None:
+        """Release everything a stopped instance held (state, cgroups, files, domain)."""
 
     def memory(self, instance: Instance) -> MemorySample:
         """Memory used by one running instance."""
 
     def cleanup(self) -> None:
-        """Stop whatever this backend still has running; idempotent."""
+        """Stop and remove whatever this backend still has; idempotent."""
 
     def describe(self) -> dict[str, Any]:
-        """Versions, accel and other facts that qualify this backend's results."""
+        """Versions, accel, and ``method``: per variant what happens before the clock and
+        inside it, how stop works, the isolation profile (see :class:`Method`)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a backend does for one measurement, said in words for the report's methodology.
+
+    ``before_clock``/``inside_clock`` per variant; ``stop`` and ``remove`` as timed.
+    """
+
+    cold: tuple[str, str]  # (before the clock, inside the clock)
+    stop: str
+    remove: str
+    warm: tuple[str, str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        variants = {COLD: self.cold, **({WARM: self.warm} if self.warm else {})}
+        return {"variants": {name: {"before_clock": before, "inside_clock": inside}
+                             for name, (before, inside) in variants.items()},
+                "stop": self.stop, "remove": self.remove}
+
+
+def no_warm_start(name: str) -> BackendError:
+    return BackendError(f"backend {name!r} has no warm start")

@@ -14,7 +14,16 @@ from typing import Any
 import libvirt
 import psutil
 
-from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    Method,
+    NotReady,
+)
 from harness.backends.guests import GuestArtifacts, GuestOptions, memory_sample
 from hostkit.paths import PREFIX
 from imagestore.image import Image
@@ -28,6 +37,7 @@ class LibvirtBackend:
     """Transient libvirt domains, direct kernel boot, READY read from the serial console."""
 
     name = "libvirt"
+    variants = (COLD, WARM)
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -74,6 +84,22 @@ class LibvirtBackend:
         self.conn  # noqa: B018 - fail early if libvirtd is not there
 
     def start(self, spec: InstanceSpec) -> Instance:
+        return self._launch(spec, paused=False)
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """A domain created paused: QEMU running, kernel and initramfs loaded, CPUs stopped."""
+        instance = self._launch(spec, paused=True)
+        instance.variant = WARM
+        return instance
+
+    def resume(self, instance: Instance) -> None:
+        try:
+            self._vm(instance).resume()
+        except libvirt.libvirtError as error:
+            raise BackendError(f"cannot resume VM {instance.name}: "
+                               f"{error.get_error_message()}") from None
+
+    def _launch(self, spec: InstanceSpec, paused: bool) -> Instance:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = self.accel
@@ -85,6 +111,7 @@ class LibvirtBackend:
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
+                paused=paused,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
             message = (error.get_error_message() if isinstance(error, libvirt.libvirtError)
@@ -103,9 +130,15 @@ class LibvirtBackend:
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
-        vm = self._vm(instance)
         try:
-            vm.stop()
+            self._vm(instance).halt()
+        except libvirt.libvirtError as error:
+            raise BackendError(f"cannot destroy VM {instance.name}: "
+                               f"{error.get_error_message()}") from None
+
+    def remove(self, instance: Instance) -> None:
+        try:
+            self._vm(instance).release()
         except libvirt.libvirtError as error:
             raise BackendError(f"cannot destroy VM {instance.name}: "
                                f"{error.get_error_message()}") from None
@@ -134,9 +167,17 @@ class LibvirtBackend:
             self._conn = None
 
     def describe(self) -> dict[str, Any]:
+        method = Method(
+            cold=("nothing (libvirtd runs)", "domain XML, createXML (libvirt starts QEMU)"),
+            warm=("createXML with START_PAUSED: QEMU running, kernel loaded, CPUs stopped",
+                  "virDomainResume"),
+            stop="virDomainDestroy; until QEMU exited (pidfd on its pid)",
+            remove="the rest of virDomainDestroy (libvirt polls for the process every 200 ms, "
+                   "then cleans up), the VM's directory",
+        )
         facts: dict[str, Any] = {"hypervisor": "qemu", "manager": "libvirt", "uri": self.uri,
                                  **self.accel.as_dict(), "guest": self.guest.describe(),
-                                 "console": self.console}
+                                 "console": self.console, "method": method.as_dict()}
         try:
             facts.update(hypervisor.versions(self.conn))
         except (BackendError, libvirt.libvirtError):

@@ -81,10 +81,14 @@ class OursBackend:
             raise NotReady(str(error)) from None
 
     def stop(self, instance: Instance) -> None:
-        container: Container = instance.handle
         try:
-            self.runtime.stop(container, grace=self.grace_s)
-            self.runtime.destroy(container)
+            self.runtime.stop(instance.handle, grace=self.grace_s)
+        except ContainerError as error:
+            raise BackendError(str(error)) from None
+
+    def remove(self, instance: Instance) -> None:
+        try:
+            self.runtime.destroy(instance.handle)
         except ContainerError as error:
             raise BackendError(str(error)) from None
         finally:
@@ -102,6 +106,7 @@ class OursBackend:
         for instance in list(self.live.values()):
             try:
                 self.stop(instance)
+                self.remove(instance)
             except BackendError:
                 continue
         if self._runtime is not None:

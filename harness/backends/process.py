@@ -1,7 +1,8 @@
 """The ``process`` backend: fork/exec the image's ``/init`` on the host, with no isolation.
 
-It is the floor every other backend is measured against: the same workload and readiness
-signal, minus namespaces, filesystems and limits.
+It is the containers' floor: the same workload and readiness signal, minus namespaces,
+filesystems and limits. Warm, a shell is spawned ahead and waits on a pipe; the clock starts
+when it is released to exec the workload.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
-from harness.backends.base import Instance, InstanceSpec, MemorySample
+from harness.backends.base import COLD, WARM, Instance, InstanceSpec, MemorySample, Method
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.paths import images_dir, state_dir
 from hostkit.procs import wait_exit
@@ -26,11 +27,16 @@ def pid_dir() -> Path:
     return state_dir() / "process"
 
 
+# Warm: the waiting shell reads one line, then becomes the workload ($0 the init, $1 busybox).
+RELEASE_SCRIPT = 'read -r _; exec "$1" sh "$0" </dev/null'
+
+
 @dataclass
 class ProcessHandle:
     pid: int
     ready_fd: int | None
     pid_file: Path
+    release_fd: int | None = None  # warm: written to let the workload exec
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -48,6 +54,7 @@ class ProcessBackend:
     """Plain fork/exec of the workload: no namespaces, no cgroups, no filesystem."""
 
     name = "process"
+    variants = (COLD, WARM)
 
     def __init__(self) -> None:
         self.image: Image | None = None
@@ -59,15 +66,43 @@ class ProcessBackend:
 
     def start(self, spec: InstanceSpec) -> Instance:
         rootfs = spec.image.rootfs
+        return self._spawn(spec, ["sh", str(rootfs / "init")], stdin=None)
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        rootfs = spec.image.rootfs
+        release_r, release_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            instance = self._spawn(spec, ["sh", "-c", RELEASE_SCRIPT, str(rootfs / "init"),
+                                          str(rootfs / "bin" / "busybox")], stdin=release_r)
+        except BaseException:
+            os.close(release_w)
+            raise
+        finally:
+            os.close(release_r)
+        instance.handle.release_fd = release_w
+        instance.variant = WARM
+        return instance
+
+    def resume(self, instance: Instance) -> None:
+        handle: ProcessHandle = instance.handle
+        if handle.release_fd is not None:
+            os.write(handle.release_fd, b"go\n")
+            os.close(handle.release_fd)
+            handle.release_fd = None
+
+    def _spawn(self, spec: InstanceSpec, argv: list[str], stdin: int | None) -> Instance:
+        rootfs = spec.image.rootfs
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        stdin_action = ((os.POSIX_SPAWN_DUP2, stdin, 0) if stdin is not None
+                        else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         try:
             pid = os.posix_spawn(
                 str(rootfs / "bin" / "busybox"),
-                ["sh", str(rootfs / "init")],
+                argv,
                 {"PATH": str(rootfs / "bin"), "HOME": "/"},
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, write_fd, 1),
-                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                    stdin_action,
                     (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
                 ],
                 setsid=True,
@@ -86,12 +121,17 @@ class ProcessBackend:
     def stop(self, instance: Instance) -> None:
         handle: ProcessHandle = instance.handle
         close_ready(handle)
+        if handle.release_fd is not None:
+            os.close(handle.release_fd)
+            handle.release_fd = None
         _signal_group(handle.pid, signal.SIGTERM)
         if not _wait_gone(handle.pid, GRACE_S):
             _signal_group(handle.pid, signal.SIGKILL)
             _wait_gone(handle.pid, GRACE_S)
         _signal_group(handle.pid, signal.SIGKILL)  # whatever the workload left in its group
-        handle.pid_file.unlink(missing_ok=True)
+
+    def remove(self, instance: Instance) -> None:
+        instance.handle.pid_file.unlink(missing_ok=True)
         self.live.pop(instance.name, None)
 
     def memory(self, instance: Instance) -> MemorySample:
@@ -100,9 +140,18 @@ class ProcessBackend:
     def cleanup(self) -> None:
         for instance in list(self.live.values()):
             self.stop(instance)
+            self.remove(instance)
 
     def describe(self) -> dict[str, Any]:
-        return {"isolation": "none", "launcher": "posix_spawn"}
+        method = Method(
+            cold=("nothing", "posix_spawn of busybox sh /init in a new session"),
+            warm=("posix_spawn of a shell that waits on a pipe",
+                  "a line on the pipe; the shell execs busybox sh /init"),
+            stop="SIGTERM to the process group; until the workload exited (pidfd) and was "
+                 "reaped",
+            remove="its pid file",
+        )
+        return {"isolation": "none", "launcher": "posix_spawn", "method": method.as_dict()}
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -145,8 +194,8 @@ def _workloads_of_this_state_dir() -> list[int]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 argv = handle.read().split(b"\0")
-            if (os.getsid(pid) == pid and len(argv) > 1 and argv[1].startswith(prefix)
-                    and argv[1].endswith(b"/rootfs/init")):
+            if os.getsid(pid) == pid and any(arg.startswith(prefix) and
+                                             arg.endswith(b"/rootfs/init") for arg in argv):
                 found.append(pid)
         except OSError:
             continue

@@ -12,7 +12,16 @@ from typing import Any
 
 import psutil
 
-from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    Method,
+    NotReady,
+)
 from harness.backends.guests import GuestArtifacts, GuestOptions, accel_for, memory_sample
 from hostkit.paths import PREFIX
 from imagestore.image import Image
@@ -25,6 +34,7 @@ class QemuBackend:
     """Bare QEMU processes with the libvirt domain's command line; READY on the serial socket."""
 
     name = "qemu"
+    variants = (COLD, WARM)
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -50,6 +60,21 @@ class QemuBackend:
         self.artifacts.check(image)
 
     def start(self, spec: InstanceSpec) -> Instance:
+        return self._launch(spec, paused=False)
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped."""
+        instance = self._launch(spec, paused=True)
+        instance.variant = WARM
+        return instance
+
+    def resume(self, instance: Instance) -> None:
+        try:
+            self._vm(instance).resume()
+        except (OSError, bare_qemu.BareQemuError) as error:
+            raise BackendError(f"cannot resume VM {instance.name}: {error}") from None
+
+    def _launch(self, spec: InstanceSpec, paused: bool) -> Instance:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = accel_for(spec, self.accel)
@@ -57,7 +82,7 @@ class QemuBackend:
             domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
                                        self.artifacts.initrd(spec.image))
             vm = bare_qemu.BareVM.start(
-                domain, qemu=self.binary,
+                domain, qemu=self.binary, paused=paused,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None)
         except (OSError, guest.GuestError, ValueError) as error:
             raise BackendError(f"cannot start VM {spec.name}: {error}") from None
@@ -73,8 +98,11 @@ class QemuBackend:
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
+        self._vm(instance).halt(self.grace_s)
+
+    def remove(self, instance: Instance) -> None:
         try:
-            self._vm(instance).stop(self.grace_s)
+            self._vm(instance).release()
         finally:
             self.live.pop(instance.name, None)
 
@@ -96,6 +124,14 @@ class QemuBackend:
             version = out.split("version", 1)[1].split()[0] if "version" in out else None
         except OSError:
             version = None
+        method = Method(
+            cold=("nothing", "exec of qemu-system-x86_64 (the libvirt domain's command line)"),
+            warm=("QEMU started with -S: guest kernel and initramfs loaded, CPUs stopped",
+                  "QMP cont on QEMU's monitor socket"),
+            stop="SIGTERM (SIGKILL after a grace time); until QEMU exited (pidfd) and was "
+                 "reaped",
+            remove="the VM's directory (sockets, pid file)",
+        )
         return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
                 "guest": self.guest.describe(), "qemu_version": version,
-                "guest_kernel": self.artifacts.kernel_package()}
+                "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict()}

@@ -25,6 +25,7 @@ def test_start_ready_stop(benchmark, backend_class, state_dir, built_image):
         instance = backend.start(InstanceSpec(name=f"{prefix}{next(counter)}", image=built_image))
         backend.wait_ready(instance, timeout=20)
         backend.stop(instance)
+        backend.remove(instance)
 
     try:
         benchmark.pedantic(cycle, rounds=50, iterations=1, warmup_rounds=2)

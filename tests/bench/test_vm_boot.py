@@ -64,6 +64,7 @@ class LibvirtBoots:
     def stop(self) -> None:
         if self.instance is not None:
             self.backend.stop(self.instance)
+            self.backend.remove(self.instance)
             self.instance = None
 
     def close(self) -> None:

@@ -143,6 +143,8 @@ def test_start_ready_memory_stop_and_limits(backend, built_image):
         assert handle.read().strip() == "cvbench"
 
     backend.stop(instance)
+
+    backend.remove(instance)
     assert _process_state(pid) in (None, "Z") or not os.path.exists(f"/proc/{pid}")
     assert inventory(prefix) == before
     assert backend.describe()["runtime"] == backend.runtime
@@ -158,6 +160,7 @@ def test_host_network_shares_the_host_netns(backend, built_image):
         assert os.readlink(f"/proc/{pid}/ns/uts") != os.readlink("/proc/self/ns/uts")
     finally:
         backend.stop(instance)
+        backend.remove(instance)
 
 
 CRASHER = """
@@ -246,6 +249,7 @@ def test_stop_kills_a_workload_that_ignores_sigterm(backend, tmp_path):
     instance = backend.start(spec)
     backend.wait_ready(instance, timeout=20)
     backend.stop(instance)
+    backend.remove(instance)
     assert inventory(prefix) == before
 
 

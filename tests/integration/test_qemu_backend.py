@@ -47,6 +47,7 @@ def test_boot_to_ready_measure_and_stop(vm_env) -> None:
         assert vm_sweep.sweep(prefix=prefix) == []  # a live owner's VM is left alone
     finally:
         backend.stop(instance)
+        backend.remove(instance)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not (hypervisor.vms_dir() / f"{prefix}a").exists()
     assert backend.describe()["guest"] == {"machine": "pc", "tb_cache_mib": None,
@@ -67,6 +68,7 @@ def test_a_guest_that_never_boots_is_not_ready(vm_env, tmp_path, monkeypatch) ->
             backend.wait_ready(instance, 5)
     finally:
         backend.stop(instance)
+        backend.remove(instance)
 
 
 HARNESS = """

@@ -36,6 +36,7 @@ def test_backend_cycle_and_memory(backend, built_image):
     assert sample.pss and sample.uss and sample.rss and sample.cgroup
     assert sample.uss <= sample.pss <= sample.rss
     backend.stop(instance)
+    backend.remove(instance)
     assert not backend.live
     description = backend.describe()
     assert description["runtime"] == "cvbench" and description["cgroup_mode"] in (
@@ -48,6 +49,7 @@ def test_backend_bridge_and_host_networks(backend, built_image):
         instance = backend.start(InstanceSpec(name=name(), image=built_image, network=network))
         backend.wait_ready(instance, 20)
         backend.stop(instance)
+        backend.remove(instance)
 
 
 def test_backend_errors(backend, built_image):
@@ -58,11 +60,13 @@ def test_backend_errors(backend, built_image):
     with pytest.raises(BackendError, match="already exists"):
         backend.start(clash)
     backend.stop(first)
+    backend.remove(first)
     spec = InstanceSpec(name=name(), image=built_image)
     instance = backend.start(spec)
     with pytest.raises(NotReady):
         backend.wait_ready(instance, 0)
     backend.stop(instance)
+    backend.remove(instance)
 
 
 def _ctr(*argv: str) -> int:

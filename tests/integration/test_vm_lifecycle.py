@@ -55,6 +55,8 @@ def test_boot_to_ready_measure_and_destroy(vm_env) -> None:
         assert sample.uss <= sample.pss <= sample.rss
 
         backend.stop(instance)
+
+        backend.remove(instance)
         conn = hypervisor.connect()
         try:
             with pytest.raises(libvirt.libvirtError):

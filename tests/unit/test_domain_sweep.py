@@ -136,6 +136,7 @@ def test_backend_start_stop_on_test_driver(private_state, prefix, built_image,
             backend.wait_ready(instance, 0.2)  # the test driver runs nothing
     finally:
         backend.stop(instance)
+        backend.remove(instance)
     assert not (hypervisor.vms_dir() / name).exists()
     with pytest.raises(BackendError, match="instance names"):
         backend.start(InstanceSpec(name="other", image=built_image))

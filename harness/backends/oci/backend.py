@@ -122,8 +122,12 @@ class OciBackend:
             if not wait_exit(handle.pid, self.grace_s):
                 self.launcher().run(self._argv("kill", instance.name, "KILL"))
                 wait_exit(handle.pid, self.grace_s)
-        self._teardown(handle.bundle)
-        self.live.pop(instance.name, None)
+
+    def remove(self, instance: Instance) -> None:
+        try:
+            self._teardown(instance.handle.bundle)
+        finally:
+            self.live.pop(instance.name, None)
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
@@ -140,6 +144,7 @@ class OciBackend:
         for instance in list(self.live.values()):
             with contextlib.suppress(BackendError):
                 self.stop(instance)
+                self.remove(instance)
         with self._lock:
             if self._launcher is not None:
                 self._launcher.close()
