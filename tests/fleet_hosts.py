@@ -148,6 +148,7 @@ class Hosts:
             f"PidFile {host.directory / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.directory / 'authorized_keys'}",
             "PermitRootLogin prohibit-password",
+            "StrictModes no",  # the key files sit under /tmp (world-writable)
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "UsePAM no",

@@ -42,7 +42,8 @@ prepare)
     take_lock "$DIR"
     src="$DIR/cvbench"
     if [ "$(cat "$src/.cvbench-commit" 2>/dev/null || true)" != "$COMMIT" ]; then
-        old="$(sha256sum <"$src/pyproject.toml" 2>/dev/null || true)"
+        old=
+        [ ! -f "$src/pyproject.toml" ] || old="$(sha256sum <"$src/pyproject.toml")"
         mkdir -p "$src"
         # the virtualenv (and its editable install's egg-info) stay: set-up reuses them
         find "$src" -mindepth 1 -maxdepth 1 ! -name .venv ! -name '*.egg-info' -exec rm -rf {} +
