@@ -5,7 +5,7 @@ Each host is a network namespace ``cvbench-fleet-<name>`` joined by a veth pair 
 ``cvbench-fleet0`` (``10.214.1.1/24``, on no other interface, with no route off it and no
 forwarding). Its end of the pair holds ``10.214.1.<11+i>/24``; an sshd (Debian's
 openssh-server) listens there only, in the namespace and in a UTS namespace of its own (so
-the host has its own hostname), with a host key, an authorized client key and settings made
+the host has its own hostname; its mounts are this machine's), with a host key, an authorized client key and settings made
 here in a private directory. The hosts share this machine's kernel, file system and pid
 namespace: they are not independent machines. Every session sets ``CVBENCH_STATE_DIR`` to
 the host's own state directory (sshd's ``SetEnv``).
@@ -161,8 +161,9 @@ class Hosts:
         ]))
         log = (host.directory / "sshd.log").open("wb")
         # the host's own hostname: a UTS namespace of its own, around sshd and its sessions
+        # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup hierarchies
         host.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
+            ["nsenter", f"--net=/run/netns/{host.netns}", "unshare", "--uts", "sh", "-c",
              f'hostname "$1" && exec {SSHD} -D -e -f "$2"', "sh", f"fleet-{host.name}",
              str(config)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)

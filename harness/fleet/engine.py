@@ -226,20 +226,23 @@ def gather_facts(private_dir: Path, inventory: Inventory, hosts: list[str],
     return found
 
 
+_NOISE = ("Shared connection to ", "Connection to ", "+ ")
+
+
 def one_line(result: Mapping[str, Any], limit: int = 300) -> str:
-    """A task result's error as one line: the last line of stderr, else msg, else stdout."""
-    candidates = []
-    for key in ("stderr", "module_stderr", "msg", "stdout", "module_stdout"):
+    """A task result's error as one line: the last telling line of stderr, else of stdout
+    (a script's output, where a pty merges both), else msg."""
+    for key in ("stderr", "stdout", "module_stderr", "module_stdout", "msg"):
         value = result.get(key)
-        if isinstance(value, str) and value.strip():
-            candidates.append(value)
-    for text in candidates:
-        lines = [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.strip().startswith(("Shared connection", "+ "))]
+        if not isinstance(value, str):
+            continue
+        lines = [line.strip() for line in value.splitlines()
+                 if line.strip() and not line.strip().startswith(_NOISE)]
         if lines:
             line = lines[-1]
             if line.startswith("MODULE FAILURE") and len(lines) > 1:
                 line = lines[0]
+            line = line.removeprefix("Task failed: ")
             return line if len(line) <= limit else line[: limit - 1] + "…"
     rc = result.get("rc")
     return f"exit code {rc}" if rc is not None else "failed (no message)"
