@@ -16,6 +16,7 @@ import pandas as pd
 from harness import methodology, results
 from harness.backends import registry
 from harness.charts import latency_chart
+from harness.fleet import report as fleet_report
 from harness.kinds import registry as kinds
 from harness.kinds.density import MIB
 from harness.kinds.density import charts as density_charts
@@ -41,6 +42,7 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
         start_variant = frame["variant"].isin(["cold", "warm"])  # never mixed in a series
         frame["series"] = frame["backend"].where(
             ~start_variant, frame["backend"] + " " + frame["variant"].astype(str))
+        frame = fleet_report.label_hosts(frame)  # a fleet directory: "backend @ host"
         if len(run_dirs) > 1:
             frame["series"] = frame["series"] + " @ " + run_dir.name[:15]
         frames.append(frame)
@@ -75,6 +77,9 @@ def draw_charts(samples: pd.DataFrame, output: Path) -> list[Path]:
 def _markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path]) -> str:
     lines = ["# cvbench report", ""]
     for run_dir in run_dirs:
+        if fleet_report.is_fleet(run_dir):
+            lines.append(fleet_report.run_line(run_dir))
+            continue
         metadata = results.read_metadata(run_dir)
         host = metadata.get("host", {})
         lines.append(
@@ -95,6 +100,9 @@ def _markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path]) ->
     for run_dir in run_dirs:
         if len(run_dirs) > 1:
             lines += [f"# Run `{run_dir.name}`", ""]
+        if fleet_report.is_fleet(run_dir):  # hosts side by side, then the methodology
+            lines += fleet_report.section(run_dir, samples)
+            continue
         lines += methodology.section(results.read_metadata(run_dir))
     return "\n".join(lines) + "\n"
 

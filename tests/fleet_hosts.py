@@ -5,10 +5,10 @@ Each host is a network namespace ``cvbench-fleet-<name>`` joined by a veth pair 
 ``cvbench-fleet0`` (``10.214.1.1/24``, on no other interface, with no route off it and no
 forwarding). Its end of the pair holds ``10.214.1.<11+i>/24``; an sshd (Debian's
 openssh-server) listens there only, in the namespace and in a UTS namespace of its own (so
-the host has its own hostname; its mounts are this machine's), with a host key, an authorized client key and settings made
-here in a private directory. The hosts share this machine's kernel, file system and pid
-namespace: they are not independent machines. Every session sets ``CVBENCH_STATE_DIR`` to
-the host's own state directory (sshd's ``SetEnv``).
+the host has its own hostname; its mounts are this machine's), with a host key, an
+authorized client key and settings made here in a private directory. The hosts share this
+machine's kernel, file system and pid namespace: they are not independent machines. Every
+session sets ``CVBENCH_STATE_DIR`` to the host's own state directory (sshd's ``SetEnv``).
 
 Only addresses made here are contacted. :meth:`Hosts.close` ends every process it started
 (the sshds and whatever they started, found by network namespace), deletes the namespaces,

@@ -42,24 +42,34 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 def handle(args: argparse.Namespace) -> int:
     from harness import baseline, results
+    from harness.fleet import gate as fleet_gate
     from harness.gate import render
     from harness.gate.compare import compare_runs
     from harness.gate.errors import CompareError
     from harness.gate.thresholds import Thresholds
-    from hostkit.files import atomic_write
 
     try:
         base_dir = (Path(args.baseline) if baseline.baselines(Path(args.baseline))
                     else results.resolve_run(args.baseline, results_dir(args)))
         cand_dir = results.resolve_run(args.candidate, results_dir(args))
         thresholds = Thresholds.load(args.thresholds) if args.thresholds else Thresholds()
+        if fleet_gate.involves_fleet(base_dir, cand_dir):  # gated host by host
+            return _write(args, *fleet_gate.render(fleet_gate.compare_fleet(
+                base_dir, cand_dir, thresholds, args.alpha, normalized=args.normalized,
+                allow_image_change=args.allow_image_change)))
         comparison = compare_runs(base_dir, cand_dir, thresholds, args.alpha,
                                   normalized=args.normalized,
                                   allow_image_change=args.allow_image_change)
     except (results.ResultsError, CompareError) as error:
         raise UsageError(str(error)) from None
     render.render(comparison)
-    markdown = render.to_markdown(comparison)
+    return _write(args, render.to_markdown(comparison), comparison.exit_code)
+
+
+def _write(args: argparse.Namespace, markdown: str, exit_code: int) -> int:
+    """Write the Markdown where asked (--markdown, $GITHUB_STEP_SUMMARY); the exit code."""
+    from hostkit.files import atomic_write
+
     if args.markdown:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,4 +80,4 @@ def handle(args: argparse.Namespace) -> int:
         with open(step_summary, "a") as summary:
             summary.write(markdown)
         log.info("Markdown appended to %s (GITHUB_STEP_SUMMARY)", step_summary)
-    return comparison.exit_code
+    return exit_code
