@@ -53,7 +53,7 @@ def side_by_side(samples: pd.DataFrame) -> pd.DataFrame:
     if samples.empty or not hosts:
         return pd.DataFrame()
     frame = samples.copy()
-    frame["variant"] = frame["variant"].fillna("").astype(str)
+    frame["variant"] = frame["variant"].map(normalize.plain)
     table = frame.pivot_table(index=["scenario", "backend", "variant", "metric", "unit"],
                               columns=fleetdir.HOST_COLUMN, values="value", aggfunc="median",
                               sort=False)
