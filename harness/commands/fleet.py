@@ -44,14 +44,20 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
                      help="stop a host's run after this long (default 3 hours)")
     run.add_argument("--remote-dir", help=REMOTE_DIR_HELP)
-    run.set_defaults(func=handle_run)
+    run.set_defaults(fleet_func=handle_run)
     clean = commands.add_parser("clean", help="end fleet runs on the hosts and cvbench clean")
     clean.add_argument("inventory", help="an Ansible inventory file (INI or YAML)")
     clean.add_argument("--purge", action="store_true",
                        help="also remove the cache directory (repository copy, virtualenv)")
     clean.add_argument("--remote-dir", help=REMOTE_DIR_HELP)
-    clean.set_defaults(func=handle_clean)
+    clean.set_defaults(fleet_func=handle_clean)
+    parser.set_defaults(func=handle)
     return parser
+
+
+def handle(args: argparse.Namespace) -> int:
+    result: int = args.fleet_func(args)
+    return result
 
 
 def handle_run(args: argparse.Namespace) -> int:
