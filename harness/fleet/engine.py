@@ -8,8 +8,9 @@ for them whether or not the virtualenv is activated.
 Settings cvbench imposes on every Ansible run (:func:`envvars`): pipelining (one SSH round
 trip per task), no SSH connection sharing (``ControlMaster=no``: no master process outlives
 a run on this machine), keep-alives (a host that vanishes mid-run fails within a minute),
-no retry files, and silent interpreter discovery. Host-key checking stays as configured: a
-real fleet uses the user's ``known_hosts``; the test passes its own.
+no retry files, and silent interpreter discovery. Host keys are checked against the user's
+``known_hosts`` (ansible-runner would turn that off; ``ANSIBLE_HOST_KEY_CHECKING=False`` in
+the environment still does); the test passes a ``known_hosts`` of its own.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def envvars(forks: int = 5) -> dict[str, str]:
         "ANSIBLE_TIMEOUT": "10",
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        # ansible-runner turns host-key checking off unless told otherwise: keep it on
+        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
     }
 
 
