@@ -161,6 +161,20 @@ def test_nothing_can_start_exits_2_naming_the_host(hosts: Hosts, tmp_path: Path)
     assert not (tmp_path / "results").exists()
 
 
+def test_a_host_whose_key_does_not_match_is_refused(hosts: Hosts, tmp_path: Path) -> None:
+    inventory = hosts.inventory(tmp_path / "inventory.ini", names=("a",))
+    wrong = tmp_path / "known_hosts"  # b's key for a's address
+    line_b = next(line for line in hosts.known_hosts.read_text().splitlines()
+                  if line.startswith(hosts.hosts["b"].address))
+    wrong.write_text(line_b.replace(hosts.hosts["b"].address, hosts.hosts["a"].address) + "\n")
+    inventory.write_text(inventory.read_text().replace(str(hosts.known_hosts), str(wrong)))
+    done = cvbench("fleet", "run", str(inventory), str(scenario(tmp_path)),
+                   "--results-dir", str(tmp_path / "results"))
+    assert done.returncode == 2
+    assert "host a (10.214.1.11): unreachable" in done.stderr
+    assert "Host key verification failed" in done.stderr
+
+
 def test_an_inventory_that_does_not_parse_exits_2(tmp_path: Path) -> None:
     inventory = tmp_path / "broken.ini"
     inventory.write_text("[fleet\na ansible_host=10.214.1.11 = =\n")
