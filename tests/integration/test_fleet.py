@@ -192,6 +192,7 @@ def test_an_interrupted_fleet_run_leaves_the_hosts_clean(hosts: Hosts, tmp_path:
          str(scenario(tmp_path, repetitions=400)), "--results-dir", str(tmp_path / "results")],
         cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert fleet.stderr is not None
+    started = time.monotonic()
     seen = []
     for line in fleet.stderr:
         seen.append(line)
@@ -204,7 +205,10 @@ def test_an_interrupted_fleet_run_leaves_the_hosts_clean(hosts: Hosts, tmp_path:
             for cmd in procs.values()):
         time.sleep(0.1)
     fleet.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
     out, err = fleet.communicate(timeout=300)
+    print(f"interrupted after {interrupted_at - started:.1f} s, "
+          f"ended {time.monotonic() - interrupted_at:.1f} s later")
     assert fleet.returncode == 130, "".join(seen) + err
     assert "cleaning up" in err
     fleet_dir = Path(out.strip().splitlines()[-1])
