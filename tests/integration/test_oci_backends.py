@@ -282,6 +282,7 @@ backend.prepare(img)
 for index in range(3):
     instance = backend.start(InstanceSpec(name=f"{sys.argv[2]}{index}", image=img))
     backend.wait_ready(instance, 20)
+backend.create(InstanceSpec(name=f"{sys.argv[2]}created", image=img))  # warm, never started
 print("STARTED", flush=True)
 time.sleep(3600)
 """
@@ -302,9 +303,9 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         )
         assert child.stdout.readline().strip() == b"STARTED"
         during = inventory(prefix)
-        assert len(during["processes"]) >= 3
-        assert len(during["mounts"]) >= 3  # one overlay root per container, in its namespace
-        assert len(during["state"][runtime]) == len(before["state"][runtime]) + 3
+        assert len(during["processes"]) >= 4
+        assert len(during["mounts"]) >= 4  # one overlay root per container, in its namespace
+        assert len(during["state"][runtime]) == len(before["state"][runtime]) + 4
         launchers = during["launchers"] - before["launchers"]
         assert launchers
         child.send_signal(signal.SIGKILL)
@@ -313,7 +314,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         assert _launchers() >= launchers  # it outlives the harness to reap the containers
 
         removed = sweep()
-        assert sum(f"{runtime} container {prefix}" in line for line in removed) == 3
+        assert sum(f"{runtime} container {prefix}" in line for line in removed) == 4
         for pid in launchers:  # the orphaned launcher exits once its containers are gone
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
