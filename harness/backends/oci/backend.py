@@ -118,8 +118,8 @@ class OciBackend:
     def stop(self, instance: Instance) -> None:
         """``<runtime> kill <id> TERM`` (``KILL`` after the grace time) until the container's
         init has exited, seen through a pidfd opened before the first signal. A created
-        container never started gets ``KILL`` at once: its init (the runtime's own code,
-        PID 1 of its namespace) ignores TERM, and it has no workload to stop gracefully."""
+        container never started gets ``KILL`` at once: its init is still the runtime's own code
+        (crun's, PID 1 of its namespace, ignores TERM) with no workload to stop gracefully."""
         handle: OciHandle = instance.handle
         close_ready(handle)
         try:
