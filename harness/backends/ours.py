@@ -11,11 +11,13 @@ import os
 from typing import Any
 
 from harness.backends.base import (
+    COLD,
     BackendError,
     Instance,
     InstanceSpec,
     MemorySample,
     NotReady,
+    no_warm_start,
 )
 from harness.backends.containers import container_spec
 from imagestore.image import Image, ImageError, verify
@@ -34,6 +36,13 @@ class OursBackend:
     """Start/stop containers with cvbench's runtime; one fork server per backend."""
 
     name = "ours"
+    variants: tuple[str, ...] = (COLD,)
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        raise no_warm_start(self.name)
+
+    def resume(self, instance: Instance) -> None:
+        raise no_warm_start(self.name)
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False) -> None:
         self.grace_s = grace_s

@@ -45,9 +45,18 @@ def test_backend_cycle_and_memory(backend, built_image):
 
 
 def test_backend_bridge_and_host_networks(backend, built_image):
+    import os
+
     for network in ("bridge", "host"):
         instance = backend.start(InstanceSpec(name=name(), image=built_image, network=network))
         backend.wait_ready(instance, 20)
+        container_netns = os.readlink(f"/proc/{instance.pids[0]}/ns/net")
+        shares_host_netns = container_netns == os.readlink("/proc/self/ns/net")
+        if network == "host":
+            assert shares_host_netns
+        else:
+            assert not shares_host_netns and instance.handle.net is not None
+            assert instance.handle.net.address  # a veth into cvbench0 with an address
         backend.stop(instance)
         backend.remove(instance)
 
