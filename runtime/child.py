@@ -17,7 +17,7 @@ waits there for the container's plan, then does the rest (:func:`run` with ``pre
 
 from __future__ import annotations
 
-import base64
+import binascii
 import fcntl
 import json
 import os
@@ -148,7 +148,7 @@ def run(
             os.close(null)
         os.chdir(plan.cwd)
         env = dict(item.split("=", 1) for item in plan.env if "=" in item)
-        program = base64.b64decode(plan.seccomp) if plan.seccomp else b""
+        program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
         if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
             sc.seccomp_set_filter(program)
         drop_capabilities(plan.caps, last_cap)
