@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,14 @@ from imagestore.image import Image
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Hold back SIGINT/SIGTERM raised inside the block; re-raise them once it is done."""
+    """Hold back SIGINT/SIGTERM raised inside the block; re-raise them once it is done.
+
+    Only the main thread receives signals: elsewhere (a density batch's launch threads) this
+    does nothing, and the main thread waits for the launches before it cleans up.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     pending: list[int] = []
 
     def remember(signum: int, _frame: FrameType | None) -> None:
@@ -56,6 +64,7 @@ class RunContext:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     quiet: bool = False
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    seed: int = field(default_factory=lambda: secrets.randbits(32))  # the turn order's seed
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     live: dict[str, dict[str, Instance]] = field(default_factory=dict)  # backend → name → it
 
@@ -105,7 +114,7 @@ class RunContext:
         self.writer.add(samples)
 
     def start(self, backend: str, scenario: Scenario[Any]) -> Instance:
-        """Start one instance of ``scenario`` on ``backend`` and track it for cleanup.
+        """Cold-start one instance of ``scenario`` on ``backend`` and track it for cleanup.
 
         An interrupt that arrives while the backend starts it is deferred until the instance
         is tracked, so it can never leave an instance nobody stops. (Signals are deferred in
@@ -116,6 +125,13 @@ class RunContext:
             self.track(backend, instance)
         return instance
 
+    def create(self, backend: str, scenario: Scenario[Any]) -> Instance:
+        """Prepare one instance for a warm start (untimed), tracked like a started one."""
+        with deferred_interrupts():
+            instance = self.backends[backend].create(self.spec(scenario))
+            self.track(backend, instance)
+        return instance
+
     def track(self, backend: str, instance: Instance) -> None:
         self.live.setdefault(backend, {})[instance.name] = instance
 
@@ -123,8 +139,9 @@ class RunContext:
         self.live.get(backend, {}).pop(instance.name, None)
 
     def stop(self, backend: str, instance: Instance) -> None:
-        """Stop a tracked instance and forget it."""
+        """Stop a tracked instance, remove what it held, forget it."""
         self.backends[backend].stop(instance)
+        self.backends[backend].remove(instance)
         self.untrack(backend, instance)
 
     def stop_all(self, backend: str, instances: list[Instance]) -> None:

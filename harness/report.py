@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import results
+from harness import methodology, results
 from harness.backends import registry
 from harness.charts import latency_chart
 from harness.kinds import registry as kinds
@@ -38,9 +38,11 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
         order = {name: index for index, name in enumerate(registry.names())}
         frame = frame.sort_values("backend", key=lambda b: b.map(order).fillna(len(order)),
                                   kind="stable")
-        frame["series"] = frame["backend"] if len(run_dirs) == 1 else (
-            frame["backend"] + " @ " + run_dir.name[:15]
-        )
+        start_variant = frame["variant"].isin(["cold", "warm"])  # never mixed in a series
+        frame["series"] = frame["backend"].where(
+            ~start_variant, frame["backend"] + " " + frame["variant"].astype(str))
+        if len(run_dirs) > 1:
+            frame["series"] = frame["series"] + " @ " + run_dir.name[:15]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -89,6 +91,11 @@ def _markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path]) ->
             f"{_fmt(row.p95)} | {_fmt(row.p99)} | {row.unit} |"
         )
     lines += [""] + [f"![{chart.stem}]({chart.name})" for chart in drawn if chart.suffix == ".png"]
+    lines += ["", *methodology.order_effects(samples)]
+    for run_dir in run_dirs:
+        if len(run_dirs) > 1:
+            lines += [f"# Run `{run_dir.name}`", ""]
+        lines += methodology.section(results.read_metadata(run_dir))
     return "\n".join(lines) + "\n"
 
 

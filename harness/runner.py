@@ -113,6 +113,10 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     writer = RunWriter.create(results_dir, new_run_id(suite.name), metadata)
     ctx = RunContext(writer, image, backends, descriptions, quiet=quiet)
+    if suite.seed is not None:
+        ctx.seed = suite.seed
+    writer.metadata["order_seed"] = ctx.seed
+    writer.write_metadata()
     status, error = "failed", None
     try:
         with _sigterm_as_interrupt():
@@ -137,7 +141,8 @@ def _clean_up(ctx: RunContext, backends: dict[str, Backend], status: str,
     writer = ctx.writer
     for name, backend in backends.items():
         for instance in list(ctx.live.get(name, {}).values()):
-            _attempt(writer, f"stop {instance.name} on {name}", backend.stop, instance)
+            if _attempt(writer, f"stop {instance.name} on {name}", backend.stop, instance):
+                _attempt(writer, f"remove {instance.name} on {name}", backend.remove, instance)
         _attempt(writer, f"clean-up of {name}", backend.cleanup)
     writer.finish(status, error)
     if not _attempt(writer, "normalized.csv", write_normalized, writer.directory):

@@ -101,12 +101,13 @@ class Suite:
     description: str = ""
     scenarios: tuple[Scenario[Any], ...] = ()
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int | None = None  # the turn order's seed; None: drawn at random, and recorded
 
     def backends_for(self, scenario: Scenario[Any]) -> tuple[str, ...]:
         return tuple(b for b in self.backends if not scenario.backends or b in scenario.backends)
 
 
-SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list}
+SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list, "seed": int}
 
 
 def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
@@ -198,7 +199,7 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
             raise ScenarioError(
                 f"{path}: [suite]: unknown key '{key}', expected one of {', '.join(SUITE_KEYS)}"
             )
-        if not isinstance(value, expected):
+        if not isinstance(value, expected) or isinstance(value, bool):
             raise ScenarioError(
                 f"{path}: [suite]: key '{key}': expected {type_name(expected)}"
             )
@@ -223,6 +224,7 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
         description=suite_table.get("description", ""),
         scenarios=scenarios,
         backend_options=backend_options,
+        seed=suite_table.get("seed"),
     )
 
 

@@ -18,7 +18,16 @@ import pytest
 
 from harness import metrics
 from harness.backends import registry
-from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    Method,
+    NotReady,
+)
 from harness.context import RunContext
 from harness.results import RunWriter
 from imagestore.image import Image
@@ -38,6 +47,7 @@ class FakeBackend:
     ``[backend_options.<name>]``) say what fails and how long starts take."""
 
     name = "fake"
+    variants = (COLD, WARM)
 
     def __init__(
         self, *, name: str = "", fail_ready_from: int = 0, fail_ready: Collection[int] = (),
@@ -65,6 +75,17 @@ class FakeBackend:
         self.events.append((self.name, "start", spec.name))
         return instance
 
+    def create(self, spec: InstanceSpec) -> Instance:
+        self.starts += 1
+        instance = Instance(spec.name, self.name, handle=self.starts, variant=WARM)
+        self.live[spec.name] = instance
+        self.events.append((self.name, "create", spec.name))
+        return instance
+
+    def resume(self, instance: Instance) -> None:
+        time.sleep(self.start_s)
+        self.events.append((self.name, "resume", instance.name))
+
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         time.sleep(self.ready_s)
         number = instance.handle
@@ -75,8 +96,11 @@ class FakeBackend:
     def stop(self, instance: Instance) -> None:
         if self.fail_stop:
             raise BackendError(f"{instance.name} would not stop")
-        self.live.pop(instance.name)
         self.events.append((self.name, "stop", instance.name))
+
+    def remove(self, instance: Instance) -> None:
+        self.live.pop(instance.name)
+        self.events.append((self.name, "remove", instance.name))
 
     def memory(self, instance: Instance) -> MemorySample:
         if registry.family(self.name) == registry.VM:
@@ -91,7 +115,9 @@ class FakeBackend:
         self.live.clear()
 
     def describe(self) -> dict[str, Any]:
-        return {"accel": "none", "fake": True}
+        method = Method(cold=("nothing", "a record"), warm=("a record", "an event"),
+                        stop="an event", remove="the record")
+        return {"accel": "none", "fake": True, "method": method.as_dict()}
 
 
 class FakeVM(FakeBackend):

@@ -15,10 +15,8 @@ harness left and never what a live one still runs.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from vm import guest, hypervisor
 from vm.console import SocketConsole
 from vm.domain import DiskSpec, DomainSpec, Owner
 from vm.memory import VmMemory, qemu_memory
+from vm.monitor import MonitorError, QmpMonitor
 
 QEMU = "qemu-system-x86_64"
 PID_FILE = "qemu.pid"
@@ -66,8 +65,8 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None
         "-smp", f"{spec.vcpus},sockets={spec.vcpus},cores=1,threads=1",
         "-display", "none", "-no-user-config", "-nodefaults",
     ]
-    if monitor is not None:
-        argv += ["-chardev", f"socket,id=charmonitor,path={monitor},server=on,wait=off",
+    if monitor is not None:  # we listen, QEMU connects (as to the serial console)
+        argv += ["-chardev", f"socket,id=charmonitor,path={monitor}",
                  "-mon", "chardev=charmonitor,id=monitor,mode=control"]
     argv += [
         "-rtc", "base=utc", "-no-shutdown", "-boot", "strict=on",
@@ -108,6 +107,7 @@ class BareVM:
     directory: Path
     console: SocketConsole | None
     argv: list[str]
+    monitor: QmpMonitor | None = None
     paused: bool = False
     started: float = field(default_factory=time.perf_counter)
 
@@ -125,11 +125,12 @@ class BareVM:
         """Exec QEMU and return at once (not ready); with ``paused`` the guest waits for
         :meth:`resume` (QEMU's ``-S``). Files are removed on failure."""
         directory = hypervisor.vm_dir(spec.name)
-        console = None
+        console = monitor = None
         try:
             owner = Owner.current()
             os.symlink(f"{owner.pid}:{owner.start}", directory / OWNER_LINK)
             console = SocketConsole(directory / "console.sock")
+            monitor = QmpMonitor(directory / MONITOR)
             spec = replace(spec, console_socket=console.path)
             if disk_base is not None:
                 overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
@@ -143,17 +144,32 @@ class BareVM:
                     preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )
         except BaseException:
-            if console is not None:
-                console.close()
+            for handle in (console, monitor):
+                if handle is not None:
+                    handle.close()
             hypervisor.remove_files(spec.name)
             raise
-        return cls(spec, process, directory, console, argv, paused)
+        return cls(spec, process, directory, console, argv, monitor, paused)
+
+    def wait_paused(self, timeout: float = 30.0) -> None:
+        """For a VM started ``paused``: return once QEMU is up with the guest loaded and its
+        CPUs stopped (QEMU connected to its monitor and answered)."""
+        assert self.monitor is not None
+        try:
+            self.monitor.connect(timeout)
+        except (MonitorError, OSError) as error:
+            raise BareQemuError(f"{error}; QEMU said: {self._stderr_tail()}") from None
 
     def resume(self) -> None:
         """Let a paused guest run (QMP ``cont``)."""
         if not self.paused:
             return
-        _qmp(self.directory / MONITOR, "cont")
+        assert self.monitor is not None
+        try:
+            self.monitor.connect(30.0)  # normally done by wait_paused, before the clock
+            self.monitor.execute("cont")
+        except (MonitorError, OSError) as error:
+            raise BareQemuError(str(error)) from None
         self.paused = False
 
     def wait_ready(self, timeout: float) -> bytes:
@@ -173,6 +189,7 @@ class BareVM:
         finally:
             self.console.close()
             self.console = None
+            self._close_monitor()  # QEMU connected long before READY; no descriptor kept
 
     def memory(self) -> VmMemory:
         return qemu_memory(self.pid, self.spec.memory_mib)
@@ -188,12 +205,18 @@ class BareVM:
         if self.console is not None:
             self.console.close()
             self.console = None
+        self._close_monitor()
         if self.process.poll() is None:
             terminate(self.process, grace)
 
     def release(self) -> None:
         """Remove the VM's files (sockets, pid file, overlay disk)."""
         hypervisor.remove_files(self.name)
+
+    def _close_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
 
     def _stderr_tail(self) -> str:
         try:
@@ -209,32 +232,6 @@ def terminate(process: subprocess.Popen, grace: float = GRACE_S) -> None:
     if not signal_and_wait(process.pid, signal.SIGTERM, grace):
         signal_and_wait(process.pid, signal.SIGKILL, None)
     process.wait()
-
-
-def _qmp(path: Path, command: str, timeout: float = 10.0) -> dict:
-    """Send one QMP command (after the capabilities handshake); return its answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        stream = sock.makefile("rwb")
-
-        def answer() -> dict:
-            while True:
-                line = stream.readline()
-                if not line:
-                    raise BareQemuError("QMP monitor closed")
-                message = json.loads(line)
-                if "return" in message or "error" in message:
-                    return message
-
-        stream.readline()  # greeting
-        for name in ("qmp_capabilities", command):
-            stream.write(json.dumps({"execute": name}).encode() + b"\n")
-            stream.flush()
-            reply = answer()
-            if "error" in reply:
-                raise BareQemuError(f"QMP {name}: {reply['error'].get('desc', reply)}")
-        return reply
 
 
 # --- ownership ---------------------------------------------------------------------------

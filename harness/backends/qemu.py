@@ -66,6 +66,12 @@ class QemuBackend:
         """QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped."""
         instance = self._launch(spec, paused=True)
         instance.variant = WARM
+        try:
+            self._vm(instance).wait_paused()
+        except bare_qemu.BareQemuError as error:
+            self._vm(instance).stop(self.grace_s)
+            self.live.pop(instance.name, None)
+            raise BackendError(f"cannot prepare VM {instance.name}: {error}") from None
         return instance
 
     def resume(self, instance: Instance) -> None:

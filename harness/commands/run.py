@@ -9,6 +9,7 @@ not disguised as bad input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -31,6 +32,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--backend", help="comma-separated backends (default: the file's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--report", action="store_true", help="write the report afterwards")
+    parser.add_argument("--seed", type=int, help="the turn order's seed (default: the file's "
+                        "[suite] seed, else drawn at random; always recorded in metadata)")
     parser.set_defaults(func=handle)
     return parser
 
@@ -40,6 +43,8 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         suite = scenario.select_backends(scenario.load(args.scenario), args.backend)
+        if args.seed is not None:
+            suite = dataclasses.replace(suite, seed=args.seed)
     except scenario.ScenarioError as error:
         raise UsageError(str(error)) from None
     log.info("%s: backends %s", args.scenario, ", ".join(suite.backends))

@@ -1,19 +1,26 @@
 """The density scenario: ramp up live instances until a limit, recording every step.
 
-Each backend ramps on its own (instances of two backends never share the host): start a batch,
-wait for every READY, record launch latency and host memory, repeat until ``max_instances``,
-the ``min_mem_available_mib`` floor or ``time_limit_s``; then tear all down and time it.
+Each backend ramps on its own (instances of two backends never share the host), in an order
+shuffled from the run's seed, after the host's memory has settled from the previous ramp.
+Every backend is launched alike: first one unmeasured warm-up batch (up and down), then
+batches of ``batch_size`` instances started concurrently (one thread per instance of the
+batch) and awaited until every one printed READY; after each batch the launch time and host
+memory are recorded, until ``max_instances``, the ``min_mem_available_mib`` floor or
+``time_limit_s``. Then every instance is stopped and removed, each one timed
+(``teardown_s``, one sample per instance).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import metrics
 from harness.backends.base import BackendError, Instance
+from harness.kinds import rounds
 from harness.params import param
 
 if TYPE_CHECKING:
@@ -32,21 +39,28 @@ class DensityParams:
     max_instances: int = field(default=100, metadata=param(
         minimum=1, doc="the ramp stops once this many instances are alive"))
     batch_size: int = field(default=1, metadata=param(
-        minimum=1, doc="instances started together at each step"))
+        minimum=1, doc="instances started together (concurrently) at each step"))
     min_mem_available_mib: int = field(default=2048, metadata=param(
         minimum=0, doc="the ramp stops once host MemAvailable falls below this"))
     time_limit_s: float = field(default=600.0, metadata=param(
         minimum=0.001, doc="the ramp stops once it has run this long"))
+    warmup_batch: bool = field(default=True, metadata=param(
+        doc="one unmeasured batch, up and down, before the ramp"))
 
 
 def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]
         ) -> None:
     summary = ctx.writer.metadata.setdefault("density", {})
-    for name in backend_names:
-        plan = scenario.for_backend(name)
-        summary.setdefault(plan.name, {})[name] = _ramp(ctx, plan, name)
-        ctx.writer.flush()
-        ctx.writer.write_metadata()
+    order = rounds.order(backend_names, ctx.seed, scenario.name, 0)
+    with ThreadPoolExecutor(max_workers=max(
+            scenario.for_backend(name).params.batch_size for name in backend_names),
+            thread_name_prefix="cvbench-launch") as pool:
+        for position, name in enumerate(order):
+            plan = scenario.for_backend(name)
+            metrics.settled_memory_level()  # the previous ramp's frees have finished
+            summary.setdefault(plan.name, {})[name] = _ramp(ctx, plan, name, position, pool)
+            ctx.writer.flush()
+            ctx.writer.write_metadata()
 
 
 def _stop_reason(
@@ -62,9 +76,19 @@ def _stop_reason(
     return None
 
 
-def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str) -> dict[str, Any]:
+def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: int,
+          pool: ThreadPoolExecutor) -> dict[str, Any]:
     params = plan.params
     live: list[Instance] = []
+    if params.warmup_batch:
+        try:
+            _launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
+                          pool)
+        except BackendError as error:
+            ctx.note_failure(plan, name, f"warm-up batch: {error}")
+        finally:
+            _teardown(ctx, name, live)
+        metrics.settled_memory_level()
     baseline = host = metrics.host_memory()
     began = time.monotonic()
     step = 0
@@ -74,7 +98,7 @@ def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str) -> dict[str
             step += 1
             batch = min(params.batch_size, params.max_instances - len(live))
             try:
-                batch_s = _launch_batch(ctx, plan, name, batch, live)
+                batch_s = _launch_batch(ctx, plan, name, batch, live, pool)
             except BackendError as error:
                 reason = f"failure: {error}"
                 ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
@@ -87,7 +111,8 @@ def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str) -> dict[str
                 "host_mem_used_bytes": (baseline.mem_available - host.mem_available, "bytes"),
                 **host.as_metrics(),
             }
-            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step)
+            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step,
+                                   position=position)
                         for metric, (value, unit) in readings.items()])
             rate = len(live) / max(time.monotonic() - began, 1e-9)
             progress.update(
@@ -96,44 +121,57 @@ def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str) -> dict[str
                 info=f"{rate:.0f}/s, {host.mem_available / MIB / 1024:.1f} GiB available",
             )
         alive = len(live)
-        teardown = _teardown(ctx, name, live)
+        teardowns = _teardown(ctx, name, live)
     ctx.record([
-        ctx.sample(plan, name, "teardown_s", teardown, "s"),
-        ctx.sample(plan, name, "max_instances_alive", alive, "count"),
+        *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1),
+                     position=position) for index, seconds in enumerate(teardowns)),
+        ctx.sample(plan, name, "max_instances_alive", alive, "count", position=position),
     ])
-    return {"stopped_by": reason, "instances": alive, "teardown_s": round(teardown, 3)}
+    return {"stopped_by": reason, "instances": alive, "position": position,
+            "teardown_total_s": round(sum(teardowns), 3)}
 
 
-def _launch_batch(
-    ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int, live: list[Instance]
-) -> float:
-    """Start ``batch`` instances, then wait for each; the batch's start→all-READY time.
+def _launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,
+                  live: list[Instance], pool: ThreadPoolExecutor) -> float:
+    """Start ``batch`` instances concurrently, then wait until each printed READY; the
+    batch's start → all-READY time.
 
     ``launch_s`` (this divided by the batch size) is the per-instance launch cost at the
-    step's density: with batches, instances boot concurrently, so one instance's own
+    step's density: instances of a batch start concurrently, so one instance's own
     start→READY would count its neighbours' work.
     """
     backend = ctx.backends[name]
-    started: list[Instance] = []
     begin = metrics.now_ns()
+    starts = [pool.submit(ctx.start, name, plan) for _ in range(batch)]
+    started: list[Instance] = []
+    problem: BaseException | None = None
+    for future in starts:  # collect every start, even after a failure, so none is lost
+        try:
+            started.append(future.result())
+        except BaseException as error:  # each start must be collected
+            problem = problem or error
+    live.extend(started)
     try:
-        for _ in range(batch):
-            instance = ctx.start(name, plan)
-            live.append(instance)
-            started.append(instance)
-        for instance in started:
-            backend.wait_ready(instance, plan.timeout_s)
+        if problem is not None:
+            raise problem
+        for done in [pool.submit(backend.wait_ready, instance, plan.timeout_s)
+                     for instance in started]:
+            done.result()
         return metrics.seconds_since(begin)
     except BackendError:
         del live[len(live) - len(started):]  # a half-started batch is not part of the ramp
-        ctx.stop_all(name, started)
+        _teardown(ctx, name, started)
         raise
 
 
-def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> float:
-    begin = metrics.now_ns()
-    ctx.stop_all(name, live)
-    return metrics.seconds_since(begin)
+def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> list[float]:
+    """Stop and remove every instance, newest first, one after another; each one's time."""
+    times = []
+    while live:
+        begin = metrics.now_ns()
+        ctx.stop(name, live.pop())
+        times.append(metrics.seconds_since(begin))
+    return times
 
 
 def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:

@@ -10,7 +10,9 @@ The kernel keeps the slab pages that freed namespaces, mounts and cgroups leave 
 first backend measured would pay for growing them and the next ones reuse them (seen: the same
 runtime measured 1.2 MiB per container first, 0.9 MiB second). So every backend first runs
 ``warmup`` unmeasured passes (K instances up, then down) before any backend is measured, and
-the ``passes`` measured passes alternate the backends' order (A B, B A, ...).
+each measured pass takes the backends in an order shuffled from the run's seed (the position
+goes with the samples). Every reading waits for the host's memory to settle first (the frees
+of the previous pass finish asynchronously): that is the settling between backends.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class MemoryParams:
     warmup: int = field(default=2, metadata=param(
         minimum=0, doc="unmeasured passes per backend before any backend is measured"))
     passes: int = field(default=1, metadata=param(
-        minimum=1, doc="measured passes per backend, the backends' order alternating"))
+        minimum=1, doc="measured passes per backend, the backends' order shuffled each pass"))
 
 
 def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[str, ...]
@@ -73,14 +75,15 @@ def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[
             failed.add(name)
             ctx.note_failure(plan, name, f"warm-up: {error}")
     for index in range(max((plan.params.passes for plan in plans.values()), default=0)):
-        for name in rounds.order(backend_names, index):
+        due = [name for name in backend_names
+               if name not in failed and index < plans[name].params.passes]
+        for position, name in enumerate(rounds.order(due, ctx.seed, scenario.name, index)):
             plan = plans[name]
-            if name in failed or index >= plan.params.passes:
-                continue
             modes = plan.params.ksm if registry.family(name) == registry.VM else ("off",)
             for mode in modes:
                 try:
-                    _measure(ctx, plan, name, ksm_on=(mode == "on"), repetition=index)
+                    _measure(ctx, plan, name, ksm_on=(mode == "on"), repetition=index,
+                             position=position)
                 except BackendError as error:
                     failed.add(name)
                     ctx.note_failure(plan, name, f"ksm={mode}: {error}")
@@ -110,7 +113,8 @@ def _start_all_then_stop(ctx: RunContext, plan: Scenario[MemoryParams], name: st
 
 
 def _measure(
-    ctx: RunContext, plan: Scenario[MemoryParams], name: str, ksm_on: bool, repetition: int
+    ctx: RunContext, plan: Scenario[MemoryParams], name: str, ksm_on: bool, repetition: int,
+    position: int = 0,
 ) -> None:
     backend = ctx.backends[name]
     variant = f"ksm={'on' if ksm_on else 'off'}"
@@ -129,18 +133,18 @@ def _measure(
         samples: list[Sample] = [
             ctx.sample(plan, name, "mem_host_delta_per_instance_bytes",
                        (before.available - after.available) / len(live), "bytes",
-                       variant=variant, repetition=repetition),
+                       variant=variant, repetition=repetition, position=position),
             ctx.sample(plan, name, "mem_host_accounted_per_instance_bytes",
                        (after.accounted - before.accounted) / len(live), "bytes",
-                       variant=variant, repetition=repetition),
+                       variant=variant, repetition=repetition, position=position),
             ctx.sample(plan, name, "ksm_pages_sharing", metrics.host_memory().ksm_pages_sharing,
-                       "pages", variant=variant, repetition=repetition),
+                       "pages", variant=variant, repetition=repetition, position=position),
         ]
         for index, instance in enumerate(live):
             for metric, value in backend.memory(instance).as_metrics().items():
                 samples.append(ctx.sample(plan, name, metric, value, "bytes",
                                           instance=str(index + 1), variant=variant,
-                                          repetition=repetition))
+                                          repetition=repetition, position=position))
         ctx.record(samples)
     finally:
         ctx.stop_all(name, live)

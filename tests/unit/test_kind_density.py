@@ -5,13 +5,14 @@ from __future__ import annotations
 from fakes import GIB, MIB, FakeBackend, FakeHost, context, samples
 
 from harness import scenario
-from harness.kinds import density
+from harness.kinds import density, rounds
 
 
 def _ramp(tmp_path, monkeypatch, backend: FakeBackend, host: FakeHost | None = None, **keys):
     (host or FakeHost([backend])).install(monkeypatch)
     ctx = context(tmp_path, backend)
     keys.setdefault("min_mem_available_mib", 0)
+    keys.setdefault("warmup_batch", False)
     density.run(ctx, scenario.make("density", **keys), (backend.name,))
     return ctx, ctx.writer.metadata["density"]["density"][backend.name]
 
@@ -28,8 +29,22 @@ def test_ramp_to_max_instances_records_every_step(tmp_path, monkeypatch) -> None
     per_instance = [s.value for s in samples(ctx, "launch_s")]
     assert per_instance == [batches[0] / 3, batches[1] / 3, batches[2] / 1]
     assert [s.value for s in samples(ctx, "max_instances_alive")] == [7]
-    assert len(samples(ctx, "teardown_s")) == 1
+    teardowns = samples(ctx, "teardown_s")  # one per instance
+    assert sorted(int(s.instance) for s in teardowns) == list(range(1, 8))
     assert backend.starts == 7 and not backend.live and not ctx.live.get("a")
+
+
+def test_an_unmeasured_warm_up_batch_comes_first(tmp_path, monkeypatch) -> None:
+    events: list[tuple[str, str, str]] = []
+    backend = FakeBackend(name="a", events=events)
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=4, batch_size=2,
+                         warmup_batch=True)
+    assert backend.starts == 6 and summary["instances"] == 4
+    assert [s.value for s in samples(ctx, "instances_alive")] == [2, 4]
+    first_measured = [name for _, action, name in events if action == "start"][2]
+    warm_up = [name for _, action, name in events if action == "remove"][:2]
+    assert first_measured not in warm_up  # torn down before the ramp began
+    assert len(samples(ctx, "teardown_s")) == 4
 
 
 def test_ramp_stops_at_the_memory_floor(tmp_path, monkeypatch) -> None:
@@ -55,8 +70,8 @@ def test_a_failed_batch_is_stopped_and_ends_the_ramp(tmp_path, monkeypatch) -> N
     assert [s.value for s in samples(ctx, "instances_alive")] == [3]
     assert [s.value for s in samples(ctx, "max_instances_alive")] == [3]
     started = {name for _, action, name in events if action == "start"}
-    stopped = {name for _, action, name in events if action == "stop"}
-    assert len(started) == 6 and stopped == started and not backend.live
+    removed = {name for _, action, name in events if action == "remove"}
+    assert len(started) == 6 and removed == started and not backend.live
     (failure,) = ctx.writer.metadata["failures"]
     assert failure["reason"].startswith("launch at 3 alive: ")
 
@@ -66,11 +81,24 @@ def test_backends_ramp_one_after_another(tmp_path, monkeypatch) -> None:
     a, b = FakeBackend(name="a", events=events), FakeBackend(name="b", events=events)
     FakeHost([a, b]).install(monkeypatch)
     ctx = context(tmp_path, a, b)
-    density.run(ctx, scenario.make("density", max_instances=2, min_mem_available_mib=0),
-                ("a", "b"))
+    density.run(ctx, scenario.make("density", max_instances=2, min_mem_available_mib=0,
+                                   warmup_batch=False), ("a", "b"))
+    first, second = rounds.order(("a", "b"), ctx.seed, "density", 0)
     actions = [(backend, action) for backend, action, _ in events]
-    assert actions == [("a", "start"), ("a", "ready"), ("a", "start"), ("a", "ready"),
-                       ("a", "stop"), ("a", "stop"),
-                       ("b", "start"), ("b", "ready"), ("b", "start"), ("b", "ready"),
-                       ("b", "stop"), ("b", "stop")]
-    assert set(ctx.writer.metadata["density"]["density"]) == {"a", "b"}
+    assert actions == [(first, "start"), (first, "ready"), (first, "start"), (first, "ready"),
+                       (first, "stop"), (first, "remove"), (first, "stop"), (first, "remove"),
+                       (second, "start"), (second, "ready"), (second, "start"),
+                       (second, "ready"), (second, "stop"), (second, "remove"),
+                       (second, "stop"), (second, "remove")]
+    summary = ctx.writer.metadata["density"]["density"]
+    assert summary[first]["position"] == 0 and summary[second]["position"] == 1
+    assert {s.position for s in samples(ctx, "launch_s", second)} == {1}
+
+
+def test_a_batch_starts_concurrently(tmp_path, monkeypatch) -> None:
+    import time
+
+    backend = FakeBackend(name="a", start_s=0.1)
+    began = time.monotonic()
+    _ramp(tmp_path, monkeypatch, backend, max_instances=5, batch_size=5)
+    assert time.monotonic() - began < 0.4  # five 0.1 s starts at once, not one after another

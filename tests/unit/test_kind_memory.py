@@ -5,7 +5,7 @@ from __future__ import annotations
 from fakes import MIB, FakeBackend, FakeHost, FakeVM, context, samples, starts
 
 from harness import scenario
-from harness.kinds import memory
+from harness.kinds import memory, rounds
 
 
 def _passes(events: list[tuple[str, str, str]], instances: int) -> list[str]:
@@ -21,23 +21,28 @@ def test_warm_up_passes_come_first_and_are_not_recorded(tmp_path, monkeypatch) -
     ctx = context(tmp_path, a, b)
     memory.run(ctx, scenario.make("memory", instances=2, warmup=2, passes=1, settle_s=0),
                ("a", "b"))
-    assert _passes(events, 2) == ["a", "a", "b", "b", "a", "b"]  # warm-ups, then measured
+    measured = rounds.order(["a", "b"], ctx.seed, "memory", 0)
+    assert _passes(events, 2) == ["a", "a", "b", "b", *measured]  # warm-ups, then measured
     for name in ("a", "b"):
         pss = samples(ctx, "mem_pss_bytes", name)
         assert [(s.instance, s.repetition) for s in pss] == [("1", 0), ("2", 0)]
     assert not a.live and not b.live
 
 
-def test_measured_passes_alternate_the_backends_order(tmp_path, monkeypatch) -> None:
+def test_measured_passes_take_the_backends_in_a_seeded_order(tmp_path, monkeypatch) -> None:
     events: list[tuple[str, str, str]] = []
     a, b = FakeBackend(name="a", events=events), FakeBackend(name="b", events=events)
     FakeHost([a, b]).install(monkeypatch)
     ctx = context(tmp_path, a, b)
     memory.run(ctx, scenario.make("memory", instances=2, warmup=0, passes=3, settle_s=0),
                ("a", "b"))
-    assert _passes(events, 2) == ["a", "b", "b", "a", "a", "b"]
-    assert [s.repetition for s in samples(ctx, "mem_host_delta_per_instance_bytes", "a")] == [
-        0, 1, 2]
+    expected = [name for index in range(3)
+                for name in rounds.order(["a", "b"], ctx.seed, "memory", index)]
+    assert _passes(events, 2) == expected
+    deltas = samples(ctx, "mem_host_delta_per_instance_bytes", "a")
+    assert [s.repetition for s in deltas] == [0, 1, 2]
+    assert [s.position for s in deltas] == [
+        rounds.order(["a", "b"], ctx.seed, "memory", index).index("a") for index in range(3)]
 
 
 def test_views_per_instance(tmp_path, monkeypatch) -> None:

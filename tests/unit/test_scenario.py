@@ -101,10 +101,10 @@ def test_family_overrides_then_the_backends_own() -> None:
     [
         ("[[scenario]]\nkind='startup'\nmax_instances=3\n",
          "key 'max_instances' belongs to kind density, not startup: "
-         "startup's own keys are repetitions, warmup"),
-        ("[[scenario]]\nkind='density'\nwarmup=1\n",
-         "key 'warmup' belongs to kind startup and memory, not density: density's own keys are "
-         "max_instances, batch_size, min_mem_available_mib, time_limit_s"),
+         "startup's own keys are repetitions, warmup, variants, settle_s"),
+        ("[[scenario]]\nkind='density'\nvariants=['warm']\n",
+         "key 'variants' belongs to kind startup, not density: density's own keys are "
+         "max_instances, batch_size, min_mem_available_mib, time_limit_s, warmup_batch"),
         ("[[scenario]]\nkind='density'\n[scenario.overrides.vm]\npasses=2\n",
          "#1 overrides.vm: key 'passes' belongs to kind memory, not density"),
     ],

@@ -1,0 +1,87 @@
+"""The methodology section of a report, generated from a run's metadata: what each backend
+did before the clock and inside it (per start variant), how stop and clean-up were timed,
+which cgroup controllers and isolation profile it used, and the turn order's seed — so a
+reader can judge a ratio without reading code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+RULES = (
+    "Ratios compare like with like: cold with cold, warm with warm, containers with the "
+    "`process` floor and VMs with the `qemu` floor, from the same run.",
+    "**cold**: nothing of the instance exists before the clock (a resident server or daemon "
+    "may run); **warm**: the backend's own preparation runs before the clock.",
+    "start → READY: from the start (or resume) request until the workload's READY line.",
+    "stop: from the stop request until the instance's last process exited (seen through a "
+    "pidfd; for VMs QEMU's exit); clean-up (`cleanup_s`) is timed apart.",
+    "Turns run in an order shuffled each round from the seed below; each sample records its "
+    "position in the round.",
+)
+
+
+def section(metadata: dict[str, Any]) -> list[str]:
+    """Markdown lines of the methodology of one run."""
+    lines = ["## Methodology", "", *(f"- {rule}" for rule in RULES), ""]
+    seed = metadata.get("order_seed")
+    lines.append(f"Turn order seed: `{seed}` (repeat with `cvbench run --seed {seed}`)."
+                 if seed is not None else "Turn order: not recorded (an older run).")
+    lines.append("")
+    for name, facts in metadata.get("backends", {}).items():
+        lines += _backend(name, facts)
+    return lines
+
+
+def _backend(name: str, facts: dict[str, Any]) -> list[str]:
+    lines = [f"### {name}", ""]
+    method = facts.get("method")
+    if not method:
+        return [*lines, "No method recorded (an older run, or a plug-in backend).", ""]
+    lines += ["| variant | before the clock | inside the clock |", "|---|---|---|"]
+    for variant, steps in method.get("variants", {}).items():
+        lines.append(f"| {variant} | {_cell(steps.get('before_clock'))} | "
+                     f"{_cell(steps.get('inside_clock'))} |")
+    lines += ["", f"- stop: {method.get('stop', '-')}", f"- clean-up: {method.get('remove', '-')}"]
+    if facts.get("cgroup_controllers"):
+        lines.append(f"- cgroup controllers: {', '.join(facts['cgroup_controllers'])}")
+    if facts.get("devices"):
+        lines.append(f"- device rules: {'; '.join(facts['devices'])}")
+    security = facts.get("security") or {}
+    for key, value in security.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"- {key.replace('_', ' ')}: {shown}")
+    for key in ("accel", "accel_reason", "guest"):
+        if key in facts:
+            lines.append(f"- {key.replace('_', ' ')}: {facts[key]}")
+    return [*lines, ""]
+
+
+def _cell(text: Any) -> str:
+    return str(text or "-").replace("|", "\\|")
+
+
+def order_effects(samples: pd.DataFrame, metric: str = "start_to_ready_s") -> list[str]:
+    """Markdown table: the median of ``metric`` by position in the round, per backend and
+    variant, so an order effect shows (going first or last should not matter)."""
+    data = samples[(samples.metric == metric) & samples.position.notna()]
+    if data.empty or data.position.nunique() < 2:
+        return []
+    table = (data.assign(position=data.position.astype(int))
+             .pivot_table(index=["backend", "variant"], columns="position", values="value",
+                          aggfunc="median"))
+    positions = list(table.columns)
+    lines = [f"## Order effects: median {metric} by position in the round", "",
+             "| backend | variant | " + " | ".join(str(p) for p in positions) + " |",
+             "|---|---|" + "---:|" * len(positions)]
+    for (backend, variant), row in table.iterrows():
+        cells = " | ".join("-" if pd.isna(row[p]) else _seconds(row[p]) for p in positions)
+        lines.append(f"| {backend} | {variant or '-'} | {cells} |")
+    return [*lines, ""]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g} s" if value >= 1 else f"{value * 1000:.3g} ms"

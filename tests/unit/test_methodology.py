@@ -1,0 +1,33 @@
+"""The report's methodology section and order-effect table, from metadata and samples."""
+
+from __future__ import annotations
+
+import pandas as pd
+from fakes import FakeBackend
+
+from harness import methodology
+
+
+def test_section_says_what_each_backend_did_before_and_inside_the_clock() -> None:
+    metadata = {"order_seed": 42, "backends": {
+        "fake": {**FakeBackend().describe(), "cgroup_controllers": ["memory", "pids"],
+                 "security": {"seccomp": {"default_action": "SCMP_ACT_ERRNO"},
+                              "capabilities": ["CAP_KILL"]}},
+        "old": {"accel": "none"}}}
+    text = "\n".join(methodology.section(metadata))
+    assert "cvbench run --seed 42" in text
+    assert "| cold | nothing | a record |" in text and "| warm | a record | an event |" in text
+    assert "- stop: an event" in text and "- clean-up: the record" in text
+    assert "cgroup controllers: memory, pids" in text
+    assert "seccomp: default_action SCMP_ACT_ERRNO" in text and "capabilities: CAP_KILL" in text
+    assert "No method recorded" in text  # the backend of an older run
+
+
+def test_order_effects_table_by_position() -> None:
+    samples = pd.DataFrame([
+        {"backend": "a", "variant": "cold", "metric": "start_to_ready_s", "position": p,
+         "value": v} for p, v in ((0, 0.001), (1, 0.003), (0, 0.001), (1, 0.005))])
+    lines = methodology.order_effects(samples)
+    assert lines[2] == "| backend | variant | 0 | 1 |"
+    assert lines[4] == "| a | cold | 1 ms | 4 ms |"
+    assert methodology.order_effects(samples[samples.position == 0]) == []  # one position
