@@ -2,11 +2,13 @@
 
 A container gets its spec's ``linux.resources.devices`` (cvbench's spec: deny everything,
 ``{"allow": false, "access": "rwm"}``) followed by the runtime's default allow list, as crun
-and runc do. :data:`DEFAULT_ALLOW` is crun 1.8's list, in crun's order (read from
-``devices.list`` of a running crun container on a cgroup v1 host): mknod of any character or
-block device (still refused without CAP_MKNOD), then null, random, full, tty, zero, urandom,
-console, ptmx and the pseudo-terminals. runc 1.1's list differs in two entries: it has
-``/dev/net/tun`` (``c 10:200 rwm``) and not ``/dev/console`` (``c 5:1 rwm``).
+and runc do. Read from ``devices.list`` of running containers on a cgroup v1 host, given
+only the deny-all rule: crun 1.8 allows mknod of any character or block device (still refused
+without CAP_MKNOD), then null, random, full, tty, zero, urandom, console (``c 5:1``), the
+pseudo-terminals and ptmx; runc 1.1 the same but ``/dev/net/tun`` (``c 10:200``) instead of
+the console. The OCI backends write the union of the two lists into every ``config.json``
+(``harness.backends.oci.bundle.DEVICE_RULES``), so crun and runc containers both end up with
+it; :data:`DEFAULT_ALLOW` is that union, so ``ours`` gets the very same ``devices.list``.
 
 On cgroup v1 the rules are lines written to ``devices.deny``/``devices.allow`` of the
 container's ``devices`` cgroup (:meth:`DeviceRule.v1_line`). On cgroup v2 there is no such
@@ -81,12 +83,28 @@ DEFAULT_ALLOW: tuple[DeviceRule, ...] = (
     _char(5, 0),  # /dev/tty
     _char(1, 5),  # /dev/zero
     _char(1, 9),  # /dev/urandom
-    _char(5, 1),  # /dev/console
+    _char(5, 1),  # /dev/console (crun's default)
     _char(136, None),  # /dev/pts/*
     _char(5, 2),  # /dev/ptmx
+    _char(10, 200),  # /dev/net/tun (runc's default)
 )
 
 
 def container_rules(spec_rules: Sequence[DeviceRule]) -> tuple[DeviceRule, ...]:
     """What a container's device cgroup gets: the spec's rules, then the default allow list."""
     return (*spec_rules, *DEFAULT_ALLOW)
+
+
+def v1_list(rules: Sequence[DeviceRule]) -> list[str] | None:
+    """The sorted ``devices.list`` lines a v1 devices cgroup shows after ``rules`` (which must
+    start with a deny-all rule; None otherwise: then it depends on the parent's list)."""
+    if not rules or rules[0] != DENY_ALL:
+        return None
+    allowed: list[str] = []
+    for rule in rules[1:]:
+        line = rule.v1_line()
+        if rule.allow and line not in allowed:
+            allowed.append(line)
+        elif not rule.allow and line in allowed:
+            allowed.remove(line)
+    return sorted(allowed)

@@ -151,8 +151,10 @@ class Seccomp:
 
     @cached_property
     def digest(self) -> str:
-        """sha256 of the section's canonical JSON."""
-        return hashlib.sha256(json.dumps(self.to_oci(), sort_keys=True).encode()).hexdigest()
+        """sha256 of the section's canonical JSON (sorted keys, no spaces): the same digest
+        as ``harness.backends.oci.profile.seccomp_summary`` gives its ``config.json`` copy."""
+        canonical = json.dumps(self.to_oci(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_oci(self) -> dict[str, Any]:
         section: dict[str, Any] = {"defaultAction": self.default_action}

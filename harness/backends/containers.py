@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from harness.backends.base import BackendError, InstanceSpec
+from harness.backends.oci import profile as oci_profile
 from runtime.spec import (
     SECCOMP_PROFILE_ANNOTATION,
     SECCOMP_SHA256_ANNOTATION,
@@ -36,30 +37,19 @@ def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
 
 
 def security(spec: Spec) -> dict[str, Any]:
-    """The isolation profile of ``spec`` for ``describe()["security"]``: namespaces,
-    capabilities, masked and read-only paths, no_new_privs, and the seccomp profile (file,
-    its sha256, the resolved section's sha256, default action, number of rules)."""
-    section = spec.linux.seccomp
-    seccomp: dict[str, Any] | None = None
-    if section is not None:
-        seccomp = {
+    """The isolation profile of ``spec`` for ``describe()["security"]``: what
+    :func:`harness.backends.oci.profile.security` reports for the spec's ``config.json``
+    (namespaces, capabilities, masked and read-only paths, no_new_privileges, the seccomp
+    section's sha256, default action and rule count), the same dict for every container
+    backend, plus the seccomp profile's file and its sha256."""
+    profile = oci_profile.security(spec.to_oci())
+    if profile["seccomp"] is not None:
+        profile["seccomp"] = {
+            **profile["seccomp"],
             "profile": spec.annotations.get(SECCOMP_PROFILE_ANNOTATION),
             "profile_sha256": spec.annotations.get(SECCOMP_SHA256_ANNOTATION),
-            "section_sha256": section.digest,
-            "default_action": section.default_action,
-            "rules": len(section.syscalls),
         }
-    caps = spec.process.capabilities
-    return {
-        "namespaces": [ns.type for ns in spec.linux.namespaces],
-        "capabilities": {"bounding": list(caps.bounding), "effective": list(caps.effective),
-                         "permitted": list(caps.permitted),
-                         "inheritable": list(caps.inheritable)},
-        "masked_paths": list(spec.linux.masked_paths),
-        "readonly_paths": list(spec.linux.readonly_paths),
-        "no_new_privs": spec.process.no_new_privileges,
-        "seccomp": seccomp,
-    }
+    return profile
 
 
 def default_security() -> dict[str, Any]:

@@ -153,16 +153,17 @@ class OursBackend:
         except cgroups.CgroupError:
             mode, driver = "none", None
         v1 = isinstance(driver, cgroups.V1Driver)
-        rules = devices.container_rules([devices.DENY_ALL])
+        rules = devices.container_rules([devices.DENY_ALL])  # the default spec's, then ours
         return {
             "runtime": "cvbench",
             "version": VERSION,
             "cgroup_mode": mode,
             "launcher": "fork server (python -S): unshare + fork, overlay inside the mount ns",
             "method": METHOD.as_dict(),
-            "cgroup_controllers": driver.controllers() if driver else [],
-            "devices": [rule.describe() for rule in rules] if v1 else
-            "none: no device filter on cgroup v2 (crun and runc attach an eBPF one)",
+            # as crun's and runc's are observed: sorted hierarchies, sorted devices.list lines
+            "cgroup_controllers": sorted(driver.controllers()) if driver else None,
+            "devices": devices.v1_list(rules) if v1 else
+            ["none: no device filter on cgroup v2 (crun and runc attach an eBPF program)"],
             "security": default_security(),
         }
 

@@ -48,7 +48,7 @@ def test_backend_cycle_and_memory(backend, built_image):
     assert "memory" in description["cgroup_controllers"]
     seccomp = description["security"]["seccomp"]
     assert seccomp["default_action"] == "SCMP_ACT_ERRNO" and len(seccomp["profile_sha256"]) == 64
-    assert description["security"]["no_new_privs"] is True
+    assert description["security"]["no_new_privileges"] is True
 
 
 def test_cold_start_makes_no_spare(backend, built_image):

@@ -220,3 +220,13 @@ def test_v2_swap_is_disabled_when_available(tmp_path: Path):
     driver._apply = apply
     driver.create("cvbench-p/c3", Limits(memory_bytes=16 << 20))
     assert (directory / "memory.swap.max").read_text() == "0"
+
+
+def test_the_devices_list_a_rule_sequence_leaves():
+    rules = devices.container_rules([devices.DENY_ALL])
+    listed = devices.v1_list(rules)
+    assert listed == sorted(r.v1_line() for r in devices.DEFAULT_ALLOW)
+    assert {"c 5:1 rwm", "c 10:200 rwm", "c *:* m", "b *:* m"} <= set(listed)  # crun + runc
+    assert devices.v1_list([*rules, devices.DeviceRule(False, "c", 5, 1)]) == [
+        line for line in listed if line != "c 5:1 rwm"]
+    assert devices.v1_list(devices.DEFAULT_ALLOW) is None  # no deny-all first: unknown
