@@ -52,12 +52,19 @@ def _variant_run(results_dir: Path, run_id: str = "v", floor: bool = True) -> Pa
     return writer.directory
 
 
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    """The report of a quick-suite-shaped run (every kind, every backend), reference crun."""
+    results_dir = tmp_path_factory.mktemp("full") / "results"
+    run_dir = make_run(results_dir, "r", seed=1, repetitions=10)
+    return report.write_report([run_dir], reference={"container": "crun"})
+
+
 # ------------------------------------------------------------------ files and sections
 
 
-def test_built_in_kinds_draw_their_charts(tmp_path) -> None:
-    run_dir = make_run(tmp_path / "results", "r", seed=1, repetitions=5)
-    output = report.write_report([run_dir], tmp_path / "report")
+def test_built_in_kinds_draw_their_charts(full_report) -> None:
+    output = full_report
     assert sorted(p.name for p in output.iterdir()) == sorted(
         [f"{stem}.{suffix}" for stem in BUILT_IN_CHARTS for suffix in ("png", "svg")]
         + ["index.html", "summary.md"])
@@ -80,13 +87,12 @@ def test_a_kind_unknown_here_gets_its_summary_rows(tmp_path) -> None:
     assert "| **echo_s** | process | - | 4 | 1.50 ms |" in summary  # a generic headline
 
 
-def test_summary_is_headline_first_in_human_units_counters_apart(tmp_path) -> None:
-    run_dir = make_run(tmp_path / "results", "r", seed=1, repetitions=10)
-    summary = (report.write_report([run_dir]) / "summary.md").read_text()
+def test_summary_is_headline_first_in_human_units_counters_apart(full_report) -> None:
+    summary = (full_report / "summary.md").read_text()
     titles = re.findall(r"^## (.+)$", summary, re.M)
     assert titles[:2] == ["Headline", "Charts"] and titles[-1] == "Raw detail"
     top = _section(summary, "Headline")
-    assert "### startup: containers (floor `process`)" in top
+    assert "### startup: containers (floor `process`, reference `crun`)" in top
     assert "### memory: VMs, accel tcg (floor `qemu`)" in top
     assert not re.search(r"\d[eE][+-]\d", summary), "no scientific notation anywhere"
     for counter in INPUT_COUNTERS:
@@ -218,7 +224,7 @@ def test_every_chart_states_backend_variant_accel_and_unit(tmp_path) -> None:
     for text in ("ours", "warm", "cold", "no accel", "accel tcg", "ms"):
         assert text in svg, text
     run_dir = make_run(tmp_path / "results", "r", seed=1, repetitions=3, kinds=("memory",))
-    memory = (report.write_report([run_dir]) / "memory-memory.svg").read_text()
+    memory = report.memory_chart(report.load([run_dir]), "memory", tmp_path)[1].read_text()
     for text in ("ksm=on", "ksm=off", "VM, accel tcg", "container, no accel", "MiB"):
         assert text in memory, text
 
@@ -226,10 +232,8 @@ def test_every_chart_states_backend_variant_accel_and_unit(tmp_path) -> None:
 # ------------------------------------------------------------------ the page
 
 
-def test_page_is_self_contained_with_every_section(tmp_path) -> None:
-    run_dir = make_run(tmp_path / "results", "r", seed=1, repetitions=5)
-    page = (report.write_report([run_dir], reference={"container": "crun"})
-            / "index.html").read_text()
+def test_page_is_self_contained_with_every_section(full_report) -> None:
+    page = (full_report / "index.html").read_text()
     for section in ("headline", "charts", "methodology", "host", "detail"):
         assert f'<section id="{section}">' in page
     assert page.count("<figure") == len(BUILT_IN_CHARTS) == page.count("<svg")
@@ -276,14 +280,15 @@ def _set_commit(run_dir: Path, commit: str) -> None:
 def test_history_in_commit_order_with_baseline_and_regressions(tmp_path) -> None:
     results_dir = tmp_path / "results"
     old, new = _commits(tmp_path, ["2026-11-01T10:00:00", "2026-11-02T10:00:00"])
-    base = make_run(tmp_path / "made", "base", seed=1, repetitions=20)
+    kinds_ = ("startup", "memory")
+    base = make_run(tmp_path / "made", "base", seed=1, repetitions=20, kinds=kinds_)
     baseline.set_baseline(base, results_dir / "baseline")
     # started in the other order than their commits
     slow = make_run(results_dir, "20261127T120000-slow", seed=2, repetitions=20,
-                    started_at="2026-11-27T12:00:00+00:00",
+                    started_at="2026-11-27T12:00:00+00:00", kinds=kinds_,
                     shifts={("crun", "start_to_ready_s"): 1.6})
     same = make_run(results_dir, "20261127T130000-same", seed=3, repetitions=20,
-                    started_at="2026-11-27T13:00:00+00:00")
+                    started_at="2026-11-27T13:00:00+00:00", kinds=kinds_)
     _set_commit(slow, new)
     _set_commit(same, old + "-dirty")
     runs = history.find_runs(results_dir)
@@ -320,9 +325,9 @@ def test_history_without_baseline_gates_each_run_on_the_previous(tmp_path) -> No
 
 def test_cli_report_reference_history_and_compare_page(tmp_path, capsys) -> None:
     results_dir = tmp_path / "results"
-    make_run(results_dir, "base", seed=1, repetitions=10)
+    make_run(results_dir, "base", seed=1, repetitions=10, kinds=("startup",))
     make_run(results_dir, "cand", seed=2, repetitions=10, started_at="2026-11-27T11:00:00+00:00",
-             shifts={("crun", "start_to_ready_s"): 1.5})
+             shifts={("crun", "start_to_ready_s"): 1.5}, kinds=("startup",))
     args = ["--results-dir", str(results_dir)]
     assert main(["report", "cand", "--reference", "crun,libvirt", *args]) == 0
     assert "× libvirt (same variant)" in (results_dir / "cand/report/index.html").read_text()
