@@ -159,7 +159,8 @@ def test_ratios_pair_cold_with_cold_and_warm_with_warm(tmp_path) -> None:
     assert vm.to_reference is None  # the reference is a container
     summary = (report.write_report([run_dir], reference={"container": "crun"})
                / "summary.md").read_text()
-    assert re.search(r"\| ours \| warm \| 12 \| \S+ [µm]s \| \S+ [µm]s \| \*\*2\.0\d×\*\* ", summary)
+    assert re.search(r"\| ours \| warm \| 12 \| \S+ [µm]s \| \S+ [µm]s \| \*\*2\.0\d×\*\* ",
+                     summary)
     assert "- (no qemu in this run)" in summary
 
 
