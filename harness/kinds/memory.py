@@ -190,7 +190,7 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
         axis.set_title(f"{scenario}: memory per instance, MiB\n{accel_text(members)}",
                        fontsize=10)
         axis.margins(y=0.25)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return save(figure, output, f"{scenario}-memory")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import methodology, results
+from harness import methodology, normalize, results
 from harness.backends import registry
 from harness.charts import latency_chart
 from harness.kinds import registry as kinds
@@ -43,10 +43,10 @@ CAPTIONS = {
                         "sample, p50/p95/p99 marked; log scale.",
     "stop_s": "stop → gone (until the last process exited) per backend and variant: box and "
               "every sample, p50/p95/p99 marked; log scale.",
-    "density": "Density ramp, one row per family: host memory used as instances pile up "
+    "density": "the ramp, one row per family: host memory used as instances pile up "
                "(linear, with each backend's slope in MiB per instance; readings at or below "
                "zero are noise, circled), and launch time per instance (log scale).",
-    "memory": "Memory per instance by each view, median per backend and KSM variant, one "
+    "memory": "memory per instance by each view, median per backend and KSM variant, one "
               "panel per family on a linear MiB axis; hatched bars at or below zero are noise.",
 }
 
@@ -56,10 +56,18 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
     frames = []
     for run_dir in run_dirs:
         frame = results.load_samples(run_dir)
-        # one fixed order (process, ours, crun, runc, libvirt), not order of appearance
-        order = {name: index for index, name in enumerate(registry.names())}
-        frame = frame.sort_values("backend", key=lambda b: b.map(order).fillna(len(order)),
-                                  kind="stable")
+        # one fixed order (process, ours, crun, runc, qemu, libvirt; cold before warm), not
+        # the order of appearance
+        ranks = {
+            "scenario": {name: index for index, name in enumerate(dict.fromkeys(
+                frame.scenario))},  # as the run went
+            "backend": {name: index for index, name in enumerate(registry.names())},
+            "variant": {name: index for index, name in enumerate(headline.VARIANT_ORDER)},
+        }
+        frame = frame.sort_values(
+            ["scenario", "backend", "variant"], kind="stable",
+            key=lambda c: c.map(normalize.plain).map(ranks[str(c.name)]).fillna(
+                len(ranks[str(c.name)])))
         start_variant = frame["variant"].isin(["cold", "warm"])  # never mixed in a series
         frame["series"] = frame["backend"].where(
             ~start_variant, frame["backend"] + " " + frame["variant"].astype(str))

@@ -268,9 +268,13 @@ def _ratio_to(measure: Measure, values: np.ndarray, backend: str, other: str | N
         return Ratio(1.0, note=role)
     other_values = groups.get((measure.metric, run, other, variant))
     if other_values is None or not len(other_values):
-        present = any(key[:3] == (measure.metric, run, other) for key in groups)
-        return Ratio(math.nan, note=f"no {other} {variant or 'of this variant'}" if present
-                     else f"no {other} in this run")
+        if any(key[:3] == (measure.metric, run, other) for key in groups):
+            why = f"no {other} {variant or 'of this variant'}"
+        elif any(key[1:3] == (run, other) for key in groups):
+            why = f"{other} has no {measure.label}"
+        else:
+            why = f"no {other} in this run"
+        return Ratio(math.nan, note=why)
     return ratio_of_medians(values, other_values, seed, other)
 
 

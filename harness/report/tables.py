@@ -113,13 +113,20 @@ def headline_html(tables: list[Table]) -> str:
 
     if not tables:
         return "<p>No results to summarise.</p>"
+    from harness.kinds import registry as kinds
+
     parts = [f'<p class="lede">{_legend_html()}</p>']
+    scenario = None
     for table in tables:
+        if table.scenario != scenario:
+            scenario = table.scenario
+            what = kinds.info(table.kind).summary if table.kind in kinds.names() else table.kind
+            parts.append(f"<h3>{esc(scenario)} <span class=\"note\">({esc(what)})</span></h3>")
         headers = _headers(table)[1:]  # the measure heads its group of rows instead
         numeric = {i for i, h in enumerate(headers)
                    if h in ("n", "median", "p95") or h.startswith("×")}
-        caption = (f"{table.title}: every ratio pairs the same run and variant; floor "
-                   f"<code>{esc(table.floor)}</code>"
+        caption = (f"<strong>{esc(table.title)}</strong>: every ratio pairs the same run and "
+                   f"variant; floor <code>{esc(table.floor)}</code>"
                    + (f", reference <code>{esc(table.reference)}</code>" if table.reference
                       else ""))
         out = [f'<div class="scroll"><table class="headline" data-scenario="{esc(table.scenario)}"'
