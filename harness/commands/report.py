@@ -1,5 +1,9 @@
-"""``cvbench report RUN...``: one HTML page, a Markdown summary and charts of one or more runs;
-``cvbench report --history results/``: every metric across every run, in commit order."""
+"""One page (index.html), a Markdown summary (summary.md) and charts of one or more runs; or,
+with --history, every metric of every run in commit order, the gate's regressions marked.
+
+``cvbench report RUN... [--reference crun]`` (:mod:`harness.report`),
+``cvbench report --history results/`` (:mod:`harness.report.history`).
+"""
 
 from __future__ import annotations
 
