@@ -2,7 +2,8 @@
 
 ``cvbench compare BASELINE CANDIDATE``: the regression gate (:mod:`harness.gate`). Prints the
 table, optionally writes it as Markdown (``--markdown``, and appended to
-``$GITHUB_STEP_SUMMARY`` when set); exit 1 on a regression, 2 when the runs cannot be
+``$GITHUB_STEP_SUMMARY`` when set) and as a page (``--html``: verdicts, distributions side by
+side, methodology, host and versions); exit 1 on a regression, 2 when the runs cannot be
 compared.
 """
 
@@ -34,6 +35,9 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help=f"significance level (default {DEFAULT_ALPHA})")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write a self-contained page: verdicts, both distributions "
+                             "side by side, methodology, host and versions")
     parser.add_argument("--allow-image-change", action="store_true",
                         help="compare runs made with different image digests")
     parser.set_defaults(func=handle)
@@ -65,6 +69,11 @@ def handle(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, markdown)
         log.info("Markdown written to %s", path)
+    if args.html:
+        from harness.report import comparison as page
+
+        written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
+        log.info("page written to %s", written)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a") as summary:
