@@ -9,6 +9,11 @@ from typing import Any
 
 import pandas as pd
 
+# How the report's ratios get their confidence intervals (harness.report.headline).
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+
 RULES = (
     "Ratios compare like with like: cold with cold, warm with warm, containers with the "
     "`process` floor and VMs with the `qemu` floor, from the same run.",
@@ -19,6 +24,15 @@ RULES = (
     "pidfd; for VMs QEMU's exit); clean-up (`cleanup_s`) is timed apart.",
     "Turns run in an order shuffled each round from the seed below; each sample records its "
     "position in the round.",
+    "A ratio is the ratio of two medians of the same run, scenario, metric and variant; a "
+    "reference backend (`cvbench report --reference`) is compared within its own family only.",
+    f"Confidence intervals of ratios: {CONFIDENCE:.0%}, percentile bootstrap of the ratio of "
+    f"medians, both samples resampled independently, {BOOTSTRAP_RESAMPLES:,} resamples, seed "
+    f"{BOOTSTRAP_SEED}; a ratio whose interval excludes 1 is a real difference, one whose "
+    "interval includes 1 may be noise.",
+    "Memory: a host-wide delta (MemAvailable, or the memory the kernel and processes account "
+    "for) divided by the instance count moves by a few MiB on its own; small or negative "
+    "per-instance deltas at low counts are noise, shown as measured.",
 )
 
 

@@ -1,9 +1,24 @@
 """Resource limits through cgroups: one interface, a v1 and a v2 driver.
 
-A container's cgroup is ``<parent>/<name>`` in every controller hierarchy the driver uses
-(v1: ``memory``, ``pids`` and, when limited, ``cpu``; v2: the unified tree). The parent is a
-``cvbench-*`` directory. Drivers take the cgroupfs root as a parameter so that both code
-paths can be unit-tested on a plain directory.
+A container's cgroup is ``<parent>/<name>``; the parent is a ``cvbench-*`` directory. Drivers
+take the cgroupfs root as a parameter so that both code paths can be unit-tested on a plain
+directory.
+
+What a container gets, the same as crun 1.8 and runc 1.1 make for it (checked on a hybrid
+Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running containers):
+
+- **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
+  (here: blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
+  whether limited or not, and the container's init joins each one. The new ``cpuset`` cgroup
+  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined), the
+  ``devices`` cgroup the spec's rules then the runtime's default allow list
+  (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
+  tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
+  hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there (with
+  no controller in it on this host). ``ours`` does what crun does.
+- **v2 hosts**: one directory in the unified tree with memory, pids and cpu enabled from the
+  root down. crun and runc also attach an eBPF device filter (``BPF_CGROUP_DEVICE``) made
+  from the device rules; ``ours`` does not (no device filter on v2, said in ``describe()``).
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ from pathlib import Path
 
 from hostkit import mountinfo as hostkit_mountinfo
 from hostkit.procs import wait_pidfd
+from runtime.devices import DeviceRule
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -30,6 +46,7 @@ class Limits:
     pids: int | None = None
     cpu_quota_us: int | None = None
     cpu_period_us: int = 100000
+    devices: tuple[DeviceRule, ...] = ()  # in order; v1 only (see the module docstring)
 
 
 def detect_mode(mountinfo: str | None = None) -> str:
@@ -90,6 +107,10 @@ class Driver:
         raise NotImplementedError
 
     def _apply(self, path: str, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def controllers(self) -> list[str]:
+        """The hierarchies (v1) or controllers (v2) a container's cgroup is made in."""
         raise NotImplementedError
 
     def _prepare_parent(self, parent: str) -> None:
@@ -208,26 +229,34 @@ def _rmdir(directory: Path) -> None:
 
 
 class V1Driver(Driver):
-    """Legacy hierarchies: one directory per controller."""
+    """Legacy hierarchies: one directory per hierarchy, in every mounted v1 hierarchy."""
 
     mode = "v1"
-    CONTROLLERS: tuple[str, ...] = ("memory", "pids", "cpu")
+
+    def __init__(self, root: Path = CGROUP_ROOT, hierarchies: tuple[str, ...] | None = None
+                 ) -> None:
+        super().__init__(root)
+        self.hierarchies = v1_hierarchies(self.root) if hierarchies is None else hierarchies
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
-        controllers: tuple[str, ...] = self.CONTROLLERS
-        if limits is not None:  # memory always (accounting, OOM); pids and cpu only when limited
-            controllers = ("memory",)
-            if limits.pids is not None:
-                controllers += ("pids",)
-            if limits.cpu_quota_us is not None:
-                controllers += ("cpu",)
-        return [self.root / c / path for c in controllers]
+        return [self.root / h / path for h in self.hierarchies]
+
+    def controllers(self) -> list[str]:
+        return list(self.hierarchies)
 
     def _prepare_parent(self, parent: str) -> None:
-        for controller in self.CONTROLLERS:
-            (self.root / controller / parent).mkdir(exist_ok=True)
+        for hierarchy in self.hierarchies:
+            (self.root / hierarchy / parent).mkdir(exist_ok=True)
+        if "cpuset" in self.hierarchies:
+            _inherit_cpuset(self.root / "cpuset" / parent)
 
     def _apply(self, path: str, limits: Limits) -> None:
+        if "cpuset" in self.hierarchies:
+            _inherit_cpuset(self.root / "cpuset" / path)
+        if limits.devices and "devices" in self.hierarchies:
+            devices = self.root / "devices" / path
+            for rule in limits.devices:
+                _write(devices / rule.v1_file(), rule.v1_line(), "device rule")
         if limits.memory_bytes is not None:
             memory = self.root / "memory" / path
             _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes), "memory limit")
@@ -258,6 +287,9 @@ class V2Driver(Driver):
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
         return [self.root / path]
+
+    def controllers(self) -> list[str]:
+        return list(self.CONTROLLERS)
 
     def _enable(self, directory: Path) -> None:
         wanted = set(self.CONTROLLERS)
@@ -322,16 +354,40 @@ def driver(mode: str | None = None, root: Path = CGROUP_ROOT) -> Driver:
     raise CgroupError(f"unknown cgroup mode {mode!r}")
 
 
+def v1_hierarchies(root: Path = CGROUP_ROOT) -> tuple[str, ...]:
+    """Every v1 hierarchy mounted under ``root``, memory first (it lists the processes): each
+    directory that is not an alias (symlink) nor the cgroup2 tree (which has
+    ``cgroup.controllers``)."""
+    try:
+        entries = [e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return ("memory",)
+    names = sorted(e.name for e in entries
+                   if not os.path.exists(os.path.join(e.path, "cgroup.controllers")))
+    return ("memory", *(name for name in names if name != "memory"))
+
+
+def _inherit_cpuset(directory: Path) -> None:
+    """Give a new v1 cpuset cgroup its parent's CPUs and memory nodes (empty ones cannot be
+    joined), as crun and runc do."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        own = _read(directory / name)
+        if own is None or own.strip():
+            continue
+        inherited = _read(directory.parent / name)
+        if inherited and inherited.strip():
+            _write(directory / name, inherited.strip(), name)
+
+
 def every_hierarchy(mode: str | None = None, root: Path = CGROUP_ROOT) -> Driver:
     """A driver for cgroups made in every hierarchy mounted under ``root`` (as OCI runtimes make
-    them), not only in the controllers ``ours`` uses: on v1 and hybrid hosts each directory
-    under ``root`` (``name=systemd`` and ``unified`` too), memory first, as it lists the
-    processes; on v2 the one tree."""
+    them, the unified tree of a hybrid host too, where runc makes one): on v1 and hybrid hosts
+    each directory under ``root`` (``name=systemd`` and ``unified`` too), memory first, as it
+    lists the processes; on v2 the one tree."""
     mode = mode or detect_mode()
     if mode == "v2":
         return V2Driver(root)
-    every = V1Driver(root)
-    if root.is_dir():
-        names = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
-        every.CONTROLLERS = ("memory", *(name for name in names if name != "memory"))
-    return every
+    if not root.is_dir():
+        return V1Driver(root, ("memory",))
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    return V1Driver(root, ("memory", *(name for name in names if name != "memory")))

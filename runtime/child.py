@@ -4,18 +4,20 @@ It is already PID 1 of a new pid namespace. In order: unshare the other namespac
 cgroup one and bring loopback up, mount the overlay root, join the cgroups and unshare the
 cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
 network when asked, mount the rest and pivot into the root, set the hostname, apply
-rlimits, drop capabilities, set no_new_privs, exec. Any failure is written as one
-``cvbench-error: ...`` line (:data:`runtime.readiness.ERROR_PREFIX`) on the READY pipe and
-the child exits 127. Imports stay light: this module is loaded by the small fork server.
+rlimits, drop capabilities, set no_new_privs, install the seccomp filter, exec. Any failure
+is written as one ``cvbench-error: ...`` line (:data:`runtime.readiness.ERROR_PREFIX`) on the
+READY pipe and the child exits 127. Imports stay light: this module is loaded by the small
+fork server.
 
-A *spare* is such a child forked ahead of time: it has already unshared the mount, uts, ipc
-and network namespaces, made its mounts private, brought loopback up and warmed up the plan
-decoder, and waits on a socket for the plan of the next container that wants exactly those
-namespaces. That moves fork, namespace creation and first-touch costs off the launch path.
+A *spare* (:func:`spare`) is such a child forked ahead of time for one warm container, on
+request (never on its own): it unshares that container's namespaces but the cgroup one, makes
+its mounts private, brings loopback up, warms up the plan decoder, says so on its socket and
+waits there for the container's plan, then does the rest (:func:`run` with ``prepared``).
 """
 
 from __future__ import annotations
 
+import binascii
 import fcntl
 import json
 import os
@@ -50,27 +52,30 @@ def drop_capabilities(keep: CapSets, last_cap: int) -> None:
     sc.capset(keep.effective, keep.permitted, keep.inheritable)
 
 
-SPARE_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
-
-
 def _reset_signals() -> None:
     for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
 
 
-def spare(sock: socket.socket, last_cap: int) -> NoReturn:
-    """Prepare the namespaces, then wait for a plan and run it; never returns."""
+SPARE_READY = b"ready"
+
+
+def spare(sock: socket.socket, last_cap: int, unshare: int, loopback: bool) -> NoReturn:
+    """Prepare the namespaces (``unshare``: CLONE_NEW* flags, the cgroup one excepted), say
+    :data:`SPARE_READY` on ``sock``, then wait for the plan and run it; never returns."""
     try:
         _reset_signals()
-        sc.unshare(SPARE_FLAGS)
+        sc.unshare(unshare)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-        loopback_up()
-        _warm_up_decoder()
+        if loopback:
+            loopback_up()
+        _warm_up_decoder(unshare)
+        sock.send(SPARE_READY)
         data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
     except BaseException:  # a broken spare just goes away
         os._exit(126)
     if not data or not fds:
-        os._exit(0)  # the server is gone or closing
+        os._exit(0)  # discarded, or the server is gone
     sock.close()
     try:  # the launch request, forwarded by the server
         plan = LaunchPlan.from_dict(json.loads(data)["plan"])
@@ -79,12 +84,12 @@ def spare(sock: socket.socket, last_cap: int) -> NoReturn:
     run(plan, fds[0], fds[1] if len(fds) > 1 else None, last_cap, prepared=True)
 
 
-def _warm_up_decoder() -> None:
+def _warm_up_decoder(unshare: int) -> None:
     """Decode a sample plan once, so that the first touch of the decoder's objects in this
     freshly forked process (copy-on-write faults, some 200 us) happens now, not on launch."""
     sample = LaunchPlan(
         new_pid=True,
-        unshare=SPARE_FLAGS,
+        unshare=unshare,
         loopback=True,
         cgroup_procs=("/cgroup.procs",),
         rootfs=Rootfs("/", "lowerdir=/", (Mount("/proc", "proc", "proc", 0, ""),), (), (), False),
@@ -92,6 +97,7 @@ def _warm_up_decoder() -> None:
         rlimits=(Rlimit(0, 0, 0),),
         caps=CapSets(0, 0, 0, 0),
         no_new_privs=True,
+        seccomp="",
         cwd="/",
         args=("/init",),
         env=(),
@@ -105,7 +111,7 @@ def run(
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
-    ``prepared``: a spare already did the SPARE_FLAGS namespaces, private mounts and loopback.
+    ``prepared``: a spare already did the namespaces, private mounts and loopback.
     """
     try:
         os.dup2(stdout_fd, 1)
@@ -141,10 +147,15 @@ def run(
             os.dup2(null, 0)
             os.close(null)
         os.chdir(plan.cwd)
+        env = dict(item.split("=", 1) for item in plan.env if "=" in item)
+        program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
+        if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
+            sc.seccomp_set_filter(program)
         drop_capabilities(plan.caps, last_cap)
         if plan.no_new_privs:
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-        env = dict(item.split("=", 1) for item in plan.env if "=" in item)
+            if program:  # last: from here on only what the profile allows, exec included
+                sc.seccomp_set_filter(program)
         os.execvpe(plan.args[0], plan.args, env)
     except BaseException as error:  # report anything, then die
         _fail(1, error)

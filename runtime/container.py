@@ -2,14 +2,19 @@
 destroys and lists containers.
 
 A container lives in ``state_dir()/containers/<name>/`` (see :mod:`runtime.containerdir`)
-and in the cgroup ``cvbench-<scope>/<name>`` (see :mod:`runtime.scopes`). Its overlay and
-other mounts exist only inside its own mount namespace, so the host's mount table does not
-grow with the number of containers and teardown is the namespace dying.
+and in the cgroup ``cvbench-<scope>/<name>`` of every hierarchy (see :mod:`runtime.scopes`,
+:mod:`runtime.cgroups`). Its overlay and other mounts exist only inside its own mount
+namespace, so the host's mount table does not grow with the number of containers and
+teardown is the namespace dying.
 
-The launch path (``start``) does no subprocess call, no sleep and no scan of other
-containers: one request to the fork server, which forks the container. After readiness the
-runtime holds no descriptor for the container; ``stop`` opens a pidfd only while it waits.
-Leftovers of crashed owners are removed by :func:`runtime.sweep.sweep_all`.
+Cold: ``create`` then ``start``; nothing of the container exists before ``create``. Warm:
+``create(..., spare=True)`` also has the fork server fork a *spare* for the container, which
+has its namespaces and loopback ready when ``create`` returns; ``start`` then only hands it
+the plan. The launch path (``start``) does no subprocess call, no sleep and no scan of other
+containers: one request to the fork server. After readiness the runtime holds no descriptor
+for the container; ``stop`` opens a pidfd only while it waits, and returns once the init
+exited and was reaped; ``destroy`` releases the rest. Leftovers of crashed owners are
+removed by :func:`runtime.sweep.sweep_all`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, containerdir, network
+from runtime import cgroups, containerdir, devices, network
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import launch_plan
@@ -69,9 +74,10 @@ class Runtime:
         register_scope()
 
     # -- lifecycle --------------------------------------------------------------------------
-    def create(self, spec: Spec, name: str) -> Container:
-        """Check everything and plan the launch, then make the directories and cgroup; start
-        nothing."""
+    def create(self, spec: Spec, name: str, *, spare: bool = False) -> Container:
+        """Check everything and plan the launch, then make the directories and cgroups; start
+        nothing. ``spare``: also have a spare child prepare the container's namespaces (warm),
+        and return once it is ready."""
         if not NAME_RE.match(name):
             raise ContainerError(
                 f"invalid container name {name!r}: use letters, digits, '.', '_' or '-' "
@@ -84,6 +90,7 @@ class Runtime:
             pids=res.pids_limit,
             cpu_quota_us=res.cpu_quota,
             cpu_period_us=res.cpu_period or 100000,
+            devices=devices.container_rules(res.devices),
         )
         try:
             spec.validate()
@@ -111,6 +118,12 @@ class Runtime:
             shutil.rmtree(directory, ignore_errors=True)
             raise ContainerError(f"cannot create {name}: {error}") from None
         self.containers[name] = container
+        if spare:
+            try:
+                container.spare = self.server.spare(plan)
+            except ForkServerError as error:
+                self.destroy(container)
+                raise ContainerError(f"cannot prepare {name}: {error}") from None
         return container
 
     def start(self, container: Container, output_fd: int | None = None) -> int:
@@ -131,8 +144,9 @@ class Runtime:
         if container.spec.network == "bridge":
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds.append(theirs.fileno())
+        spare, container.spare = container.spare, None
         try:
-            pid = self.server.launch(container.plan, fds)
+            pid = self.server.launch(container.plan, fds, spare)
         except ForkServerError as error:
             if read_fd is not None:
                 os.close(read_fd)
@@ -197,6 +211,9 @@ class Runtime:
         """Stop if needed, then release the network, cgroup and directory."""
         if container.state == "running":
             self.stop(container)
+        if container.spare is not None:
+            self.server.discard(container.spare)
+            container.spare = None
         if container.ready_fd is not None:
             os.close(container.ready_fd)
             container.ready_fd = None

@@ -6,28 +6,30 @@ Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file de
 attached with SCM_RIGHTS, one JSON reply.
 
 - ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
-  ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``: unshare(CLONE_NEWPID) in the
-  server, fork (the child is PID 1 of the new namespace and runs :func:`runtime.child.run`),
-  then setns back to the server's own pid namespace so the next fork is unaffected.
+  ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``. Cold: the server decodes the plan
+  (a malformed one is the reply's error), unshare(CLONE_NEWPID), forks (the child is PID 1
+  of the new namespace and runs :func:`runtime.child.run`), then setns back to its own pid
+  namespace so the next fork is unaffected. With ``"spare": pid`` the request (plan and fds)
+  goes to that spare instead, which decodes the plan (a malformed one is reported on the
+  READY pipe) and does the rest; a spare that is gone is an error, never a cold launch.
+- ``{"op": "spare", "new_pid": b, "unshare": flags, "loopback": b}`` -> ``{"pid": n}`` once
+  the spare is ready: a child forked for one warm container, which has unshared those
+  namespaces (the cgroup one excepted) and brought loopback up (:func:`runtime.child.spare`).
+  Spares are made only on request, one per request: never in the background.
+- ``{"op": "discard", "pid": n}`` -> ``{"status": wait status or null}``: end an unused spare.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
+- ``{"op": "ping"}`` -> ``{"pid": server pid, "spares": [pids]}``.
 
-With ``spares`` (the default) the server keeps one *spare* child forked ahead of time, which
-already is PID 1 of its pid namespace and has unshared mount, uts, ipc and network namespaces
-(see :func:`runtime.child.spare`). A launch that wants exactly those namespaces is forwarded
-to the spare (plan and fds over its socket), and a new spare is forked after the reply, so
-fork and namespace creation are off the launch path. The spare decodes the plan (and reports
-a malformed one on the READY pipe); the server only reads which namespaces it wants
-(:func:`runtime.plan.namespaces_of`). Other launches are decoded by the server (a malformed
-plan is the reply's error) and forked directly.
-
-Containers are children of the server, which keeps no per-container state or descriptor.
-It exits when its owner closes the socket (or dies); containers then live on, reparented.
+Containers are children of the server, which keeps no per-container state or descriptor
+(but one socket per spare not yet used). It exits when its owner closes the socket (or
+dies); containers then live on, reparented, and unused spares exit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.plan import LaunchPlan, namespaces_of
+from runtime.plan import LaunchPlan
 
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
@@ -47,7 +49,10 @@ class ForkServerError(Exception):
     """The fork server is gone or refused a request."""
 
 
-def serve(fd: int, spares: bool = True) -> None:
+SPARE_TIMEOUT_S = 10.0
+
+
+def serve(fd: int) -> None:
     """Server main loop (runs in the fork server process)."""
     from hostkit import syscalls as sc
     from runtime import child
@@ -56,6 +61,7 @@ def serve(fd: int, spares: bool = True) -> None:
     sock = socket.socket(fileno=fd)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     cap_last = last_cap()
+    spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
 
     def fork_child(new_pid: bool, target: Callable[..., object], *args: object) -> int:
         """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked)."""
@@ -65,24 +71,49 @@ def serve(fd: int, spares: bool = True) -> None:
             pid = os.fork()
             if pid == 0:
                 sock.close()
+                for other in spares.values():
+                    other.close()
                 target(*args)  # never returns
         finally:
             if new_pid:
                 sc.setns(own_pidns, sc.CLONE_NEWPID)
         return pid
 
-    def make_spare() -> tuple[int, socket.socket] | None:
+    def make_spare(request: dict[str, Any]) -> int:
+        new_pid, unshare, loopback = request["new_pid"], request["unshare"], request["loopback"]
+        if not (isinstance(new_pid, bool) and isinstance(unshare, int)
+                and isinstance(loopback, bool)):
+            raise ValueError("spare: new_pid and loopback must be booleans, unshare an int")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = fork_child(True, _run_spare, ours, theirs, cap_last)
-        except OSError:
+            pid = fork_child(new_pid, _run_spare, ours, theirs, cap_last,
+                             unshare & ~sc.CLONE_NEWCGROUP, loopback)
+        except BaseException:
             ours.close()
-            return None
+            raise
         finally:
             theirs.close()
-        return pid, ours
+        ours.settimeout(SPARE_TIMEOUT_S)
+        try:
+            ready = ours.recv(16)
+        except OSError:
+            ready = b""
+        if ready != child.SPARE_READY:
+            ours.close()
+            end(pid)
+            raise RuntimeError(f"spare {pid} failed to prepare its namespaces")
+        ours.settimeout(None)
+        spares[pid] = ours
+        return pid
 
-    spare = make_spare() if spares else None
+    def end(pid: int) -> int | None:
+        """Kill and reap our child ``pid`` (a spare); its wait status."""
+        try:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1]
+        except (ProcessLookupError, ChildProcessError):
+            return None
+
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
@@ -90,28 +121,24 @@ def serve(fd: int, spares: bool = True) -> None:
             return
         if not data:
             return
-        used_spare = False
         try:
             request = json.loads(data)
             op = request["op"]
             if op == "launch":
-                new_pid, unshare = namespaces_of(request["plan"]) or (False, 0)
-                pid = None
-                if (
-                    spare is not None
-                    and new_pid
-                    and unshare & ~sc.CLONE_NEWCGROUP == child.SPARE_FLAGS
-                ):
-                    spare_pid, spare_sock = spare
-                    spare, used_spare = None, True
+                spare_pid = request.get("spare")
+                if spare_pid is not None:
+                    spare = spares.pop(spare_pid, None)
+                    if spare is None:
+                        raise LookupError(f"no spare {spare_pid}")
                     try:
-                        socket.send_fds(spare_sock, [data], fds)  # the request has the plan
-                        pid = spare_pid
+                        socket.send_fds(spare, [data], fds)  # the request has the plan
                     except OSError:
-                        pass  # the spare died: fork a fresh child
+                        end(spare_pid)
+                        raise LookupError(f"spare {spare_pid} is gone") from None
                     finally:
-                        spare_sock.close()
-                if pid is None:
+                        spare.close()
+                    pid = spare_pid
+                else:
                     plan = LaunchPlan.from_dict(request["plan"])
                     pid = fork_child(
                         plan.new_pid,
@@ -122,6 +149,13 @@ def serve(fd: int, spares: bool = True) -> None:
                         cap_last,
                     )
                 reply: dict[str, Any] = {"pid": pid}
+            elif op == "spare":
+                reply = {"pid": make_spare(request)}
+            elif op == "discard":
+                spare = spares.pop(request["pid"], None)
+                if spare is not None:
+                    spare.close()
+                reply = {"status": end(request["pid"]) if spare is not None else None}
             elif op == "reap":
                 try:
                     reaped, status = os.waitpid(request["pid"], os.WNOHANG)
@@ -129,7 +163,7 @@ def serve(fd: int, spares: bool = True) -> None:
                 except ChildProcessError:
                     reply = {"status": None}
             elif op == "ping":
-                reply = {"pid": os.getpid(), "spare": spare[0] if spare else None}
+                reply = {"pid": os.getpid(), "spares": sorted(spares)}
             else:
                 reply = {"error": f"unknown op {op!r}"}
         except Exception as error:  # report to the client, keep serving
@@ -138,22 +172,20 @@ def serve(fd: int, spares: bool = True) -> None:
             for received in fds:
                 os.close(received)
         sock.send(json.dumps(reply).encode())
-        if spares and used_spare:
-            spare = make_spare()  # after the reply: off the launch path
 
 
-def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int) -> None:
+def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int, unshare: int,
+               loopback: bool) -> None:
     from runtime import child
 
     ours.close()
-    child.spare(theirs, cap_last)
+    child.spare(theirs, cap_last, unshare, loopback)
 
 
 class ForkServer:
     """Client side: starts the server on first use and talks to it (thread-safe)."""
 
-    def __init__(self, spares: bool = True) -> None:
-        self.spares = spares
+    def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -170,7 +202,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
             f"import sys; sys.path.insert(0, {PROJECT_ROOT!r}); "
-            f"from runtime.forkserver import serve; serve({theirs.fileno()}, {self.spares!r})"
+            f"from runtime.forkserver import serve; serve({theirs.fileno()})"
         )
         try:
             self._process = subprocess.Popen(
@@ -205,9 +237,26 @@ class ForkServer:
             raise ForkServerError(reply["error"])
         return reply
 
-    def launch(self, plan: LaunchPlan, fds: Sequence[int]) -> int:
-        """Fork a child that carries out ``plan``; its pid."""
-        return int(self.request({"op": "launch", "plan": plan.to_dict()}, fds)["pid"])
+    def launch(self, plan: LaunchPlan, fds: Sequence[int], spare: int | None = None) -> int:
+        """Fork a child that carries out ``plan`` (or hand it to ``spare``); its pid."""
+        message: dict[str, Any] = {"op": "launch", "plan": plan.to_dict()}
+        if spare is not None:
+            message["spare"] = spare
+        return int(self.request(message, fds)["pid"])
+
+    def spare(self, plan: LaunchPlan) -> int:
+        """Fork a spare with ``plan``'s namespaces and loopback; its pid, once it is ready."""
+        return int(self.request({"op": "spare", "new_pid": plan.new_pid,
+                                 "unshare": plan.unshare, "loopback": plan.loopback})["pid"])
+
+    def discard(self, spare: int) -> None:
+        """End an unused spare (nothing if the server is gone: then the spare is too)."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        try:
+            self.request({"op": "discard", "pid": spare})
+        except ForkServerError:
+            pass
 
     def reap(self, pid: int) -> int | None:
         """Wait status of our exited child ``pid`` (None if not ours or not exited)."""

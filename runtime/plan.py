@@ -86,6 +86,7 @@ class LaunchPlan:
     rlimits: tuple[Rlimit, ...]
     caps: CapSets
     no_new_privs: bool
+    seccomp: str  # base64 of the classic-BPF seccomp program ("" for none)
     cwd: str
     args: tuple[str, ...]
     env: tuple[str, ...]
@@ -159,13 +160,3 @@ def _strings(data: object, where: str) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise PlanError(f"{where}: expected a list of strings")
     return items
-
-
-def namespaces_of(data: object) -> tuple[bool, int] | None:
-    """``(new_pid, unshare)`` of an encoded plan, read without decoding the rest (None if
-    either is missing or malformed): what the fork server picks a spare child by."""
-    if isinstance(data, dict):
-        new_pid, unshare = data.get("new_pid"), data.get("unshare")
-        if isinstance(new_pid, bool) and isinstance(unshare, int):
-            return new_pid, unshare
-    return None

@@ -1,19 +1,25 @@
 """From a container spec to its :class:`runtime.plan.LaunchPlan` (parent side).
 
 Everything the child would otherwise have to work out is resolved here: namespace flags,
-capability masks, rlimit numbers, mount flags and the overlay options.
+capability masks, rlimit numbers, mount flags, the overlay options and the seccomp program.
+The program is compiled with libseccomp once per distinct ``linux.seccomp`` section and kept
+by the section's digest for the life of the process (crun and runc compile the section for
+every container instead).
 """
 
 from __future__ import annotations
 
+import base64
 import resource
 from pathlib import Path
 
 from hostkit import syscalls as sc
-from runtime import caps
+from runtime import caps, seccomp
 from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
 from runtime.spec import Mount as SpecMount
-from runtime.spec import Spec
+from runtime.spec import Seccomp, Spec
+
+_PROGRAMS: dict[str, str] = {}  # section digest -> base64 of its BPF program
 
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
@@ -41,7 +47,8 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str]) -> LaunchP
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
     work directories are inside), joining the cgroups through ``cgroup_procs``.
 
-    Raises ValueError on an unknown capability or an overlay path it cannot express.
+    Raises ValueError on an unknown capability or an overlay path it cannot express, and
+    SeccompError (a ValueError too) if the seccomp section cannot be compiled.
     """
     flags = 0
     for ns in spec.linux.namespaces:
@@ -69,10 +76,25 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str]) -> LaunchP
         ),
         caps=cap_sets(spec),
         no_new_privs=process.no_new_privileges,
+        seccomp=seccomp_program(spec.linux.seccomp),
         cwd=process.cwd,
         args=tuple(process.args),
         env=tuple(process.env),
     )
+
+
+def seccomp_program(section: Seccomp | None) -> str:
+    """The base64 BPF program of ``section`` ("" for None), compiled on first use only.
+
+    Raises :class:`runtime.seccomp.SeccompError` if it cannot be compiled.
+    """
+    if section is None:
+        return ""
+    program = _PROGRAMS.get(section.digest)
+    if program is None:
+        program = base64.b64encode(seccomp.compile_bpf(section.to_oci())).decode()
+        _PROGRAMS[section.digest] = program
+    return program
 
 
 def cap_sets(spec: Spec) -> CapSets:

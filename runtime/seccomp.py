@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ PROFILE_PACKAGE = "golang-github-containers-common"
 _NATIVE = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_ARCH_AARCH64")}
 
 
-class SeccompError(Exception):
+class SeccompError(ValueError):
     """The profile is missing or malformed, or the filter could not be built/installed."""
 
 
@@ -36,10 +37,7 @@ class Profile:
 
     path: Path
     data: dict[str, Any]
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()
+    digest: str  # sha256 of the file as read
 
     def describe(self) -> dict[str, Any]:
         """For run metadata: which profile, from which file, with which digest."""
@@ -48,11 +46,17 @@ class Profile:
                 "rules": len(self.data.get("syscalls", []))}
 
 
+def profile_path() -> Path:
+    """The default profile's file: ``CVBENCH_SECCOMP_PROFILE``, else the containers/Docker one."""
+    return Path(os.environ.get("CVBENCH_SECCOMP_PROFILE") or DEFAULT_PROFILE)
+
+
 def load_profile(path: Path | str | None = None) -> Profile:
-    """The profile at ``path`` (default: the containers/Docker default profile)."""
-    path = Path(path or os.environ.get("CVBENCH_SECCOMP_PROFILE") or DEFAULT_PROFILE)
+    """The profile at ``path`` (default: :func:`profile_path`)."""
+    path = Path(path or profile_path())
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = json.loads(raw)
     except FileNotFoundError:
         raise SeccompError(f"seccomp profile {path} missing: apt-get install {PROFILE_PACKAGE}"
                            " (scripts/setup.sh does)") from None
@@ -60,7 +64,7 @@ def load_profile(path: Path | str | None = None) -> Profile:
         raise SeccompError(f"seccomp profile {path} unreadable: {error}") from None
     if not isinstance(data, dict) or "defaultAction" not in data:
         raise SeccompError(f"seccomp profile {path} has no defaultAction")
-    return Profile(path, data)
+    return Profile(path, data, hashlib.sha256(raw).hexdigest())
 
 
 def _native(machine: str | None = None) -> tuple[str, str]:
@@ -82,7 +86,7 @@ def _applies(rule: dict[str, Any], caps: set[str], arch: str) -> bool:
     return not (excludes.get("caps") and set(excludes["caps"]) & caps)
 
 
-def to_oci(profile: Profile, capabilities: list[str] | set[str],
+def to_oci(profile: Profile, capabilities: Iterable[str],
            machine: str | None = None) -> dict[str, Any]:
     """The OCI ``linux.seccomp`` section of ``profile`` for a container holding
     ``capabilities`` on this machine's architecture."""
@@ -119,7 +123,11 @@ def compile_bpf(section: dict[str, Any]) -> bytes:
     Syscalls this libseccomp does not know on this architecture are skipped, as crun and
     runc skip them.
     """
-    import pyseccomp as seccomp
+    try:
+        import pyseccomp as seccomp
+    except (ImportError, OSError) as error:  # OSError: libseccomp.so.2 missing
+        raise SeccompError(f"cannot compile the seccomp filter: {error} (pip install pyseccomp;"
+                           " scripts/setup.sh does)") from None
 
     def action(name: str, errno_ret: int | None) -> int:
         if name == "SCMP_ACT_ALLOW":

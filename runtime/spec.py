@@ -2,25 +2,39 @@
 
 ``Spec.from_oci(json.load(...))`` reads a bundle's config; ``Spec.to_oci()`` writes one back.
 Only the fields this runtime honours are kept; unknown keys are ignored on input.
-Two cvbench annotations carry what OCI leaves to higher layers: ``cvbench.network``
-(``none`` | ``bridge`` | ``host``) and ``cvbench.image.digest`` (verified before start).
+cvbench annotations carry what OCI leaves to higher layers: ``cvbench.network``
+(``none`` | ``bridge`` | ``host``), ``cvbench.image.digest`` (verified before start) and, when
+the spec has the default seccomp profile, the profile's file and sha256.
 ``root.path`` is the read-only lower layer of the container's overlay root.
+
+:func:`default_spec` is the one spec ``ours``, crun and runc all run: the same namespaces,
+mounts, capabilities, masked and read-only paths, no_new_privs, device rules (deny all; each
+runtime adds its default allow list) and ``linux.seccomp`` section (the containers/Docker
+default profile resolved for the spec's capabilities, see :mod:`runtime.seccomp`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
+from functools import cache, cached_property
 from typing import Any
+
+from runtime import seccomp as profiles
+from runtime.devices import DENY_ALL, DeviceRule
 
 OCI_VERSION = "1.0.2"
 NETWORK_ANNOTATION = "cvbench.network"
 DIGEST_ANNOTATION = "cvbench.image.digest"
+SECCOMP_PROFILE_ANNOTATION = "cvbench.seccomp.profile"  # the profile file the section is from
+SECCOMP_SHA256_ANNOTATION = "cvbench.seccomp.profile.sha256"
 NETWORK_MODES = ("none", "bridge", "host")
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
 DEFAULT_NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
-# OCI's default set minus CAP_MKNOD: there is no devices cgroup to stop a container from
-# making (and opening) the host's block devices.
+# OCI's default set minus CAP_MKNOD: on a cgroup v2 host ``ours`` has no device filter to
+# stop a container from making (and opening) the host's block devices.
 DEFAULT_CAPABILITIES = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -106,6 +120,78 @@ class Resources:
     pids_limit: int | None = None
     cpu_quota: int | None = None  # microseconds per period
     cpu_period: int | None = None  # microseconds
+    devices: list[DeviceRule] = field(default_factory=list)  # in order, before the defaults
+
+
+@dataclass(frozen=True)
+class SeccompArg:
+    index: int
+    value: int
+    op: str  # SCMP_CMP_*
+    value_two: int | None = None
+
+
+@dataclass(frozen=True)
+class SeccompRule:
+    names: tuple[str, ...]
+    action: str  # SCMP_ACT_*
+    errno_ret: int | None = None
+    args: tuple[SeccompArg, ...] = ()
+
+
+@dataclass(frozen=True)
+class Seccomp:
+    """The OCI ``linux.seccomp`` section. Frozen, so that one (large) section is shared by
+    every spec made from the same profile; :attr:`digest` identifies it."""
+
+    default_action: str
+    architectures: tuple[str, ...] = ()
+    syscalls: tuple[SeccompRule, ...] = ()
+    default_errno_ret: int | None = None
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the section's canonical JSON (sorted keys, no spaces): the same digest
+        as ``harness.backends.oci.profile.seccomp_summary`` gives its ``config.json`` copy."""
+        canonical = json.dumps(self.to_oci(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_oci(self) -> dict[str, Any]:
+        section: dict[str, Any] = {"defaultAction": self.default_action}
+        if self.default_errno_ret is not None:
+            section["defaultErrnoRet"] = self.default_errno_ret
+        section["architectures"] = list(self.architectures)
+        section["syscalls"] = [_rule_to_oci(rule) for rule in self.syscalls]
+        return section
+
+    @classmethod
+    def from_oci(cls, data: dict[str, Any]) -> Seccomp:
+        return cls(
+            default_action=data["defaultAction"],
+            architectures=tuple(data.get("architectures") or ()),
+            syscalls=tuple(
+                SeccompRule(
+                    names=tuple(rule["names"]),
+                    action=rule["action"],
+                    errno_ret=rule.get("errnoRet"),
+                    args=tuple(SeccompArg(int(a["index"]), int(a.get("value", 0)), a["op"],
+                                          a.get("valueTwo")) for a in rule.get("args") or ()),
+                )
+                for rule in data.get("syscalls") or ()
+            ),
+            default_errno_ret=data.get("defaultErrnoRet"),
+        )
+
+
+def _rule_to_oci(rule: SeccompRule) -> dict[str, Any]:
+    data: dict[str, Any] = {"names": list(rule.names), "action": rule.action}
+    if rule.errno_ret is not None:
+        data["errnoRet"] = rule.errno_ret
+    if rule.args:
+        data["args"] = [{"index": a.index, "value": a.value,
+                         **({"valueTwo": a.value_two} if a.value_two is not None else {}),
+                         "op": a.op} for a in rule.args]
+    return data
 
 
 @dataclass
@@ -117,6 +203,7 @@ class Linux:
     masked_paths: list[str] = field(default_factory=lambda: list(DEFAULT_MASKED))
     readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY))
     cgroups_path: str | None = None
+    seccomp: Seccomp | None = None
 
     def has_namespace(self, kind: str) -> bool:
         return any(ns.type == kind for ns in self.namespaces)
@@ -193,10 +280,12 @@ class Spec:
                     pids_limit=res.get("pids", {}).get("limit"),
                     cpu_quota=res.get("cpu", {}).get("quota"),
                     cpu_period=res.get("cpu", {}).get("period"),
+                    devices=[DeviceRule.from_oci(d) for d in res.get("devices", [])],
                 ),
                 masked_paths=list(lin.get("maskedPaths", [])),
                 readonly_paths=list(lin.get("readonlyPaths", [])),
                 cgroups_path=lin.get("cgroupsPath"),
+                seccomp=Seccomp.from_oci(lin["seccomp"]) if lin.get("seccomp") else None,
             )
             mounts = [
                 Mount(
@@ -207,7 +296,7 @@ class Spec:
                 )
                 for m in data.get("mounts", [])
             ]
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise SpecError(f"invalid OCI config: missing or malformed {error}") from None
         spec = cls(
             process=process,
@@ -221,8 +310,11 @@ class Spec:
         spec.validate()
         return spec
 
-    def to_oci(self) -> dict[str, Any]:
-        """The OCI ``config.json`` dict for this spec (round-trips through from_oci)."""
+    def to_oci(self, *, seccomp: bool = True) -> dict[str, Any]:
+        """The OCI ``config.json`` dict for this spec (round-trips through from_oci).
+
+        ``seccomp=False`` leaves the (large) seccomp section out, e.g. for a state file.
+        """
         caps = self.process.capabilities
         resources: dict[str, Any] = {}
         res = self.linux.resources
@@ -232,6 +324,8 @@ class Spec:
             resources["pids"] = {"limit": res.pids_limit}
         if res.cpu_quota is not None:
             resources["cpu"] = {"quota": res.cpu_quota, "period": res.cpu_period or 100000}
+        if res.devices:
+            resources["devices"] = [rule.to_oci() for rule in res.devices]
         linux: dict[str, Any] = {
             "namespaces": [
                 {"type": n.type, **({"path": n.path} if n.path else {})}
@@ -243,6 +337,8 @@ class Spec:
         }
         if self.linux.cgroups_path:
             linux["cgroupsPath"] = self.linux.cgroups_path
+        if seccomp and self.linux.seccomp is not None:
+            linux["seccomp"] = self.linux.seccomp.to_oci()
         return {
             "ociVersion": self.oci_version,
             "process": {
@@ -346,10 +442,13 @@ def default_spec(
     args: list[str] | None = None,
     readonly: bool = False,
     sysfs: bool = False,
+    seccomp: bool = True,
 ) -> Spec:
     """A spec running ``image``'s ``/init`` as ``name`` with the given limits.
 
     ``image`` is a :class:`imagestore.image.Image` (or anything with ``rootfs`` and ``digest``).
+    ``seccomp``: the default profile's section (:func:`default_seccomp`); SpecError naming
+    the package to install if the profile is missing.
     """
     namespaces = [Namespace(t) for t in DEFAULT_NAMESPACES if t != "network" or network != "host"]
     cpu_quota = None if cpu_limit is None else round(cpu_limit * 100000)
@@ -364,13 +463,34 @@ def default_spec(
                 pids_limit=pids_limit,
                 cpu_quota=cpu_quota,
                 cpu_period=None if cpu_quota is None else 100000,
+                devices=[DENY_ALL],
             ),
         ),
         annotations={NETWORK_ANNOTATION: network, DIGEST_ANNOTATION: image.digest},
     )
+    if seccomp:
+        try:
+            profile, section = default_seccomp(tuple(spec.process.capabilities.bounding))
+        except profiles.SeccompError as error:
+            raise SpecError(str(error)) from None
+        spec.linux.seccomp = section
+        spec.annotations[SECCOMP_PROFILE_ANNOTATION] = str(profile.path)
+        spec.annotations[SECCOMP_SHA256_ANNOTATION] = profile.digest
     if network not in NETWORK_MODES:
         raise SpecError(f"network: {network!r} is not one of {', '.join(NETWORK_MODES)}")
     if sysfs and network != "host":  # sysfs can only be mounted in a netns of one's own
         spec.mounts.append(SYSFS)
     spec.validate()
     return spec
+
+
+def default_seccomp(capabilities: tuple[str, ...]) -> tuple[profiles.Profile, Seccomp]:
+    """The default profile (``CVBENCH_SECCOMP_PROFILE`` or the containers/Docker one) and its
+    section for a container holding ``capabilities``; read and resolved once per process."""
+    return _resolved(str(profiles.profile_path()), capabilities)
+
+
+@cache
+def _resolved(path: str, capabilities: tuple[str, ...]) -> tuple[profiles.Profile, Seccomp]:
+    profile = profiles.load_profile(path)
+    return profile, Seccomp.from_oci(profiles.to_oci(profile, capabilities))

@@ -63,6 +63,7 @@ class Container:
     # held in memory only, not in the state file:
     ready_fd: int | None = field(default=None, repr=False)  # read end of the output pipe
     plan: LaunchPlan | None = field(default=None, repr=False)  # made by create, used by start
+    spare: int | None = field(default=None, repr=False)  # warm: pid of its spare, until start
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -75,7 +76,9 @@ class Container:
             "owner_pid": self.owner_pid,
             "owner_start": self.owner_start,
             "exit": vars(self.exit) if self.exit else None,
-            "spec": self.spec.to_oci(),
+            # without the seccomp section (tens of kB per container); its digest says which
+            "spec": self.spec.to_oci(seccomp=False),
+            "seccomp": self.spec.linux.seccomp.digest if self.spec.linux.seccomp else None,
         }
 
     @classmethod

@@ -13,4 +13,5 @@ echo "quick suite: $run_dir"
 "$CVBENCH" report "$run_dir" >/dev/null
 "$CVBENCH" compare "$RESULTS/baseline" "$run_dir" --normalized --alpha 0.01 \
     --thresholds "$RESULTS/baseline/thresholds.toml" --markdown "$run_dir/compare.md" \
+    --html "$run_dir/report/compare.html" \
     --allow-image-change

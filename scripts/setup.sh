@@ -23,10 +23,12 @@ fi
 # Python headers, which a minimal Debian root does not have.
 # golang-github-containers-common ships the containers/Docker default seccomp profile that
 # every container backend installs alike; libseccomp2 compiles it.
+# chromium: the tests open the HTML report in it (headless) and check what a reader sees.
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
           busybox-static crun runc cpio iproute2 python3-venv
           golang-github-containers-common libseccomp2
-          gcc libc6-dev python3-dev pkg-config libvirt-dev)
+          gcc libc6-dev python3-dev pkg-config libvirt-dev
+          chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

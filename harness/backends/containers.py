@@ -1,16 +1,26 @@
-"""What the container backends (``ours``, crun, runc) share: the one container spec they run."""
+"""What the container backends (``ours``, crun, runc) share: the one container spec they run,
+and the isolation profile it gives, as every backend reports it in ``describe()``."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from harness.backends.base import BackendError, InstanceSpec
-from runtime.spec import Spec, SpecError, default_spec
+from harness.backends.oci import profile as oci_profile
+from runtime.spec import (
+    SECCOMP_PROFILE_ANNOTATION,
+    SECCOMP_SHA256_ANNOTATION,
+    Spec,
+    SpecError,
+    default_spec,
+)
 
 
 def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
     """The OCI-shaped container spec of ``spec``: the one ``ours``, crun and runc all run
-    (image's /init, namespaces, mounts, limits). Bad limits raise BackendError."""
+    (the image's /init or ``spec.command``, namespaces, mounts, limits, device rules, seccomp).
+    Bad limits or a missing seccomp profile raise BackendError."""
     try:
         return default_spec(
             spec.image,
@@ -19,7 +29,35 @@ def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
             pids_limit=spec.pids_limit,
             cpu_limit=spec.cpu_limit,
             network=spec.network,
+            args=list(spec.command) or None,
             **extra,
         )
     except SpecError as error:
         raise BackendError(f"{spec.name}: {error}") from None
+
+
+def security(spec: Spec) -> dict[str, Any]:
+    """The isolation profile of ``spec`` for ``describe()["security"]``: what
+    :func:`harness.backends.oci.profile.security` reports for the spec's ``config.json``
+    (namespaces, capabilities, masked and read-only paths, no_new_privileges, the seccomp
+    section's sha256, default action and rule count), the same dict for every container
+    backend, plus the seccomp profile's file and its sha256."""
+    profile = oci_profile.security(spec.to_oci())
+    if profile["seccomp"] is not None:
+        profile["seccomp"] = {
+            **profile["seccomp"],
+            "profile": spec.annotations.get(SECCOMP_PROFILE_ANNOTATION),
+            "profile_sha256": spec.annotations.get(SECCOMP_SHA256_ANNOTATION),
+        }
+    return profile
+
+
+def default_security() -> dict[str, Any]:
+    """:func:`security` of the default container spec (network ``none``, no limits); with
+    ``{"error": ...}`` in place of the profile when the seccomp profile is missing."""
+    stand_in = SimpleNamespace(rootfs="/", digest="")
+    try:
+        return security(default_spec(stand_in, "cvbench-describe"))
+    except SpecError as error:
+        return {**security(default_spec(stand_in, "cvbench-describe", seccomp=False)),
+                "seccomp": {"error": str(error)}}

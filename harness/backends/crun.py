@@ -6,7 +6,8 @@ from harness.backends.oci.backend import OciBackend
 
 
 class CrunBackend(OciBackend):
-    """crun (C, fast); on a hybrid cgroup host it runs with a private, v1-only cgroup view."""
+    """crun (C, fast), cold (``run -d``) or warm (``create``, then ``start``); on a hybrid
+    cgroup host it runs with a private, v1-only cgroup view."""
 
     name = "crun"
     runtime = "crun"

@@ -1,7 +1,10 @@
 """The ``ours`` backend: cvbench's own container runtime (``runtime/``).
 
 Containers are forked by the runtime's fork server; this adapter maps the harness's
-InstanceSpec onto an OCI-subset Spec and the runtime's errors onto BackendError/NotReady.
+InstanceSpec onto an OCI-subset Spec (the one crun and runc run too) and the runtime's
+errors onto BackendError/NotReady. Cold (:meth:`OursBackend.start`): nothing of the container
+exists before the call. Warm: :meth:`OursBackend.create` makes the directory, the cgroups and
+a spare child with the container's namespaces; :meth:`OursBackend.resume` hands it the plan.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ import os
 from typing import Any
 
 from harness.backends.base import (
+    COLD,
+    WARM,
     BackendError,
     Instance,
     InstanceSpec,
     MemorySample,
+    Method,
     NotReady,
 )
-from harness.backends.containers import container_spec
+from harness.backends.containers import container_spec, default_security
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups
+from runtime import cgroups, devices, planner
 from runtime.container import (
     GRACE_S,
     VERSION,
@@ -34,6 +40,7 @@ class OursBackend:
     """Start/stop containers with cvbench's runtime; one fork server per backend."""
 
     name = "ours"
+    variants = (COLD, WARM)
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False) -> None:
         self.grace_s = grace_s
@@ -58,20 +65,45 @@ class OursBackend:
         except ImageError as error:
             raise BackendError(str(error)) from None
         self.runtime.server.start()  # fork the server now, not during the first start
+        # Compile the default seccomp section now, once per run, not inside a measured start.
+        probe = container_spec(InstanceSpec(name="cvbench-prepare", image=image))
+        try:
+            planner.seccomp_program(probe.linux.seccomp)
+        except ValueError as error:
+            raise BackendError(f"ours: {error}") from None
 
     def start(self, spec: InstanceSpec) -> Instance:
+        """Cold: spec, directory, cgroups, fork, namespaces, ... exec, all inside the call."""
+        container = self._create(spec, spare=False)
+        return self._launch(Instance(spec.name, self.name, container), container)
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Warm, before the clock: directory, cgroups and a spare with its namespaces ready."""
+        container = self._create(spec, spare=True)
+        instance = Instance(spec.name, self.name, container, variant=WARM)
+        self.live[spec.name] = instance
+        return instance
+
+    def resume(self, instance: Instance) -> None:
+        """Warm, inside the clock: the plan to the spare, which does the rest and execs."""
+        self._launch(instance, instance.handle)
+
+    def _create(self, spec: InstanceSpec, spare: bool) -> Container:
         oci = container_spec(spec, readonly=self.readonly_root)
         try:
-            container = self.runtime.create(oci, spec.name)
+            return self.runtime.create(oci, spec.name, spare=spare)
         except ContainerError as error:
             raise BackendError(f"{spec.name}: {error}") from None
+
+    def _launch(self, instance: Instance, container: Container) -> Instance:
         try:
             pid = self.runtime.start(container)
         except ContainerError as error:
             self._destroy(container)
+            self.live.pop(instance.name, None)
             raise BackendError(str(error)) from None
-        instance = Instance(spec.name, self.name, container, [pid])
-        self.live[spec.name] = instance
+        instance.pids = [pid]
+        self.live[instance.name] = instance
         return instance
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
@@ -117,13 +149,22 @@ class OursBackend:
     def describe(self) -> dict[str, Any]:
         try:
             mode = cgroups.detect_mode()
+            driver: cgroups.Driver | None = cgroups.driver(mode)
         except cgroups.CgroupError:
-            mode = "none"
+            mode, driver = "none", None
+        v1 = isinstance(driver, cgroups.V1Driver)
+        rules = devices.container_rules([devices.DENY_ALL])  # the default spec's, then ours
         return {
             "runtime": "cvbench",
             "version": VERSION,
             "cgroup_mode": mode,
             "launcher": "fork server (python -S): unshare + fork, overlay inside the mount ns",
+            "method": METHOD.as_dict(),
+            # as crun's and runc's are observed: sorted hierarchies, sorted devices.list lines
+            "cgroup_controllers": sorted(driver.controllers()) if driver else None,
+            "devices": devices.v1_list(rules) if v1 else
+            ["none: no device filter on cgroup v2 (crun and runc attach an eBPF program)"],
+            "security": default_security(),
         }
 
     def _destroy(self, container: Container) -> None:
@@ -131,3 +172,27 @@ class OursBackend:
             self.runtime.destroy(container)
         except ContainerError:
             pass
+
+
+_INSIDE = ("mounts the overlay root, joins the cgroups, unshares the cgroup namespace, mounts "
+           "/proc, /dev, /dev/pts, pivot_root, masks and read-only paths, hostname, rlimits, "
+           "drops capabilities, no_new_privs, installs the seccomp filter, exec; until READY")
+METHOD = Method(
+    cold=("nothing of the container (the fork server runs; the seccomp profile's BPF program "
+          "was compiled once per run in prepare() and is cached by digest, where crun and "
+          "runc compile the JSON section for every container)",
+          "spec and launch plan, container directory (overlay upper/work), a cgroup in every "
+          "v1 hierarchy with cpuset, device rules and limits; the fork server unshares a pid "
+          "namespace and forks the init, which unshares mount, uts, ipc and net namespaces, "
+          "brings loopback up, " + _INSIDE),
+    warm=("create(): spec and launch plan, container directory, cgroups with cpuset, device "
+          "rules and limits, and a spare forked by the fork server as PID 1 of a new pid "
+          "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback up "
+          "and waits",
+          "resume(): the plan to the spare, which " + _INSIDE),
+    stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period; until the init "
+         "(PID 1 of its pid namespace, so the last process) exited and the fork server reaped "
+         "it",
+    remove="removes the cgroup from every hierarchy, the container directory, and the veth and "
+           "address lease of a bridged container",
+)

@@ -6,7 +6,8 @@ from harness.backends.oci.backend import OciBackend
 
 
 class RuncBackend(OciBackend):
-    """runc (Go, the reference runtime); works on hybrid cgroup hosts as it is."""
+    """runc (Go, the reference runtime), cold (``run -d``) or warm (``create``, then
+    ``start``); works on hybrid cgroup hosts as it is."""
 
     name = "runc"
     runtime = "runc"

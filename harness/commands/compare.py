@@ -2,7 +2,8 @@
 
 ``cvbench compare BASELINE CANDIDATE``: the regression gate (:mod:`harness.gate`). Prints the
 table, optionally writes it as Markdown (``--markdown``, and appended to
-``$GITHUB_STEP_SUMMARY`` when set); exit 1 on a regression, 2 when the runs cannot be
+``$GITHUB_STEP_SUMMARY`` when set) and as a page (``--html``: verdicts, distributions side by
+side, methodology, host and versions); exit 1 on a regression, 2 when the runs cannot be
 compared.
 """
 
@@ -12,9 +13,13 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.commands.base import Subparsers, UsageError, results_dir, results_dir_option
 from harness.gate.stats import DEFAULT_ALPHA
+
+if TYPE_CHECKING:
+    from harness.fleet import gate as fleet_gate
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,9 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help=f"significance level (default {DEFAULT_ALPHA})")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write a self-contained page: verdicts, both distributions "
+                             "side by side, methodology, host and versions")
     parser.add_argument("--allow-image-change", action="store_true",
                         help="compare runs made with different image digests")
     parser.set_defaults(func=handle)
@@ -47,6 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.gate.compare import compare_runs
     from harness.gate.errors import CompareError
     from harness.gate.thresholds import Thresholds
+    from hostkit.files import atomic_write
 
     try:
         base_dir = (Path(args.baseline) if baseline.baselines(Path(args.baseline))
@@ -54,30 +63,46 @@ def handle(args: argparse.Namespace) -> int:
         cand_dir = results.resolve_run(args.candidate, results_dir(args))
         thresholds = Thresholds.load(args.thresholds) if args.thresholds else Thresholds()
         if fleet_gate.involves_fleet(base_dir, cand_dir):  # gated host by host
-            return _write(args, *fleet_gate.render(fleet_gate.compare_fleet(
+            return _fleet(args, fleet_gate.compare_fleet(
                 base_dir, cand_dir, thresholds, args.alpha, normalized=args.normalized,
-                allow_image_change=args.allow_image_change)))
+                allow_image_change=args.allow_image_change))
         comparison = compare_runs(base_dir, cand_dir, thresholds, args.alpha,
                                   normalized=args.normalized,
                                   allow_image_change=args.allow_image_change)
     except (results.ResultsError, CompareError) as error:
         raise UsageError(str(error)) from None
     render.render(comparison)
-    return _write(args, render.to_markdown(comparison), comparison.exit_code)
-
-
-def _write(args: argparse.Namespace, markdown: str, exit_code: int) -> int:
-    """Write the Markdown where asked (--markdown, $GITHUB_STEP_SUMMARY); the exit code."""
-    from hostkit.files import atomic_write
-
+    markdown = render.to_markdown(comparison)
     if args.markdown:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, markdown)
         log.info("Markdown written to %s", path)
+    if args.html:
+        from harness.report import comparison as page
+
+        written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
+        log.info("page written to %s", written)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a") as summary:
             summary.write(markdown)
         log.info("Markdown appended to %s (GITHUB_STEP_SUMMARY)", step_summary)
+    return comparison.exit_code
+
+
+def _fleet(args: argparse.Namespace, outcome: fleet_gate.FleetComparison) -> int:
+    """A fleet gated per host: every host's table, Markdown where asked; the exit code."""
+    from harness.fleet import gate as fleet_gate
+    from hostkit.files import atomic_write
+
+    markdown, exit_code = fleet_gate.render(outcome)
+    if args.markdown:
+        atomic_write(Path(args.markdown), markdown)
+    if args.html:
+        log.warning("--html: no page for a fleet comparison yet (the Markdown has every host)")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as summary:
+            summary.write(markdown)
     return exit_code

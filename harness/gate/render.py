@@ -1,7 +1,9 @@
-"""A :class:`~harness.gate.compare.Comparison` as a terminal table (rich) or as Markdown."""
+"""A :class:`~harness.gate.compare.Comparison` as a terminal table (rich), as Markdown, or as
+an HTML table (for the compare page, :mod:`harness.report.comparison`)."""
 
 from __future__ import annotations
 
+import html
 import math
 from typing import TYPE_CHECKING
 
@@ -79,6 +81,28 @@ def to_markdown(comparison: Comparison) -> str:
             row_cells[-1] = f"**{verdicts.REGRESSION}**"
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row_cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_CSS_CLASSES = {verdicts.REGRESSION: "regression", verdicts.IMPROVEMENT: "improvement",
+                verdicts.MISSING_IN_CANDIDATE: "warn", verdicts.NEW_IN_CANDIDATE: "warn"}
+
+
+def to_html_table(comparison: Comparison, rows: list[Row] | None = None) -> str:
+    """The comparison's rows (or the given ones) as an HTML table, each row's class its
+    verdict's."""
+    head = "".join(f'<th class="num">{html.escape(h)}</th>' if h in _RIGHT_ALIGNED
+                   else f"<th>{html.escape(h)}</th>" for h in HEADERS)
+    lines = ['<div class="scroll"><table class="verdicts">',
+             f"<thead><tr>{head}</tr></thead><tbody>"]
+    for row in comparison.rows if rows is None else rows:
+        css = _CSS_CLASSES.get(row.verdict, "")
+        row_html = "".join(
+            f'<td class="num">{html.escape(cell)}</td>' if header in _RIGHT_ALIGNED
+            else f"<td>{html.escape(cell)}</td>" for header, cell in zip(HEADERS, cells(row),
+                                                                       strict=True))
+        lines.append(f'<tr class="{css}">{row_html}</tr>' if css else f"<tr>{row_html}</tr>")
+    lines.append("</tbody></table></div>")
+    return "\n".join(lines)
 
 
 def render(comparison: Comparison, console: Console | None = None) -> None:

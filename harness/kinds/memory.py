@@ -154,33 +154,43 @@ def _measure(
 
 
 def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
-    """Bars per backend (and KSM variant) with the per-instance memory views."""
+    """Bars of the median per-instance memory by each view, per backend and KSM variant; one
+    panel per family on a linear MiB axis (a container's MiB beside a VM's hundreds would
+    vanish), medians at or below zero drawn below the axis line and labelled as noise."""
     import numpy as np
 
-    from harness.charts import plt, save
+    from harness.charts import accel_text, family_groups, plt, save, variant_text
 
     data = samples[(samples.scenario == scenario) & samples.metric.isin(VIEWS)].copy()
     if data.empty:
         return []
-    data["label"] = data.series + data.variant.fillna("").map(
-        lambda v: f" ({v})" if v and v != "ksm=off" else ""
-    )
-    medians = data.groupby(["label", "metric"], sort=False).value.median().unstack("metric")
-    views = [m for m in VIEWS if m in medians.columns]
-    figure, axis = plt.subplots(figsize=(max(7, 1.5 * len(medians) + 3), 4.5))
-    width = 0.8 / len(views)
-    positions = np.arange(len(medians))
-    for offset, metric in enumerate(views):
-        values = medians[metric] / MIB
-        bars = axis.bar(positions + offset * width, values.clip(lower=1e-3), width,
-                        label=VIEWS[metric])
-        labels = [f"{v:.3g}" if v > 0 else "≤0 (noise)" for v in values]
-        axis.bar_label(bars, labels, fontsize=7, rotation=90, padding=2)
-    axis.set_xticks(positions + width * (len(views) - 1) / 2, medians.index, rotation=15)
-    axis.set_ylabel("MiB per instance (log scale)")
-    axis.set_yscale("log")
-    axis.set_title(f"{scenario}: memory per instance")
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", which="both", alpha=0.3)
+    data["label"] = data.series + "\n" + data.variant.map(variant_text)
+    families = family_groups(data)
+    widths = [max(4.0, 1.3 * members.label.nunique() + 2) for _, members in families]
+    figure, axes = plt.subplots(1, len(families), figsize=(sum(widths) + 1, 5), squeeze=False,
+                                gridspec_kw={"width_ratios": widths})
+    for (_, members), axis in zip(families, axes[0], strict=True):
+        medians = members.groupby(["label", "metric"], sort=False).value.median() \
+            .unstack("metric")
+        views = [m for m in VIEWS if m in medians.columns]
+        width = 0.8 / len(views)
+        positions = np.arange(len(medians))
+        for offset, metric in enumerate(views):
+            values = medians[metric] / MIB
+            noise = values <= 0
+            bars = axis.bar(positions + offset * width, values.fillna(0), width,
+                            label=VIEWS[metric], color=f"C{offset}",
+                            hatch=["//" if n else "" for n in noise])
+            labels = ["" if np.isnan(v) else (f"{v:.3g} (≤ 0: noise)" if v <= 0 else f"{v:.3g}")
+                      for v in values]
+            axis.bar_label(bars, labels, fontsize=7, rotation=90, padding=2)
+        axis.axhline(0, color="grey", linewidth=0.8)
+        axis.set_xticks(positions + width * (len(views) - 1) / 2, medians.index, fontsize=8)
+        axis.set_ylabel("MiB per instance (median, linear)")
+        axis.set_title(f"{scenario}: memory per instance, MiB\n{accel_text(members)}",
+                       fontsize=10)
+        axis.margins(y=0.25)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
     return save(figure, output, f"{scenario}-memory")
-

@@ -1,8 +1,12 @@
-"""Start → READY → stop of ``ours`` against ``crun`` on the same image (pytest-benchmark).
+"""Start → READY → stop of ``ours`` against ``crun`` on the same image and spec (seccomp
+profile included) (pytest-benchmark).
 
 Run with ``pytest tests/bench/test_ours_start.py --benchmark-enable``. As a script,
 ``python tests/bench/test_ours_start.py [N]`` runs both interleaved (ours, crun, ours, ...)
-and prints the medians of start→READY and stop→gone.
+and prints the medians of start→READY and stop→gone. ``ours`` starts cold here (nothing
+prepared); ``test_ours_warm_resume_ready_stop`` times the warm start (a spare prepared by
+``create`` outside the timed part). ``tests/bench/like_for_like.py`` compares all three
+through the harness backends.
 
 crun is driven by a small helper of its own (independent of harness/backends/oci/): a
 ``python -S`` process in a private mount namespace where ``/sys/fs/cgroup/unified`` is
@@ -176,11 +180,22 @@ class OursDriver:
         self.runtime.server.start()
 
     def start(self, name: str):
+        """Cold: create and start inside the timed part."""
         t0 = time.perf_counter()
         container = self.runtime.create(default_spec(self.image, name), name)
         self.runtime.start(container)
         self.runtime.wait_ready(container, 10)
         return container, time.perf_counter() - t0
+
+    def create_warm(self, name: str):
+        """Warm, untimed: directory, cgroups and a spare with the namespaces ready."""
+        return self.runtime.create(default_spec(self.image, name), name, spare=True)
+
+    def resume(self, container) -> float:
+        t0 = time.perf_counter()
+        self.runtime.start(container)
+        self.runtime.wait_ready(container, 10)
+        return time.perf_counter() - t0
 
     def stop(self, container) -> float:
         t0 = time.perf_counter()
@@ -242,6 +257,20 @@ def test_ours_start_ready_stop(benchmark, ours_driver):
         ours_driver.stop(container)
 
     benchmark.pedantic(cycle, rounds=30, iterations=1, warmup_rounds=2)
+    assert not ours_driver.runtime.containers
+
+
+def test_ours_warm_resume_ready_stop(benchmark, ours_driver):
+    names = (f"cvbench-bench-warm-{uuid.uuid4().hex[:6]}-{i}" for i in range(10**6))
+
+    def setup():
+        return (ours_driver.create_warm(next(names)),), {}
+
+    def cycle(container) -> None:
+        ours_driver.resume(container)
+        ours_driver.stop(container)
+
+    benchmark.pedantic(cycle, setup=setup, rounds=30, iterations=1, warmup_rounds=2)
     assert not ours_driver.runtime.containers
 
 

@@ -3,13 +3,16 @@ and crash recovery by ``sweep()`` after a SIGKILLed harness."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -163,6 +166,111 @@ def test_host_network_shares_the_host_netns(backend, built_image):
         backend.remove(instance)
 
 
+def _has_output(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _state(backend, name: str) -> str:
+    """The runtime's own word on container ``name``: created, running, stopped."""
+    result = backend.launcher().run(backend._argv("state", name))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["status"]
+
+
+def test_warm_create_then_resume(backend, built_image):
+    """create(): the init exists and waits, no READY yet; resume(): READY from the workload."""
+    prefix = _prefix()
+    before = inventory(prefix)
+    instance = backend.create(InstanceSpec(name=f"{prefix}warm", image=built_image))
+    assert instance.variant == "warm"
+    pid = instance.pids[0]
+    assert _state(backend, instance.name) == "created"
+    assert _process_state(pid) not in (None, "Z")
+    assert not _has_output(instance.handle.ready_fd)  # the workload has not run
+    assert inventory(prefix)["mounts"] - before["mounts"]  # its overlay, in its namespace
+
+    backend.resume(instance)
+    backend.wait_ready(instance, timeout=20)
+    assert _state(backend, instance.name) == "running"
+    assert instance.pids[0] == pid  # the created init became the workload
+    with open(f"/proc/{pid}/root/etc/hostname") as handle:
+        assert handle.read().strip() == "cvbench"
+
+    backend.stop(instance)
+    assert _process_state(pid) in (None, "Z")
+    assert _state(backend, instance.name) == "stopped"  # stop leaves remove's work alone
+    assert (bundles_dir() / instance.name).is_dir()
+    backend.remove(instance)
+    assert inventory(prefix) == before
+
+
+def test_stop_of_a_created_container_that_never_started(backend, built_image):
+    prefix = _prefix()
+    before = inventory(prefix)
+    instance = backend.create(InstanceSpec(name=f"{prefix}idle", image=built_image))
+    started = time.monotonic()
+    backend.stop(instance)  # KILL at once: the runtime's init ignores TERM
+    assert time.monotonic() - started < backend.grace_s
+    backend.remove(instance)
+    assert inventory(prefix) == before
+
+
+def test_describe_observes_the_same_cgroups_and_device_rules(state_dir, built_image):
+    """Both runtimes write the same device rules; both make every v1 hierarchy's cgroup
+    (runc the unified tree's too, which crun's private view has not)."""
+    prefix = _prefix()
+    before = inventory(prefix)
+    described = {}
+    for name, backend_class in sorted(BACKENDS.items()):
+        backend = backend_class()
+        backend.prepare(built_image)
+        try:
+            described[name] = backend.describe()
+            assert backend.describe()["devices"] == described[name]["devices"]  # remembered
+        finally:
+            backend.cleanup()
+    crun, runc = described["crun"], described["runc"]
+    assert crun["devices"] == runc["devices"]
+    assert crun["devices"] and {"c 1:3 rwm", "c 136:* rwm"} <= set(crun["devices"])
+    assert {"memory", "pids", "cpu", "devices", "freezer"} <= set(crun["cgroup_controllers"])
+    if cgroup.host_mode() == "hybrid":
+        assert set(runc["cgroup_controllers"]) - set(crun["cgroup_controllers"]) == {"unified"}
+    assert crun["security"] == runc["security"]
+    assert inventory(prefix) == before
+
+
+@pytest.mark.parametrize("variant", ["cold", "warm"])
+def test_concurrent_batch_from_threads_leaves_nothing(backend, built_image, variant):
+    """20 containers started (or created then resumed) from 10 threads through the one
+    launcher, all READY, then stopped and removed from 10 threads."""
+    prefix = _prefix()
+    before = inventory(prefix)
+    specs = [InstanceSpec(name=f"{prefix}{index}", image=built_image) for index in range(20)]
+
+    def up(spec):
+        if variant == "cold":
+            instance = backend.start(spec)
+        else:
+            instance = backend.create(spec)
+            backend.resume(instance)
+        backend.wait_ready(instance, timeout=60)
+        return instance
+
+    def down(instance) -> None:
+        backend.stop(instance)
+        backend.remove(instance)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        instances = list(pool.map(up, specs))
+        assert len({instance.pids[0] for instance in instances}) == 20
+        during = inventory(prefix)
+        assert len(during["processes"]) >= 20
+        assert len(during["state"][backend.runtime]) == len(before["state"][backend.runtime]) + 20
+        list(pool.map(down, instances))
+    assert not backend.live
+    assert inventory(prefix) == before
+
+
 CRASHER = """
 import sys, time
 from harness.backends import create
@@ -174,6 +282,7 @@ backend.prepare(img)
 for index in range(3):
     instance = backend.start(InstanceSpec(name=f"{sys.argv[2]}{index}", image=img))
     backend.wait_ready(instance, 20)
+backend.create(InstanceSpec(name=f"{sys.argv[2]}created", image=img))  # warm, never started
 print("STARTED", flush=True)
 time.sleep(3600)
 """
@@ -194,9 +303,9 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         )
         assert child.stdout.readline().strip() == b"STARTED"
         during = inventory(prefix)
-        assert len(during["processes"]) >= 3
-        assert len(during["mounts"]) >= 3  # one overlay root per container, in its namespace
-        assert len(during["state"][runtime]) == len(before["state"][runtime]) + 3
+        assert len(during["processes"]) >= 4
+        assert len(during["mounts"]) >= 4  # one overlay root per container, in its namespace
+        assert len(during["state"][runtime]) == len(before["state"][runtime]) + 4
         launchers = during["launchers"] - before["launchers"]
         assert launchers
         child.send_signal(signal.SIGKILL)
@@ -205,7 +314,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         assert _launchers() >= launchers  # it outlives the harness to reap the containers
 
         removed = sweep()
-        assert sum(f"{runtime} container {prefix}" in line for line in removed) == 3
+        assert sum(f"{runtime} container {prefix}" in line for line in removed) == 4
         for pid in launchers:  # the orphaned launcher exits once its containers are gone
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
@@ -299,8 +408,6 @@ def test_sweep_after_sigkill_in_the_middle_of_a_run(runtime, state_dir, built_im
             cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         assert child.stdout.readline().strip() == b"STARTING"
-        import time
-
         time.sleep(0.5)  # the second bundle exists; its run is asleep in the wrapper
         assert len(inventory(prefix)["bundles"]) == len(before["bundles"]) + 2
         child.send_signal(signal.SIGKILL)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import uuid
 
 import pytest
 
-from harness.backends.base import Backend, BackendError, InstanceSpec, NotReady
+from harness.backends.base import COLD, WARM, Backend, BackendError, InstanceSpec, NotReady
 from harness.backends.ours import OursBackend
+from hostkit.procs import wait_exit
 from runtime import cli
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
@@ -42,12 +44,60 @@ def test_backend_cycle_and_memory(backend, built_image):
     assert description["runtime"] == "cvbench" and description["cgroup_mode"] in (
         "v1", "v2", "hybrid"
     )  # fmt: skip
+    assert set(description["method"]["variants"]) == {COLD, WARM}
+    assert "memory" in description["cgroup_controllers"]
+    seccomp = description["security"]["seccomp"]
+    assert seccomp["default_action"] == "SCMP_ACT_ERRNO" and len(seccomp["profile_sha256"]) == 64
+    assert description["security"]["no_new_privileges"] is True
+
+
+def test_cold_start_makes_no_spare(backend, built_image):
+    instance = backend.start(InstanceSpec(name=name(), image=built_image))
+    backend.wait_ready(instance, 10)
+    assert backend.runtime.server.request({"op": "ping"})["spares"] == []
+    backend.stop(instance)
+    backend.remove(instance)
+    assert backend.runtime.server.request({"op": "ping"})["spares"] == []
+
+
+def test_warm_create_then_resume(backend, built_image):
+    assert backend.variants == (COLD, WARM)
+    instance = backend.create(InstanceSpec(name=name(), image=built_image, memory_limit_mib=64))
+    spare = instance.handle.spare
+    assert instance.variant == WARM and not instance.pids and spare
+    # before the clock the spare already has namespaces of its own and the cgroups exist
+    for kind in ("net", "mnt", "uts", "ipc", "pid"):
+        assert os.readlink(f"/proc/{spare}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}")
+    assert backend.runtime.cgroups.exists(instance.handle.cgroup)
+    backend.resume(instance)
+    assert instance.pids == [spare]
+    backend.wait_ready(instance, 10)
+    assert spare in backend.runtime.pids(instance.handle)
+    backend.stop(instance)
+    backend.remove(instance)
+    assert not backend.live
+
+    unused = backend.create(InstanceSpec(name=name(), image=built_image))
+    spare = unused.handle.spare
+    backend.remove(unused)  # never resumed: its spare ends with it
+    assert wait_exit(spare, 5)
+    assert backend.runtime.server.request({"op": "ping"})["spares"] == []
+    assert not backend.runtime.cgroups.exists(unused.handle.cgroup)
 
 
 def test_backend_bridge_and_host_networks(backend, built_image):
+    import os
+
     for network in ("bridge", "host"):
         instance = backend.start(InstanceSpec(name=name(), image=built_image, network=network))
         backend.wait_ready(instance, 20)
+        container_netns = os.readlink(f"/proc/{instance.pids[0]}/ns/net")
+        shares_host_netns = container_netns == os.readlink("/proc/self/ns/net")
+        if network == "host":
+            assert shares_host_netns
+        else:
+            assert not shares_host_netns and instance.handle.net is not None
+            assert instance.handle.net.address  # a veth into cvbench0 with an address
         backend.stop(instance)
         backend.remove(instance)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import cgroups
+from runtime import cgroups, devices
 from runtime.cgroups import CgroupError, Limits, V1Driver, V2Driver
 
 HYBRID = """\
@@ -52,7 +52,7 @@ def test_v1_create_writes_limits_per_controller(tmp_path: Path):
     driver = V1Driver(root)
     limits = Limits(64 << 20, 32, 50000, 100000)
     made = driver.create("cvbench-p/c1", limits)
-    assert made == [root / c / "cvbench-p/c1" for c in ("memory", "pids", "cpu")]
+    assert made == [root / c / "cvbench-p/c1" for c in ("memory", "cpu", "pids")]
     assert (root / "memory/cvbench-p/c1/memory.limit_in_bytes").read_text() == str(64 << 20)
     assert (root / "pids/cvbench-p/c1/pids.max").read_text() == "32"
     assert (root / "cpu/cvbench-p/c1/cpu.cfs_quota_us").read_text() == "50000"
@@ -60,12 +60,65 @@ def test_v1_create_writes_limits_per_controller(tmp_path: Path):
     assert driver.join_files("cvbench-p/c1", limits) == [str(d / "cgroup.procs") for d in made]
 
 
-def test_v1_without_cpu_limit_skips_cpu_and_limits(tmp_path: Path):
+def test_v1_uses_every_hierarchy_limited_or_not(tmp_path: Path):
     root = _v1_root(tmp_path)
-    made = V1Driver(root).create("cvbench-p/c2", Limits())
-    assert [d.parent.parent.name for d in made] == ["memory"]  # accounting only
-    assert V1Driver(root).join_files("cvbench-p/c2", Limits()) == [str(made[0] / "cgroup.procs")]
+    for extra in ("systemd", "devices", "cpuset", "unified", "cpu,cpuacct"):
+        (root / extra).mkdir()
+    (root / "unified" / "cgroup.controllers").write_text("hugetlb\n")  # the cgroup2 tree
+    (root / "cpuacct").symlink_to("cpu,cpuacct")  # an alias is not a hierarchy of its own
+    driver = V1Driver(root)
+    assert driver.controllers() == ["memory", "cpu", "cpu,cpuacct", "cpuset", "devices",
+                                    "pids", "systemd"]
+    made = driver.create("cvbench-p/c2", Limits())
+    assert made == [root / h / "cvbench-p/c2" for h in driver.hierarchies]
+    assert driver.join_files("cvbench-p/c2") == [str(d / "cgroup.procs") for d in made]
     assert not (root / "memory/cvbench-p/c2/memory.limit_in_bytes").exists()
+    assert not (root / "unified/cvbench-p").exists()
+
+
+def test_v1_cpuset_is_inherited_and_device_rules_written_in_order(tmp_path: Path, monkeypatch):
+    root = tmp_path
+    for hierarchy in ("memory", "cpuset", "devices"):
+        (root / hierarchy).mkdir()
+    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
+    (root / "cpuset/cpuset.mems").write_text("0\n")
+    driver = V1Driver(root)
+    original = driver._prepare_parent
+
+    def prepare_parent(parent):  # cgroupfs makes these files (empty) in a new directory
+        for hierarchy in ("cpuset",):
+            (root / hierarchy / parent).mkdir(exist_ok=True)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                (root / hierarchy / parent / name).write_text("\n")
+        original(parent)
+
+    driver._prepare_parent = prepare_parent
+    written = []
+    original_apply = driver._apply
+
+    def apply(path, limits):
+        cpuset = root / "cpuset" / path
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            (cpuset / name).write_text("\n")
+        original_apply(path, limits)
+
+    driver._apply = apply
+    rules = devices.container_rules([devices.DENY_ALL])
+    real_write = cgroups._write
+
+    def record(path, value, what):
+        written.append((path.name, value))
+        real_write(path, value, what)
+
+    monkeypatch.setattr(cgroups, "_write", record)
+    driver.create("cvbench-p/c6", Limits(devices=rules))
+    assert (root / "cpuset/cvbench-p/cpuset.cpus").read_text() == "0-1"
+    assert (root / "cpuset/cvbench-p/c6/cpuset.cpus").read_text() == "0-1"
+    assert (root / "cpuset/cvbench-p/c6/cpuset.mems").read_text() == "0"
+    device_writes = [w for w in written if w[0].startswith("devices.")]
+    assert device_writes[0] == ("devices.deny", "a *:* rwm")
+    assert device_writes[1:] == [("devices.allow", r.v1_line()) for r in devices.DEFAULT_ALLOW]
+    assert ("devices.allow", "c 136:* rwm") in device_writes
 
 
 def test_v1_limits_swap_when_accounted_and_refuses_clashes(tmp_path: Path):
@@ -167,3 +220,13 @@ def test_v2_swap_is_disabled_when_available(tmp_path: Path):
     driver._apply = apply
     driver.create("cvbench-p/c3", Limits(memory_bytes=16 << 20))
     assert (directory / "memory.swap.max").read_text() == "0"
+
+
+def test_the_devices_list_a_rule_sequence_leaves():
+    rules = devices.container_rules([devices.DENY_ALL])
+    listed = devices.v1_list(rules)
+    assert listed == sorted(r.v1_line() for r in devices.DEFAULT_ALLOW)
+    assert {"c 5:1 rwm", "c 10:200 rwm", "c *:* m", "b *:* m"} <= set(listed)  # crun + runc
+    assert devices.v1_list([*rules, devices.DeviceRule(False, "c", 5, 1)]) == [
+        line for line in listed if line != "c 5:1 rwm"]
+    assert devices.v1_list(devices.DEFAULT_ALLOW) is None  # no deny-all first: unknown

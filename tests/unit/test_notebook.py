@@ -54,6 +54,7 @@ def test_notebook_runs_on_synthetic_runs(tmp_path, venv_kernel, monkeypatch) -> 
     text = json.dumps([cell.outputs for cell in notebook.cells if cell.cell_type == "code"])
     assert "3 run(s)" in text
     assert "20261127T120000-quick-3" in text  # the newest run is the one shown
+    assert "process (same variant), 95% CI" in text  # its headline, ratios to the floor
     images = [output for output in _outputs(notebook, "display_data")
               if "image/png" in output.get("data", {})]
     # newest run: 2 startup charts; trend: startup and memory figures

@@ -9,7 +9,7 @@ import pytest
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.oci import cgroup
-from harness.backends.oci.bundle import Bundle, build_config
+from harness.backends.oci.bundle import DEVICE_RULES, Bundle, build_config
 from harness.backends.oci.cgroup import cgroups_path
 from imagestore.image import Image
 from runtime import cgroups
@@ -34,7 +34,9 @@ def test_defaults_isolate_like_ours():
     assert config["process"]["terminal"] is False
     assert config["root"] == {"path": "rootfs", "readonly": False}
     assert config["linux"]["cgroupsPath"] == "/cvbench-oci/cvbench-unit-1"
-    assert config["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    devices = config["linux"]["resources"]["devices"]
+    assert devices[0] == {"allow": False, "access": "rwm"}  # deny all first
+    assert all(rule["allow"] for rule in devices[1:])
     assert not {"memory", "pids", "cpu"} & set(config["linux"]["resources"])  # unless asked
     assert {m["destination"] for m in config["mounts"]} >= {"/proc", "/dev"}
     json.dumps(config)  # serialisable as is
@@ -110,3 +112,30 @@ def test_cgroups_on_a_v2_host_are_one_directory(tmp_path):
     assert driver.directories(cgroup.path("cvbench-unit-1")) == [
         tmp_path / "cvbench-oci" / "cvbench-unit-1"
     ]
+
+
+def _rule_line(rule: dict) -> str:
+    """A device rule as devices.list shows it (``c 1:3 rwm``)."""
+    major, minor = rule.get("major", "*"), rule.get("minor", "*")
+    return f"{rule['type']} {major}:{minor} {rule['access']}"
+
+
+def test_device_rules_are_the_union_of_both_runtimes_defaults():
+    """What crun 1.8 and runc 1.1 wrote to devices.list on their own (read on a hybrid host):
+    the config allows both lists, so both runtimes write the same rules."""
+    crun = {"c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
+            "c 1:5 rwm", "c 1:9 rwm", "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm"}
+    runc = {"b *:* m", "c *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
+            "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 10:200 rwm", "c 136:* rwm"}
+    assert {_rule_line(rule) for rule in DEVICE_RULES[1:]} == crun | runc
+
+
+def test_bundle_make_writes_config_and_refuses_an_existing_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    bundle = Bundle.for_name("cvbench-unit-1")
+    bundle.make({"ociVersion": "1.0.2"})  # no bundles' directory yet: made on the way
+    assert json.loads(bundle.config.read_text()) == {"ociVersion": "1.0.2"}
+    assert bundle.upper.is_dir() and bundle.work.is_dir() and bundle.rootfs.is_dir()
+    with pytest.raises(BackendError, match="already exists"):
+        bundle.make({})
+    assert bundle.config.exists()  # somebody else's bundle is left alone

@@ -1,4 +1,5 @@
-"""The fork server's protocol (without spares, so no namespace is created here)."""
+"""The fork server's protocol, and spares made only on request (with no namespace, so that
+nothing is created here)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,20 @@ import os
 
 import pytest
 
+from hostkit.procs import wait_exit
 from runtime.forkserver import ForkServer, ForkServerError
 
 pytestmark = pytest.mark.timeout(30)
 
+NO_NAMESPACES = {"op": "spare", "new_pid": False, "unshare": 0, "loopback": False}
+
 
 def test_ping_reap_and_errors():
-    server = ForkServer(spares=False)
+    server = ForkServer()
     try:
         reply = server.request({"op": "ping"})
         assert reply["pid"] == server.pid != os.getpid()
-        assert reply["spare"] is None
+        assert reply["spares"] == []  # never one made on its own
         assert server.reap(os.getpid()) is None  # not its child
         with pytest.raises(ForkServerError, match="unknown op"):
             server.request({"op": "nope"})
@@ -29,3 +33,22 @@ def test_ping_reap_and_errors():
         server.close()
     assert server.pid is None
     server.close()  # idempotent
+
+
+def test_spares_are_made_on_request_and_discarded():
+    server = ForkServer()
+    try:
+        first = server.request(NO_NAMESPACES)["pid"]
+        second = server.request(NO_NAMESPACES)["pid"]
+        assert server.request({"op": "ping"})["spares"] == sorted([first, second])
+        assert os.path.exists(f"/proc/{first}")
+        server.discard(first)
+        assert server.request({"op": "ping"})["spares"] == [second]
+        with pytest.raises(ForkServerError, match=f"LookupError: no spare {first}"):
+            server.request({"op": "launch", "plan": {}, "spare": first})
+        with pytest.raises(ForkServerError, match="must be booleans"):
+            server.request({**NO_NAMESPACES, "loopback": 1})
+        assert server.request({"op": "discard", "pid": 1})["status"] is None  # not a spare
+    finally:
+        server.close()
+    assert wait_exit(second, 5)  # an unused spare ends with the server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import resource
 from dataclasses import fields, is_dataclass
@@ -11,7 +12,7 @@ import pytest
 
 from hostkit import syscalls as sc
 from runtime import caps, planner
-from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs, namespaces_of
+from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs
 from runtime.spec import Mount as SpecMount
 from runtime.spec import Rlimit as SpecRlimit
 from runtime.spec import default_spec
@@ -44,6 +45,7 @@ def full_plan() -> LaunchPlan:
         rlimits=(Rlimit(resource.RLIMIT_NOFILE, 1024, 4096),),
         caps=CapSets(bounding=7, effective=3, permitted=5, inheritable=1),
         no_new_privs=True,
+        seccomp="AAAAAAAAAAA=",
         cwd="/tmp",
         args=("/bin/sh", "-c", "echo READY"),
         env=("PATH=/bin", "HOME=/root"),
@@ -90,10 +92,10 @@ def test_a_missing_key_is_named(key):
 
 def test_unknown_and_nested_keys_are_named():
     data = json.loads(json.dumps(full_plan().to_dict()))
-    data["seccomp"] = {}
-    with pytest.raises(PlanError, match=r"^plan: unknown key\(s\) seccomp$"):
+    data["landlock"] = {}
+    with pytest.raises(PlanError, match=r"^plan: unknown key\(s\) landlock$"):
         LaunchPlan.from_dict(data)
-    del data["seccomp"]
+    del data["landlock"]
     del data["rootfs"]["mounts"][1]["flags"]
     with pytest.raises(PlanError, match=r"^plan\.rootfs\.mounts\[1\]: missing key\(s\) flags$"):
         LaunchPlan.from_dict(data)
@@ -110,15 +112,6 @@ def test_unknown_and_nested_keys_are_named():
         LaunchPlan.from_dict(data)
     with pytest.raises(PlanError, match="^plan: expected an object, got list$"):
         LaunchPlan.from_dict([])
-
-
-def test_namespaces_are_read_without_decoding_the_rest():
-    data = json.loads(json.dumps(full_plan().to_dict()))
-    assert namespaces_of(data) == (True, sc.CLONE_NEWNS | sc.CLONE_NEWNET)
-    assert namespaces_of({"new_pid": False, "unshare": 0}) == (False, 0)
-    assert namespaces_of({"new_pid": 1, "unshare": 0}) is None
-    assert namespaces_of({"unshare": 0}) is None
-    assert namespaces_of([]) is None
 
 
 def test_launch_plan_of_a_default_spec():
@@ -145,6 +138,22 @@ def test_launch_plan_of_a_default_spec():
     assert plan.caps.bounding == caps.mask(spec.process.capabilities.bounding)
     assert plan.caps.inheritable == 0
     assert plan.args == ("/init",) and plan.cwd == "/" and plan.no_new_privs
+    program = base64.b64decode(plan.seccomp)
+    assert program and len(program) % 8 == 0  # classic BPF: 8 bytes per instruction
+
+
+def test_the_seccomp_program_is_compiled_once_per_section(monkeypatch):
+    spec = default_spec(FakeImage(), "a")
+    planner.seccomp_program(spec.linux.seccomp)  # compiled here, or by an earlier test
+    calls = []
+    monkeypatch.setattr(planner.seccomp, "compile_bpf", lambda section: calls.append(1) or b"")
+    again = default_spec(FakeImage(), "b", memory_limit_mib=32)
+    assert again.linux.seccomp is spec.linux.seccomp  # one shared, frozen section
+    plan = planner.launch_plan(again, Path("/s/containers/b"), [])
+    assert plan.seccomp and not calls
+    bare = planner.launch_plan(default_spec(FakeImage(), "n", seccomp=False),
+                               Path("/s/containers/n"), [])
+    assert bare.seccomp == "" and not calls
 
 
 def test_launch_plan_of_a_host_network_spec_has_no_netns():

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime import caps
+from runtime import caps, seccomp
 from runtime.spec import (
     DIGEST_ANNOTATION,
     NETWORK_ANNOTATION,
+    SECCOMP_PROFILE_ANNOTATION,
+    SECCOMP_SHA256_ANNOTATION,
     Spec,
     SpecError,
     default_spec,
@@ -127,3 +129,50 @@ def test_capability_masks():
     assert caps.NUMBERS["CAP_SYS_ADMIN"] == 21
     with pytest.raises(ValueError, match="unknown capability"):
         caps.mask(["CAP_FLY"])
+
+
+def test_default_spec_has_the_default_profiles_seccomp_section_and_deny_all_devices():
+    spec = default_spec(FakeImage(), "cvbench-sc")
+    profile = seccomp.load_profile()
+    expected = seccomp.to_oci(profile, spec.process.capabilities.bounding)
+    config = spec.to_oci()
+    assert config["linux"]["seccomp"] == expected  # what crun and runc get in config.json
+    assert config["linux"]["resources"]["devices"] == [{"allow": False, "access": "rwm"}]
+    assert spec.annotations[SECCOMP_PROFILE_ANNOTATION] == str(profile.path)
+    assert spec.annotations[SECCOMP_SHA256_ANNOTATION] == profile.digest
+    again = Spec.from_oci(json.loads(json.dumps(config)))
+    assert again == spec and again.linux.seccomp.digest == spec.linux.seccomp.digest
+    assert "seccomp" not in spec.to_oci(seccomp=False)["linux"]
+    assert default_spec(FakeImage(), "cvbench-ns", seccomp=False).linux.seccomp is None
+
+
+def test_seccomp_and_devices_round_trip_in_every_detail():
+    section = {
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 2114060288, "valueTwo": 0,
+                       "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        ],
+    }
+    rules = [{"allow": False, "access": "rwm"},
+             {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
+    config = default_spec(FakeImage(), "cvbench-rt", seccomp=False).to_oci()
+    config["linux"]["seccomp"] = section
+    config["linux"]["resources"]["devices"] = rules
+    spec = Spec.from_oci(config)
+    assert spec.linux.seccomp.syscalls[1].args[0].value_two == 0
+    assert spec.to_oci()["linux"]["seccomp"] == section
+    assert spec.to_oci()["linux"]["resources"]["devices"] == rules
+    config["linux"]["resources"]["devices"] = [{"allow": True, "type": "x"}]
+    with pytest.raises(SpecError, match="device type 'x'"):
+        Spec.from_oci(config)
+
+
+def test_a_missing_profile_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("CVBENCH_SECCOMP_PROFILE", str(tmp_path / "none.json"))
+    with pytest.raises(SpecError, match="missing: apt-get install golang-github-containers-common"):
+        default_spec(FakeImage(), "cvbench-m")

@@ -7,7 +7,10 @@ One job per module:
 - ``launcher_process``: the launcher, a helper process in a private mount namespace that runs
   every runtime command (and mounts each container's overlay where only it sees it).
 - ``launcher``: :class:`Launcher`, the harness's client of a launcher process.
-- ``backend``: :class:`OciBackend`, the Backend protocol on top of those.
+- ``backend``: :class:`OciBackend`, the Backend protocol on top of those: cold ``run -d``,
+  warm ``create`` then ``start``, stop by ``kill`` until the init exited, remove by ``delete``.
+- ``profile``: the isolation profile a ``config.json`` asks for (``describe()["security"]``).
+- ``probe``: the cgroup hierarchies and device rules a runtime really made for a container.
 - ``sweeper``: :func:`sweep`, what ``cvbench clean`` runs after a crash.
 
 ``harness/backends/crun.py`` and ``runc.py`` subclass :class:`OciBackend` to name the binary.

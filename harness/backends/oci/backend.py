@@ -1,38 +1,53 @@
 """The OCI peer backend: our image as an OCI bundle, run by an OCI runtime binary.
 
 Every runtime command goes through the backend's one launcher process (``launcher.py``);
-``crun.py`` and ``runc.py`` only name the binary.
+``crun.py`` and ``runc.py`` only name the binary. Cold, :meth:`OciBackend.start` is
+``<runtime> run -d``; warm, :meth:`OciBackend.create` is ``<runtime> create`` (the container's
+init waits on the runtime's exec fifo) and :meth:`OciBackend.resume` is ``<runtime> start``.
+Every method is safe from several threads at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
-from harness.backends.oci import cgroup
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    Method,
+)
+from harness.backends.oci import cgroup, probe
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
 from harness.backends.oci.launcher import Launcher, Overlay
+from harness.backends.oci.profile import security
 from harness.backends.readiness import close_ready, wait_then_close
-from hostkit.procs import running, wait_exit
+from hostkit.paths import PREFIX
+from hostkit.procs import wait_pidfd
 from imagestore.image import Image
 from runtime.cgroups import CgroupError
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
+PROBE_READY_S = 20.0
 
 
 @dataclasses.dataclass
 class OciHandle:
     bundle: Bundle
-    pid: int
+    pid: int  # the container's init, on the host
     ready_fd: int | None  # closed once READY was read
+    started: bool = True  # False while a created container waits for ``start``
 
 
 class OciBackend:
@@ -40,6 +55,7 @@ class OciBackend:
 
     name = "oci"
     runtime = "crun"  # the binary's name; subclasses set both
+    variants = (COLD, WARM)
 
     def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
         self.binary = binary or shutil.which(self.runtime) or self.runtime
@@ -47,6 +63,8 @@ class OciBackend:
         self.mode = cgroup.host_mode()
         self.cgroups = cgroup.driver(self.mode)
         self.live: dict[str, Instance] = {}
+        self.image: Image | None = None
+        self._observed: dict[str, Any] | None = None
         self._launcher: Launcher | None = None
         self._lock = threading.Lock()
 
@@ -69,61 +87,59 @@ class OciBackend:
             raise BackendError(f"{self.runtime} not found on PATH")
         if not (image.rootfs / image.init.lstrip("/")).exists():
             raise BackendError(f"image {image.name} has no {image.init}")
+        self.image = image
         self.root.mkdir(parents=True, exist_ok=True)
         bundles_dir().mkdir(parents=True, exist_ok=True)
         self.launcher()  # start it now, not during the first measured start
 
     def start(self, spec: InstanceSpec) -> Instance:
-        config = build_config(spec)
-        bundle = Bundle.for_name(spec.name)
-        launcher = self.launcher()
-        try:
-            bundle.dir.mkdir(parents=True)
-        except FileExistsError:
-            raise BackendError(f"{spec.name}: bundle {bundle.dir} already exists") from None
-        self.root.mkdir(parents=True, exist_ok=True)
-        read_fd = None
-        try:
-            for directory in (bundle.upper, bundle.work, bundle.rootfs):
-                directory.mkdir()
-            bundle.config.write_text(json.dumps(config))
-            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
-            null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                argv = self._argv("run", "-d", "--pid-file", str(bundle.pid_file),
-                                  "--bundle", str(bundle.dir), spec.name)
-                overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
-                rc = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
-            finally:
-                for fd in (write_fd, log_fd, null_fd):
-                    os.close(fd)
-            if rc != 0:
-                raise BackendError(f"{self.runtime} run {spec.name} failed: "
-                                   f"{bundle.last_log_line()}")
-            pid = int(bundle.pid_file.read_text())
-        except BaseException:
-            if read_fd is not None:
-                os.close(read_fd)
-            self._teardown(bundle)
-            raise
-        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd), [pid])
-        self.live[spec.name] = instance
+        """Cold: bundle, config.json, then ``<runtime> run -d`` (overlay mounted on the way)."""
+        return self._launch(spec, "run", "-d")
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        """Warm, before the clock: bundle, config.json, then ``<runtime> create``: the init
+        exists, its stdout the READY pipe, and waits on the runtime's exec fifo."""
+        instance = self._launch(spec, "create")
+        instance.handle.started = False
+        instance.variant = WARM
         return instance
+
+    def resume(self, instance: Instance) -> None:
+        """Warm, inside the clock: ``<runtime> start <id>`` lets the init exec the workload."""
+        instance.handle.started = True  # a failed start is stopped like a started one
+        result = self.launcher().run(self._argv("start", instance.name))
+        if result.returncode != 0:
+            raise BackendError(f"{self.runtime} start {instance.name} failed: "
+                               f"{result.stderr.strip() or instance.handle.bundle.last_log_line()}")
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         wait_then_close(instance.handle, timeout, instance.name)
 
     def stop(self, instance: Instance) -> None:
+        """``<runtime> kill <id> TERM`` (``KILL`` after the grace time) until the container's
+        init has exited, seen through a pidfd opened before the first signal. A created
+        container never started gets ``KILL`` at once: its init is still the runtime's own code
+        (crun's, PID 1 of its namespace, ignores TERM) with no workload to stop gracefully."""
         handle: OciHandle = instance.handle
         close_ready(handle)
-        if running(handle.pid):
-            self.launcher().run(self._argv("kill", instance.name, "TERM"))
-            if not wait_exit(handle.pid, self.grace_s):
-                self.launcher().run(self._argv("kill", instance.name, "KILL"))
-                wait_exit(handle.pid, self.grace_s)
+        try:
+            pidfd = os.pidfd_open(handle.pid)
+        except ProcessLookupError:
+            return  # exited and reaped already
+        steps = (("TERM", self.grace_s), ("KILL", self.grace_s))
+        try:
+            for signal_name, wait in steps if handle.started else steps[1:]:
+                if wait_pidfd(pidfd, 0):
+                    return
+                self._kill(instance.name, signal_name, pidfd)
+                if wait_pidfd(pidfd, wait):
+                    return
+            raise BackendError(f"{instance.name}: init {handle.pid} still runs after KILL")
+        finally:
+            os.close(pidfd)
 
     def remove(self, instance: Instance) -> None:
+        """``<runtime> delete -f``, then the bundle and any cgroup the runtime left."""
         try:
             self._teardown(instance.handle.bundle)
         finally:
@@ -152,25 +168,64 @@ class OciBackend:
         self.cgroups.remove_parent(cgroup.PARENT)  # unless other containers still use it
 
     def describe(self) -> dict[str, Any]:
-        try:
-            out = subprocess.run(
-                [self.binary, "--version"], capture_output=True, text=True, check=False
-            ).stdout
-        except OSError:
-            out = ""
-        first = out.splitlines()[0] if out else ""
+        private_view = cgroup.needs_private_view(self.binary, self.mode)
         return {
             "runtime": self.runtime,
-            "version": first.split()[-1] if first else "unknown",
+            "version": self._version(),
             "cgroup_mode": self.mode,
-            "private_cgroup_view": cgroup.needs_private_view(self.binary, self.mode),
+            "private_cgroup_view": private_view,
             "launcher": "subreaper in a private mount namespace, overlay per container namespace",
+            "method": self._method(private_view).as_dict(),
+            **self._observe(),
+            "security": security(self._config(f"{PREFIX}describe")),
         }
 
     # internals
 
     def _argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.root), *args]
+
+    def _launch(self, spec: InstanceSpec, *verb: str) -> Instance:
+        """``<runtime> <verb> --pid-file --bundle <id>`` on a fresh bundle, the READY pipe's
+        write end as the container's stdout; the overlay is mounted by the launcher's child
+        in the mount namespace the container's is copied from."""
+        config = build_config(spec)
+        bundle = Bundle.for_name(spec.name)
+        launcher = self.launcher()
+        bundle.make(config)
+        read_fd = None
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+            null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                argv = self._argv(*verb, "--pid-file", str(bundle.pid_file),
+                                  "--bundle", str(bundle.dir), spec.name)
+                overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+                rc = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
+            finally:
+                for fd in (write_fd, log_fd, null_fd):
+                    os.close(fd)
+            if rc != 0:
+                raise BackendError(f"{self.runtime} {verb[0]} {spec.name} failed: "
+                                   f"{bundle.last_log_line()}")
+            pid = int(bundle.pid_file.read_text())
+        except BaseException:
+            if read_fd is not None:
+                os.close(read_fd)
+            self._teardown(bundle)
+            raise
+        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd), [pid])
+        self.live[spec.name] = instance
+        return instance
+
+    def _kill(self, name: str, signal_name: str, pidfd: int) -> None:
+        """``<runtime> kill <name> <signal>``; a refusal is an error only while the init runs
+        (it may exit between our look and the runtime's)."""
+        result = self.launcher().run(self._argv("kill", name, signal_name))
+        if result.returncode != 0 and not wait_pidfd(pidfd, 0):
+            raise BackendError(f"{self.runtime} kill {name} {signal_name}: "
+                               f"{result.stderr.strip()}")
 
     def _teardown(self, bundle: Bundle) -> None:
         """Delete the container, then its bundle and cgroup; tolerate partial states."""
@@ -180,3 +235,58 @@ class OciBackend:
         shutil.rmtree(bundle.dir, ignore_errors=True)
         with contextlib.suppress(CgroupError):  # the runtime removed it already, normally
             self.cgroups.remove(cgroup.path(bundle.name))
+
+    def _config(self, name: str) -> dict[str, Any]:
+        """The ``config.json`` this backend writes for a default instance named ``name``."""
+        image = self.image or Image(name="unprepared", digest="0" * 64, rootfs=Path("/"))
+        return build_config(InstanceSpec(name=name, image=image))
+
+    def _observe(self) -> dict[str, Any]:
+        """Cgroup hierarchies and device rules of a probe container (once per backend)."""
+        if self._observed is not None:
+            return self._observed
+        if self.image is None:
+            return {"cgroup_controllers": None, "devices": None}  # not prepared: not observed
+        spec = InstanceSpec(name=f"{PREFIX}probe-{self.runtime}-{uuid.uuid4().hex[:8]}",
+                            image=self.image)
+        try:
+            instance = self.start(spec)
+            try:
+                self.wait_ready(instance, PROBE_READY_S)
+                self._observed = probe.observe(spec.name).as_dict()
+            finally:
+                self.stop(instance)
+                self.remove(instance)
+        except BackendError as error:
+            return {"cgroup_controllers": None, "devices": None, "probe_error": str(error)}
+        return self._observed
+
+    def _method(self, private_view: bool) -> Method:
+        via = ("the launcher (a subreaper in a private mount namespace"
+               + (" without /sys/fs/cgroup/unified" if private_view else "") + ")")
+        bundle = "bundle directories and config.json written"
+        launch = (f"the launcher's forked child mounts the container's overlay in a mount "
+                  f"namespace of its own (the container's is copied from it) and execs "
+                  f"`{self.runtime} {{verb}} --pid-file --bundle <id>` with the READY pipe as "
+                  f"stdout; the pid file read")
+        return Method(
+            cold=("nothing of the container (the launcher and the runtime's --root exist)",
+                  f"{bundle}; " + launch.format(verb="run -d") + f"; through {via}"),
+            warm=(f"{bundle}; " + launch.format(verb="create")
+                  + ": the container's init waits on the runtime's exec fifo",
+                  f"`{self.runtime} start <id>` through {via} (posix_spawn)"),
+            stop=f"`{self.runtime} kill <id> TERM` through the launcher, `KILL` after "
+                 f"{self.grace_s:g} s; until the container's init exited (pidfd opened before "
+                 "the first signal); a created container never started gets KILL at once",
+            remove=f"`{self.runtime} delete -f <id>` through the launcher, then the bundle "
+                   "directory and any cgroup cvbench-oci/<id> the runtime left",
+        )
+
+    def _version(self) -> str:
+        try:
+            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                                 check=False).stdout
+        except OSError:
+            out = ""
+        first = out.splitlines()[0] if out else ""
+        return first.split()[-1] if first else "unknown"

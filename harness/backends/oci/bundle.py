@@ -7,6 +7,8 @@ of the shared read-only image plus the bundle's private ``upper`` and ``work`` d
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,26 @@ from hostkit.paths import PREFIX, state_dir
 from runtime import spec as runtime_spec
 
 RUNTIMES = ("crun", "runc")
+
+
+def _allow(kind: str, major: int | None = None, minor: int | None = None,
+           access: str = "rwm") -> dict[str, Any]:
+    """One allow rule of ``linux.resources.devices``; no major/minor means ``*``."""
+    numbers = {k: v for k, v in (("major", major), ("minor", minor)) if v is not None}
+    return {"allow": True, "type": kind, **numbers, "access": access}
+
+
+# Deny everything, then allow what both runtimes allow by default anyway (each appends its own
+# list: runc adds /dev/net/tun, crun /dev/console), so both write the same rules: mknod of any
+# node (CAP_MKNOD is dropped), null, zero, full, random, urandom, tty, console, ptmx, tun and
+# the pts. devices.list of a running container shows them (describe()["devices"]).
+DEVICE_RULES: tuple[dict[str, Any], ...] = (
+    {"allow": False, "access": "rwm"},
+    _allow("c", access="m"),
+    _allow("b", access="m"),
+    *(_allow("c", major, minor) for major, minor in (
+        (1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200), (136, None))),
+)
 
 
 def bundles_dir() -> Path:
@@ -64,6 +86,23 @@ class Bundle:
     def log(self) -> Path:
         return self.dir / "stderr.log"
 
+    def make(self, config: dict[str, Any]) -> None:
+        """Create the bundle: its directory (BackendError if it exists), the overlay's
+        ``upper``, ``work`` and ``rootfs`` mount point, and ``config.json``."""
+        try:
+            self.dir.mkdir()
+        except FileExistsError:
+            raise BackendError(f"{self.name}: bundle {self.dir} already exists") from None
+        except FileNotFoundError:  # no prepare() made the bundles' directory
+            self.dir.mkdir(parents=True)
+        try:
+            for directory in (self.upper, self.work, self.rootfs):
+                directory.mkdir()
+            self.config.write_text(json.dumps(config))
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
     def last_log_line(self) -> str:
         """The runtime's last line of complaint, or ``no log``."""
         try:
@@ -77,7 +116,7 @@ def build_config(spec: InstanceSpec) -> dict[str, Any]:
     """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``).
 
     It is ``runtime.spec.default_spec`` (what ``ours`` runs) with the root made bundle-relative,
-    a ``cvbench-`` cgroups path and a deny-all device cgroup: same namespaces, mounts,
+    a ``cvbench-`` cgroups path and :data:`DEVICE_RULES`: same namespaces, mounts,
     capabilities, masked paths and limits as ``ours``.
     """
     if not spec.name.startswith(PREFIX):
@@ -88,5 +127,5 @@ def build_config(spec: InstanceSpec) -> dict[str, Any]:
     oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()
-    config["linux"]["resources"]["devices"] = [{"allow": False, "access": "rwm"}]
+    config["linux"]["resources"]["devices"] = [dict(rule) for rule in DEVICE_RULES]
     return config

@@ -1,9 +1,9 @@
 """The harness's side of a launcher process (see ``launcher_process.py`` for what it is).
 
 :class:`Launcher` starts one, then sends it commands over one socket. It is thread-safe:
-requests from several threads are in flight at once, matched by id. No descriptor is held per
-live container. Each launcher is recorded under ``launchers_dir()`` so that the sweep finds
-the ones a killed harness left.
+requests from several threads are in flight at once, matched by id (one reader thread wakes
+only the thread an answer is for). No descriptor is held per live container. Each launcher is
+recorded under ``launchers_dir()`` so that the sweep finds the ones a killed harness left.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import contextlib
 import itertools
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +76,26 @@ class Result:
     stderr: str = ""
 
 
+@dataclass
+class _Pending:
+    """One request in flight: its answer, and the event its waiting thread sleeps on."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    answer: dict[str, Any] | None = None
+
+
 class Launcher:
-    """Client of one launcher process: runs runtime commands in its mount namespace."""
+    """Client of one launcher process: runs runtime commands in its mount namespace.
+
+    One reader thread takes every answer off the socket and wakes only the thread that
+    asked (no thundering herd when a batch of 50 starts is in flight).
+    """
 
     def __init__(self, unmount_unified: bool, label: str = "oci") -> None:
         self._ids = itertools.count()
-        self._cond = threading.Condition()  # guards the fields below
+        self._lock = threading.Lock()  # guards _pending and _dead
         self._send_lock = threading.Lock()
-        self._replies: dict[int, dict[str, Any]] = {}  # answers not yet taken, by request id
-        self._abandoned: set[int] = set()  # ids whose waiter gave up: drop their answers
-        self._receiving = False  # one waiting thread at a time reads the socket
+        self._pending: dict[int, _Pending] = {READY_ID: _Pending()}  # by request id
         self._dead = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
@@ -109,8 +117,11 @@ class Launcher:
         launchers_dir().mkdir(parents=True, exist_ok=True)
         self.record = launchers_dir() / f"{label}-{self.process.pid}.json"
         self.record.write_text(json.dumps({"pid": self.process.pid, "label": label}))
+        self._reader = threading.Thread(target=self._read_answers, args=(ours,),
+                                        name=f"{ARGV_TAG}-{label}", daemon=True)
+        self._reader.start()
         try:
-            self._await(READY_ID, STARTUP_TIMEOUT_S)
+            self._await(READY_ID, self._pending[READY_ID], STARTUP_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
@@ -144,14 +155,16 @@ class Launcher:
 
     def close(self, timeout: float = 10.0) -> None:
         """Hang up; the launcher exits once it has no child left (killed after ``timeout``)."""
-        with self._send_lock, self._cond:
-            if self._sock is not None:
+        with self._send_lock:
+            sock, self._sock = self._sock, None
+            if sock is not None:
                 with contextlib.suppress(OSError):
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                self._sock.close()
-                self._sock = None
-            self._dead = True
-            self._cond.notify_all()
+                    sock.shutdown(socket.SHUT_RDWR)  # the reader's recv() returns b""
+        if self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+        if sock is not None:
+            sock.close()
+        self._hung_up()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -164,61 +177,61 @@ class Launcher:
     def _request(self, message: dict[str, Any], fds: tuple[int, ...]) -> dict[str, Any]:
         """Send one request (with ``fds``) and wait for its answer."""
         request_id = next(self._ids)
+        pending = _Pending()
         data = json.dumps({**message, "id": request_id}).encode()
         with self._send_lock:
-            if self._sock is None or self._dead:
-                raise BackendError("OCI launcher is not running")
+            with self._lock:
+                if self._sock is None or self._dead:
+                    raise BackendError("OCI launcher is not running")
+                self._pending[request_id] = pending  # before sending: answers come fast
             try:
                 socket.send_fds(self._sock, [data], list(fds))
             except OSError as error:
+                with self._lock:
+                    self._pending.pop(request_id, None)
                 raise BackendError(f"OCI launcher: {error.strerror}") from None
-        answer = self._await(request_id, COMMAND_TIMEOUT_S)
+        answer = self._await(request_id, pending, COMMAND_TIMEOUT_S)
         if "error" in answer:
             raise BackendError(f"OCI launcher: {message['op']}: {answer['error']}")
         return answer
 
-    def _await(self, request_id: int, timeout: float) -> dict[str, Any]:
-        """Wait for the answer to ``request_id``. Waiting threads take turns reading the
-        socket; the reader files what it read under its id and wakes the others."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._cond:
-                while True:
-                    if request_id in self._replies:
-                        return self._replies.pop(request_id)
-                    remaining = deadline - time.monotonic()
-                    if self._dead or remaining <= 0:
-                        self._abandoned.add(request_id)
-                        raise BackendError("OCI launcher died" if self._dead
-                                           else "OCI launcher: no answer in time")
-                    if not self._receiving:
-                        self._receiving = True
-                        break  # this thread reads
-                    self._cond.wait(remaining)
-            self._receive_one(remaining)
+    def _await(self, request_id: int, pending: _Pending, timeout: float) -> dict[str, Any]:
+        """The answer to ``request_id``, once the reader thread filed it."""
+        pending.event.wait(timeout)
+        with self._lock:
+            self._pending.pop(request_id, None)  # given up on: the reader drops its answer
+            if pending.answer is not None:
+                return pending.answer
+            dead = self._dead
+        raise BackendError("OCI launcher died" if dead else "OCI launcher: no answer in time")
 
-    def _receive_one(self, timeout: float) -> None:
-        """Read at most one answer, waiting up to ``timeout``; then hand the turn on."""
-        data = b""
-        hung_up = False
-        try:
-            sock = self._sock
-            if sock is not None and select.select([sock], [], [], timeout)[0]:
+    def _read_answers(self, sock: socket.socket) -> None:
+        """The reader thread: file each answer under its id and wake its thread, until the
+        launcher hangs up or the socket is shut down."""
+        while True:
+            try:
                 data = sock.recv(MAX_MESSAGE)
-                hung_up = not data
-        except (OSError, ValueError):  # ValueError: closed by close() meanwhile
-            hung_up = True
-        finally:
-            with self._cond:
-                self._receiving = False
-                self._dead = self._dead or hung_up
-                if data:
-                    answer = json.loads(data)
-                    if answer["id"] in self._abandoned:
-                        self._abandoned.discard(answer["id"])
-                    else:
-                        self._replies[answer["id"]] = answer
-                self._cond.notify_all()
+            except OSError:
+                data = b""
+            if not data:
+                break
+            answer = json.loads(data)
+            with self._lock:
+                pending = self._pending.pop(answer["id"], None)
+                if pending is not None:
+                    pending.answer = answer
+            if pending is not None:
+                pending.event.set()
+        self._hung_up()
+
+    def _hung_up(self) -> None:
+        """No more answers will come: wake every waiting thread."""
+        with self._lock:
+            self._dead = True
+            waiting = list(self._pending.values())
+            self._pending.clear()
+        for pending in waiting:
+            pending.event.set()
 
 
 def _read_all(fd: int) -> str:
