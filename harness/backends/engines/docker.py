@@ -238,8 +238,8 @@ class DockerBackend:
             "memory": common.memory_facts("containerd-shim-runc-v2",
                                           "dockerd + containerd"),
             "security": common.security_facts([
-                "dockerd adds its default devices (/dev/full, /dev/ptmx, /dev/tty, ...) with a "
-                "device cgroup allowing them; ours and the OCI backends allow none",
+                "dockerd's device cgroup rules allow its default devices (null, zero, full, "
+                "random, urandom, tty, ptmx, ...); the OCI backends' config.json denies all",
                 "dockerd mounts /dev/shm (64 MiB tmpfs), /dev/mqueue, a read-only /sys and "
                 "/sys/fs/cgroup, and binds /etc/hosts, /etc/hostname, /etc/resolv.conf; ours "
                 "mounts /proc, a /dev tmpfs and /dev/pts",
@@ -320,6 +320,7 @@ class DockerBackend:
         config = self.api.create_host_config(
             network_mode=network,
             mem_limit=resources.memory_limit,
+            memswap_limit=resources.memory_limit,  # memory+swap as ours sets it
             pids_limit=resources.pids_limit,
             cpu_period=resources.cpu_period if resources.cpu_quota else None,
             cpu_quota=resources.cpu_quota,
