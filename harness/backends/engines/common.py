@@ -32,6 +32,7 @@ from typing import Any
 from harness.backends.base import BackendError, InstanceSpec, MemorySample, NotReady
 from hostkit.paths import PREFIX, cache_dir
 from imagestore.image import Image
+from runtime import cgroups
 from runtime import spec as runtime_spec
 
 RUNTIMES = ("runc", "crun")
@@ -308,3 +309,36 @@ def memory_facts(monitor: str, daemons: str) -> dict[str, str]:
     return {"mem_pss_bytes": f"the container's processes plus its {monitor}",
             "mem_monitor_pss_bytes": f"the {monitor} alone",
             "mem_engine_pss_bytes": f"{daemons}, on the first instance sampled in a pass"}
+
+
+# --- cvbench clean ---------------------------------------------------------------------------
+
+
+def sweep_cgroups(parents: list[str]) -> list[str]:
+    """Kill what is left in the ``parents`` cgroup trees and remove them (every hierarchy)."""
+    removed = []
+    try:
+        driver = cgroups.every_hierarchy()
+    except cgroups.CgroupError:
+        return []
+    for parent in parents:
+        for path in _tree(driver, parent):
+            try:
+                driver.kill(path, 5.0)
+                driver.remove(path)
+                removed.append(f"cgroup {path}")
+            except (cgroups.CgroupError, OSError) as error:
+                removed.append(f"cgroup {path}: {error}")
+    return removed
+
+
+def _tree(driver: cgroups.Driver, parent: str) -> list[str]:
+    """``parent`` and every cgroup under it, deepest first, in any of the driver's trees."""
+    found: set[str] = set()
+    for top in driver.directories(parent):
+        if top.is_dir():
+            base = top.parent
+            for directory, _, _ in os.walk(top):
+                found.add(os.path.relpath(directory, base))
+    return sorted(found, key=lambda path: path.count("/"), reverse=True)
+

@@ -472,35 +472,5 @@ def sweep() -> list[str]:
                         removed.append(f"docker image {tag}: {_first_line(error)}")
     finally:
         client.close()
-    removed += sweep_cgroups([CGROUP_PARENT, f"{CGROUP_PARENT}.slice"])
+    removed += common.sweep_cgroups([CGROUP_PARENT, f"{CGROUP_PARENT}.slice"])
     return removed
-
-
-def sweep_cgroups(parents: list[str]) -> list[str]:
-    """Kill what is left in the ``parents`` cgroup trees and remove them (every hierarchy)."""
-    removed = []
-    try:
-        driver = cgroups.every_hierarchy()
-    except cgroups.CgroupError:
-        return []
-    for parent in parents:
-        for path in _tree(driver, parent):
-            try:
-                driver.kill(path, 5.0)
-                driver.remove(path)
-                removed.append(f"cgroup {path}")
-            except (cgroups.CgroupError, OSError) as error:
-                removed.append(f"cgroup {path}: {error}")
-    return removed
-
-
-def _tree(driver: cgroups.Driver, parent: str) -> list[str]:
-    """``parent`` and every cgroup under it, deepest first, in any of the driver's trees."""
-    found: set[str] = set()
-    for top in driver.directories(parent):
-        if top.is_dir():
-            base = top.parent
-            for directory, _, _ in os.walk(top):
-                found.add(os.path.relpath(directory, base))
-    return sorted(found, key=lambda path: path.count("/"), reverse=True)
-

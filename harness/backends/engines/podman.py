@@ -557,9 +557,7 @@ def sweep() -> list[str]:
                     "" if response.status_code < 400 else f": {_message(response)}"))
     finally:
         service.stop()
-    from harness.backends.engines.docker import sweep_cgroups
-
-    return [*removed, *sweep_cgroups([CGROUP_PARENT])]
+    return [*removed, *common.sweep_cgroups([CGROUP_PARENT])]
 
 
 def kill_services() -> list[str]:
