@@ -589,19 +589,11 @@ def remove_bridge() -> bool:
 
 
 def sweep() -> list[str]:
-    """Kill helpers of killed runs, stop and destroy every container under the state dir's
-    lxcpath, remove the bridge and the ``cvbench-lxc`` cgroups."""
+    """Stop and destroy every container under the state dir's lxcpath (while their helper,
+    if a killed run left one, still reaps their monitors), then end such helpers, remove the
+    bridge and the ``cvbench-lxc`` cgroups."""
     removed: list[str] = []
     directory = lxcpath()
-    for record in sorted(directory.glob(".helper-*.json")) if directory.is_dir() else []:
-        try:
-            pid = int(json.loads(record.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            pid = 0
-        if pid and _is_helper(pid):
-            signal_and_wait(pid, signal.SIGKILL, 5.0)
-            removed.append(f"lxc helper (pid {pid})")
-        record.unlink(missing_ok=True)
     if directory.is_dir():
         try:
             lxc = import_lxc()
@@ -609,9 +601,9 @@ def sweep() -> list[str]:
             lxc = None
             removed.append(str(error))
         for entry in sorted(directory.iterdir()):
+            if entry.name.startswith(".seccomp-"):
+                entry.unlink(missing_ok=True)
             if not entry.is_dir() or not entry.name.startswith(PREFIX):
-                if entry.name.startswith(".seccomp-"):
-                    entry.unlink(missing_ok=True)
                 continue
             if lxc is not None:
                 container = lxc.Container(entry.name, str(directory))
@@ -624,6 +616,15 @@ def sweep() -> list[str]:
                         container.destroy()
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(f"lxc container {entry.name}")
+        for record in sorted(directory.glob(".helper-*.json")):
+            try:
+                pid = int(json.loads(record.read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                pid = 0
+            if pid and _is_helper(pid):
+                signal_and_wait(pid, signal.SIGKILL, 5.0)
+                removed.append(f"lxc helper (pid {pid})")
+            record.unlink(missing_ok=True)
     with contextlib.suppress(Exception):
         if remove_bridge():
             removed.append(f"bridge {BRIDGE}")
