@@ -25,7 +25,7 @@ warmup = 0
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("backend,options,expected", [
-    ("docker", '[backend_options.docker]\\nsocket = "/nonexistent/docker.sock"',
+    ("docker", '[backend_options.docker]\nsocket = "/nonexistent/docker.sock"',
      "docker: dockerd does not answer at /nonexistent/docker.sock"),
     ("podman", "", "crun-v1view missing"),
 ], ids=["docker-no-daemon", "podman-no-crun-wrapper"])

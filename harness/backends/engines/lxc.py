@@ -207,7 +207,8 @@ class HelperClient:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-c", code, HELPER_TAG], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)  # holds none of the harness's pipes
         finally:
             theirs.close()
         self.sock: socket.socket | None = ours
