@@ -214,9 +214,9 @@ def _podman() -> Check:
     finally:
         service.stop()
     host = info.get("host", {})
+    conmon = host.get("conmon", {}).get("version", "?").split(",")[0].split()[-1]
     return Check("podman", True, f"podman {version.get('Version')} (libpod API, a service per "
-                 f"backend), conmon {host.get('conmon', {}).get('version', '?').split(',')[0]}, "
-                 f"network backend {host.get('networkBackend')}")
+                 f"backend), conmon {conmon}, network backend {host.get('networkBackend')}")
 
 
 def _lxc() -> Check:
