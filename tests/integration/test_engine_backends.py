@@ -136,8 +136,11 @@ def test_the_engine_runs_the_reference_spec_on_the_runtime_asked_for(engine,
         if engine.name == "docker":
             inspected = engine.api.inspect_container(instance.handle.id)
             assert inspected["HostConfig"]["Runtime"] == engine.runtime
-            assert os.path.isdir(f"/run/docker/runtime-{engine.runtime}/moby/"
-                                 f"{instance.handle.id}")
+            # dockerd gives every runtime the shim's runc root; crun keeps a "status" file in
+            # its container's state directory, runc a "state.json"
+            state = f"/run/docker/runtime-runc/moby/{instance.handle.id}"
+            marker = "status" if engine.runtime == "crun" else "state.json"
+            assert os.path.exists(os.path.join(state, marker)), os.listdir(state)
         else:
             assert engine.describe()["oci_runtime"] == engine.runtime
             assert os.path.basename(engine.describe()["oci_runtime_path"]) == (
