@@ -171,7 +171,12 @@ def _docker() -> Check:
         from harness.backends.engines import docker as engine
     except ImportError as error:
         return Check("docker", False, f"Docker SDK for Python missing: {error}", SETUP)
-    client = engine.sdk_client(timeout=10)
+    try:
+        client = engine.sdk_client(timeout=10)  # asks dockerd for its API version
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return Check("docker", False, f"dockerd does not answer at {engine.SOCKET}: {message}",
+                     f"{SETUP} (it starts dockerd)")
     try:
         version, info = client.api.version(), client.api.info()
     except Exception as error:

@@ -24,11 +24,12 @@ def require(name: str) -> None:
 
 
 def docker_objects() -> frozenset[str]:
-    if not doctor.CHECKS["docker"]().ok:
-        return frozenset()
     from harness.backends.engines.docker import sdk_client
 
-    client = sdk_client(timeout=30)
+    try:
+        client = sdk_client(timeout=30)
+    except Exception:  # no dockerd: nothing of cvbench's can be there either
+        return frozenset()
     api = client.api
     try:
         found = {f"container {n.lstrip('/')}" for c in api.containers(all=True)

@@ -97,12 +97,14 @@ class DockerBackend:
     # -- Backend protocol ---------------------------------------------------------------------
 
     def prepare(self, image: Image) -> None:
-        client = sdk_client(self.socket)
-        try:
+        client = None
+        try:  # the client asks dockerd for its API version as it is made
+            client = sdk_client(self.socket)
             client.ping()
             self.info = client.api.info()
         except (docker_errors.DockerException, OSError) as error:
-            client.close()
+            if client is not None:
+                client.close()
             raise BackendError(f"docker: dockerd does not answer at {self.socket} "
                                f"({_first_line(error)}): {common.SETUP} (it starts dockerd)"
                                ) from None
@@ -437,15 +439,15 @@ def sweep() -> list[str]:
     ``cvbench-docker`` cgroups; nothing to do (and nothing said) when dockerd is not running."""
     if not os.path.exists(SOCKET):
         return []
-    client = sdk_client(SOCKET, timeout=60)
+    try:
+        client = sdk_client(SOCKET, timeout=60)
+        client.ping()
+    except (docker_errors.DockerException, OSError):
+        return [f"docker: dockerd does not answer at {SOCKET}; its cvbench- objects, if any, "
+                "stay until it runs"]
     api = client.api
     removed: list[str] = []
     try:
-        try:
-            api.ping()
-        except (docker_errors.DockerException, OSError):
-            return [f"docker: dockerd does not answer at {SOCKET}; its cvbench- objects, if "
-                    "any, stay until it runs"]
         for container in api.containers(all=True, filters={"name": PREFIX}):
             names = [name.lstrip("/") for name in container.get("Names") or []]
             if not any(name.startswith(PREFIX) for name in names):
