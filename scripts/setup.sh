@@ -93,6 +93,12 @@ if ! running /run/docker.pid; then
         </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
     for _ in $(seq 200); do [ -S /run/docker.sock ] && running /run/docker.pid && break; sleep 0.05; done
 fi
+# Podman's storage makes its overlay directory a private bind mount the first time it is used;
+# do it now, so that no later run or `cvbench clean` adds a mount to the host's table.
+if ! mountpoint -q /var/lib/containers/storage/overlay; then
+    log "initialising podman's storage"
+    podman --cgroup-manager=cgroupfs --events-backend=file info >/dev/null
+fi
 
 # 4. Guest kernel from Debian's cloud kernel package ----------------------------------------
 mkdir -p "$CACHE/guest"
