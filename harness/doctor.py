@@ -152,6 +152,90 @@ def _image() -> Check:
     return Check("image", True, f"default {found.short_digest}")
 
 
+def _seccomp_profile() -> Check:
+    from runtime import seccomp
+
+    try:
+        profile = seccomp.load_profile()
+    except seccomp.SeccompError as error:
+        return Check("seccomp profile", False, str(error), SETUP)
+    return Check("seccomp profile", True, f"{profile.path} ({len(profile.data.get('syscalls', []))}"
+                 f" rules, default {profile.data.get('defaultAction')})")
+
+
+def _docker() -> Check:
+    """dockerd: installed, answering, and started as set-up starts it (no iptables, crun)."""
+    if not shutil.which("dockerd"):
+        return Check("docker", False, "docker.io not installed", SETUP)
+    try:
+        from harness.backends.engines import docker as engine
+    except ImportError as error:
+        return Check("docker", False, f"Docker SDK for Python missing: {error}", SETUP)
+    try:
+        client = engine.sdk_client(timeout=10)  # asks dockerd for its API version
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return Check("docker", False, f"dockerd does not answer at {engine.SOCKET}: {message}",
+                     f"{SETUP} (it starts dockerd)")
+    try:
+        version, info = client.api.version(), client.api.info()
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return Check("docker", False, f"dockerd does not answer at {engine.SOCKET}: {message}",
+                     f"{SETUP} (it starts dockerd)")
+    finally:
+        client.close()
+    from harness.backends.engines.common import socket_peer_pid
+
+    flags = engine.daemon_flags(socket_peer_pid(engine.SOCKET))
+    components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
+    detail = (f"dockerd {version.get('Version')} (API {version.get('ApiVersion')}), containerd "
+              f"{components.get('containerd')}, runtimes {', '.join(info.get('Runtimes', {}))}")
+    if "--iptables=false" not in flags:
+        detail += "; dockerd manages iptables (not started by set-up)"
+    return Check("docker", True, detail)
+
+
+def _podman() -> Check:
+    """podman: installed, and a service of ours answers (started and stopped here)."""
+    if not shutil.which("podman"):
+        return Check("podman", False, "podman not installed", SETUP)
+    try:
+        from harness.backends.engines import podman as engine
+    except ImportError as error:
+        return Check("podman", False, f"podman Python package missing: {error}", SETUP)
+    service = engine.Service("runc", f"cvbench-doctor-{os.getpid()}")
+    try:
+        service.start()
+        client = engine.client(service.socket)
+        try:
+            version = client.api.get("/version").json()
+            info = client.api.get("/info").json()
+        finally:
+            client.close()
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return Check("podman", False, f"podman system service does not answer: {message}", SETUP)
+    finally:
+        service.stop()
+    host = info.get("host", {})
+    conmon = host.get("conmon", {}).get("version", "?").split(",")[0].split()[-1]
+    return Check("podman", True, f"podman {version.get('Version')} (libpod API, a service per "
+                 f"backend), conmon {conmon}, network backend {host.get('networkBackend')}")
+
+
+def _lxc() -> Check:
+    if not shutil.which("lxc-start"):
+        return Check("lxc", False, "lxc not installed", SETUP)
+    try:
+        import lxc
+    except ImportError as error:
+        return Check("lxc", False, f"Python binding not importable: {error}",
+                     f"{SETUP} (installs python3-lxc and links it into the virtualenv)")
+    return Check("lxc", True, f"liblxc {lxc.version} (Python binding; no daemon: a helper "
+                 "process per backend)")
+
+
 CHECKS: dict[str, Callable[[], Check]] = {
     "root": _root,
     "namespaces": _namespaces,
@@ -166,6 +250,10 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "accel": _accel,
     "guest kernel": _guest_kernel,
     "image": _image,
+    "seccomp profile": _seccomp_profile,
+    "docker": _docker,
+    "podman": _podman,
+    "lxc": _lxc,
 }
 
 def run_checks(probe: bool = False) -> list[Check]:

@@ -24,11 +24,14 @@ fi
 # golang-github-containers-common ships the containers/Docker default seccomp profile that
 # every container backend installs alike; libseccomp2 compiles it.
 # chromium: the tests open the HTML report in it (headless) and check what a reader sees.
+# The engines: docker.io (dockerd, containerd), podman (conmon; CNI plugins for its bridge
+# networks), lxc with its Python binding (python3-lxc, linked into the virtualenv below).
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
           busybox-static crun runc cpio iproute2 python3-venv
           golang-github-containers-common libseccomp2
           gcc libc6-dev python3-dev pkg-config libvirt-dev
-          chromium)
+          chromium
+          docker.io podman containernetworking-plugins lxc python3-lxc)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -36,8 +39,27 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # No package may start its service (docker.io's would start dockerd with NAT rules,
+    # lxc's lxc-net a NAT bridge): set-up starts what cvbench needs itself, below.
+    policy_made=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# cvbench set-up: no service starts during package installs\nexit 101\n' \
+            > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy_made=1
+    fi
     apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || { [ -z "$policy_made" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ -z "$policy_made" ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+# crun for the engines on hybrid cgroup hosts (see the source): built once, rebuilt if changed.
+CRUN_WRAPPER="$CACHE/bin/crun-v1view"
+mkdir -p "$CACHE/bin"
+if [ ! -x "$CRUN_WRAPPER" ] || [ "$ROOT/scripts/crun-v1view.c" -nt "$CRUN_WRAPPER" ]; then
+    log "building $CRUN_WRAPPER"
+    gcc -O2 -Wall -o "$CRUN_WRAPPER.tmp" "$ROOT/scripts/crun-v1view.c"
+    mv "$CRUN_WRAPPER.tmp" "$CRUN_WRAPPER"
 fi
 
 # 2. /dev/kvm as Debian's udev rule leaves it (group kvm, mode 0660) -----------------------
@@ -61,6 +83,24 @@ running /run/virtlogd.pid || { log "starting virtlogd"; start_daemon virtlogd -d
 running /run/libvirtd.pid || { log "starting libvirtd"; start_daemon libvirtd -d; }
 for _ in $(seq 100); do running /run/virtlogd.pid && running /run/libvirtd.pid && break; sleep 0.1; done
 for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
+# dockerd (it starts its own containerd), with its data under its default root. It must not
+# touch the host's firewall or forwarding (--iptables=false --ip-forward=false
+# --ip-masq=false) and makes no default bridge (--bridge=none): the docker backend's bridge
+# network is an internal one it creates. crun is offered as the runtime "crun".
+if ! running /run/docker.pid; then
+    log "starting dockerd"
+    mkdir -p /var/log/cvbench
+    setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" dockerd --iptables=false \
+        --ip-forward=false --ip-masq=false --bridge=none --add-runtime "crun=$CRUN_WRAPPER" \
+        </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
+    for _ in $(seq 200); do [ -S /run/docker.sock ] && running /run/docker.pid && break; sleep 0.05; done
+fi
+# Podman's storage makes its overlay directory a private bind mount the first time it is used;
+# do it now, so that no later run or `cvbench clean` adds a mount to the host's table.
+if ! mountpoint -q /var/lib/containers/storage/overlay; then
+    log "initialising podman's storage"
+    podman --cgroup-manager=cgroupfs --events-backend=file info >/dev/null
+fi
 
 # 4. Guest kernel from Debian's cloud kernel package ----------------------------------------
 mkdir -p "$CACHE/guest"
@@ -89,6 +129,15 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$VENV/bin/pip" install -q -e "$ROOT[dev]"
     touch "$stamp"
 fi
+
+# LXC's Python binding is Debian's (python3-lxc, for the system Python 3.11): link the
+# module and its extension into the virtualenv (same CPython 3.11 ABI).
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for item in /usr/lib/python3/dist-packages/lxc /usr/lib/python3/dist-packages/_lxc.cpython-311-*.so; do
+    if [ -e "$item" ] && [ ! -e "$site/$(basename "$item")" ]; then
+        ln -s "$item" "$site/$(basename "$item")"
+    fi
+done
 
 # 6. Host limits for density runs, and the default image ------------------------------------
 [ "$(cat /proc/sys/kernel/pid_max)" -ge 4194304 ] || echo 4194304 > /proc/sys/kernel/pid_max

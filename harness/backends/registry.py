@@ -54,6 +54,24 @@ BACKENDS: tuple[BackendInfo, ...] = (
         sweeper="harness.backends.oci.sweeper:sweep",
     ),
     BackendInfo(
+        "docker", "harness.backends.engines.docker:DockerBackend", CONTAINER,
+        "Docker (dockerd, containerd, runc or crun), driven with the Docker SDK for Python",
+        needs=("root", "cgroups", "docker", "seccomp profile", "image"),
+        sweeper="harness.backends.engines.docker:sweep",
+    ),
+    BackendInfo(
+        "podman", "harness.backends.engines.podman:PodmanBackend", CONTAINER,
+        "Podman (conmon, crun or runc) through its REST API, a service the backend runs",
+        needs=("root", "cgroups", "podman", "seccomp profile", "image"),
+        sweeper="harness.backends.engines.podman:sweep",
+    ),
+    BackendInfo(
+        "lxc", "harness.backends.engines.lxc:LxcBackend", CONTAINER,
+        "LXC (liblxc through its Python binding), an overlay rootfs on the same image",
+        needs=("root", "namespaces", "overlayfs", "cgroups", "lxc", "seccomp profile", "image"),
+        sweeper="harness.backends.engines.lxc:sweep",
+    ),
+    BackendInfo(
         "qemu", "harness.backends.qemu:QemuBackend", VM,
         "a bare qemu-system command booting the image as initramfs: the VM floor",
         floor=True, needs=("qemu", "accel", "guest kernel", "image"), sweeper="vm.sweep:sweep",

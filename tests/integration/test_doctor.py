@@ -36,6 +36,16 @@ def test_missing_need_fails_and_names_the_fix(tmp_path) -> None:
 
 
 def test_unknown_backend_is_usage_error() -> None:
-    result = doctor("--backend", "docker")
+    result = doctor("--backend", "nosuchengine")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("cvbench: error:")
+
+
+@pytest.mark.root
+@pytest.mark.timeout(120)
+def test_engines_report_version_and_daemon(state_dir) -> None:
+    result = doctor("--backend", "docker,podman,lxc")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for fact in ("dockerd 20.10", "containerd", "runtimes", "podman 4.", "liblxc 5.",
+                 "seccomp profile"):
+        assert fact in result.stdout, fact

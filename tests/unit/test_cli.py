@@ -72,10 +72,10 @@ def test_every_subcommand_is_registered_in_order() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["doctor", "--backend", "docker"], "docker"),
+        (["doctor", "--backend", "nosuchengine"], "nosuchengine"),
         (["image", "verify", "no-such-image"], "no-such-image"),
         (["run", "/nonexistent.toml"], "/nonexistent.toml"),
-        (["run", "scenarios/quick.toml", "--backend", "docker"], "docker"),
+        (["run", "scenarios/quick.toml", "--backend", "nosuchengine"], "nosuchengine"),
         (["report", "/nonexistent-run", "--results-dir", "RUNS"], "/nonexistent-run"),
         (["baseline", "nope", "--results-dir", "RUNS"], "nope"),
         (["compare", "base", "nope", "--results-dir", "RUNS"], "nope"),

@@ -1,0 +1,344 @@
+"""What the engine backends share.
+
+- the image: cvbench's image store's rootfs as a reproducible tarball (sorted entries, owner
+  root, mtime 0), imported into an engine under ``cvbench-<image name>:<digest[:12]>`` with
+  the full digest as the label ``cvbench.digest``; nothing is pulled from a registry;
+- readiness: the READY line read from an engine's attach stream (Docker's multiplexed frames)
+  or a console, waiting on the socket (no sleep-polling);
+- the container's init: found in the container's cgroup by its pid-namespace pid 1, so no API
+  call is needed to know which host pid to watch with a pidfd;
+- memory: :class:`EngineMemorySample` adds the engine's per-instance process (Docker's shim,
+  Podman's conmon, the LXC monitor: ``mem_monitor_pss_bytes``, also inside ``mem_pss_bytes``)
+  and its daemons (``mem_engine_pss_bytes``, on the first instance sampled in a pass);
+- the security profile: the one ``ours``, crun and runc run (:mod:`runtime.spec`), the
+  containers/Docker default seccomp profile (:mod:`runtime.seccomp`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import socket
+import struct
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import BackendError, InstanceSpec, MemorySample, NotReady
+from hostkit.paths import PREFIX, cache_dir
+from imagestore.image import Image
+from runtime import cgroups
+from runtime import spec as runtime_spec
+
+RUNTIMES = ("runc", "crun")
+READY = b"READY"
+DIGEST_LABEL = "cvbench.digest"
+SETUP = "run 'bash scripts/setup.sh' as root"
+BURST_GAP_S = 1.0  # memory() calls closer than this belong to one pass of the memory scenario
+
+
+def check_name(name: str) -> None:
+    if not name.startswith(PREFIX):
+        raise BackendError(f"container name {name!r} must start with {PREFIX!r}")
+
+
+# --- the image ------------------------------------------------------------------------------
+
+
+def image_repository(image: Image) -> str:
+    """``cvbench-<name>`` (lower case, as engines want repository names)."""
+    return f"{PREFIX}{image.name}".lower()
+
+
+def image_tag(image: Image) -> str:
+    return image.digest[:12]
+
+
+def image_tarball(image: Image) -> bytes:
+    """The image's rootfs as a tar archive, byte for byte the same for the same digest."""
+    buffer = io.BytesIO()
+    root = image.rootfs
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                path = os.path.join(directory, name)
+                info = archive.gettarinfo(path, arcname=os.path.relpath(path, root))
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if info.isreg():
+                    with open(path, "rb") as handle:
+                        archive.addfile(info, handle)
+                else:
+                    archive.addfile(info)
+    return buffer.getvalue()
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Payload of Docker's multiplexed attach stream: 8-byte headers (stream, 0, 0, 0,
+    big-endian length) before each frame. ``multiplexed=False`` passes bytes through (a tty)."""
+
+    def __init__(self, multiplexed: bool = True) -> None:
+        self.multiplexed = multiplexed
+        self.pending = b""
+        self.remaining = 0  # bytes of the current frame's payload still to come
+        self.keep = True  # the current frame is stdout
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.multiplexed:
+            return data
+        self.pending += data
+        out = b""
+        while self.pending:
+            if self.remaining == 0:
+                if len(self.pending) < 8:
+                    break
+                stream, size = self.pending[0], struct.unpack(">I", self.pending[4:8])[0]
+                self.pending = self.pending[8:]
+                self.remaining, self.keep = size, stream == 1
+                continue
+            chunk, self.pending = self.pending[:self.remaining], self.pending[self.remaining:]
+            self.remaining -= len(chunk)
+            if self.keep:
+                out += chunk
+        return out
+
+
+def wait_ready_fd(fd: int, timeout: float, name: str,
+                  decode: Callable[[bytes], bytes] = lambda data: data,
+                  initial: bytes = b"") -> None:
+    """Block until a line ``READY`` arrives on ``fd`` (a socket or a pty master); NotReady on
+    timeout or end of stream. ``decode`` turns what was read into the workload's output."""
+    deadline = time.monotonic() + timeout
+    text = decode(initial)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        if any(line.strip() == READY for line in text.split(b"\n")[:-1]):
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReady(f"{name}: no READY within {timeout:g} s")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: a pty whose other side closed
+            chunk = b""
+        if not chunk:
+            tail = text[-200:].decode(errors="replace").strip()
+            raise NotReady(f"{name}: workload exited before READY (output: {tail!r})")
+        text = text[-4096:] + decode(chunk)
+
+
+# --- processes and cgroups ------------------------------------------------------------------
+
+
+def namespace_init(pids: Iterable[int]) -> int | None:
+    """The pid (among ``pids``) that is pid 1 of its own pid namespace: a container's init."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"NSpid:"):
+                        fields = line.split()
+                        if len(fields) > 2 and fields[-1] == b"1":
+                            return pid
+                        break
+        except OSError:
+            continue
+    return None
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[1])
+
+
+def socket_peer_pid(path: str | Path) -> int | None:
+    """The pid of the process serving the unix socket ``path`` (SO_PEERCRED), or None."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(path))
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", creds)[0]
+    return pid or None
+
+
+def children_named(pid: int, names: tuple[str, ...]) -> list[int]:
+    """Direct children of ``pid`` whose command name is one of ``names``."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children()
+                if child.name() in names]
+    except psutil.Error:
+        return []
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineMemorySample(MemorySample):
+    """A container's memory plus its engine's: ``monitor_pss`` is the engine's per-instance
+    process (Docker's containerd-shim, Podman's conmon, the LXC monitor), counted in ``pss``
+    too; ``engine_pss`` the engine's daemons (shared by every instance)."""
+
+    monitor_pss: int | None = None
+    engine_pss: int | None = None
+
+
+def pss_of(pids: Iterable[int]) -> int | None:
+    from harness import metrics
+
+    pids = [pid for pid in pids if pid]
+    return metrics.process_memory(pids, include_children=False).pss if pids else None
+
+
+class EngineGauge:
+    """The engine daemons' PSS, sampled once per pass of the memory scenario: the first
+    :meth:`take` after a pause of :data:`BURST_GAP_S` samples it, the others of that burst
+    return None (so the runs' samples hold one engine reading per pass, not one per instance).
+    """
+
+    def __init__(self, daemons: Callable[[], list[int]]) -> None:
+        self.daemons = daemons
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self._lock:
+            now = time.monotonic()
+            fresh = now - self._last > BURST_GAP_S
+            self._last = now
+        return self.sample() if fresh else None
+
+    def sample(self) -> int | None:
+        return pss_of(self.daemons())
+
+
+def instance_memory(init: int | None, monitor: int | None, cgroup: int | None,
+                    gauge: EngineGauge) -> EngineMemorySample:
+    """PSS/USS/RSS of the container's processes (its init and descendants) plus its monitor
+    process, the monitor alone, the container's cgroup usage and (once per pass) the daemons."""
+    from harness import metrics
+
+    container = metrics.process_memory([init] if init else [], include_children=True)
+    alone = metrics.process_memory([monitor] if monitor else [], include_children=False)
+    return EngineMemorySample(
+        pss=(container.pss or 0) + (alone.pss or 0),
+        uss=(container.uss or 0) + (alone.uss or 0),
+        rss=(container.rss or 0) + (alone.rss or 0),
+        cgroup=cgroup,
+        monitor_pss=alone.pss if monitor else None,
+        engine_pss=gauge.take(),
+    )
+
+
+# --- the OCI runtime under an engine --------------------------------------------------------
+
+
+def crun_wrapper() -> Path:
+    """crun with a v1-only cgroup view on hybrid hosts (``scripts/crun-v1view.c``, built by
+    set-up): what the engines run as ``crun``."""
+    return cache_dir() / "bin" / "crun-v1view"
+
+
+def check_runtime(runtime: str, engine: str) -> None:
+    if runtime not in RUNTIMES:
+        raise BackendError(f"{engine}: runtime must be one of {', '.join(RUNTIMES)}, "
+                           f"not {runtime!r}")
+
+
+# --- the security profile every container backend runs --------------------------------------
+
+
+def reference_spec(spec: InstanceSpec) -> runtime_spec.Spec:
+    """The spec ``ours``, crun and runc run for ``spec`` (BackendError on bad limits)."""
+    from harness.backends.containers import container_spec
+
+    return container_spec(spec)
+
+
+def capability_names(spec: runtime_spec.Spec) -> list[str]:
+    """The spec's bounding capabilities without the ``CAP_`` prefix (as engines name them)."""
+    return [cap.removeprefix("CAP_") for cap in spec.process.capabilities.bounding]
+
+
+def seccomp_profile_path() -> Path:
+    """The seccomp profile every container backend installs (Docker/containers format)."""
+    from runtime import seccomp
+
+    try:
+        return seccomp.load_profile().path
+    except seccomp.SeccompError as error:
+        raise BackendError(str(error)) from None
+
+
+def security_facts(differences: list[str], **extra: Any) -> dict[str, Any]:
+    """``describe()["security"]``: the reference profile and, plainly, what differs."""
+    return {
+        "namespaces": list(runtime_spec.DEFAULT_NAMESPACES),
+        "capabilities": list(runtime_spec.DEFAULT_CAPABILITIES),
+        "masked_paths": list(runtime_spec.DEFAULT_MASKED),
+        "readonly_paths": list(runtime_spec.DEFAULT_READONLY),
+        "no_new_privileges": True,
+        "seccomp": "containers/Docker default profile (runtime.seccomp)",
+        **extra,
+        "differences": differences,
+    }
+
+
+def memory_facts(monitor: str, daemons: str) -> dict[str, str]:
+    return {"mem_pss_bytes": f"the container's processes plus its {monitor}",
+            "mem_monitor_pss_bytes": f"the {monitor} alone",
+            "mem_engine_pss_bytes": f"{daemons}, on the first instance sampled in a pass"}
+
+
+# --- cvbench clean ---------------------------------------------------------------------------
+
+
+def sweep_cgroups(parents: list[str]) -> list[str]:
+    """Kill what is left in the ``parents`` cgroup trees and remove them (every hierarchy)."""
+    removed = []
+    try:
+        driver = cgroups.every_hierarchy()
+    except cgroups.CgroupError:
+        return []
+    for parent in parents:
+        for path in _tree(driver, parent):
+            try:
+                driver.kill(path, 5.0)
+                driver.remove(path)
+                removed.append(f"cgroup {path}")
+            except (cgroups.CgroupError, OSError) as error:
+                removed.append(f"cgroup {path}: {error}")
+    return removed
+
+
+def _tree(driver: cgroups.Driver, parent: str) -> list[str]:
+    """``parent`` and every cgroup under it, deepest first, in any of the driver's trees."""
+    found: set[str] = set()
+    for top in driver.directories(parent):
+        if top.is_dir():
+            base = top.parent
+            for directory, _, _ in os.walk(top):
+                found.add(os.path.relpath(directory, base))
+    return sorted(found, key=lambda path: path.count("/"), reverse=True)
+
