@@ -18,12 +18,14 @@ from typing import Any
 
 from harness.backends.base import BackendError, Instance, InstanceSpec, MemorySample
 from harness.backends.oci import cgroup
+from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
 from harness.backends.oci.launcher import Launcher, Overlay
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.procs import running, wait_exit
 from imagestore.image import Image
 from runtime.cgroups import CgroupError
+from runtime.network import NetworkError
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
 
@@ -33,6 +35,7 @@ class OciHandle:
     bundle: Bundle
     pid: int
     ready_fd: int | None  # closed once READY was read
+    netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
 
 
 class OciBackend:
@@ -74,7 +77,8 @@ class OciBackend:
         self.launcher()  # start it now, not during the first measured start
 
     def start(self, spec: InstanceSpec) -> Instance:
-        config = build_config(spec)
+        bridge = spec.network == "bridge"
+        config = build_config(spec, netns="(checked)" if bridge else None)
         bundle = Bundle.for_name(spec.name)
         launcher = self.launcher()
         try:
@@ -83,9 +87,16 @@ class OciBackend:
             raise BackendError(f"{spec.name}: bundle {bundle.dir} already exists") from None
         self.root.mkdir(parents=True, exist_ok=True)
         read_fd = None
+        netns = None
         try:
             for directory in (bundle.upper, bundle.work, bundle.rootfs):
                 directory.mkdir()
+            if bridge:  # a namespace on cvbench0 first, joined by the container
+                try:
+                    netns = oci_netns.create(str(bundle.dir))
+                except NetworkError as error:
+                    raise BackendError(f"{spec.name}: {error}") from None
+                config = build_config(spec, netns=netns.path)
             bundle.config.write_text(json.dumps(config))
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
@@ -106,8 +117,12 @@ class OciBackend:
             if read_fd is not None:
                 os.close(read_fd)
             self._teardown(bundle)
+            if netns is not None:
+                netns.release()
             raise
-        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd), [pid])
+        if netns is not None:
+            netns.close()  # the container holds its namespace now
+        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd, netns), [pid])
         self.live[spec.name] = instance
         return instance
 
@@ -128,6 +143,9 @@ class OciBackend:
             self._teardown(instance.handle.bundle)
         finally:
             self.live.pop(instance.name, None)
+            if instance.handle.netns is not None:
+                instance.handle.netns.release()
+                instance.handle.netns = None
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
