@@ -109,6 +109,11 @@ def raw_dir(ctx: RunContext, scenario: str, backend: str) -> Path:
 def run(ctx: RunContext, scenario: Scenario[WorkloadParams], backend_names: tuple[str, ...]
         ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
+    for name, plan in list(plans.items()):
+        if not _on_host(name, plan) and plan.network != "bridge":
+            ctx.fail(plan, name, "the workload kind needs network = \"bridge\" (the agent "
+                     "and the network workloads reach the instance over it): not measured")
+            del plans[name]
     by_turn = {Turn(name, w.name): w for name, plan in plans.items()
                for w in catalog.workloads(plan.params.workloads, plan.params.targets)}
     all_turns = list(by_turn)
@@ -191,10 +196,7 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
     a host directory as its volume, and wait for READY and for its agent."""
     from harness.context import deferred_interrupts
 
-    on_host = backend in ON_HOST or plan.network == "host"
-    if not on_host and plan.network != "bridge":
-        raise catalog.WorkloadError("the workload kind needs network = \"bridge\" (the agent "
-                                    "and the network workloads reach the instance over it)")
+    on_host = _on_host(backend, plan)
     token = controller.token()
     spec = ctx.spec(plan)
     workdir = workdir_root() / spec.name
@@ -233,6 +235,12 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
     session = catalog.Session(agent, ctx.image.rootfs, scratch, target, keep)
     live = Live(instance, token, workdir, session)
     return live
+
+
+def _on_host(backend: str, plan: Scenario[Any]) -> bool:
+    """Whether ``backend``'s instances share the host's network (their agent then connects
+    over loopback, and their servers listen there)."""
+    return backend in ON_HOST or plan.network == "host"
 
 
 def _finish(ctx: RunContext, plan: Scenario[Any], backend: str, live: Live) -> None:
