@@ -114,15 +114,17 @@ class RunContext:
     def record(self, samples: list[Sample]) -> None:
         self.writer.add(samples)
 
-    def start(self, backend: str, scenario: Scenario[Any]) -> Instance:
-        """Cold-start one instance of ``scenario`` on ``backend`` and track it for cleanup.
+    def start(self, backend: str, scenario: Scenario[Any], spec: InstanceSpec | None = None
+              ) -> Instance:
+        """Cold-start one instance of ``scenario`` (or ``spec``, a kind's own variation of
+        :meth:`spec`) on ``backend`` and track it for cleanup.
 
         An interrupt that arrives while the backend starts it is deferred until the instance
         is tracked, so it can never leave an instance nobody stops. (Signals are deferred in
         Python, not masked, because a mask would be inherited by the workload.)
         """
         with deferred_interrupts():
-            instance = self.backends[backend].start(self.spec(scenario))
+            instance = self.backends[backend].start(spec or self.spec(scenario))
             self.track(backend, instance)
         return instance
 

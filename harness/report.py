@@ -38,9 +38,11 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
         order = {name: index for index, name in enumerate(registry.names())}
         frame = frame.sort_values("backend", key=lambda b: b.map(order).fillna(len(order)),
                                   kind="stable")
-        start_variant = frame["variant"].isin(["cold", "warm"])  # never mixed in a series
+        # never mixed in a series: start variants, and workloads (the variant names the
+        # workload and its parameters)
+        own_series = frame["variant"].isin(["cold", "warm"]) | (frame["kind"] == "workload")
         frame["series"] = frame["backend"].where(
-            ~start_variant, frame["backend"] + " " + frame["variant"].astype(str))
+            ~own_series, frame["backend"] + " " + frame["variant"].astype(str))
         if len(run_dirs) > 1:
             frame["series"] = frame["series"] + " @ " + run_dir.name[:15]
         frames.append(frame)

@@ -194,8 +194,6 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
            backend: str) -> Live:
     """Start an instance of the image with the agent's address and token in its environment,
     a host directory as its volume, and wait for READY and for its agent."""
-    from harness.context import deferred_interrupts
-
     on_host = _on_host(backend, plan)
     token = controller.token()
     spec = ctx.spec(plan)
@@ -209,9 +207,7 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
         env=(f"CVBENCH_CONTROL={controller.control(on_host)}", f"CVBENCH_TOKEN={token}"))
     instance: Instance | None = None
     try:
-        with deferred_interrupts():
-            instance = ctx.backends[backend].start(spec)
-            ctx.track(backend, instance)
+        instance = ctx.start(backend, plan, spec)
         ctx.backends[backend].wait_ready(instance, plan.timeout_s)
         agent = controller.wait(token, plan.timeout_s)
     except BaseException:

@@ -106,3 +106,14 @@ def test_redis_benchmark_rows_per_test() -> None:
 def test_unparseable_output_is_a_parse_error(parse, text: str, message: str) -> None:
     with pytest.raises(ParseError, match=message):
         parse(text)
+
+
+@pytest.mark.parametrize(("metric", "way"), [
+    ("events_per_s", "higher"), ("ops_per_s", "higher"), ("bandwidth_mib_s", "higher"),
+    ("throughput_mbit_s", "higher"), ("iops", "higher"), ("iops_vs_process", "higher"),
+    ("latency_p99_s", "lower"), ("rtt_p50_s_vs_qemu", "lower"), ("start_to_ready_s", "lower"),
+])
+def test_the_gate_knows_which_way_each_workload_figure_is_better(metric: str, way: str) -> None:
+    from harness.gate.verdicts import direction
+
+    assert direction(metric) == way
