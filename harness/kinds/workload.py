@@ -249,6 +249,17 @@ def _finish(ctx: RunContext, plan: Scenario[Any], backend: str, live: Live) -> N
     shutil.rmtree(live.workdir, ignore_errors=True)
 
 
+def sweep() -> list[str]:
+    """``cvbench clean``: remove the host directories (volumes, fio files) of instances a
+    killed run left; nothing holds them once the backends' sweepers have run."""
+    removed = []
+    root = workdir_root()
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(f"workload directory {directory}")
+    return removed
+
+
 def _done_with_bridge() -> None:
     """Remove ``cvbench0`` if the agents' listener was its last user."""
     from runtime import network

@@ -208,3 +208,12 @@ def test_charts_and_summary_relative_to_process(ctx_of, tmp_path) -> None:
                                        "workload-fio.svg"}
     summary = (output / "workload-summary.md").read_text()
     assert "| cpu threads=1 | events_per_s | events/s | 1,667 | 1,667 (1.00×) |" in summary
+
+
+def test_clean_removes_what_a_killed_run_left_of_the_workloads(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    left = tmp_path / "workloads" / "cvbench-abc-1" / "volume"
+    left.mkdir(parents=True)
+    (left / "cvbench-fio.dat").write_bytes(b"x")
+    assert workload.sweep() == [f"workload directory {tmp_path / 'workloads' / 'cvbench-abc-1'}"]
+    assert workload.sweep() == [] and not any((tmp_path / "workloads").iterdir())
