@@ -282,6 +282,8 @@ def relative(samples: pd.DataFrame, scenario: str, floor: str = "process") -> pd
     from harness.gate.verdicts import LOWER_IS_BETTER, direction
 
     data = samples[(samples.scenario == scenario) & (samples.kind == "workload")]
+    data = data.assign(_order=data.variant.map(_variant_order)).sort_values(
+        ["_order", "variant"], kind="stable")
     rows = []
     for (variant, metric, unit), group in data.groupby(["variant", "metric", "unit"],
                                                        sort=False):
@@ -304,7 +306,7 @@ def summary_markdown(table: pd.DataFrame, floor: str = "process") -> str:
     brackets, its performance relative to ``floor``."""
     if table.empty:
         return "No workload figures.\n"
-    backends = list(dict.fromkeys(table.backend))
+    backends = _backend_order(table)
     lines = ["| workload | metric | unit | " + " | ".join(backends) + " |",
              "|---|---|---|" + "---:|" * len(backends)]
     for (variant, metric, unit), group in table.groupby(["variant", "metric", "unit"],
@@ -326,15 +328,36 @@ def summary_markdown(table: pd.DataFrame, floor: str = "process") -> str:
     return "\n".join(lines) + "\n"
 
 
+GROUP_ORDER = ("cpu", "memory", "fio", "iperf3", "sockperf", "redis")
+
+
+def _variant_order(variant: str) -> int:
+    """Rows and bars in the catalogue's order of groups."""
+    group = str(variant).split(" ", 1)[0]
+    return GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+
+
+def _backend_order(table: pd.DataFrame) -> list[str]:
+    """The backends in the registry's order (floors first in each family), others after."""
+    present = list(dict.fromkeys(table.backend))
+    known = [name for name in registry.names() if name in present]
+    return known + [name for name in present if name not in known]
+
+
 def _number(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1e6:.1f} µs" if value < 1e-3 else f"{value * 1e3:.2f} ms"
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+HEADLINE = ("events_per_s", "bandwidth_mib_s", "iops", "throughput_mbit_s", "rtt_p50_s",
+            "ops_per_s")  # one figure per workload for the overview chart
+
+
 def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
-    """Per workload group, each backend's figures relative to ``process`` (bars: median over
-    the repetitions, whiskers: min and max), and the summary table as Markdown."""
+    """Per workload group, and one overview of each workload's headline figure, every
+    backend's figures relative to ``process`` (bars: median over the repetitions, whiskers:
+    min and max); and the summary table as Markdown."""
     from harness.charts import plt, save
 
     table = relative(samples, scenario)
@@ -345,11 +368,13 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
                        + summary_markdown(table))
     paths = [summary]
     table["group"] = table["variant"].str.split().str[0]
-    order = [name for name in registry.names() if name in set(table.backend)]
-    for group_name, group in table.groupby("group", sort=False):
+    order = _backend_order(table)
+    headline = table[table.metric.isin(HEADLINE)]
+    groups = [("overview", headline)] if not headline.empty else []
+    for group_name, group in [*groups, *table.groupby("group", sort=False)]:
         labels = list(dict.fromkeys(zip(group.variant, group.metric, strict=True)))
-        figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) * len(order) / 3 + 3),
-                                             4.8))
+        width_in = min(18.0, max(6.0, 0.2 * len(labels) * len(order) + 2))
+        figure, axis = plt.subplots(figsize=(width_in, 5.2))
         width = 0.8 / len(order)
         for index, backend in enumerate(order):
             rows = group[group.backend == backend].set_index(["variant", "metric"])
@@ -366,17 +391,19 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
                 errors[1].append(max(0.0, row["high"] - row["relative"]))
             axis.bar(xs, heights, width, yerr=errors, capsize=2, label=backend)
         axis.axhline(1.0, color="black", linewidth=0.8)
-        axis.set_xticks(range(len(labels)), [_label(variant, metric) for variant, metric
-                                             in labels], fontsize=7, rotation=30, ha="right")
+        axis.set_xticks(range(len(labels)),
+                        [_label(variant, metric, group_name == "overview")
+                         for variant, metric in labels], fontsize=7, rotation=35, ha="right")
         axis.set_ylabel("performance relative to process (higher is better)")
         axis.set_yscale("log")
-        axis.set_title(f"{scenario}: {group_name} (bars: median, whiskers: min–max)")
+        axis.set_title(f"{scenario}: {group_name}, relative to process (bars: median, "
+                       "whiskers: min–max)")
         axis.grid(axis="y", which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         paths += save(figure, output, f"{scenario}-{group_name}")
     return paths
 
 
-def _label(variant: str, metric: str) -> str:
-    words = variant.split()
-    return " ".join(words[1:] or words) + f"\n{metric}"
+def _label(variant: str, metric: str, with_tool: bool = False) -> str:
+    words = [w for w in variant.split() if w not in ("op=write", "qd=1")]
+    return " ".join(words if with_tool else words[1:] or words) + f"\n{metric}"
