@@ -203,8 +203,8 @@ def volume_disk(directory: Path, size_mib: int = VOLUME_DISK_MIB) -> Path:
 # --- disk boot -----------------------------------------------------------------------------
 
 # PID 1 of a disk-booted guest until it switches to the disk's /init. A failure is one line
-# starting with "cvbench-boot:" on the console (the VM backends report it), then a reboot,
-# which destroys a libvirt domain at once.
+# starting with "cvbench-boot:" on the console (vm.console.FAILURE: the wait for READY ends
+# there, and the VM backends report the line), then a reboot.
 BOOT_INIT = """#!/bin/sh
 export PATH=/bin
 fail() { echo "cvbench-boot: $*"; sleep 1; reboot -f; exec sleep 2147483647; }

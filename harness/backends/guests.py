@@ -24,11 +24,12 @@ from harness.backends.base import BackendError, InstanceSpec, MemorySample
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import AccelChoice, detect_accel
+from vm.console import FAILURE
 from vm.domain import DiskSpec, DomainSpec, NicSpec, kernel_cmdline
 from vm.memory import VmMemory
 
 DISK_CACHE = "none"  # a disk-booted guest's disks: no host page cache
-BOOT_FAILURE = "cvbench-boot:"  # how the disk boot's init says what went wrong
+BOOT_FAILURE = FAILURE.decode()  # how the disk boot's init says what went wrong
 
 _SAMPLE_FIELDS = {f.name for f in fields(MemorySample)}
 

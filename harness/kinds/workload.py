@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 MAX_START_FAILURES = 3  # consecutive failed starts of a backend's instance: give it up
 RECONNECT_S = 10.0  # a broken agent connection: wait this long for the agent to come back
+AGENT_TIMEOUT_S = 60.0  # after READY, the agent connects within a second or two
 SCRATCH = "/var/tmp/cvbench"  # disk workloads' directory on an instance's own root
 ON_HOST = ("process",)  # backends that run on the host itself (agent on loopback)
 
@@ -209,7 +210,7 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
     try:
         instance = ctx.start(backend, plan, spec)
         ctx.backends[backend].wait_ready(instance, plan.timeout_s)
-        agent = controller.wait(token, plan.timeout_s)
+        agent = controller.wait(token, min(plan.timeout_s, AGENT_TIMEOUT_S))
     except BaseException:
         if instance is not None:
             try:

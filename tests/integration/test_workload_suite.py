@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from harness import runner, scenario
 from harness.backends.base import InstanceSpec, NotReady
 from harness.backends.libvirt import LibvirtBackend
+from harness.backends.qemu import QemuBackend
 from imagestore import image as images
 from imagestore import workloads
 from vm import sweep as vm_sweep
@@ -118,7 +120,8 @@ def test_every_figure_on_every_backend(state, tmp_path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_vm_that_cannot_mount_its_disk_says_so(state, tmp_path) -> None:
+@pytest.mark.parametrize("name", ["qemu", "libvirt"])
+def test_a_vm_that_cannot_mount_its_disk_says_so(state, tmp_path, name) -> None:
     image = images.resolve("default")
     broken = tmp_path / "empty.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(broken), "64M"], check=True)
@@ -128,14 +131,17 @@ def test_a_vm_that_cannot_mount_its_disk_says_so(state, tmp_path) -> None:
         if parent == Path("/"):
             break
         parent.chmod(parent.stat().st_mode | 0o011)
-    backend = LibvirtBackend()
+    backend = LibvirtBackend() if name == "libvirt" else QemuBackend()
     backend.prepare(image)
     backend.artifacts._bases[image.digest] = broken  # a disk without a filesystem
-    instance = backend.start(InstanceSpec(name="cvbench-wl-nodisk", image=image, disk=True,
-                                          guest_memory_mib=128))
+    instance = backend.start(InstanceSpec(name=f"cvbench-wl-nodisk-{name}", image=image,
+                                          disk=True, guest_memory_mib=128))
+    started = time.monotonic()
     try:
-        with pytest.raises(NotReady, match="cvbench-boot: cannot mount /dev/vda"):
+        with pytest.raises(NotReady, match="boot failed; last console line: 'cvbench-boot: "
+                           "cannot mount /dev/vda"):
             backend.wait_ready(instance, 120)
+        assert time.monotonic() - started < 60  # at once, not at the timeout
     finally:
         backend.stop(instance)
         backend.remove(instance)

@@ -138,3 +138,21 @@ def test_the_console_reason_prefers_the_disk_boots_own_words() -> None:
     assert console_reason(output) == "cvbench-boot: cannot mount /dev/vda (the image disk) as root"
     assert console_reason(b"a\nlast line\n") == "last line"
     assert console_reason(b"") == ""
+
+
+def test_a_boot_failure_line_ends_the_wait_for_ready(tmp_path) -> None:
+    import socket as sockets
+
+    from vm.console import ConsoleError, SocketConsole
+
+    console = SocketConsole(tmp_path / "c.sock")
+    guest_end = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        guest_end.connect(str(tmp_path / "c.sock"))
+        guest_end.sendall(b"booting\ncvbench-boot: no disk: /dev/vda did not appear\n")
+        with pytest.raises(ConsoleError, match="boot failed") as caught:
+            console.wait_for(30)
+        assert console_reason(caught.value.output).endswith("/dev/vda did not appear")
+    finally:
+        guest_end.close()
+        console.close()
