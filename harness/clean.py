@@ -27,10 +27,14 @@ def clean_all(force: bool = False) -> list[str]:
         return _sweep_all()
 
 
+# What scenario kinds leave on the host besides instances (after the backends' sweepers).
+KIND_SWEEPERS = ("harness.kinds.workload:sweep",)
+
+
 def _sweep_all() -> list[str]:
     lines: list[str] = []
     # Each backend's sweeper owns one kind of object and finds its own leftovers by prefix.
-    for target in registry.sweepers():
+    for target in (*registry.sweepers(), *KIND_SWEEPERS):
         try:
             lines.extend(_sweeper(target)())
         except Exception as error:  # one broken sweeper must not hide the others' work

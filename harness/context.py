@@ -65,6 +65,7 @@ class RunContext:
     quiet: bool = False
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     seed: int = field(default_factory=lambda: secrets.randbits(32))  # the turn order's seed
+    incomplete: bool = False  # a measurement failed: the run is marked incomplete
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     live: dict[str, dict[str, Instance]] = field(default_factory=dict)  # backend → name → it
 
@@ -104,7 +105,7 @@ class RunContext:
             value=value,
             unit=unit,
             accel=self.accel(backend),
-            network=scenario.network if not is_vm else "none",
+            network=scenario.network if not is_vm or scenario.network == "bridge" else "none",
             guest_memory_mib=scenario.guest_memory_mib if is_vm else "",
             image_digest=self.image.digest,
             **dims,
@@ -113,15 +114,17 @@ class RunContext:
     def record(self, samples: list[Sample]) -> None:
         self.writer.add(samples)
 
-    def start(self, backend: str, scenario: Scenario[Any]) -> Instance:
-        """Cold-start one instance of ``scenario`` on ``backend`` and track it for cleanup.
+    def start(self, backend: str, scenario: Scenario[Any], spec: InstanceSpec | None = None
+              ) -> Instance:
+        """Cold-start one instance of ``scenario`` (or ``spec``, a kind's own variation of
+        :meth:`spec`) on ``backend`` and track it for cleanup.
 
         An interrupt that arrives while the backend starts it is deferred until the instance
         is tracked, so it can never leave an instance nobody stops. (Signals are deferred in
         Python, not masked, because a mask would be inherited by the workload.)
         """
         with deferred_interrupts():
-            instance = self.backends[backend].start(self.spec(scenario))
+            instance = self.backends[backend].start(spec or self.spec(scenario))
             self.track(backend, instance)
         return instance
 
@@ -154,6 +157,12 @@ class RunContext:
         failures.append({"scenario": scenario.name, "backend": backend, "reason": reason})
         if not self.quiet:
             self.console.print(f"[yellow]{backend}: {reason}[/yellow]")
+
+    def fail(self, scenario: Scenario[Any], backend: str, reason: str) -> None:
+        """A measurement that should have been made failed: note it, and mark the run
+        incomplete (it goes on)."""
+        self.incomplete = True
+        self.note_failure(scenario, backend, reason)
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:

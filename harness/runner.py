@@ -122,7 +122,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         with _sigterm_as_interrupt():
             for scenario in suite.scenarios:
                 kinds.info(scenario.kind).run(ctx, scenario, suite.backends_for(scenario))
-        status = "complete"
+        status = "incomplete" if ctx.incomplete else "complete"
     except KeyboardInterrupt:
         status, error = "incomplete", "interrupted"
         raise RunInterrupted(f"run {writer.run_id} interrupted; marked incomplete") from None

@@ -6,6 +6,9 @@
   from ``10.213.0.0/16`` and a default route via the bridge. Nothing is routed off the host.
 - ``host``: no netns at all.
 
+VMs join the same bridge through a tap (:func:`open_tap`, or libvirt's own tap after
+:func:`bridge_up`) and lease their guest's address here too.
+
 Addresses are leased with one ``O_EXCL`` file per address under ``/run/cvbench-net`` (shared
 by every state directory, since the bridge is), so allocation is O(1) on average.
 pyroute2 is imported lazily: launching ``none`` containers never loads it.
@@ -14,9 +17,11 @@ pyroute2 is imported lazily: launching ``none`` containers never loads it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import ipaddress
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +33,8 @@ BRIDGE = "cvbench0"
 SUBNET = ipaddress.ip_network("10.213.0.0/16")
 GATEWAY = "10.213.0.1"
 VETH_PREFIX = "cvbench-"
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 
 
 class NetworkError(Exception):
@@ -125,6 +132,39 @@ def ensure_bridge(ipr: IPRoute) -> int:
                 raise NetworkError(f"cannot address bridge {BRIDGE}: {error}") from None
     ipr.link("set", index=index, state="up")
     return index
+
+
+def bridge_up() -> None:
+    """Make sure ``cvbench0`` exists, is addressed and up (before libvirt puts a tap on it,
+    or something listens on the gateway address)."""
+    try:
+        with _ipr() as ipr:
+            ensure_bridge(ipr)
+    except NetworkError:
+        raise
+    except Exception as error:
+        raise NetworkError(f"cannot set up bridge {BRIDGE}: {error}") from None
+
+
+def open_tap(name: str) -> int:
+    """A tap ``name`` on ``cvbench0``, up; return its descriptor (close-on-exec).
+
+    The tap is not persistent: it lives while this descriptor, or the copy handed to QEMU,
+    is open, so it vanishes with QEMU and a crash leaves none behind. Opened with a virtio-net
+    header, as libvirt opens the taps of virtio NICs.
+    """
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(),
+                                               IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+        with _ipr() as ipr:
+            bridge = ensure_bridge(ipr)
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.link("set", index=index, master=bridge, state="up")
+    except Exception as error:
+        os.close(fd)
+        raise NetworkError(f"cannot make tap {name} on {BRIDGE}: {error}") from None
+    return fd
 
 
 def attach(pid: int, owner: str) -> Attachment:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent host set-up for cvbench on Debian 12, as root.
 #   system packages, libvirtd/virtlogd running, a virtualenv with the project installed,
-#   the guest kernel extracted from Debian's cloud kernel package, the default image.
+#   the guest kernel and its modules extracted from Debian's cloud kernel package, the default
+#   and workloads images.
 # A second run does no network work and takes seconds.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ fi
 # The engines: docker.io (dockerd, containerd), podman (conmon; CNI plugins for its bridge
 # networks), lxc with its Python binding (python3-lxc, linked into the virtualenv below).
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-          busybox-static crun runc cpio iproute2 python3-venv
+          busybox-static crun runc cpio iproute2 python3-venv e2fsprogs
           golang-github-containers-common libseccomp2
           gcc libc6-dev python3-dev pkg-config libvirt-dev
           chromium
@@ -102,17 +103,48 @@ if ! mountpoint -q /var/lib/containers/storage/overlay; then
     podman --cgroup-manager=cgroupfs --events-backend=file info >/dev/null
 fi
 
-# 4. Guest kernel from Debian's cloud kernel package ----------------------------------------
-mkdir -p "$CACHE/guest"
-if [ ! -s "$CACHE/guest/vmlinuz" ]; then
-    pkg="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
-    if [ -z "$pkg" ]; then apt-get update -q; pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"; fi
-    log "extracting guest kernel from $pkg"
+# 4. Guest kernel and its modules from Debian's cloud kernel package ------------------------
+# vmlinuz for direct kernel boot, lib/modules/<release>/ for the disk boot's initramfs
+# (virtio_pci, virtio_blk and virtio_net are modules in the cloud kernel). The package stays
+# in $CACHE/apt/archives/; the kernel already extracted is kept (its package is fetched again
+# only if the modules are missing), so a host's guest kernel does not change under its runs.
+mkdir -p "$CACHE/guest" "$CACHE/apt/archives"
+if [ ! -s "$CACHE/guest/vmlinuz" ] || [ ! -d "$CACHE/guest/modules" ]; then
+    current_kernel_package() {
+        local found
+        found="$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
+        if [ -z "$found" ]; then apt-get update -q >&2; found="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"; fi
+        echo "$found"
+    }
+    fetch_kernel_package() {  # $1: package name; prints the .deb's path
+        local deb
+        deb="$(ls "$CACHE/apt/archives/$1"_*.deb 2>/dev/null | head -n 1)"
+        if [ -z "$deb" ]; then
+            (cd "$CACHE/apt/archives" && apt-get download -q -o APT::Sandbox::User=root "$1" >&2) || return 1
+            deb="$(ls "$CACHE/apt/archives/$1"_*.deb 2>/dev/null | head -n 1)"
+        fi
+        [ -n "$deb" ] && echo "$deb"
+    }
+    pkg=""
+    if [ -s "$CACHE/guest/vmlinuz" ] && [ -s "$CACHE/guest/kernel-package" ]; then
+        pkg="$(cat "$CACHE/guest/kernel-package")"
+    fi
+    deb=""
+    [ -n "$pkg" ] && deb="$(fetch_kernel_package "$pkg" || true)"
+    if [ -z "$deb" ]; then  # no kernel yet, or its package is gone from the archive: take the current one
+        pkg="$(current_kernel_package)"
+        deb="$(fetch_kernel_package "$pkg")"
+    fi
+    log "extracting guest kernel and modules from $pkg"
     work="$(mktemp -d /tmp/cvbench-kernel.XXXXXX)"
-    (cd "$work" && apt-get download -q "$pkg" && dpkg -x ./*.deb extract)
+    dpkg-deb -x "$deb" "$work/extract"
     cp "$work"/extract/boot/vmlinuz-* "$CACHE/guest/vmlinuz.tmp"
+    rm -rf "$CACHE/guest/modules.tmp" "$CACHE/guest/modules"
+    mkdir -p "$CACHE/guest/modules.tmp"
+    cp -a "$work"/extract/lib/modules/. "$CACHE/guest/modules.tmp/"
     echo "$pkg" > "$CACHE/guest/kernel-package"
     mv "$CACHE/guest/vmlinuz.tmp" "$CACHE/guest/vmlinuz"
+    mv "$CACHE/guest/modules.tmp" "$CACHE/guest/modules"
     rm -rf "$work"
 fi
 chmod 755 "$CACHE" "$CACHE/guest"; chmod 644 "$CACHE/guest/vmlinuz"
@@ -139,6 +171,9 @@ for item in /usr/lib/python3/dist-packages/lxc /usr/lib/python3/dist-packages/_l
     fi
 done
 
-# 6. Host limits for density runs, and the default image ------------------------------------
+# 6. Host limits for density runs, and the images ---------------------------------------------
+# The workloads image is assembled from Debian packages fetched into $CACHE/apt/archives/ (the
+# first time only); a second build with the same package versions returns at once.
 [ "$(cat /proc/sys/kernel/pid_max)" -ge 4194304 ] || echo 4194304 > /proc/sys/kernel/pid_max
 "$VENV/bin/cvbench" image build --quiet
+"$VENV/bin/cvbench" image build workloads --quiet

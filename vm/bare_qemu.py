@@ -80,10 +80,16 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None
     if not spec.acpi:
         argv.append("-no-acpi")
     for index, disk in enumerate(spec.disks):
-        argv += ["-blockdev", f"driver=file,filename={disk.path},node-name=file{index}",
+        cache = ",cache.direct=on" if disk.cache == "none" else ""
+        argv += ["-blockdev", f"driver=file,filename={disk.path},node-name=file{index}{cache}",
                  "-blockdev", f"driver={disk.format},file=file{index},node-name=disk{index}"
-                 + (",read-only=on" if disk.readonly else ""),
+                 + cache + (",read-only=on" if disk.readonly else ""),
                  "-device", f"virtio-blk-pci,drive=disk{index},id={disk.target}"]
+    for index, nic in enumerate(spec.nics):
+        if nic.fd is None:
+            raise ValueError(f"bare QEMU needs the descriptor of tap {nic.tap}")
+        argv += ["-netdev", f"tap,id=hostnet{index},fd={nic.fd}",
+                 "-device", f"virtio-net-pci,netdev=hostnet{index},id=net{index},mac={nic.mac}"]
     if spec.balloon:
         argv += ["-device", "virtio-balloon-pci,id=balloon0"]
     if pid_file is not None:
@@ -121,9 +127,12 @@ class BareVM:
 
     @classmethod
     def start(cls, spec: DomainSpec, *, disk_base: Path | None = None, paused: bool = False,
-              qemu: str = QEMU, extra: Sequence[str] = ()) -> BareVM:
+              qemu: str = QEMU, extra: Sequence[str] = (),
+              disk_cache: str | None = None) -> BareVM:
         """Exec QEMU and return at once (not ready); with ``paused`` the guest waits for
-        :meth:`resume` (QEMU's ``-S``). Files are removed on failure."""
+        :meth:`resume` (QEMU's ``-S``). ``disk_base``: a qcow2 overlay on it becomes the
+        first disk (``disk_cache`` its cache mode). Taps of ``spec.nics`` are handed to QEMU
+        by descriptor. Files are removed on failure."""
         directory = hypervisor.vm_dir(spec.name)
         console = monitor = None
         try:
@@ -132,14 +141,15 @@ class BareVM:
             console = SocketConsole(directory / "console.sock")
             monitor = QmpMonitor(directory / MONITOR)
             spec = replace(spec, console_socket=console.path)
-            if disk_base is not None:
+            if disk_base is not None:  # the root disk first: the guest's vda
                 overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
-                spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
+                spec = replace(spec, disks=(DiskSpec(overlay, cache=disk_cache), *spec.disks))
             argv = [*qemu_argv(spec, qemu, monitor=directory / MONITOR,
                                pid_file=directory / PID_FILE, paused=paused), *extra]
             with open(directory / STDERR_LOG, "wb") as log:
                 process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    pass_fds=tuple(nic.fd for nic in spec.nics if nic.fd is not None),
                     start_new_session=True,  # a Ctrl-C to the harness does not reach it
                     preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 MARKER = b"READY"
+FAILURE = b"cvbench-boot:"  # a line the disk boot's init prints when it cannot go on
 TAIL_BYTES = 4096
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
@@ -44,9 +45,14 @@ class _LineMatcher:
         self._partial = b""
 
     def feed(self, data: bytes) -> bool:
+        """True once a line equals the marker; ConsoleError at a :data:`FAILURE` line (a
+        guest that will never get there: no need to wait for the timeout)."""
         self.tail = (self.tail + data)[-TAIL_BYTES:]
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()[-TAIL_BYTES:]
+        for line in lines:
+            if line.startswith(FAILURE):
+                raise ConsoleError("the guest's boot failed", self.tail)
         return any(line.rstrip(b"\r") == self.marker for line in lines)
 
 
@@ -128,7 +134,7 @@ class StreamConsole:
                     break
                 if self._matcher.feed(data):
                     self._found.set()
-        except Exception:  # the stream is aborted on close or guest death
+        except Exception:  # the stream is aborted on close or guest death; a boot failure
             pass
         finally:
             self._done.set()

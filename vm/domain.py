@@ -2,8 +2,9 @@
 
 The rendered domain is trimmed for boot speed: direct kernel boot (no firmware boot menu, no
 bootloader), the ``pc`` machine by default (fewer implicit controllers than ``q35``), no
-USB controller, no video, no graphics, no network, no balloon unless asked, no ACPI unless
-asked, and ``destroy`` on every lifecycle event so a crashed guest disappears instead of
+USB controller, no video, no graphics, no network unless asked (a virtio-net device on a tap
+of a host bridge), no balloon unless asked, no ACPI unless asked, and ``destroy`` on every
+lifecycle event so a crashed guest disappears instead of
 rebooting. The serial console is either a unix socket the caller listens on (local hosts)
 or a pty reached through libvirt's console stream (remote hosts). An optional owner (the
 process that created the domain) goes into libvirt ``<metadata>`` so that ``sweep`` spares
@@ -35,21 +36,51 @@ BOOT_CMDLINE = (
 )
 
 
-def kernel_cmdline(pci: bool = False, acpi: bool = False, extra: str = "") -> str:
-    """The boot command line: ``pci=off`` (no PCI scan) unless a PCI device (disk) needs it,
-    ``acpi=off`` unless the domain has ACPI, then ``extra``."""
-    parts = (BOOT_CMDLINE, "" if pci else "pci=off", "" if acpi else "acpi=off", extra)
+def kernel_cmdline(pci: bool = False, acpi: bool = False, extra: str = "",
+                   env: tuple[str, ...] = ()) -> str:
+    """The boot command line: ``pci=off`` (no PCI scan) unless a PCI device (disk, network)
+    needs it, ``acpi=off`` unless the domain has ACPI, then ``extra``, then ``env``.
+
+    ``env`` items are ``NAME=value`` without a dot in the name: the kernel hands such unknown
+    parameters to init as its environment. ValueError if one could not get there intact.
+    """
+    for item in env:
+        name, sep, value = item.partition("=")
+        if not sep or not name or "." in name or any(c.isspace() or c in "\"'" for c in item):
+            raise ValueError(f"cannot pass {item!r} on a kernel command line (NAME=value, no "
+                             "dot in NAME, no spaces or quotes)")
+    parts = (BOOT_CMDLINE, "" if pci else "pci=off", "" if acpi else "acpi=off", extra, *env)
     return " ".join(part for part in parts if part)
 
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """One virtio disk backed by a file (a qcow2 overlay by default)."""
+    """One virtio disk backed by a file (a qcow2 overlay by default).
+
+    ``cache``: ``none`` opens the file with O_DIRECT (no host page cache); None: the
+    hypervisor's default (writeback).
+    """
 
     path: Path
     target: str = "vda"
     format: str = "qcow2"
     readonly: bool = False
+    cache: str | None = None
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One virtio-net device on a tap of host bridge ``bridge``.
+
+    libvirt makes the tap ``tap`` itself (``<interface type='bridge'>``) and passes it to
+    QEMU; a bare QEMU is given ``fd``, a tap the caller opened and put on the bridge. No
+    vhost-net: the device model runs in QEMU, as under TCG it must.
+    """
+
+    bridge: str
+    tap: str
+    mac: str
+    fd: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,7 @@ class DomainSpec:
     vcpus: int = 1
     cmdline: str = kernel_cmdline()
     disks: tuple[DiskSpec, ...] = field(default_factory=tuple)
+    nics: tuple[NicSpec, ...] = field(default_factory=tuple)
     console_socket: Path | None = None  # None: pty console, read through libvirt's stream
     accel: str = "tcg"  # "tcg" | "kvm"
     tb_cache_mib: int | None = None  # TCG translation-block cache; None: QEMU's default
@@ -149,11 +181,21 @@ def _console(devices: ET.Element, spec: DomainSpec) -> None:
 
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     element = _sub(devices, "disk", type="file", device="disk")
-    _sub(element, "driver", name="qemu", type=disk.format)
+    _sub(element, "driver", name="qemu", type=disk.format,
+         **({"cache": disk.cache} if disk.cache else {}))
     _sub(element, "source", file=str(disk.path))
     _sub(element, "target", dev=disk.target, bus="virtio")
     if disk.readonly:
         _sub(element, "readonly")
+
+
+def _nic(devices: ET.Element, nic: NicSpec) -> None:
+    element = _sub(devices, "interface", type="bridge")
+    _sub(element, "mac", address=nic.mac)
+    _sub(element, "source", bridge=nic.bridge)
+    _sub(element, "target", dev=nic.tap)
+    _sub(element, "model", type="virtio")
+    _sub(element, "driver", name="qemu")
 
 
 def build(spec: DomainSpec) -> ET.Element:
@@ -177,6 +219,8 @@ def build(spec: DomainSpec) -> ET.Element:
         _sub(devices, "emulator", spec.emulator)
     for disk in spec.disks:
         _disk(devices, disk)
+    for nic in spec.nics:
+        _nic(devices, nic)
     _sub(devices, "controller", type="usb", model="none")
     _console(devices, spec)
     _sub(devices, "memballoon", model="virtio" if spec.balloon else "none")

@@ -1,21 +1,27 @@
-"""Guest artifacts: the kernel, an initramfs per image digest, optional qcow2 disks.
+"""Guest artifacts: the kernel, an initramfs per image digest, disks and a disk-boot initramfs.
 
 The kernel is Debian's cloud kernel, extracted by ``scripts/setup.sh`` into
-``cache_dir()/guest/vmlinuz``. The initramfs is an uncompressed ``newc`` cpio archive of the
-same image rootfs the containers run (busybox + ``/init``) plus ``/dev/console``, written in
-Python (no ``cpio`` binary, no ``mknod``), reproducible, and cached by the image digest.
+``cache_dir()/guest/vmlinuz``, with its modules tree in ``cache_dir()/guest/modules/``. The
+initramfs is an uncompressed ``newc`` cpio archive of the same image rootfs the containers run
+(busybox + ``/init``) plus ``/dev/console``, written in Python (no ``cpio`` binary, no
+``mknod``), reproducible, and cached by the image digest.
 
 Disks: one read-only ext4 base image per digest (``mkfs.ext4 -d rootfs``, converted to
 qcow2) in the cache, and a thin qcow2 overlay per VM on top of it: the VM analogue of the
-containers' overlayfs. The disk is attached as virtio-blk (host-side cost: the overlay and
-QEMU's block layer); the initramfs-only guest does not mount it, as virtio-blk is a module in
-Debian's cloud kernel and the initramfs holds no modules. Everything is left readable by
-QEMU's ``libvirt-qemu`` user.
+containers' overlayfs (a read-only lower layer and a private upper). A disk-booted guest gets
+:func:`boot_initramfs` instead of the image's: busybox, the kernel modules the disk and the
+network need (virtio_pci, virtio_blk, virtio_net and their dependencies, from the same kernel
+package; the filesystem too, unless built in) and an ``/init`` that loads them, mounts
+``/dev/vda`` as root (and ``/dev/vdb`` on ``/data`` when the guest has a volume), configures
+``eth0`` from ``CVBENCH_IP`` when asked, and switches to the disk's ``/init``. A volume is a raw
+ext4 file (:func:`volume_disk`). Everything is left readable by QEMU's ``libvirt-qemu`` user.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -25,10 +31,21 @@ from typing import BinaryIO
 
 from hostkit.files import atomic_write_with
 from hostkit.paths import cache_dir
+from imagestore import elf
 from imagestore.image import Image
 
 FORMAT = "v1"  # bump when the initramfs layout changes, so stale caches are not reused
-BASE_DISK_MIB = 64
+DISK_FORMAT = "v2"  # bump when the base disk changes (v2: sized to the image, no lazy init)
+BOOT_FORMAT = "b1"  # bump when the disk-boot initramfs changes
+BASE_DISK_MIB = 64  # the least size of a base disk
+DISK_FREE_MIB = 1024  # free room on a base disk: the guest's own files (a sparse qcow2 costs none)
+VOLUME_DISK_MIB = 2048  # a volume's raw disk (sparse)
+VOLUME_FILE = "cvbench-volume.img"
+BOOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
+BUSYBOX = Path("/bin/busybox")
+# Inode tables and the journal written by mkfs, not by the guest's ext4lazyinit thread while
+# a benchmark runs.
+MKFS_EXT4 = ("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0")
 
 
 class GuestError(Exception):
@@ -130,17 +147,26 @@ def _run(argv: list[str]) -> None:
         raise GuestError(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
+def _tree_mib(rootfs: Path) -> int:
+    total = 0
+    for directory, _dirnames, filenames in os.walk(rootfs):
+        for name in filenames:
+            total += os.lstat(os.path.join(directory, name)).st_size
+    return total >> 20
+
+
 def base_disk_for(image: Image) -> Path:
-    """A read-only qcow2 holding an ext4 filesystem of the image rootfs, cached by digest."""
-    target = guest_dir() / "disks" / f"{image.digest}-{FORMAT}.qcow2"
+    """A read-only qcow2 holding an ext4 filesystem of the image rootfs, cached by digest;
+    sized to the image plus :data:`DISK_FREE_MIB` of free room."""
+    target = guest_dir() / "disks" / f"{image.digest}-{DISK_FORMAT}.qcow2"
     if target.is_file():
         return target
     _public_dirs(target.parent)
+    size = max(BASE_DISK_MIB, _tree_mib(image.rootfs) * 5 // 4 + DISK_FREE_MIB)
     with tempfile.TemporaryDirectory(prefix="cvbench-disk-", dir=target.parent) as work:
         raw = Path(work) / "rootfs.raw"
         qcow = Path(work) / "rootfs.qcow2"
-        _run(["mkfs.ext4", "-q", "-F", "-L", "cvbench", "-E", "root_owner=0:0",
-              "-d", str(image.rootfs), str(raw), f"{BASE_DISK_MIB}M"])
+        _run([*MKFS_EXT4, "-L", "cvbench", "-d", str(image.rootfs), str(raw), f"{size}M"])
         _run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)])
         qcow.chmod(0o644)
         os.replace(qcow, target)
@@ -154,3 +180,142 @@ def create_overlay(base: Path, overlay: Path) -> Path:
           str(overlay)])
     overlay.chmod(0o644)
     return overlay
+
+
+def volume_disk(directory: Path, size_mib: int = VOLUME_DISK_MIB) -> Path:
+    """A raw ext4 disk file in ``directory`` (a host directory handed to a VM as its volume),
+    made on first use; sparse, so it takes the room its files take."""
+    path = Path(directory) / VOLUME_FILE
+    if path.is_file():
+        return path
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        handle.truncate(size_mib << 20)
+    try:
+        _run([*MKFS_EXT4, "-L", "cvbench-volume", str(partial)])
+        partial.chmod(0o644)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+# --- disk boot -----------------------------------------------------------------------------
+
+# PID 1 of a disk-booted guest until it switches to the disk's /init. A failure is one line
+# starting with "cvbench-boot:" on the console (vm.console.FAILURE: the wait for READY ends
+# there, and the VM backends report the line), then a reboot.
+BOOT_INIT = """#!/bin/sh
+export PATH=/bin
+fail() { echo "cvbench-boot: $*"; sleep 1; reboot -f; exec sleep 2147483647; }
+wait_for() {
+    i=0
+    while [ ! -e "$1" ]; do i=$((i+1)); [ $i -gt 200 ] && return 1; sleep 0.05; done
+}
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for module in $(cat /modules.load); do
+    insmod "/lib/modules/$module" || fail "insmod $module failed"
+done
+wait_for /dev/vda || fail "no disk: /dev/vda did not appear"
+mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda (the image disk) as root"
+[ -x /newroot/init ] || fail "the image disk has no /init"
+if [ -n "${CVBENCH_VOLUME:-}" ]; then
+    wait_for /dev/vdb || fail "no volume: /dev/vdb did not appear"
+    mkdir -p /newroot/data
+    mount -t ext4 -o rw /dev/vdb /newroot/data || fail "cannot mount the volume /dev/vdb"
+fi
+ip link set lo up
+if [ -n "${CVBENCH_IP:-}" ]; then
+    wait_for /sys/class/net/eth0 || fail "no network: eth0 did not appear"
+    ip addr add "$CVBENCH_IP" dev eth0 || fail "cannot address eth0 with $CVBENCH_IP"
+    ip link set eth0 up || fail "cannot bring eth0 up"
+fi
+unset CVBENCH_IP CVBENCH_VOLUME
+mount --move /dev /newroot/dev
+mount --move /proc /newroot/proc
+mount --move /sys /newroot/sys
+exec switch_root /newroot /init
+"""
+BOOT_APPLETS = ("sh", "mount", "insmod", "ip", "mkdir", "sleep", "cat", "reboot", "switch_root")
+
+
+def modules_dir() -> Path:
+    """``lib/modules/<release>/`` of the guest kernel (extracted by setup)."""
+    root = guest_dir() / "modules"
+    releases = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if len(releases) != 1:
+        raise GuestError(f"guest kernel modules missing in {root} (expected one release): "
+                         "run scripts/setup.sh")
+    return releases[0]
+
+
+def module_load_order(names: tuple[str, ...] = BOOT_MODULES,
+                      directory: Path | None = None) -> list[Path]:
+    """The module files ``names`` need, dependencies first, relative to ``directory``; names
+    built into the kernel (``modules.builtin``) are left out."""
+    directory = directory or modules_dir()
+    builtin_file = directory / "modules.builtin"
+    builtin = ({Path(line.strip()).name.removesuffix(".ko").replace("-", "_")
+                for line in builtin_file.read_text().splitlines() if line.strip()}
+               if builtin_file.is_file() else set())
+    index = {path.name.removesuffix(".ko").replace("-", "_"): path
+             for path in (directory / "kernel").rglob("*.ko")}
+    order: list[Path] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        name = name.replace("-", "_")
+        if name in builtin or any(path == index.get(name) for path in order):
+            return
+        if name in trail:
+            raise GuestError(f"kernel module dependency cycle: {' -> '.join((*trail, name))}")
+        if name not in index:
+            raise GuestError(f"kernel module {name} is neither built in nor in {directory}")
+        try:
+            depends = elf.modinfo(index[name]).get("depends", "")
+        except (elf.ElfError, ValueError, OSError) as error:
+            raise GuestError(f"kernel module {index[name]}: {error}") from None
+        for dependency in filter(None, depends.split(",")):
+            visit(dependency, (*trail, name))
+        order.append(index[name])
+
+    for name in names:
+        visit(name, ())
+    return [path.relative_to(directory) for path in order]
+
+
+def _boot_tree(root: Path, directory: Path, modules: list[Path]) -> None:
+    for name in ("bin", "dev", "proc", "sys", "newroot", "lib/modules"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BUSYBOX, root / "bin" / "busybox")
+    (root / "bin" / "busybox").chmod(0o755)
+    for applet in BOOT_APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    for module in modules:
+        target = root / "lib" / "modules" / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(directory / module, target)
+    (root / "modules.load").write_text("".join(f"{m}\n" for m in modules))
+    (root / "init").write_text(BOOT_INIT)
+    (root / "init").chmod(0o755)
+
+
+def boot_initramfs() -> Path:
+    """The disk-boot initramfs (busybox, the boot modules, an /init that mounts the image
+    disk as root), built on first use and cached by its content."""
+    if not BUSYBOX.is_file():
+        raise GuestError(f"{BUSYBOX} not found: install Debian's busybox-static")
+    directory = modules_dir()
+    modules = module_load_order(directory=directory)
+    key = hashlib.sha256(BOOT_FORMAT.encode() + BOOT_INIT.encode() + BUSYBOX.read_bytes())
+    for module in modules:
+        key.update(str(module).encode() + (directory / module).read_bytes())
+    target = guest_dir() / "initramfs" / f"boot-{key.hexdigest()[:24]}-{BOOT_FORMAT}.cpio"
+    if target.is_file():
+        return target
+    _public_dirs(target.parent)
+    with tempfile.TemporaryDirectory(prefix="cvbench-boot-") as work:
+        _boot_tree(Path(work), directory, modules)
+        atomic_write_with(target, lambda handle: write_cpio(Path(work), handle), fsync=False)
+    return target

@@ -47,13 +47,15 @@ class VirtualMachine:
     @classmethod
     def start(cls, conn: libvirt.virConnect, spec: DomainSpec, *,
               disk_base: Path | None = None, autodestroy: bool = True,
-              console: str = "auto", paused: bool = False) -> VirtualMachine:
+              console: str = "auto", paused: bool = False,
+              disk_cache: str | None = None) -> VirtualMachine:
         """Create the domain and return at once (not ready); files are removed on failure.
 
         ``console``: ``socket`` (local URIs only), ``stream`` (any URI) or ``auto`` (socket
         where the URI is local, else stream). ``spec.owner`` None: this process. With
         ``paused`` the domain is created with its kernel loaded but its CPUs stopped, until
-        :meth:`resume` (a warm start).
+        :meth:`resume` (a warm start). ``disk_base``: a qcow2 overlay on it becomes the first
+        disk (``disk_cache`` its cache mode).
         """
         if spec.owner is None:
             spec = replace(spec, owner=Owner.current())
@@ -68,9 +70,10 @@ class VirtualMachine:
                 directory = hypervisor.vm_dir(spec.name)
                 if console == "socket":
                     listener = SocketConsole(directory / "console.sock")
-                if disk_base is not None:
+                if disk_base is not None:  # the root disk first: the guest's vda
                     overlay = guest.create_overlay(disk_base, directory / "disk.qcow2")
-                    spec = replace(spec, disks=(*spec.disks, DiskSpec(overlay)))
+                    spec = replace(spec, disks=(DiskSpec(overlay, cache=disk_cache),
+                                                *spec.disks))
             elif disk_base is not None:
                 raise ValueError("overlay disks need a local libvirt URI")
             spec = replace(spec, console_socket=listener.path if listener else None)

@@ -14,6 +14,7 @@ The measurement rules every backend keeps (``docs/architecture.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from imagestore.image import Image
@@ -25,6 +26,9 @@ class BackendError(Exception):
 
 class NotReady(BackendError):
     """The instance did not print READY in time, or died before it did."""
+
+
+VOLUME_PATH = "/data"  # where an instance sees the host directory of InstanceSpec.volume
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class InstanceSpec:
     disk: bool = False  # VMs only: qcow2 overlay disk on a shared base image
     accel: str = "auto"  # VMs only: auto | kvm | tcg
     command: tuple[str, ...] = ()  # containers only: run this instead of the image's /init
+    # NAME=value for the workload: containers and process get them in their environment, VMs
+    # on the kernel command line (the guest kernel hands them to init as its environment).
+    env: tuple[str, ...] = ()
+    # A host directory handed in: containers bind-mount it at VOLUME_PATH; VMs (disk = true)
+    # get a raw ext4 disk made in it, mounted at VOLUME_PATH; process uses the directory as is.
+    volume: Path | None = None
 
 
 @dataclass

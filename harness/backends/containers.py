@@ -6,11 +6,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from harness.backends.base import BackendError, InstanceSpec
+from harness.backends.base import VOLUME_PATH, BackendError, InstanceSpec
 from harness.backends.oci import profile as oci_profile
 from runtime.spec import (
     SECCOMP_PROFILE_ANNOTATION,
     SECCOMP_SHA256_ANNOTATION,
+    Mount,
     Spec,
     SpecError,
     default_spec,
@@ -19,10 +20,11 @@ from runtime.spec import (
 
 def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
     """The OCI-shaped container spec of ``spec``: the one ``ours``, crun and runc all run
-    (the image's /init or ``spec.command``, namespaces, mounts, limits, device rules, seccomp).
-    Bad limits or a missing seccomp profile raise BackendError."""
+    (the image's /init or ``spec.command``, namespaces, mounts, limits, device rules, seccomp;
+    ``spec.env`` added to the environment, the ``spec.volume`` directory bind-mounted at
+    ``VOLUME_PATH``). Bad limits or a missing seccomp profile raise BackendError."""
     try:
-        return default_spec(
+        oci = default_spec(
             spec.image,
             spec.name,
             memory_limit_mib=spec.memory_limit_mib,
@@ -32,6 +34,11 @@ def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
             args=list(spec.command) or None,
             **extra,
         )
+        oci.process.env += list(spec.env)
+        if spec.volume is not None:
+            oci.mounts.append(Mount(VOLUME_PATH, "bind", str(spec.volume), ["rbind", "rw"]))
+            oci.validate()
+        return oci
     except SpecError as error:
         raise BackendError(f"{spec.name}: {error}") from None
 

@@ -1,19 +1,35 @@
 """What the VM backends (``qemu``, ``libvirt``) share, so both boot the very same guest:
 the guest-shaping options, the domain description built from an InstanceSpec, the guest
-artifacts (kernel, initramfs and base disk per image digest) and the memory sample."""
+artifacts (kernel, initramfs and base disk per image digest), the guest's network and volume
+(:class:`GuestDevices`) and the memory sample.
+
+With ``disk`` the guest boots the image from its disk: a qcow2 overlay on the image's base
+disk is ``vda``, the initramfs is :func:`vm.guest.boot_initramfs` (modules, mount, switch to
+the disk's ``/init``), and disks are opened with ``cache=none`` (O_DIRECT on the host, as the
+containers' ``direct=1`` I/O reaches the host's filesystem). With ``network = "bridge"`` the
+guest gets a virtio-net device on a tap of ``cvbench0`` and an address of the containers'
+subnet on ``eth0`` (no default route). A ``volume`` becomes a raw ext4 disk ``vdb``, mounted
+on ``/data``.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.backends.base import BackendError, InstanceSpec, MemorySample
 from imagestore.image import Image
-from vm import guest
+from vm import guest, hypervisor
 from vm.accel import AccelChoice, detect_accel
-from vm.domain import DomainSpec, kernel_cmdline
+from vm.console import FAILURE
+from vm.domain import DiskSpec, DomainSpec, NicSpec, kernel_cmdline
 from vm.memory import VmMemory
+
+DISK_CACHE = "none"  # a disk-booted guest's disks: no host page cache
+BOOT_FAILURE = FAILURE.decode()  # how the disk boot's init says what went wrong
 
 _SAMPLE_FIELDS = {f.name for f in fields(MemorySample)}
 
@@ -28,13 +44,18 @@ class GuestOptions:
     balloon: bool = False
     cmdline_extra: str = ""
 
-    def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path) -> DomainSpec:
-        """The domain description of ``spec`` (name, memory, vCPUs, kernel, command line)."""
+    def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path,
+               devices: GuestDevices | None = None) -> DomainSpec:
+        """The domain description of ``spec`` (name, memory, vCPUs, kernel, command line,
+        and the network and volume of ``devices``)."""
+        devices = devices or GuestDevices()
         try:
             return DomainSpec(
                 name=spec.name, kernel=kernel, initrd=initrd,
                 memory_mib=spec.guest_memory_mib, vcpus=spec.vcpus,
-                cmdline=kernel_cmdline(pci=spec.disk or self.balloon, extra=self.cmdline_extra),
+                cmdline=kernel_cmdline(pci=spec.disk or self.balloon or bool(devices.nics),
+                                       extra=self.cmdline_extra, env=devices.env),
+                disks=devices.disks, nics=devices.nics,
                 accel=accel, tb_cache_mib=self.tb_cache_mib, balloon=self.balloon,
                 machine=self.machine,
             )
@@ -69,6 +90,10 @@ class GuestArtifacts:
             self._initrds[image.digest] = guest.initramfs_for(image)
         return self._initrds[image.digest]
 
+    def boot_initrd(self, spec: InstanceSpec) -> Path:
+        """The initramfs ``spec`` boots: the disk boot's, or the image itself."""
+        return guest.boot_initramfs() if spec.disk else self.initrd(spec.image)
+
     def base_disk(self, image: Image) -> Path:
         if image.digest not in self._bases:
             self._bases[image.digest] = guest.base_disk_for(image)
@@ -78,6 +103,106 @@ class GuestArtifacts:
     def kernel_package() -> str | None:
         package = guest.guest_dir() / "kernel-package"
         return package.read_text().strip() if package.is_file() else None
+
+
+@dataclass
+class GuestDevices:
+    """A VM's network and volume: the devices its domain gets, the environment its init
+    gets, and what must be released when it is removed (address lease, tap descriptor)."""
+
+    nics: tuple[NicSpec, ...] = ()
+    disks: tuple[DiskSpec, ...] = ()
+    env: tuple[str, ...] = ()
+    address: str | None = None  # the guest's address on cvbench0, leased
+    tap_fd: int | None = None  # a bare QEMU's tap, until QEMU holds its own copy
+    bridged: ClassVar[bool] = False  # a guest of this process joined cvbench0
+
+    @classmethod
+    def for_spec(cls, spec: InstanceSpec, *, own_tap: bool) -> GuestDevices:
+        """Lease, open and make what ``spec`` asks for; ``own_tap``: open the tap here and
+        hand QEMU its descriptor (bare QEMU), else let the hypervisor make it (libvirt)."""
+        devices = cls(env=tuple(spec.env))
+        try:
+            if spec.volume is not None:
+                if not spec.disk:
+                    raise BackendError(f"{spec.name}: a volume needs disk = true (the disk boot "
+                                       "mounts it)")
+                try:
+                    path = guest.volume_disk(spec.volume)
+                except (OSError, guest.GuestError) as error:
+                    raise BackendError(f"{spec.name}: cannot make the volume disk: {error}"
+                                       ) from None
+                devices.disks = (DiskSpec(path, target="vdb", format="raw", cache=DISK_CACHE),)
+                devices.env += ("CVBENCH_VOLUME=1",)
+            if spec.network == "bridge":
+                devices._bridge(spec, own_tap)
+            elif spec.network != "none":
+                raise BackendError(f"{spec.name}: VMs have network none or bridge, not "
+                                   f"{spec.network!r}")
+        except BaseException:
+            devices.release()
+            raise
+        return devices
+
+    def _bridge(self, spec: InstanceSpec, own_tap: bool) -> None:
+        if not spec.disk:
+            raise BackendError(f"{spec.name}: network = bridge needs disk = true (the disk "
+                               "boot loads virtio_net)")
+        # The containers' bridge and leases (imported here: VM backends load no container code
+        # unless a guest joins the containers' bridge).
+        from runtime import network
+
+        tap = network.veth_name(f"tap:{spec.name}")
+        digest = hashlib.sha1(spec.name.encode()).digest()
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+        try:
+            self.address = network.allocate_address(str(hypervisor.vms_dir() / spec.name))
+            if own_tap:
+                self.tap_fd = network.open_tap(tap)
+            else:
+                network.bridge_up()
+        except (OSError, network.NetworkError) as error:
+            raise BackendError(f"{spec.name}: {error}") from None
+        GuestDevices.bridged = True
+        self.nics = (NicSpec(network.BRIDGE, tap, mac, self.tap_fd),)
+        self.env += (f"CVBENCH_IP={self.address}/{network.SUBNET.prefixlen}",)
+
+    def handed_over(self) -> None:
+        """QEMU holds the tap now: close this process's descriptor."""
+        if self.tap_fd is not None:
+            os.close(self.tap_fd)
+            self.tap_fd = None
+
+    @classmethod
+    def done_with_bridge(cls) -> None:
+        """Remove ``cvbench0`` if a guest of this process used it and nothing is on it now
+        (as the ``ours`` runtime does when it cleans up)."""
+        if not cls.bridged:
+            return
+        from runtime import network
+
+        try:
+            network.remove_bridge_if_unused()
+        except Exception:  # busy or gone meanwhile: `cvbench clean` removes it later
+            return
+        cls.bridged = False
+
+    def release(self) -> None:
+        """Close the tap descriptor (if still held) and free the address; idempotent."""
+        self.handed_over()
+        if self.address is not None:
+            from runtime import network
+
+            network.release_address(self.address)
+            self.address = None
+
+
+def console_reason(output: bytes) -> str:
+    """What a VM's console says went wrong: the disk boot's own line, else its last line."""
+    lines = [line.strip() for line in output.decode(errors="replace").splitlines()
+             if line.strip()]
+    own = [line for line in lines if line.startswith(BOOT_FAILURE)]
+    return (own or lines or [""])[-1]
 
 
 def accel_for(spec: InstanceSpec, default: AccelChoice) -> AccelChoice:

@@ -24,7 +24,14 @@ from harness.backends.base import (
     Method,
     NotReady,
 )
-from harness.backends.guests import GuestArtifacts, GuestOptions, memory_sample
+from harness.backends.guests import (
+    DISK_CACHE,
+    GuestArtifacts,
+    GuestDevices,
+    GuestOptions,
+    console_reason,
+    memory_sample,
+)
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import guest, hypervisor
@@ -52,6 +59,7 @@ class LibvirtBackend:
         self.artifacts = GuestArtifacts()
         self._conn: libvirt.virConnect | None = None
         self.live: dict[str, VirtualMachine] = {}
+        self.devices: dict[str, GuestDevices] = {}  # network lease: until removed
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -105,18 +113,24 @@ class LibvirtBackend:
         accel = self.accel
         if spec.accel != "auto":  # the scenario forces one
             accel = hypervisor.detect_accel_for(self.conn, spec.accel)
+        devices = GuestDevices.for_spec(spec, own_tap=False)
         try:
             domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
-                                       self.artifacts.initrd(spec.image))
+                                       self.artifacts.boot_initrd(spec), devices)
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
-                paused=paused,
+                paused=paused, disk_cache=DISK_CACHE if spec.disk else None,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
+            devices.release()
             message = (error.get_error_message() if isinstance(error, libvirt.libvirtError)
                        else str(error))
             raise BackendError(f"cannot start VM {spec.name}: {message}") from None
+        except BaseException:
+            devices.release()
+            raise
+        self.devices[spec.name] = devices
         self.live[spec.name] = vm
         return Instance(name=spec.name, backend=self.name, handle=vm,
                         pids=[vm.pid] if vm.pid else [], phases={"createxml_s": vm.create_s})
@@ -125,8 +139,8 @@ class LibvirtBackend:
         try:
             self._vm(instance).wait_ready(timeout)
         except ConsoleError as error:
-            lines = error.output.decode(errors="replace").strip().splitlines()
-            last = f"; last console line: {lines[-1].strip()!r}" if lines else ""
+            reason = console_reason(error.output)
+            last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
@@ -144,6 +158,9 @@ class LibvirtBackend:
                                f"{error.get_error_message()}") from None
         finally:
             self.live.pop(instance.name, None)
+            devices = self.devices.pop(instance.name, None)
+            if devices is not None:
+                devices.release()
 
     def memory(self, instance: Instance) -> MemorySample:
         vm = self._vm(instance)
@@ -159,6 +176,10 @@ class LibvirtBackend:
             except libvirt.libvirtError:
                 pass
         self.live.clear()
+        for devices in self.devices.values():
+            devices.release()
+        self.devices.clear()
+        GuestDevices.done_with_bridge()
         if self._conn is not None:
             try:
                 self._conn.close()

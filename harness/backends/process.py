@@ -99,7 +99,8 @@ class ProcessBackend:
             pid = os.posix_spawn(
                 str(rootfs / "bin" / "busybox"),
                 argv,
-                {"PATH": str(rootfs / "bin"), "HOME": "/"},
+                {"PATH": str(rootfs / "bin"), "HOME": "/",
+                 **dict(item.split("=", 1) for item in spec.env if "=" in item)},
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, write_fd, 1),
                     stdin_action,

@@ -22,7 +22,15 @@ from harness.backends.base import (
     Method,
     NotReady,
 )
-from harness.backends.guests import GuestArtifacts, GuestOptions, accel_for, memory_sample
+from harness.backends.guests import (
+    DISK_CACHE,
+    GuestArtifacts,
+    GuestDevices,
+    GuestOptions,
+    accel_for,
+    console_reason,
+    memory_sample,
+)
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import bare_qemu, guest
@@ -46,6 +54,7 @@ class QemuBackend:
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()
         self.live: dict[str, bare_qemu.BareVM] = {}
+        self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
 
     def _vm(self, instance: Instance) -> bare_qemu.BareVM:
         vm = instance.handle
@@ -71,6 +80,9 @@ class QemuBackend:
         except bare_qemu.BareQemuError as error:
             self._vm(instance).stop(self.grace_s)
             self.live.pop(instance.name, None)
+            devices = self.devices.pop(instance.name, None)
+            if devices is not None:
+                devices.release()
             raise BackendError(f"cannot prepare VM {instance.name}: {error}") from None
         return instance
 
@@ -84,14 +96,22 @@ class QemuBackend:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = accel_for(spec, self.accel)
+        devices = GuestDevices.for_spec(spec, own_tap=True)
         try:
             domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
-                                       self.artifacts.initrd(spec.image))
+                                       self.artifacts.boot_initrd(spec), devices)
             vm = bare_qemu.BareVM.start(
                 domain, qemu=self.binary, paused=paused,
-                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None)
+                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
+                disk_cache=DISK_CACHE if spec.disk else None)
         except (OSError, guest.GuestError, ValueError) as error:
+            devices.release()
             raise BackendError(f"cannot start VM {spec.name}: {error}") from None
+        except BaseException:
+            devices.release()
+            raise
+        devices.handed_over()
+        self.devices[spec.name] = devices
         self.live[spec.name] = vm
         return Instance(name=spec.name, backend=self.name, handle=vm, pids=[vm.pid])
 
@@ -99,8 +119,8 @@ class QemuBackend:
         try:
             self._vm(instance).wait_ready(timeout)
         except (ConsoleError, bare_qemu.BareQemuError) as error:
-            output = getattr(error, "output", b"").decode(errors="replace").strip()
-            last = f"; last console line: {output.splitlines()[-1]!r}" if output else ""
+            reason = console_reason(getattr(error, "output", b""))
+            last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
@@ -111,6 +131,9 @@ class QemuBackend:
             self._vm(instance).release()
         finally:
             self.live.pop(instance.name, None)
+            devices = self.devices.pop(instance.name, None)
+            if devices is not None:
+                devices.release()
 
     def memory(self, instance: Instance) -> MemorySample:
         try:
@@ -122,6 +145,10 @@ class QemuBackend:
         for vm in list(self.live.values()):
             vm.stop(self.grace_s)
         self.live.clear()
+        for devices in self.devices.values():
+            devices.release()
+        self.devices.clear()
+        GuestDevices.done_with_bridge()
 
     def describe(self) -> dict[str, Any]:
         try:

@@ -13,18 +13,19 @@ log = logging.getLogger(__name__)
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("image", help="build, verify or list workload images")
     parser.add_argument("action", choices=("build", "verify", "ls"))
-    parser.add_argument("reference", nargs="?", default="default", help="name or digest")
+    parser.add_argument("reference", nargs="?", default="default",
+                        help="name (build: default or workloads) or digest")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=handle)
     return parser
 
 
 def handle(args: argparse.Namespace) -> int:
-    from imagestore import image
+    from imagestore import builders, image
 
     try:
         if args.action == "build":
-            built = image.build()
+            built = builders.build(args.reference)
             log.info("image %s built: %s", built.name, built.digest)
             if not args.quiet:
                 print(f"{built.name} {built.digest} {built.rootfs}")

@@ -19,8 +19,12 @@ HIGHER_IS_BETTER = "higher"
 DIRECTIONS: Mapping[str, str | None] = {
     "max_instances_alive": HIGHER_IS_BETTER,
     "start_call_s": None, "ready_wait_s": None, "createxml_s": None,
+    "iops": HIGHER_IS_BETTER,  # workloads: fio
 }
-SUFFIX_DIRECTIONS: tuple[tuple[str, str], ...] = (
+SUFFIX_DIRECTIONS: tuple[tuple[str, str], ...] = (  # the first that matches decides
+    ("_per_s", HIGHER_IS_BETTER),  # rates: events/s, ops/s
+    ("_mib_s", HIGHER_IS_BETTER),  # bandwidth, MiB/s
+    ("_mbit_s", HIGHER_IS_BETTER),  # throughput, Mbit/s
     ("_s", LOWER_IS_BETTER),  # latencies
     ("_bytes", LOWER_IS_BETTER),  # memory
 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from harness.kinds import density, memory, startup
+from harness.kinds import density, memory, startup, workload
 from harness.params import key_names
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ KINDS: tuple[KindInfo, ...] = (
              density.charts),
     KindInfo("memory", memory.MemoryParams, memory.run,
              "per-instance memory of K idle instances, by several views", memory.charts),
+    KindInfo("workload", workload.WorkloadParams, workload.run,
+             "CPU, memory, disk, network and redis inside one instance per backend, relative "
+             "to the host", workload.charts),
 )
 
 _TABLE: dict[str, KindInfo] = {kind.name: kind for kind in KINDS}

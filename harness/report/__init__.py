@@ -69,9 +69,11 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
             ["scenario", "backend", "variant"], kind="stable",
             key=lambda c: c.map(normalize.plain).map(ranks[str(c.name)]).fillna(
                 len(ranks[str(c.name)])))
-        start_variant = frame["variant"].isin(["cold", "warm"])  # never mixed in a series
+        # never mixed in a series: start variants, and workloads (the variant names the
+        # workload and its parameters)
+        own_series = frame["variant"].isin(["cold", "warm"]) | (frame["kind"] == "workload")
         frame["series"] = frame["backend"].where(
-            ~start_variant, frame["backend"] + " " + frame["variant"].astype(str))
+            ~own_series, frame["backend"] + " " + frame["variant"].astype(str))
         frame = fleet_report.label_hosts(frame)  # a fleet directory: "backend @ host"
         if len(run_dirs) > 1:
             frame["series"] = frame["series"] + " @ " + run_dir.name[:15]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -74,9 +75,21 @@ def test_host_network_has_no_netns_and_no_sysfs_mount():
     assert "/sys" not in {m["destination"] for m in config["mounts"]}
 
 
-def test_bridge_network_is_refused():
-    with pytest.raises(BackendError, match="not supported"):
+def test_bridge_network_joins_the_namespace_cvbench_wired():
+    with pytest.raises(BackendError, match="network namespace"):
         build_config(spec(network="bridge"))
+    config = build_config(spec(network="bridge"), netns="/proc/1/fd/7")
+    network = [n for n in config["linux"]["namespaces"] if n["type"] == "network"]
+    assert network == [{"type": "network", "path": "/proc/1/fd/7"}]
+    assert config["annotations"]["cvbench.network"] == "bridge"
+
+
+def test_environment_and_volume_reach_the_container(tmp_path):
+    config = build_config(dataclasses.replace(spec(), env=("CVBENCH_TOKEN=abc",),
+                                              volume=tmp_path))
+    assert "CVBENCH_TOKEN=abc" in config["process"]["env"]
+    assert {"destination": "/data", "type": "bind", "source": str(tmp_path),
+            "options": ["rbind", "rw"]} in config["mounts"]
 
 
 def test_name_must_carry_the_prefix():

@@ -130,9 +130,11 @@ def test_report_of_a_kind_no_longer_registered(tmp_path, host, fake_kinds) -> No
         ("kind = 'ping'\npings = 0\n", "key 'pings': expected a value >= 1, got 0"),
         ("kind = 'ping'\ntone = 'loud'\n", "key 'tone': expected one of low, high"),
         ("kind = 'ping'\nrepetitions = 3\n",
-         "key 'repetitions' belongs to kind startup, not ping: ping's own keys are pings, tone"),
+         "key 'repetitions' belongs to kind startup and workload, not ping: ping's own keys are "
+         "pings, tone"),
         ("kind = 'startup'\npings = 3\n", "key 'pings' belongs to kind ping"),
-        ("kind = 'pong'\n", "key 'kind': expected one of startup, density, memory, ping"),
+        ("kind = 'pong'\n",
+         "key 'kind': expected one of startup, density, memory, workload, ping"),
     ],
 )
 def test_the_loader_checks_a_fake_kinds_keys(fake_kinds, table, expected) -> None:

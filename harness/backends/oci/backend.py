@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from harness.backends.base import (
     Method,
 )
 from harness.backends.oci import cgroup, probe
+from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
 from harness.backends.oci.launcher import Launcher, Overlay
 from harness.backends.oci.profile import security
@@ -37,6 +39,7 @@ from hostkit.paths import PREFIX
 from hostkit.procs import wait_pidfd
 from imagestore.image import Image
 from runtime.cgroups import CgroupError
+from runtime.network import NetworkError
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
 PROBE_READY_S = 20.0
@@ -48,6 +51,7 @@ class OciHandle:
     pid: int  # the container's init, on the host
     ready_fd: int | None  # closed once READY was read
     started: bool = True  # False while a created container waits for ``start``
+    netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
 
 
 class OciBackend:
@@ -144,6 +148,9 @@ class OciBackend:
             self._teardown(instance.handle.bundle)
         finally:
             self.live.pop(instance.name, None)
+            if instance.handle.netns is not None:
+                instance.handle.netns.release()
+                instance.handle.netns = None
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
@@ -189,12 +196,20 @@ class OciBackend:
         """``<runtime> <verb> --pid-file --bundle <id>`` on a fresh bundle, the READY pipe's
         write end as the container's stdout; the overlay is mounted by the launcher's child
         in the mount namespace the container's is copied from."""
-        config = build_config(spec)
+        bridge = spec.network == "bridge"
+        config = build_config(spec, netns="(wired below)" if bridge else None)  # checks first
         bundle = Bundle.for_name(spec.name)
         launcher = self.launcher()
         bundle.make(config)
         read_fd = None
+        netns = None
         try:
+            if bridge:  # a namespace on cvbench0 first, joined by the container
+                try:
+                    netns = oci_netns.create(str(bundle.dir))
+                except NetworkError as error:
+                    raise BackendError(f"{spec.name}: {error}") from None
+                bundle.config.write_text(json.dumps(build_config(spec, netns=netns.path)))
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -214,8 +229,13 @@ class OciBackend:
             if read_fd is not None:
                 os.close(read_fd)
             self._teardown(bundle)
+            if netns is not None:
+                netns.release()
             raise
-        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd), [pid])
+        if netns is not None:
+            netns.close()  # the container holds its namespace now
+        instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd, netns=netns),
+                            [pid])
         self.live[spec.name] = instance
         return instance
 

@@ -112,20 +112,28 @@ class Bundle:
         return text.splitlines()[-1] if text else "no log"
 
 
-def build_config(spec: InstanceSpec) -> dict[str, Any]:
+def build_config(spec: InstanceSpec, netns: str | None = None) -> dict[str, Any]:
     """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``).
 
     It is ``runtime.spec.default_spec`` (what ``ours`` runs) with the root made bundle-relative,
     a ``cvbench-`` cgroups path and :data:`DEVICE_RULES`: same namespaces, mounts,
-    capabilities, masked paths and limits as ``ours``.
+    capabilities, masked paths and limits as ``ours``. ``network = "bridge"`` needs ``netns``,
+    the path of a network namespace cvbench wired to the bridge (:mod:`.netns`), which the
+    container joins.
     """
     if not spec.name.startswith(PREFIX):
         raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
-    if spec.network not in ("none", "host"):
-        raise BackendError(f"network {spec.network!r} not supported by the OCI backends yet")
+    if spec.network not in ("none", "host", "bridge"):
+        raise BackendError(f"network {spec.network!r} not supported by the OCI backends")
+    if spec.network == "bridge" and netns is None:
+        raise BackendError("network bridge needs the path of a wired network namespace")
     oci_spec = container_spec(spec)
     oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()
     config["linux"]["resources"]["devices"] = [dict(rule) for rule in DEVICE_RULES]
+    if spec.network == "bridge":
+        for namespace in config["linux"]["namespaces"]:
+            if namespace["type"] == "network":
+                namespace["path"] = netns
     return config
