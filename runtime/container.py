@@ -62,7 +62,10 @@ class Runtime:
     the fork server: containers it started keep running (``cvbench ctr run``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pivot_root: bool = False) -> None:
+        """``pivot_root``: switch into each container's root with pivot_root(2), as crun and
+        runc do, instead of the move onto the skeleton root (:mod:`runtime.rootfs`)."""
+        self.pivot_root = pivot_root
         self.cgroups = cgroups.driver()
         self.parent = cgroup_parent()
         self.root = containers_dir()
@@ -99,6 +102,7 @@ class Runtime:
                 spec,
                 self.root / name,
                 self.cgroups.join_files(cgroup, limits),
+                pivot_root=self.pivot_root,
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None

@@ -42,9 +42,11 @@ class OursBackend:
     name = "ours"
     variants = (COLD, WARM)
 
-    def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False) -> None:
+    def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
+                 pivot_root: bool = False) -> None:
         self.grace_s = grace_s
         self.readonly_root = readonly_root
+        self.pivot_root = pivot_root  # else the move onto the skeleton root (runtime.rootfs)
         self._runtime: Runtime | None = None
         self.live: dict[str, Instance] = {}
 
@@ -54,7 +56,7 @@ class OursBackend:
             if os.geteuid() != 0:
                 raise BackendError("the ours backend needs root (namespaces, cgroups)")
             try:
-                self._runtime = Runtime()
+                self._runtime = Runtime(pivot_root=self.pivot_root)
             except cgroups.CgroupError as error:
                 raise BackendError(f"ours: {error}") from None
         return self._runtime
