@@ -10,7 +10,14 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
 - **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
   (here: blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
   whether limited or not, and the container's init joins each one. The new ``cpuset`` cgroup
-  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined), the
+  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined): crun
+  and runc write them into each new cpuset; ours sets ``cgroup.clone_children`` on its
+  ``cvbench-*`` parent instead, so that the kernel copies them when it makes the directory.
+  The values are the same; the cost is not: each write of ``cpuset.cpus`` checks the cpuset
+  against every sibling (``validate_change``) and rebuilds the scheduling domains, walking
+  every cpuset on the host (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``),
+  so with the containers as siblings it grows with the number alive (profile at 100 and at
+  8,000 live: README, "Scale"). The
   ``devices`` cgroup the spec's rules then the runtime's default allow list
   (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
   tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
@@ -249,6 +256,10 @@ class V1Driver(Driver):
             (self.root / hierarchy / parent).mkdir(exist_ok=True)
         if "cpuset" in self.hierarchies:
             _inherit_cpuset(self.root / "cpuset" / parent)
+            # children get the parent's cpus and mems from the kernel when made: no write of
+            # cpuset.cpus per container, so no walk over the siblings and every cpuset
+            _write(self.root / "cpuset" / parent / "cgroup.clone_children", "1",
+                   "cpuset clone_children")
 
     def _apply(self, path: str, limits: Limits) -> None:
         if "cpuset" in self.hierarchies:

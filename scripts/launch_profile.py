@@ -58,7 +58,7 @@ SYSCALLS = {
 }
 
 BPFTRACE = r"""
-tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; @id[tid] = args->id; }
+tracepoint:raw_syscalls:sys_enter /FILTER/ { @start[tid] = nsecs; @id[tid] = args->id; }
 tracepoint:raw_syscalls:sys_exit /@start[tid]/ {
     @ns[@id[tid]] = sum(nsecs - @start[tid]); @calls[@id[tid]] = count();
     delete(@start[tid]); delete(@id[tid]);
@@ -77,8 +77,32 @@ def launch_batch(backend, pool, image, prefix: str, first: int, count: int) -> t
     return started, time.perf_counter() - began
 
 
-def start_tools(out: Path, level: int, perf: bool, bpf: bool) -> list[subprocess.Popen]:
+# kernel functions whose inclusive cost (children included) the report follows
+KEY_FUNCTIONS = (
+    "__x64_sys_pivot_root", "chroot_fs_refs", "__x64_sys_move_mount", "__x64_sys_chroot",
+    "__x64_sys_umount", "__x64_sys_mount", "alloc_super", "shrinker_alloc",
+    "alloc_shrinker_info", "__x64_sys_unshare", "copy_net_ns", "copy_mnt_ns",
+    "__x64_sys_mkdir", "cgroup_mkdir", "mem_cgroup_css_alloc", "cpuset_write_resmask",
+    "validate_change", "rebuild_sched_domains_locked", "dl_rebuild_rd_accounting",
+    "cgroup_file_write", "__x64_sys_execve", "__x64_sys_clone", "__x64_sys_clone3",
+    "__x64_sys_seccomp", "__x64_sys_exit_group", "__x64_sys_rmdir", "__x64_sys_openat",
+)
+
+
+def our_pids(backend) -> tuple[int, int | None]:
+    """(this process, the fork server if the backend has one)."""
+    runtime = getattr(backend, "_runtime", None)
+    server = runtime.server.pid if runtime is not None else None
+    return os.getpid(), server
+
+
+def start_tools(out: Path, level: int, perf: bool, bpf: bool, pids: tuple[int, int | None]
+                ) -> list[subprocess.Popen]:
     tools = []
+    harness, server = pids
+    clauses = [f"pid == {harness}"]
+    if server:
+        clauses += [f"pid == {server}", f"curtask->real_parent->tgid == {server}"]
     if perf:
         tools.append(subprocess.Popen(
             ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-a", "-g",
@@ -86,7 +110,8 @@ def start_tools(out: Path, level: int, perf: bool, bpf: bool) -> list[subprocess
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     if bpf:
         tools.append(subprocess.Popen(
-            ["bpftrace", "-e", BPFTRACE], stdout=open(out / f"syscalls-{level}.txt", "w"),
+            ["bpftrace", "-e", BPFTRACE.replace("FILTER", " || ".join(clauses))],
+            stdout=open(out / f"syscalls-{level}.txt", "w"),
             stderr=subprocess.STDOUT))
     time.sleep(3)  # both attach (bpftrace compiles its program first)
     return tools
@@ -99,19 +124,32 @@ def stop_tools(tools: list[subprocess.Popen]) -> None:
         tool.wait(60)
 
 
-def perf_shares(data: Path) -> dict[str, float]:
-    """kernel symbol -> share (%) of every sample, from ``perf report``."""
-    text = subprocess.run(
-        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "sym",
-         "-g", "none", "--percent-limit", "0.05"],
-        capture_output=True, text=True, check=False).stdout
-    data.with_suffix(".txt").write_text(text)
-    shares = {}
+def perf_costs(data: Path, launches: int, children: bool) -> dict[str, float]:
+    """symbol -> ms of CPU per launch in this benchmark's own processes (the harness, the fork
+    server and the launched containers: ``pids-<level>.txt``), from ``perf report``; with
+    ``children`` each function's cost includes the functions it called."""
+    pids = data.with_name(data.name.replace("perf-", "pids-").replace(".data", ".txt"))
+    command = ["perf", "report", "-i", str(data), "--stdio", "--sort", "sym", "-g", "none",
+               "--percentage", "absolute", "--percent-limit", "0.02",
+               "--children" if children else "--no-children"]
+    if pids.exists():
+        command.append(f"--pid={pids.read_text().strip()}")
+    text = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+    data.with_suffix(".children.txt" if children else ".txt").write_text(text)
+    total_ms = 0.0
+    match = re.search(r"Event count \(approx\.\): (\d+)", text)
+    if match:
+        total_ms = int(match.group(1)) / 1e6
+    costs = {}
     for line in text.splitlines():
-        match = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(\S+)", line)
+        if children:
+            match = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[(.)\]\s+(\S+)", line)
+        else:
+            match = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(\S+)", line)
         if match:
-            shares[f"[{match.group(2)}] {match.group(3)}"] = float(match.group(1))
-    return shares
+            costs[f"[{match.group(2)}] {match.group(3)}"] = (
+                float(match.group(1)) / 100 * total_ms / launches)
+    return costs
 
 
 def syscall_costs(path: Path, launches: int) -> dict[str, tuple[float, float]]:
@@ -164,8 +202,11 @@ def main() -> None:
                     print(f"\r{len(live)} live, {seconds / count * 1000:.1f} ms each",
                           end="", flush=True)
                 used = (baseline - meminfo.read()["MemAvailable"]) / len(live) / 2**20
-                tools = start_tools(args.out, level, not args.no_perf, not args.no_bpftrace)
+                pids = our_pids(backend)
+                tools = start_tools(args.out, level, not args.no_perf, not args.no_bpftrace,
+                                    pids)
                 sample = []
+                first_sampled = len(live)
                 try:
                     done = 0
                     while done < args.sample:
@@ -177,6 +218,10 @@ def main() -> None:
                         done += count
                 finally:
                     stop_tools(tools)
+                    ours = [p for p in pids if p] + [p for inst in live[first_sampled:]
+                                                     for p in inst.pids]
+                    (args.out / f"pids-{level}.txt").write_text(
+                        ",".join(str(p) for p in ours) + "\n")
                 report.append((level, statistics.median(ramp) * 1000 if ramp else 0.0,
                                statistics.median(sample) * 1000, used))
                 print(f"\n{level}: sample p50 {report[-1][2]:.2f} ms per launch, "
@@ -204,13 +249,30 @@ def write_reports(args: argparse.Namespace, levels: list[int],
     (out / "launch.md").write_text("\n".join(lines) + "\n")
     first, last = levels[0], levels[-1]
     if not args.no_perf:
-        shares = {level: perf_shares(out / f"perf-{level}.data") for level in levels}
-        names = set(shares[first]) | set(shares[last])
-        growth = sorted(names, key=lambda n: shares[last].get(n, 0) - shares[first].get(n, 0),
+        own = {level: perf_costs(out / f"perf-{level}.data", args.sample, False)
+               for level in levels}
+        total = {level: perf_costs(out / f"perf-{level}.data", args.sample, True)
+                 for level in levels}
+        names = set(own[first]) | set(own[last])
+        growth = sorted(names, key=lambda n: own[last].get(n, 0) - own[first].get(n, 0),
                         reverse=True)
-        lines = [f"| function | share at {first} (%) | share at {last} (%) |", "|---|---:|---:|"]
-        lines += [f"| {n} | {shares[first].get(n, 0):.2f} | {shares[last].get(n, 0):.2f} |"
-                  for n in growth[:25]]
+        header = " | ".join(f"at {level}" for level in levels)
+        lines = ["CPU ms per launch in the benchmark's own processes (perf cpu-clock samples "
+                 "× period ÷ launches).", "",
+                 "Functions whose own time grew most:", "",
+                 f"| function (self) | {header} |", "|---|" + "---:|" * len(levels)]
+        lines += [f"| {n} | " + " | ".join(f"{own[lv].get(n, 0):.3f}" for lv in levels) + " |"
+                  for n in growth[:20]]
+        lines += ["", "Key kernel paths, children included:", "",
+                  f"| function (with callees) | {header} |", "|---|" + "---:|" * len(levels)]
+        for function in KEY_FUNCTIONS:
+            key = f"[k] {function}"
+            if any(key in total[lv] for lv in levels):
+                lines.append(f"| {function} | " + " | ".join(
+                    f"{total[lv].get(key, 0):.3f}" for lv in levels) + " |")
+        lines += ["", "All of it (self time, every symbol):", "",
+                  "| total | " + " | ".join(f"{sum(own[lv].values()):.2f}" for lv in levels)
+                  + " |"]
         (out / "shares.md").write_text("\n".join(lines) + "\n")
     if not args.no_bpftrace:
         costs = {level: syscall_costs(out / f"syscalls-{level}.txt", args.sample)

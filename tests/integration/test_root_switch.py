@@ -44,9 +44,10 @@ ESCAPE = textwrap.dedent("""
 
 
 def _escape(pid: int) -> tuple[list[str], str]:
-    out = subprocess.run([sys.executable, "-S", "-c", ESCAPE.format(root=str(ROOT), pid=pid)],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    names, verdict = out.splitlines()
+    done = subprocess.run([sys.executable, "-S", "-c", ESCAPE.format(root=str(ROOT), pid=pid)],
+                          capture_output=True, text=True, check=False, timeout=30)
+    assert done.returncode == 0, done.stderr
+    names, verdict = done.stdout.splitlines()
     return names.split(), verdict
 
 

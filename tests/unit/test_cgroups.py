@@ -115,6 +115,7 @@ def test_v1_cpuset_is_inherited_and_device_rules_written_in_order(tmp_path: Path
     assert (root / "cpuset/cvbench-p/cpuset.cpus").read_text() == "0-1"
     assert (root / "cpuset/cvbench-p/c6/cpuset.cpus").read_text() == "0-1"
     assert (root / "cpuset/cvbench-p/c6/cpuset.mems").read_text() == "0"
+    assert (root / "cpuset/cvbench-p/cgroup.clone_children").read_text() == "1"
     device_writes = [w for w in written if w[0].startswith("devices.")]
     assert device_writes[0] == ("devices.deny", "a *:* rwm")
     assert device_writes[1:] == [("devices.allow", r.v1_line()) for r in devices.DEFAULT_ALLOW]
