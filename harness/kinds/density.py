@@ -120,6 +120,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
     baseline = host = metrics.host_memory()
     began = time.monotonic()
     step = 0
+    steps: list[tuple[int, float, float, int]] = []  # alive, launch_s, harness CPU, bytes used
     with ctx.progress() as progress:
         task = progress.add_task(f"{plan.name} {name}", total=params.max_instances, info="")
         while (reason := _stop_reason(params, len(live), began, host)) is None:
@@ -146,6 +147,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
             ctx.record([ctx.sample(plan, name, metric, value, unit, step=step,
                                    position=position)
                         for metric, (value, unit) in readings.items()])
+            steps.append((len(live), batch_s / batch, harness_cpu_s, used))
             rate = len(live) / max(time.monotonic() - began, 1e-9)
             progress.update(
                 task,
@@ -170,12 +172,42 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
                                "teardown_total_s": round(sum(teardowns), 3)}
     if params.ksm != "host":
         summary["ksm"] = params.ksm
+    summary.update(by_tenth(steps))
     per_instance = [s.value for s in idle if s.metric == "idle_cpu_percent"]
     if per_instance:
         per_instance.sort()
         summary["idle_cpu_percent_per_instance_p50"] = round(
             per_instance[len(per_instance) // 2], 3)
     return summary
+
+
+def by_tenth(steps: list[tuple[int, float, float, int]]) -> dict[str, Any]:
+    """The ramp's curve: per tenth of the instances reached, the median launch time and
+    harness CPU per launch (ms) and, at its end, host memory per instance (MiB); with the
+    last tenth's launch median over the first's."""
+    if not steps:
+        return {}
+    top = steps[-1][0]
+    tenths: list[list[tuple[int, float, float, int]]] = [[] for _ in range(10)]
+    for step in steps:
+        tenths[min(9, max(0, (step[0] - 1) * 10 // max(top, 1)))].append(step)
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    curve = []
+    for index, group in enumerate(tenths):
+        if group:
+            curve.append({"tenth": index + 1, "alive": group[-1][0],
+                          "launch_p50_ms": round(median([g[1] for g in group]) * 1000, 3),
+                          "harness_cpu_ms": round(median([g[2] for g in group]) * 1000, 3),
+                          "mem_mib_per_instance": round(group[-1][3] / group[-1][0] / MIB, 3)})
+    result: dict[str, Any] = {"curve_by_tenth": curve}
+    if len(curve) >= 2 and curve[0]["launch_p50_ms"] > 0:
+        result["launch_last_over_first_tenth"] = round(
+            curve[-1]["launch_p50_ms"] / curve[0]["launch_p50_ms"], 2)
+    return result
 
 
 def _cpu_ticks(pid: int) -> int | None:
