@@ -19,6 +19,7 @@ available and memory used per instance.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +149,9 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
                                    position=position)
                         for metric, (value, unit) in readings.items()])
             steps.append((len(live), batch_s / batch, harness_cpu_s, used))
+            # What the live instances hold is kept to the end: out of the collector's way, so
+            # that its full passes do not grow with the number alive (unfrozen after).
+            gc.freeze()
             rate = len(live) / max(time.monotonic() - began, 1e-9)
             progress.update(
                 task,
@@ -156,6 +160,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
                       f"{host.mem_available / MIB / 1024:.1f} GiB available, "
                       f"{used / max(len(live), 1) / MIB:.2f} MiB each"),
             )
+        gc.unfreeze()
         alive = len(live)
         idle: list[Any] = []
         if params.idle_cpu_s > 0 and live:
