@@ -103,9 +103,11 @@ def run_variant(name: str, image, count: int) -> tuple[float, memory_items.Count
 def run_process(image, count: int) -> tuple[float, memory_items.Counters, memory_items.Counters]:
     before_level = metrics.settled_memory_level()
     before = memory_items.read()
-    processes = [subprocess.Popen([str(image.rootfs / "init")], cwd=str(image.rootfs),
+    # as the process backend runs it: the image's busybox sh running /init, no isolation
+    processes = [subprocess.Popen([str(image.rootfs / "bin" / "sh"), str(image.rootfs / "init")],
                                   stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                                  env={"PATH": str(image.rootfs / "bin")})
+                                  env={"PATH": str(image.rootfs / "bin"), "HOME": "/"},
+                                  start_new_session=True)
                  for _ in range(count)]
     try:
         time.sleep(5)
@@ -113,7 +115,7 @@ def run_process(image, count: int) -> tuple[float, memory_items.Counters, memory
         after = memory_items.read()
     finally:
         for process in processes:
-            process.kill()
+            os.killpg(process.pid, 9)  # the shell and its sleep
         for process in processes:
             process.wait()
     return (before_level.available - after_level.available) / count, before, after

@@ -24,17 +24,19 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (ROOT / "tests" / "isolation_probe.sh").read_text()
 
-# Enter the container's mount namespace (landing on its root, as setns does), then escape the
-# chroot the classic way: chroot into a subdirectory while the working directory stays above
-# it, then ".." as far as it goes. Prints what is there.
+# Enter the container's mount namespace and root (as a process of the container would be),
+# then escape the chroot the classic way: chroot into a subdirectory while the working
+# directory stays above it, then ".." as far as it goes. Prints what is there.
 ESCAPE = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     from hostkit import syscalls as sc
-    fd = os.open("/proc/{pid}/ns/mnt", os.O_RDONLY)
-    sc.setns(fd, sc.CLONE_NEWNS)
-    os.chdir("/")
-    os.chroot("/bin")
+    root = os.open("/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    sc.setns(os.open("/proc/{pid}/ns/mnt", os.O_RDONLY), sc.CLONE_NEWNS)
+    os.fchdir(root)
+    os.chroot(".")
+    assert os.path.exists("/init"), "not in the container's root"
+    os.chroot("bin")
     for _ in range(64):
         os.chdir("..")
     names = sorted(os.listdir("."))
