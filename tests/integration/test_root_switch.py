@@ -67,7 +67,7 @@ def test_chroot_escape_finds_no_host_tree(state_dir, built_image, pivot_root) ->
         assert verdict == "host-hidden", names
         assert set(names) <= {"host"}, names  # the empty skeleton, and where the root sits
         probe = Path(f"/proc/{pid}/root/tmp/probe.out").read_text().splitlines()
-        failed = [line for line in probe if " no " in line]
+        failed = [line for line in probe if line.split(" ")[1:2] == ["no"]]
         assert not failed, failed
         mounts = {line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text()
                   .splitlines()}
