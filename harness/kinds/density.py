@@ -9,12 +9,14 @@ memory are recorded, until ``max_instances``, the ``min_mem_available_mib`` floo
 ``time_limit_s``. Then every instance is stopped and removed, each one timed
 (``teardown_s``, one sample per instance).
 
-The harness's own cost is recorded at every step too: ``harness_cpu_per_launch_s``, the CPU
-time (user + system, all threads) this process spent per launched instance during the step
-(backend adapters included; fork servers, runtimes and daemons excluded), so a ramp shows
-whether the harness's per-launch work grows with the number alive (it must not: nothing on
-the launch path scans the live instances). The progress line shows the rate, host memory
-available and memory used per instance.
+The harness's own cost is recorded at every step too: ``harness_cpu_per_launch_s``, the user
+CPU time (all threads) this process spent per launched instance during the step: the
+harness's Python work and the backend adapter's (for ``ours`` the runtime library, which runs
+in this process, is included; fork servers, launched instances and daemons are not), so a ramp
+shows whether the harness's per-launch work grows with the number alive (it must not: nothing
+on the launch path scans the live instances). The kernel time of this process's system calls
+(for ``ours``: making the cgroups) is ``harness_sys_per_launch_s``. The progress line shows
+the rate, host memory available and memory used per instance.
 """
 
 from __future__ import annotations
@@ -127,20 +129,23 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
         while (reason := _stop_reason(params, len(live), began, host)) is None:
             step += 1
             batch = min(params.batch_size, params.max_instances - len(live))
-            cpu_before = _own_cpu_s()
+            cpu_before = os.times()
             try:
                 batch_s = _launch_batch(ctx, plan, name, batch, live, pool)
             except BackendError as error:
                 reason = f"failure: {error}"
                 ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
                 break
-            harness_cpu_s = (_own_cpu_s() - cpu_before) / batch
+            cpu_after = os.times()
+            harness_cpu_s = (cpu_after.user - cpu_before.user) / batch
+            harness_sys_s = (cpu_after.system - cpu_before.system) / batch
             host = metrics.host_memory()
             used = baseline.mem_available - host.mem_available
             readings = {
                 "batch_launch_s": (batch_s, "s"),
                 "launch_s": (batch_s / batch, "s"),
                 "harness_cpu_per_launch_s": (harness_cpu_s, "s"),
+                "harness_sys_per_launch_s": (harness_sys_s, "s"),
                 "instances_alive": (len(live), "count"),
                 "host_mem_used_bytes": (used, "bytes"),
                 **host.as_metrics(),
@@ -259,12 +264,6 @@ def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
     samples.append(ctx.sample(plan, name, "host_cpu_busy_percent", 100 * busy / max(total, 1),
                               "percent", position=position))
     return samples
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds (user + system, every thread) of this process so far."""
-    times = os.times()
-    return times.user + times.system
 
 
 def _launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,
