@@ -60,7 +60,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Spec], None] | None, bool]] = {
     "no ipc+uts ns": ("none", _without_namespaces("ipc", "uts"), False),
     "no seccomp": ("none", _without_seccomp, False),
     "memory cgroup only": ("none", None, True),
-    "no /proc,/dev,/dev/pts": ("none", _without_mounts, False),
+    "no /proc /dev /dev/pts": ("none", _without_mounts, False),
     "bridge": ("bridge", None, False),
 }
 FEATURES = {  # feature -> the variant without it
@@ -68,7 +68,7 @@ FEATURES = {  # feature -> the variant without it
     "ipc + uts namespaces (mqueue superblock)": "no ipc+uts ns",
     "seccomp filter": "no seccomp",
     "8 more cgroup hierarchies (of 9)": "memory cgroup only",
-    "/proc, /dev, /dev/pts (3 superblocks)": "no /proc,/dev,/dev/pts",
+    "/proc, /dev, /dev/pts (3 superblocks)": "no /proc /dev /dev/pts",
 }
 
 
@@ -124,7 +124,8 @@ def run_process(image, count: int) -> tuple[float, memory_items.Counters, memory
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated names of VARIANTS")
     parser.add_argument("--out", type=Path, default=Path("/var/tmp/cvbench-memory-items"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,10 @@ def main() -> None:
         available[name] = per
         columns[name] = memory_items.itemise(before, after, args.instances)
         tops[name] = memory_items.top_caches(before, after, args.instances, 8)
-        print(f"{name}: {per / MIB:.3f} MiB per instance (MemAvailable)", flush=True)
+        print(f"{name}: {per / MIB:.3f} MiB per instance (MemAvailable); items (KiB): "
+              + ", ".join(f"{item} {value / 1024:.0f}" for item, value in columns[name].items())
+              + "; top slabs: " + ", ".join(f"{c} {v / 1024:.0f}" for c, v in tops[name][:5]),
+              flush=True)
     lines = [f"# Host memory per container, itemised ({args.instances} idle `ours` "
              "containers per variant, KiB each)", "",
              *memory_items.markdown(columns),
