@@ -104,6 +104,22 @@ def pivot_root(new_root: str, put_old: str) -> None:
     )
 
 
+_SYS_MOVE_MOUNT = 429  # x86_64, Linux 5.2+
+AT_FDCWD = -100
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
+
+
+def move_mount(from_path: str, to_fd: int) -> None:
+    """Move the mount at ``from_path`` (with its submounts) onto the directory ``to_fd``
+    refers to (``MOVE_MOUNT_T_EMPTY_PATH``): ``mount --move`` with the target as a descriptor."""
+    _check(
+        _libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(AT_FDCWD), from_path.encode(),
+                      ctypes.c_int(to_fd), b"", ctypes.c_uint(MOVE_MOUNT_T_EMPTY_PATH)),
+        "move_mount",
+        from_path,
+    )
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")

@@ -10,7 +10,14 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
 - **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
   (here: blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
   whether limited or not, and the container's init joins each one. The new ``cpuset`` cgroup
-  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined), the
+  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined): crun
+  and runc write them into each new cpuset; ours sets ``cgroup.clone_children`` on its
+  ``cvbench-*`` parent instead, so that the kernel copies them when it makes the directory.
+  The values are the same; the cost is not: each write of ``cpuset.cpus`` checks the cpuset
+  against every sibling (``validate_change``) and rebuilds the scheduling domains, walking
+  every cpuset on the host (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``),
+  so with the containers as siblings it grows with the number alive (profile at 100 and at
+  8,000 live: README, "Scale"). The
   ``devices`` cgroup the spec's rules then the runtime's default allow list
   (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
   tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
@@ -32,6 +39,7 @@ from pathlib import Path
 from hostkit import mountinfo as hostkit_mountinfo
 from hostkit.procs import wait_pidfd
 from runtime.devices import DeviceRule
+from runtime.scopes import SHARD_PREFIX
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -205,15 +213,32 @@ class Driver:
         except FileNotFoundError:
             return []
 
+    def containers(self, parent: str) -> list[str]:
+        """The containers' cgroups under ``parent``, relative to it: ``<shard>/<name>`` for
+        each one in a shard (:func:`runtime.scopes.container_cgroup`), ``<name>`` for one made
+        directly under it."""
+        found = []
+        for name in self.children(parent):
+            if name.startswith(SHARD_PREFIX):
+                found += [f"{name}/{child}" for child in self.children(f"{parent}/{name}")]
+            else:
+                found.append(name)
+        return found
+
     def remove_parent(self, parent: str) -> bool:
-        """Remove ``parent`` if empty in every hierarchy; True if it is gone."""
+        """Remove ``parent`` (and its empty shards) if empty in every hierarchy; True if it is
+        gone."""
+        for name in self.children(parent):
+            if name.startswith(SHARD_PREFIX):
+                self.remove_parent(f"{parent}/{name}")
         gone = True
         for directory in self.directories(parent):
             try:
                 _rmdir(directory)
             except CgroupError:
                 gone = False
-        self._parents.discard(parent)
+        self._parents = {p for p in self._parents if p != parent and
+                         not p.startswith(f"{parent}/")}
         return gone
 
 
@@ -245,10 +270,18 @@ class V1Driver(Driver):
         return list(self.hierarchies)
 
     def _prepare_parent(self, parent: str) -> None:
-        for hierarchy in self.hierarchies:
-            (self.root / hierarchy / parent).mkdir(exist_ok=True)
-        if "cpuset" in self.hierarchies:
-            _inherit_cpuset(self.root / "cpuset" / parent)
+        """Make every level of ``parent`` (``cvbench-x`` or ``cvbench-x/shard-3``)."""
+        parts = parent.split("/")
+        for depth in range(1, len(parts) + 1):
+            level = "/".join(parts[:depth])
+            for hierarchy in self.hierarchies:
+                (self.root / hierarchy / level).mkdir(exist_ok=True)
+            if "cpuset" in self.hierarchies:
+                _inherit_cpuset(self.root / "cpuset" / level)
+                # children get the parent's cpus and mems from the kernel when made: no write
+                # of cpuset.cpus per container, so no sibling check and no sched-domain rebuild
+                _write(self.root / "cpuset" / level / "cgroup.clone_children", "1",
+                       "cpuset clone_children")
 
     def _apply(self, path: str, limits: Limits) -> None:
         if "cpuset" in self.hierarchies:
@@ -307,9 +340,11 @@ class V2Driver(Driver):
 
     def _prepare_parent(self, parent: str) -> None:
         self._enable(self.root)
-        directory = self.root / parent
-        directory.mkdir(exist_ok=True)
-        self._enable(directory)
+        directory = self.root
+        for part in parent.split("/"):
+            directory = directory / part
+            directory.mkdir(exist_ok=True)
+            self._enable(directory)
 
     def _apply(self, path: str, limits: Limits) -> None:
         directory = self.root / path

@@ -92,7 +92,8 @@ def _warm_up_decoder(unshare: int) -> None:
         unshare=unshare,
         loopback=True,
         cgroup_procs=("/cgroup.procs",),
-        rootfs=Rootfs("/", "lowerdir=/", (Mount("/proc", "proc", "proc", 0, ""),), (), (), False),
+        rootfs=Rootfs("/", "lowerdir=/", (Mount("/proc", "proc", "proc", 0, ""),), (), (), False,
+                      False),
         hostname="",
         rlimits=(Rlimit(0, 0, 0),),
         caps=CapSets(0, 0, 0, 0),
@@ -122,6 +123,7 @@ def run(
             sc.unshare(plan.unshare & ~sc.CLONE_NEWCGROUP)
             if plan.loopback:
                 loopback_up()
+        skeleton = None if plan.rootfs.pivot_root else rootfs.skeleton_fd()
         # The overlay before joining the cgroup: the kernel (re)creates work/work on the host
         # filesystem, and pages charged to the container's memcg would keep that memcg
         # alive (a "dying" cgroup) long after the container is gone.
@@ -136,7 +138,9 @@ def run(
             if os.read(sync_fd, 1) != b"g":
                 raise RuntimeError("the host did not finish wiring the network")
             os.close(sync_fd)
-        rootfs.prepare(plan.rootfs)
+        rootfs.prepare(plan.rootfs, skeleton)
+        if skeleton is not None:
+            os.close(skeleton)
         if plan.hostname:
             sc.sethostname(plan.hostname)
         os.setsid()

@@ -2,7 +2,7 @@
 destroys and lists containers.
 
 A container lives in ``state_dir()/containers/<name>/`` (see :mod:`runtime.containerdir`)
-and in the cgroup ``cvbench-<scope>/<name>`` of every hierarchy (see :mod:`runtime.scopes`,
+and in the cgroup ``cvbench-<scope>/<shard>/<name>`` of every hierarchy (see :mod:`runtime.scopes`,
 :mod:`runtime.cgroups`). Its overlay and other mounts exist only inside its own mount
 namespace, so the host's mount table does not grow with the number of containers and
 teardown is the namespace dying.
@@ -35,7 +35,7 @@ from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import launch_plan
 from runtime.readiness import ERROR_PREFIX, read_ready, read_to_end
-from runtime.scopes import cgroup_parent, register_scope
+from runtime.scopes import cgroup_parent, container_cgroup, register_scope
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 from runtime.state import Container, ExitInfo, load
 
@@ -62,7 +62,10 @@ class Runtime:
     the fork server: containers it started keep running (``cvbench ctr run``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pivot_root: bool = False) -> None:
+        """``pivot_root``: switch into each container's root with pivot_root(2), as crun and
+        runc do, instead of the move onto the skeleton root (:mod:`runtime.rootfs`)."""
+        self.pivot_root = pivot_root
         self.cgroups = cgroups.driver()
         self.parent = cgroup_parent()
         self.root = containers_dir()
@@ -83,7 +86,7 @@ class Runtime:
                 f"invalid container name {name!r}: use letters, digits, '.', '_' or '-' "
                 "(at most 63, not starting with a symbol)"
             )
-        cgroup = f"{self.parent}/{name}"
+        cgroup = container_cgroup(self.parent, name)
         res = spec.linux.resources
         limits = cgroups.Limits(
             memory_bytes=res.memory_limit,
@@ -99,6 +102,7 @@ class Runtime:
                 spec,
                 self.root / name,
                 self.cgroups.join_files(cgroup, limits),
+                pivot_root=self.pivot_root,
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None
@@ -310,7 +314,7 @@ class Runtime:
                 self.destroy(container)
             except ContainerError:
                 continue
-        if not self.cgroups.children(self.parent):
+        if not self.cgroups.containers(self.parent):
             self.cgroups.remove_parent(self.parent)
         if self.wired_bridge:
             network.remove_bridge_if_unused()

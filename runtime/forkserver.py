@@ -20,6 +20,11 @@ attached with SCM_RIGHTS, one JSON reply.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
 - ``{"op": "ping"}`` -> ``{"pid": server pid, "spares": [pids]}``.
 
+At start the server moves into a private mount namespace whose root is an empty read-only
+tmpfs, with the host's tree at ``/host`` where it chroots (:func:`runtime.rootfs.enter_skeleton`):
+each container's mount namespace is a copy of it, so a container can switch into its root
+without pivot_root(2)'s walk over every thread on the host.
+
 Containers are children of the server, which keeps no per-container state or descriptor
 (but one socket per spare not yet used). It exits when its owner closes the socket (or
 dies); containers then live on, reparented, and unused spares exit.
@@ -55,12 +60,13 @@ SPARE_TIMEOUT_S = 10.0
 def serve(fd: int) -> None:
     """Server main loop (runs in the fork server process)."""
     from hostkit import syscalls as sc
-    from runtime import child
+    from runtime import child, rootfs
     from runtime.caps import last_cap
 
     sock = socket.socket(fileno=fd)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     cap_last = last_cap()
+    rootfs.enter_skeleton()  # once: containers' mount namespaces are copies of this one
     spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
 
     def fork_child(new_pid: bool, target: Callable[..., object], *args: object) -> int:

@@ -59,6 +59,10 @@ class Rootfs:
     masked: tuple[str, ...]
     readonly_paths: tuple[str, ...]
     readonly_root: bool
+    # True: pivot_root(2) into ``merged`` (it walks every thread on the host: O(host tasks));
+    # False: move the assembled root onto the fork server's empty skeleton root and chroot
+    # (see :mod:`runtime.rootfs`): the same detached host tree, without the walk.
+    pivot_root: bool
 
     @classmethod
     def from_dict(cls, data: object) -> Rootfs:

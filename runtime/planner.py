@@ -43,9 +43,12 @@ MOUNT_FLAGS = {
 }
 
 
-def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str]) -> LaunchPlan:
+def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
+                pivot_root: bool = False) -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
-    work directories are inside), joining the cgroups through ``cgroup_procs``.
+    work directories are inside), joining the cgroups through ``cgroup_procs``;
+    ``pivot_root``: switch root with pivot_root(2) rather than a move onto the skeleton root
+    (:mod:`runtime.rootfs`).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -69,6 +72,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str]) -> LaunchP
             masked=tuple(spec.linux.masked_paths),
             readonly_paths=tuple(spec.linux.readonly_paths),
             readonly_root=spec.root.readonly,
+            pivot_root=pivot_root,
         ),
         hostname=spec.hostname if spec.linux.has_namespace("uts") else "",
         rlimits=tuple(

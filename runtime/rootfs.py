@@ -2,10 +2,28 @@
 
 Carries out a plan's :class:`runtime.plan.Rootfs`: an overlay (image as read-only lower
 layer, a private upper/work directory), the spec's mounts (/proc, a minimal /dev with
-/dev/shm, /dev/pts), device nodes, pivot_root with the old root detached, masked and
-read-only paths, and optionally a read-only root.
+/dev/shm, /dev/pts), device nodes, the switch into the new root with the host's tree
+detached, masked and read-only paths, and optionally a read-only root.
 Everything here runs in the launched child before exec; the host's mount table is never
 touched, so the overlay disappears with the namespace. Imports stay light (fork server).
+
+**The skeleton root.** The fork server lives in a private mount namespace of its own whose
+root mount is an empty, read-only tmpfs (the *skeleton*, :func:`enter_skeleton`, done once
+when the server starts); the host's tree is mounted at ``/host`` in it and the server is
+chrooted there, its working directory left at the skeleton's root. A container's mount
+namespace is a copy of that one. Two ways to switch into the container's root, the same
+isolation at the end (the host's tree detached from the container's namespace, nothing
+left above the root but the empty skeleton):
+
+- ``pivot_root`` (what crun and runc do): pivot_root(2) then detach the old root. The
+  kernel's pivot_root walks *every thread on the host* (``chroot_fs_refs``, under the
+  tasklist lock) to move the roots of processes that sit on the old root, so its cost grows
+  with the number of live containers (profile: ``scripts/launch_profile.py``).
+- move (the default): move the assembled root (with its submounts) onto the skeleton's root
+  (move_mount(2)), detach the host's tree, and chroot into the moved root. No walk. Unlike
+  runc's ``--no-pivot`` (a move onto the host's ``/`` and chroot), a chroot escape finds no
+  host tree: only the empty, read-only skeleton (``tests/integration/test_root_switch.py``
+  checks it).
 """
 
 from __future__ import annotations
@@ -117,15 +135,60 @@ def mount_overlay(plan: Rootfs, private: bool = True) -> None:
     sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
 
 
-def prepare(plan: Rootfs) -> None:
-    """Mount the rest onto the overlay root and pivot into it."""
+SKELETON = "/run/cvbench-runtime/skeleton"  # mount point of the skeleton (server's ns only)
+HOST = "host"  # where the host's tree is in the skeleton
+
+
+def enter_skeleton(mount_point: str = SKELETON) -> None:
+    """In the fork server, once: a private mount namespace whose root is an empty read-only
+    tmpfs with the host's tree at ``/host``; chroot into ``/host`` and leave the working
+    directory at the skeleton's root (a container's child finds its copy there)."""
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    os.makedirs(mount_point, exist_ok=True)
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    sc.mount("cvbench-skeleton", mount_point, "tmpfs", flags, "size=4k,nr_inodes=4,mode=0555")
+    os.mkdir(f"{mount_point}/{HOST}", 0o555)
+    sc.mount(None, mount_point, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+    os.chdir(mount_point)
+    sc.pivot_root(".", HOST)  # once per server: the host's tree is now /host
+    os.chroot(HOST)  # the working directory stays at the skeleton's root
+
+
+def skeleton_fd() -> int:
+    """The skeleton's root in this (freshly copied) mount namespace: the working directory
+    every child inherits from the fork server (an O_PATH descriptor)."""
+    fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if os.path.samestat(os.fstat(fd), os.stat("/")):
+        os.close(fd)
+        raise RuntimeError("no skeleton root: the fork server did not set one up")
+    return fd
+
+
+def prepare(plan: Rootfs, skeleton: int | None = None) -> None:
+    """Mount the rest onto the overlay root and switch into it (the plan says how;
+    ``skeleton``: :func:`skeleton_fd`, needed unless the plan pivots)."""
     root = plan.merged
     for mount in plan.mounts:
         _mount_one(root, mount)
-    os.chdir(root)
-    sc.pivot_root(".", ".")
-    sc.umount2(".", sc.MNT_DETACH)
-    os.chdir("/")
+    if plan.pivot_root:
+        os.chdir(root)
+        sc.pivot_root(".", ".")
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    else:
+        if skeleton is None:
+            raise RuntimeError("a move into the root needs the skeleton")
+        new_root = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sc.move_mount(root, skeleton)  # the root and its submounts onto the skeleton
+            os.fchdir(skeleton)  # the skeleton's own root, now under the moved root
+            sc.umount2(HOST, sc.MNT_DETACH)  # the host's tree leaves this namespace
+            os.fchdir(new_root)
+            os.chroot(".")
+        finally:
+            os.close(new_root)
+        os.chdir("/")
     empty: str | None = None
     for path in plan.masked:
         empty = _mask(path, empty)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 from hostkit.paths import PREFIX, state_dir
@@ -19,6 +20,25 @@ def cgroup_parent(directory: Path | None = None) -> str:
     """``cvbench-<8 hex>``: the cgroup parent of a state directory (default: this one)."""
     key = os.path.realpath(directory or state_dir())
     return f"{PREFIX}{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+SHARDS = 16
+SHARD_PREFIX = "shard-"
+
+
+def shard(name: str) -> str:
+    """The shard of container ``name`` under its scope's parent: ``shard-0`` .. ``shard-f``."""
+    return f"{SHARD_PREFIX}{zlib.crc32(name.encode()) % SHARDS:x}"
+
+
+def container_cgroup(parent: str, name: str) -> str:
+    """Container ``name``'s cgroup: ``<parent>/<shard>/<name>`` in every hierarchy.
+
+    Sharded, not flat: the kernel walks a new cgroup's siblings when it makes one (v1 cpuset:
+    ``cpuset_css_online`` checks every sibling for exclusive CPUs before it copies the
+    parent's), so with every container a sibling of every other the cost of each launch grew
+    with the number alive; sixteen shards divide it by sixteen (README, "Scale")."""
+    return f"{parent}/{shard(name)}/{name}"
 
 
 def scopes_dir() -> Path:

@@ -16,7 +16,7 @@ from hostkit import mountinfo
 from hostkit import syscalls as sc
 from runtime import cgroups, network
 from runtime.containerdir import owner_alive
-from runtime.scopes import registered_scopes, unregister_scope
+from runtime.scopes import container_cgroup, registered_scopes, unregister_scope
 from runtime.state import Container, load
 
 
@@ -54,12 +54,15 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
             if owner_alive(directory):
                 kept.add(entry.name)
                 continue
-            removed.extend(_sweep_container(driver, f"{parent}/{entry.name}", load(directory)))
+            container = load(directory)
+            path = container.cgroup if container is not None else container_cgroup(parent,
+                                                                                 entry.name)
+            removed.extend(_sweep_container(driver, path, container))
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(f"directory {directory}")
-    for name in driver.children(parent):
-        if name not in kept:
-            removed.extend(_sweep_container(driver, f"{parent}/{name}", None))
+    for relative in driver.containers(parent):
+        if relative.rsplit("/", 1)[-1] not in kept:
+            removed.extend(_sweep_container(driver, f"{parent}/{relative}", None))
     if not kept and driver.remove_parent(parent):
         if removed:
             removed.append(f"cgroup parent {parent}")

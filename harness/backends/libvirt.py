@@ -48,12 +48,12 @@ class LibvirtBackend:
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
-                 cmdline_extra: str = "", autodestroy: bool = True,
+                 cmdline_extra: str = "", acpi: bool = False, autodestroy: bool = True,
                  console: str = "auto") -> None:
         self.uri = uri or hypervisor.default_uri()
         self.accel_force = accel
         self.accel = detect_accel(accel)  # remote hosts: redone in prepare()
-        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra)
+        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra, acpi)
         self.autodestroy = autodestroy
         self.console = console
         self.artifacts = GuestArtifacts()

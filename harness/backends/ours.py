@@ -42,9 +42,11 @@ class OursBackend:
     name = "ours"
     variants = (COLD, WARM)
 
-    def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False) -> None:
+    def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
+                 pivot_root: bool = False) -> None:
         self.grace_s = grace_s
         self.readonly_root = readonly_root
+        self.pivot_root = pivot_root  # else the move onto the skeleton root (runtime.rootfs)
         self._runtime: Runtime | None = None
         self.live: dict[str, Instance] = {}
 
@@ -54,7 +56,7 @@ class OursBackend:
             if os.geteuid() != 0:
                 raise BackendError("the ours backend needs root (namespaces, cgroups)")
             try:
-                self._runtime = Runtime()
+                self._runtime = Runtime(pivot_root=self.pivot_root)
             except cgroups.CgroupError as error:
                 raise BackendError(f"ours: {error}") from None
         return self._runtime
@@ -159,7 +161,9 @@ class OursBackend:
             "version": VERSION,
             "cgroup_mode": mode,
             "launcher": "fork server (python -S): unshare + fork, overlay inside the mount ns",
-            "method": METHOD.as_dict(),
+            "method": (PIVOT_METHOD if self.pivot_root else METHOD).as_dict(),
+            "root_switch": "pivot_root(2), old root detached" if self.pivot_root else
+            "move onto the fork server's empty skeleton root, host tree detached, chroot",
             # as crun's and runc's are observed: sorted hierarchies, sorted devices.list lines
             "cgroup_controllers": sorted(driver.controllers()) if driver else None,
             "devices": devices.v1_list(rules) if v1 else
@@ -175,24 +179,35 @@ class OursBackend:
 
 
 _INSIDE = ("mounts the overlay root, joins the cgroups, unshares the cgroup namespace, mounts "
-           "/proc, /dev, /dev/pts, pivot_root, masks and read-only paths, hostname, rlimits, "
-           "drops capabilities, no_new_privs, installs the seccomp filter, exec; until READY")
-METHOD = Method(
-    cold=("nothing of the container (the fork server runs; the seccomp profile's BPF program "
-          "was compiled once per run in prepare() and is cached by digest, where crun and "
-          "runc compile the JSON section for every container)",
-          "spec and launch plan, container directory (overlay upper/work), a cgroup in every "
-          "v1 hierarchy with cpuset, device rules and limits; the fork server unshares a pid "
-          "namespace and forks the init, which unshares mount, uts, ipc and net namespaces, "
-          "brings loopback up, " + _INSIDE),
-    warm=("create(): spec and launch plan, container directory, cgroups with cpuset, device "
-          "rules and limits, and a spare forked by the fork server as PID 1 of a new pid "
-          "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback up "
-          "and waits",
-          "resume(): the plan to the spare, which " + _INSIDE),
-    stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period; until the init "
-         "(PID 1 of its pid namespace, so the last process) exited and the fork server reaped "
-         "it",
-    remove="removes the cgroup from every hierarchy, the container directory, and the veth and "
-           "address lease of a bridged container",
-)
+           "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
+           "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
+           "paths, hostname, rlimits, drops capabilities, no_new_privs, installs the seccomp "
+           "filter, exec; until READY")
+
+
+def _method(inside: str) -> Method:
+    return Method(
+        cold=("nothing of the container (the fork server runs; the seccomp profile's BPF program "
+              "was compiled once per run in prepare() and is cached by digest, where crun and "
+              "runc compile the JSON section for every container)",
+              "spec and launch plan, container directory (overlay upper/work), a cgroup in every "
+              "v1 hierarchy with cpuset, device rules and limits; the fork server unshares a pid "
+              "namespace and forks the init, which unshares mount, uts, ipc and net namespaces, "
+              "brings loopback up, " + inside),
+        warm=("create(): spec and launch plan, container directory, cgroups with cpuset, device "
+              "rules and limits, and a spare forked by the fork server as PID 1 of a new pid "
+              "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback up "
+              "and waits",
+              "resume(): the plan to the spare, which " + inside),
+        stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period; until the init "
+             "(PID 1 of its pid namespace, so the last process) exited and the fork server reaped "
+             "it",
+        remove="removes the cgroup from every hierarchy, the container directory, and the veth and "
+               "address lease of a bridged container",
+    )
+
+
+METHOD = _method(_INSIDE)
+PIVOT_METHOD = _method(_INSIDE.replace(
+    "moves the root onto the skeleton root, detaches the host tree and chroots (no pivot_root "
+    "walk over every host thread)", "pivot_root, detaches the old root"))

@@ -46,10 +46,10 @@ class QemuBackend:
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
-                 cmdline_extra: str = "", binary: str = bare_qemu.QEMU,
+                 cmdline_extra: str = "", acpi: bool = False, binary: str = bare_qemu.QEMU,
                  grace_s: float = bare_qemu.GRACE_S) -> None:
         self.accel = detect_accel(accel)
-        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra)
+        self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra, acpi)
         self.binary = binary
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()

@@ -37,7 +37,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
     ),
     BackendInfo(
         "ours", "harness.backends.ours:OursBackend", CONTAINER,
-        "cvbench's own runtime: namespaces, overlayfs, pivot_root, cgroups",
+        "cvbench's own runtime: namespaces, overlayfs, root switch without pivot_root, cgroups",
         needs=("root", "namespaces", "overlayfs", "cgroups", "image"),
         sweeper="runtime.sweep:sweep_all",
     ),

@@ -8,10 +8,21 @@ batch) and awaited until every one printed READY; after each batch the launch ti
 memory are recorded, until ``max_instances``, the ``min_mem_available_mib`` floor or
 ``time_limit_s``. Then every instance is stopped and removed, each one timed
 (``teardown_s``, one sample per instance).
+
+The harness's own cost is recorded at every step too: ``harness_cpu_per_launch_s``, the user
+CPU time (all threads) this process spent per launched instance during the step: the
+harness's Python work and the backend adapter's (for ``ours`` the runtime library, which runs
+in this process, is included; fork servers, launched instances and daemons are not), so a ramp
+shows whether the harness's per-launch work grows with the number alive (it must not: nothing
+on the launch path scans the live instances). The kernel time of this process's system calls
+(for ``ours``: making the cgroups) is ``harness_sys_per_launch_s``. The progress line shows
+the rate, host memory available and memory used per instance.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +57,11 @@ class DensityParams:
         minimum=0.001, doc="the ramp stops once it has run this long"))
     warmup_batch: bool = field(default=True, metadata=param(
         doc="one unmeasured batch, up and down, before the ramp"))
+    idle_cpu_s: float = field(default=0.0, metadata=param(
+        minimum=0, doc="after the ramp, measure each instance's CPU use while idle over this "
+                       "many seconds (0: not measured)"))
+    ksm: str = field(default="host", metadata=param(
+        choices=("host", "on", "off"), doc="KSM during the ramp: as the host has it, on or off"))
 
 
 def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]
@@ -78,6 +94,21 @@ def _stop_reason(
 
 def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: int,
           pool: ThreadPoolExecutor) -> dict[str, Any]:
+    ksm_before = metrics.ksm_running()
+    wanted = {"on": True, "off": False}.get(plan.params.ksm)
+    if wanted is not None and wanted != ksm_before:
+        scan_before = metrics.ksm_scan_pages()
+        metrics.set_ksm(wanted)
+        try:
+            return _ramp_with(ctx, plan, name, position, pool)
+        finally:
+            metrics.set_ksm(ksm_before)
+            metrics.set_ksm_scan_pages(scan_before)
+    return _ramp_with(ctx, plan, name, position, pool)
+
+
+def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: int,
+               pool: ThreadPoolExecutor) -> dict[str, Any]:
     params = plan.params
     live: list[Instance] = []
     if params.warmup_batch:
@@ -92,43 +123,147 @@ def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: i
     baseline = host = metrics.host_memory()
     began = time.monotonic()
     step = 0
+    steps: list[tuple[int, float, float, int]] = []  # alive, launch_s, harness CPU, bytes used
     with ctx.progress() as progress:
         task = progress.add_task(f"{plan.name} {name}", total=params.max_instances, info="")
         while (reason := _stop_reason(params, len(live), began, host)) is None:
             step += 1
             batch = min(params.batch_size, params.max_instances - len(live))
+            cpu_before = os.times()
             try:
                 batch_s = _launch_batch(ctx, plan, name, batch, live, pool)
             except BackendError as error:
                 reason = f"failure: {error}"
                 ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
                 break
+            cpu_after = os.times()
+            harness_cpu_s = (cpu_after.user - cpu_before.user) / batch
+            harness_sys_s = (cpu_after.system - cpu_before.system) / batch
             host = metrics.host_memory()
+            used = baseline.mem_available - host.mem_available
             readings = {
                 "batch_launch_s": (batch_s, "s"),
                 "launch_s": (batch_s / batch, "s"),
+                "harness_cpu_per_launch_s": (harness_cpu_s, "s"),
+                "harness_sys_per_launch_s": (harness_sys_s, "s"),
                 "instances_alive": (len(live), "count"),
-                "host_mem_used_bytes": (baseline.mem_available - host.mem_available, "bytes"),
+                "host_mem_used_bytes": (used, "bytes"),
                 **host.as_metrics(),
             }
             ctx.record([ctx.sample(plan, name, metric, value, unit, step=step,
                                    position=position)
                         for metric, (value, unit) in readings.items()])
+            steps.append((len(live), batch_s / batch, harness_cpu_s, used))
+            # What the live instances hold is kept to the end: out of the collector's way, so
+            # that its full passes do not grow with the number alive (unfrozen after).
+            gc.freeze()
             rate = len(live) / max(time.monotonic() - began, 1e-9)
             progress.update(
                 task,
                 completed=len(live),
-                info=f"{rate:.0f}/s, {host.mem_available / MIB / 1024:.1f} GiB available",
+                info=(f"{rate:.0f}/s, last batch {batch_s / batch * 1000:.1f} ms each, "
+                      f"{host.mem_available / MIB / 1024:.1f} GiB available, "
+                      f"{used / max(len(live), 1) / MIB:.2f} MiB each"),
             )
+        gc.unfreeze()
         alive = len(live)
+        idle: list[Any] = []
+        if params.idle_cpu_s > 0 and live:
+            progress.update(task, info=f"idle CPU over {params.idle_cpu_s:g} s")
+            idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, position)
+            ctx.record(idle)
         teardowns = _teardown(ctx, name, live)
     ctx.record([
         *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1),
                      position=position) for index, seconds in enumerate(teardowns)),
         ctx.sample(plan, name, "max_instances_alive", alive, "count", position=position),
     ])
-    return {"stopped_by": reason, "instances": alive, "position": position,
-            "teardown_total_s": round(sum(teardowns), 3)}
+    summary: dict[str, Any] = {"stopped_by": reason, "instances": alive, "position": position,
+                               "teardown_total_s": round(sum(teardowns), 3)}
+    if params.ksm != "host":
+        summary["ksm"] = params.ksm
+    summary.update(by_tenth(steps))
+    per_instance = [s.value for s in idle if s.metric == "idle_cpu_percent"]
+    if per_instance:
+        per_instance.sort()
+        summary["idle_cpu_percent_per_instance_p50"] = round(
+            per_instance[len(per_instance) // 2], 3)
+    return summary
+
+
+def by_tenth(steps: list[tuple[int, float, float, int]]) -> dict[str, Any]:
+    """The ramp's curve: per tenth of the instances reached, the median launch time and
+    harness CPU per launch (ms) and, at its end, host memory per instance (MiB); with the
+    last tenth's launch median over the first's."""
+    if not steps:
+        return {}
+    top = steps[-1][0]
+    tenths: list[list[tuple[int, float, float, int]]] = [[] for _ in range(10)]
+    for step in steps:
+        tenths[min(9, max(0, (step[0] - 1) * 10 // max(top, 1)))].append(step)
+
+    def median(values: list[float]) -> float:
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    curve = []
+    for index, group in enumerate(tenths):
+        if group:
+            curve.append({"tenth": index + 1, "alive": group[-1][0],
+                          "launch_p50_ms": round(median([g[1] for g in group]) * 1000, 3),
+                          "harness_cpu_ms": round(median([g[2] for g in group]) * 1000, 3),
+                          "mem_mib_per_instance": round(group[-1][3] / group[-1][0] / MIB, 3)})
+    result: dict[str, Any] = {"curve_by_tenth": curve}
+    if len(curve) >= 2 and curve[0]["launch_p50_ms"] > 0:
+        result["launch_last_over_first_tenth"] = round(
+            curve[-1]["launch_p50_ms"] / curve[0]["launch_p50_ms"], 2)
+    return result
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of process ``pid`` (every thread), in clock ticks; None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _host_busy() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the host so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
+              live: list[Instance], seconds: float, position: int) -> list[Any]:
+    """Each live instance's CPU use over ``seconds`` of idling (percent of one CPU, its host
+    processes: a container's init, a VM's QEMU), and how busy the host's CPUs were."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [(index, instance.pids[0]) for index, instance in enumerate(live) if instance.pids]
+    before = {pid: _cpu_ticks(pid) for _, pid in pids}
+    host_before = _host_busy()
+    began = time.monotonic()
+    time.sleep(seconds)
+    after = {pid: _cpu_ticks(pid) for _, pid in pids}
+    host_after = _host_busy()
+    elapsed = time.monotonic() - began
+    samples = []
+    for index, pid in pids:
+        old, new = before[pid], after[pid]
+        if old is None or new is None:
+            continue
+        samples.append(ctx.sample(plan, name, "idle_cpu_percent", 100 * (new - old) / ticks
+                                  / elapsed, "percent", instance=str(index + 1),
+                                  position=position))
+    busy, total = (a - b for a, b in zip(host_after, host_before, strict=True))
+    samples.append(ctx.sample(plan, name, "host_cpu_busy_percent", 100 * busy / max(total, 1),
+                              "percent", position=position))
+    return samples
 
 
 def _launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,

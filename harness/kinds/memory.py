@@ -4,7 +4,9 @@ Views: host MemAvailable delta / K (and, steadier, the delta of the memory the k
 processes account for: slab, kernel stacks, page tables, per-cpu, anonymous and shared
 memory); PSS (and USS) of each instance's host processes; the backend's own accounting
 (cgroup usage for containers, QEMU overhead excluding guest RAM for VMs). VMs are measured
-with KSM off and, if the scenario asks, on.
+with KSM off and, if the scenario asks, on. The host delta is also itemised from kernel
+counters (``mem_item_<item>_bytes``, :mod:`harness.memory_items`: anonymous pages, page
+tables, kernel stacks, per-CPU data, slab caches by owner), charted as stacked bars.
 
 The kernel keeps the slab pages that freed namespaces, mounts and cgroups leave behind, so the
 first backend measured would pay for growing them and the next ones reuse them (seen: the same
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import metrics
+from harness import memory_items, metrics
 from harness.backends import registry
 from harness.backends.base import BackendError, Instance
 from harness.kinds import rounds
@@ -124,13 +126,18 @@ def _measure(
     live: list[Instance] = []
     try:
         before = metrics.settled_memory_level()  # after the last teardown's frees finished
+        counters_before = memory_items.read()
         with ctx.progress() as progress:
             task = progress.add_task(f"{plan.name} {name} {variant}",
                                      total=plan.params.instances, info="")
             _start_ready(ctx, plan, name, live, on_ready=lambda: progress.advance(task))
         time.sleep(plan.params.settle_s)  # deliberate idle period, so lazy allocations show up
         after = metrics.settled_memory_level()
+        items = memory_items.itemise(counters_before, memory_items.read(), len(live))
         samples: list[Sample] = [
+            *(ctx.sample(plan, name, f"mem_item_{item}_bytes", value, "bytes", variant=variant,
+                         repetition=repetition, position=position)
+              for item, value in items.items()),
             ctx.sample(plan, name, "mem_host_delta_per_instance_bytes",
                        (before.available - after.available) / len(live), "bytes",
                        variant=variant, repetition=repetition, position=position),
@@ -193,4 +200,34 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
         axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    return save(figure, output, f"{scenario}-memory")
+    return [*save(figure, output, f"{scenario}-memory"), *_items_chart(samples, scenario, output)]
+
+
+def _items_chart(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
+    """Stacked bars: the host delta per instance itemised from kernel counters."""
+    from harness.charts import plt, save, variant_text
+
+    parts = [item for item in memory_items.ITEMS
+             if item not in ("slab", "slab_unreclaimable")]  # the slab_* groups add up to it
+    metrics_ = {f"mem_item_{item}_bytes": item for item in parts}
+    data = samples[(samples.scenario == scenario) & samples.metric.isin(metrics_)].copy()
+    if data.empty:
+        return []
+    data["label"] = data.series + "\n" + data.variant.map(variant_text)
+    medians = (data.groupby(["label", "metric"], sort=False).value.median()
+               .unstack("metric").fillna(0) / 1024)
+    figure, axis = plt.subplots(figsize=(max(7, 1.3 * len(medians) + 4), 4.5))
+    bottom = None
+    for metric, item in metrics_.items():
+        if metric not in medians.columns:
+            continue
+        values = medians[metric].clip(lower=0)
+        axis.bar(medians.index, values, bottom=bottom, label=memory_items.LABELS.get(item, item))
+        bottom = values if bottom is None else bottom + values
+    axis.set_ylabel("KiB per instance")
+    axis.set_title(f"{scenario}: host memory per instance, itemised (kernel counters)")
+    axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axis.tick_params(axis="x", rotation=15)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return save(figure, output, f"{scenario}-memory-items")

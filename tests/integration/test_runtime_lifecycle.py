@@ -13,7 +13,7 @@ from containers import container_name
 
 from imagestore.image import Image
 from runtime.container import ContainerError, NotReadyError, Runtime
-from runtime.scopes import cgroup_parent
+from runtime.scopes import cgroup_parent, container_cgroup
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
@@ -70,7 +70,7 @@ def test_exit_before_ready_and_bad_command(runtime, built_image):
 
 def _nothing_left(runtime: Runtime, container_name: str) -> None:
     assert not (runtime.root / container_name).exists()
-    assert not runtime.cgroups.exists(f"{cgroup_parent()}/{container_name}")
+    assert not runtime.cgroups.exists(container_cgroup(cgroup_parent(), container_name))
 
 
 def test_bad_input_starts_nothing(runtime, built_image, tmp_path):

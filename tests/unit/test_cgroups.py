@@ -115,6 +115,7 @@ def test_v1_cpuset_is_inherited_and_device_rules_written_in_order(tmp_path: Path
     assert (root / "cpuset/cvbench-p/cpuset.cpus").read_text() == "0-1"
     assert (root / "cpuset/cvbench-p/c6/cpuset.cpus").read_text() == "0-1"
     assert (root / "cpuset/cvbench-p/c6/cpuset.mems").read_text() == "0"
+    assert (root / "cpuset/cvbench-p/cgroup.clone_children").read_text() == "1"
     device_writes = [w for w in written if w[0].startswith("devices.")]
     assert device_writes[0] == ("devices.deny", "a *:* rwm")
     assert device_writes[1:] == [("devices.allow", r.v1_line()) for r in devices.DEFAULT_ALLOW]
@@ -230,3 +231,37 @@ def test_the_devices_list_a_rule_sequence_leaves():
     assert devices.v1_list([*rules, devices.DeviceRule(False, "c", 5, 1)]) == [
         line for line in listed if line != "c 5:1 rwm"]
     assert devices.v1_list(devices.DEFAULT_ALLOW) is None  # no deny-all first: unknown
+
+
+def test_containers_are_sharded_and_found_under_their_shards(tmp_path: Path):
+    from runtime.scopes import SHARDS, container_cgroup, shard
+
+    names = [f"cvbench-t-{i}" for i in range(64)]
+    assert {shard(n) for n in names} <= {f"shard-{i:x}" for i in range(SHARDS)}
+    assert len({shard(n) for n in names}) > SHARDS // 2  # spread, not piled in one
+    assert shard("cvbench-t-1") == shard("cvbench-t-1")  # a function of the name only
+    root = _v1_root(tmp_path)
+    driver = V1Driver(root)
+    paths = [container_cgroup("cvbench-p", n) for n in names[:3]]
+    for path in paths:
+        driver.create(path, Limits())
+    driver.create("cvbench-p/flat", Limits())  # a container made before shards
+    assert sorted(driver.containers("cvbench-p")) == sorted(
+        [p.removeprefix("cvbench-p/") for p in paths] + ["flat"])
+    for path in [*paths, "cvbench-p/flat"]:
+        driver.remove(path)
+    assert driver.containers("cvbench-p") == []
+    assert driver.remove_parent("cvbench-p")
+    assert not any((root / h / "cvbench-p").exists() for h in ("memory", "pids", "cpu"))
+
+
+def test_v1_every_level_of_a_sharded_parent_clones_its_cpuset(tmp_path: Path):
+    root = tmp_path
+    for hierarchy in ("memory", "cpuset"):
+        (root / hierarchy).mkdir()
+    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
+    (root / "cpuset/cpuset.mems").write_text("0\n")
+    driver = V1Driver(root)
+    driver.create("cvbench-p/shard-3/c1", Limits())
+    for level in ("cvbench-p", "cvbench-p/shard-3"):
+        assert (root / "cpuset" / level / "cgroup.clone_children").read_text() == "1"

@@ -102,3 +102,51 @@ def test_a_batch_starts_concurrently(tmp_path, monkeypatch) -> None:
     began = time.monotonic()
     _ramp(tmp_path, monkeypatch, backend, max_instances=5, batch_size=5)
     assert time.monotonic() - began < 0.4  # five 0.1 s starts at once, not one after another
+
+
+def test_curve_by_tenth_and_harness_cpu_are_recorded(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a")
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=20, batch_size=2)
+    curve = summary["curve_by_tenth"]
+    assert [point["tenth"] for point in curve] == list(range(1, 11))
+    assert [point["alive"] for point in curve] == list(range(2, 21, 2))
+    assert "launch_last_over_first_tenth" in summary
+    assert len(samples(ctx, "harness_cpu_per_launch_s")) == 10
+    assert all(s.value >= 0 for s in samples(ctx, "harness_cpu_per_launch_s"))
+
+
+def test_by_tenth_groups_steps() -> None:
+    steps = [(alive, alive / 1000, 0.001, alive * MIB) for alive in range(10, 101, 10)]
+    result = density.by_tenth(steps)
+    assert [p["launch_p50_ms"] for p in result["curve_by_tenth"]] == [
+        float(x) for x in range(10, 101, 10)]
+    assert result["launch_last_over_first_tenth"] == 10.0
+    assert result["curve_by_tenth"][-1]["mem_mib_per_instance"] == 1.0
+    assert density.by_tenth([]) == {}
+
+
+def test_idle_cpu_is_measured_per_instance_at_the_top(tmp_path, monkeypatch) -> None:
+    import os
+
+    backend = FakeBackend(name="a")
+    original = backend.start
+
+    def start(spec):
+        instance = original(spec)
+        instance.pids = [os.getpid()]
+        return instance
+
+    backend.start = start
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, max_instances=3, batch_size=3,
+                         idle_cpu_s=0.05)
+    assert len(samples(ctx, "idle_cpu_percent")) == 3
+    assert len(samples(ctx, "host_cpu_busy_percent")) == 1
+    assert "idle_cpu_percent_per_instance_p50" in summary
+
+
+def test_ksm_is_set_for_the_ramp_and_restored(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a")
+    host = FakeHost([backend])
+    _, summary = _ramp(tmp_path, monkeypatch, backend, host, max_instances=2, ksm="on")
+    assert host.ksm_switches == [True, False] and summary["ksm"] == "on"
+    assert host.ksm_on is False

@@ -40,6 +40,7 @@ def full_plan() -> LaunchPlan:
             masked=("/proc/kcore", "/sys/firmware"),
             readonly_paths=("/proc/sys",),
             readonly_root=True,
+            pivot_root=True,
         ),
         hostname="box",
         rlimits=(Rlimit(resource.RLIMIT_NOFILE, 1024, 4096),),

@@ -1,0 +1,150 @@
+"""Per-instance memory, itemised from kernel counters.
+
+Two snapshots of ``/proc/meminfo`` and ``/proc/slabinfo`` (root), taken with K idle
+instances down and up, give the kernel's own account of where the difference went, per
+instance: the workload's anonymous pages, page tables, kernel stacks, per-CPU data, tmpfs,
+vmalloc, and the slab caches grouped by what owns them (network namespaces, mounts, cgroup
+files, tasks, namespaces, dentries and inodes, generic kmalloc). The memory kind records these
+as ``mem_item_<item>_bytes`` samples; ``scripts/memory_items.py`` adds the cost of each
+isolation feature by switching one off at a time.
+
+Slab figures are active objects times object size (what the objects themselves take, not
+the partly used slab pages around them); ``slab_*`` items add up to ``slab`` only roughly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MEMINFO_ITEMS = {  # item -> /proc/meminfo field
+    "anon": "AnonPages",
+    "page_tables": "PageTables",
+    "kernel_stack": "KernelStack",
+    "percpu": "Percpu",
+    "shmem": "Shmem",
+    "vmalloc": "VmallocUsed",
+    "slab": "Slab",
+    "slab_unreclaimable": "SUnreclaim",
+}
+
+# slab cache name (exact, or a prefix ending in "*") -> item
+SLAB_GROUPS = {
+    "slab_netns": ("net_namespace", "sock_inode_cache", "RAW", "RAWv6", "UDP", "UDPv6", "TCP",
+                   "TCPv6", "PING", "PINGv6", "fib6_nodes", "ip6_dst_cache", "ip_fib_trie",
+                   "ip_fib_alias", "ip6-frags", "ip4-frags", "dst_cache", "netdev*",
+                   "inet_peer_cache", "nf_conntrack*", "skbuff*", "xfrm*", "tw_sock*",
+                   "request_sock*", "fib6*", "rtnl*"),
+    "slab_mounts": ("mnt_cache",),
+    "slab_cgroup_files": ("kernfs_node_cache", "kernfs_iattrs_cache", "kernfs_rbnode*"),
+    "slab_tasks": ("task_struct", "signal_cache", "sighand_cache", "files_cache", "fs_cache",
+                   "mm_struct", "vm_area_struct", "cred_jar", "pid", "anon_vma",
+                   "anon_vma_chain", "maple_node", "task_delay_info", "sigqueue", "pid_*",
+                   "seccomp*", "perf_event*", "audit*", "lsm*", "uid_cache"),
+    "slab_namespaces": ("nsproxy", "pid_namespace", "uts_namespace", "ipc_namespace*",
+                        "user_namespace", "mnt_namespace*", "cgroup_namespace*",
+                        "time_namespace*"),
+    "slab_dentries_inodes": ("dentry", "inode_cache", "shmem_inode_cache", "proc_inode_cache",
+                             "ovl_inode", "mqueue_inode_cache", "devpts*", "ext4_inode_cache",
+                             "xfs_inode", "btrfs_inode", "radix_tree_node", "xarray*"),
+    "slab_kmalloc": ("kmalloc-*", "kmalloc-cg-*", "kmalloc-rcl-*", "dma-kmalloc-*"),
+}
+ITEMS = (*MEMINFO_ITEMS, *SLAB_GROUPS, "slab_other")
+LABELS = {
+    "anon": "anonymous pages (the workload's own)",
+    "page_tables": "page tables",
+    "kernel_stack": "kernel stacks",
+    "percpu": "per-CPU data (cgroup and netns statistics)",
+    "shmem": "tmpfs and shared memory",
+    "vmalloc": "vmalloc (BPF JIT images, ...)",
+    "slab": "slab, all caches",
+    "slab_unreclaimable": "slab, unreclaimable",
+    "slab_netns": "slab: network namespace objects",
+    "slab_mounts": "slab: mounts",
+    "slab_cgroup_files": "slab: kernfs nodes (cgroup directories and files)",
+    "slab_tasks": "slab: tasks (task_struct, mm, vmas, creds, pids, seccomp)",
+    "slab_namespaces": "slab: namespace structs",
+    "slab_dentries_inodes": "slab: dentries and inodes (overlay, proc, tmpfs, devpts)",
+    "slab_kmalloc": "slab: generic kmalloc (cgroup state, shrinker maps, netns parts, filters)",
+    "slab_other": "slab: other caches",
+}
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One reading: /proc/meminfo fields and slab bytes per cache (both in bytes)."""
+
+    meminfo: dict[str, int]
+    slabs: dict[str, int]
+
+
+def _meminfo(path: Path) -> dict[str, int]:
+    values = {}
+    for line in path.read_text().splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            values[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return values
+
+
+def _slabs(path: Path) -> dict[str, int]:
+    """cache -> active objects × object size; {} if unreadable (not root)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    slabs = {}
+    for line in lines[2:]:
+        fields = line.split()
+        if len(fields) > 3:
+            slabs[fields[0]] = int(fields[1]) * int(fields[3])
+    return slabs
+
+
+def read(proc: Path = Path("/proc")) -> Counters:
+    return Counters(_meminfo(proc / "meminfo"), _slabs(proc / "slabinfo"))
+
+
+def _group(cache: str) -> str:
+    for item, names in SLAB_GROUPS.items():
+        for name in names:
+            if cache == name or (name.endswith("*") and cache.startswith(name[:-1])):
+                return item
+    return "slab_other"
+
+
+def itemise(before: Counters, after: Counters, instances: int) -> dict[str, float]:
+    """item -> bytes per instance (``after`` - ``before``, divided by ``instances``)."""
+    count = max(instances, 1)
+    items: dict[str, float] = {}
+    for item, field in MEMINFO_ITEMS.items():
+        if field in after.meminfo and field in before.meminfo:
+            items[item] = (after.meminfo[field] - before.meminfo[field]) / count
+    if after.slabs and before.slabs:
+        for item in (*SLAB_GROUPS, "slab_other"):
+            items[item] = 0.0
+        for cache in set(after.slabs) | set(before.slabs):
+            delta = after.slabs.get(cache, 0) - before.slabs.get(cache, 0)
+            items[_group(cache)] += delta / count
+    return items
+
+
+def top_caches(before: Counters, after: Counters, instances: int, n: int = 12
+               ) -> list[tuple[str, float]]:
+    """The ``n`` slab caches that grew most, bytes per instance."""
+    deltas = {cache: (after.slabs.get(cache, 0) - before.slabs.get(cache, 0)) / max(instances, 1)
+              for cache in set(after.slabs) | set(before.slabs)}
+    return sorted(deltas.items(), key=lambda kv: -kv[1])[:n]
+
+
+def markdown(columns: dict[str, dict[str, float]]) -> list[str]:
+    """A table: one row per item, one column per series (KiB per instance)."""
+    names = list(columns)
+    lines = ["| item | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for item in ITEMS:
+        if any(item in column for column in columns.values()):
+            cells = [f"{columns[n][item] / 1024:.1f}" if item in columns[n] else ""
+                     for n in names]
+            lines.append(f"| {LABELS.get(item, item)} | " + " | ".join(cells) + " |")
+    return lines

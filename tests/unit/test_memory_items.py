@@ -1,0 +1,49 @@
+"""harness.memory_items: kernel counters to per-instance items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import memory_items
+
+SLABINFO = """slabinfo - version: 2.1
+# name <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables ...
+net_namespace {netns} 10 4096 8 8 : tunables 0 0 0 : slabdata 1 1 0
+mnt_cache {mnt} 100 320 25 2 : tunables 0 0 0 : slabdata 4 4 0
+kmalloc-1k {k1} 100 1024 16 4 : tunables 0 0 0 : slabdata 4 4 0
+mystery {other} 100 64 64 1 : tunables 0 0 0 : slabdata 1 1 0
+"""
+
+
+def _proc(tmp_path: Path, name: str, anon_kb: int, netns: int, mnt: int, k1: int,
+          other: int) -> Path:
+    proc = tmp_path / name
+    proc.mkdir()
+    (proc / "meminfo").write_text(f"MemAvailable: 1000 kB\nAnonPages: {anon_kb} kB\n"
+                                  "PageTables: 10 kB\nSlab: 100 kB\n")
+    (proc / "slabinfo").write_text(SLABINFO.format(netns=netns, mnt=mnt, k1=k1, other=other))
+    return proc
+
+
+def test_itemise_per_instance(tmp_path) -> None:
+    before = memory_items.read(_proc(tmp_path, "a", 100, 1, 10, 10, 1))
+    after = memory_items.read(_proc(tmp_path, "b", 140, 5, 30, 50, 1))
+    items = memory_items.itemise(before, after, 4)
+    assert items["anon"] == 10 * 1024
+    assert items["page_tables"] == 0
+    assert items["slab_netns"] == 4096
+    assert items["slab_mounts"] == 20 * 320 / 4
+    assert items["slab_kmalloc"] == 40 * 1024 / 4
+    assert items["slab_other"] == 0
+    assert memory_items.top_caches(before, after, 4, 1) == [("kmalloc-1k", 10240.0)]
+    table = memory_items.markdown({"ours": items})
+    assert table[0] == "| item | ours |"
+    assert any(line.startswith("| slab: mounts | 1.6 |") for line in table)
+
+
+def test_unreadable_slabinfo_gives_meminfo_items_only(tmp_path) -> None:
+    proc = _proc(tmp_path, "a", 100, 1, 1, 1, 1)
+    (proc / "slabinfo").unlink()
+    counters = memory_items.read(proc)
+    assert counters.slabs == {}
+    assert "slab_mounts" not in memory_items.itemise(counters, counters, 1)
