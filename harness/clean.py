@@ -27,14 +27,16 @@ def clean_all(force: bool = False) -> list[str]:
         return _sweep_all()
 
 
-# What scenario kinds leave on the host besides instances (after the backends' sweepers).
+# What scenario kinds leave on the host besides instances (after the backends' sweepers),
+# then what the backends share (the bridge's address leases, freed once their owners are gone).
 KIND_SWEEPERS = ("harness.kinds.workload:sweep",)
+SHARED_SWEEPERS = ("runtime.sweep:sweep_network",)
 
 
 def _sweep_all() -> list[str]:
     lines: list[str] = []
     # Each backend's sweeper owns one kind of object and finds its own leftovers by prefix.
-    for target in (*registry.sweepers(), *KIND_SWEEPERS):
+    for target in (*registry.sweepers(), *KIND_SWEEPERS, *SHARED_SWEEPERS):
         try:
             lines.extend(_sweeper(target)())
         except Exception as error:  # one broken sweeper must not hide the others' work

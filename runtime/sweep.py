@@ -33,6 +33,16 @@ def sweep_all() -> list[str]:
     driver = cgroups.driver()
     for parent, directory in registered_scopes().items():
         removed.extend(_sweep_scope(driver, parent, directory))
+    return removed + sweep_network()
+
+
+def sweep_network() -> list[str]:
+    """Address leases whose owner directory is gone, then ``cvbench0`` if nothing uses it.
+
+    The leases are shared by every backend on the bridge (crun and runc bundles, VM
+    directories): ``cvbench clean`` runs this again after every backend's sweeper, when the
+    owners those sweepers removed are gone too."""
+    removed: list[str] = []
     for address in network.stale_leases():
         network.release_address(address)
         removed.append(f"address lease {address}")
