@@ -34,7 +34,7 @@ from harness.backends.base import VOLUME_PATH, BackendError, Instance
 from harness.kinds import rounds
 from harness.params import param
 from harness.workloads import catalog
-from harness.workloads.agent import AgentError, Controller
+from harness.workloads.agent import Agent, AgentError, Controller
 from hostkit.paths import state_dir
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ RECONNECT_S = 10.0  # a broken agent connection: wait this long for the agent to
 AGENT_TIMEOUT_S = 60.0  # after READY, the agent connects within a second or two
 SCRATCH = "/var/tmp/cvbench"  # disk workloads' directory on an instance's own root
 ON_HOST = ("process",)  # backends that run on the host itself (agent on loopback)
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+# Tick-based clocks: a 4 ms resolution makes every latency inside the instance 0 or a tick.
+# A VM guest falls back to them without ACPI (no HPET, no ACPI PM timer) under TCG.
+COARSE_CLOCKS = ("jiffies", "refined-jiffies")
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
         instance = ctx.start(backend, plan, spec)
         ctx.backends[backend].wait_ready(instance, plan.timeout_s)
         agent = controller.wait(token, min(plan.timeout_s, AGENT_TIMEOUT_S))
+        try:
+            _check_clock(ctx, backend, agent)
+        except BaseException:
+            agent.close()
+            raise
     except BaseException:
         if instance is not None:
             try:
@@ -232,6 +241,26 @@ def _start(ctx: RunContext, controller: Controller, plan: Scenario[WorkloadParam
     session = catalog.Session(agent, ctx.image.rootfs, scratch, target, keep)
     live = Live(instance, token, workdir, session)
     return live
+
+
+def _check_clock(ctx: RunContext, backend: str, agent: Agent) -> None:
+    """Record the instance's clocksource in the run's metadata (``clocksource``): a guest's
+    own, read through the agent; the host's for containers and processes, which share its
+    kernel. A tick-based one is a WorkloadError: latencies timed inside would be ticks."""
+    if registry.family(backend) != registry.VM:
+        clock = Path(CLOCKSOURCE).read_text().strip()
+    else:
+        try:
+            output = agent.run(f"cat {CLOCKSOURCE}", 10)
+        except AgentError as error:
+            raise catalog.WorkloadError(
+                f"cannot read the instance's clocksource: {error}") from None
+        clock = output.text.strip() if output.returncode == 0 else "unknown"
+    ctx.writer.metadata.setdefault("clocksource", {})[backend] = clock
+    if clock in COARSE_CLOCKS:
+        raise catalog.WorkloadError(
+            f"the instance's clocksource is {clock} (4 ms ticks), so latencies timed inside it "
+            "mean nothing; VM guests need ACPI for a timer ([backend_options.<vm>] acpi = true)")
 
 
 def _on_host(backend: str, plan: Scenario[Any]) -> bool:

@@ -163,7 +163,7 @@ def test_unknown_backend_option_is_usage_error(state_dir, tmp_path) -> None:
     "args",
     [
         ("run", "/nonexistent.toml"),
-        ("run", "scenarios/startup.toml", "--backend", "docker"),
+        ("run", "scenarios/startup.toml", "--backend", "no-such-backend"),
         ("report", "/nonexistent-run"),
         ("image", "verify", "no-such-image"),
     ],

@@ -51,7 +51,7 @@ def test_boot_to_ready_measure_and_stop(vm_env) -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not (hypervisor.vms_dir() / f"{prefix}a").exists()
     assert backend.describe()["guest"] == {"machine": "pc", "tb_cache_mib": None,
-                                           "balloon": False, "cmdline_extra": ""}
+                                           "balloon": False, "cmdline_extra": "", "acpi": False}
     backend.cleanup()
 
 

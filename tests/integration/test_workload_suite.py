@@ -33,6 +33,14 @@ image = "workloads"
 backends = {backends}
 seed = 1
 
+# VM guests with ACPI: without it a TCG guest has no HPET or ACPI PM timer and falls back to a
+# 4 ms tick clock, and latencies timed inside it are ticks (the kind refuses such a clock).
+[backend_options.qemu]
+acpi = true
+
+[backend_options.libvirt]
+acpi = true
+
 [[scenario]]
 kind = "workload"
 name = "workloads"

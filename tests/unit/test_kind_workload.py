@@ -217,3 +217,27 @@ def test_clean_removes_what_a_killed_run_left_of_the_workloads(tmp_path, monkeyp
     (left / "cvbench-fio.dat").write_bytes(b"x")
     assert workload.sweep() == [f"workload directory {tmp_path / 'workloads' / 'cvbench-abc-1'}"]
     assert workload.sweep() == [] and not any((tmp_path / "workloads").iterdir())
+
+
+class _ClockAgent:
+    """An agent whose instance reports ``clock`` as its clocksource."""
+
+    def __init__(self, clock: str) -> None:
+        self.clock = clock
+
+    def run(self, command: str, timeout: float):
+        from harness.workloads.agent import Output
+
+        assert command == f"cat {workload.CLOCKSOURCE}"
+        return Output(0, self.clock + "\n")
+
+
+@pytest.mark.parametrize("clock", ["jiffies", "refined-jiffies"])
+def test_a_guest_with_a_tick_clock_is_refused_and_its_clock_recorded(ctx_of, clock) -> None:
+    from harness.workloads import catalog
+
+    ctx = ctx_of()
+    with pytest.raises(catalog.WorkloadError, match=f"clocksource is {clock}.*acpi = true"):
+        workload._check_clock(ctx, "qemu", _ClockAgent(clock))
+    workload._check_clock(ctx, "libvirt", _ClockAgent("hpet"))
+    assert ctx.writer.metadata["clocksource"] == {"qemu": clock, "libvirt": "hpet"}
