@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostkit import meminfo
+
 MEMINFO_ITEMS = {  # item -> /proc/meminfo field
     "anon": "AnonPages",
     "page_tables": "PageTables",
@@ -78,15 +80,6 @@ class Counters:
     slabs: dict[str, int]
 
 
-def _meminfo(path: Path) -> dict[str, int]:
-    values = {}
-    for line in path.read_text().splitlines():
-        name, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            values[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    return values
-
 
 def _slabs(path: Path) -> dict[str, int]:
     """cache -> active objects × object size; {} if unreadable (not root)."""
@@ -103,7 +96,7 @@ def _slabs(path: Path) -> dict[str, int]:
 
 
 def read(proc: Path = Path("/proc")) -> Counters:
-    return Counters(_meminfo(proc / "meminfo"), _slabs(proc / "slabinfo"))
+    return Counters(meminfo.read(proc / "meminfo"), _slabs(proc / "slabinfo"))
 
 
 def _group(cache: str) -> str:

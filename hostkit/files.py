@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -37,3 +38,12 @@ def atomic_write_with(path: Path, writer: Callable[[BinaryIO], object], mode: in
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of the file at ``path``, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ never fetched again. Unpacking is ``dpkg-deb -x``: nothing is installed on the h
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostkit.files import sha256_of
 from hostkit.paths import cache_dir
 
 
@@ -92,18 +92,11 @@ def show(names: Iterable[str]) -> dict[str, Package]:
             if name in wanted}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def cached(package: Package) -> Path | None:
     """The package's .deb in the cache if it is there and its hash is the index's."""
     path = archives_dir() / package.deb
-    if path.is_file() and (not package.sha256 or _sha256(path) == package.sha256):
+    if path.is_file() and (not package.sha256 or sha256_of(path) == package.sha256):
         return path
     return None
 
@@ -134,7 +127,7 @@ def fetch(packages: Iterable[Package]) -> dict[str, Path]:
             downloaded = partial / _download_name(package)
             if not downloaded.is_file():
                 raise DebianError(f"apt-get download left no {package.deb}")
-            if package.sha256 and _sha256(downloaded) != package.sha256:
+            if package.sha256 and sha256_of(downloaded) != package.sha256:
                 downloaded.unlink()
                 raise DebianError(f"{package.deb}: SHA256 differs from the package index")
             os.replace(downloaded, directory / package.deb)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hostkit.files import atomic_write
+from hostkit.files import atomic_write, sha256_of
 from hostkit.paths import images_dir
 
 BUSYBOX = Path("/bin/busybox")
@@ -67,13 +67,6 @@ class Image:
         return "/init"
 
 
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def manifest(rootfs: Path) -> list[str]:
     """One line per path: ``path type mode content`` (sorted, reproducible)."""
@@ -90,7 +83,7 @@ def manifest(rootfs: Path) -> list[str]:
             elif stat.S_ISDIR(info.st_mode):
                 lines.append(f"{relative} dir {mode} -")
             elif stat.S_ISREG(info.st_mode):
-                lines.append(f"{relative} file {mode} {_hash_file(path)}")
+                lines.append(f"{relative} file {mode} {sha256_of(path)}")
             else:
                 lines.append(f"{relative} special {mode} {info.st_rdev}")
     return lines
