@@ -60,13 +60,18 @@ def _reset_signals() -> None:
 SPARE_READY = b"ready"
 
 
-def spare(sock: socket.socket, last_cap: int, unshare: int, loopback: bool) -> NoReturn:
-    """Prepare the namespaces (``unshare``: CLONE_NEW* flags, the cgroup one excepted), say
-    :data:`SPARE_READY` on ``sock``, then wait for the plan and run it; never returns."""
+def spare(sock: socket.socket, last_cap: int, unshare: int, loopback: bool,
+          overlay: tuple[str, str] | None) -> NoReturn:
+    """Prepare the namespaces (``unshare``: CLONE_NEW* flags, the cgroup one excepted) and
+    mount the overlay root (``overlay``: mount point and options), say :data:`SPARE_READY` on
+    ``sock``, then wait for the plan and run it; never returns. The owner moves the spare into
+    the container's cgroups once it is ready (after the overlay: see :func:`run`)."""
     try:
         _reset_signals()
         sc.unshare(unshare)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        if overlay is not None:
+            sc.mount("overlay", overlay[0], "overlay", 0, overlay[1])
         if loopback:
             loopback_up()
         _warm_up_decoder(unshare)
@@ -112,7 +117,8 @@ def run(
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
-    ``prepared``: a spare already did the namespaces, private mounts and loopback.
+    ``prepared``: a spare already did the namespaces, private mounts, loopback and the
+    overlay, and its owner moved it into the cgroups.
     """
     try:
         os.dup2(stdout_fd, 1)
@@ -124,13 +130,14 @@ def run(
             if plan.loopback:
                 loopback_up()
         skeleton = None if plan.rootfs.pivot_root else rootfs.skeleton_fd()
-        # The overlay before joining the cgroup: the kernel (re)creates work/work on the host
-        # filesystem, and pages charged to the container's memcg would keep that memcg
-        # alive (a "dying" cgroup) long after the container is gone.
-        rootfs.mount_overlay(plan.rootfs, private=not prepared)
-        for procs in plan.cgroup_procs:
-            with open(procs, "w") as handle:
-                handle.write("0")
+        if not prepared:
+            # The overlay before joining the cgroup: the kernel (re)creates work/work on the
+            # host filesystem, and pages charged to the container's memcg would keep that
+            # memcg alive (a "dying" cgroup) long after the container is gone.
+            rootfs.mount_overlay(plan.rootfs)
+            for procs in plan.cgroup_procs:
+                with open(procs, "w") as handle:
+                    handle.write("0")
         if plan.unshare & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # after joining: its root is the container's cgroup
         if sync_fd is not None:

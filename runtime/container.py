@@ -125,7 +125,8 @@ class Runtime:
         if spare:
             try:
                 container.spare = self.server.spare(plan)
-            except ForkServerError as error:
+                _join(container.spare, plan.cgroup_procs)
+            except (ForkServerError, OSError) as error:
                 self.destroy(container)
                 raise ContainerError(f"cannot prepare {name}: {error}") from None
         return container
@@ -372,3 +373,12 @@ class Runtime:
             except cgroups.CgroupError as error:
                 raise ContainerError(str(error)) from None
 
+
+def _join(pid: int, cgroup_procs: tuple[str, ...]) -> None:
+    """Move process ``pid`` (a spare, its overlay mounted) into the container's cgroups.
+
+    Done ahead as crun's and runc's ``create`` do: the first ``cgroup.procs`` write after an
+    idle spell waits for an RCU grace period (the cgroup threadgroup lock), several ms here."""
+    for procs in cgroup_procs:
+        with open(procs, "w") as handle:
+            handle.write(str(pid))

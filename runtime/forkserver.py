@@ -12,9 +12,10 @@ attached with SCM_RIGHTS, one JSON reply.
   namespace so the next fork is unaffected. With ``"spare": pid`` the request (plan and fds)
   goes to that spare instead, which decodes the plan (a malformed one is reported on the
   READY pipe) and does the rest; a spare that is gone is an error, never a cold launch.
-- ``{"op": "spare", "new_pid": b, "unshare": flags, "loopback": b}`` -> ``{"pid": n}`` once
-  the spare is ready: a child forked for one warm container, which has unshared those
-  namespaces (the cgroup one excepted) and brought loopback up (:func:`runtime.child.spare`).
+- ``{"op": "spare", "new_pid": b, "unshare": flags, "loopback": b, "overlay": [mount point,
+  options] or null}`` -> ``{"pid": n}`` once the spare is ready: a child forked for one warm
+  container, which has unshared those namespaces (the cgroup one excepted), brought loopback
+  up and mounted the overlay root (:func:`runtime.child.spare`).
   Spares are made only on request, one per request: never in the background.
 - ``{"op": "discard", "pid": n}`` -> ``{"status": wait status or null}``: end an unused spare.
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
@@ -87,13 +88,18 @@ def serve(fd: int) -> None:
 
     def make_spare(request: dict[str, Any]) -> int:
         new_pid, unshare, loopback = request["new_pid"], request["unshare"], request["loopback"]
+        overlay = request.get("overlay")
         if not (isinstance(new_pid, bool) and isinstance(unshare, int)
                 and isinstance(loopback, bool)):
             raise ValueError("spare: new_pid and loopback must be booleans, unshare an int")
+        if overlay is not None and not (isinstance(overlay, list) and len(overlay) == 2
+                                        and all(isinstance(part, str) for part in overlay)):
+            raise ValueError("spare: overlay must be [mount point, options]")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = fork_child(new_pid, _run_spare, ours, theirs, cap_last,
-                             unshare & ~sc.CLONE_NEWCGROUP, loopback)
+                             unshare & ~sc.CLONE_NEWCGROUP, loopback,
+                             None if overlay is None else (overlay[0], overlay[1]))
         except BaseException:
             ours.close()
             raise
@@ -181,11 +187,11 @@ def serve(fd: int) -> None:
 
 
 def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int, unshare: int,
-               loopback: bool) -> None:
+               loopback: bool, overlay: tuple[str, str] | None) -> None:
     from runtime import child
 
     ours.close()
-    child.spare(theirs, cap_last, unshare, loopback)
+    child.spare(theirs, cap_last, unshare, loopback, overlay)
 
 
 class ForkServer:
@@ -253,7 +259,8 @@ class ForkServer:
     def spare(self, plan: LaunchPlan) -> int:
         """Fork a spare with ``plan``'s namespaces and loopback; its pid, once it is ready."""
         return int(self.request({"op": "spare", "new_pid": plan.new_pid,
-                                 "unshare": plan.unshare, "loopback": plan.loopback})["pid"])
+                                 "unshare": plan.unshare, "loopback": plan.loopback,
+                                 "overlay": [plan.rootfs.merged, plan.rootfs.overlay]})["pid"])
 
     def discard(self, spare: int) -> None:
         """End an unused spare (nothing if the server is gone: then the spare is too)."""

@@ -125,13 +125,10 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def mount_overlay(plan: Rootfs, private: bool = True) -> None:
-    """Mount the container's overlay root (we are in a new mount namespace).
-
-    ``private``: first make every mount private (skip when that was done already).
-    """
-    if private:
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+def mount_overlay(plan: Rootfs) -> None:
+    """Make every mount private, then mount the container's overlay root (we are in a new
+    mount namespace)."""
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
 
 

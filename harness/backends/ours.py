@@ -178,7 +178,10 @@ class OursBackend:
             pass
 
 
-_INSIDE = ("mounts the overlay root, joins the cgroups, unshares the cgroup namespace, mounts "
+# What the init does inside the clock after the overlay and the cgroups (before it, cold;
+# a warm spare has done both in create(), as crun's and runc's create do).
+_PREPARED = "mounts the overlay root, joins the cgroups, "
+_INSIDE = ("unshares the cgroup namespace, mounts "
            "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
            "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
            "paths, hostname, rlimits, drops capabilities, no_new_privs, installs the seccomp "
@@ -193,11 +196,12 @@ def _method(inside: str) -> Method:
               "spec and launch plan, container directory (overlay upper/work), a cgroup in every "
               "v1 hierarchy with cpuset, device rules and limits; the fork server unshares a pid "
               "namespace and forks the init, which unshares mount, uts, ipc and net namespaces, "
-              "brings loopback up, " + inside),
+              "brings loopback up, " + _PREPARED + inside),
         warm=("create(): spec and launch plan, container directory, cgroups with cpuset, device "
               "rules and limits, and a spare forked by the fork server as PID 1 of a new pid "
-              "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback up "
-              "and waits",
+              "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback "
+              "up and mounted the overlay root; the harness moves it into the container's "
+              "cgroups, and it waits",
               "resume(): the plan to the spare, which " + inside),
         stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period; until the init "
              "(PID 1 of its pid namespace, so the last process) exited and the fork server reaped "

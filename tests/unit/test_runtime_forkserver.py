@@ -48,6 +48,8 @@ def test_spares_are_made_on_request_and_discarded():
             server.request({"op": "launch", "plan": {}, "spare": first})
         with pytest.raises(ForkServerError, match="must be booleans"):
             server.request({**NO_NAMESPACES, "loopback": 1})
+        with pytest.raises(ForkServerError, match=r"overlay must be \[mount point, options\]"):
+            server.request({**NO_NAMESPACES, "overlay": ["/only-a-mount-point"]})
         assert server.request({"op": "discard", "pid": 1})["status"] is None  # not a spare
     finally:
         server.close()
