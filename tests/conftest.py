@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from imagestore import image as images
+
+# A shell starts background commands with SIGINT ignored, and an ignored signal stays ignored
+# across exec: the harnesses these tests interrupt with SIGINT (Ctrl-C) would never see it
+# when the test command runs in the background. Children get the default disposition.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
