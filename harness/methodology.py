@@ -94,6 +94,29 @@ def order_effects(samples: pd.DataFrame, metric: str = "start_to_ready_s") -> li
     for (backend, variant), row in table.iterrows():
         cells = " | ".join("-" if pd.isna(row[p]) else _seconds(row[p]) for p in positions)
         lines.append(f"| {backend} | {variant or '-'} | {cells} |")
+    return [*lines, "", *_after_same_backend(data, metric)]
+
+
+def _after_same_backend(data: pd.DataFrame, metric: str) -> list[str]:
+    """Markdown table: the median of ``metric`` after a turn of the same backend and after a
+    turn of another one (what the kernel or the runtime keeps warm between two launches)."""
+    if "repetition" not in data or "scenario" not in data:
+        return []
+    turns = data[data.repetition.notna()].sort_values("position", kind="stable")
+    previous = turns.groupby(["scenario", "repetition"], sort=False).backend.shift()
+    turns = turns.assign(after_same=turns.backend == previous)[previous.notna()]
+    if turns.after_same.nunique() < 2:
+        return []
+    table = turns.groupby(["backend", "variant", "after_same"], sort=False).value \
+        .agg(["median", "count"]).unstack("after_same")
+    lines = [f"## Order effects: median {metric} after a turn of the same backend or another",
+             "", "| backend | variant | after the same (n) | after another (n) |",
+             "|---|---|---:|---:|"]
+    for (backend, variant), row in table.iterrows():
+        cells = [("-" if pd.isna(row[("median", after)])
+                  else f"{_seconds(row[('median', after)])} ({int(row[('count', after)])})")
+                 for after in (True, False)]
+        lines.append(f"| {backend} | {variant or '-'} | {cells[0]} | {cells[1]} |")
     return [*lines, ""]
 
 

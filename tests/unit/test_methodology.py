@@ -31,3 +31,16 @@ def test_order_effects_table_by_position() -> None:
     assert lines[2] == "| backend | variant | 0 | 1 |"
     assert lines[4] == "| a | cold | 1 ms | 4 ms |"
     assert methodology.order_effects(samples[samples.position == 0]) == []  # one position
+
+
+def test_order_effects_table_after_the_same_backend_or_another() -> None:
+    rounds = (("a", 0.001, "b", 0.004), ("b", 0.002, "a", 0.003), ("a", 0.001, "a", 0.001))
+    samples = pd.DataFrame([
+        {"scenario": "s", "repetition": r, "backend": backend, "variant": "cold",
+         "metric": "start_to_ready_s", "position": p, "value": value}
+        for r, (first, v1, second, v2) in enumerate(rounds)
+        for p, (backend, value) in enumerate(((first, v1), (second, v2)))])
+    lines = methodology.order_effects(samples)
+    start = lines.index("| backend | variant | after the same (n) | after another (n) |")
+    assert lines[start + 2:start + 4] == ["| b | cold | - | 4 ms (1) |",
+                                          "| a | cold | 1 ms (1) | 3 ms (1) |"]
