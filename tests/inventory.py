@@ -14,9 +14,16 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+# The engines' own storage, not an object of cvbench's: Podman makes its overlay directory a
+# private bind mount whenever a podman process finds it missing (set-up makes it up front;
+# where Podman unmounts it on exit, the next `cvbench clean` makes it again).
+ENGINE_MOUNTS = ("/var/lib/containers/storage/overlay",)
+
+
 def _mounts() -> frozenset[str]:
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    return frozenset(" ".join(line.split()[3:5]) for line in lines)  # root and mount point
+    return frozenset(" ".join(line.split()[3:5]) for line in lines  # root and mount point
+                     if line.split()[4] not in ENGINE_MOUNTS)
 
 
 def _namespaces() -> frozenset[str]:

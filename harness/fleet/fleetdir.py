@@ -62,10 +62,22 @@ def host_runs(fleet_dir: Path) -> dict[str, Path]:
 
 
 def unpack(tarball: Path, destination: Path) -> None:
-    """A host's fetched ``run.tar.gz`` into ``destination`` (refusing unsafe members)."""
+    """A host's fetched ``run.tar.gz`` into ``destination``: regular files and directories
+    inside it only (tarfile.TarError for anything else: links, devices, ``..`` paths)."""
     destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
     with tarfile.open(tarball) as archive:
-        archive.extractall(destination, filter="data")
+        members = archive.getmembers()
+        for member in members:
+            target = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or (
+                    target != root and root not in target.parents):
+                raise tarfile.TarError(f"{tarball}: refusing member {member.name!r} (only "
+                                       "files and directories inside the run directory)")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+            archive.extractall(destination, members=members, filter="data")
+        else:  # Debian's 3.11.2: the members were checked above
+            archive.extractall(destination, members=members)
 
 
 def merge_samples(runs: dict[str, Path]) -> str:

@@ -155,7 +155,18 @@ def test_a_fleet_directory_is_a_run_with_a_host_column(tmp_path: Path) -> None:
     assert list(fleetdir.host_runs(fleet_dir)) == ["a", "b"]
 
 
-def test_unpack_refuses_members_outside_the_destination(tmp_path: Path) -> None:
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-filter", "python-3.11.2"])
+def test_unpack_refuses_members_outside_the_destination(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool) -> None:
+    if not data_filter:  # Debian's Python 3.11.2 has no extraction filters
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = tmp_path / "run.tar.gz"
+    with tarfile.open(good, "w:gz") as archive:
+        info = tarfile.TarInfo("run/samples.csv")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    fleetdir.unpack(good, tmp_path / "ok")
+    assert (tmp_path / "ok" / "run" / "samples.csv").read_bytes() == b"x"
     tarball = tmp_path / "evil.tar.gz"
     with tarfile.open(tarball, "w:gz") as archive:
         info = tarfile.TarInfo("../escaped")

@@ -417,7 +417,8 @@ class LxcBackend:
         handle: LxcHandle = instance.handle
         init = self._init(handle)
         monitor = handle.monitor or (common.parent_pid(init) if init else None)
-        usage = self.cgroups.memory_usage(f"{CGROUP_PARENT}/{instance.name}")
+        usage = self.cgroups.memory_usage(
+            _memory_cgroup(init) or f"{CGROUP_PARENT}/{instance.name}")
         return common.instance_memory(init, monitor, usage, self.gauge)
 
     def cleanup(self) -> None:
@@ -638,3 +639,19 @@ def _is_helper(pid: int) -> bool:
             return HELPER_TAG.encode() in handle.read()
     except OSError:
         return False
+
+
+def _memory_cgroup(pid: int | None) -> str | None:
+    """The memory cgroup of ``pid`` relative to the hierarchy's root, as the kernel lists it
+    (LXC may place a container below the caller's own cgroup rather than at the root)."""
+    if pid is None:
+        return None
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") or (controllers == "" and len(lines) == 1):
+            return path.lstrip("/")
+    return None
