@@ -28,6 +28,6 @@ def wait_then_close(handle, timeout: float, name: str) -> None:
 
 def close_ready(handle) -> None:
     """Close ``handle.ready_fd`` once (stop() of an instance that never got READY)."""
-    if handle.ready_fd is not None:
-        os.close(handle.ready_fd)
-        handle.ready_fd = None
+    fd, handle.ready_fd = handle.ready_fd, None  # forgotten first: a Ctrl-C here cannot
+    if fd is not None:                            # make a later call close it twice
+        os.close(fd)
