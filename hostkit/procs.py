@@ -8,14 +8,25 @@ import select
 import signal
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+def _stat_field(pid: int, index: int) -> int | None:
+    """Field ``index`` of /proc/<pid>/stat counted after the command name (0: state), or None
+    when the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    return int(data[data.rindex(b")") + 2 :].split()[index])
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    return _stat_field(pid, 19)
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (/proc/<pid>/stat field 4), or None."""
+    return _stat_field(pid, 1)
 
 
 def process_alive(pid: int | None, start: int | None) -> bool:

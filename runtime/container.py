@@ -30,7 +30,7 @@ from pathlib import Path
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, containerdir, devices, network
+from runtime import cgroups, child, containerdir, devices, network
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import launch_plan
@@ -125,7 +125,7 @@ class Runtime:
         if spare:
             try:
                 container.spare = self.server.spare(plan)
-                _join(container.spare, plan.cgroup_procs)
+                child.join_cgroups(plan.cgroup_procs, container.spare)
             except (ForkServerError, OSError) as error:
                 self.destroy(container)
                 raise ContainerError(f"cannot prepare {name}: {error}") from None
@@ -372,13 +372,3 @@ class Runtime:
                 self.cgroups.remove(container.cgroup)
             except cgroups.CgroupError as error:
                 raise ContainerError(str(error)) from None
-
-
-def _join(pid: int, cgroup_procs: tuple[str, ...]) -> None:
-    """Move process ``pid`` (a spare, its overlay mounted) into the container's cgroups.
-
-    Done ahead as crun's and runc's ``create`` do: the first ``cgroup.procs`` write after an
-    idle spell waits for an RCU grace period (the cgroup threadgroup lock), several ms here."""
-    for procs in cgroup_procs:
-        with open(procs, "w") as handle:
-            handle.write(str(pid))

@@ -1,6 +1,7 @@
 """Clean-up after crashes: every container object whose owner process is dead.
 
-``cvbench clean`` runs :func:`sweep_all` (the ``ours`` backend's sweeper in the registry).
+``cvbench clean`` runs :func:`sweep_scopes` (the ``ours`` backend's sweeper in the registry)
+and :func:`sweep_network` after every backend's; :func:`sweep_all` is both.
 It reads what the runtime leaves on the host (container directories, state files, cgroup
 scopes, address leases) without going through :class:`runtime.container.Runtime`.
 """
@@ -29,19 +30,25 @@ def sweep_all() -> list[str]:
     directory, container directories, and the ``cvbench0`` bridge if nothing uses it.
     Containers of live owners are never touched. Returns what was removed.
     """
+    return sweep_scopes() + sweep_network()
+
+
+def sweep_scopes() -> list[str]:
+    """The containers part of :func:`sweep_all` (the ``ours`` backend's sweeper in the
+    registry; ``cvbench clean`` runs :func:`sweep_network` once, after every backend's)."""
     removed: list[str] = []
     driver = cgroups.driver()
     for parent, directory in registered_scopes().items():
         removed.extend(_sweep_scope(driver, parent, directory))
-    return removed + sweep_network()
+    return removed
 
 
 def sweep_network() -> list[str]:
     """Address leases whose owner directory is gone, then ``cvbench0`` if nothing uses it.
 
     The leases are shared by every backend on the bridge (crun and runc bundles, VM
-    directories): ``cvbench clean`` runs this again after every backend's sweeper, when the
-    owners those sweepers removed are gone too."""
+    directories): ``cvbench clean`` runs this after every backend's sweeper, when the owners
+    those sweepers removed are gone too."""
     removed: list[str] = []
     for address in network.stale_leases():
         network.release_address(address)

@@ -39,7 +39,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         "ours", "harness.backends.ours:OursBackend", CONTAINER,
         "cvbench's own runtime: namespaces, overlayfs, root switch without pivot_root, cgroups",
         needs=("root", "namespaces", "overlayfs", "cgroups", "image"),
-        sweeper="runtime.sweep:sweep_all",
+        sweeper="runtime.sweep:sweep_scopes",
     ),
     BackendInfo(
         "crun", "harness.backends.crun:CrunBackend", CONTAINER,

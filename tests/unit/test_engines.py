@@ -15,6 +15,7 @@ from harness import backends, doctor
 from harness.backends import registry
 from harness.backends.base import BackendError, InstanceSpec, NotReady
 from harness.backends.engines import common
+from hostkit.procs import parent_pid
 from runtime import spec as runtime_spec
 
 ENGINES = ("docker", "podman", "lxc")
@@ -92,7 +93,7 @@ def test_engine_memory_names_its_metrics() -> None:
 
 def test_namespace_init_and_parent() -> None:
     assert common.namespace_init([os.getpid()]) is None  # not pid 1 of a namespace
-    assert common.parent_pid(os.getpid()) == os.getppid()
+    assert parent_pid(os.getpid()) == os.getppid()
 
 
 def test_the_engines_are_registered_as_containers_with_doctor_checks_and_sweepers() -> None:

@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import BackendError, InstanceSpec, MemorySample, NotReady
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    NotReady,
+)
 from hostkit.paths import PREFIX, cache_dir
 from imagestore.image import Image
 from runtime import cgroups
@@ -155,15 +163,6 @@ def namespace_init(pids: Iterable[int]) -> int | None:
         except OSError:
             continue
     return None
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[1])
 
 
 def socket_peer_pid(path: str | Path) -> int | None:
@@ -342,3 +341,33 @@ def _tree(driver: cgroups.Driver, parent: str) -> list[str]:
                 found.add(os.path.relpath(directory, base))
     return sorted(found, key=lambda path: path.count("/"), reverse=True)
 
+
+class SplitStart:
+    """``start`` and ``create`` of an engine whose cold start is its own create step followed
+    by its start step: cold times both, warm (``create``) leaves the start to ``resume``."""
+
+    variants = (COLD, WARM)
+
+    def start(self, spec: InstanceSpec) -> Instance:
+        instance = self._create(spec)
+        try:
+            self.resume(instance)
+        except BaseException:
+            self._discard(instance)
+            raise
+        instance.variant = COLD
+        return instance
+
+    def create(self, spec: InstanceSpec) -> Instance:
+        instance = self._create(spec)
+        instance.variant = WARM
+        return instance
+
+    def _create(self, spec: InstanceSpec) -> Instance:
+        raise NotImplementedError
+
+    def resume(self, instance: Instance) -> None:
+        raise NotImplementedError
+
+    def _discard(self, instance: Instance) -> None:
+        raise NotImplementedError

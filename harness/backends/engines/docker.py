@@ -26,8 +26,6 @@ from docker import errors as docker_errors
 from docker.types import IPAMConfig, IPAMPool
 
 from harness.backends.base import (
-    COLD,
-    WARM,
     BackendError,
     Instance,
     InstanceSpec,
@@ -36,7 +34,7 @@ from harness.backends.base import (
 )
 from harness.backends.engines import common
 from hostkit.paths import PREFIX
-from hostkit.procs import wait_pidfd
+from hostkit.procs import parent_pid, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
 
@@ -62,11 +60,10 @@ class DockerHandle:
     cgroup: str = ""
 
 
-class DockerBackend:
+class DockerBackend(common.SplitStart):
     """Containers through dockerd's API: create, attach, start; kill, remove."""
 
     name = "docker"
-    variants = (COLD, WARM)
 
     def __init__(self, *, runtime: str = "runc", socket: str = SOCKET,
                  grace_s: float = GRACE_S) -> None:
@@ -121,21 +118,6 @@ class DockerBackend:
         self.dockerd_pid = common.socket_peer_pid(self.socket)
         self._import(image)
         self._network()
-
-    def start(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        try:
-            self.resume(instance)
-        except BaseException:
-            self._discard(instance)
-            raise
-        instance.variant = COLD
-        return instance
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        instance.variant = WARM
-        return instance
 
     def resume(self, instance: Instance) -> None:
         handle: DockerHandle = instance.handle
@@ -192,7 +174,7 @@ class DockerBackend:
     def memory(self, instance: Instance) -> MemorySample:
         handle: DockerHandle = instance.handle
         init = self._init(handle)
-        shim = common.parent_pid(init) if init else None
+        shim = parent_pid(init) if init else None
         return common.instance_memory(init, shim, self.cgroups.memory_usage(handle.cgroup),
                                       self.gauge)
 

@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import (
-    COLD,
-    WARM,
     BackendError,
     Instance,
     InstanceSpec,
@@ -45,7 +43,7 @@ from harness.backends.base import (
 )
 from harness.backends.engines import common
 from hostkit.paths import PREFIX, state_dir
-from hostkit.procs import signal_and_wait, wait_pidfd
+from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
 from runtime import spec as runtime_spec
@@ -305,11 +303,10 @@ class LxcHandle:
     init: int | None = None
 
 
-class LxcBackend:
+class LxcBackend(common.SplitStart):
     """LXC containers: config, start through the helper, READY on the console pty."""
 
     name = "lxc"
-    variants = (COLD, WARM)
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         self.grace_s = grace_s
@@ -338,21 +335,6 @@ class LxcBackend:
         self.seccomp_file = self._write_seccomp()
         self._bridge()
         self.helper = HelperClient()
-
-    def start(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        try:
-            self.resume(instance)
-        except BaseException:
-            self._discard(instance)
-            raise
-        instance.variant = COLD
-        return instance
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        instance.variant = WARM
-        return instance
 
     def resume(self, instance: Instance) -> None:
         if self.helper is None:
@@ -416,7 +398,7 @@ class LxcBackend:
     def memory(self, instance: Instance) -> MemorySample:
         handle: LxcHandle = instance.handle
         init = self._init(handle)
-        monitor = handle.monitor or (common.parent_pid(init) if init else None)
+        monitor = handle.monitor or (parent_pid(init) if init else None)
         usage = self.cgroups.memory_usage(
             _memory_cgroup(init) or f"{CGROUP_PARENT}/{instance.name}")
         return common.instance_memory(init, monitor, usage, self.gauge)

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import (
-    COLD,
-    WARM,
     BackendError,
     Instance,
     InstanceSpec,
@@ -39,7 +37,7 @@ from harness.backends.base import (
 )
 from harness.backends.engines import common
 from hostkit.paths import PREFIX, state_dir
-from hostkit.procs import signal_and_wait, wait_pidfd
+from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
 
@@ -175,11 +173,10 @@ class PodmanHandle:
     cgroup: str = ""
 
 
-class PodmanBackend:
+class PodmanBackend(common.SplitStart):
     """Containers through the libpod API: create, init, attach, start; kill, remove."""
 
     name = "podman"
-    variants = (COLD, WARM)
 
     def __init__(self, *, runtime: str = "crun", grace_s: float = GRACE_S) -> None:
         common.check_runtime(runtime, self.name)
@@ -222,21 +219,6 @@ class PodmanBackend:
         except BaseException:
             self.cleanup()
             raise
-
-    def start(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        try:
-            self.resume(instance)
-        except BaseException:
-            self._discard(instance)
-            raise
-        instance.variant = COLD
-        return instance
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        instance.variant = WARM
-        return instance
 
     def resume(self, instance: Instance) -> None:
         begin = _now()
@@ -286,7 +268,7 @@ class PodmanBackend:
     def memory(self, instance: Instance) -> MemorySample:
         handle: PodmanHandle = instance.handle
         init = self._init(handle)
-        conmon = common.parent_pid(init) if init else None
+        conmon = parent_pid(init) if init else None
         return common.instance_memory(init, conmon, self.cgroups.memory_usage(handle.cgroup),
                                       self.gauge)
 
