@@ -418,6 +418,8 @@ class LxcBackend(common.SplitStart):
         if self.seccomp_file is not None:
             self.seccomp_file.unlink(missing_ok=True)
         with contextlib.suppress(cgroups.CgroupError):
+            # LXC's monitors leave through pivot/lxc.pivot, a directory of LXC's own making
+            self.cgroups.remove_parent(f"{CGROUP_PARENT}/pivot/lxc.pivot")
             self.cgroups.remove_parent(f"{CGROUP_PARENT}/pivot")
             self.cgroups.remove_parent(CGROUP_PARENT)
 
