@@ -20,6 +20,9 @@ from harness.gate.stats import DEFAULT_ALPHA
 
 if TYPE_CHECKING:
     from harness.fleet import gate as fleet_gate
+    from harness.gate.compare import Comparison
+    from harness.gate.confirm import Confirmation
+    from harness.gate.thresholds import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,16 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                              "side by side, methodology, host and versions")
     parser.add_argument("--allow-image-change", action="store_true",
                         help="compare runs made with different image digests")
+    parser.add_argument("--confirm", metavar="SUITE",
+                        help="on a regression, run SUITE (a path in the repository) with the "
+                             "baseline's commit on this machine and fail only on what "
+                             "regressed against that too (the code, not the machine)")
     parser.set_defaults(func=handle)
     return parser
 
 
 def handle(args: argparse.Namespace) -> int:
-    from harness import baseline, results
+    from harness import baseline, hostinfo, results
     from harness.fleet import gate as fleet_gate
     from harness.gate import render
     from harness.gate.compare import compare_runs
@@ -57,6 +64,8 @@ def handle(args: argparse.Namespace) -> int:
     from harness.gate.thresholds import Thresholds
     from hostkit.files import atomic_write
 
+    if args.confirm and not (hostinfo.REPO / args.confirm).is_file():
+        raise UsageError(f"--confirm {args.confirm}: no such suite in {hostinfo.REPO}")
     try:
         base_dir = (Path(args.baseline) if baseline.baselines(Path(args.baseline))
                     else results.resolve_run(args.baseline, results_dir(args)))
@@ -73,6 +82,11 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     render.render(comparison)
     markdown = render.to_markdown(comparison)
+    exit_code = comparison.exit_code
+    if args.confirm:
+        confirmation = _confirm(args, comparison, cand_dir, thresholds)
+        markdown += confirmation_markdown(confirmation)
+        exit_code = confirmation.exit_code
     if args.markdown:
         path = Path(args.markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +97,43 @@ def handle(args: argparse.Namespace) -> int:
 
         written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
         log.info("page written to %s", written)
+        again = confirmation.against_reference if args.confirm else None
+        if again is not None and again.baseline_dir is not None:
+            html_path = Path(args.html)
+            written = page.write_page(again, again.baseline_dir, cand_dir,
+                                      html_path.with_stem(f"{html_path.stem}-reference"))
+            log.info("page of the check against the baseline's code written to %s", written)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a") as summary:
             summary.write(markdown)
         log.info("Markdown appended to %s (GITHUB_STEP_SUMMARY)", step_summary)
-    return comparison.exit_code
+    return exit_code
+
+
+def _confirm(args: argparse.Namespace, comparison: Comparison, cand_dir: Path,
+             thresholds: Thresholds) -> Confirmation:
+    """Confirm the comparison's regressions on this machine; print the check and the verdict."""
+    from harness.gate import render
+    from harness.gate.confirm import confirm
+
+    confirmation = confirm(comparison, cand_dir, args.confirm, thresholds, args.alpha,
+                           normalized=args.normalized,
+                           allow_image_change=args.allow_image_change)
+    if confirmation.against_reference is not None:
+        render.render(confirmation.against_reference)
+    for line in confirmation.verdict_lines():
+        print(line)
+    return confirmation
+
+
+def confirmation_markdown(confirmation: Confirmation) -> str:
+    """The check against the baseline's code and the verdict, as Markdown."""
+    from harness.gate import render
+
+    again = confirmation.against_reference
+    text = "\n" + render.to_markdown(again) if again is not None else ""
+    return text + "\n" + "".join(f"- {line}\n" for line in confirmation.verdict_lines())
 
 
 def _fleet(args: argparse.Namespace, outcome: fleet_gate.FleetComparison) -> int:

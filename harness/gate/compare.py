@@ -36,6 +36,7 @@ class Comparison:
     alpha: float
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    baseline_dir: Path | None = None  # the baseline run itself (of its kind, when chosen)
 
     @property
     def regressions(self) -> list[Row]:
@@ -89,7 +90,8 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
                      f"{why} ({names}); they are not gated")
     return Comparison(baseline=base_dir.name, candidate=cand_dir.name, normalized=normalized,
                       alpha=alpha, rows=rows,
-                      notes=_run_notes(base_dir, cand_dir, normalized) + notes)
+                      notes=_run_notes(base_dir, cand_dir, normalized) + notes,
+                      baseline_dir=base_dir)
 
 
 def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:

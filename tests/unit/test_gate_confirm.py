@@ -1,0 +1,197 @@
+"""The gate's confirmation: a regression against the committed baseline fails CI only if the
+baseline's own code, measured again on the same machine, is faster than the candidate too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from synthetic_runs import make_run
+
+from harness.cli import main
+from harness.gate import confirm, reference
+from harness.gate.compare import compare_runs
+from harness.gate.thresholds import Thresholds
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SLOWER_OURS = {("ours", "start_to_ready_s"): 1.6}
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def baseline(results_dir: Path) -> Path:
+    """A committed baseline made on another machine, from a commit in git."""
+    run = make_run(results_dir, "base", seed=1, cpu_model="Intel Xeon")
+    metadata = json.loads((run / "metadata.json").read_text())
+    metadata["git_commit"] = COMMIT
+    (run / "metadata.json").write_text(json.dumps(metadata))
+    return run
+
+
+def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path) -> list[str]:
+    """Make the reference run return ``run``; the commits it was asked for."""
+    asked: list[str] = []
+
+    def run_suite(commit: str, suite: str, results_dir: Path) -> Path:
+        asked.append(commit)
+        return run
+
+    monkeypatch.setattr(reference, "run_suite", run_suite)
+    return asked
+
+
+def _confirm(baseline: Path, candidate: Path) -> confirm.Confirmation:
+    screen = compare_runs(baseline, candidate, Thresholds())
+    return confirm.confirm(screen, candidate, "scenarios/quick.toml", Thresholds(), 0.05,
+                           normalized=False, allow_image_change=False)
+
+
+def test_a_regression_the_baselines_code_shows_here_too_is_the_machine(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # This machine runs ours 60% slower, whatever the code: the baseline's code too.
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    asked = _reference_returning(monkeypatch, make_run(
+        results_dir, "ref", seed=3, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
+
+    outcome = _confirm(baseline, candidate)
+
+    assert asked == [COMMIT]
+    assert [row.metric for row in outcome.screen.regressions] == ["start_to_ready_s"]
+    assert outcome.confirmed == [] and outcome.exit_code == 0
+    assert [row.metric for row in outcome.cleared] == ["start_to_ready_s"]
+    lines = outcome.verdict_lines()
+    assert any(line.startswith("cleared") and "ours.start_to_ready_s" in line for line in lines)
+    assert lines[-1].startswith("gate: pass")
+
+
+def test_a_regression_of_the_code_is_confirmed(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"))
+
+    outcome = _confirm(baseline, candidate)
+
+    assert [row.metric for row in outcome.confirmed] == ["start_to_ready_s"]
+    assert outcome.cleared == [] and outcome.exit_code == 1
+    lines = outcome.verdict_lines()
+    assert any(line.startswith("REGRESSION: startup/ours.start_to_ready_s") for line in lines)
+    assert lines[-1].startswith("gate: FAIL")
+
+
+def test_no_regression_measures_nothing_again(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    candidate = make_run(results_dir, "cand", seed=2)
+    asked = _reference_returning(monkeypatch, candidate)
+
+    outcome = _confirm(baseline, candidate)
+
+    assert asked == [] and outcome.exit_code == 0 and outcome.against_reference is None
+
+
+def test_without_the_baselines_code_the_screen_stands(
+        results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dirty = make_run(results_dir, "base", seed=1)
+    metadata = json.loads((dirty / "metadata.json").read_text())
+    metadata["git_commit"] = f"{COMMIT}-dirty"
+    (dirty / "metadata.json").write_text(json.dumps(metadata))
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS)
+    asked = _reference_returning(monkeypatch, candidate)
+
+    outcome = _confirm(dirty, candidate)
+
+    assert asked == [] and outcome.exit_code == 1
+    assert "uncommitted changes" in (outcome.unconfirmed_because or "")
+    assert outcome.verdict_lines()[0].startswith("not confirmed on this machine")
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_the_commit_is_exported_then_removed(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "suite.toml").write_text("old\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "old")
+    old = _git(repo, "rev-parse", "HEAD")
+    (repo / "suite.toml").write_text("new\n")
+    _git(repo, "commit", "-q", "-am", "new")
+
+    with reference.exported_tree(old, repo) as tree:
+        assert (tree / "suite.toml").read_text() == "old\n"
+        assert tree.parent == reference.reference_root()
+        assert reference.sweep() == []  # this process still uses it
+    assert not tree.exists()
+
+    with pytest.raises(reference.ReferenceError, match="not in .* history"):
+        with reference.exported_tree("f" * 40, repo):
+            pass
+
+
+FAKE_CLI = """
+import json, os, pathlib, sys
+args = sys.argv
+run = pathlib.Path(args[args.index("--results-dir") + 1]) / "ref-run"
+run.mkdir(parents=True)
+meta = {"status": "complete", "cwd": os.getcwd(), "module": __file__, "suite": args[2]}
+(run / "metadata.json").write_text(json.dumps(meta))
+print(run)
+"""
+
+
+def test_the_suite_runs_with_the_commits_own_code(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    repo = tmp_path / "repo"
+    (repo / "harness").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    (repo / "harness" / "__init__.py").write_text("")
+    (repo / "harness" / "cli.py").write_text(FAKE_CLI)
+    (repo / "quick.toml").write_text("")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "fake")
+    monkeypatch.chdir(tmp_path)
+
+    run = reference.run_suite(_git(repo, "rev-parse", "HEAD"), "quick.toml", Path("results"),
+                               repo)
+
+    # the results land where this process means (not under the removed tree)
+    assert run == tmp_path / "results" / "ref-run"
+    metadata = json.loads((run / "metadata.json").read_text())
+    assert metadata["module"].startswith(str(reference.reference_root()))
+    assert metadata["suite"] == "quick.toml"
+    assert list(reference.reference_root().iterdir()) == []
+    with pytest.raises(reference.ReferenceError, match="has no nope.toml"):
+        reference.run_suite(_git(repo, "rev-parse", "HEAD"), "nope.toml", Path("results"), repo)
+
+
+def test_clean_removes_the_tree_of_a_killed_gate(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    dead = reference.reference_root() / f"999999999-1-{COMMIT[:12]}"
+    (dead / "harness").mkdir(parents=True)
+
+    assert reference.sweep() == [f"reference tree {dead}"]
+    assert not dead.exists()
+
+
+def test_cli_refuses_an_unknown_suite_before_comparing(baseline: Path, results_dir: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    candidate = make_run(results_dir, "cand", seed=2)
+    code = main(["compare", str(baseline), str(candidate), "--confirm", "scenarios/nope.toml"])
+    assert code == 2
+    assert "--confirm scenarios/nope.toml: no such suite" in capsys.readouterr().err
