@@ -1,9 +1,9 @@
 """A regression against the committed baseline, confirmed on this machine before it fails CI.
 
 The gate screens a candidate against the committed baseline (:mod:`harness.gate.compare`).
-When that finds regressions, the baseline's own code is measured again here
-(:mod:`harness.gate.reference`) and the candidate is compared with it as well, at the
-same-machine thresholds. A metric fails the gate only when it regressed against both: the code
+When that finds regressions, the baseline's own code is measured again here, then the
+candidate's code a second time (:mod:`harness.gate.reference`), and the two are compared at
+the same-machine thresholds. A metric fails the gate only when it regressed against both: the code
 got slower. One that regressed only against the committed baseline is the machine, and the
 gate says so. When the reference cannot be measured (a shallow clone without the baseline's
 commit, a run that fails), the screen's verdict stands and the gate says why.
@@ -66,11 +66,13 @@ class Confirmation:
         lines = []
         if self.against_reference is not None:
             lines.append(f"measured again on this machine: the baseline's code (commit "
-                         f"{(self.commit or '')[:12]}) as run {self.against_reference.baseline}")
+                         f"{(self.commit or '')[:12]}) as run {self.against_reference.baseline}"
+                         f", then this code as run {self.against_reference.candidate}")
         elif self.unconfirmed_because:
             lines.append(f"not confirmed on this machine: {self.unconfirmed_because}")
         for row in self.cleared:
-            lines.append(f"cleared (no slower than the baseline's code run here): {row_name(row)} "
+            lines.append(f"cleared (no slower than the baseline's code run here): {row_name(row)}"
+                         " "
                          f"{(row.ratio - 1) * 100:+.0f}% against the committed baseline")
         for row in self.confirmed:
             again = self._again(row)
@@ -107,9 +109,10 @@ def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Threshol
                     "code (commit %s) again on this machine to tell the code from the machine",
                     len(screen.regressions), commit[:12])
         reference_run = reference.run_suite(commit, suite, cand_dir.parent)
+        second_run = reference.run_again(suite, cand_dir.parent)
     except reference.ReferenceError as error:
         log.warning("cannot confirm on this machine: %s", error)
         return Confirmation(screen, unconfirmed_because=str(error))
-    again = compare_runs(reference_run, cand_dir, thresholds, alpha, normalized=normalized,
+    again = compare_runs(reference_run, second_run, thresholds, alpha, normalized=normalized,
                          allow_image_change=allow_image_change)
     return Confirmation(screen, commit=commit, against_reference=again)

@@ -4,13 +4,16 @@ A committed baseline was measured on another machine. Ratios to the in-run floor
 of a machine's speed, not all of it (another CPU model moves the container runtimes' ratios to
 ``process`` by tens of percent with the same code), so a regression against the committed
 baseline may be the machine, not the code. The regression is *confirmed* by the same suite run
-with the code of the baseline's commit on this machine, now (an A/B on one machine, as
-Firecracker's performance tests do): the code got slower only if the candidate is worse than
-that reference too.
+with the code of the baseline's commit on this machine, now, then with the candidate's code
+again, so both are measured under the same conditions (an A/B on one machine, as
+Firecracker's performance tests do; the candidate's first run may have followed the test
+suite, with the kernel still freeing what the tests made): the code got slower only if the
+candidate's second run is worse than that reference too.
 
 The reference tree is the commit exported with ``git archive`` into
-``<state dir>/reference/<pid>-<start>-<commit>`` (removed afterwards; :func:`sweep` removes the tree
-of a gate that was killed); it runs with this virtualenv's Python, its own modules first.
+``<state dir>/reference/<pid>-<start>-<commit>`` (removed afterwards; :func:`sweep` removes
+the tree of a gate that was killed); it runs with this virtualenv's Python, its own modules
+first.
 """
 
 from __future__ import annotations
@@ -86,26 +89,36 @@ def run_suite(commit: str, suite: str, results_dir: Path, repo: Path = hostinfo.
     with exported_tree(commit, repo) as tree:
         if not (tree / suite).is_file():
             raise ReferenceError(f"commit {commit[:12]} has no {suite}")
-        command = [sys.executable, "-m", "harness.cli", "run", suite, "--quiet",
-                   "--results-dir", str(results_dir.resolve())]  # it runs in the tree
         log.info("reference: %s at commit %s, in %s", suite, commit[:12], tree)
-        # Run from the tree with its own modules first on the path (not this checkout's).
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        env.pop("PYTHONSAFEPATH", None)
-        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+        return _run(tree, suite, results_dir, f"the reference run of commit {commit[:12]}")
+
+
+def run_again(suite: str, results_dir: Path, repo: Path = hostinfo.REPO) -> Path:
+    """Run ``suite`` again with this checkout's code (the candidate, under the reference's
+    conditions); its run directory."""
+    log.info("the candidate again: %s with the code of %s", suite, repo)
+    return _run(repo, suite, results_dir, "the candidate's second run")
+
+
+def _run(tree: Path, suite: str, results_dir: Path, what: str) -> Path:
+    """``cvbench run suite`` with the code in ``tree`` (its own modules first on the path)."""
+    command = [sys.executable, "-m", "harness.cli", "run", suite, "--quiet",
+               "--results-dir", str(results_dir.resolve())]  # it runs in the tree
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("PYTHONSAFEPATH", None)
+    done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
     sys.stderr.write(done.stderr)  # its log, as a run of this checkout would show it
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         last = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise ReferenceError(f"the reference run of commit {commit[:12]} failed "
-                             f"(exit {done.returncode}: {last[0]})")
+        raise ReferenceError(f"{what} failed (exit {done.returncode}: {last[0]})")
     run_dir = Path(lines[-1])
     try:
         status = results.read_metadata(run_dir).get("status")
     except results.ResultsError as error:
         raise ReferenceError(str(error)) from None
     if status != "complete":
-        raise ReferenceError(f"the reference run {run_dir} is {status}, not complete")
+        raise ReferenceError(f"{what} ({run_dir}) is {status}, not complete")
     return run_dir
 
 

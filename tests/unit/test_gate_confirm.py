@@ -35,15 +35,23 @@ def baseline(results_dir: Path) -> Path:
     return run
 
 
-def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path) -> list[str]:
-    """Make the reference run return ``run``; the commits it was asked for."""
+def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path,
+                         second: Path | None = None) -> list[str]:
+    """Make the reference run return ``run`` and the candidate's second run ``second``; what
+    was run (the commits, then "again")."""
     asked: list[str] = []
 
     def run_suite(commit: str, suite: str, results_dir: Path) -> Path:
         asked.append(commit)
         return run
 
+    def run_again(suite: str, results_dir: Path) -> Path:
+        asked.append("again")
+        assert second is not None
+        return second
+
     monkeypatch.setattr(reference, "run_suite", run_suite)
+    monkeypatch.setattr(reference, "run_again", run_again)
     return asked
 
 
@@ -57,12 +65,14 @@ def test_a_regression_the_baselines_code_shows_here_too_is_the_machine(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # This machine runs ours 60% slower, whatever the code: the baseline's code too.
     candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
-    asked = _reference_returning(monkeypatch, make_run(
-        results_dir, "ref", seed=3, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
+    asked = _reference_returning(
+        monkeypatch,
+        make_run(results_dir, "ref", seed=3, shifts=SLOWER_OURS, cpu_model="AMD EPYC"),
+        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT]
+    assert asked == [COMMIT, "again"]  # the reference, then the candidate's code again
     assert [row.metric for row in outcome.screen.regressions] == ["start_to_ready_s"]
     assert outcome.confirmed == [] and outcome.exit_code == 0
     assert [row.metric for row in outcome.cleared] == ["start_to_ready_s"]
@@ -74,7 +84,9 @@ def test_a_regression_the_baselines_code_shows_here_too_is_the_machine(
 def test_a_regression_of_the_code_is_confirmed(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
-    _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"))
+    _reference_returning(
+        monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"),
+        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
 
     outcome = _confirm(baseline, candidate)
 
@@ -83,6 +95,23 @@ def test_a_regression_of_the_code_is_confirmed(
     lines = outcome.verdict_lines()
     assert any(line.startswith("REGRESSION: startup/ours.start_to_ready_s") for line in lines)
     assert lines[-1].startswith("gate: FAIL")
+
+
+def test_a_first_run_slowed_by_what_ran_before_it_is_not_a_regression(
+        results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Same machine kind; the first run followed the test suite and came out slow, the
+    # candidate's second run, beside the reference, does not.
+    same_kind = make_run(results_dir, "base", seed=1)
+    metadata = json.loads((same_kind / "metadata.json").read_text())
+    metadata["git_commit"] = COMMIT
+    (same_kind / "metadata.json").write_text(json.dumps(metadata))
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS)
+    _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3),
+                         make_run(results_dir, "again", seed=4))
+
+    outcome = _confirm(same_kind, candidate)
+
+    assert outcome.screen.regressions and outcome.confirmed == [] and outcome.exit_code == 0
 
 
 def test_no_regression_measures_nothing_again(
@@ -175,6 +204,9 @@ def test_the_suite_runs_with_the_commits_own_code(tmp_path: Path,
     assert metadata["module"].startswith(str(reference.reference_root()))
     assert metadata["suite"] == "quick.toml"
     assert list(reference.reference_root().iterdir()) == []
+    again = reference.run_again("quick.toml", Path("again"), repo)  # this checkout's code
+    assert json.loads((again / "metadata.json").read_text())["module"] == str(
+        repo / "harness" / "cli.py")
     with pytest.raises(reference.ReferenceError, match="has no nope.toml"):
         reference.run_suite(_git(repo, "rev-parse", "HEAD"), "nope.toml", Path("results"), repo)
 
