@@ -72,6 +72,8 @@ def handle(args: argparse.Namespace) -> int:
         cand_dir = results.resolve_run(args.candidate, results_dir(args))
         thresholds = Thresholds.load(args.thresholds) if args.thresholds else Thresholds()
         if fleet_gate.involves_fleet(base_dir, cand_dir):  # gated host by host
+            if args.confirm:
+                log.warning("--confirm: a fleet is gated host by host without it")
             return _fleet(args, fleet_gate.compare_fleet(
                 base_dir, cand_dir, thresholds, args.alpha, normalized=args.normalized,
                 allow_image_change=args.allow_image_change))
@@ -98,9 +100,9 @@ def handle(args: argparse.Namespace) -> int:
         written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
         log.info("page written to %s", written)
         again = confirmation.against_reference if args.confirm else None
-        if again is not None and again.baseline_dir is not None:
+        if again is not None and again.baseline_dir and again.candidate_dir:
             html_path = Path(args.html)
-            written = page.write_page(again, again.baseline_dir, cand_dir,
+            written = page.write_page(again, again.baseline_dir, again.candidate_dir,
                                       html_path.with_stem(f"{html_path.stem}-reference"))
             log.info("page of the check against the baseline's code written to %s", written)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")

@@ -37,6 +37,7 @@ class Comparison:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     baseline_dir: Path | None = None  # the baseline run itself (of its kind, when chosen)
+    candidate_dir: Path | None = None
 
     @property
     def regressions(self) -> list[Row]:
@@ -91,7 +92,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     return Comparison(baseline=base_dir.name, candidate=cand_dir.name, normalized=normalized,
                       alpha=alpha, rows=rows,
                       notes=_run_notes(base_dir, cand_dir, normalized) + notes,
-                      baseline_dir=base_dir)
+                      baseline_dir=base_dir, candidate_dir=cand_dir)
 
 
 def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:
