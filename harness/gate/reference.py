@@ -60,9 +60,13 @@ def commit_of(run_dir: Path) -> str:
 
 @contextmanager
 def exported_tree(commit: str, repo: Path = hostinfo.REPO) -> Iterator[Path]:
-    """The files of ``commit`` (from ``repo``'s history) in a directory removed afterwards."""
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
-                             capture_output=True, timeout=120)
+    """The files of ``commit`` (from ``repo``'s history) in a directory removed afterwards.
+
+    A shallow clone may lack the commit: it is then fetched from ``origin`` when that is a
+    repository on this machine (never over a network)."""
+    archive = _archive(commit, repo)
+    if archive.returncode != 0 and _fetch_from_local_origin(commit, repo):
+        archive = _archive(commit, repo)
     if archive.returncode != 0:
         why = archive.stderr.decode(errors="replace").strip().splitlines()
         raise ReferenceError(f"commit {commit[:12]} is not in {repo}'s history "
@@ -74,10 +78,32 @@ def exported_tree(commit: str, repo: Path = hostinfo.REPO) -> Iterator[Path]:
     tree.mkdir(parents=True)
     try:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(tree, filter="data")
+            # Our own history, so trusted; the filter argument is missing from Debian's 3.11.2.
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(tree, filter="tar")
+            else:
+                tar.extractall(tree)
         yield tree
     finally:
         shutil.rmtree(tree, ignore_errors=True)
+
+
+def _archive(commit: str, repo: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
+                          capture_output=True, timeout=120)
+
+
+def _fetch_from_local_origin(commit: str, repo: Path) -> bool:
+    """Fetch ``commit`` into ``repo`` from its ``origin`` if that is a local repository."""
+    url = subprocess.run(["git", "-C", str(repo), "remote", "get-url", "origin"],
+                         capture_output=True, text=True, timeout=10).stdout.strip()
+    path = Path(url.removeprefix("file://"))
+    if not path.is_absolute() or not path.exists():
+        return False
+    log.info("commit %s is not in %s: fetching it from origin (%s)", commit[:12], repo, path)
+    done = subprocess.run(["git", "-C", str(repo), "fetch", "--quiet", "--depth", "1", "origin",
+                           commit], capture_output=True, timeout=120)
+    return done.returncode == 0
 
 
 def run_suite(commit: str, suite: str, results_dir: Path, repo: Path = hostinfo.REPO) -> Path:

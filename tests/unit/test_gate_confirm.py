@@ -211,6 +211,27 @@ def test_the_suite_runs_with_the_commits_own_code(tmp_path: Path,
         reference.run_suite(_git(repo, "rev-parse", "HEAD"), "nope.toml", Path("results"), repo)
 
 
+def test_a_shallow_clone_fetches_the_commit_from_a_local_origin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    _git(origin, "init", "-q")
+    (origin / "suite.toml").write_text("old\n")
+    _git(origin, "add", ".")
+    _git(origin, "commit", "-q", "-m", "old")
+    old = _git(origin, "rev-parse", "HEAD")
+    (origin / "suite.toml").write_text("new\n")
+    _git(origin, "commit", "-q", "-am", "new")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],
+                   check=True)
+    assert subprocess.run(["git", "-C", str(clone), "cat-file", "-e", old]).returncode != 0
+
+    with reference.exported_tree(old, clone) as tree:
+        assert (tree / "suite.toml").read_text() == "old\n"
+
+
 def test_clean_removes_the_tree_of_a_killed_gate(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
