@@ -85,6 +85,7 @@ def handle(args: argparse.Namespace) -> int:
     render.render(comparison)
     markdown = render.to_markdown(comparison)
     exit_code = comparison.exit_code
+    confirmation = None
     if args.confirm:
         confirmation = _confirm(args, comparison, cand_dir, thresholds)
         markdown += confirmation_markdown(confirmation)
@@ -99,7 +100,7 @@ def handle(args: argparse.Namespace) -> int:
 
         written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
         log.info("page written to %s", written)
-        again = confirmation.against_reference if args.confirm else None
+        again = confirmation.against_reference if confirmation else None
         if again is not None and again.baseline_dir and again.candidate_dir:
             html_path = Path(args.html)
             written = page.write_page(again, again.baseline_dir, again.candidate_dir,

@@ -32,6 +32,11 @@ def row_name(row: Row) -> str:
     return f"{name} [{row.variant}]" if row.variant else name
 
 
+def _change(row: Row) -> str:
+    """The move of a row's median, as a signed percentage."""
+    return f"{(row.ratio - 1) * 100:+.0f}%"
+
+
 @dataclass
 class Confirmation:
     """The screen against the committed baseline and, when it failed, the check against the
@@ -71,14 +76,13 @@ class Confirmation:
         elif self.unconfirmed_because:
             lines.append(f"not confirmed on this machine: {self.unconfirmed_because}")
         for row in self.cleared:
-            lines.append(f"cleared (no slower than the baseline's code run here): {row_name(row)}"
-                         " "
-                         f"{(row.ratio - 1) * 100:+.0f}% against the committed baseline")
+            lines.append(f"cleared (no slower than the baseline's code run here): "
+                         f"{row_name(row)} {_change(row)} against the committed baseline")
         for row in self.confirmed:
             again = self._again(row)
-            against = f", {(again.ratio - 1) * 100:+.0f}% against its code here" if again else ""
-            lines.append(f"REGRESSION: {row_name(row)} {(row.ratio - 1) * 100:+.0f}% against "
-                         f"the committed baseline{against}")
+            against = f", {_change(again)} against its code here" if again else ""
+            lines.append(f"REGRESSION: {row_name(row)} {_change(row)} against the committed "
+                         f"baseline{against}")
         lines.append(f"gate: {'FAIL' if self.confirmed else 'pass'}: "
                      f"{len(self.confirmed)} regression(s) confirmed, {len(self.cleared)} "
                      "cleared as the machine's")

@@ -20,6 +20,13 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SLOWER_OURS = {("ours", "start_to_ready_s"): 1.6}
 
 
+def _made_from(run: Path, commit: str) -> None:
+    """Record ``commit`` as the code ``run`` was made from."""
+    metadata = json.loads((run / "metadata.json").read_text())
+    metadata["git_commit"] = commit
+    (run / "metadata.json").write_text(json.dumps(metadata))
+
+
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
@@ -29,9 +36,7 @@ def results_dir(tmp_path: Path) -> Path:
 def baseline(results_dir: Path) -> Path:
     """A committed baseline made on another machine, from a commit in git."""
     run = make_run(results_dir, "base", seed=1, cpu_model="Intel Xeon")
-    metadata = json.loads((run / "metadata.json").read_text())
-    metadata["git_commit"] = COMMIT
-    (run / "metadata.json").write_text(json.dumps(metadata))
+    _made_from(run, COMMIT)
     return run
 
 
@@ -102,9 +107,7 @@ def test_a_first_run_slowed_by_what_ran_before_it_is_not_a_regression(
     # Same machine kind; the first run followed the test suite and came out slow, the
     # candidate's second run, beside the reference, does not.
     same_kind = make_run(results_dir, "base", seed=1)
-    metadata = json.loads((same_kind / "metadata.json").read_text())
-    metadata["git_commit"] = COMMIT
-    (same_kind / "metadata.json").write_text(json.dumps(metadata))
+    _made_from(same_kind, COMMIT)
     candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS)
     _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3),
                          make_run(results_dir, "again", seed=4))
@@ -127,9 +130,7 @@ def test_no_regression_measures_nothing_again(
 def test_without_the_baselines_code_the_screen_stands(
         results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dirty = make_run(results_dir, "base", seed=1)
-    metadata = json.loads((dirty / "metadata.json").read_text())
-    metadata["git_commit"] = f"{COMMIT}-dirty"
-    (dirty / "metadata.json").write_text(json.dumps(metadata))
+    _made_from(dirty, f"{COMMIT}-dirty")
     candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS)
     asked = _reference_returning(monkeypatch, candidate)
 
@@ -147,10 +148,8 @@ def _git(repo: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
-def test_the_commit_is_exported_then_removed(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
-    repo = tmp_path / "repo"
+def _repo_of_two_commits(repo: Path) -> str:
+    """A repository whose suite.toml says "old", then "new"; the first commit."""
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "suite.toml").write_text("old\n")
@@ -159,6 +158,14 @@ def test_the_commit_is_exported_then_removed(tmp_path: Path,
     old = _git(repo, "rev-parse", "HEAD")
     (repo / "suite.toml").write_text("new\n")
     _git(repo, "commit", "-q", "-am", "new")
+    return old
+
+
+def test_the_commit_is_exported_then_removed(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    repo = tmp_path / "repo"
+    old = _repo_of_two_commits(repo)
 
     with reference.exported_tree(old, repo) as tree:
         assert (tree / "suite.toml").read_text() == "old\n"
@@ -215,14 +222,7 @@ def test_a_shallow_clone_fetches_the_commit_from_a_local_origin(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
     origin = tmp_path / "origin"
-    origin.mkdir()
-    _git(origin, "init", "-q")
-    (origin / "suite.toml").write_text("old\n")
-    _git(origin, "add", ".")
-    _git(origin, "commit", "-q", "-m", "old")
-    old = _git(origin, "rev-parse", "HEAD")
-    (origin / "suite.toml").write_text("new\n")
-    _git(origin, "commit", "-q", "-am", "new")
+    old = _repo_of_two_commits(origin)
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{origin}", str(clone)],
                    check=True)
