@@ -25,7 +25,8 @@ def seconds_since(start_ns: int) -> float:
 
 @dataclass(frozen=True)
 class HostMemory:
-    """A snapshot of host-wide memory, in bytes (KSM in pages)."""
+    """A snapshot of host-wide memory, in bytes (KSM in pages). ``mem_available`` counts the
+    per-CPU free lists too (:func:`hostkit.meminfo.available`)."""
 
     mem_available: int
     committed_as: int
@@ -51,7 +52,7 @@ def _ksm(counter: str) -> int:
 def host_memory() -> HostMemory:
     info = meminfo.read()
     return HostMemory(
-        mem_available=info["MemAvailable"],
+        mem_available=info["MemAvailable"] + meminfo.per_cpu_free(),
         committed_as=info["Committed_AS"],
         ksm_pages_shared=_ksm("pages_shared"),
         ksm_pages_sharing=_ksm("pages_sharing"),
@@ -65,7 +66,8 @@ ACCOUNTED_FIELDS = ("Slab", "KernelStack", "PageTables", "Percpu", "AnonPages", 
 
 @dataclass(frozen=True)
 class MemoryLevel:
-    """Host memory at one moment: MemAvailable, and the accounted kernel + process memory."""
+    """Host memory at one moment: MemAvailable (with the per-CPU free lists), and the
+    accounted kernel + process memory."""
 
     available: int
     accounted: int
@@ -73,7 +75,8 @@ class MemoryLevel:
 
 def memory_level() -> MemoryLevel:
     info = meminfo.read()
-    return MemoryLevel(info["MemAvailable"], sum(info.get(f, 0) for f in ACCOUNTED_FIELDS))
+    return MemoryLevel(info["MemAvailable"] + meminfo.per_cpu_free(),
+                       sum(info.get(f, 0) for f in ACCOUNTED_FIELDS))
 
 
 def settled_memory_level(

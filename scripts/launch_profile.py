@@ -188,7 +188,7 @@ def main() -> None:
     prefix = f"cvbench-prof{os.getpid()}-"
     live: list[Instance] = []
     report: list[tuple[int, float, float, float]] = []  # level, p50 ms ramp, sample, MiB each
-    baseline = meminfo.read()["MemAvailable"]
+    baseline = meminfo.available()
     try:
         with ThreadPoolExecutor(args.batch) as pool:
             for level in levels:
@@ -201,7 +201,7 @@ def main() -> None:
                     ramp.append(seconds / count)
                     print(f"\r{len(live)} live, {seconds / count * 1000:.1f} ms each",
                           end="", flush=True)
-                used = (baseline - meminfo.read()["MemAvailable"]) / len(live) / 2**20
+                used = (baseline - meminfo.available()) / len(live) / 2**20
                 pids = our_pids(backend)
                 tools = start_tools(args.out, level, not args.no_perf, not args.no_bpftrace,
                                     pids)

@@ -35,6 +35,33 @@ def test_meminfo_in_bytes(tmp_path) -> None:
     assert meminfo.mem_available() > 0
 
 
+ZONEINFO = """\
+Node 0, zone   Normal
+  pages free     1000
+  pagesets
+    cpu: 0
+              count:    7
+              high:     10081
+              batch:    63
+  vm stats threshold: 40
+    cpu: 1
+              count:    3
+              high:     204462
+              batch:    63
+  node_unreclaimable:  0
+"""
+
+
+def test_the_per_cpu_free_lists_count_as_available(tmp_path) -> None:
+    (tmp_path / "meminfo").write_text("MemAvailable:    500 kB\n")
+    (tmp_path / "zoneinfo").write_text(ZONEINFO)
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert meminfo.per_cpu_free(tmp_path / "zoneinfo") == 10 * page
+    assert meminfo.available(tmp_path / "meminfo", tmp_path / "zoneinfo") == 512000 + 10 * page
+    assert meminfo.per_cpu_free(tmp_path / "absent") == 0
+    assert meminfo.per_cpu_free() >= 0  # this host's
+
+
 def test_atomic_write_leaves_no_temporary_and_sets_the_mode(tmp_path) -> None:
     target = tmp_path / "out.txt"
     files.atomic_write(target, "one", mode=0o640)
