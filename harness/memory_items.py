@@ -14,6 +14,7 @@ the partly used slab pages around them); ``slab_*`` items add up to ``slab`` onl
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,51 @@ def markdown(columns: dict[str, dict[str, float]]) -> list[str]:
                      for n in names]
             lines.append(f"| {LABELS.get(item, item)} | " + " | ".join(cells) + " |")
     return lines
+
+
+EMPTY_CGROUP_PROBES = 16
+
+
+def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
+    """Kernel memory (slab and per-CPU data) that one empty container cgroup takes on this host
+    now, in every hierarchy a container of ``ours`` joins; None without root or cgroups.
+
+    Not a constant of the kernel but of the host's history: each memory cgroup holds a shrinker
+    map of one 1 KiB unit (``kmalloc-1k``) per 64 memory-aware shrinkers the host has had at
+    once since boot, one per superblock, and every container brings five (overlay root, /proc,
+    /dev, /dev/pts, its ipc namespace's mqueue), in crun's and runc's case as in ours. A host
+    that once held 10,000 containers pays about 0.8 MiB for every cgroup it makes afterwards,
+    until it reboots. The memory kind records this with every run (``empty_cgroup_bytes``) so
+    that figures from hosts of different histories are not compared unawares.
+    """
+    from runtime import cgroups
+    from runtime.scopes import cgroup_parent, container_cgroup
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        driver = cgroups.driver()
+    except cgroups.CgroupError:
+        return None
+    parent = cgroup_parent()
+    paths = [container_cgroup(parent, f"cvbench-empty-{os.getpid()}-{index}")
+             for index in range(count)]
+    made: list[str] = []
+    try:
+        before = read()
+        for path in paths:
+            driver.create(path, cgroups.Limits())
+            made.append(path)
+        after = read()
+    except cgroups.CgroupError:
+        return None
+    finally:
+        for path in made:
+            try:
+                driver.remove(path)
+            except cgroups.CgroupError:
+                pass  # a leftover is under this state directory's parent: cvbench clean
+        if made and not driver.containers(parent):
+            driver.remove_parent(parent)  # as the runtime leaves it when its last one goes
+    items = itemise(before, after, count)
+    return round(items.get("slab", 0.0) + items.get("percpu", 0.0))

@@ -69,6 +69,8 @@ def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[
         ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
     failed: set[str] = set()
+    if any(registry.family(name) == registry.CONTAINER for name in backend_names):
+        ctx.writer.metadata.setdefault("empty_cgroup_bytes", memory_items.empty_cgroup_bytes())
     for name, plan in plans.items():
         try:
             for _ in range(plan.params.warmup):

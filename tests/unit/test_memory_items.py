@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness import memory_items
 
 SLABINFO = """slabinfo - version: 2.1
@@ -47,3 +49,22 @@ def test_unreadable_slabinfo_gives_meminfo_items_only(tmp_path) -> None:
     counters = memory_items.read(proc)
     assert counters.slabs == {}
     assert "slab_mounts" not in memory_items.itemise(counters, counters, 1)
+
+
+@pytest.mark.root
+def test_an_empty_cgroup_is_measured_and_removed(tmp_path, monkeypatch) -> None:
+    from runtime import cgroups
+    from runtime.scopes import cgroup_parent
+
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
+    cost = memory_items.empty_cgroup_bytes(count=4)
+    assert cost is not None and cost > 0  # a memory cgroup's state is never free
+    assert not cgroups.driver().exists(cgroup_parent())  # every probe and the parent removed
+
+
+def test_the_report_states_the_empty_cgroup_cost() -> None:
+    from harness.report import facts
+
+    found = dict(facts.host_facts({"empty_cgroup_bytes": 801_792}))
+    assert found["empty container cgroup"].startswith("783 KiB")
+    assert "empty container cgroup" not in dict(facts.host_facts({}))
