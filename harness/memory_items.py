@@ -26,7 +26,7 @@ MEMINFO_ITEMS = {  # item -> /proc/meminfo field
     "kernel_stack": "KernelStack",
     "percpu": "Percpu",
     "shmem": "Shmem",
-    "vmalloc": "VmallocUsed",
+    "vmalloc": "VmallocUsed",  # less the kernel stacks in it (KernelStack counts them)
     "slab": "Slab",
     "slab_unreclaimable": "SUnreclaim",
 }
@@ -59,7 +59,7 @@ LABELS = {
     "kernel_stack": "kernel stacks",
     "percpu": "per-CPU data (cgroup and netns statistics)",
     "shmem": "tmpfs and shared memory",
-    "vmalloc": "vmalloc (BPF JIT images, ...)",
+    "vmalloc": "vmalloc beyond kernel stacks (seccomp and other BPF programs, ...)",
     "slab": "slab, all caches",
     "slab_unreclaimable": "slab, unreclaimable",
     "slab_netns": "slab: network namespace objects",
@@ -73,12 +73,19 @@ LABELS = {
 }
 
 
+# Callers /proc/vmallocinfo names for a task's kernel stack on kernels with VMAP_STACK (the
+# allocation is inlined into one of them), whose pages VmallocUsed and KernelStack both count.
+STACK_CALLERS = ("alloc_thread_stack_node", "dup_task_struct", "copy_process", "kernel_clone")
+
+
 @dataclass(frozen=True)
 class Counters:
-    """One reading: /proc/meminfo fields and slab bytes per cache (both in bytes)."""
+    """One reading: /proc/meminfo fields, slab bytes per cache and the kernel stacks' bytes in
+    vmalloc space (None if /proc/vmallocinfo is unreadable), all in bytes."""
 
     meminfo: dict[str, int]
     slabs: dict[str, int]
+    vmalloc_stacks: int | None = None
 
 
 
@@ -96,8 +103,23 @@ def _slabs(path: Path) -> dict[str, int]:
     return slabs
 
 
+def _vmalloc_stacks(path: Path) -> int | None:
+    """Bytes of the vmalloc areas that are kernel stacks; None if unreadable (not root)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    pages = 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[2].split("+")[0] in STACK_CALLERS:
+            pages += sum(int(f[6:]) for f in fields[3:] if f.startswith("pages="))
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def read(proc: Path = Path("/proc")) -> Counters:
-    return Counters(meminfo.read(proc / "meminfo"), _slabs(proc / "slabinfo"))
+    return Counters(meminfo.read(proc / "meminfo"), _slabs(proc / "slabinfo"),
+                    _vmalloc_stacks(proc / "vmallocinfo"))
 
 
 def _group(cache: str) -> str:
@@ -115,6 +137,9 @@ def itemise(before: Counters, after: Counters, instances: int) -> dict[str, floa
     for item, field in MEMINFO_ITEMS.items():
         if field in after.meminfo and field in before.meminfo:
             items[item] = (after.meminfo[field] - before.meminfo[field]) / count
+    if "vmalloc" in items and after.vmalloc_stacks is not None \
+            and before.vmalloc_stacks is not None:
+        items["vmalloc"] -= (after.vmalloc_stacks - before.vmalloc_stacks) / count
     if after.slabs and before.slabs:
         for item in (*SLAB_GROUPS, "slab_other"):
             items[item] = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,29 @@ def test_unreadable_slabinfo_gives_meminfo_items_only(tmp_path) -> None:
     counters = memory_items.read(proc)
     assert counters.slabs == {}
     assert "slab_mounts" not in memory_items.itemise(counters, counters, 1)
+
+
+VMALLOCINFO = """\
+0x01-0x02   20480 kernel_clone+0xb8/0x400 pages=4 vmalloc N0=4
+0x03-0x04   16384 bpf_prog_alloc_no_stats+0x39/0x230 pages=3 vmalloc N0=3
+0x05-0x06   20480 unpurged vm_area
+"""
+
+
+def test_vmalloc_leaves_the_kernel_stacks_to_their_own_item(tmp_path) -> None:
+    page = os.sysconf("SC_PAGE_SIZE")
+    before_proc = _proc(tmp_path, "a", 100, 1, 1, 1, 1)
+    (before_proc / "meminfo").write_text("VmallocUsed: 0 kB\nKernelStack: 0 kB\n")
+    assert memory_items.read(before_proc).vmalloc_stacks is None  # unreadable: none taken off
+    (before_proc / "vmallocinfo").write_text("")
+    before = memory_items.read(before_proc)
+    after_proc = _proc(tmp_path, "b", 100, 1, 1, 1, 1)
+    (after_proc / "meminfo").write_text(f"VmallocUsed: {7 * page // 1024} kB\n"
+                                        f"KernelStack: {4 * page // 1024} kB\n")
+    (after_proc / "vmallocinfo").write_text(VMALLOCINFO)
+    items = memory_items.itemise(before, memory_items.read(after_proc), 1)
+    assert items["kernel_stack"] == 4 * page
+    assert items["vmalloc"] == 3 * page  # the BPF program's pages, not the stack's again
 
 
 @pytest.mark.root
