@@ -197,21 +197,30 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
     paths = [container_cgroup(parent, f"cvbench-empty-{os.getpid()}-{index}")
              for index in range(count)]
     made: list[str] = []
-    try:
-        before = read()
+
+    def make_all() -> None:
         for path in paths:
             driver.create(path, cgroups.Limits())
             made.append(path)
+
+    def remove_all() -> None:
+        while made:
+            try:
+                driver.remove(made.pop())
+            except cgroups.CgroupError:
+                pass  # a leftover is under this state directory's parent: cvbench clean
+
+    try:
+        make_all()  # unmeasured: the parent and the shards the paths fall in stay
+        remove_all()
+        before = read()
+        make_all()
         after = read()
     except cgroups.CgroupError:
         return None
     finally:
-        for path in made:
-            try:
-                driver.remove(path)
-            except cgroups.CgroupError:
-                pass  # a leftover is under this state directory's parent: cvbench clean
-        if made and not driver.containers(parent):
+        remove_all()
+        if not driver.containers(parent):
             driver.remove_parent(parent)  # as the runtime leaves it when its last one goes
     items = itemise(before, after, count)
     return round(items.get("slab", 0.0) + items.get("percpu", 0.0))
