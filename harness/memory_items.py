@@ -15,8 +15,10 @@ the partly used slab pages around them); ``slab_*`` items add up to ``slab`` onl
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hostkit import meminfo
 
@@ -224,3 +226,13 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
             driver.remove_parent(parent)  # as the runtime leaves it when its last one goes
     items = itemise(before, after, count)
     return round(items.get("slab", 0.0) + items.get("percpu", 0.0))
+
+
+def note_empty_cgroup(metadata: dict[str, Any], backend_names: Iterable[str]) -> None:
+    """Record ``empty_cgroup_bytes`` in a run's metadata, once, when a container backend runs
+    (the memory and density kinds: their memory per container depends on it)."""
+    from harness.backends import registry
+
+    if "empty_cgroup_bytes" not in metadata and any(
+            registry.family(name) == registry.CONTAINER for name in backend_names):
+        metadata["empty_cgroup_bytes"] = empty_cgroup_bytes()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import metrics
+from harness import memory_items, metrics
 from harness.backends.base import BackendError, Instance
 from harness.kinds import rounds
 from harness.params import param
@@ -67,6 +67,7 @@ class DensityParams:
 def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]
         ) -> None:
     summary = ctx.writer.metadata.setdefault("density", {})
+    memory_items.note_empty_cgroup(ctx.writer.metadata, backend_names)
     order = rounds.order(backend_names, ctx.seed, scenario.name, 0)
     with ThreadPoolExecutor(max_workers=max(
             scenario.for_backend(name).params.batch_size for name in backend_names),

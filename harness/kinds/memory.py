@@ -69,8 +69,7 @@ def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[
         ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
     failed: set[str] = set()
-    if any(registry.family(name) == registry.CONTAINER for name in backend_names):
-        ctx.writer.metadata.setdefault("empty_cgroup_bytes", memory_items.empty_cgroup_bytes())
+    memory_items.note_empty_cgroup(ctx.writer.metadata, backend_names)
     for name, plan in plans.items():
         try:
             for _ in range(plan.params.warmup):

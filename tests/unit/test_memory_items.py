@@ -92,3 +92,14 @@ def test_the_report_states_the_empty_cgroup_cost() -> None:
     found = dict(facts.host_facts({"empty_cgroup_bytes": 801_792}))
     assert found["empty container cgroup"].startswith("783 KiB")
     assert "empty container cgroup" not in dict(facts.host_facts({}))
+
+
+def test_the_empty_cgroup_is_noted_once_and_only_for_containers(monkeypatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(memory_items, "empty_cgroup_bytes", lambda: calls.append(1) or 1000)
+    metadata: dict[str, object] = {}
+    memory_items.note_empty_cgroup(metadata, ["qemu", "libvirt"])
+    assert metadata == {} and calls == []
+    memory_items.note_empty_cgroup(metadata, ["process", "ours"])
+    memory_items.note_empty_cgroup(metadata, ["crun"])
+    assert metadata == {"empty_cgroup_bytes": 1000} and calls == [1]
