@@ -15,6 +15,7 @@ the partly used slab pages around them); ``slab_*`` items add up to ``slab`` onl
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
     that figures from hosts of different histories are not compared unawares.
     """
     from runtime import cgroups
-    from runtime.scopes import cgroup_parent, container_cgroup
+    from runtime.scopes import cgroup_parent, container_cgroup, shard
 
     if os.geteuid() != 0:
         return None
@@ -196,36 +197,49 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
     except cgroups.CgroupError:
         return None
     parent = cgroup_parent()
-    paths = [container_cgroup(parent, f"cvbench-empty-{os.getpid()}-{index}")
-             for index in range(count)]
+    # the probes share one shard, made (with the parent) by an unmeasured first probe
+    names = (f"cvbench-empty-{os.getpid()}-{index}" for index in range(count * 64))
+    first = next(names)
+    paths = [container_cgroup(parent, name) for name in names
+             if shard(name) == shard(first)][:count]
     made: list[str] = []
-
-    def make_all() -> None:
+    try:
+        driver.create(container_cgroup(parent, first), cgroups.Limits())
+        made.append(container_cgroup(parent, first))
+        _wait_slab_quiet()  # the kernel's own frees (a teardown's dying cgroups) would blur it
+        before = read()
         for path in paths:
             driver.create(path, cgroups.Limits())
             made.append(path)
-
-    def remove_all() -> None:
-        while made:
-            try:
-                driver.remove(made.pop())
-            except cgroups.CgroupError:
-                pass  # a leftover is under this state directory's parent: cvbench clean
-
-    try:
-        make_all()  # unmeasured: the parent and the shards the paths fall in stay
-        remove_all()
-        before = read()
-        make_all()
         after = read()
     except cgroups.CgroupError:
         return None
     finally:
-        remove_all()
+        for path in reversed(made):
+            try:
+                driver.remove(path)
+            except cgroups.CgroupError:
+                pass  # a leftover is under this state directory's parent: cvbench clean
         if not driver.containers(parent):
             driver.remove_parent(parent)  # as the runtime leaves it when its last one goes
-    items = itemise(before, after, count)
-    return round(items.get("slab", 0.0) + items.get("percpu", 0.0))
+    items = itemise(before, after, len(paths))
+    # the objects themselves (slabinfo), not the slab pages: after a teardown the new objects
+    # fill pages freed objects left, and the page count does not move
+    return round(sum(items.get(group, 0.0) for group in (*SLAB_GROUPS, "slab_other"))
+                 + items.get("percpu", 0.0))
+
+
+def _wait_slab_quiet(tolerance: int = 256 * 1024, window_s: float = 1.0,
+                     timeout_s: float = 60.0) -> None:
+    """Wait until the slab total moves by less than ``tolerance`` over ``window_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = meminfo.read().get("Slab", 0)
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = meminfo.read().get("Slab", 0)
+        if abs(now - last) < tolerance:
+            return
+        last = now
 
 
 def note_empty_cgroup(metadata: dict[str, Any], backend_names: Iterable[str]) -> None:
