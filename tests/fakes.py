@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from harness import metrics
+from harness import memory_items, metrics
 from harness.backends import registry
 from harness.backends.base import (
     COLD,
@@ -126,13 +126,15 @@ class FakeVM(FakeBackend):
 
 @dataclass
 class FakeHost:
-    """Host memory and KSM as ``harness.metrics`` reads them, following the fake instances."""
+    """Host memory and KSM as ``harness.metrics`` reads them, following the fake instances, and
+    the cost of an empty cgroup as ``harness.memory_items`` would measure it (no cgroup made)."""
 
     backends: list[FakeBackend]
     total: int = 16 * GIB
     per_instance: int = 100 * MIB
     ksm_on: bool = False
     scan_pages: int = 100
+    empty_cgroup: int = 64 * 1024
     ksm_switches: list[bool] = field(default_factory=list)
 
     def alive(self) -> int:
@@ -162,6 +164,7 @@ class FakeHost:
         monkeypatch.setattr(metrics, "ksm_scan_pages", lambda: self.scan_pages)
         monkeypatch.setattr(metrics, "set_ksm", self.set_ksm)
         monkeypatch.setattr(metrics, "set_ksm_scan_pages", self.set_scan_pages)
+        monkeypatch.setattr(memory_items, "empty_cgroup_bytes", lambda: self.empty_cgroup)
         return self
 
 

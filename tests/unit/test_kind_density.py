@@ -23,6 +23,7 @@ def test_ramp_to_max_instances_records_every_step(tmp_path, monkeypatch) -> None
     assert summary["stopped_by"] == "max_instances" and summary["instances"] == 7
     assert [s.value for s in samples(ctx, "instances_alive")] == [3, 6, 7]
     assert [s.step for s in samples(ctx, "instances_alive")] == [1, 2, 3]
+    assert ctx.writer.metadata["empty_cgroup_bytes"] == 64 * 1024  # the host's, noted once
     used = [s.value for s in samples(ctx, "host_mem_used_bytes")]
     assert used == [3 * 100 * MIB, 6 * 100 * MIB, 7 * 100 * MIB]
     batches = [s.value for s in samples(ctx, "batch_launch_s")]
