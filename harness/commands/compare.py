@@ -123,8 +123,8 @@ def _confirm(args: argparse.Namespace, comparison: Comparison, cand_dir: Path,
     confirmation = confirm(comparison, cand_dir, args.confirm, thresholds, args.alpha,
                            normalized=args.normalized,
                            allow_image_change=args.allow_image_change)
-    if confirmation.against_reference is not None:
-        render.render(confirmation.against_reference)
+    for pair in confirmation.pairs:
+        render.render(pair)
     for line in confirmation.verdict_lines():
         print(line)
     return confirmation
@@ -134,8 +134,7 @@ def confirmation_markdown(confirmation: Confirmation) -> str:
     """The check against the baseline's code and the verdict, as Markdown."""
     from harness.gate import render
 
-    again = confirmation.against_reference
-    text = "\n" + render.to_markdown(again) if again is not None else ""
+    text = "".join("\n" + render.to_markdown(pair) for pair in confirmation.pairs)
     return text + "\n" + "".join(f"- {line}\n" for line in confirmation.verdict_lines())
 
 

@@ -40,20 +40,23 @@ def baseline(results_dir: Path) -> Path:
     return run
 
 
-def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path,
-                         second: Path | None = None) -> list[str]:
-    """Make the reference run return ``run`` and the candidate's second run ``second``; what
-    was run (the commits, then "again")."""
+def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path | list[Path],
+                         second: Path | list[Path] | None = None) -> list[str]:
+    """Make the reference runs return ``run`` and the candidate's further runs ``second`` (one
+    each, or one per pair in order); what was run (the commits, then "again")."""
     asked: list[str] = []
+
+    def nth(runs: Path | list[Path], count: int) -> Path:
+        return runs[count] if isinstance(runs, list) else runs
 
     def run_suite(commit: str, suite: str, results_dir: Path) -> Path:
         asked.append(commit)
-        return run
+        return nth(run, asked.count(commit) - 1)
 
     def run_again(suite: str, results_dir: Path) -> Path:
         asked.append("again")
         assert second is not None
-        return second
+        return nth(second, asked.count("again") - 1)
 
     monkeypatch.setattr(reference, "run_suite", run_suite)
     monkeypatch.setattr(reference, "run_again", run_again)
@@ -100,6 +103,42 @@ def test_a_regression_of_the_code_is_confirmed(
     lines = outcome.verdict_lines()
     assert any(line.startswith("REGRESSION: startup/ours.start_to_ready_s") for line in lines)
     assert lines[-1].startswith("gate: FAIL")
+
+
+def test_a_confirmed_regression_is_measured_in_two_pairs(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    asked = _reference_returning(
+        monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"),
+        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
+
+    outcome = _confirm(baseline, candidate)
+
+    assert asked == [COMMIT, "again", COMMIT, "again"] and len(outcome.pairs) == 2
+    regression = next(line for line in outcome.verdict_lines() if line.startswith("REGRESSION"))
+    assert regression.count("%") == 3  # against the committed baseline, then in each pair
+
+
+def test_one_disturbed_pair_does_not_fail_the_gate(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first reference run came out fast (or its floor slow): the regression shows in the
+    # first pair only; the second pair measures the baseline's code as slow as this code.
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    asked = _reference_returning(
+        monkeypatch,
+        [make_run(results_dir, "ref1", seed=3, cpu_model="AMD EPYC"),
+         make_run(results_dir, "ref2", seed=5, shifts=SLOWER_OURS, cpu_model="AMD EPYC")],
+        [make_run(results_dir, "again1", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"),
+         make_run(results_dir, "again2", seed=6, shifts=SLOWER_OURS, cpu_model="AMD EPYC")])
+
+    outcome = _confirm(baseline, candidate)
+
+    assert asked == [COMMIT, "again", COMMIT, "again"]
+    assert [row.metric for row in outcome.pairs[0].regressions] == ["start_to_ready_s"]
+    assert outcome.confirmed == [] and outcome.exit_code == 0
+    lines = outcome.verdict_lines()
+    assert sum(line.startswith("measured again on this machine") for line in lines) == 2
+    assert lines[-1].startswith("gate: pass: 0 regression(s) confirmed, 1 cleared")
 
 
 def test_a_first_run_slowed_by_what_ran_before_it_is_not_a_regression(
