@@ -6,10 +6,12 @@ candidate's code a second time (:mod:`harness.gate.reference`), and the two are 
 the same-machine thresholds: a *pair*. A metric that regressed in the first pair too gets a
 second pair, so one disturbed run cannot fail the gate alone (seen: a reference run whose
 process floor launched at 0.95 ms, against 0.52 ms in the runs either side of it, turned every
-container's ratio into a "regression"). A metric fails the gate only when it regressed against
-the committed baseline and in every pair: the code got slower. One that did not is the
-machine, and the gate says so. When the reference cannot be measured (a shallow clone without
-the baseline's commit, a run that fails), the screen's verdict stands and the gate says why.
+container's ratio into a "regression"); the second pair runs the candidate first, so a host
+whose speed drifts (still freeing what the tests made) favours neither. A metric fails the
+gate only when it regressed against the committed baseline and in every pair: the code got
+slower. One that did not is the machine, and the gate says so. When the reference cannot be
+measured (a shallow clone without the baseline's commit, a run that fails), the screen's
+verdict stands and the gate says why.
 """
 
 from __future__ import annotations
@@ -130,8 +132,12 @@ def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Threshol
                     "machine", len(outcome.confirmed), commit[:12], len(outcome.pairs) + 1,
                     PAIRS)
         try:
-            reference_run = reference.run_suite(commit, suite, cand_dir.parent)
-            second_run = reference.run_again(suite, cand_dir.parent)
+            if len(outcome.pairs) % 2 == 0:
+                reference_run = reference.run_suite(commit, suite, cand_dir.parent)
+                second_run = reference.run_again(suite, cand_dir.parent)
+            else:  # the other way round (A B B A), so a host that drifts favours neither
+                second_run = reference.run_again(suite, cand_dir.parent)
+                reference_run = reference.run_suite(commit, suite, cand_dir.parent)
         except reference.ReferenceError as error:
             log.warning("cannot confirm on this machine: %s", error)
             outcome.unconfirmed_because = str(error)

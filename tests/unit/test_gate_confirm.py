@@ -114,7 +114,7 @@ def test_a_confirmed_regression_is_measured_in_two_pairs(
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT, "again", COMMIT, "again"] and len(outcome.pairs) == 2
+    assert asked == [COMMIT, "again", "again", COMMIT] and len(outcome.pairs) == 2  # A B B A
     regression = next(line for line in outcome.verdict_lines() if line.startswith("REGRESSION"))
     assert regression.count("%") == 3  # against the committed baseline, then in each pair
 
@@ -133,7 +133,7 @@ def test_one_disturbed_pair_does_not_fail_the_gate(
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT, "again", COMMIT, "again"]
+    assert asked == [COMMIT, "again", "again", COMMIT]
     assert [row.metric for row in outcome.pairs[0].regressions] == ["start_to_ready_s"]
     assert outcome.confirmed == [] and outcome.exit_code == 0
     lines = outcome.verdict_lines()
