@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 from fleet_hosts import Hosts, ensure_sshd
 
@@ -53,9 +54,40 @@ def cvbench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
                           capture_output=True, timeout=timeout)
 
 
+def _services_from_cache() -> set[int]:
+    """Daemon supervisors the cache directory's set-up started (scripts/subreaper.py there)."""
+    script = f"{REMOTE_DIR}/cvbench/scripts/subreaper.py"
+    found = set()
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if script in (process.info["cmdline"] or [])[1:2]:
+            found.add(process.info["pid"])
+    return found
+
+
+def _stop(pids: set[int]) -> None:
+    """End these supervisors and the daemons under them (daemons first)."""
+    for pid in pids:
+        try:
+            supervisor = psutil.Process(pid)
+            daemons = supervisor.children(recursive=True)
+        except psutil.Error:
+            continue
+        for process in [*daemons, supervisor]:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+        psutil.wait_procs([*daemons, supervisor], timeout=20)
+
+
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The commit the hosts run, unpacked and set up in REMOTE_DIR (with network, here)."""
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    """The commit the hosts run, unpacked and set up in REMOTE_DIR (with network, here).
+
+    The hosts share this machine, whose services (libvirtd, virtlogd, dockerd) the README's
+    set-up starts. If they were not running, the cache directory's set-up starts them from
+    there; this test stops those again, so that it leaves no daemon behind."""
+    before = _services_from_cache()
     ensure_sshd()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], text=True,
                             capture_output=True, check=True).stdout.strip()
@@ -66,7 +98,10 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> str:
         done = subprocess.run(["bash", str(HOST_SH), *step], text=True, capture_output=True,
                               timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
-    return commit
+    try:
+        yield commit
+    finally:
+        _stop(_services_from_cache() - before)
 
 
 @pytest.fixture(scope="module")
