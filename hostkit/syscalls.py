@@ -174,3 +174,120 @@ def seccomp_set_filter(program: bytes) -> None:
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     _check(_libc.syscall(ctypes.c_long(_SYS_SECCOMP), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
                          ctypes.c_uint(0), ctypes.byref(fprog)), "seccomp")
+
+
+# bpf(2) (linux/bpf.h): just what a cgroup device filter needs
+_SYS_BPF = 321  # x86_64
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_QUERY = 16
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6  # attach type
+BPF_F_ALLOW_MULTI = 2
+
+
+class _BpfProgLoad(ctypes.Structure):
+    """The BPF_PROG_LOAD member of ``union bpf_attr`` (up to ``expected_attach_type``)."""
+
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+
+
+class _BpfProgAttach(ctypes.Structure):
+    """The BPF_PROG_ATTACH/DETACH member of ``union bpf_attr``."""
+
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("replace_bpf_fd", ctypes.c_uint32)]
+
+
+class _BpfProgQuery(ctypes.Structure):
+    """The BPF_PROG_QUERY member of ``union bpf_attr``."""
+
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("prog_ids", ctypes.c_uint64), ("prog_cnt", ctypes.c_uint32)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str, detail: str = "") -> int:
+    return _check(_libc.syscall(ctypes.c_long(_SYS_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
+                                ctypes.c_uint(ctypes.sizeof(attr))), what, detail)
+
+
+def bpf_prog_load(prog_type: int, instructions: bytes, license: str = "GPL",
+                  expected_attach_type: int = 0) -> int:
+    """Load an eBPF program (``instructions``: 8-byte ``struct bpf_insn`` each); its fd
+    (O_CLOEXEC, as the kernel makes every bpf fd). On a verifier refusal the load is retried
+    once with the verifier's log, which ends the error message."""
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    licence = ctypes.create_string_buffer(license.encode())
+    attr = _BpfProgLoad(prog_type=prog_type, insn_cnt=len(instructions) // 8,
+                        insns=ctypes.addressof(code), license=ctypes.addressof(licence),
+                        expected_attach_type=expected_attach_type)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+    except OSError as error:
+        log = ctypes.create_string_buffer(1 << 16)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+        except OSError:
+            text = log.value.decode(errors="replace").strip().splitlines()
+            raise OSError(error.errno, f"{error.strerror}" + (f": {text[-1]}" if text else "")
+                          ) from None
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attach program ``prog_fd`` to ``target_fd`` (a cgroup directory for cgroup types)."""
+    attr = _BpfProgAttach(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type,
+                          attach_flags=flags)
+    _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, capacity: int = 64
+                   ) -> tuple[int, list[int]]:
+    """The attach flags and the ids of the programs attached to ``target_fd`` directly (not
+    inherited ones) for ``attach_type``."""
+    ids = (ctypes.c_uint32 * capacity)()
+    attr = _BpfProgQuery(target_fd=target_fd, attach_type=attach_type,
+                         prog_ids=ctypes.addressof(ids), prog_cnt=capacity)
+    _bpf(BPF_PROG_QUERY, attr, "bpf(BPF_PROG_QUERY)")
+    return attr.attach_flags, list(ids[: attr.prog_cnt])
+
+
+# clone3(2) (linux/sched.h), Linux 5.3+; CLONE_INTO_CGROUP since 5.7
+_SYS_CLONE3 = 435  # x86_64
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, 88 bytes)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+# Called with the GIL held, as os.fork() calls fork(2): the child's copy of the interpreter
+# then has the GIL held by its one thread, which is what PyOS_AfterFork_Child expects.
+_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def clone3(flags: int, cgroup_fd: int | None = None, exit_signal: int = 17) -> int:
+    """The raw clone3(2) system call without a new stack, i.e. a fork: 0 in the child, the
+    child's pid in the parent. ``cgroup_fd``: a cgroup v2 directory the child is born in
+    (adds CLONE_INTO_CGROUP). ``exit_signal`` 17 is SIGCHLD.
+
+    Only the kernel's part of fork: no glibc fork handlers run and glibc's thread descriptor
+    in the child keeps the parent's thread id; nor does Python's own after-fork work run.
+    Callers see to both (:func:`runtime.forkserver.clone_into`)."""
+    args = _CloneArgs(flags=flags, exit_signal=exit_signal)
+    if cgroup_fd is not None:
+        args.flags |= CLONE_INTO_CGROUP
+        args.cgroup = cgroup_fd
+    return _check(_pylibc.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
+                                  ctypes.c_size_t(ctypes.sizeof(args))), "clone3")

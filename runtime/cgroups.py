@@ -24,8 +24,14 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
   hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there (with
   no controller in it on this host). ``ours`` does what crun does.
 - **v2 hosts**: one directory in the unified tree with memory, pids and cpu enabled from the
-  root down. crun and runc also attach an eBPF device filter (``BPF_CGROUP_DEVICE``) made
-  from the device rules; ``ours`` does not (no device filter on v2, said in ``describe()``).
+  root down, and the device rules as an eBPF program (``BPF_CGROUP_DEVICE``) attached to it
+  before any process joins (:mod:`runtime.device_filter`: the program crun generates, loaded
+  per container and attached with ``BPF_F_ALLOW_MULTI`` as crun and runc do; no descriptor
+  is kept). crun 1.8 with its cgroupfs manager makes the directory before the container's
+  init exists and clones the init straight into it (``clone3`` with ``CLONE_INTO_CGROUP``,
+  falling back to ``cgroup.procs``); runc 1.1 writes its init's pid into ``cgroup.procs``.
+  :meth:`V2Driver.birth_directory` names the directory ``ours`` clones its init into (see
+  :mod:`runtime.forkserver`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 
 from hostkit import mountinfo as hostkit_mountinfo
 from hostkit.procs import wait_pidfd
+from runtime import device_filter
 from runtime.devices import DeviceRule
 from runtime.scopes import SHARD_PREFIX
 
@@ -54,7 +61,7 @@ class Limits:
     pids: int | None = None
     cpu_quota_us: int | None = None
     cpu_period_us: int = 100000
-    devices: tuple[DeviceRule, ...] = ()  # in order; v1 only (see the module docstring)
+    devices: tuple[DeviceRule, ...] = ()  # in order: v1 rule files, v2 an eBPF program
 
 
 def detect_mode(mountinfo: str | None = None) -> str:
@@ -161,6 +168,11 @@ class Driver:
         """The ``cgroup.procs`` files a process writes ``0`` into to join ``path`` (made by
         :meth:`create` with ``limits``)."""
         return [str(d / "cgroup.procs") for d in self.directories(path, limits)]
+
+    def birth_directory(self, path: str) -> str:
+        """The cgroup v2 directory a cold init of ``path`` is cloned into (clone3 with
+        ``CLONE_INTO_CGROUP``); "" where there is none (v1 hierarchies: joined by writes)."""
+        return ""
 
     def procs(self, path: str) -> list[int]:
         text = _read(self.directories(path)[0] / "cgroup.procs")
@@ -324,6 +336,9 @@ class V2Driver(Driver):
     def controllers(self) -> list[str]:
         return list(self.CONTROLLERS)
 
+    def birth_directory(self, path: str) -> str:
+        return str(self.root / path)
+
     def _enable(self, directory: Path) -> None:
         wanted = set(self.CONTROLLERS)
         enabled = set((_read(directory / "cgroup.subtree_control") or "").split())
@@ -348,6 +363,12 @@ class V2Driver(Driver):
 
     def _apply(self, path: str, limits: Limits) -> None:
         directory = self.root / path
+        if limits.devices:
+            try:
+                device_filter.attach(directory, limits.devices)
+            except OSError as error:
+                raise CgroupError(f"cannot attach the device filter to {directory}: "
+                                  f"{error.strerror}") from None
         if limits.memory_bytes is not None:
             _write(directory / "memory.max", str(limits.memory_bytes), "memory limit")
             if (directory / "memory.swap.max").exists():

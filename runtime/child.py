@@ -97,6 +97,7 @@ def _warm_up_decoder(unshare: int) -> None:
         unshare=unshare,
         loopback=True,
         cgroup_procs=("/cgroup.procs",),
+        cgroup_dir="",
         rootfs=Rootfs("/", "lowerdir=/", (Mount("/proc", "proc", "proc", 0, ""),), (), (), False,
                       False),
         hostname="",
@@ -113,12 +114,18 @@ def _warm_up_decoder(unshare: int) -> None:
 
 
 def run(
-    plan: LaunchPlan, stdout_fd: int, sync_fd: int | None, last_cap: int, prepared: bool = False
+    plan: LaunchPlan, stdout_fd: int, sync_fd: int | None, last_cap: int, prepared: bool = False,
+    born_in_cgroup: bool = False,
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
     ``prepared``: a spare already did the namespaces, private mounts, loopback and the
-    overlay, and its owner moved it into the cgroups.
+    overlay, and its owner moved it into the cgroups. ``born_in_cgroup``: the fork server
+    cloned this child into the container's cgroup v2 directory (clone3 with
+    ``CLONE_INTO_CGROUP``, :func:`runtime.forkserver.clone_into`), so it writes no
+    ``cgroup.procs``; the overlay's mount is then charged to the container's memory cgroup (as
+    everything crun's init mounts is to crun's container), where the fallback mounts it
+    before it joins.
     """
     try:
         os.dup2(stdout_fd, 1)
@@ -135,7 +142,8 @@ def run(
             # host filesystem, and pages charged to the container's memcg would keep that
             # memcg alive (a "dying" cgroup) long after the container is gone.
             rootfs.mount_overlay(plan.rootfs)
-            join_cgroups(plan.cgroup_procs, 0)
+            if not born_in_cgroup:
+                join_cgroups(plan.cgroup_procs, 0)
         if plan.unshare & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # after joining: its root is the container's cgroup
         if sync_fd is not None:

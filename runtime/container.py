@@ -103,6 +103,7 @@ class Runtime:
                 self.root / name,
                 self.cgroups.join_files(cgroup, limits),
                 pivot_root=self.pivot_root,
+                cgroup_dir="" if spare else self.cgroups.birth_directory(cgroup),
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None

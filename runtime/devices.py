@@ -12,8 +12,9 @@ it; :data:`DEFAULT_ALLOW` is that union, so ``ours`` gets the very same ``device
 
 On cgroup v1 the rules are lines written to ``devices.deny``/``devices.allow`` of the
 container's ``devices`` cgroup (:meth:`DeviceRule.v1_line`). On cgroup v2 there is no such
-file: crun and runc attach an eBPF program (``BPF_CGROUP_DEVICE``) made from the same rules;
-``ours`` does not, so on a v2 host it has no device filter (said in ``describe()``).
+file: crun and runc attach an eBPF program (``BPF_CGROUP_DEVICE``) made from the same rules,
+and so does ``ours`` (:mod:`runtime.device_filter`, the program crun generates), so every
+runtime filters devices on every kind of host and CAP_MKNOD stays in the default set.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ dies); containers then live on, reparented, and unused spares exit.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import signal
@@ -70,20 +72,36 @@ def serve(fd: int) -> None:
     rootfs.enter_skeleton()  # once: containers' mount namespaces are copies of this one
     spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
 
-    def fork_child(new_pid: bool, target: Callable[..., object], *args: object) -> int:
-        """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked)."""
+    def fork_child(new_pid: bool, target: Callable[..., object], *args: object,
+                   cgroup_dir: str = "") -> int:
+        """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked). ``cgroup_dir``:
+        a cgroup v2 directory to clone the child into (:func:`clone_into`); ``target`` then
+        gets one more argument, whether the child was born there (else it joins itself)."""
+        cgroup = _open_cgroup(cgroup_dir) if cgroup_dir else None
         if new_pid:
             sc.unshare(sc.CLONE_NEWPID)
         try:
-            pid = os.fork()
+            born_in = False
+            if cgroup is not None:
+                pid = clone_into(cgroup)
+                born_in = pid >= 0
+                if not born_in:
+                    pid = os.fork()
+            else:
+                pid = os.fork()
             if pid == 0:
                 sock.close()
                 for other in spares.values():
                     other.close()
+                if cgroup is not None:
+                    os.close(cgroup)
+                    target(*args, born_in)  # never returns
                 target(*args)  # never returns
         finally:
             if new_pid:
                 sc.setns(own_pidns, sc.CLONE_NEWPID)
+            if cgroup is not None:
+                os.close(cgroup)
         return pid
 
     def make_spare(request: dict[str, Any]) -> int:
@@ -159,6 +177,8 @@ def serve(fd: int) -> None:
                         fds[0],
                         fds[1] if len(fds) > 1 else None,
                         cap_last,
+                        False,  # not prepared by a spare
+                        cgroup_dir=plan.cgroup_dir,
                     )
                 reply: dict[str, Any] = {"pid": pid}
             elif op == "spare":
@@ -184,6 +204,61 @@ def serve(fd: int) -> None:
             for received in fds:
                 os.close(received)
         sock.send(json.dumps(reply).encode())
+
+
+_CLONE3_UNSUPPORTED = (errno.ENOSYS, errno.E2BIG, errno.EINVAL)  # kernel < 5.3, < 5.7
+_clone3_usable = True
+
+
+def _open_cgroup(directory: str) -> int | None:
+    """A descriptor of the cgroup v2 ``directory`` to clone into; None if clone3 is known not
+    to work here, or the directory cannot be opened (then the child joins by itself)."""
+    if not _clone3_usable:
+        return None
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def clone_into(cgroup: int) -> int:
+    """Fork the calling (single-threaded) fork server into the cgroup v2 directory ``cgroup``
+    with clone3(2) and ``CLONE_INTO_CGROUP``, as crun 1.7+ starts a container's init on cgroup
+    v2 with its cgroupfs manager: the child exists in its cgroup from its first instant, and
+    nobody writes ``cgroup.procs`` (whose first write after an idle spell waits for an RCU
+    grace period under the cgroup threadgroup lock, milliseconds here). 0 in the child, the
+    child's pid in the parent; -1 if the kernel refused (too old: clone3 or CLONE_INTO_CGROUP
+    unknown, remembered; or that cgroup refused: a domain cgroup with children, a threaded
+    one), and then the caller forks and the child joins by writing ``cgroup.procs``, as crun
+    falls back to clone(2) and then joins.
+
+    Python around a raw clone3: os.fork() is fork(2) between PyOS_BeforeFork() and
+    PyOS_AfterFork_Child()/PyOS_AfterFork_Parent() (the import lock, the GIL and thread
+    states, the signal state, os.register_at_fork callbacks); this does the same around
+    clone3, called with the GIL held as os.fork() calls fork(2). What glibc's fork() would
+    also do is not needed here: its atfork handlers and lock resets matter only when another
+    thread may hold a lock, and the fork server has one thread; its thread descriptor keeps
+    the parent's thread id in the child, which only pthread_kill(3) on another thread and
+    error-checking or robust mutexes read (glibc's raise(3) asks gettid(2); checked: the
+    child raises signals, forks and execs normally), and the child execs soon after.
+    """
+    from hostkit import syscalls as sc
+
+    global _clone3_usable
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    try:
+        pid = sc.clone3(0, cgroup)
+    except OSError as error:
+        api.PyOS_AfterFork_Parent()
+        if error.errno in _CLONE3_UNSUPPORTED:
+            _clone3_usable = False
+        return -1
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+    else:
+        api.PyOS_AfterFork_Parent()
+    return pid
 
 
 def _run_spare(ours: socket.socket, theirs: socket.socket, cap_last: int, unshare: int,

@@ -94,6 +94,7 @@ class LaunchPlan:
     cwd: str
     args: tuple[str, ...]
     env: tuple[str, ...]
+    cgroup_dir: str = ""  # cgroup v2 directory to clone the init into ("": join cgroup_procs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists in ``json.dumps``).

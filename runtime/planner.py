@@ -44,11 +44,12 @@ MOUNT_FLAGS = {
 
 
 def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
-                pivot_root: bool = False) -> LaunchPlan:
+                pivot_root: bool = False, cgroup_dir: str = "") -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
-    work directories are inside), joining the cgroups through ``cgroup_procs``;
-    ``pivot_root``: switch root with pivot_root(2) rather than a move onto the skeleton root
-    (:mod:`runtime.rootfs`).
+    work directories are inside), joining the cgroups through ``cgroup_procs`` (or born in
+    ``cgroup_dir``, a cgroup v2 directory, where the kernel has clone3 with
+    CLONE_INTO_CGROUP: :func:`runtime.forkserver.clone_into`); ``pivot_root``: switch root
+    with pivot_root(2) rather than a move onto the skeleton root (:mod:`runtime.rootfs`).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -63,6 +64,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         unshare=flags,
         loopback=spec.linux.has_namespace("network"),
         cgroup_procs=tuple(cgroup_procs),
+        cgroup_dir=cgroup_dir,
         rootfs=Rootfs(
             merged=str(directory),
             overlay=overlay_options(

@@ -25,7 +25,7 @@ from harness.backends.base import (
 )
 from harness.backends.containers import container_spec, default_security
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, devices, planner
+from runtime import cgroups, device_filter, devices, planner
 from runtime.container import (
     GRACE_S,
     VERSION,
@@ -154,20 +154,29 @@ class OursBackend:
             driver: cgroups.Driver | None = cgroups.driver(mode)
         except cgroups.CgroupError:
             mode, driver = "none", None
-        v1 = isinstance(driver, cgroups.V1Driver)
+        v2 = isinstance(driver, cgroups.V2Driver)
         rules = devices.container_rules([devices.DENY_ALL])  # the default spec's, then ours
         return {
             "runtime": "cvbench",
             "version": VERSION,
             "cgroup_mode": mode,
-            "launcher": "fork server (python -S): unshare + fork, overlay inside the mount ns",
-            "method": (PIVOT_METHOD if self.pivot_root else METHOD).as_dict(),
+            "launcher": "fork server (python -S): unshare + fork (clone3 into the container's "
+                        "cgroup on v2), overlay inside the mount ns",
+            "method": _method(_INSIDE if not self.pivot_root else _PIVOT_INSIDE, v2).as_dict(),
+            "cgroup_join": V2_JOIN if v2 else V1_JOIN,
             "root_switch": "pivot_root(2), old root detached" if self.pivot_root else
             "move onto the fork server's empty skeleton root, host tree detached, chroot",
             # as crun's and runc's are observed: sorted hierarchies, sorted devices.list lines
             "cgroup_controllers": sorted(driver.controllers()) if driver else None,
-            "devices": devices.v1_list(rules) if v1 else
-            ["none: no device filter on cgroup v2 (crun and runc attach an eBPF program)"],
+            # the effective allow list (what a v1 devices.list shows) on every host kind
+            "devices": devices.v1_list(rules) if driver else None,
+            "device_filter": {"programs": [{
+                "type": "cgroup_device",
+                "name": "crun's generator (runtime.device_filter)",
+                "instructions": len(device_filter.instructions(rules)),
+                "attach": "BPF_PROG_ATTACH(BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI), "
+                          "loaded per container"}]} if v2 else
+            "v1 devices cgroup: devices.deny then devices.allow lines",
             "security": default_security(),
         }
 
@@ -178,9 +187,24 @@ class OursBackend:
             pass
 
 
+# How a cold init gets into its cgroups, per host kind, and what crun 1.8.1 and runc 1.1.5
+# do (crun NEWS 1.7 and containers/crun#1042: "with cgroupfs use clone3 to join directly the
+# target cgroup", falling back to clone and a cgroup.procs write; runc 1.1
+# libcontainer/process_linux.go initProcess.start: os/exec starts `runc init`, then
+# manager.Apply(pid) writes its pid into cgroup.procs before the bootstrap data is sent).
+V2_JOIN = ("cgroup v2: the fork server clones the init straight into the container's cgroup "
+           "(clone3 with CLONE_INTO_CGROUP; where the kernel refuses, fork and the init writes "
+           "cgroup.procs itself), as crun 1.8 does with its cgroupfs manager (clone3 "
+           "CLONE_INTO_CGROUP, falling back to clone + cgroup.procs); runc 1.1 starts `runc init` "
+           "and writes its pid into cgroup.procs")
+V1_JOIN = ("cgroup v1/hybrid: the init writes its pid into cgroup.procs of each hierarchy after "
+           "mounting its overlay (CLONE_INTO_CGROUP exists for v2 only), as crun 1.8 and runc 1.1 "
+           "write cgroup.procs on v1")
+
 # What the init does inside the clock after the overlay and the cgroups (before it, cold;
 # a warm spare has done both in create(), as crun's and runc's create do).
 _PREPARED = "mounts the overlay root, joins the cgroups, "
+_PREPARED_V2 = "mounts the overlay root (it was born in its cgroup), "
 _INSIDE = ("unshares the cgroup namespace, mounts "
            "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
            "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
@@ -188,17 +212,25 @@ _INSIDE = ("unshares the cgroup namespace, mounts "
            "filter, exec; until READY")
 
 
-def _method(inside: str) -> Method:
+def _method(inside: str, v2: bool = False) -> Method:
+    cgroups_made = ("a cgroup in the unified tree with memory, pids and cpu limits and the "
+                    "device rules as an eBPF program (BPF_PROG_LOAD per container, attached "
+                    "with BPF_F_ALLOW_MULTI, as crun and runc do)" if v2 else
+                    "a cgroup in every v1 hierarchy with cpuset, device rules and limits")
+    launch = ("the fork server unshares a pid namespace and clones the init into the "
+              "container's cgroup (clone3 CLONE_INTO_CGROUP, as crun 1.8 does; runc 1.1 writes "
+              "cgroup.procs), which unshares mount, uts, ipc and net namespaces, brings loopback "
+              "up, " + _PREPARED_V2 if v2 else
+              "the fork server unshares a pid namespace and forks the init, which unshares "
+              "mount, uts, ipc and net namespaces, brings loopback up, " + _PREPARED)
     return Method(
         cold=("nothing of the container (the fork server runs; the seccomp profile's BPF program "
               "was compiled once per run in prepare() and is cached by digest, where crun and "
               "runc compile the JSON section for every container)",
-              "spec and launch plan, container directory (overlay upper/work), a cgroup in every "
-              "v1 hierarchy with cpuset, device rules and limits; the fork server unshares a pid "
-              "namespace and forks the init, which unshares mount, uts, ipc and net namespaces, "
-              "brings loopback up, " + _PREPARED + inside),
-        warm=("create(): spec and launch plan, container directory, cgroups with cpuset, device "
-              "rules and limits, and a spare forked by the fork server as PID 1 of a new pid "
+              "spec and launch plan, container directory (overlay upper/work), " + cgroups_made
+              + "; " + launch + inside),
+        warm=("create(): spec and launch plan, container directory, " + cgroups_made + ", "
+              "and a spare forked by the fork server as PID 1 of a new pid "
               "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback "
               "up and mounted the overlay root; the harness moves it into the container's "
               "cgroups, and it waits",
@@ -211,7 +243,8 @@ def _method(inside: str) -> Method:
     )
 
 
-METHOD = _method(_INSIDE)
-PIVOT_METHOD = _method(_INSIDE.replace(
+_PIVOT_INSIDE = _INSIDE.replace(
     "moves the root onto the skeleton root, detaches the host tree and chroots (no pivot_root "
-    "walk over every host thread)", "pivot_root, detaches the old root"))
+    "walk over every host thread)", "pivot_root, detaches the old root")
+METHOD = _method(_INSIDE)
+PIVOT_METHOD = _method(_PIVOT_INSIDE)

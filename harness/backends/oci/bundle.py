@@ -31,8 +31,9 @@ def _allow(kind: str, major: int | None = None, minor: int | None = None,
 
 # Deny everything, then allow what both runtimes allow by default anyway (each appends its own
 # list: runc adds /dev/net/tun, crun /dev/console), so both write the same rules: mknod of any
-# node (CAP_MKNOD is dropped), null, zero, full, random, urandom, tty, console, ptmx, tun and
-# the pts. devices.list of a running container shows them (describe()["devices"]).
+# node (CAP_MKNOD is in the default set; opening a node is filtered), null, zero, full, random,
+# urandom, tty, console, ptmx, tun and the pts. devices.list of a running container shows them
+# (describe()["devices"]).
 DEVICE_RULES: tuple[dict[str, Any], ...] = (
     {"allow": False, "access": "rwm"},
     _allow("c", access="m"),
