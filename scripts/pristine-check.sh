@@ -72,43 +72,12 @@ if [ "$REF" = HEAD ] && [ -n "$(git -C "$REPO" status --porcelain --untracked-fi
     say "note: $REPO has uncommitted changes; only the committed HEAD is checked"
 fi
 
-# --- the host's Debian sources: "URI SUITE COMPONENTS..." for the bookworm suites -------------
-host_debian_sources() {
-    local f
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        awk '$1 == "deb" {
-                i = 2
-                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
-                line = $i " " $(i + 1)
-                for (j = i + 2; j <= NF && $j !~ /^#/; j++) line = line " " $j
-                print line
-             }' "$f"
-    done
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        awk 'function flush(   n, m, a, b, u, s) {
-                if (types ~ /(^| )deb( |$)/ && enabled !~ /^no/) {
-                    n = split(uris, u, " "); m = split(suites, s, " ")
-                    for (a = 1; a <= n; a++) for (b = 1; b <= m; b++) print u[a], s[b], comps
-                }
-                types = uris = suites = comps = enabled = ""
-             }
-             /^[ \t]*#/ { next }
-             /^[ \t]*$/ { flush(); next }
-             /^[A-Za-z-]+:/ {
-                key = tolower(substr($0, 1, index($0, ":") - 1))
-                val = substr($0, index($0, ":") + 1); gsub(/^[ \t]+|[ \t]+$/, "", val)
-                if (key == "types") types = val; else if (key == "uris") uris = val
-                else if (key == "suites") suites = val; else if (key == "components") comps = val
-                else if (key == "enabled") enabled = tolower(val)
-             }
-             END { flush() }' "$f"
-    done
-}
-SOURCES="$(host_debian_sources | awk -v s="$SUITE" '$2 == s || $2 == s "-updates" || $2 == s "-security"' | awk '!seen[$0]++')"
+# --- the host's Debian sources for the suite -----------------------------------------------
+# shellcheck source=scripts/lib/debian-root.sh
+. "$REPO/scripts/lib/debian-root.sh"
+SOURCES="$(suite_sources "$SUITE")"
 if [ -z "$MIRROR" ]; then
-    MIRROR="$(awk -v s="$SUITE" '$2 == s { print $1; exit }' <<<"$SOURCES")"
+    MIRROR="$(suite_mirror "$SUITE" "$SOURCES")"
     [ -n "$MIRROR" ] || die "no Debian $SUITE source in the host's /etc/apt; give --mirror URL"
 fi
 
@@ -192,25 +161,7 @@ chmod 0755 "$ROOT"
 exec {cachefd}>&-
 
 # --- the host's network settings, and the repository ------------------------------------------
-if [ -n "$SOURCES" ]; then
-    awk '{ printf "deb %s", $1; for (i = 2; i <= NF; i++) printf " %s", $i; print "" }' \
-        <<<"$SOURCES" >"$ROOT/etc/apt/sources.list"
-fi
-# apt files that set only Acquire:: options (proxy, validity checks, index targets)
-only_acquire() {
-    awk '/^[ \t]*($|#|\/\/)/ { next } /^[ \t]*Acquire::/ { n++; next } { bad = 1 }
-         END { exit !(n > 0 && !bad) }' "$1"
-}
-for f in /etc/apt/apt.conf /etc/apt/apt.conf.d/*; do
-    if [ -f "$f" ] && [ ! -e "$ROOT$f" ] && only_acquire "$f"; then cp "$f" "$ROOT$f"; fi
-done
-rm -f "$ROOT/etc/resolv.conf"
-cat /etc/resolv.conf >"$ROOT/etc/resolv.conf"
-[ -s "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
-if [ -d /usr/local/share/ca-certificates ]; then
-    cp -a /usr/local/share/ca-certificates/. "$ROOT/usr/local/share/ca-certificates/"
-fi
-[ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$ROOT/etc/pip.conf"
+copy_network_settings "$ROOT" "$SOURCES"
 
 git clone --quiet --no-hardlinks "$REPO" "$ROOT/root/cvbench" 2>"$LOGS/git.log" \
     || die "git clone of $REPO failed; see $LOGS/git.log"
