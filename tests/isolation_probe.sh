@@ -13,7 +13,10 @@ check pid-namespace "[ \$\$ -eq 1 ] || [ $procs -le 4 ]" "pid=$$ processes=$proc
 check host-files "[ ! -e /etc/debian_version ] && [ ! -e /usr/bin/apt ]" "no host root files"
 blocks=$(find /dev -type b 2>/dev/null | wc -l)
 check devices "[ $blocks -eq 0 ] && [ ! -e /dev/kvm ] && [ ! -e /dev/mem ]" "block=$blocks"
-check mknod "! mknod /tmp/probe-node b 7 0" "mknod of a block device refused"
+# CAP_MKNOD is held (the OCI default set) and the device rules allow mknod of any node; the
+# device cgroup (v1) or eBPF program (v2) refuses to open one outside the allow list (EPERM)
+check mknod "mknod /tmp/probe-node b 7 0 && head -c 1 /tmp/probe-node 2>&1 | grep -q 'not permitted'" "a block device node made (b 7:0) but opening it refused"
+rm -f /tmp/probe-node
 check mount "! mount -t tmpfs probe /mnt" "mount refused"
 check proc-sys-ro "grep -E ' /proc/sys ro[, ]' /proc/self/mountinfo" "/proc/sys read-only"
 kcore=$(head -c 16 /proc/kcore 2>/dev/null | wc -c)
