@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import hostinfo
+from harness import hostinfo, hostkind
 from harness.backends import registry
 from hostkit import syscalls
 
@@ -53,8 +53,10 @@ def _overlay() -> Check:
 
 
 def _cgroups() -> Check:
-    mode = hostinfo.cgroup_mode()
-    return Check("cgroups", mode in ("v1", "v2", "hybrid"), mode, "mount cgroup hierarchies")
+    """The cgroup mode, where the hierarchies are, and the init system (harness.hostkind)."""
+    kind = hostkind.inspect()
+    return Check("cgroups", kind.problem is None, kind.problem or kind.summary(),
+                 "mount cgroup2 on /sys/fs/cgroup with memory, pids and cpu")
 
 
 def _ksm() -> Check:

@@ -60,9 +60,21 @@ def versions() -> dict[str, str]:
 
 
 def cgroup_mode() -> str:
-    from runtime.cgroups import detect_mode
+    """``v1``, ``hybrid`` or ``v2`` (:func:`runtime.cgroups.detect_mode`); ``none`` where no
+    cgroup filesystem is mounted (a run refuses such a host first: :mod:`harness.hostkind`)."""
+    from runtime.cgroups import CgroupError, detect_mode
 
-    return detect_mode()
+    try:
+        return detect_mode()
+    except CgroupError:
+        return "none"
+
+
+def init_system() -> str:
+    """``systemd`` where systemd is PID 1, else PID 1's command name."""
+    from harness import hostkind
+
+    return hostkind.init_system()
 
 
 def accel() -> dict[str, str]:
@@ -99,6 +111,7 @@ def collect() -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "mem_total_bytes": mem_total,
             "cgroup_mode": cgroup_mode(),
+            "init_system": init_system(),
         },
         "accel": accel(),
         "versions": versions(),

@@ -42,10 +42,24 @@ def section(metadata: dict[str, Any]) -> list[str]:
     seed = metadata.get("order_seed")
     lines.append(f"Turn order seed: `{seed}` (repeat with `cvbench run --seed {seed}`)."
                  if seed is not None else "Turn order: not recorded (an older run).")
-    lines.append("")
+    lines += ["", host_kind(metadata), ""]
     for name, facts in metadata.get("backends", {}).items():
         lines += _backend(name, facts)
     return lines
+
+
+def host_kind(metadata: dict[str, Any]) -> str:
+    """One line: the host's cgroup mode and init system, which decide how the container
+    backends make cgroups and filter devices (v1 device lists, or v2 BPF programs)."""
+    host = metadata.get("host", {})
+    mode = host.get("cgroup_mode", "not recorded")
+    how = {"v2": "cgroup v2 only: limits in one unified tree, device rules as BPF programs "
+                 "attached to each container's cgroup",
+           "hybrid": "hybrid cgroups: v1 controllers (device rules in devices.list) beside a "
+                     "cgroup2 mount",
+           "v1": "cgroup v1: a tree per controller, device rules in devices.list"}
+    return (f"Host kind: cgroup mode `{mode}` ({how.get(mode, 'unknown')}); init system "
+            f"`{host.get('init_system', 'not recorded')}`.")
 
 
 def _backend(name: str, facts: dict[str, Any]) -> list[str]:
@@ -60,8 +74,14 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
     lines += ["", f"- stop: {method.get('stop', '-')}", f"- clean-up: {method.get('remove', '-')}"]
     if facts.get("cgroup_controllers"):
         lines.append(f"- cgroup controllers: {', '.join(facts['cgroup_controllers'])}")
+    manager = facts.get("cgroup_manager") or facts.get("cgroup_driver")
+    if manager:
+        lines.append(f"- cgroup manager: {manager}")
     if facts.get("devices"):
         lines.append(f"- device rules: {'; '.join(facts['devices'])}")
+    device_filter = facts.get("device_filter")
+    if isinstance(device_filter, dict):
+        lines.append(f"- device filter: {_device_filter(device_filter)}")
     security = facts.get("security") or {}
     for key, value in security.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
@@ -72,6 +92,16 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
         if key in facts:
             lines.append(f"- {key.replace('_', ' ')}: {facts[key]}")
     return [*lines, ""]
+
+
+def _device_filter(found: dict[str, Any]) -> str:
+    """The BPF device programs observed on a v2 container's cgroup, in a few words."""
+    programs = found.get("programs") or []
+    if not programs:
+        return "none attached to the container's cgroup"
+    return ", ".join(f"{p.get('type', 'BPF')} program {p.get('name') or p.get('tag', '')} "
+                     f"({p.get('instructions', '?')} instructions)" for p in programs) + \
+        " attached to the container's cgroup"
 
 
 def _cell(text: Any) -> str:

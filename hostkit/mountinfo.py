@@ -47,3 +47,29 @@ def points_under(root: Path | str, mounts: list[Mount] | None = None) -> list[st
     found = [m.point for m in (read() if mounts is None else mounts)
              if m.point == prefix or m.point.startswith(prefix + "/")]
     return sorted(found, key=len, reverse=True)
+
+
+def cgroup2_points(mounts: list[Mount]) -> list[str]:
+    """Where the cgroup2 (unified) hierarchy is mounted, in mount order: ``/sys/fs/cgroup``
+    on a v2 host, ``/sys/fs/cgroup/unified`` on a hybrid one (tests and probes look it up
+    rather than assume either)."""
+    return [m.point for m in mounts if m.fstype == "cgroup2"]
+
+
+def cgroup_v1_controllers(mounts: list[Mount]) -> dict[str, str]:
+    """Each v1 controller (and named hierarchy, ``name=systemd``) mounted, and where: read from
+    the super options (``rw,cpu,cpuacct``), so co-mounted controllers are all found."""
+    found: dict[str, str] = {}
+    for mount in mounts:
+        if mount.fstype != "cgroup":
+            continue
+        for option in mount.super_options.split(","):
+            if option.startswith("name=") or ("=" not in option
+                                              and option not in _V1_MOUNT_FLAGS):
+                found.setdefault(option, mount.point)
+    return found
+
+
+# super options of a v1 cgroup mount that are not controllers (cgroup(7), cgroup-v1.rst)
+_V1_MOUNT_FLAGS = frozenset({"rw", "ro", "all", "none", "noprefix", "clone_children", "xattr",
+                             "cpuset_v2_mode", ""})

@@ -23,13 +23,14 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness import doctor
+    from harness import doctor, hostkind
     from harness.backends import registry
     from harness.scenario import ScenarioError, parse_backends
 
     try:
         wanted = parse_backends(args.backend) if args.backend else registry.names()
-    except ScenarioError as error:
+        hostkind.check()  # a host cvbench cannot run on: one line, before any check runs
+    except (ScenarioError, hostkind.HostKindError) as error:
         raise UsageError(str(error)) from None
     log.info("checking the host for %s%s", ", ".join(wanted), " (with probes)" if args.probe
              else "")

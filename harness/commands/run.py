@@ -1,7 +1,8 @@
 """``cvbench run SCENARIO``: run a scenario file on its backends; print the run directory.
 
 Bad input (the file, ``--backend``, a ``[backend_options.X]`` key, a missing image or
-backend) is a :class:`~harness.commands.base.UsageError` raised before anything starts. Any
+backend, a host whose cgroup tree cvbench cannot use: :mod:`harness.hostkind`) is a
+:class:`~harness.commands.base.UsageError` raised before anything starts. Any
 other exception, a ``TypeError`` inside a backend's constructor included, is a bug and is
 not disguised as bad input.
 """
@@ -39,13 +40,14 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from harness import scenario
+    from harness import hostkind, scenario
 
     try:
         suite = scenario.select_backends(scenario.load(args.scenario), args.backend)
         if args.seed is not None:
             suite = dataclasses.replace(suite, seed=args.seed)
-    except scenario.ScenarioError as error:
+        hostkind.check()  # a host whose cgroups cvbench cannot use: refused before any start
+    except (scenario.ScenarioError, hostkind.HostKindError) as error:
         raise UsageError(str(error)) from None
     log.info("%s: backends %s", args.scenario, ", ".join(suite.backends))
     from harness import runner

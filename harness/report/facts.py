@@ -10,13 +10,14 @@ IN_METHODOLOGY = ("method", "security", "cgroup_controllers", "devices", "accel_
 
 
 def run_line(metadata: dict[str, Any], name: str) -> str:
-    """One line: run id, status, date, commit, host, accel."""
+    """One line: run id, status, date, commit, host (cgroup mode, init system), accel."""
     host = metadata.get("host", {})
     return (f"run `{name}`: status **{metadata.get('status')}**, started "
             f"{metadata.get('started_at', '?')}, commit "
             f"`{str(metadata.get('git_commit', ''))[:12]}`, {host.get('cpu_model', '?')} "
             f"({host.get('cpus', '?')} CPUs), kernel {host.get('kernel', '?')}, cgroups "
-            f"{host.get('cgroup_mode', '?')}, accel {metadata.get('accel', {}).get('accel', '?')}")
+            f"{host.get('cgroup_mode', '?')}, init {host.get('init_system', '?')}, accel "
+            f"{metadata.get('accel', {}).get('accel', '?')}")
 
 
 def host_facts(metadata: dict[str, Any]) -> list[tuple[str, str]]:
@@ -36,7 +37,9 @@ def host_facts(metadata: dict[str, Any]) -> list[tuple[str, str]]:
                  + (f"{units.mebibytes(host['mem_total_bytes'])} memory, "
                     if isinstance(host.get("mem_total_bytes"), int | float) else "")
                  + f"machine kind {host.get('machine_kind', '-')}"),
-        ("kernel, cgroups", f"{host.get('kernel', '?')}, {host.get('cgroup_mode', '?')}"),
+        ("kernel, cgroups, init", f"{host.get('kernel', '?')}, cgroup mode "
+                                  f"{host.get('cgroup_mode', '?')}, init system "
+                                  f"{host.get('init_system', 'not recorded')}"),
         ("accel", f"{accel.get('accel', '?')}" + (f" ({accel['reason']})"
                                                  if accel.get("reason") else "")),
         ("image", f"{image.get('name', '?')}, {image.get('digest', '?')}"),

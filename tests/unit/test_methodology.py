@@ -23,6 +23,26 @@ def test_section_says_what_each_backend_did_before_and_inside_the_clock() -> Non
     assert "No method recorded" in text  # the backend of an older run
 
 
+def test_section_states_the_host_kind_and_each_backends_cgroup_manager() -> None:
+    metadata = {"host": {"cgroup_mode": "v2", "init_system": "systemd"}, "backends": {
+        "crun": {**FakeBackend().describe(), "cgroup_manager": "cgroupfs",
+                 "devices": ["c 1:3 rwm"],
+                 "device_filter": {"programs": [{"type": "cgroup_device", "name": "",
+                                                 "tag": "0123456789abcdef",
+                                                 "instructions": 97}]}},
+        "docker": {**FakeBackend().describe(), "cgroup_driver": "cgroupfs"},
+        "ours": {**FakeBackend().describe(), "device_filter": {"programs": []}}}}
+    text = "\n".join(methodology.section(metadata))
+    assert "Host kind: cgroup mode `v2` (cgroup v2 only:" in text
+    assert "init system `systemd`" in text
+    assert text.count("- cgroup manager: cgroupfs") == 2
+    assert ("device filter: cgroup_device program 0123456789abcdef (97 instructions) attached"
+            in text)
+    assert "device filter: none attached" in text
+    older = "\n".join(methodology.section({"backends": {}}))
+    assert "cgroup mode `not recorded` (unknown); init system `not recorded`" in older
+
+
 def test_order_effects_table_by_position() -> None:
     samples = pd.DataFrame([
         {"backend": "a", "variant": "cold", "metric": "start_to_ready_s", "position": p,
