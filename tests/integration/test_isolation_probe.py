@@ -12,14 +12,17 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import backends
 from harness.backends.base import WARM, Backend, Instance, InstanceSpec
 from harness.backends.containers import container_spec
-from runtime import caps
+from harness.backends.oci import probe
+from runtime import caps, cgroups
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -82,11 +85,7 @@ def test_every_probe_check_passes(state_dir, built_image, name, variant):
 
 def _cgroups(pid: int) -> dict[str, str]:
     """hierarchy -> the process's cgroup path in it ("" is the v2 tree)."""
-    found = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, names, path = line.split(":", 2)
-        found[names.removeprefix("name=")] = path
-    return found
+    return probe.process_cgroups(pid)
 
 
 def _joined(pid: int) -> set[str]:
@@ -107,33 +106,72 @@ def _mount_points(pid: int) -> set[str]:
             for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
 
 
-def _view_of(name: str, image) -> tuple[set[str], set[str], set[str], dict]:
-    """(hierarchies joined, device rules, mount points, describe()) of a fresh container of
-    ``name``, seen from the host (the container's own cgroup namespace hides its paths)."""
+@dataclass(frozen=True)
+class View:
+    """A fresh container as the host sees it (its own cgroup namespace hides its paths)."""
+
+    joined: set[str]  # hierarchies it has a cgroup of its own in ("unified": the v2 tree)
+    rules: set[str]  # v1 devices.list lines (empty on v2)
+    mounts: set[str]
+    described: dict[str, Any]
+    unified_path: str  # its cgroup in the v2 tree ("/" if none of its own)
+    controllers: tuple[str, ...]  # v2: its cgroup's cgroup.controllers
+    device_programs: int  # v2: BPF_CGROUP_DEVICE programs attached to its cgroup
+
+
+def _view_of(name: str, image) -> View:
     with running(name, image) as (backend, instance, _spec):
         pid = instance.pids[0]
-        return _joined(pid), _devices(pid), _mount_points(pid), backend.describe()
+        path = _cgroups(pid).get("", "/")
+        controllers: tuple[str, ...] = ()
+        programs = 0
+        if cgroups.detect_mode() == "v2":
+            directory = CGROUP_ROOT / path.lstrip("/")
+            controllers = tuple(sorted((directory / "cgroup.controllers").read_text().split()))
+            programs = len(probe.device_programs(directory))
+        return View(_joined(pid), _devices(pid), _mount_points(pid), backend.describe(), path,
+                    controllers, programs)
+
+
+def _comparable_security(described: dict[str, Any]) -> dict[str, Any]:
+    """describe()["security"] without what only ours names (its seccomp profile's file)."""
+    security = dict(described["security"])
+    security["seccomp"] = {key: value for key, value in security["seccomp"].items()
+                           if key not in ("profile", "profile_sha256")}
+    return security
 
 
 def test_same_cgroups_devices_mounts_and_profile_as_crun_and_runc(state_dir, built_image):
-    if not (CGROUP_ROOT / "devices").is_dir():
-        pytest.skip("no cgroup v1 devices hierarchy: cgroup v2 host")
-    joined, rules, mounts, described = _view_of("ours", built_image)
-    v1 = {e.name for e in CGROUP_ROOT.iterdir()
-          if e.is_dir() and not e.is_symlink() and not (e / "cgroup.controllers").exists()}
-    assert joined == v1  # every v1 hierarchy, named ones too, not the unified tree
-    assert described["cgroup_controllers"] == sorted(joined)  # describe() says what happens
-    assert described["devices"] == sorted(rules)
-    ours_security = described["security"]
-    ours_seccomp = ours_security["seccomp"]
-    for extra in ("profile", "profile_sha256"):  # the OCI backends do not name the file
-        ours_seccomp.pop(extra)
+    """ours makes the cgroups crun and runc make, filters devices by the same rules, mounts
+    the same and runs the same profile: on v1 and hybrid hosts the same hierarchies and
+    devices.list; on a v2 host a cgroup of its own in the unified tree with the same
+    controllers and a device program attached to it, as crun and runc have."""
+    ours = _view_of("ours", built_image)
+    if cgroups.detect_mode() == "v2":
+        assert ours.joined == {"unified"}  # one cgroup, in the one tree
+        assert ours.unified_path.rsplit("/", 1)[-1].startswith("cvbench-test-probe-")
+        assert {"memory", "pids", "cpu"} <= set(ours.controllers)
+        assert ours.device_programs >= 1, "ours attached no device program to its cgroup"
+        assert ours.described["cgroup_controllers"] == list(ours.controllers)
+    else:
+        v1 = {e.name for e in CGROUP_ROOT.iterdir()
+              if e.is_dir() and not e.is_symlink() and not (e / "cgroup.controllers").exists()}
+        assert ours.joined == v1  # every v1 hierarchy, named ones too, not the unified tree
+        assert ours.described["cgroup_controllers"] == sorted(ours.joined)  # says what happens
+        assert ours.described["devices"] == sorted(ours.rules)
     for name in ("crun", "runc"):
         _available(name)
-        their_joined, their_rules, their_mounts, theirs = _view_of(name, built_image)
-        # runc also makes and joins a cgroup in a hybrid host's unified tree; crun cannot
-        # see that tree here (it runs with it unmounted) and ours does as crun does
-        assert their_joined - {"unified"} == joined, name
-        assert their_rules == rules, name
-        assert their_mounts == mounts, name
-        assert theirs["security"] == ours_security, name
+        theirs = _view_of(name, built_image)
+        if cgroups.detect_mode() == "v2":
+            assert theirs.joined == {"unified"}, name
+            assert theirs.unified_path.startswith("/cvbench-oci/cvbench-test-probe-"), name
+            assert theirs.controllers == ours.controllers, name
+            assert theirs.device_programs >= 1, name
+            assert theirs.described["devices"] == ours.described["devices"], name
+        else:
+            # runc also makes and joins a cgroup in a hybrid host's unified tree; crun cannot
+            # see that tree here (it runs with it unmounted) and ours does as crun does
+            assert theirs.joined - {"unified"} == ours.joined, name
+            assert theirs.rules == ours.rules, name
+        assert theirs.mounts == ours.mounts, name
+        assert theirs.described["security"] == _comparable_security(ours.described), name

@@ -20,7 +20,7 @@ import pytest
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
-from harness.backends.oci import cgroup, launcher
+from harness.backends.oci import cgroup, launcher, probe
 from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
 from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
@@ -106,16 +106,6 @@ def inventory(prefix: str) -> dict[str, object]:
     }
 
 
-def _cgroup_file(pid: int, controller: str, name: str) -> str:
-    """Read a controller file of the cgroup ``pid`` is in, as the host sees it."""
-    with open(f"/proc/{pid}/cgroup") as handle:
-        for line in handle:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
-                return (Path("/sys/fs/cgroup") / controller / path.lstrip("/") / name).read_text()
-    raise AssertionError(f"pid {pid} has no {controller} cgroup")
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, state_dir, built_image):
     instance = BACKENDS[request.param]()
@@ -137,9 +127,11 @@ def test_start_ready_memory_stop_and_limits(backend, built_image):
 
     sample = backend.memory(instance)
     assert sample.pss and sample.uss and sample.rss and sample.cgroup
-    assert int(_cgroup_file(pid, "memory", "memory.limit_in_bytes")) == 64 * 1024 * 1024
-    assert _cgroup_file(pid, "pids", "pids.max").strip() == "32"
-    assert int(_cgroup_file(pid, "cpu", "cpu.cfs_quota_us")) == 50_000
+    limits = probe.cgroup_limits(pid)  # v1 hierarchies, or the v2 cgroup: wherever it is
+    assert limits.mode == ("v2" if backend.mode == "v2" else "v1")
+    assert limits.memory_bytes == 64 * 1024 * 1024
+    assert limits.pids == 32
+    assert (limits.cpu_quota_us, limits.cpu_period_us) == (50_000, 100_000)
     assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     with open(f"/proc/{pid}/root/etc/hostname") as handle:  # the image's file, via the overlay
@@ -216,8 +208,10 @@ def test_stop_of_a_created_container_that_never_started(backend, built_image):
 
 
 def test_describe_observes_the_same_cgroups_and_device_rules(state_dir, built_image):
-    """Both runtimes write the same device rules; both make every v1 hierarchy's cgroup
-    (runc the unified tree's too, which crun's private view has not)."""
+    """Both runtimes use the cgroupfs manager and filter devices by the same rules. On v1 and
+    hybrid hosts both make every v1 hierarchy's cgroup (runc the unified tree's too, which
+    crun's private view has not) and write the same devices.list; on a v2 host both give the
+    container's cgroup the same controllers and attach a device program to it."""
     prefix = _prefix()
     before = inventory(prefix)
     described = {}
@@ -230,9 +224,17 @@ def test_describe_observes_the_same_cgroups_and_device_rules(state_dir, built_im
         finally:
             backend.cleanup()
     crun, runc = described["crun"], described["runc"]
+    assert crun["cgroup_manager"] == runc["cgroup_manager"] == "cgroupfs"
     assert crun["devices"] == runc["devices"]
     assert crun["devices"] and {"c 1:3 rwm", "c 136:* rwm"} <= set(crun["devices"])
-    assert {"memory", "pids", "cpu", "devices", "freezer"} <= set(crun["cgroup_controllers"])
+    if cgroup.host_mode() == "v2":
+        assert {"memory", "pids", "cpu"} <= set(crun["cgroup_controllers"])
+        assert crun["cgroup_controllers"] == runc["cgroup_controllers"]
+        assert crun["device_filter"]["programs"] >= 1 and runc["device_filter"]["programs"] >= 1
+    else:
+        assert {"memory", "pids", "cpu", "devices", "freezer"} <= set(
+            crun["cgroup_controllers"])
+        assert "device_filter" not in crun and "device_filter" not in runc
     if cgroup.host_mode() == "hybrid":
         assert set(runc["cgroup_controllers"]) - set(crun["cgroup_controllers"]) == {"unified"}
     assert crun["security"] == runc["security"]

@@ -180,6 +180,8 @@ class OciBackend:
             "runtime": self.runtime,
             "version": self._version(),
             "cgroup_mode": self.mode,
+            "cgroup_manager": cgroup.MANAGER,
+            "cgroup_manager_args": cgroup.manager_args(self.runtime),
             "private_cgroup_view": private_view,
             "launcher": "subreaper in a private mount namespace, overlay per container namespace",
             "method": self._method(private_view).as_dict(),
@@ -190,7 +192,9 @@ class OciBackend:
     # internals
 
     def _argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), *args]
+        """A runtime command line: its state root and cgroup manager, then ``args``."""
+        return [self.binary, "--root", str(self.root), *cgroup.manager_args(self.runtime),
+                *args]
 
     def _launch(self, spec: InstanceSpec, *verb: str) -> Instance:
         """``<runtime> <verb> --pid-file --bundle <id>`` on a fresh bundle, the READY pipe's
@@ -273,7 +277,8 @@ class OciBackend:
             instance = self.start(spec)
             try:
                 self.wait_ready(instance, PROBE_READY_S)
-                self._observed = probe.observe(spec.name).as_dict()
+                self._observed = probe.observe(spec.name,
+                                               config=instance.handle.bundle.config).as_dict()
             finally:
                 self.stop(instance)
                 self.remove(instance)

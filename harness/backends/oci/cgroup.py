@@ -2,7 +2,16 @@
 
 crun and runc make container ``<name>``'s cgroup at ``cvbench-oci/<name>`` in every mounted
 hierarchy (here: each v1 controller, ``name=systemd`` and, for runc, the hybrid host's unified
-tree), so the driver used for them covers every hierarchy, not only the three ``ours`` uses.
+tree; on a v2 host the one unified tree), so the driver used for them covers every hierarchy,
+not only the three ``ours`` uses.
+
+Both runtimes use one cgroup manager, on every host kind and init system: **cgroupfs**
+(:data:`MANAGER`), the one ``ours`` is too: the runtime writes the cgroup directories itself
+at ``linux.cgroupsPath``; with systemd (crun's ``--cgroup-manager=systemd``, runc's
+``--systemd-cgroup``) it would ask systemd for a transient scope over D-Bus instead, which
+costs a round trip per start that ``ours`` does not make and a host without systemd cannot
+offer. It is passed explicitly (:func:`manager_args`: crun ``--cgroup-manager=cgroupfs``;
+runc's cgroupfs is the absence of ``--systemd-cgroup``) and recorded by ``describe()``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from hostkit.paths import PREFIX
 from runtime import cgroups
 
 PARENT = f"{PREFIX}oci"  # shared by every OCI container; a runtime makes it when it needs it
+MANAGER = "cgroupfs"
 
 
 def path(name: str) -> str:
@@ -38,6 +48,14 @@ def driver(mode: str) -> cgroups.Driver:
     return cgroups.every_hierarchy("v2" if mode == "v2" else "v1")
 
 
+def manager_args(runtime: str) -> list[str]:
+    """The global options that select :data:`MANAGER` for ``runtime`` (``crun`` or ``runc``),
+    before its command: crun takes ``--cgroup-manager``; runc uses cgroupfs unless given
+    ``--systemd-cgroup``, so it gets nothing."""
+    return [f"--cgroup-manager={MANAGER}"] if runtime == "crun" else []
+
+
 def needs_private_view(binary: str, mode: str) -> bool:
-    """crun 1.8 refuses hybrid hosts: it runs where ``/sys/fs/cgroup/unified`` is unmounted."""
+    """crun 1.8 refuses hybrid hosts: it runs where ``/sys/fs/cgroup/unified`` is unmounted.
+    On v1 and v2 hosts it runs as it is (no private view, nothing unmounted)."""
     return Path(binary).name == "crun" and mode == "hybrid"

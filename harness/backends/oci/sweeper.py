@@ -88,7 +88,8 @@ def delete_containers(runtime: str, ids: list[str], mode: str) -> list[str]:
     launcher = Launcher(cgroup.needs_private_view(binary, mode), label=f"sweep-{runtime}")
     try:
         for name in ids:
-            result = launcher.run([binary, "--root", str(root), "delete", "-f", name])
+            result = launcher.run([binary, "--root", str(root), *cgroup.manager_args(runtime),
+                                   "delete", "-f", name])
             if result.returncode == 0:
                 removed.append(f"{runtime} container {name}")
             else:
