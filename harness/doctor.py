@@ -187,12 +187,11 @@ def _docker() -> Check:
                      f"{SETUP} (it starts dockerd)")
     finally:
         client.close()
-    from harness.backends.engines.common import socket_peer_pid
-
-    flags = engine.daemon_flags(socket_peer_pid(engine.SOCKET))
+    flags = engine.daemon_flags(engine.dockerd_pid(engine.SOCKET))
     components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
     detail = (f"dockerd {version.get('Version')} (API {version.get('ApiVersion')}), containerd "
-              f"{components.get('containerd')}, runtimes {', '.join(info.get('Runtimes', {}))}")
+              f"{components.get('containerd')}, runtimes {', '.join(info.get('Runtimes', {}))}, "
+              f"cgroup driver {info.get('CgroupDriver')}")
     if "--iptables=false" not in flags:
         detail += "; dockerd manages iptables (not started by set-up)"
     return Check("docker", True, detail)

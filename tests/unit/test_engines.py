@@ -259,3 +259,47 @@ def test_lxc_helper_client_serialises_concurrent_waits() -> None:
     assert results == {1: {"id": 1, "ok": True, "pid": 10}, 2: {"id": 2, "ok": True, "pid": 20}}
     ours.close()
     theirs.close()
+
+
+def test_the_engines_run_the_crun_wrapper_on_hybrid_hosts_only() -> None:
+    from harness.backends.engines import common, podman
+
+    assert common.engine_crun("hybrid") == common.crun_wrapper()
+    for mode in ("v1", "v2"):
+        assert common.engine_crun(mode).name == "crun"
+        assert common.engine_crun(mode) != common.crun_wrapper()
+    conf = podman.containers_conf("crun", "v2")
+    assert 'cgroup_manager = "cgroupfs"' in conf and 'runtime = "crun"' in conf
+    assert f'crun = ["{common.engine_crun("v2")}"]' in conf
+    assert f'crun = ["{common.crun_wrapper()}"]' in podman.containers_conf("runc", "hybrid")
+
+
+def test_docker_finds_dockerd_behind_a_systemd_socket(monkeypatch, tmp_path) -> None:
+    """With docker.socket systemd (PID 1) holds the socket: its peer is not dockerd, so the
+    pid file says which process is."""
+    from harness.backends.engines import common, docker
+
+    names = {1: "systemd", 4242: "dockerd", 77: "sleep"}
+    monkeypatch.setattr(common, "command_name", names.get)
+    pid_file = tmp_path / "docker.pid"
+    pid_file.write_text("4242\n")
+    monkeypatch.setattr(common, "socket_peer_pid", lambda path: 1)
+    assert docker.dockerd_pid("/run/docker.sock", pid_file) == 4242
+    monkeypatch.setattr(common, "socket_peer_pid", lambda path: 4242)  # hand-started
+    assert docker.dockerd_pid("/run/docker.sock", tmp_path / "none") == 4242
+    pid_file.write_text("77\n")  # a stale pid file names another process now
+    monkeypatch.setattr(common, "socket_peer_pid", lambda path: None)
+    assert docker.dockerd_pid("/run/docker.sock", pid_file) is None
+
+
+def test_docker_under_the_systemd_driver_finds_containers_in_nested_slices() -> None:
+    from harness.backends.engines import docker
+
+    assert docker.slice_path("cvbench-docker.slice") == "cvbench.slice/cvbench-docker.slice"
+    assert docker.slice_path("system.slice") == "system.slice"
+    backend = docker.DockerBackend()
+    backend.cgroup_parent = "cvbench-docker.slice"
+    assert backend._cgroup_path("abc") == "cvbench.slice/cvbench-docker.slice/docker-abc.scope"
+    backend.cgroup_parent = f"/{docker.CGROUP_PARENT}"  # cgroupfs, as set-up configures it
+    assert backend._cgroup_path("abc") == "cvbench-docker/abc"
+    assert ("--exec-opt", "native.cgroupdriver=cgroupfs") == docker.DAEMON_FLAGS[-2:]

@@ -255,8 +255,34 @@ def instance_memory(init: int | None, monitor: int | None, cgroup: int | None,
 
 def crun_wrapper() -> Path:
     """crun with a v1-only cgroup view on hybrid hosts (``scripts/crun-v1view.c``, built by
-    set-up): what the engines run as ``crun``."""
+    set-up)."""
     return cache_dir() / "bin" / "crun-v1view"
+
+
+def engine_crun(mode: str | None = None) -> Path:
+    """What the engines run as ``crun`` on a host in cgroup ``mode`` (default: this host's):
+    the :func:`crun_wrapper` on a hybrid host, which crun 1.8 refuses as it is; plain crun
+    (``/usr/bin/crun``, or the one on PATH) on v1 and v2 hosts, where it runs as it is.
+    ``scripts/setup.sh`` makes the same choice for dockerd's ``--add-runtime crun=``."""
+    if mode is None:
+        try:
+            mode = cgroups.detect_mode()
+        except cgroups.CgroupError:
+            mode = "none"
+    if mode == "hybrid":
+        return crun_wrapper()
+    import shutil
+
+    found = shutil.which("crun")
+    return Path(found) if found else Path("/usr/bin/crun")
+
+
+def command_name(pid: int) -> str | None:
+    """``/proc/<pid>/comm``, or None if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def check_runtime(runtime: str, engine: str) -> None:

@@ -1,11 +1,16 @@
 """The ``docker`` backend: Debian's docker.io (dockerd + containerd), driven with the Docker
 SDK for Python (the ``docker`` package) over dockerd's unix socket.
 
-dockerd is started by ``scripts/setup.sh`` (under ``scripts/subreaper.py``, like libvirtd)
-with ``--iptables=false --ip-forward=false --ip-masq=false --bridge=none`` (no NAT, no
-forwarding rules, no default bridge) and ``--add-runtime crun=<crun-v1view>``; the backend
-never starts or stops it. The OCI runtime under containerd's shim is the option ``runtime``
-(``runc``, Docker's default, or ``crun``), recorded in ``describe()``.
+dockerd is started by ``scripts/setup.sh`` with :data:`DAEMON_FLAGS`: no NAT, no forwarding
+rules, no default bridge, and the cgroupfs driver (``native.cgroupdriver=cgroupfs``, the one
+cgroup manager crun, runc, podman and ``ours`` use; dockerd would pick systemd on a cgroup v2
+host where systemd is PID 1), plus ``--add-runtime crun=<crun>`` (the ``crun-v1view`` wrapper
+on a hybrid host, plain crun elsewhere). Where systemd is PID 1 that is docker.service with a
+drop-in giving it those flags (socket-activated by docker.socket); elsewhere dockerd runs under
+``scripts/subreaper.py``, like libvirtd. The backend never starts or stops it. The OCI runtime
+under containerd's shim is the option ``runtime`` (``runc``, Docker's default, or ``crun``);
+it and dockerd's cgroup driver (``docker info``'s CgroupDriver) are recorded in
+``describe()``.
 
 The image is imported from cvbench's image store (a tarball of the rootfs, ``docker
 import``'s API); ``network = "bridge"`` uses the internal network ``cvbench-docker`` (no
@@ -19,6 +24,7 @@ import os
 import subprocess
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -45,7 +51,9 @@ SUBNET = "10.214.0.0/16"  # ours uses 10.213.0.0/16
 CGROUP_PARENT = f"{PREFIX}docker"
 GRACE_S = 10.0
 API_TIMEOUT_S = 120
-DAEMON_FLAGS = ("--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none")
+DAEMON_FLAGS = ("--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
+                "--exec-opt", "native.cgroupdriver=cgroupfs")  # as scripts/setup.sh starts it
+PID_FILE = Path("/run/docker.pid")  # dockerd's default --pidfile
 
 
 def sdk_client(socket: str = SOCKET, timeout: int = API_TIMEOUT_S) -> docker.DockerClient:
@@ -112,10 +120,10 @@ class DockerBackend(common.SplitStart):
                                "scripts/setup.sh starts it (--add-runtime crun=...)")
         mode = "v2" if self.info.get("CgroupVersion") == "2" else "v1"
         self.cgroups = cgroups.every_hierarchy(mode)
-        if self.info.get("CgroupDriver") == "systemd":
+        if self.info.get("CgroupDriver") == "systemd":  # a dockerd set-up did not configure
             self.cgroup_parent = f"{CGROUP_PARENT}.slice"
         self.seccomp_json = common.seccomp_profile_path().read_text()
-        self.dockerd_pid = common.socket_peer_pid(self.socket)
+        self.dockerd_pid = dockerd_pid(self.socket)
         self._import(image)
         self._network()
 
@@ -242,6 +250,7 @@ class DockerBackend(common.SplitStart):
                 facts["components"] = {c.get("Name"): c.get("Version")
                                        for c in version.get("Components", [])}
             facts.update(storage_driver=self.info.get("Driver"),
+                         cgroup_manager=self.info.get("CgroupDriver"),
                          cgroup_driver=self.info.get("CgroupDriver"),
                          cgroup_version=self.info.get("CgroupVersion"),
                          log_driver=self.info.get("LoggingDriver"),
@@ -352,8 +361,12 @@ class DockerBackend(common.SplitStart):
             self.remove(instance)
 
     def _cgroup_path(self, container_id: str) -> str:
+        """The container's cgroup, relative to the cgroup root: ``<parent>/<id>`` with the
+        cgroupfs driver; with the systemd driver a scope in the parent slice, which systemd
+        nests by the slice name's dashes (``cvbench-docker.slice`` lives in
+        ``cvbench.slice``)."""
         if self.cgroup_parent.endswith(".slice"):
-            return f"{self.cgroup_parent}/docker-{container_id}.scope"
+            return f"{slice_path(self.cgroup_parent)}/docker-{container_id}.scope"
         return f"{self.cgroup_parent.strip('/')}/{container_id}"
 
     def _init(self, handle: DockerHandle) -> int | None:
@@ -400,6 +413,26 @@ def _runtime_version(runtime: str) -> str | None:
         return None
     first = out.splitlines()[0] if out else ""
     return first.split()[-1] if first else None
+
+
+def slice_path(name: str) -> str:
+    """Where systemd puts slice ``name``: ``a-b.slice`` is ``a.slice/a-b.slice``."""
+    parts = name.removesuffix(".slice").split("-")
+    return "/".join("-".join(parts[:depth]) + ".slice" for depth in range(1, len(parts) + 1))
+
+
+def dockerd_pid(socket: str = SOCKET, pid_file: Path = PID_FILE) -> int | None:
+    """dockerd's pid: the process serving ``socket``, unless that is not dockerd, as where
+    systemd made the socket (docker.socket: the peer is then PID 1, which called listen());
+    then the pid in dockerd's ``pid_file``, if that process is dockerd."""
+    peer = common.socket_peer_pid(socket)
+    if peer is not None and common.command_name(peer) == "dockerd":
+        return peer
+    try:
+        recorded = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return recorded if common.command_name(recorded) == "dockerd" else None
 
 
 def daemon_flags(pid: int | None) -> list[str]:
@@ -456,5 +489,5 @@ def sweep() -> list[str]:
                         removed.append(f"docker image {tag}: {_first_line(error)}")
     finally:
         client.close()
-    removed += common.sweep_cgroups([CGROUP_PARENT, f"{CGROUP_PARENT}.slice"])
+    removed += common.sweep_cgroups([CGROUP_PARENT, slice_path(f"{CGROUP_PARENT}.slice")])
     return removed

@@ -9,9 +9,13 @@ translation through Docker's HostConfig), and it offers podman's own create/star
 
 The OCI runtime is podman's service-wide setting (a container's ``oci_runtime`` is ignored by
 podman 4.3's API), so each backend runs its own service with ``runtime = "crun"`` (podman's
-default; here the ``crun-v1view`` wrapper, as crun 1.8 refuses hybrid cgroups) or ``"runc"``,
-written to a ``containers.conf`` of its own (``CONTAINERS_CONF``), with the cgroupfs manager
-(no systemd here) and file events (no journald).
+default; on a hybrid host the ``crun-v1view`` wrapper, as crun 1.8 refuses hybrid cgroups,
+elsewhere plain crun) or ``"runc"``, written to a ``containers.conf`` of its own
+(``CONTAINERS_CONF``), with file events (no journald needed) and one cgroup manager on every
+host kind and init system: **cgroupfs** (:data:`CGROUP_MANAGER`), the one crun, runc and
+``ours`` use (podman would pick systemd where systemd is PID 1, asking it for a scope per
+container). The manager podman reports (``info.host.cgroupManager``) is recorded by
+``describe()``, and ``prepare()`` refuses a service that does not run with it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ NETWORK = f"{PREFIX}podman"
 BRIDGE = f"{PREFIX}pd0"
 SUBNET = "10.215.0.0/16"
 CGROUP_PARENT = f"{PREFIX}podman"
+CGROUP_MANAGER = "cgroupfs"
 GRACE_S = 10.0
 SERVICE_START_S = 30.0
 API_TIMEOUT_S = 120
@@ -125,15 +130,17 @@ class Service:
             path.unlink(missing_ok=True)
 
 
-def containers_conf(runtime: str) -> str:
+def containers_conf(runtime: str, mode: str | None = None) -> str:
+    """The service's ``containers.conf``: ``runtime``, the cgroupfs manager, file events, and
+    crun as the engines run it on a host in cgroup ``mode`` (:func:`common.engine_crun`)."""
     return (
         "# written by cvbench for its podman service\n"
         "[engine]\n"
-        'cgroup_manager = "cgroupfs"\n'
+        f'cgroup_manager = "{CGROUP_MANAGER}"\n'
         'events_logger = "file"\n'
         f'runtime = "{runtime}"\n'
         "[engine.runtimes]\n"
-        f'crun = ["{common.crun_wrapper()}"]\n'
+        f'crun = ["{common.engine_crun(mode)}"]\n'
         'runc = ["/usr/bin/runc", "/usr/sbin/runc", "/usr/local/bin/runc"]\n'
     )
 
@@ -204,8 +211,8 @@ class PodmanBackend(common.SplitStart):
     # -- Backend protocol ---------------------------------------------------------------------
 
     def prepare(self, image: Image) -> None:
-        if self.runtime == "crun" and not common.crun_wrapper().exists():
-            raise BackendError(f"podman: {common.crun_wrapper()} missing: {common.SETUP}")
+        if self.runtime == "crun" and not common.engine_crun().exists():
+            raise BackendError(f"podman: {common.engine_crun()} missing: {common.SETUP}")
         self.seccomp_path = str(common.seccomp_profile_path())
         self.service.start()
         try:
@@ -214,6 +221,11 @@ class PodmanBackend(common.SplitStart):
             self.version = self._json("GET", "/version")
             self.cgroups = cgroups.every_hierarchy(
                 "v2" if self.info["host"].get("cgroupVersion") == "v2" else "v1")
+            manager = self.info["host"].get("cgroupManager")
+            if manager != CGROUP_MANAGER:
+                raise BackendError(f"podman: the service runs with the {manager} cgroup "
+                                   f"manager, not {CGROUP_MANAGER} as its containers.conf "
+                                   f"asks ({self.service.conf})")
             self._import(image)
             self._network()
         except BaseException:
