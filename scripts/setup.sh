@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent host set-up for cvbench on Debian 12, as root.
-#   system packages, libvirtd/virtlogd running, a virtualenv with the project installed,
+#   system packages, libvirtd/virtlogd, dockerd (and podman's socket) running (through their
+#   systemd units where systemd is PID 1, started by hand elsewhere), a virtualenv with the
+#   project installed,
 #   the guest kernel and its modules extracted from Debian's cloud kernel package, the default
 #   and workloads images.
 # A second run does no network work and takes seconds.
@@ -13,6 +15,41 @@ PYTHON="${CVBENCH_PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Where systemd is PID 1 (sd_booted: /run/systemd/system exists) the daemons belong to their
+# units (systemctl); elsewhere set-up starts them by hand under scripts/subreaper.py.
+SYSTEMD=""
+[ -d /run/systemd/system ] && SYSTEMD=1
+# dockerd's settings on both paths: no NAT, no forwarding rules, no default bridge, and the
+# cgroupfs driver, the one cgroup manager crun, runc, podman and ours use (dockerd would pick
+# systemd on a cgroup v2 host under systemd). harness/backends/engines/docker.py: DAEMON_FLAGS.
+DOCKERD_FLAGS="--iptables=false --ip-forward=false --ip-masq=false --bridge=none --exec-opt native.cgroupdriver=cgroupfs"
+DOCKER_DROPIN=/etc/systemd/system/docker.service.d/cvbench.conf
+CACHE_BIN="$CACHE/bin"
+CRUN_WRAPPER="$CACHE_BIN/crun-v1view"
+# crun as the engines run it: on a hybrid host (cgroup v1 controllers beside a cgroup2 mount)
+# crun 1.8 runs only through the wrapper (scripts/crun-v1view.c); on v1 and v2 hosts as it is.
+hybrid_cgroups() {
+    [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
+        [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]
+}
+engine_crun() { if hybrid_cgroups; then echo "$CRUN_WRAPPER"; else command -v crun || echo /usr/bin/crun; fi; }
+# docker.service's command line (Debian 12's unit, socket-activated by docker.socket) with
+# cvbench's flags: written before docker.io is installed, so that its first start has them.
+write_docker_dropin() {
+    local wanted
+    wanted="$(printf '%s\n' "# written by cvbench's scripts/setup.sh: dockerd as cvbench's docker backend needs it" \
+        "[Service]" "ExecStart=" \
+        "ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock \$DOCKER_OPTS $DOCKERD_FLAGS --add-runtime crun=$(engine_crun)")"
+    if [ "$(cat "$DOCKER_DROPIN" 2>/dev/null)" != "$wanted" ]; then
+        log "writing $DOCKER_DROPIN"
+        mkdir -p "$(dirname "$DOCKER_DROPIN")"
+        printf '%s\n' "$wanted" > "$DOCKER_DROPIN.tmp"
+        mv "$DOCKER_DROPIN.tmp" "$DOCKER_DROPIN"
+        return 0  # changed
+    fi
+    return 1
+}
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: must run as root (namespaces, cgroups, libvirt)" >&2
@@ -40,10 +77,19 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    # No package may start its service (docker.io's would start dockerd with NAT rules,
-    # lxc's lxc-net a NAT bridge): set-up starts what cvbench needs itself, below.
     policy_made=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
+    if [ -n "$SYSTEMD" ]; then
+        # The packages' units start as installed, so what would start with NAT is set up
+        # first: docker.service gets cvbench's flags (no docker0, no NAT rules), and lxc-net
+        # (a NAT bridge, lxcbr0; the lxc backend makes its own bridge) is masked when set-up
+        # is the one installing lxc. libvirt's default network is not autostarted on Debian.
+        write_docker_dropin || true
+        if printf '%s\n' "${missing[@]}" | grep -qx lxc; then
+            systemctl mask lxc-net.service >/dev/null 2>&1 || true
+        fi
+    elif [ ! -e /usr/sbin/policy-rc.d ]; then
+        # No package may start its service (docker.io's would start dockerd with NAT rules,
+        # lxc's lxc-net a NAT bridge): set-up starts what cvbench needs itself, below.
         printf '#!/bin/sh\n# cvbench set-up: no service starts during package installs\nexit 101\n' \
             > /usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
@@ -55,8 +101,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # crun for the engines on hybrid cgroup hosts (see the source): built once, rebuilt if changed.
-CRUN_WRAPPER="$CACHE/bin/crun-v1view"
-mkdir -p "$CACHE/bin"
+# (Built on every host kind, so a cache directory moved between hosts has it; used on hybrid
+# hosts only: engine_crun.)
+mkdir -p "$CACHE_BIN"
 if [ ! -x "$CRUN_WRAPPER" ] || [ "$ROOT/scripts/crun-v1view.c" -nt "$CRUN_WRAPPER" ]; then
     log "building $CRUN_WRAPPER"
     gcc -O2 -Wall -o "$CRUN_WRAPPER.tmp" "$ROOT/scripts/crun-v1view.c"
@@ -75,26 +122,47 @@ if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
     fi
 fi
 
-# 3. Services (no systemd here: start by hand when not running) ----------------------------
-# Each daemon runs under scripts/subreaper.py, which reaps orphans (QEMU processes) at once:
+# 3. Services ---------------------------------------------------------------------------------
+# Where systemd is PID 1: the packages' units, enabled and started (libvirtd.service with its
+# sockets, virtlogd.socket; docker.socket and docker.service with the drop-in above;
+# podman.socket), each idempotent; docker.service is restarted only when its drop-in changed.
+# Elsewhere (no systemd, as on cvbench's own machines): each daemon is started by hand when it
+# is not running, under scripts/subreaper.py, which reaps orphans (QEMU processes) at once:
 # some hosts' PID 1 reaps only every few seconds, and libvirt waits for that on every destroy.
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-start_daemon() { setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" "$@" </dev/null >/dev/null 2>&1 & }
-running /run/virtlogd.pid || { log "starting virtlogd"; start_daemon virtlogd -d; }
-running /run/libvirtd.pid || { log "starting libvirtd"; start_daemon libvirtd -d; }
-for _ in $(seq 100); do running /run/virtlogd.pid && running /run/libvirtd.pid && break; sleep 0.1; done
-for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
-# dockerd (it starts its own containerd), with its data under its default root. It must not
-# touch the host's firewall or forwarding (--iptables=false --ip-forward=false
-# --ip-masq=false) and makes no default bridge (--bridge=none): the docker backend's bridge
-# network is an internal one it creates. crun is offered as the runtime "crun".
-if ! running /run/docker.pid; then
-    log "starting dockerd"
-    mkdir -p /var/log/cvbench
-    setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" dockerd --iptables=false \
-        --ip-forward=false --ip-masq=false --bridge=none --add-runtime "crun=$CRUN_WRAPPER" \
-        </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
+if [ -n "$SYSTEMD" ]; then
+    log "enabling and starting libvirtd, virtlogd, docker and podman's socket (systemd)"
+    dropin_changed=""
+    write_docker_dropin && dropin_changed=1
+    systemctl daemon-reload
+    systemctl enable --now virtlogd.socket libvirtd.socket libvirtd-ro.socket \
+        libvirtd-admin.socket libvirtd.service >/dev/null 2>&1 ||
+        systemctl enable --now virtlogd.socket libvirtd.service
+    systemctl enable --now docker.socket docker.service
+    if [ -n "$dropin_changed" ] && systemctl is-active -q docker.service; then
+        log "restarting docker.service with cvbench's flags"
+        systemctl restart docker.service
+    fi
+    systemctl enable --now podman.socket
+    for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
     for _ in $(seq 200); do [ -S /run/docker.sock ] && running /run/docker.pid && break; sleep 0.05; done
+else
+    start_daemon() { setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" "$@" </dev/null >/dev/null 2>&1 & }
+    running /run/virtlogd.pid || { log "starting virtlogd"; start_daemon virtlogd -d; }
+    running /run/libvirtd.pid || { log "starting libvirtd"; start_daemon libvirtd -d; }
+    for _ in $(seq 100); do running /run/virtlogd.pid && running /run/libvirtd.pid && break; sleep 0.1; done
+    for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
+    # dockerd (it starts its own containerd), with its data under its default root, with
+    # $DOCKERD_FLAGS (above): the docker backend's bridge network is an internal one it
+    # creates. crun is offered as the runtime "crun".
+    if ! running /run/docker.pid; then
+        log "starting dockerd"
+        mkdir -p /var/log/cvbench
+        # shellcheck disable=SC2086  # the flags are words
+        setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" dockerd $DOCKERD_FLAGS \
+            --add-runtime "crun=$(engine_crun)" </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
+        for _ in $(seq 200); do [ -S /run/docker.sock ] && running /run/docker.pid && break; sleep 0.05; done
+    fi
 fi
 # Podman's storage makes its overlay directory a private bind mount the first time it is used;
 # do it now, so that no later run or `cvbench clean` adds a mount to the host's table.
