@@ -82,6 +82,8 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
     device_filter = facts.get("device_filter")
     if isinstance(device_filter, dict):
         lines.append(f"- device filter: {_device_filter(device_filter)}")
+    elif device_filter:
+        lines.append(f"- device filter: {device_filter}")
     security = facts.get("security") or {}
     for key, value in security.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
@@ -96,11 +98,13 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
 
 def _device_filter(found: dict[str, Any]) -> str:
     """The BPF device programs observed on a v2 container's cgroup, in a few words."""
-    programs = found.get("programs") or []
+    programs = [p for p in found.get("programs") or [] if isinstance(p, dict)]
     if not programs:
         return "none attached to the container's cgroup"
-    return ", ".join(f"{p.get('type', 'BPF')} program {p.get('name') or p.get('tag', '')} "
-                     f"({p.get('instructions', '?')} instructions)" for p in programs) + \
+    return "; ".join(
+        f"{p.get('type', 'BPF')} program" + (f" {p['name']}" if p.get("name") else "")
+        + (f", {p['instructions']} instructions" if p.get("instructions") else "")
+        + (f" ({p['attach']})" if p.get("attach") else "") for p in programs) + \
         " attached to the container's cgroup"
 
 

@@ -21,10 +21,10 @@ import pytest
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.oci import cgroup, launcher, probe
-from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
+from harness.backends.oci.bundle import DEVICE_RULES, RUNTIMES, bundles_dir, runtime_root
 from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
-from hostkit import syscalls
+from hostkit import mountinfo, syscalls
 from imagestore.image import Image
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
@@ -230,7 +230,7 @@ def test_describe_observes_the_same_cgroups_and_device_rules(state_dir, built_im
     if cgroup.host_mode() == "v2":
         assert {"memory", "pids", "cpu"} <= set(crun["cgroup_controllers"])
         assert crun["cgroup_controllers"] == runc["cgroup_controllers"]
-        assert crun["device_filter"]["programs"] >= 1 and runc["device_filter"]["programs"] >= 1
+        assert crun["device_filter"]["programs"] and runc["device_filter"]["programs"]
     else:
         assert {"memory", "pids", "cpu", "devices", "freezer"} <= set(
             crun["cgroup_controllers"])
@@ -425,3 +425,28 @@ def test_sweep_after_sigkill_in_the_middle_of_a_run(runtime, state_dir, built_im
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 0)
     after = inventory(prefix)
     assert after == before, json.dumps({k: str(after[k]) for k in after})
+
+
+def test_the_v2_probe_finds_a_device_program_on_this_hosts_cgroup2_tree(tmp_path):
+    """The v2 observation on a real cgroup2 mount, wherever it is (the hybrid host's unified
+    tree here, the root on a v2 host): a cgroup with a device program attached, as crun and
+    runc attach theirs, is seen with its program and the config's rules; without, no rules."""
+    from runtime import cgroups, device_filter, devices
+
+    unified = Path(mountinfo.cgroup2_points(mountinfo.read())[0])
+    name = f"{_prefix()}v2probe"
+    driver = cgroups.V2Driver(unified)
+    driver.create(cgroup.path(name), cgroups.Limits())
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"linux": {"resources": {"devices": list(DEVICE_RULES)}}}))
+    try:
+        bare = probe.observe(name, root=unified, config=config)
+        assert bare.device_programs == () and bare.devices is None
+        device_filter.attach(unified / cgroup.path(name),
+                             [devices.DeviceRule.from_oci(rule) for rule in DEVICE_RULES])
+        seen = probe.observe(name, root=unified, config=config).as_dict()
+        assert len(seen["device_filter"]["programs"]) == 1
+        assert seen["devices"] and {"c 1:3 rwm", "c 136:* rwm"} <= set(seen["devices"])
+    finally:
+        driver.remove(cgroup.path(name))
+        driver.remove_parent(cgroup.PARENT)

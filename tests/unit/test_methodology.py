@@ -27,18 +27,23 @@ def test_section_states_the_host_kind_and_each_backends_cgroup_manager() -> None
     metadata = {"host": {"cgroup_mode": "v2", "init_system": "systemd"}, "backends": {
         "crun": {**FakeBackend().describe(), "cgroup_manager": "cgroupfs",
                  "devices": ["c 1:3 rwm"],
-                 "device_filter": {"programs": [{"type": "cgroup_device", "name": "",
-                                                 "tag": "0123456789abcdef",
-                                                 "instructions": 97}]}},
+                 "device_filter": {"programs": [{"type": "cgroup_device", "id": 12,
+                                                 "attach": "observed"}]}},
         "docker": {**FakeBackend().describe(), "cgroup_driver": "cgroupfs"},
-        "ours": {**FakeBackend().describe(), "device_filter": {"programs": []}}}}
+        "ours": {**FakeBackend().describe(), "device_filter": {"programs": [{
+            "type": "cgroup_device", "name": "crun's generator", "instructions": 97}]}},
+        "old": {**FakeBackend().describe(), "device_filter": {"programs": []}},
+        "v1": {**FakeBackend().describe(), "device_filter": "v1 devices cgroup"}}}
     text = "\n".join(methodology.section(metadata))
     assert "Host kind: cgroup mode `v2` (cgroup v2 only:" in text
     assert "init system `systemd`" in text
     assert text.count("- cgroup manager: cgroupfs") == 2
-    assert ("device filter: cgroup_device program 0123456789abcdef (97 instructions) attached"
+    assert ("device filter: cgroup_device program (observed) attached to the container's "
+            "cgroup" in text)
+    assert ("device filter: cgroup_device program crun's generator, 97 instructions attached"
             in text)
     assert "device filter: none attached" in text
+    assert "device filter: v1 devices cgroup" in text
     older = "\n".join(methodology.section({"backends": {}}))
     assert "cgroup mode `not recorded` (unknown); init system `not recorded`" in older
 

@@ -80,7 +80,8 @@ def test_probe_on_a_v2_host_lists_controllers_device_programs_and_their_rules(tm
     assert asked == [directory]
     described = observed.as_dict()
     assert described["cgroup_controllers"] == ["cpu", "memory", "pids"]
-    assert described["device_filter"]["programs"] == 1
+    assert [program["id"] for program in described["device_filter"]["programs"]] == [41]
+    assert described["device_filter"]["programs"][0]["type"] == "cgroup_device"
     expected = devices.v1_list([devices.DeviceRule.from_oci(rule) for rule in DEVICE_RULES])
     assert described["devices"] == expected and {"c 1:3 rwm", "c 136:* rwm"} <= set(expected)
 
@@ -94,7 +95,7 @@ def test_probe_on_a_v2_host_without_a_device_program_reports_no_rules(tmp_path):
                              programs=lambda path: [])
     assert observed.as_dict() == {
         "cgroup_controllers": ["cpu", "memory", "pids"], "devices": None,
-        "device_filter": {"attach_type": "BPF_CGROUP_DEVICE", "programs": 0,
+        "device_filter": {"programs": [],
                           "devices_from": "config.json, compiled into the attached program "
                                           "by the runtime"}}
 

@@ -38,15 +38,18 @@ class Observation:
 
     cgroup_controllers: tuple[str, ...]  # v1/hybrid: hierarchies; v2: the cgroup's controllers
     devices: tuple[str, ...] | None  # devices.list lines, sorted; None where there is none
-    device_programs: int | None = None  # v2: device programs attached; None on v1/hybrid
+    device_programs: tuple[int, ...] | None = None  # v2: ids of the device programs attached
 
     def as_dict(self) -> dict[str, object]:
         found: dict[str, object] = {
             "cgroup_controllers": list(self.cgroup_controllers),
             "devices": None if self.devices is None else list(self.devices)}
-        if self.device_programs is not None:
+        if self.device_programs is not None:  # the shape ours' describe() gives it
             found["device_filter"] = {
-                "attach_type": "BPF_CGROUP_DEVICE", "programs": self.device_programs,
+                "programs": [{"type": "cgroup_device", "id": program,
+                              "attach": "observed on the probe container's cgroup "
+                                        "(BPF_PROG_QUERY, BPF_CGROUP_DEVICE)"}
+                             for program in self.device_programs],
                 "devices_from": "config.json, compiled into the attached program by the runtime"}
         return found
 
@@ -59,7 +62,7 @@ def observe(name: str, root: Path = CGROUP_ROOT, config: Path | None = None,
     path = cgroup.path(name)
     unified = root / path / "cgroup.controllers"  # exists only where root is a v2 mount
     if unified.is_file():
-        attached = len((programs or device_programs)(root / path))
+        attached = tuple((programs or device_programs)(root / path))
         rules = configured_devices(config) if attached and config is not None else None
         return Observation(tuple(sorted(unified.read_text().split())), rules, attached)
     hierarchies = sorted(entry.name for entry in os.scandir(root)
