@@ -131,6 +131,12 @@ class Driver:
     def _prepare_parent(self, parent: str) -> None:
         """Make ``parent`` in every hierarchy (idempotent)."""
 
+    def prepare_parent(self, parent: str) -> None:
+        """Make ``parent`` with the settings a container's parent gets (idempotent), before
+        any container is made in it: for parents that other runtimes fill."""
+        self._prepare_parent(parent)
+        self._parents.add(parent)
+
     # -- operations -------------------------------------------------------------------------
     def create(self, path: str, limits: Limits) -> list[Path]:
         """Make ``path`` (``parent/name``) with ``limits``; return the directories made."""
@@ -325,22 +331,25 @@ class V1Driver(Driver):
 
 
 class V2Driver(Driver):
-    """The unified hierarchy: one directory, controllers enabled from the root down."""
+    """The unified hierarchy: one directory, controllers enabled from the root down.
+
+    Every controller the root offers is enabled on the way to the container (the root's
+    ``cgroup.controllers``), as runc 1.1 does for its parent; crun 1.8 enables the ones it
+    knows (cpu, cpuset, io, memory, pids, hugetlb) below a parent that already has the rest.
+    The harness gives the OCI runtimes' parent the same (:meth:`Driver.prepare_parent`), so a
+    container of every runtime sees the same controllers whoever made the parent first.
+    """
 
     mode = "v2"
-    CONTROLLERS = ("memory", "pids", "cpu")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
         return [self.root / path]
 
     def controllers(self) -> list[str]:
-        return list(self.CONTROLLERS)
-
-    def birth_directory(self, path: str) -> str:
-        return str(self.root / path)
+        return sorted((_read(self.root / "cgroup.controllers") or "").split())
 
     def _enable(self, directory: Path) -> None:
-        wanted = set(self.CONTROLLERS)
+        wanted = set(self.controllers())
         enabled = set((_read(directory / "cgroup.subtree_control") or "").split())
         available = _read(directory / "cgroup.controllers")
         if available is not None:
@@ -360,6 +369,9 @@ class V2Driver(Driver):
             directory = directory / part
             directory.mkdir(exist_ok=True)
             self._enable(directory)
+
+    def birth_directory(self, path: str) -> str:
+        return str(self.root / path)
 
     def _apply(self, path: str, limits: Limits) -> None:
         directory = self.root / path

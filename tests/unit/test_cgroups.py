@@ -180,15 +180,17 @@ def test_v1_failed_limit_undoes_the_cgroup(tmp_path: Path):
     assert not (root / "pids/cvbench-p/c5").exists()
 
 
-def test_v2_enables_controllers_and_writes_limits(tmp_path: Path):
+def test_v2_enables_every_controller_the_root_offers_and_writes_limits(tmp_path: Path):
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
     (tmp_path / "cgroup.subtree_control").write_text("memory\n")
     driver = V2Driver(tmp_path)
     made = driver.create("cvbench-p/c1", Limits(32 << 20, 10, 20000, 100000))
     directory = tmp_path / "cvbench-p/c1"
     assert made == [directory]
-    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +pids"
-    assert (tmp_path / "cvbench-p/cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    # as runc does (crun's own list lacks misc and rdma; the harness's OCI parent has them)
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu +cpuset +hugetlb +io +pids"
+    assert ((tmp_path / "cvbench-p/cgroup.subtree_control").read_text()
+            == "+cpu +cpuset +hugetlb +io +memory +pids")
     assert (directory / "memory.max").read_text() == str(32 << 20)
     assert (directory / "pids.max").read_text() == "10"
     assert (directory / "cpu.max").read_text() == "20000 100000"

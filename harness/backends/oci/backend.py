@@ -93,6 +93,8 @@ class OciBackend:
             raise BackendError(f"image {image.name} has no {image.init}")
         self.image = image
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.mode == "v2":  # the parent's controllers, as ours' parent has them
+            self.cgroups.prepare_parent(cgroup.PARENT)
         bundles_dir().mkdir(parents=True, exist_ok=True)
         self.launcher()  # start it now, not during the first measured start
 
