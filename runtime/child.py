@@ -1,7 +1,8 @@
 """What the launched child does between fork and exec. Runs in the fork server's child.
 
 It is already PID 1 of a new pid namespace. In order: unshare the other namespaces but the
-cgroup one and bring loopback up, mount the overlay root, join the cgroups and unshare the
+cgroup one and bring loopback up, mount the overlay root (or attach the one the fork server
+mounted as a detached mount), join the cgroups (unless born in its cgroup v2) and unshare the
 cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
 network when asked, mount the rest and pivot into the root, set the hostname, apply
 rlimits, drop capabilities, set no_new_privs, install the seccomp filter, exec. Any failure
@@ -115,17 +116,20 @@ def _warm_up_decoder(unshare: int) -> None:
 
 def run(
     plan: LaunchPlan, stdout_fd: int, sync_fd: int | None, last_cap: int, prepared: bool = False,
-    born_in_cgroup: bool = False,
+    born_in_cgroup: bool = False, detached_overlay: int | None = None,
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
     ``prepared``: a spare already did the namespaces, private mounts, loopback and the
-    overlay, and its owner moved it into the cgroups. ``born_in_cgroup``: the fork server
+    overlay, and its owner moved it into the cgroups. ``detached_overlay``: the overlay root,
+    already mounted by the fork server as a detached mount
+    (:func:`runtime.rootfs.detached_overlay`), to attach in this child's new mount namespace
+    (move_mount); None: mount it here with mount(2). ``born_in_cgroup``: the fork server
     cloned this child into the container's cgroup v2 directory (clone3 with
     ``CLONE_INTO_CGROUP``, :func:`runtime.forkserver.clone_into`), so it writes no
-    ``cgroup.procs``; the overlay's mount is then charged to the container's memory cgroup (as
-    everything crun's init mounts is to crun's container), where the fallback mounts it
-    before it joins.
+    ``cgroup.procs``; the server does so only with a detached overlay. Either way the
+    overlay's superblock and the upper filesystem's ``work/work`` are made outside the
+    container's memory cgroup: by the server (in its owner's cgroup), or here before joining.
     """
     try:
         os.dup2(stdout_fd, 1)
@@ -138,10 +142,13 @@ def run(
                 loopback_up()
         skeleton = None if plan.rootfs.pivot_root else rootfs.skeleton_fd()
         if not prepared:
-            # The overlay before joining the cgroup: the kernel (re)creates work/work on the
-            # host filesystem, and pages charged to the container's memcg would keep that
-            # memcg alive (a "dying" cgroup) long after the container is gone.
-            rootfs.mount_overlay(plan.rootfs)
+            # The overlay before joining the cgroup (or made by the server outside it): the
+            # kernel (re)creates work/work on the host filesystem, and pages charged to the
+            # container's memcg would keep that memcg alive (a "dying" cgroup) long after the
+            # container is gone.
+            rootfs.mount_overlay(plan.rootfs, detached_overlay)
+            if detached_overlay is not None:
+                os.close(detached_overlay)  # attached: the mount is the namespace's now
             if not born_in_cgroup:
                 join_cgroups(plan.cgroup_procs, 0)
         if plan.unshare & sc.CLONE_NEWCGROUP:

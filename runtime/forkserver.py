@@ -9,7 +9,14 @@ attached with SCM_RIGHTS, one JSON reply.
   ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``. Cold: the server decodes the plan
   (a malformed one is the reply's error), unshare(CLONE_NEWPID), forks (the child is PID 1
   of the new namespace and runs :func:`runtime.child.run`), then setns back to its own pid
-  namespace so the next fork is unaffected. With ``"spare": pid`` the request (plan and fds)
+  namespace so the next fork is unaffected. With a cgroup v2 directory in the plan, the
+  server first mounts the container's overlay root as a detached mount (fsopen, fsconfig,
+  fsmount: in the server's own cgroup, its owner's), then clones the child straight into that
+  cgroup (clone3 ``CLONE_INTO_CGROUP``); the child attaches the mount (move_mount) in its new
+  mount namespace, and the server closes its descriptor right after the clone. Without one
+  (cgroup v1, hybrid, or no detached mount possible) the child mounts the overlay itself
+  before it writes ``cgroup.procs``: on every path the overlay is made outside the
+  container's memory cgroup. With ``"spare": pid`` the request (plan and fds)
   goes to that spare instead, which decodes the plan (a malformed one is reported on the
   READY pipe) and does the rest; a spare that is gone is an error, never a cold launch.
 - ``{"op": "spare", "new_pid": b, "unshare": flags, "loopback": b, "overlay": [mount point,
@@ -46,7 +53,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.plan import LaunchPlan
+from runtime.plan import LaunchPlan, Rootfs
 
 MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
@@ -73,21 +80,33 @@ def serve(fd: int) -> None:
     spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
 
     def fork_child(new_pid: bool, target: Callable[..., object], *args: object,
-                   cgroup_dir: str = "") -> int:
-        """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked). ``cgroup_dir``:
-        a cgroup v2 directory to clone the child into (:func:`clone_into`); ``target`` then
-        gets one more argument, whether the child was born there (else it joins itself)."""
+                   cgroup_dir: str = "", overlay: Rootfs | None = None) -> int:
+        """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked).
+
+        ``cgroup_dir``: a cgroup v2 directory to clone the child into (:func:`clone_into`),
+        and ``overlay``: the child's overlay root, built here first as a detached mount
+        (:func:`_detached_overlay`), so that its kernel objects are charged to this server's
+        cgroup (its owner's), not the container's. ``target`` then gets two more arguments:
+        whether the child was born in its cgroup (else it joins by itself), and the detached
+        overlay's descriptor, which the child attaches (None: the child mounts its overlay
+        itself, before it joins). Where no detached overlay can be built, the child is forked
+        outside the cgroup and joins after mounting. The descriptor is closed here right
+        after the fork: the server keeps none per container."""
         cgroup = _open_cgroup(cgroup_dir) if cgroup_dir else None
+        detached = (_detached_overlay(overlay) if cgroup is not None and overlay is not None
+                    else None)
+        if cgroup is not None and overlay is not None and detached is None:
+            os.close(cgroup)  # the child must mount before it is in the cgroup: fork + join
+            cgroup = None
         if new_pid:
             sc.unshare(sc.CLONE_NEWPID)
         try:
             born_in = False
+            pid = -1
             if cgroup is not None:
                 pid = clone_into(cgroup)
                 born_in = pid >= 0
-                if not born_in:
-                    pid = os.fork()
-            else:
+            if pid < 0:
                 pid = os.fork()
             if pid == 0:
                 sock.close()
@@ -95,13 +114,16 @@ def serve(fd: int) -> None:
                     other.close()
                 if cgroup is not None:
                     os.close(cgroup)
-                    target(*args, born_in)  # never returns
+                if cgroup_dir:
+                    target(*args, born_in, detached)  # never returns
                 target(*args)  # never returns
         finally:
             if new_pid:
                 sc.setns(own_pidns, sc.CLONE_NEWPID)
             if cgroup is not None:
                 os.close(cgroup)
+            if detached is not None:
+                os.close(detached)  # the child holds its own copy until it attached it
         return pid
 
     def make_spare(request: dict[str, Any]) -> int:
@@ -179,6 +201,7 @@ def serve(fd: int) -> None:
                         cap_last,
                         False,  # not prepared by a spare
                         cgroup_dir=plan.cgroup_dir,
+                        overlay=plan.rootfs,
                     )
                 reply: dict[str, Any] = {"pid": pid}
             elif op == "spare":
@@ -218,6 +241,28 @@ def _open_cgroup(directory: str) -> int | None:
     try:
         return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
+        return None
+
+
+_MOUNT_API_UNSUPPORTED = (errno.ENOSYS,)  # kernel < 5.2
+_mount_api_usable = True
+
+
+def _detached_overlay(overlay: Rootfs) -> int | None:
+    """The container's overlay root mounted by the server as a detached mount
+    (:func:`runtime.rootfs.detached_overlay`): a descriptor, or None where it cannot be built
+    (a kernel without the new mount API, remembered; or any error, which the child's own
+    mount(2) then reports on the READY pipe as before)."""
+    from runtime import rootfs
+
+    global _mount_api_usable
+    if not _mount_api_usable:
+        return None
+    try:
+        return rootfs.detached_overlay(overlay)
+    except OSError as error:
+        if error.errno in _MOUNT_API_UNSUPPORTED:
+            _mount_api_usable = False
         return None
 
 

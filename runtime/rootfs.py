@@ -125,11 +125,58 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def mount_overlay(plan: Rootfs) -> None:
+def mount_overlay(plan: Rootfs, detached: int | None = None) -> None:
     """Make every mount private, then mount the container's overlay root (we are in a new
-    mount namespace)."""
+    mount namespace): attach ``detached`` (:func:`detached_overlay`, built by the fork server)
+    on the mount point, or mount the overlay here with mount(2)."""
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
+    if detached is not None:
+        sc.attach_mount(detached, plan.merged)
+    else:
+        sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)
+
+
+def detached_overlay(plan: Rootfs) -> int:
+    """The container's overlay root as a detached mount, in no mount namespace: a descriptor
+    (close-on-exec) for :func:`mount_overlay` to attach in the container's namespace.
+
+    What mount(2) of ``overlay`` with ``plan.overlay`` would mount, through the new mount API:
+    fsopen("overlay"), one FSCONFIG_SET_STRING per ``key=value`` option (a bare key is a
+    FSCONFIG_SET_FLAG; the planner refuses commas inside paths), ``source`` "overlay" as
+    mount(2)'s first argument gives, FSCONFIG_CMD_CREATE (the superblock: upper and work
+    directories checked, ``work/work`` made), fsmount with no attributes (read-write,
+    relatime, as mount(2) without flags). The kernel objects of the superblock and of the
+    upper filesystem's ``work/work`` are charged to the caller's memory cgroup. Closing the
+    last descriptor of a mount never attached unmounts it. Raises OSError, with the
+    filesystem's own message when it logged one.
+    """
+    context = sc.fsopen("overlay")
+    try:
+        try:
+            sc.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", "overlay")
+            for option in plan.overlay.split(","):
+                key, has_value, value = option.partition("=")
+                if has_value:
+                    sc.fsconfig(context, sc.FSCONFIG_SET_STRING, key, value)
+                else:
+                    sc.fsconfig(context, sc.FSCONFIG_SET_FLAG, key)
+            sc.fsconfig(context, sc.FSCONFIG_CMD_CREATE)
+        except OSError as error:
+            raise OSError(error.errno, f"{error.strerror}{_context_log(context)}") from None
+        return sc.fsmount(context)
+    finally:
+        os.close(context)
+
+
+def _context_log(context: int) -> str:
+    """The messages a filesystem context logged (read(2) of its descriptor), as ``: ...``."""
+    messages = []
+    for _ in range(8):
+        try:
+            messages.append(os.read(context, 1024).decode(errors="replace"))
+        except OSError:  # ENODATA: no more
+            break
+    return (": " + "; ".join(messages)) if messages else ""
 
 
 SKELETON = "/run/cvbench-runtime/skeleton"  # mount point of the skeleton (server's ns only)
