@@ -82,11 +82,7 @@ if [ -z "$MIRROR" ]; then
 fi
 
 # --- debootstrap on the host ------------------------------------------------------------------
-if ! command -v debootstrap >/dev/null 2>&1; then
-    say "installing debootstrap on the host"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap \
-        >/dev/null || die "apt-get install debootstrap failed"
-fi
+ensure_debootstrap || die "apt-get install debootstrap failed"
 
 mkdir -p "$WORK" "$CACHE" || die "cannot create $WORK or $CACHE"
 STAMP="$(date +%Y%m%d-%H%M%S)"

@@ -43,11 +43,7 @@ case "$LAYER" in base|tests) ;; *) die "LAYER must be base or tests, not $LAYER"
 SOURCES="$(suite_sources "$SUITE")"
 MIRROR="$(suite_mirror "$SUITE" "$SOURCES")"
 [ -n "$MIRROR" ] || die "no Debian $SUITE source in the host's /etc/apt"
-if ! command -v debootstrap >/dev/null 2>&1; then
-    say "installing debootstrap on the host"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap \
-        >/dev/null || die "apt-get install debootstrap failed"
-fi
+ensure_debootstrap || die "apt-get install debootstrap failed"
 for tool in debootstrap mkfs.ext4 qemu-img ssh-keygen unshare; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found on the host"
 done

@@ -32,9 +32,16 @@ sys.path.insert(0, str(REPOSITORY))
 from vm import testhost  # noqa: E402  (after the repository is importable)
 
 GUEST_CLONE = "/root/cvbench"
+# The README's run command, then the engines through their systemd units (the engines'
+# integration tests: every engine and OCI runtime underneath, cold and warm, nothing left in
+# the engine; a SIGKILLed ramp then `cvbench clean`), then what the units run with.
 BENCH_COMMANDS = (
     "cat /proc/1/comm; stat -fc %T /sys/fs/cgroup",
     f"cd {GUEST_CLONE} && make bench",
+    f"cd {GUEST_CLONE} && .venv/bin/cvbench doctor",
+    f"cd {GUEST_CLONE} && PYTHONUNBUFFERED=1 .venv/bin/python -m pytest -p no:cacheprovider -q"
+    " -rfEs tests/integration/test_engine_backends.py tests/integration/test_engines_interrupt.py",
+    "systemctl is-active libvirtd docker podman.socket; docker info -f '{{.CgroupDriver}}'",
     f"cd {GUEST_CLONE} && .venv/bin/cvbench clean",
 )
 

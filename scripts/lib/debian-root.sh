@@ -48,6 +48,14 @@ suite_mirror() {  # $1: suite, $2: sources
     awk -v s="$1" '$2 == s { print $1; exit }' <<<"$2"
 }
 
+# Install debootstrap on the host if it has none; non-zero if that fails.
+ensure_debootstrap() {
+    command -v debootstrap >/dev/null 2>&1 && return 0
+    printf '%s: installing debootstrap on the host\n' "${PROG:-cvbench}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap \
+        >/dev/null
+}
+
 # Whether an apt configuration file sets only Acquire:: options (proxy, validity checks).
 only_acquire() {
     awk '/^[ \t]*($|#|\/\/)/ { next } /^[ \t]*Acquire::/ { n++; next } { bad = 1 }
