@@ -160,8 +160,10 @@ class OursBackend:
             "runtime": "cvbench",
             "version": VERSION,
             "cgroup_mode": mode,
-            "launcher": "fork server (python -S): unshare + fork (clone3 into the container's "
-                        "cgroup on v2), overlay inside the mount ns",
+            "launcher": "fork server (python -S): unshare + fork (on v2: the server mounts the "
+                        "overlay as a detached mount in its own cgroup, clones the init into "
+                        "the container's cgroup, and the init attaches it), overlay inside the "
+                        "container's mount ns",
             "method": _method(_INSIDE if not self.pivot_root else _PIVOT_INSIDE, v2).as_dict(),
             "cgroup_join": V2_JOIN if v2 else V1_JOIN,
             "root_switch": "pivot_root(2), old root detached" if self.pivot_root else
@@ -196,7 +198,12 @@ V2_JOIN = ("cgroup v2: the fork server clones the init straight into the contain
            "(clone3 with CLONE_INTO_CGROUP; where the kernel refuses, fork and the init writes "
            "cgroup.procs itself), as crun 1.8 does with its cgroupfs manager (clone3 "
            "CLONE_INTO_CGROUP, falling back to clone + cgroup.procs); runc 1.1 starts `runc init` "
-           "and writes its pid into cgroup.procs")
+           "and writes its pid into cgroup.procs. The overlay root is made outside the "
+           "container's memory cgroup on every path, as the harness's OCI launcher mounts "
+           "crun's and runc's before exec'ing them: before the clone the fork server (in its "
+           "owner's cgroup) mounts it as a detached mount (fsopen, fsconfig, fsmount), which "
+           "the init attaches in its mount namespace (move_mount); where none can be made, the "
+           "init is forked, mounts it, then joins")
 V1_JOIN = ("cgroup v1/hybrid: the init writes its pid into cgroup.procs of each hierarchy after "
            "mounting its overlay (CLONE_INTO_CGROUP exists for v2 only), as crun 1.8 and runc 1.1 "
            "write cgroup.procs on v1")
@@ -204,7 +211,8 @@ V1_JOIN = ("cgroup v1/hybrid: the init writes its pid into cgroup.procs of each 
 # What the init does inside the clock after the overlay and the cgroups (before it, cold;
 # a warm spare has done both in create(), as crun's and runc's create do).
 _PREPARED = "mounts the overlay root, joins the cgroups, "
-_PREPARED_V2 = "mounts the overlay root (it was born in its cgroup), "
+_PREPARED_V2 = ("attaches the overlay root the fork server mounted (move_mount; it was born in "
+                "its cgroup), ")
 _INSIDE = ("unshares the cgroup namespace, mounts "
            "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
            "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
@@ -217,10 +225,13 @@ def _method(inside: str, v2: bool = False) -> Method:
                     "device rules as an eBPF program (BPF_PROG_LOAD per container, attached "
                     "with BPF_F_ALLOW_MULTI, as crun and runc do)" if v2 else
                     "a cgroup in every v1 hierarchy with cpuset, device rules and limits")
-    launch = ("the fork server unshares a pid namespace and clones the init into the "
-              "container's cgroup (clone3 CLONE_INTO_CGROUP, as crun 1.8 does; runc 1.1 writes "
-              "cgroup.procs), which unshares mount, uts, ipc and net namespaces, brings loopback "
-              "up, " + _PREPARED_V2 if v2 else
+    launch = ("the fork server mounts the overlay root as a detached mount (fsopen, fsconfig, "
+              "fsmount: its superblock and work/work charged to the server's cgroup, the "
+              "harness's, as crun's overlay is mounted by the harness's launcher), unshares a "
+              "pid namespace and clones the init into the container's cgroup (clone3 "
+              "CLONE_INTO_CGROUP, as crun 1.8 does; runc 1.1 writes cgroup.procs), closing its "
+              "copy of the mount's descriptor; the init unshares mount, uts, ipc and net "
+              "namespaces, brings loopback up, " + _PREPARED_V2 if v2 else
               "the fork server unshares a pid namespace and forks the init, which unshares "
               "mount, uts, ipc and net namespaces, brings loopback up, " + _PREPARED)
     return Method(

@@ -24,6 +24,9 @@ def test_describe_reports_the_device_filter_and_join(mode):
         assert "BPF_F_ALLOW_MULTI" in program["attach"]
         assert "CLONE_INTO_CGROUP" in facts["cgroup_join"] and "runc 1.1" in facts["cgroup_join"]
         assert "clones the init into the container's cgroup" in cold and "eBPF" in cold
+        # the overlay is mounted outside the container's cgroup, as crun's is by the launcher
+        assert "detached mount" in cold and "move_mount" in cold
+        assert "outside the container's memory cgroup" in facts["cgroup_join"]
     else:
         assert facts["device_filter"].startswith("v1 devices cgroup")
         assert "cgroup.procs" in facts["cgroup_join"]
