@@ -160,6 +160,8 @@ class OursBackend:
             "runtime": "cvbench",
             "version": VERSION,
             "cgroup_mode": mode,
+            "cgroup_manager": "cgroupfs",  # writes its cgroup directories itself, as crun's and
+            # runc's cgroupfs managers do (harness.backends.oci.cgroup.MANAGER)
             "launcher": "fork server (python -S): unshare + fork (on v2: the server mounts the "
                         "overlay as a detached mount in its own cgroup, clones the init into "
                         "the container's cgroup, and the init attaches it), overlay inside the "

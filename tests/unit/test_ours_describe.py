@@ -17,6 +17,7 @@ def test_describe_reports_the_device_filter_and_join(mode):
         facts = ours.OursBackend().describe()
     assert "c 1:3 rwm" in facts["devices"] and "b *:* m" in facts["devices"]
     assert "no device filter" not in str(facts)
+    assert facts["cgroup_manager"] == "cgroupfs"  # as crun's and runc's, on every host kind
     cold = facts["method"]["variants"]["cold"]["inside_clock"]
     if mode == "v2":
         [program] = facts["device_filter"]["programs"]
