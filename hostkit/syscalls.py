@@ -212,6 +212,54 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 
 
 
+# keyctl(2) (linux/keyctl.h): the session keyring a container's init joins, as crun and runc do
+_SYS_KEYCTL = 250  # x86_64
+KEYCTL_GET_KEYRING_ID = 0
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_DESCRIBE = 6
+KEY_SPEC_SESSION_KEYRING = -3
+
+
+def keyctl_join_session_keyring(name: str | None) -> int:
+    """Join the session keyring called ``name`` (made if the caller can find none by that
+    name; None: a new anonymous one) and return its serial. The keyring then replaces the
+    inherited session keyring for the caller and the processes it starts."""
+    return _check(_libc.syscall(ctypes.c_long(_SYS_KEYCTL),
+                                ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+                                name.encode() if name is not None else None),
+                  "keyctl(KEYCTL_JOIN_SESSION_KEYRING)", name or "")
+
+
+def keyctl_session_keyring(create: bool = False) -> int:
+    """The serial of the caller's session keyring (KEYCTL_GET_KEYRING_ID); with ``create``
+    False and no session keyring of its own, the user session keyring's."""
+    return _check(_libc.syscall(ctypes.c_long(_SYS_KEYCTL), ctypes.c_int(KEYCTL_GET_KEYRING_ID),
+                                ctypes.c_int(KEY_SPEC_SESSION_KEYRING), ctypes.c_int(create)),
+                  "keyctl(KEYCTL_GET_KEYRING_ID)")
+
+
+def keyctl_describe(serial: int) -> str:
+    """``type;uid;gid;perm;description`` of key ``serial`` (KEYCTL_DESCRIBE)."""
+    buffer = ctypes.create_string_buffer(4096)
+    _check(_libc.syscall(ctypes.c_long(_SYS_KEYCTL), ctypes.c_int(KEYCTL_DESCRIBE),
+                         ctypes.c_int(serial), buffer, ctypes.c_size_t(len(buffer))),
+           "keyctl(KEYCTL_DESCRIBE)")
+    return buffer.value.decode(errors="replace")
+
+
+# close_range(2) (linux/close_range.h), Linux 5.9; CLOSE_RANGE_CLOEXEC since 5.11
+_SYS_CLOSE_RANGE = 436  # x86_64
+CLOSE_RANGE_CLOEXEC = 1 << 2
+MAX_FD = 0xFFFFFFFF  # ~0U: every descriptor from ``first`` up
+
+
+def close_range(first: int, last: int = MAX_FD, flags: int = 0) -> None:
+    """Close (or with ``CLOSE_RANGE_CLOEXEC`` mark close-on-exec) descriptors ``first`` to
+    ``last``; OSError ENOSYS before Linux 5.9, EINVAL for a flag the kernel lacks."""
+    _check(_libc.syscall(ctypes.c_long(_SYS_CLOSE_RANGE), ctypes.c_uint(first),
+                         ctypes.c_uint(last), ctypes.c_uint(flags)), "close_range")
+
+
 # seccomp (linux/seccomp.h, linux/filter.h)
 _SYS_SECCOMP = 317  # x86_64
 SECCOMP_SET_MODE_FILTER = 1

@@ -12,8 +12,10 @@ profile) and installs in the child right before exec
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 from collections.abc import Iterable
@@ -117,11 +119,37 @@ def to_oci(profile: Profile, capabilities: Iterable[str],
 # --- compiling (in the parent, with libseccomp) ---------------------------------------------
 
 
-def compile_bpf(section: dict[str, Any]) -> bytes:
-    """The classic-BPF program of an OCI seccomp section, built by libseccomp (pyseccomp).
+_NR_SCMP_ERROR = -1  # libseccomp's "no such syscall name"
+_log = logging.getLogger(__name__)
 
-    Syscalls this libseccomp does not know on this architecture are skipped, as crun and
-    runc skip them.
+
+def _arg(seccomp: Any, ops: dict[str, int], arg: dict[str, Any], rule: int) -> Any:
+    """One ``args`` entry as a libseccomp comparison; SeccompError for what crun refuses."""
+    if not 0 <= arg["index"] < 6:
+        raise SeccompError(f"seccomp rule {rule}: invalid argument index {arg['index']}")
+    if arg["op"] not in ops:
+        raise SeccompError(f"seccomp rule {rule}: unknown operator {arg['op']}")
+    return seccomp.Arg(arg["index"], ops[arg["op"]], arg.get("value", 0),
+                       *([arg.get("valueTwo", 0)] if arg["op"] == "SCMP_CMP_MASKED_EQ" else []))
+
+
+def compile_bpf(section: dict[str, Any]) -> bytes:
+    """The classic-BPF program of an OCI seccomp section, built by libseccomp (pyseccomp),
+    rule for rule as crun 1.8 builds it (``libcrun_generate_seccomp``, src/libcrun/seccomp.c).
+
+    Every rule libseccomp refuses fails the whole filter with a :class:`SeccompError` naming
+    the rule (crun and runc fail the container); so do an unknown action, operator or
+    architecture, an argument index past 5 and an ``errnoRet`` on an action without one. The
+    one thing skipped, as crun skips it, is a syscall *name* libseccomp cannot resolve at all
+    (``seccomp_syscall_resolve_name`` gives ``__NR_SCMP_ERROR``: a name newer than this
+    libseccomp): crun logs "unknown seccomp syscall `NAME` ignored" and goes on (it fails only
+    with the ``run.oci.seccomp_fail_unknown_syscall`` annotation), and so does this, with the
+    same warning. A name known to libseccomp but absent on this architecture (``socketcall``
+    on x86_64) resolves to a pseudo-number that libseccomp itself keeps for the other
+    architectures of the filter, as in crun. A rule with two conditions on one argument is
+    added as one rule per condition, as crun adds it (libseccomp refuses both in one rule).
+    The default profile (/usr/share/containers/seccomp.json) names no syscall libseccomp
+    2.5.4 cannot resolve: on Debian 12 it compiles with no warning.
     """
     try:
         import pyseccomp as seccomp
@@ -129,43 +157,61 @@ def compile_bpf(section: dict[str, Any]) -> bytes:
         raise SeccompError(f"cannot compile the seccomp filter: {error} (pip install pyseccomp;"
                            " scripts/setup.sh does)") from None
 
+    errno_actions = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")  # crun's seccomp_action_supports_errno
+
     def action(name: str, errno_ret: int | None) -> int:
+        if errno_ret is not None and name not in errno_actions:
+            raise SeccompError(f"seccomp: errno value specified for action `{name}`")
         if name == "SCMP_ACT_ALLOW":
             return seccomp.ALLOW
         if name == "SCMP_ACT_ERRNO":
-            return seccomp.ERRNO(errno_ret if errno_ret is not None else 1)
+            return seccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
         if name == "SCMP_ACT_KILL" or name == "SCMP_ACT_KILL_THREAD":
             return seccomp.KILL
         if name == "SCMP_ACT_KILL_PROCESS":
             return seccomp.KILL_PROCESS
         if name == "SCMP_ACT_LOG":
             return seccomp.LOG
-        raise SeccompError(f"seccomp action {name} not supported")
+        raise SeccompError(f"seccomp action `{name}` not supported")
 
     ops = {"SCMP_CMP_NE": seccomp.NE, "SCMP_CMP_LT": seccomp.LT, "SCMP_CMP_LE": seccomp.LE,
            "SCMP_CMP_EQ": seccomp.EQ, "SCMP_CMP_GE": seccomp.GE, "SCMP_CMP_GT": seccomp.GT,
            "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ}
     default = action(section["defaultAction"], section.get("defaultErrnoRet"))
     flt = seccomp.SyscallFilter(default)
-    for name in section.get("architectures", [])[1:]:
+    for name in section.get("architectures", []):
         arch = getattr(seccomp.Arch, name.removeprefix("SCMP_ARCH_"), None)
-        if arch is not None:
-            try:
-                flt.add_arch(arch)
-            except OSError:
-                pass  # already present, or not supported here
-    for rule in section.get("syscalls", []):
+        if arch is None:
+            raise SeccompError(f"seccomp unknown architecture {name}")
+        try:
+            flt.add_arch(arch)
+        except OSError as error:
+            if error.errno != errno.EEXIST:  # the native one is there from the start
+                raise SeccompError(f"seccomp adding architecture {name}: "
+                                   f"{os.strerror(error.errno or 0)}") from None
+    for index, rule in enumerate(section.get("syscalls", [])):
         verdict = action(rule["action"], rule.get("errnoRet"))
         if verdict == default:
             continue
-        args = [seccomp.Arg(arg["index"], ops[arg["op"]], arg.get("value", 0),
-                            *([arg["valueTwo"]] if arg["op"] == "SCMP_CMP_MASKED_EQ" else []))
-                for arg in rule.get("args", [])]
+        args = [_arg(seccomp, ops, arg, index) for arg in rule.get("args") or []]
+        positions = [arg["index"] for arg in rule.get("args") or []]
+        # one argument compared twice: one rule per comparison (crun's multiple_args)
+        groups = ([[arg] for arg in args] if len(set(positions)) < len(positions)
+                  else [args])
         for name in rule["names"]:
-            try:
-                flt.add_rule(verdict, name, *args)
-            except (OSError, ValueError, RuntimeError):
-                continue  # unknown to this libseccomp / architecture
+            number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
+            if number == _NR_SCMP_ERROR:
+                _log.warning("unknown seccomp syscall `%s` ignored", name)
+                continue
+            for group in groups:
+                try:
+                    flt.add_rule(verdict, number, *group)
+                except (OSError, ValueError, RuntimeError) as error:
+                    reason = (os.strerror(error.errno) if isinstance(error, OSError)
+                              and error.errno else str(error))
+                    raise SeccompError(
+                        f"seccomp rule {index} ({rule['action']} for {name}) rejected by "
+                        f"libseccomp: {reason}") from None
     with os.fdopen(os.memfd_create("cvbench-seccomp", os.MFD_CLOEXEC), "w+b") as handle:
         flt.export_bpf(handle)
         handle.seek(0)

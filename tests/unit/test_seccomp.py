@@ -87,3 +87,77 @@ def test_the_default_profile_resolves_and_compiles() -> None:
     section = seccomp.to_oci(seccomp.load_profile(), DEFAULT_CAPABILITIES)
     assert section["defaultAction"] == "SCMP_ACT_ERRNO"
     assert len(seccomp.compile_bpf(section)) > 1000
+
+
+def _section(*rules: dict) -> dict:
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"},
+                         *rules]}
+
+
+def test_a_rule_libseccomp_rejects_fails_naming_it() -> None:
+    """An errno libseccomp refuses (above 0xffff): the whole filter fails, the rule named
+    (it was skipped silently before; crun and runc fail the container)."""
+    bad = {"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 70000}
+    with pytest.raises(seccomp.SeccompError) as caught:
+        seccomp.compile_bpf(_section(bad))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "rule 1" in message and "chroot" in message and "SCMP_ACT_ERRNO" in message
+
+
+@pytest.mark.parametrize("rule, words", [
+    ({"names": ["read"], "action": "SCMP_ACT_NOTIFY"}, "SCMP_ACT_NOTIFY"),
+    ({"names": ["read"], "action": "SCMP_ACT_ALLOW", "errnoRet": 1}, "errno value"),
+    ({"names": ["read"], "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}, "index 6"),
+    ({"names": ["read"], "action": "SCMP_ACT_ALLOW",
+      "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}, "SCMP_CMP_SOMETIMES"),
+])
+def test_what_crun_refuses_is_refused(rule, words) -> None:
+    with pytest.raises(seccomp.SeccompError, match=words):
+        seccomp.compile_bpf(_section(rule))
+
+
+def test_an_unknown_architecture_is_refused() -> None:
+    section = _section()
+    section["architectures"].append("SCMP_ARCH_VAX")
+    with pytest.raises(seccomp.SeccompError, match="SCMP_ARCH_VAX"):
+        seccomp.compile_bpf(section)
+
+
+def test_a_syscall_name_unknown_to_libseccomp_is_ignored_with_crun_s_warning(caplog) -> None:
+    """As crun 1.8 (src/libcrun/seccomp.c): a name seccomp_syscall_resolve_name cannot
+    resolve is skipped with "unknown seccomp syscall `NAME` ignored"; the rest compiles to
+    the same program as without it."""
+    with_unknown = _section({"names": ["chroot", "cvbench_no_such_syscall"],
+                             "action": "SCMP_ACT_ERRNO", "errnoRet": 1})
+    without = _section({"names": ["chroot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1})
+    with caplog.at_level("WARNING", logger="runtime.seccomp"):
+        program = seccomp.compile_bpf(with_unknown)
+    assert program == seccomp.compile_bpf(without)
+    assert "unknown seccomp syscall `cvbench_no_such_syscall` ignored" in caplog.text
+
+
+def test_two_conditions_on_one_argument_become_two_rules() -> None:
+    """libseccomp refuses two comparisons of one argument in a rule; crun adds one rule per
+    comparison (either allows), and so does compile_bpf."""
+    twice = {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+                      {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}
+    apart = [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+              "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}]} for value in (0, 8)]
+    assert seccomp.compile_bpf(_section(twice)) == seccomp.compile_bpf(_section(*apart))
+
+
+def test_the_default_profile_compiles_every_rule_without_a_warning(caplog) -> None:
+    """Every name of the default profile resolves with this libseccomp, and no rule is
+    refused, for the default capabilities and for a container holding every capability."""
+    from runtime.caps import NAMES
+    from runtime.spec import DEFAULT_CAPABILITIES
+
+    for capabilities in (DEFAULT_CAPABILITIES, NAMES):
+        with caplog.at_level("WARNING", logger="runtime.seccomp"):
+            seccomp.compile_bpf(seccomp.to_oci(seccomp.load_profile(), capabilities))
+    assert "unknown seccomp syscall" not in caplog.text
