@@ -5,7 +5,9 @@ cgroup one and bring loopback up, mount the overlay root (or attach the one the 
 mounted as a detached mount), join the cgroups (unless born in its cgroup v2) and unshare the
 cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
 network when asked, mount the rest and pivot into the root, set the hostname, apply
-rlimits, drop capabilities, set no_new_privs, install the seccomp filter, exec. Any failure
+rlimits, set the supplementary groups, mark every descriptor from 3 up close-on-exec, drop
+capabilities, set no_new_privs, install the seccomp filter, exec. Before all that it joins a
+session keyring of its own, named after the container. Any failure
 is written as one ``cvbench-error: ...`` line (:data:`runtime.readiness.ERROR_PREFIX`) on the
 READY pipe and the child exits 127. Imports stay light: this module is loaded by the small
 fork server.
@@ -19,6 +21,7 @@ waits there for the container's plan, then does the rest (:func:`run` with ``pre
 from __future__ import annotations
 
 import binascii
+import errno
 import fcntl
 import json
 import os
@@ -70,14 +73,15 @@ def spare(sock: socket.socket, last_cap: int, unshare: int, loopback: bool,
     try:
         _reset_signals()
         sc.unshare(unshare)
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        rootfs.make_private()
         if overlay is not None:
             sc.mount("overlay", overlay[0], "overlay", 0, overlay[1])
         if loopback:
             loopback_up()
         _warm_up_decoder(unshare)
         sock.send(SPARE_READY)
-        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
+        # close-on-exec from their first instant: only what run() hands over reaches exec
+        data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4, socket.MSG_CMSG_CLOEXEC)
     except BaseException:  # a broken spare just goes away
         os._exit(126)
     if not data or not fds:
@@ -109,6 +113,8 @@ def _warm_up_decoder(unshare: int) -> None:
         cwd="/",
         args=("/init",),
         env=(),
+        keyring="",
+        groups=(),
     )
     request = json.dumps({"op": "launch", "plan": sample.to_dict()}).encode()
     LaunchPlan.from_dict(json.loads(request)["plan"])
@@ -135,12 +141,13 @@ def run(
         os.dup2(stdout_fd, 1)
         os.dup2(stdout_fd, 2)
         os.close(stdout_fd)
+        join_session_keyring(plan.keyring)
         if not prepared:
             _reset_signals()
             sc.unshare(plan.unshare & ~sc.CLONE_NEWCGROUP)
             if plan.loopback:
                 loopback_up()
-        skeleton = None if plan.rootfs.pivot_root else rootfs.skeleton_fd()
+        skeleton = rootfs.skeleton_fd()
         if not prepared:
             # The overlay before joining the cgroup (or made by the server outside it): the
             # kernel (re)creates work/work on the host filesystem, and pages charged to the
@@ -159,8 +166,7 @@ def run(
                 raise RuntimeError("the host did not finish wiring the network")
             os.close(sync_fd)
         rootfs.prepare(plan.rootfs, skeleton)
-        if skeleton is not None:
-            os.close(skeleton)
+        os.close(skeleton)
         if plan.hostname:
             sc.sethostname(plan.hostname)
         os.setsid()
@@ -172,6 +178,8 @@ def run(
             os.close(null)
         os.chdir(plan.cwd)
         env = dict(item.split("=", 1) for item in plan.env if "=" in item)
+        os.setgroups(plan.groups)  # the spec's, or none: never the fork server's
+        close_on_exec_from(3)
         program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
         if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
             sc.seccomp_set_filter(program)
@@ -183,6 +191,48 @@ def run(
         os.execvpe(plan.args[0], plan.args, env)
     except BaseException as error:  # report anything, then die
         _fail(1, error)
+
+
+def join_session_keyring(name: str) -> None:
+    """Leave the inherited session keyring (the fork server's, i.e. its owner's) for a new
+    one named ``name`` ("" : anonymous), as crun does for every container
+    (``libcrun_create_keyring``, named after the container id) and runc in its init
+    (``_ses.<id>``). A kernel without keyrings (ENOSYS) has no keyring to share: go on, as
+    crun 1.8 and runc do."""
+    try:
+        sc.keyctl_join_session_keyring(name or None)
+    except OSError as error:
+        if error.errno != errno.ENOSYS:
+            raise
+
+
+def close_on_exec_from(first: int) -> None:
+    """Mark every descriptor from ``first`` up close-on-exec, so that the container's process
+    starts with 0-2 only (crun closes every descriptor from 3 before exec). What the runtime
+    hands over is already on 0-2 (/dev/null, and the READY pipe as stdout and stderr); the
+    rest (the sync socket, the skeleton's descriptor, anything a fork server or spare
+    received or inherited) must not survive exec. close_range(CLOSE_RANGE_CLOEXEC) where the
+    kernel has it (5.11+; one system call), else a sweep of /proc/self/fd. Close-on-exec
+    rather than closed: an exec failure is still reported on fd 1, and nothing Python holds
+    is pulled from under it before exec."""
+    try:
+        sc.close_range(first, sc.MAX_FD, sc.CLOSE_RANGE_CLOEXEC)
+        return
+    except OSError as error:
+        if error.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+    listing = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        names = os.listdir(listing)
+    finally:
+        os.close(listing)
+    for name in names:
+        fd = int(name)
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # the listing's own descriptor, closed since
+                pass
 
 
 def join_cgroups(cgroup_procs: tuple[str, ...], pid: int) -> None:

@@ -3,7 +3,8 @@
 It is a fresh ``python -S`` that imports only the standard library and the light runtime
 modules (no pyroute2, psutil or harness), so forking it is cheap whatever its owner imported.
 Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file descriptors
-attached with SCM_RIGHTS, one JSON reply.
+attached with SCM_RIGHTS (received close-on-exec, ``MSG_CMSG_CLOEXEC``, by the server and
+by spares), one JSON reply.
 
 - ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
   ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``. Cold: the server decodes the plan
@@ -168,7 +169,10 @@ def serve(fd: int) -> None:
 
     while True:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+            # close-on-exec from their first instant (MSG_CMSG_CLOEXEC): a descriptor meant
+            # for one container never reaches the exec of another forked meanwhile
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4,
+                                                       socket.MSG_CMSG_CLOEXEC)
         except (ConnectionError, OSError):
             return
         if not data:

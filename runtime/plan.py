@@ -94,6 +94,11 @@ class LaunchPlan:
     cwd: str
     args: tuple[str, ...]
     env: tuple[str, ...]
+    # The session keyring the init joins before exec (KEYCTL_JOIN_SESSION_KEYRING): named
+    # after the container, as crun names it after the container id; "" joins a new anonymous
+    # one. Never the inherited keyring of the fork server and its owner.
+    keyring: str
+    groups: tuple[int, ...]  # supplementary gids: the spec's process.user.additionalGids
     cgroup_dir: str = ""  # cgroup v2 directory to clone the init into ("": join cgroup_procs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +127,7 @@ class LaunchPlan:
                 "caps": _leaf(CapSets, plan["caps"], "plan.caps"),
                 "args": _strings(plan["args"], "plan.args"),
                 "env": _strings(plan["env"], "plan.env"),
+                "groups": _ints(plan["groups"], "plan.groups"),
             }
         )
 
@@ -157,6 +163,14 @@ def _tuple(data: object, where: str) -> tuple[Any, ...]:
     if not isinstance(data, (list, tuple)):
         raise PlanError(f"{where}: expected a list, got {type(data).__name__}")
     return tuple(data)
+
+
+def _ints(data: object, where: str) -> tuple[int, ...]:
+    items = _tuple(data, where)
+    for item in items:
+        if not isinstance(item, int) or isinstance(item, bool):
+            raise PlanError(f"{where}: expected a list of integers")
+    return items
 
 
 def _strings(data: object, where: str) -> tuple[str, ...]:

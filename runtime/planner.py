@@ -44,12 +44,15 @@ MOUNT_FLAGS = {
 
 
 def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
-                pivot_root: bool = False, cgroup_dir: str = "") -> LaunchPlan:
+                pivot_root: bool = False, cgroup_dir: str = "",
+                keyring: str | None = None) -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
     work directories are inside), joining the cgroups through ``cgroup_procs`` (or born in
     ``cgroup_dir``, a cgroup v2 directory, where the kernel has clone3 with
     CLONE_INTO_CGROUP: :func:`runtime.forkserver.clone_into`); ``pivot_root``: switch root
-    with pivot_root(2) rather than a move onto the skeleton root (:mod:`runtime.rootfs`).
+    with pivot_root(2) rather than a move onto the skeleton root (:mod:`runtime.rootfs`);
+    ``keyring``: the name of the session keyring the init joins (default: the container's
+    name, ``directory``'s last part, as crun names it after the container id).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -86,6 +89,8 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         cwd=process.cwd,
         args=tuple(process.args),
         env=tuple(process.env),
+        keyring=directory.name if keyring is None else keyring,
+        groups=tuple(process.additional_gids),
     )
 
 

@@ -8,14 +8,17 @@ Everything here runs in the launched child before exec; the host's mount table i
 touched, so the overlay disappears with the namespace. Imports stay light (fork server).
 
 **The skeleton root.** The fork server lives in a private mount namespace of its own whose
-root mount is an empty, read-only tmpfs (the *skeleton*, :func:`enter_skeleton`, done once
+top mount is an empty, read-only tmpfs (the *skeleton*, :func:`enter_skeleton`, done once
 when the server starts); the host's tree is mounted at ``/host`` in it and the server is
-chrooted there, its working directory left at the skeleton's root. A container's mount
+chrooted back into its own root there, its working directory left at the skeleton's root.
+A server started chrooted gets the same: the skeleton goes on top of the whole namespace,
+not of the chroot. A container's mount
 namespace is a copy of that one. Two ways to switch into the container's root, the same
 isolation at the end (the host's tree detached from the container's namespace, nothing
 left above the root but the empty skeleton):
 
-- ``pivot_root`` (what crun and runc do): pivot_root(2) then detach the old root. The
+- ``pivot_root`` (what crun and runc do): pivot_root(2) from the skeleton then detach it
+  (with the host's tree under it). The
   kernel's pivot_root walks *every thread on the host* (``chroot_fs_refs``, under the
   tasklist lock) to move the roots of processes that sit on the old root, so its cost grows
   with the number of live containers (profile: ``scripts/launch_profile.py``).
@@ -125,11 +128,18 @@ def _readonly(path: str) -> None:
     sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
+def make_private() -> None:
+    """Make every mount of this (new) namespace private: from the skeleton's root, the
+    working directory every child inherits and the top of the namespace (the caller's root
+    may be a chroot's plain directory, not a mount, which mount(2) refuses)."""
+    sc.mount(None, ".", None, sc.MS_REC | sc.MS_PRIVATE)
+
+
 def mount_overlay(plan: Rootfs, detached: int | None = None) -> None:
     """Make every mount private, then mount the container's overlay root (we are in a new
     mount namespace): attach ``detached`` (:func:`detached_overlay`, built by the fork server)
     on the mount point, or mount the overlay here with mount(2)."""
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    make_private()
     if detached is not None:
         sc.attach_mount(detached, plan.merged)
     else:
@@ -185,18 +195,70 @@ HOST = "host"  # where the host's tree is in the skeleton
 
 def enter_skeleton(mount_point: str = SKELETON) -> None:
     """In the fork server, once: a private mount namespace whose root is an empty read-only
-    tmpfs with the host's tree at ``/host``; chroot into ``/host`` and leave the working
-    directory at the skeleton's root (a container's child finds its copy there)."""
+    tmpfs with the host's tree at ``/host``; chroot back into the server's own root (inside
+    ``/host``) and leave the working directory at the skeleton's root (a container's child
+    finds its copy there).
+
+    A server started from a chrooted process (``make test`` in a debootstrap root entered
+    with chroot(1)) has a root that is not its mount namespace's root: above it is the outer
+    machine's tree, which pivot_root(2) of the chroot would leave in place and a chroot
+    escape from a container would reach. So the skeleton is pivoted in at the top of the
+    namespace, whatever the server's root: first :func:`climb_to_namespace_root` (the
+    detection and the move in one: it walks ".." from the root as an escaping process
+    would, and counts the steps; none when the server is not chrooted), then the usual
+    pivot. The outer tree then sits under ``/host`` with the chroot's, and every container
+    detaches it (:func:`prepare`). The mount point is made in the server's own root, never
+    in the outer machine's.
+    """
+    os.makedirs(mount_point, exist_ok=True)  # in our own root (the chroot's, if any)
     sc.unshare(sc.CLONE_NEWNS)
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    os.makedirs(mount_point, exist_ok=True)
-    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    sc.mount("cvbench-skeleton", mount_point, "tmpfs", flags, "size=4k,nr_inodes=4,mode=0555")
-    os.mkdir(f"{mount_point}/{HOST}", 0o555)
-    sc.mount(None, mount_point, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
-    os.chdir(mount_point)
-    sc.pivot_root(".", HOST)  # once per server: the host's tree is now /host
-    os.chroot(HOST)  # the working directory stays at the skeleton's root
+    own_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # in the new ns
+    try:
+        climb_to_namespace_root(mount_point)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # "/" is a mount root now
+        os.fchdir(own_root)
+        relative = mount_point.lstrip("/")
+        flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+        sc.mount("cvbench-skeleton", relative, "tmpfs", flags, "size=4k,nr_inodes=4,mode=0555")
+        os.mkdir(f"{relative}/{HOST}", 0o555)
+        sc.mount(None, relative, None, sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+        os.chdir(relative)
+        skeleton = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sc.pivot_root(".", HOST)  # once per server: the namespace's tree is now /host
+            os.fchdir(own_root)
+            os.chroot(".")  # the server's own root again (the host's, or the chroot's)
+            os.fchdir(skeleton)  # the working directory: the skeleton's root
+        finally:
+            os.close(skeleton)
+    finally:
+        os.close(own_root)
+
+
+MAX_CLIMB = 4096  # ".." steps: far beyond any real mount or directory depth
+
+
+def climb_to_namespace_root(below: str) -> int:
+    """Make the caller's root and working directory the top of its mount namespace (the
+    mount stacked on the namespace's root), leaving any chroot; return how many ".." steps
+    that took (0: the root already was the namespace's root, i.e. not chrooted).
+
+    The way a chroot escape does it, which is what must find nothing: chroot into
+    ``below`` (a directory under the root) with the working directory left at the old root,
+    so ".." is no longer stopped there, then ".." until it leads nowhere ("." and ".." are
+    the same directory: the namespace's root, where the kernel also steps onto the mount
+    stacked there). Robust where comparing mountinfo is not: a chroot's mountinfo lists
+    only what lies below it, and /proc/1/root is another namespace's root once the caller
+    has unshared. Needs CAP_SYS_CHROOT; called in a fresh mount namespace only."""
+    os.chdir("/")
+    os.chroot(below)
+    for steps in range(MAX_CLIMB):
+        here, up = os.stat("."), os.stat("..")
+        if (here.st_dev, here.st_ino) == (up.st_dev, up.st_ino):
+            os.chroot(".")
+            return steps
+        os.chdir("..")
+    raise RuntimeError(f"no top of the mount namespace after {MAX_CLIMB} '..' steps")
 
 
 def skeleton_fd() -> int:
@@ -209,20 +271,27 @@ def skeleton_fd() -> int:
     return fd
 
 
-def prepare(plan: Rootfs, skeleton: int | None = None) -> None:
+def prepare(plan: Rootfs, skeleton: int) -> None:
     """Mount the rest onto the overlay root and switch into it (the plan says how;
-    ``skeleton``: :func:`skeleton_fd`, needed unless the plan pivots)."""
+    ``skeleton``: :func:`skeleton_fd`)."""
     root = plan.merged
     for mount in plan.mounts:
         _mount_one(root, mount)
     if plan.pivot_root:
-        os.chdir(root)
-        sc.pivot_root(".", ".")
-        sc.umount2(".", sc.MNT_DETACH)
+        new_root = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # pivot from the skeleton, the namespace's top mount: the server's own root may
+            # be a chroot's plain directory, which pivot_root(2) refuses, or a mount with the
+            # outer machine's tree above it, which it would leave there
+            os.fchdir(skeleton)
+            os.chroot(".")
+            os.fchdir(new_root)
+            sc.pivot_root(".", ".")
+            sc.umount2(".", sc.MNT_DETACH)  # the skeleton, the host's tree with it
+        finally:
+            os.close(new_root)
         os.chdir("/")
     else:
-        if skeleton is None:
-            raise RuntimeError("a move into the root needs the skeleton")
         new_root = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             sc.move_mount(root, skeleton)  # the root and its submounts onto the skeleton

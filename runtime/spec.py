@@ -94,6 +94,9 @@ class Process:
     capabilities: Capabilities = field(default_factory=Capabilities)
     no_new_privileges: bool = True
     rlimits: list[Rlimit] = field(default_factory=list)
+    # process.user.additionalGids: the supplementary groups the process gets (setgroups, as
+    # crun and runc do; none when empty, never the runtime's own)
+    additional_gids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -271,6 +274,8 @@ class Spec:
                     Rlimit(r["type"], int(r["hard"]), int(r["soft"]))
                     for r in proc.get("rlimits", [])
                 ],
+                additional_gids=[int(g) for g in
+                                 (proc.get("user") or {}).get("additionalGids") or []],
             )
             root = Root(data["root"]["path"], bool(data["root"].get("readonly", False)))
             lin = data.get("linux", {})
@@ -345,7 +350,9 @@ class Spec:
             "ociVersion": self.oci_version,
             "process": {
                 "terminal": False,
-                "user": {"uid": 0, "gid": 0},
+                "user": {"uid": 0, "gid": 0,
+                         **({"additionalGids": list(self.process.additional_gids)}
+                            if self.process.additional_gids else {})},
                 "args": list(self.process.args),
                 "env": list(self.process.env),
                 "cwd": self.process.cwd,
@@ -376,6 +383,9 @@ class Spec:
             raise SpecError(f"process.cwd: must be absolute, got {self.process.cwd!r}")
         if not self.root.path:
             raise SpecError("root.path: must name the image rootfs")
+        for gid in self.process.additional_gids:
+            if not 0 <= gid < 1 << 32:
+                raise SpecError(f"process.user.additionalGids: {gid} is not a gid")
         for ns in self.linux.namespaces:
             if ns.type not in NAMESPACE_TYPES:
                 raise SpecError(f"linux.namespaces: unknown type {ns.type!r}")

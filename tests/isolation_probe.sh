@@ -33,6 +33,15 @@ nnp=$(grep NoNewPrivs /proc/self/status | cut -f2)
 check no-new-privs "[ '$nnp' = 1 ]" "NoNewPrivs=$nnp"
 seccomp=$(grep '^Seccomp:' /proc/self/status | cut -f2)
 check seccomp "[ '$seccomp' = 2 ]" "Seccomp=$seccomp"
+# setgroups to the spec's groups (none), never the runtime's or the harness's
+groups=$(grep '^Groups:' /proc/self/status | cut -f2 | sed 's/ *$//')
+check groups "[ -z '$groups' ]" "Groups=$groups"
+# the workload (this shell, $$) starts with descriptors 0-2 only
+# (listed by another shell into a file: $(...) and this shell's own redirections would show
+# their pipe and saved descriptors)
+sh -c "ls /proc/$$/fd > /tmp/probe.fds 2>&1"
+fds=$(tr '\n' ' ' < /tmp/probe.fds)
+check descriptors "[ '$fds' = '0 1 2 ' ]" "fds=$fds"
 echo "hostname info $(hostname)" >> "$out"
 echo READY
 exec sleep 1000000

@@ -8,6 +8,7 @@ The probe runs as the container's process (``InstanceSpec.command``), writes
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -36,14 +37,15 @@ def _available(name: str) -> None:
 
 
 @contextmanager
-def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = ()
+def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = (),
+            memory_limit_mib: int | None = None
             ) -> Iterator[tuple[Backend, Instance, InstanceSpec]]:
     """One container of backend ``name`` that printed READY; stopped and removed after."""
     _available(name)
     backend = backends.create(name)
     backend.prepare(image)
     spec = InstanceSpec(name=f"cvbench-test-probe-{uuid.uuid4().hex[:8]}", image=image,
-                        command=command)
+                        command=command, memory_limit_mib=memory_limit_mib)
     try:
         if variant == WARM:
             instance = backend.create(spec)
@@ -67,15 +69,50 @@ def probe_results(pid: int) -> dict[str, tuple[str, str]]:
     return results
 
 
+HARNESS_GROUPS = [4242, 4343]  # supplementary groups no container may inherit
+
+
+@pytest.fixture
+def harness_groups() -> Iterator[list[int]]:
+    """The test process (the harness, and every runtime it starts: ours' fork server, the OCI
+    launchers) holds supplementary groups for the test's duration, so that a runtime that
+    does not setgroups shows them in its container."""
+    saved = os.getgroups()
+    os.setgroups(HARNESS_GROUPS)
+    try:
+        yield HARNESS_GROUPS
+    finally:
+        os.setgroups(saved)
+
+
+def session_keyrings(name: str) -> set[str]:
+    """Descriptions of the keyrings in the host's /proc/keys made for container ``name``:
+    ``name`` (crun and ours: the container id) or ``_ses.<name>`` (runc)."""
+    found = set()
+    for line in Path("/proc/keys").read_text().splitlines():
+        fields = line.split(None, 8)
+        if len(fields) == 9 and fields[7] == "keyring":
+            description = fields[8].split(":", 1)[0]
+            if description in (name, f"_ses.{name}"):
+                found.add(description)
+    return found
+
+
 @pytest.mark.parametrize("name, variant", [("ours", "cold"), ("ours", "warm"),
                                            ("crun", "cold"), ("runc", "cold")])
-def test_every_probe_check_passes(state_dir, built_image, name, variant):
+def test_every_probe_check_passes(state_dir, built_image, harness_groups, name, variant):
     with running(name, built_image, variant, ("/bin/sh", "-c", PROBE)) as (_, instance, spec):
         results = probe_results(instance.pids[0])
+        keyrings = session_keyrings(spec.name)
+        descriptors = sorted(int(fd) for fd in os.listdir(f"/proc/{instance.pids[0]}/fd"))
     failed = {check: seen for check, (verdict, seen) in results.items() if verdict == "no"}
     assert not failed, f"{name} {variant}: failed checks {failed}"
+    # a session keyring of its own, named after the container, as crun and runc make one
+    assert keyrings, f"{name} {variant}: no session keyring named after {spec.name}"
+    assert descriptors == [0, 1, 2], f"{name} {variant}: the workload holds {descriptors}"
     expected = {"pid-namespace", "host-files", "devices", "mknod", "mount", "proc-sys-ro",
-                "kcore-masked", "sysrq-ro", "sys", "network", "no-new-privs", "seccomp"}
+                "kcore-masked", "sysrq-ro", "sys", "network", "no-new-privs", "seccomp",
+                "groups", "descriptors"}
     assert expected <= {c for c, (verdict, _) in results.items() if verdict == "ok"}
     wanted = container_spec(spec).process.capabilities
     assert int(results["cap-effective"][1], 16) == caps.mask(wanted.effective)
@@ -175,3 +212,27 @@ def test_same_cgroups_devices_mounts_and_profile_as_crun_and_runc(state_dir, bui
             assert theirs.rules == ours.rules, name
         assert theirs.mounts == ours.mounts, name
         assert theirs.described["security"] == _comparable_security(ours.described), name
+
+
+def _swap_limit(pid: int) -> str:
+    """The swap limit of ``pid``'s memory cgroup as its file says it: v1 (where memory is a
+    v1 controller) memory.memsw.limit_in_bytes, else v2 memory.swap.max."""
+    joined = probe.process_cgroups(pid)
+    if "memory" in joined:
+        directory = CGROUP_ROOT / "memory" / joined["memory"].lstrip("/")
+        return (directory / "memory.memsw.limit_in_bytes").read_text().strip()
+    directory = CGROUP_ROOT / joined[""].lstrip("/")
+    return (directory / "memory.swap.max").read_text().strip()
+
+
+def test_swap_is_limited_alike(state_dir, built_image):
+    """With a memory limit, ours, crun and runc leave their containers the same swap: none
+    (v1: memory+swap = the limit; v2: memory.swap.max 0). config.json carries memory.swap =
+    the limit, which crun and runc turn into the v2 value themselves."""
+    limit = 64 << 20
+    seen = {}
+    for name in ("ours", "crun", "runc"):
+        with running(name, built_image, memory_limit_mib=64) as (_, instance, _spec):
+            seen[name] = _swap_limit(instance.pids[0])
+    expected = str(limit) if "memory" in probe.process_cgroups(os.getpid()) else "0"
+    assert seen == dict.fromkeys(seen, expected), seen

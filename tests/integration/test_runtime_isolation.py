@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
+import socket
+import sys
+from pathlib import Path
 
 import pytest
 from containers import container_name, run_script
 
+from hostkit import syscalls as sc
 from imagestore.image import verify
-from runtime import caps
+from runtime import caps, child
+from runtime.spec import Mount as SpecMount
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]
@@ -130,3 +136,124 @@ def test_host_mount_table_is_untouched(runtime, built_image):
     assert str(container.directory) not in during
     runtime.destroy(container)
     assert abs(during.count("\n") - before) <= 2  # other tests may mount meanwhile
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Run by the host's Python in the container's process (chrooted into a read-only bind of the
+# host's tree: same credentials, same session keyring): the session keyring's serial and
+# description, through hostkit's keyctl binding.
+SESSION_KEYRING = (
+    "import sys; sys.path.insert(0, {root!r}); from hostkit import syscalls as sc; "
+    "serial = sc.keyctl_session_keyring(); print(serial, sc.keyctl_describe(serial))"
+)
+
+
+def _container_output(runtime, spec, name: str) -> str:
+    out, info = runtime.run_to_exit(spec, name, 30)
+    assert info.status == 0, out
+    return out
+
+
+def test_a_session_keyring_of_its_own_named_after_the_container(runtime, built_image):
+    """The init joins a new session keyring named after the container before exec, as crun
+    does (named after the container id) and runc (``_ses.<id>``): the container no longer
+    shares the harness's (here the user session keyring, ``_uid_ses.0``)."""
+    name = container_name("keys")
+    python = os.path.realpath(sys.executable)
+    code = SESSION_KEYRING.format(root=str(ROOT))
+    spec = default_spec(built_image, name, args=["/bin/chroot", "/mnt/host", python, "-S",
+                                                  "-c", code])
+    spec.mounts.append(SpecMount("/mnt/host", "bind", "/", ["rbind", "ro"]))
+    serial, description = _container_output(runtime, spec, name).split()
+    ours = sc.keyctl_session_keyring()
+    assert int(serial) != ours, "the container shares the harness's session keyring"
+    kind, uid, _gid, _perm, keyring_name = description.split(";", 4)
+    assert (kind, uid, keyring_name) == ("keyring", "0", name)
+
+
+def test_supplementary_groups_are_the_specs_never_the_runtimes(runtime, built_image):
+    """setgroups to process.user.additionalGids (none when there are none), before the
+    capabilities are dropped: the fork server's own groups (inherited from its owner) never
+    reach a container."""
+    saved = os.getgroups()
+    os.setgroups([4242, 4343])  # the fork server starts with the first launch: it gets these
+    try:
+        out, _ = run_script(runtime, built_image, "grep '^Groups:' /proc/self/status")
+        server = Path(f"/proc/{runtime.server.pid}/status").read_text()
+        assert "\nGroups:\t4242 4343" in server  # what a container without setgroups inherits
+        assert out.split(":", 1)[1].split() == []
+        name = container_name("groups")
+        spec = default_spec(built_image, name, args=["/bin/sh", "-c",
+                                                     "grep '^Groups:' /proc/self/status"])
+        spec.process.additional_gids = [10, 20]
+        assert _container_output(runtime, spec, name).split(":", 1)[1].split() == ["10", "20"]
+    finally:
+        os.setgroups(saved)
+
+
+def test_a_descriptor_handed_to_the_fork_server_never_reaches_the_workload(runtime,
+                                                                          built_image):
+    """The fork server receives descriptors close-on-exec (MSG_CMSG_CLOEXEC) and the child
+    marks every descriptor from 3 close-on-exec before exec (close_range): a stray one sent
+    with a launch request (a third descriptor, which no launch uses) is not in the
+    workload, which holds 0-2 only."""
+    name = container_name("fds")
+    spec = default_spec(built_image, name, network="none",
+                        args=["/bin/sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '"])
+    container = runtime.create(spec, name)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stray_read, stray_write = os.pipe2(os.O_CLOEXEC)
+    pid = 0
+    try:
+        pid = runtime.server.launch(container.plan, [write_fd, theirs.fileno(), stray_write])
+        os.close(write_fd)
+        theirs.close()
+        os.close(stray_write)
+        assert ours.recv(1) == b"n"  # the sync descriptor works as a network wiring's does
+        ours.sendall(b"g")
+        output = b""
+        while chunk := os.read(read_fd, 4096):
+            output += chunk
+        assert output.decode().split() == ["0", "1", "2"]
+        assert os.read(stray_read, 1) == b""  # no process holds the stray descriptor
+    finally:
+        if pid:
+            runtime.server.reap(pid)
+        ours.close()
+        os.close(read_fd)
+        os.close(stray_read)
+        runtime.destroy(container)
+
+
+@pytest.mark.parametrize("close_range", [True, False], ids=["close_range", "proc-sweep"])
+def test_close_on_exec_from_3_leaves_0_to_2(monkeypatch, close_range):
+    """runtime.child.close_on_exec_from: with close_range(CLOSE_RANGE_CLOEXEC), and with the
+    /proc/self/fd sweep used where the kernel lacks it (ENOSYS, or EINVAL before 5.11)."""
+    if not close_range:
+        def missing(first: int, last: int = 0, flags: int = 0) -> None:
+            raise OSError(errno.ENOSYS, "close_range: Function not implemented")
+
+        monkeypatch.setattr(sc, "close_range", missing)
+    read_fd, write_fd = os.pipe()
+    inheritable = [os.open("/dev/null", os.O_RDONLY) for _ in range(3)]
+    for fd in inheritable:
+        os.set_inheritable(fd, True)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(write_fd, 1)
+            child.close_on_exec_from(3)
+            os.execv("/bin/ls", ["ls", "/proc/self/fd"])
+        finally:
+            os._exit(127)
+    os.close(write_fd)
+    output = b""
+    while chunk := os.read(read_fd, 4096):
+        output += chunk
+    os.close(read_fd)
+    for fd in inheritable:
+        os.close(fd)
+    assert os.waitpid(pid, 0)[1] == 0
+    # ls's own directory descriptor is 3: every other descriptor from 3 up was closed by exec
+    assert output.decode().split() in (["0", "1", "2", "3"], ["0", "1", "2"])

@@ -50,14 +50,16 @@ def test_same_isolation_as_ours():
         assert config[key] == ours[key]
     for key in ("namespaces", "maskedPaths", "readonlyPaths"):
         assert config["linux"][key] == ours["linux"][key]
-    assert config["linux"]["resources"]["memory"] == ours["linux"]["resources"]["memory"]
+    # the limit, and swap as ours applies it: memory+swap = the limit (no swap)
+    assert config["linux"]["resources"]["memory"] == {
+        **ours["linux"]["resources"]["memory"], "swap": 64 << 20}
 
 
 def test_limits_map_to_oci_resources():
     resources = build_config(spec(memory_limit_mib=64, pids_limit=100, cpu_limit=0.5))["linux"][
         "resources"
     ]
-    assert resources["memory"] == {"limit": 64 * 1024 * 1024}
+    assert resources["memory"] == {"limit": 64 * 1024 * 1024, "swap": 64 * 1024 * 1024}
     assert resources["pids"] == {"limit": 100}
     assert resources["cpu"] == {"quota": 50_000, "period": 100_000}
 

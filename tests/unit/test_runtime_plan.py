@@ -50,6 +50,8 @@ def full_plan() -> LaunchPlan:
         cwd="/tmp",
         args=("/bin/sh", "-c", "echo READY"),
         env=("PATH=/bin", "HOME=/root"),
+        keyring="cvbench-x",
+        groups=(10, 4242),
     )
 
 
@@ -141,6 +143,23 @@ def test_launch_plan_of_a_default_spec():
     assert plan.args == ("/init",) and plan.cwd == "/" and plan.no_new_privs
     program = base64.b64decode(plan.seccomp)
     assert program and len(program) % 8 == 0  # classic BPF: 8 bytes per instruction
+    assert plan.keyring == "box"  # named after the container, as crun names it after its id
+    assert plan.groups == ()  # no additionalGids: setgroups to none
+
+
+def test_additional_gids_and_the_keyring_name_reach_the_plan():
+    spec = default_spec(FakeImage(), "box")
+    spec.process.additional_gids = [10, 4242]
+    plan = planner.launch_plan(spec, Path("/s/containers/box"), [], keyring="other")
+    assert plan.groups == (10, 4242) and plan.keyring == "other"
+    assert round_trip(plan).groups == (10, 4242)
+
+
+def test_groups_must_be_integers():
+    data = full_plan().to_dict()
+    data["groups"] = ["wheel"]
+    with pytest.raises(PlanError, match="plan.groups"):
+        LaunchPlan.from_dict(data)
 
 
 def test_the_seccomp_program_is_compiled_once_per_section(monkeypatch):

@@ -68,6 +68,18 @@ def test_round_trip_through_json():
     assert data["linux"]["resources"]["memory"] == {"limit": 16 << 20}
     assert data["annotations"][NETWORK_ANNOTATION] == "bridge"
     assert data["linux"]["maskedPaths"] and data["linux"]["readonlyPaths"]
+    assert data["process"]["user"] == {"uid": 0, "gid": 0}  # no additionalGids: none at all
+
+
+def test_additional_gids_round_trip_and_are_checked():
+    spec = default_spec(FakeImage(), "cvbench-g")
+    spec.process.additional_gids = [10, 4242]
+    data = json.loads(json.dumps(spec.to_oci()))
+    assert data["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [10, 4242]}
+    assert Spec.from_oci(data).process.additional_gids == [10, 4242]
+    data["process"]["user"]["additionalGids"] = [-1]
+    with pytest.raises(SpecError, match="additionalGids"):
+        Spec.from_oci(data)
 
 
 def test_from_oci_ignores_unknown_keys_and_reads_crun_style_config():

@@ -133,6 +133,11 @@ def build_config(spec: InstanceSpec, netns: str | None = None) -> dict[str, Any]
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()
     config["linux"]["resources"]["devices"] = [dict(rule) for rule in DEVICE_RULES]
+    memory = config["linux"]["resources"].get("memory")
+    if memory is not None:
+        # Swap as ours applies it (runtime/cgroups.py): none. OCI's memory.swap is memory+swap
+        # (v1 memsw = limit); on v2 crun and runc write memory.swap.max = swap - limit = 0.
+        memory["swap"] = memory["limit"]
     if spec.network == "bridge":
         for namespace in config["linux"]["namespaces"]:
             if namespace["type"] == "network":
