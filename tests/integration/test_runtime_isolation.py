@@ -198,8 +198,10 @@ def test_a_descriptor_handed_to_the_fork_server_never_reaches_the_workload(runti
     with a launch request (a third descriptor, which no launch uses) is not in the
     workload, which holds 0-2 only."""
     name = container_name("fds")
+    # listed by another shell into a file, as tests/isolation_probe.sh does: a pipeline's or
+    # a redirection's descriptors in the listed shell itself would show
     spec = default_spec(built_image, name, network="none",
-                        args=["/bin/sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '"])
+                        args=["/bin/sh", "-c", 'sh -c "ls /proc/$$/fd > /tmp/fds"; cat /tmp/fds'])
     container = runtime.create(spec, name)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
