@@ -95,7 +95,8 @@ class Launcher:
         self._ids = itertools.count()
         self._lock = threading.Lock()  # guards _pending and _dead
         self._send_lock = threading.Lock()
-        self._pending: dict[int, _Pending] = {READY_ID: _Pending()}  # by request id
+        ready = _Pending()  # kept here: the reader thread pops it as soon as it is answered
+        self._pending: dict[int, _Pending] = {READY_ID: ready}  # by request id
         self._dead = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
@@ -121,7 +122,7 @@ class Launcher:
                                         name=f"{ARGV_TAG}-{label}", daemon=True)
         self._reader.start()
         try:
-            self._await(READY_ID, self._pending[READY_ID], STARTUP_TIMEOUT_S)
+            self._await(READY_ID, ready, STARTUP_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
