@@ -9,4 +9,6 @@ Modules, one job each:
 - :mod:`vm.machine`: :class:`~vm.machine.VirtualMachine`, one VM from start to destroy.
 - :mod:`vm.memory`: PSS/USS/RSS of QEMU, guest RAM versus VMM overhead, MemAvailable.
 - :mod:`vm.bare_qemu`: the same boot with a bare QEMU command (benchmark reference only).
+- :mod:`vm.testhost`: a systemd, cgroup-v2-only Debian host in a bare QEMU VM, for tests and
+  checks on the kind of host users have (not a benchmarked backend).
 """
