@@ -7,4 +7,6 @@ or VM concept.
 - :mod:`hostkit.meminfo`: ``/proc/meminfo`` in bytes.
 - :mod:`hostkit.mountinfo`: ``/proc/<pid>/mountinfo`` parsed, escapes decoded.
 - :mod:`hostkit.files`: atomic writes.
+- :mod:`hostkit.seccomp_readback`: the seccomp filters a running process holds (ptrace),
+  compared.
 """

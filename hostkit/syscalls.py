@@ -278,6 +278,69 @@ def seccomp_set_filter(program: bytes) -> None:
                          ctypes.c_uint(0), ctypes.byref(fprog)), "seccomp")
 
 
+# ptrace(2) (linux/ptrace.h): just what reading another process's seccomp filters needs
+_SYS_PTRACE = 101  # x86_64
+PTRACE_DETACH = 17
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_SECCOMP_GET_METADATA = 0x420D
+PTRACE_EVENT_STOP = 128  # (status >> 16) of a waitpid stop caused by PTRACE_INTERRUPT
+SOCK_FILTER_SIZE = 8  # bytes of one classic-BPF instruction (struct sock_filter)
+
+
+def _ptrace(request: int, pid: int, addr: int, data: int | ctypes.c_void_p | None,
+            what: str) -> int:
+    """The raw system call (glibc's ptrace() wrapper treats PEEK requests specially)."""
+    return _check(_libc.syscall(ctypes.c_long(_SYS_PTRACE), ctypes.c_long(request),
+                                ctypes.c_int(pid), ctypes.c_void_p(addr), data),
+                  what, f"pid {pid}")
+
+
+def ptrace_seize(pid: int, options: int = 0) -> None:
+    """Become ``pid``'s tracer without stopping it (PTRACE_SEIZE, Linux 3.4)."""
+    _ptrace(PTRACE_SEIZE, pid, 0, ctypes.c_void_p(options), "ptrace(PTRACE_SEIZE)")
+
+
+def ptrace_interrupt(pid: int) -> None:
+    """Ask a seized tracee to stop (PTRACE_INTERRUPT); the stop is then seen with waitpid."""
+    _ptrace(PTRACE_INTERRUPT, pid, 0, None, "ptrace(PTRACE_INTERRUPT)")
+
+
+def ptrace_detach(pid: int, signal: int = 0) -> None:
+    """Let a stopped tracee go (PTRACE_DETACH), delivering ``signal`` if not 0."""
+    _ptrace(PTRACE_DETACH, pid, 0, ctypes.c_void_p(signal), "ptrace(PTRACE_DETACH)")
+
+
+def ptrace_seccomp_get_filter(pid: int, index: int) -> bytes:
+    """The classic-BPF program of a stopped tracee's seccomp filter ``index`` (0 is the first
+    installed, whatever ptrace(2) says: see :mod:`hostkit.seccomp_readback`), as the
+    ``sock_filter`` array it was installed with. Needs CAP_SYS_ADMIN and a caller not itself
+    under seccomp; OSError ENOENT past the last filter, EINVAL if the tracee has none,
+    EMEDIUMTYPE for an eBPF filter."""
+    count = _ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, None,
+                    "ptrace(PTRACE_SECCOMP_GET_FILTER)")
+    buffer = ctypes.create_string_buffer(count * SOCK_FILTER_SIZE)
+    got = _ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, ctypes.cast(buffer, ctypes.c_void_p),
+                  "ptrace(PTRACE_SECCOMP_GET_FILTER)")
+    return buffer.raw[: got * SOCK_FILTER_SIZE]
+
+
+class _SeccompMetadata(ctypes.Structure):
+    _fields_ = [("filter_off", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def ptrace_seccomp_get_metadata(pid: int, index: int) -> int:
+    """The ``SECCOMP_FILTER_FLAG_*`` flags filter ``index`` of a stopped tracee was installed
+    with, as far as the kernel keeps them (PTRACE_SECCOMP_GET_METADATA, Linux 4.16:
+    SECCOMP_FILTER_FLAG_LOG only)."""
+    metadata = _SeccompMetadata(filter_off=index)
+    _ptrace(PTRACE_SECCOMP_GET_METADATA, pid, ctypes.sizeof(metadata),
+            ctypes.cast(ctypes.byref(metadata), ctypes.c_void_p),
+            "ptrace(PTRACE_SECCOMP_GET_METADATA)")
+    return int(metadata.flags)
+
+
 # bpf(2) (linux/bpf.h): just what a cgroup device filter needs
 _SYS_BPF = 321  # x86_64
 BPF_PROG_LOAD = 5
