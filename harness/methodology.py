@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from hostkit import seccomp_readback
+
 # How the report's ratios get their confidence intervals (harness.report.headline).
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -43,6 +45,9 @@ def section(metadata: dict[str, Any]) -> list[str]:
     lines.append(f"Turn order seed: `{seed}` (repeat with `cvbench run --seed {seed}`)."
                  if seed is not None else "Turn order: not recorded (an older run).")
     lines += ["", host_kind(metadata), ""]
+    filters = kernel_filters(metadata)
+    if filters:
+        lines += [filters, ""]
     for name, facts in metadata.get("backends", {}).items():
         lines += _backend(name, facts)
     return lines
@@ -84,16 +89,86 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
         lines.append(f"- device filter: {_device_filter(device_filter)}")
     elif device_filter:
         lines.append(f"- device filter: {device_filter}")
-    security = facts.get("security") or {}
+    security = dict(facts.get("security") or {})
+    kernel_filter = security.pop("kernel_filter", None)
     for key, value in security.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
         if isinstance(value, dict):
             shown = ", ".join(f"{k} {v}" for k, v in value.items())
         lines.append(f"- {key.replace('_', ' ')}: {shown}")
+    if isinstance(kernel_filter, dict):
+        lines.append(f"- seccomp filter in the kernel: {_kernel_filter(kernel_filter)}")
     for key in ("accel", "accel_reason", "guest"):
         if key in facts:
             lines.append(f"- {key.replace('_', ' ')}: {facts[key]}")
     return [*lines, ""]
+
+
+def kernel_filters(metadata: dict[str, Any]) -> str | None:
+    """One line comparing the seccomp programs the kernel held for each container backend's
+    probe containers (``security.kernel_filter``): the same program or not, and if not, for
+    each different one, what differs from the first backend's (filter and instruction
+    counts, the first differing instruction, a shared tail) and what its runtime adds.
+    None if no backend recorded one."""
+    found: list[tuple[str, tuple[seccomp_readback.Filter, ...]]] = []
+    additions: dict[str, str] = {}
+    errors = []
+    for name, facts in metadata.get("backends", {}).items():
+        recorded = (facts.get("security") or {}).get("kernel_filter")
+        if not isinstance(recorded, dict):
+            continue
+        for variant, summary in recorded.items():
+            if not isinstance(summary, dict):
+                continue
+            if "error" in summary:
+                errors.append(f"{name} {variant}: not read ({summary['error']})")
+            elif "programs" in summary:
+                found.append((f"{name} {variant}", seccomp_readback.from_summary(summary)))
+                additions[name] = str(recorded.get("runtime_additions", "not recorded"))
+    if not found and not errors:
+        return None
+    groups: list[tuple[list[str], tuple[seccomp_readback.Filter, ...]]] = []
+    for label, filters in found:
+        for labels, first in groups:
+            if seccomp_readback.difference(first, filters) is None:
+                labels.append(label)
+                break
+        else:
+            groups.append(([label], filters))
+    same = "yes" if len(groups) == 1 and not errors else "no" if len(groups) > 1 else "unknown"
+    parts = []
+    for number, (labels, filters) in enumerate(groups):
+        text = f"{', '.join(labels)}: {_stack(filters)}"
+        if number:
+            reference = groups[0]
+            text += (f", against {reference[0][0]}: "
+                     f"{seccomp_readback.difference(reference[1], filters)}; what "
+                     f"{labels[0].split()[0]} adds: {additions[labels[0].split()[0]]}")
+        parts.append(text)
+    return ("- Seccomp filter the kernel holds, read back from a running probe container of "
+            f"each container backend (PTRACE_SECCOMP_GET_FILTER): same program: **{same}**. "
+            + "; ".join(parts + errors) + ".")
+
+
+def _stack(filters: tuple[seccomp_readback.Filter, ...]) -> str:
+    digest = seccomp_readback.summary(filters)["sha256"][:12]
+    counts = "+".join(str(f.instructions) for f in filters) or "0"
+    flags = {name for f in filters for name in seccomp_readback.flag_names(f.flags)}
+    return (f"{len(filters)} filter{'s' if len(filters) != 1 else ''}, {counts} instructions"
+            + (f", flags {', '.join(sorted(flags))}" if flags else "") + f" (sha256 `{digest}`)")
+
+
+def _kernel_filter(found: dict[str, Any]) -> str:
+    """A backend's own line: per variant its filters, and what the runtime adds."""
+    variants = []
+    for variant, summary in found.items():
+        if not isinstance(summary, dict):
+            continue
+        if "error" in summary:
+            variants.append(f"{variant}: not read ({summary['error']})")
+        else:
+            variants.append(f"{variant}: {_stack(seccomp_readback.from_summary(summary))}")
+    return "; ".join(variants) + f"; added by the runtime: {found.get('runtime_additions', '-')}"
 
 
 def _device_filter(found: dict[str, Any]) -> str:

@@ -11,3 +11,5 @@ class CrunBackend(OciBackend):
 
     name = "crun"
     runtime = "crun"
+    filter_additions = ("none: crun 1.8 installs libseccomp's program of config.json's section "
+                        "as exported (libcrun_generate_seccomp, src/libcrun/seccomp.c)")

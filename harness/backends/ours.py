@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
+from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
     WARM,
@@ -40,7 +41,7 @@ class OursBackend:
     """Start/stop containers with cvbench's runtime; one fork server per backend."""
 
     name = "ours"
-    variants = (COLD, WARM)
+    variants: tuple[str, ...] = (COLD, WARM)
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
                  pivot_root: bool = False) -> None:
@@ -49,6 +50,8 @@ class OursBackend:
         self.pivot_root = pivot_root  # else the move onto the skeleton root (runtime.rootfs)
         self._runtime: Runtime | None = None
         self.live: dict[str, Instance] = {}
+        self._image: Image | None = None
+        self._kernel_filter: dict[str, Any] | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -73,6 +76,7 @@ class OursBackend:
             planner.seccomp_program(probe.linux.seccomp)
         except ValueError as error:
             raise BackendError(f"ours: {error}") from None
+        self._image = image
 
     def start(self, spec: InstanceSpec) -> Instance:
         """Cold: spec, directory, cgroups, fork, namespaces, ... exec, all inside the call."""
@@ -181,14 +185,27 @@ class OursBackend:
                 "attach": "BPF_PROG_ATTACH(BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI), "
                           "loaded per container"}]} if v2 else
             "v1 devices cgroup: devices.deny then devices.allow lines",
-            "security": default_security(),
+            "security": {**default_security(), "kernel_filter": self._filter()},
         }
+
+    def _filter(self) -> dict[str, Any] | None:
+        """The seccomp filters the kernel holds for a cold and a warm container of ours, read
+        once from probe containers (None before prepare(): nothing to start)."""
+        if self._kernel_filter is None and self._image is not None:
+            found = {variant: seccomp_probe.probe(self, self._image, variant)
+                     for variant in self.variants}
+            self._kernel_filter = seccomp_probe.described(found, FILTER_ADDITIONS)
+        return self._kernel_filter
 
     def _destroy(self, container: Container) -> None:
         try:
             self.runtime.destroy(container)
         except ContainerError:
             pass
+
+
+FILTER_ADDITIONS = ("none: libseccomp's program of the profile (runtime.seccomp.compile_bpf, rule "
+                    "by rule as crun 1.8 builds it), installed as exported (seccomp(2), no flags)")
 
 
 # How a cold init gets into its cgroups, per host kind, and what crun 1.8.1 and runc 1.1.5

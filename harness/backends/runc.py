@@ -11,3 +11,9 @@ class RuncBackend(OciBackend):
 
     name = "runc"
     runtime = "runc"
+    filter_additions = (
+        "an ENOSYS stub before libseccomp's program (runc 1.1 libcontainer/seccomp/patchbpf, "
+        "generateEnosysStub): ERRNO(ENOSYS) for a syscall number above the highest the profile "
+        "names, per architecture (x86_64, x32, i386), so that a syscall newer than the profile "
+        "fails with ENOSYS whatever the default action; its architecture sections come in Go "
+        "map order, so the stub's bytes (not its verdicts) vary from one container to the next")

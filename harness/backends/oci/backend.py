@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
     WARM,
@@ -60,6 +61,8 @@ class OciBackend:
     name = "oci"
     runtime = "crun"  # the binary's name; subclasses set both
     variants = (COLD, WARM)
+    # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
+    filter_additions = "not recorded"
 
     def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
         self.binary = binary or shutil.which(self.runtime) or self.runtime
@@ -69,6 +72,7 @@ class OciBackend:
         self.live: dict[str, Instance] = {}
         self.image: Image | None = None
         self._observed: dict[str, Any] | None = None
+        self._kernel_filter: dict[str, Any] | None = None  # of the probe container, cold
         self._launcher: Launcher | None = None
         self._lock = threading.Lock()
 
@@ -178,6 +182,8 @@ class OciBackend:
 
     def describe(self) -> dict[str, Any]:
         private_view = cgroup.needs_private_view(self.binary, self.mode)
+        observed = self._observe()
+        found = self._kernel_filter
         return {
             "runtime": self.runtime,
             "version": self._version(),
@@ -187,8 +193,10 @@ class OciBackend:
             "private_cgroup_view": private_view,
             "launcher": "subreaper in a private mount namespace, overlay per container namespace",
             "method": self._method(private_view).as_dict(),
-            **self._observe(),
-            "security": security(self._config(f"{PREFIX}describe")),
+            **observed,
+            "security": {**security(self._config(f"{PREFIX}describe")), "kernel_filter":
+                         None if found is None else seccomp_probe.described(
+                             {COLD: found}, self.filter_additions)},
         }
 
     # internals
@@ -268,7 +276,10 @@ class OciBackend:
         return build_config(InstanceSpec(name=name, image=image))
 
     def _observe(self) -> dict[str, Any]:
-        """Cgroup hierarchies and device rules of a probe container (once per backend)."""
+        """Cgroup hierarchies and device rules of a probe container (once per backend), and
+        the seccomp filters the kernel holds for it (``self._kernel_filter``: the runtime
+        builds and installs its filter by the same code in ``run`` and in ``create``, so one
+        cold probe stands for both variants)."""
         if self._observed is not None:
             return self._observed
         if self.image is None:
@@ -279,12 +290,14 @@ class OciBackend:
             instance = self.start(spec)
             try:
                 self.wait_ready(instance, PROBE_READY_S)
+                self._kernel_filter = seccomp_probe.read(instance.pids[0])
                 self._observed = probe.observe(spec.name,
                                                config=instance.handle.bundle.config).as_dict()
             finally:
                 self.stop(instance)
                 self.remove(instance)
         except BackendError as error:
+            self._kernel_filter = self._kernel_filter or {"error": f"probe container: {error}"}
             return {"cgroup_controllers": None, "devices": None, "probe_error": str(error)}
         return self._observed
 
