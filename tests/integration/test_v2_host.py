@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.v2host]
 REPOSITORY = Path(__file__).resolve().parents[2]
 # What proves like for like on a v2 host: the isolation probe (ours cold and warm, crun, runc)
 # and the same cgroups/devices/mounts/profile comparison, the limits, the OCI backends, the
-# root switch, the device filter, the overlay mounted outside the container's memory cgroup, and
+# root switch, the device filter, the seccomp program the kernel holds, the overlay mounted outside the container's memory cgroup, and
 # SIGKILL-then-`cvbench clean`.
 SUBSET = (
     "tests/integration/test_isolation_probe.py",
@@ -37,6 +37,7 @@ SUBSET = (
     "tests/integration/test_root_switch.py",
     "tests/integration/test_device_filter.py",
     "tests/integration/test_overlay_outside_cgroup.py",
+    "tests/integration/test_seccomp_readback.py",
     "tests/integration/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
 )
 JUNIT = "/tmp/cvbench-v2host-junit.xml"
