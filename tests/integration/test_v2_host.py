@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.v2host]
 REPOSITORY = Path(__file__).resolve().parents[2]
 # What proves like for like on a v2 host: the isolation probe (ours cold and warm, crun, runc)
 # and the same cgroups/devices/mounts/profile comparison, the limits, the OCI backends, the
-# root switch, the device filter, the seccomp program the kernel holds, the overlay mounted outside the container's memory cgroup, and
-# SIGKILL-then-`cvbench clean`.
+# root switch, the device filter, the seccomp program the kernel holds, the overlay mounted
+# outside the container's memory cgroup, and SIGKILL-then-`cvbench clean`.
 SUBSET = (
     "tests/integration/test_isolation_probe.py",
     "tests/integration/test_runtime_limits.py",
