@@ -44,8 +44,11 @@ LAYERS = ("base", "tests")
 # AVX, which QEMU 7.2's TCG ran unfaithfully once (numpy died of a general protection fault).
 CPU_MODEL = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16"
 # cgroup v2 only, whatever the kernel's or systemd's default: no fallback to hybrid.
-CMDLINE = ("root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all"
-           " systemd.show_status=false")
+# The kernel's messages go to both serial ports; ttyS1 is written to a log file for the whole
+# boot (the first port is read only until READY), so a guest that dies later says why.
+CMDLINE = ("root=/dev/vda rw console=ttyS1 console=ttyS0 systemd.unified_cgroup_hierarchy=1"
+           " cgroup_no_v1=all systemd.show_status=false")
+LOGS = Path("/var/tmp/cvbench-v2host-logs")
 BUILDER = "scripts/v2host-image.sh"
 BUILDER_INPUTS = (BUILDER, "scripts/lib/debian-root.sh")
 GUEST_REPO = "/root/cvbench"  # where the tests layer's virtualenv expects the project
@@ -230,14 +233,19 @@ def booted(image: HostImage, *, memory_mib: int = 4096, vcpus: int = 2, network:
     netdev = f"user,id=v2net,hostfwd=tcp:127.0.0.1:{port}-:22"
     if not network:
         netdev += ",restrict=on"
-    extra = ["-cpu", CPU_MODEL, "-netdev", netdev, "-device", "virtio-net-pci,netdev=v2net"]
+    LOGS.mkdir(parents=True, exist_ok=True)
+    console_log = LOGS / f"console-{spec.name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    extra = ["-cpu", CPU_MODEL, "-netdev", netdev, "-device", "virtio-net-pci,netdev=v2net",
+             "-chardev", f"file,id=v2log,path={console_log}",
+             "-device", "isa-serial,chardev=v2log,index=1"]
     started = time.monotonic()
     vm = BareVM.start(spec, disk_base=image.disk, extra=extra)
     try:
         try:
             vm.wait_ready(boot_timeout)
         except Exception as error:
-            raise TestHostError(f"the test host did not boot: {error}") from None
+            raise TestHostError(f"the test host did not boot: {error} (console: "
+                                f"{console_log})") from None
         host = TestHost(image, vm, port, 0.0)
         _wait_for_ssh(host, 120)
         host.boot_s = time.monotonic() - started

@@ -41,7 +41,7 @@ SUBSET = (
     "tests/integration/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
 )
 JUNIT = "/tmp/cvbench-v2host-junit.xml"
-LOGS = Path("/var/tmp/cvbench-v2host-logs")  # the subset's output, kept for reading afterwards
+LOGS = testhost.LOGS  # the subset's output is kept there too, for reading afterwards
 
 
 @pytest.fixture(scope="session")
