@@ -115,6 +115,7 @@ def _warm_up_decoder(unshare: int) -> None:
         env=(),
         keyring="",
         groups=(),
+        umask=0o022,
     )
     request = json.dumps({"op": "launch", "plan": sample.to_dict()}).encode()
     LaunchPlan.from_dict(json.loads(request)["plan"])
@@ -179,6 +180,7 @@ def run(
         os.chdir(plan.cwd)
         env = dict(item.split("=", 1) for item in plan.env if "=" in item)
         os.setgroups(plan.groups)  # the spec's, or none: never the fork server's
+        os.umask(plan.umask)  # the spec's, or 0022: never the starter's
         close_on_exec_from(3)
         program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
         if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop

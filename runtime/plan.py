@@ -99,6 +99,7 @@ class LaunchPlan:
     # one. Never the inherited keyring of the fork server and its owner.
     keyring: str
     groups: tuple[int, ...]  # supplementary gids: the spec's process.user.additionalGids
+    umask: int  # the spec's process.user.umask, else 0022 (what crun and runc set then)
     cgroup_dir: str = ""  # cgroup v2 directory to clone the init into ("": join cgroup_procs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from runtime.spec import Seccomp, Spec
 
 _PROGRAMS: dict[str, str] = {}  # section digest -> base64 of its BPF program
 
+# The workload's umask when the spec gives none: crun 1.8 and runc 1.1 set 0022 then (runc's
+# libcontainer/init_linux.go; crun's container.c), whatever umask the runtime had.
+DEFAULT_UMASK = 0o022
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 # mount option -> (flags to set, flags to clear)
@@ -91,6 +94,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         env=tuple(process.env),
         keyring=directory.name if keyring is None else keyring,
         groups=tuple(process.additional_gids),
+        umask=DEFAULT_UMASK if process.umask is None else process.umask,
     )
 
 

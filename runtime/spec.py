@@ -97,6 +97,8 @@ class Process:
     # process.user.additionalGids: the supplementary groups the process gets (setgroups, as
     # crun and runc do; none when empty, never the runtime's own)
     additional_gids: list[int] = field(default_factory=list)
+    # process.user.umask; None: 0022, which crun and runc set when the spec gives none
+    umask: int | None = None
 
 
 @dataclass
@@ -276,6 +278,7 @@ class Spec:
                 ],
                 additional_gids=[int(g) for g in
                                  (proc.get("user") or {}).get("additionalGids") or []],
+                umask=(proc.get("user") or {}).get("umask"),
             )
             root = Root(data["root"]["path"], bool(data["root"].get("readonly", False)))
             lin = data.get("linux", {})
@@ -352,7 +355,9 @@ class Spec:
                 "terminal": False,
                 "user": {"uid": 0, "gid": 0,
                          **({"additionalGids": list(self.process.additional_gids)}
-                            if self.process.additional_gids else {})},
+                            if self.process.additional_gids else {}),
+                         **({"umask": self.process.umask}
+                            if self.process.umask is not None else {})},
                 "args": list(self.process.args),
                 "env": list(self.process.env),
                 "cwd": self.process.cwd,
@@ -386,6 +391,9 @@ class Spec:
         for gid in self.process.additional_gids:
             if not 0 <= gid < 1 << 32:
                 raise SpecError(f"process.user.additionalGids: {gid} is not a gid")
+        umask = self.process.umask
+        if umask is not None and (not isinstance(umask, int) or not 0 <= umask <= 0o777):
+            raise SpecError(f"process.user.umask: {umask!r} is not a mode from 0 to 0777")
         for ns in self.linux.namespaces:
             if ns.type not in NAMESPACE_TYPES:
                 raise SpecError(f"linux.namespaces: unknown type {ns.type!r}")

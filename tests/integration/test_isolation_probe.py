@@ -19,9 +19,9 @@ all three:
 - ``userns-chroot``: chroot(2) inside it succeeds (CAP_SYS_CHROOT is in the default set
   anyway); a chroot to ``/..`` still finds no host files (``userns-chroot-escape``).
 
-The umask check expects 0022 (the spec gives none; crun and runc then apply 0022). Ours sets
-none and passes on the umask of the process that started it: with the harness at 0027 its
-workload shows 0027 while crun's and runc's show 0022 (issue 21; runtime/ unchanged here).
+The umask check expects 0022 (the spec gives none; crun and runc then apply 0022, and so does
+ours): the harness runs at 0027 meanwhile, so a runtime that passed its own umask on would
+show 0027.
 """
 
 from __future__ import annotations
@@ -93,13 +93,15 @@ HARNESS_GROUPS = [4242, 4343]  # supplementary groups no container may inherit
 @pytest.fixture
 def harness_groups() -> Iterator[list[int]]:
     """The test process (the harness, and every runtime it starts: ours' fork server, the OCI
-    launchers) holds supplementary groups for the test's duration, so that a runtime that
-    does not setgroups shows them in its container."""
+    launchers) holds supplementary groups and a umask of 0027 for the test's duration, so that
+    a runtime that does not setgroups, or passes its umask on, shows them in its container."""
     saved = os.getgroups()
     os.setgroups(HARNESS_GROUPS)
+    umask = os.umask(0o027)
     try:
         yield HARNESS_GROUPS
     finally:
+        os.umask(umask)
         os.setgroups(saved)
 
 

@@ -52,6 +52,7 @@ def full_plan() -> LaunchPlan:
         env=("PATH=/bin", "HOME=/root"),
         keyring="cvbench-x",
         groups=(10, 4242),
+        umask=0o027,
     )
 
 

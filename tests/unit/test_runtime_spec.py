@@ -82,6 +82,18 @@ def test_additional_gids_round_trip_and_are_checked():
         Spec.from_oci(data)
 
 
+def test_umask_round_trips_is_checked_and_defaults_to_0022_in_the_plan():
+    spec = default_spec(FakeImage(), "cvbench-u")
+    assert "umask" not in spec.to_oci()["process"]["user"]  # none given: 0022 applies
+    spec.process.umask = 0o077
+    data = json.loads(json.dumps(spec.to_oci()))
+    assert data["process"]["user"]["umask"] == 63
+    assert Spec.from_oci(data).process.umask == 0o077
+    data["process"]["user"]["umask"] = 0o1000
+    with pytest.raises(SpecError, match="umask"):
+        Spec.from_oci(data)
+
+
 def test_from_oci_ignores_unknown_keys_and_reads_crun_style_config():
     data = {
         "ociVersion": "1.0.2",
