@@ -16,6 +16,7 @@ from harness import backends
 from harness.backends.base import COLD, WARM, InstanceSpec
 from harness.backends.containers import container_spec
 from hostkit.procs import running
+from runtime import cgroups
 
 pytestmark = [pytest.mark.root]
 
@@ -143,8 +144,10 @@ def test_the_engine_runs_the_reference_spec_on_the_runtime_asked_for(engine,
             assert os.path.exists(os.path.join(state, marker)), os.listdir(state)
         else:
             assert engine.describe()["oci_runtime"] == engine.runtime
+            # crun runs through its v1 view on hybrid hosts only (it refuses them as it is)
+            wrapped = engine.runtime == "crun" and cgroups.detect_mode() == "hybrid"
             assert os.path.basename(engine.describe()["oci_runtime_path"]) == (
-                "crun-v1view" if engine.runtime == "crun" else "runc")
+                "crun-v1view" if wrapped else engine.runtime)
     finally:
         engine.stop(instance)
         engine.remove(instance)

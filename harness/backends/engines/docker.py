@@ -319,8 +319,10 @@ class DockerBackend(common.SplitStart):
             cpu_quota=resources.cpu_quota,
             cap_drop=["ALL"],
             cap_add=common.capability_names(reference),
+            # no AppArmor profile, as ours, crun and runc get none (where AppArmor is enabled,
+            # as on Debian's systemd hosts, dockerd would load and apply docker-default)
             security_opt=[f"no-new-privileges:{str(reference.process.no_new_privileges).lower()}",
-                          f"seccomp={self.seccomp_json}"],
+                          f"seccomp={self.seccomp_json}", "apparmor=unconfined"],
             ipc_mode="private",
             runtime=self.runtime,
             cgroup_parent=self.cgroup_parent,

@@ -416,6 +416,9 @@ class PodmanBackend(common.SplitStart):
             "cap_drop": ["ALL"], "cap_add": common.capability_names(reference),
             "no_new_privileges": reference.process.no_new_privileges,
             "seccomp_profile_path": self.seccomp_path,
+            # no AppArmor profile, as ours, crun and runc get none (where AppArmor is enabled
+            # Podman would apply containers-default)
+            "apparmor_profile": "unconfined",
             "mask": [p for p in reference.linux.masked_paths if p not in DEFAULT_MASKED],
             "unmask": [p for p in EXTRA_DEFAULT_PATHS
                        if p not in reference.linux.masked_paths + reference.linux.readonly_paths],
