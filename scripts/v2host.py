@@ -3,7 +3,8 @@
 
     scripts/v2host.py build [--layer base|tests]     # build (or find cached) the image
     scripts/v2host.py run [--layer L] [--network] -- COMMAND
-                                                     # boot, copy this tree, run COMMAND there
+                                                     # boot, copy this tree to /root/cvbench,
+                                                     # run COMMAND there
     scripts/v2host.py test                           # the like-for-like subset in the VM
     scripts/v2host.py bench [--results DIR]          # the README's run command, from a clone
 
@@ -60,9 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     image = testhost.ensure_image(args.layer, REPOSITORY)
     with testhost.booted(image, network=args.network, memory_mib=args.memory) as host:
         print(f"v2host: booted in {host.boot_s:.0f} s", file=sys.stderr)
-        if args.layer == "tests":
-            host.put_tree(REPOSITORY)
-            command = f"cd {testhost.GUEST_REPO} && {command}"
+        host.put_tree(REPOSITORY)  # the tests layer's virtualenv stays; base has none yet
+        command = f"cd {testhost.GUEST_REPO} && {command}"
         result = host.run(command, echo=sys.stdout)
     print(f"v2host: exit {result.returncode} after {result.seconds:.0f} s", file=sys.stderr)
     return result.returncode
