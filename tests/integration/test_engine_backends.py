@@ -102,12 +102,14 @@ def test_the_engine_samples_its_daemons_once_per_pass(engine, built_image) -> No
 
 def _oci_config(engine, instance) -> dict:
     if engine.name == "docker":
-        pattern = ("/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/"
-                   f"{instance.handle.id}/config.json")
+        # the containerd dockerd started itself (hand-started dockerd), or the host's
+        # containerd service (docker.service under systemd)
+        patterns = [f"{root}/io.containerd.runtime.v2.task/moby/{instance.handle.id}/config.json"
+                    for root in ("/run/docker/containerd/daemon", "/run/containerd")]
     else:
-        pattern = ("/var/lib/containers/storage/overlay-containers/"
-                   f"{instance.handle.id}/userdata/config.json")
-    (path,) = glob.glob(pattern)
+        patterns = ["/var/lib/containers/storage/overlay-containers/"
+                    f"{instance.handle.id}/userdata/config.json"]
+    (path,) = [found for pattern in patterns for found in glob.glob(pattern)]
     with open(path) as handle:
         return json.load(handle)
 
