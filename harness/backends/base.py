@@ -151,3 +151,14 @@ class Method:
 
 def no_warm_start(name: str) -> BackendError:
     return BackendError(f"backend {name!r} has no warm start")
+
+
+def launch(backend: Backend, spec: InstanceSpec, variant: str) -> Instance:
+    """Start ``spec`` the way ``variant`` does, all at once (no clock in between): cold is
+    ``start``; warm is ``create`` then ``resume``. For probes and tests; the scenario kinds
+    time the two warm steps apart."""
+    if variant == WARM:
+        instance = backend.create(spec)
+        backend.resume(instance)
+        return instance
+    return backend.start(spec)

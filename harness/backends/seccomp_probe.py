@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from harness.backends.base import WARM, Backend, BackendError, InstanceSpec
+from harness.backends.base import Backend, BackendError, InstanceSpec, launch
 from hostkit import seccomp_readback
 from hostkit.paths import PREFIX
 from imagestore.image import Image
@@ -40,11 +40,7 @@ def probe(backend: Backend, image: Image, variant: str) -> dict[str, Any]:
     spec = InstanceSpec(name=f"{PREFIX}filter-{backend.name}-{variant}-{uuid.uuid4().hex[:8]}",
                         image=image)
     try:
-        if variant == WARM:
-            instance = backend.create(spec)
-            backend.resume(instance)
-        else:
-            instance = backend.start(spec)
+        instance = launch(backend, spec, variant)
         try:
             backend.wait_ready(instance, READY_S)
             return read(instance.pids[0])

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from harness import backends
-from harness.backends.base import WARM, Backend, Instance, InstanceSpec
+from harness.backends.base import Backend, Instance, InstanceSpec, launch
 from harness.backends.containers import container_spec
 from harness.backends.oci import probe
 from runtime import caps, cgroups
@@ -65,11 +65,7 @@ def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = 
     spec = InstanceSpec(name=f"cvbench-test-probe-{uuid.uuid4().hex[:8]}", image=image,
                         command=command, memory_limit_mib=memory_limit_mib)
     try:
-        if variant == WARM:
-            instance = backend.create(spec)
-            backend.resume(instance)
-        else:
-            instance = backend.start(spec)
+        instance = launch(backend, spec, variant)
         backend.wait_ready(instance, 20)
         yield backend, instance, spec
         backend.stop(instance)

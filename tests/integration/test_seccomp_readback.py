@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import backends, methodology
-from harness.backends.base import WARM, Instance
+from harness.backends.base import Instance, launch
 from harness.backends.base import InstanceSpec as Spec
 from hostkit import seccomp_readback
 from hostkit.seccomp_readback import Filter
@@ -43,11 +43,7 @@ def running(name: str, image, variant: str) -> Iterator[Instance]:
     backend.prepare(image)
     spec = Spec(name=f"cvbench-test-filter-{uuid.uuid4().hex[:8]}", image=image)
     try:
-        if variant == WARM:
-            instance = backend.create(spec)
-            backend.resume(instance)
-        else:
-            instance = backend.start(spec)
+        instance = launch(backend, spec, variant)
         backend.wait_ready(instance, 20)
         yield instance
         backend.stop(instance)
