@@ -59,6 +59,21 @@ def _escape(pid: int) -> tuple[list[str], str]:
     return names.split(), verdict
 
 
+def _assert_escape_finds_nothing(pid: int) -> None:
+    """The probe's escape from container ``pid`` finds no host tree, and every probe check
+    but the shared findings (every runtime alike) passed."""
+    names, verdict = _escape(pid)
+    assert verdict == "host-hidden", names
+    # ".." ends on the container's own root (the kernel steps onto the mount stacked on
+    # the skeleton's root) or in the empty skeleton: nothing else is above the root
+    own = set(os.listdir(f"/proc/{pid}/root"))
+    assert set(names) <= own | {"host"}, names
+    probe = Path(f"/proc/{pid}/root/tmp/probe.out").read_text().splitlines()
+    failed = [line for line in probe
+              if line.split(" ")[1:3] != ["no", "shared:"] and line.split(" ")[1:2] == ["no"]]
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("pivot_root", [False, True], ids=["move", "pivot_root"])
 def test_chroot_escape_finds_no_host_tree(state_dir, built_image, pivot_root) -> None:
     backend = OursBackend(pivot_root=pivot_root)
@@ -69,16 +84,7 @@ def test_chroot_escape_finds_no_host_tree(state_dir, built_image, pivot_root) ->
         instance = backend.start(spec)
         backend.wait_ready(instance, 20)
         pid = instance.pids[0]
-        names, verdict = _escape(pid)
-        assert verdict == "host-hidden", names
-        # ".." ends on the container's own root (the kernel steps onto the mount stacked on
-        # the skeleton's root) or in the empty skeleton: nothing else is above the root
-        own = set(os.listdir(f"/proc/{pid}/root"))
-        assert set(names) <= own | {"host"}, names
-        probe = Path(f"/proc/{pid}/root/tmp/probe.out").read_text().splitlines()
-        failed = [line for line in probe  # shared findings (every runtime alike) aside
-                  if line.split(" ")[1:3] != ["no", "shared:"] and line.split(" ")[1:2] == ["no"]]
-        assert not failed, failed
+        _assert_escape_finds_nothing(pid)
         mounts = {line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text()
                   .splitlines()}
         assert "/" in mounts and "/proc" in mounts
@@ -175,11 +181,4 @@ def test_chrooted_runtime_escape_finds_nothing(state_dir, built_image, kind, piv
     an escape ends on the container's own root (or the empty skeleton), never in the chroot's
     tree nor in the outer machine's."""
     with chrooted_container(kind, pivot_root) as pid:
-        names, verdict = _escape(pid)
-        assert verdict == "host-hidden", names
-        own = set(os.listdir(f"/proc/{pid}/root"))
-        assert set(names) <= own | {"host"}, names
-        probe = Path(f"/proc/{pid}/root/tmp/probe.out").read_text().splitlines()
-        failed = [line for line in probe  # shared findings (every runtime alike) aside
-                  if line.split(" ")[1:3] != ["no", "shared:"] and line.split(" ")[1:2] == ["no"]]
-        assert not failed, failed
+        _assert_escape_finds_nothing(pid)
