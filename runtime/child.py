@@ -127,16 +127,16 @@ def run(
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
-    ``prepared``: a spare already did the namespaces, private mounts, loopback and the
-    overlay, and its owner moved it into the cgroups. ``detached_overlay``: the overlay root,
-    already mounted by the fork server as a detached mount
-    (:func:`runtime.rootfs.detached_overlay`), to attach in this child's new mount namespace
-    (move_mount); None: mount it here with mount(2). ``born_in_cgroup``: the fork server
-    cloned this child into the container's cgroup v2 directory (clone3 with
-    ``CLONE_INTO_CGROUP``, :func:`runtime.forkserver.clone_into`), so it writes no
-    ``cgroup.procs``; the server does so only with a detached overlay. Either way the
-    overlay's superblock and the upper filesystem's ``work/work`` are made outside the
-    container's memory cgroup: by the server (in its owner's cgroup), or here before joining.
+    ``prepared``: a spare already did the namespaces, private mounts, loopback and the overlay,
+    and its owner moved it into the cgroups. ``detached_overlay``: the overlay root, already
+    mounted by the fork server as a detached mount (:func:`runtime.rootfs.detached_overlay`), to
+    attach in this child's new mount namespace (move_mount); None: mount it here with mount(2).
+    ``born_in_cgroup``: the fork server cloned this child into the container's cgroup v2
+    directory (clone3 with ``CLONE_INTO_CGROUP``, :func:`runtime.forkserver.clone_into`) in its
+    new namespaces (the cgroup one excepted), so it unshares none of those and writes no
+    ``cgroup.procs``; the server does so only with a detached overlay. Either way the overlay's
+    superblock and the upper filesystem's ``work/work`` are made outside the container's memory
+    cgroup: by the server (in its owner's cgroup), or here before joining.
     """
     try:
         os.dup2(stdout_fd, 1)
@@ -145,7 +145,8 @@ def run(
         join_session_keyring(plan.keyring)
         if not prepared:
             _reset_signals()
-            sc.unshare(plan.unshare & ~sc.CLONE_NEWCGROUP)
+            if not born_in_cgroup:  # else clone3 made them
+                sc.unshare(plan.unshare & ~sc.CLONE_NEWCGROUP)
             if plan.loopback:
                 loopback_up()
         skeleton = rootfs.skeleton_fd()

@@ -81,14 +81,17 @@ def serve(fd: int) -> None:
     spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
 
     def fork_child(new_pid: bool, target: Callable[..., object], *args: object,
-                   cgroup_dir: str = "", overlay: Rootfs | None = None) -> int:
+                   cgroup_dir: str = "", overlay: Rootfs | None = None,
+                   namespaces: int = 0) -> int:
         """Fork ``target(*args)`` as PID 1 of a new pid namespace (if asked).
 
         ``cgroup_dir``: a cgroup v2 directory to clone the child into (:func:`clone_into`),
-        and ``overlay``: the child's overlay root, built here first as a detached mount
-        (:func:`_detached_overlay`), so that its kernel objects are charged to this server's
-        cgroup (its owner's), not the container's. ``target`` then gets two more arguments:
-        whether the child was born in its cgroup (else it joins by itself), and the detached
+        with the other ``namespaces`` (CLONE_NEW* flags) made by that same clone3, as crun
+        does: their kernel objects are charged to this server's cgroup, not the container's.
+        ``overlay``: the child's overlay root, built here first as a detached mount
+        (:func:`_detached_overlay`), charged to this server's cgroup (its owner's) likewise.
+        ``target`` then gets two more arguments: whether the child was born in its cgroup
+        with its namespaces (else it unshares them and joins by itself), and the detached
         overlay's descriptor, which the child attaches (None: the child mounts its overlay
         itself, before it joins). Where no detached overlay can be built, the child is forked
         outside the cgroup and joins after mounting. The descriptor is closed here right
@@ -105,7 +108,7 @@ def serve(fd: int) -> None:
             born_in = False
             pid = -1
             if cgroup is not None:
-                pid = clone_into(cgroup)
+                pid = clone_into(cgroup, namespaces)
                 born_in = pid >= 0
             if pid < 0:
                 pid = os.fork()
@@ -206,6 +209,7 @@ def serve(fd: int) -> None:
                         False,  # not prepared by a spare
                         cgroup_dir=plan.cgroup_dir,
                         overlay=plan.rootfs,
+                        namespaces=plan.unshare & ~sc.CLONE_NEWCGROUP,
                     )
                 reply: dict[str, Any] = {"pid": pid}
             elif op == "spare":
@@ -270,16 +274,18 @@ def _detached_overlay(overlay: Rootfs) -> int | None:
         return None
 
 
-def clone_into(cgroup: int) -> int:
+def clone_into(cgroup: int, namespaces: int = 0) -> int:
     """Fork the calling (single-threaded) fork server into the cgroup v2 directory ``cgroup``
-    with clone3(2) and ``CLONE_INTO_CGROUP``, as crun 1.7+ starts a container's init on cgroup
-    v2 with its cgroupfs manager: the child exists in its cgroup from its first instant, and
-    nobody writes ``cgroup.procs`` (whose first write after an idle spell waits for an RCU
-    grace period under the cgroup threadgroup lock, milliseconds here). 0 in the child, the
-    child's pid in the parent; -1 if the kernel refused (too old: clone3 or CLONE_INTO_CGROUP
-    unknown, remembered; or that cgroup refused: a domain cgroup with children, a threaded
-    one), and then the caller forks and the child joins by writing ``cgroup.procs``, as crun
-    falls back to clone(2) and then joins.
+    with clone3(2) and ``CLONE_INTO_CGROUP``, in new ``namespaces`` (CLONE_NEW* flags), as crun
+    1.7+ starts a container's init on cgroup v2 with its cgroupfs manager (clone3 with
+    CLONE_INTO_CGROUP and every namespace to create but the cgroup and time ones): the
+    namespaces' kernel objects are allocated by the caller, so charged to its cgroup; the child
+    exists in its cgroup from its first instant, and nobody writes ``cgroup.procs`` (whose first
+    write after an idle spell waits for an RCU grace period under the cgroup threadgroup lock,
+    milliseconds here). 0 in the child, the child's pid in the parent; -1 if the kernel refused
+    (too old: clone3 or CLONE_INTO_CGROUP unknown, remembered; or that cgroup refused: a domain
+    cgroup with children, a threaded one), and then the caller forks and the child joins by
+    writing ``cgroup.procs``, as crun falls back to clone(2) and then joins.
 
     Python around a raw clone3: os.fork() is fork(2) between PyOS_BeforeFork() and
     PyOS_AfterFork_Child()/PyOS_AfterFork_Parent() (the import lock, the GIL and thread
@@ -297,7 +303,7 @@ def clone_into(cgroup: int) -> int:
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     try:
-        pid = sc.clone3(0, cgroup)
+        pid = sc.clone3(namespaces, cgroup)
     except OSError as error:
         api.PyOS_AfterFork_Parent()
         if error.errno in _CLONE3_UNSUPPORTED:

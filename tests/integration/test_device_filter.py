@@ -209,7 +209,9 @@ class _NoBirthDirectory(cgroups.V2Driver):
         return "/nonexistent/cvbench"
 
 
-SCRIPT = ("head -c 4 /dev/zero | wc -c; mknod /tmp/mem c 1 1 && echo MADE; "
+NAMESPACES = ("mnt", "uts", "ipc", "net")
+SCRIPT = ("for kind in " + " ".join(NAMESPACES) + "; do readlink /proc/self/ns/$kind; done; "
+          "head -c 4 /dev/zero | wc -c; mknod /tmp/mem c 1 1 && echo MADE; "
           "head -c 1 /tmp/mem 2>&1 || echo OPEN-REFUSED; echo DONE")
 
 
@@ -217,9 +219,9 @@ SCRIPT = ("head -c 4 /dev/zero | wc -c; mknod /tmp/mem c 1 1 && echo MADE; "
                          ids=["born-in-cgroup", "fallback-join"])
 def test_cold_container_on_the_cgroup2_tree(state_dir, built_image, driver_class):
     """ours' cold start with a v2 driver: the device filter is enforced inside the container
-    (CAP_MKNOD held), and the init is born in its cgroup by clone3 (the join files are
-    unwritable, so a write would fail the launch) or, where clone3 cannot be used, joins by
-    writing cgroup.procs."""
+    (CAP_MKNOD held), and the init is born in its cgroup by clone3, in its own namespaces
+    made by that clone3 (the join files are unwritable, so a write would fail the launch),
+    or, where clone3 cannot be used, joins by writing cgroup.procs after unsharing them."""
     with Runtime() as rt:
         rt.cgroups = driver_class(_cgroup2_root())
         name = container_name("devfilter")
@@ -239,5 +241,10 @@ def test_cold_container_on_the_cgroup2_tree(state_dir, built_image, driver_class
             rt.destroy(container)
         assert not (rt.cgroups.root / container.cgroup).exists()
     assert info is not None and info.code == 0, output
-    assert output.split() == ["4", "MADE", "head:", "/tmp/mem:", "Operation", "not",
+    words = output.split()
+    host = [os.readlink(f"/proc/self/ns/{kind}") for kind in NAMESPACES]
+    inside = words[:len(NAMESPACES)]
+    assert [name.split(":")[0] for name in inside] == list(NAMESPACES), output
+    assert not set(inside) & set(host), (inside, host)
+    assert words[len(NAMESPACES):] == ["4", "MADE", "head:", "/tmp/mem:", "Operation", "not",
                               "permitted", "OPEN-REFUSED", "DONE"], output
