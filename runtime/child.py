@@ -122,10 +122,15 @@ def _warm_up_decoder(unshare: int) -> None:
 
 
 def run(
-    plan: LaunchPlan, stdout_fd: int, sync_fd: int | None, last_cap: int, prepared: bool = False,
+    plan: LaunchPlan, stdout_fd: int, channel: int | None, last_cap: int, prepared: bool = False,
     born_in_cgroup: bool = False, detached_overlay: int | None = None,
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
+
+    ``channel``: the host channel (a stream socket), present when the plan says the host
+    wires the network (``wire_network``: "n" when the netns exists, "g" back once wired) or
+    sends the seccomp program (``seccomp_follows``: :func:`receive_program`, read right before
+    the filter is installed, so that the host compiles it while this child sets up).
 
     ``prepared``: a spare already did the namespaces, private mounts, loopback and the overlay,
     and its owner moved it into the cgroups. ``detached_overlay``: the overlay root, already
@@ -162,11 +167,12 @@ def run(
                 join_cgroups(plan.cgroup_procs, 0)
         if plan.unshare & sc.CLONE_NEWCGROUP:
             sc.unshare(sc.CLONE_NEWCGROUP)  # after joining: its root is the container's cgroup
-        if sync_fd is not None:
-            os.write(sync_fd, b"n")  # our netns exists: the host may wire it now
-            if os.read(sync_fd, 1) != b"g":
+        if plan.wire_network:
+            if channel is None:
+                raise RuntimeError("no host channel to wire the network through")
+            os.write(channel, b"n")  # our netns exists: the host may wire it now
+            if os.read(channel, 1) != b"g":
                 raise RuntimeError("the host did not finish wiring the network")
-            os.close(sync_fd)
         rootfs.prepare(plan.rootfs, skeleton)
         os.close(skeleton)
         if plan.hostname:
@@ -183,7 +189,14 @@ def run(
         os.setgroups(plan.groups)  # the spec's, or none: never the fork server's
         os.umask(plan.umask)  # the spec's, or 0022: never the starter's
         close_on_exec_from(3)
-        program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
+        if plan.seccomp_follows:
+            if channel is None:
+                raise RuntimeError("no host channel to receive the seccomp program on")
+            program = receive_program(channel)
+        else:
+            program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
+        if channel is not None:
+            os.close(channel)
         if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
             sc.seccomp_set_filter(program)
         drop_capabilities(plan.caps, last_cap)
@@ -194,6 +207,35 @@ def run(
         os.execvpe(plan.args[0], plan.args, env)
     except BaseException as error:  # report anything, then die
         _fail(1, error)
+
+
+PROGRAM_LENGTH = struct.Struct("<I")  # the seccomp program's length on the host channel
+
+
+def send_program(channel: socket.socket, program: bytes) -> None:
+    """Send ``program`` (classic BPF) on the host channel: its length, then the bytes."""
+    channel.sendall(PROGRAM_LENGTH.pack(len(program)) + program)
+
+
+def receive_program(channel: int) -> bytes:
+    """The seccomp program the host sent (:func:`send_program`); RuntimeError if the host
+    closed the channel first (it could not compile the program: it reports why)."""
+    header = _read_exactly(channel, PROGRAM_LENGTH.size)
+    (length,) = PROGRAM_LENGTH.unpack(header)
+    program = _read_exactly(channel, length)
+    if not program or len(program) % 8:
+        raise RuntimeError(f"the host sent a seccomp program of {len(program)} bytes")
+    return program
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise RuntimeError("the host closed the channel before the seccomp program")
+        data += chunk
+    return data
 
 
 def join_session_keyring(name: str) -> None:

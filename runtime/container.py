@@ -20,6 +20,7 @@ removed by :func:`runtime.sweep.sweep_all`.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ from pathlib import Path
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, child, containerdir, devices, network
+from runtime import cgroups, child, containerdir, devices, network, seccomp
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import launch_plan
@@ -104,6 +105,7 @@ class Runtime:
                 self.cgroups.join_files(cgroup, limits),
                 pivot_root=self.pivot_root,
                 cgroup_dir="" if spare else self.cgroups.birth_directory(cgroup),
+                seccomp_follows=not spare,  # cold: compiled in start(), as crun compiles
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None
@@ -147,12 +149,13 @@ class Runtime:
         fds = [write_fd]
         ours: socket.socket | None = None
         theirs: socket.socket | None = None
-        if container.spec.network == "bridge":
+        plan = container.plan
+        if plan.wire_network or plan.seccomp_follows:  # the host channel
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds.append(theirs.fileno())
         spare, container.spare = container.spare, None
         try:
-            pid = self.server.launch(container.plan, fds, spare)
+            pid = self.server.launch(plan, fds, spare)
         except ForkServerError as error:
             if read_fd is not None:
                 os.close(read_fd)
@@ -168,7 +171,10 @@ class Runtime:
         container.state = "running"
         if ours is not None:
             try:
-                self._wire_bridge(container, pid, ours)
+                if plan.wire_network:
+                    self._wire_bridge(container, pid, ours)
+                if plan.seccomp_follows:
+                    self._send_seccomp(container, ours)
             except ContainerError:
                 self.stop(container, grace=0)
                 raise
@@ -356,6 +362,19 @@ class Runtime:
             sync.sendall(b"g")
         except (OSError, network.NetworkError) as error:
             raise ContainerError(f"{container.name}: {error}") from None
+
+    def _send_seccomp(self, container: Container, channel: socket.socket) -> None:
+        """Compile the container's seccomp program (libseccomp, as crun does for each of its
+        containers) while the child sets itself up, and send it; the child reads it right
+        before installing it (:func:`runtime.child.receive_program`)."""
+        section = container.spec.linux.seccomp
+        assert section is not None  # seccomp_follows is set only with a section
+        try:
+            program = seccomp.compile_bpf(section.to_oci())
+        except seccomp.SeccompError as error:
+            raise ContainerError(f"{container.name}: {error}") from None
+        with contextlib.suppress(OSError):  # the child is gone: its error is on READY's pipe
+            child.send_program(channel, program)
 
     def _finish(self, container: Container) -> ExitInfo:
         status = self.server.reap(container.pid) if container.pid else None

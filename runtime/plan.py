@@ -101,6 +101,12 @@ class LaunchPlan:
     groups: tuple[int, ...]  # supplementary gids: the spec's process.user.additionalGids
     umask: int  # the spec's process.user.umask, else 0022 (what crun and runc set then)
     cgroup_dir: str = ""  # cgroup v2 directory to clone the init into ("": join cgroup_procs)
+    # The host channel (the launch's second descriptor) carries what the host does or makes
+    # while the child sets itself up: ``wire_network``: the host attaches a veth once the
+    # child's network namespace exists; ``seccomp_follows``: ``seccomp`` is empty and the host
+    # compiles the program for this container and sends it (see :func:`runtime.child.run`).
+    wire_network: bool = False
+    seccomp_follows: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists in ``json.dumps``).

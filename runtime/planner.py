@@ -2,9 +2,11 @@
 
 Everything the child would otherwise have to work out is resolved here: namespace flags,
 capability masks, rlimit numbers, mount flags, the overlay options and the seccomp program.
-The program is compiled with libseccomp once per distinct ``linux.seccomp`` section and kept
-by the section's digest for the life of the process (crun and runc compile the section for
-every container instead).
+The program is compiled with libseccomp for every container, as crun and runc compile it for
+every container (crun 1.8 writes it to each container's state directory; nothing is kept
+between containers): in the plan (a warm start, before the clock, as crun's ``create``), or
+by the host during the launch and sent to the child (``seccomp_follows``: a cold start, see
+:meth:`runtime.container.Runtime.start`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from runtime import caps, seccomp
 from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
 from runtime.spec import Mount as SpecMount
 from runtime.spec import Seccomp, Spec
-
-_PROGRAMS: dict[str, str] = {}  # section digest -> base64 of its BPF program
 
 # The workload's umask when the spec gives none: crun 1.8 and runc 1.1 set 0022 then (runc's
 # libcontainer/init_linux.go; crun's container.c), whatever umask the runtime had.
@@ -48,14 +48,16 @@ MOUNT_FLAGS = {
 
 def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
                 pivot_root: bool = False, cgroup_dir: str = "",
-                keyring: str | None = None) -> LaunchPlan:
+                keyring: str | None = None, seccomp_follows: bool = False) -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
     work directories are inside), joining the cgroups through ``cgroup_procs`` (or born in
     ``cgroup_dir``, a cgroup v2 directory, where the kernel has clone3 with
     CLONE_INTO_CGROUP: :func:`runtime.forkserver.clone_into`); ``pivot_root``: switch root
     with pivot_root(2) rather than a move onto the skeleton root (:mod:`runtime.rootfs`);
     ``keyring``: the name of the session keyring the init joins (default: the container's
-    name, ``directory``'s last part, as crun names it after the container id).
+    name, ``directory``'s last part, as crun names it after the container id);
+    ``seccomp_follows``: leave the seccomp program out, the host compiles and sends it during
+    the launch (else it is compiled here).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -88,28 +90,27 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         ),
         caps=cap_sets(spec),
         no_new_privs=process.no_new_privileges,
-        seccomp=seccomp_program(spec.linux.seccomp),
+        seccomp="" if seccomp_follows else seccomp_program(spec.linux.seccomp),
         cwd=process.cwd,
         args=tuple(process.args),
         env=tuple(process.env),
         keyring=directory.name if keyring is None else keyring,
         groups=tuple(process.additional_gids),
         umask=DEFAULT_UMASK if process.umask is None else process.umask,
+        wire_network=spec.network == "bridge",
+        seccomp_follows=seccomp_follows and spec.linux.seccomp is not None,
     )
 
 
 def seccomp_program(section: Seccomp | None) -> str:
-    """The base64 BPF program of ``section`` ("" for None), compiled on first use only.
+    """The base64 BPF program of ``section`` ("" for None), compiled now (every time: see the
+    module's docstring).
 
     Raises :class:`runtime.seccomp.SeccompError` if it cannot be compiled.
     """
     if section is None:
         return ""
-    program = _PROGRAMS.get(section.digest)
-    if program is None:
-        program = base64.b64encode(seccomp.compile_bpf(section.to_oci())).decode()
-        _PROGRAMS[section.digest] = program
-    return program
+    return base64.b64encode(seccomp.compile_bpf(section.to_oci())).decode()
 
 
 def cap_sets(spec: Spec) -> CapSets:

@@ -135,3 +135,35 @@ def test_container_found_by_a_second_runtime(state_dir, built_image):
             assert not (second.root / n).exists()
         finally:
             second.close()
+
+
+def test_a_cold_start_compiles_its_own_seccomp_program(runtime, built_image, monkeypatch):
+    """Cold: the host compiles the program during start(), once per container (nothing kept
+    between containers, as crun and runc); if libseccomp refuses it the start fails with one
+    line naming it, and the child waiting for the program is gone."""
+    from runtime import seccomp
+
+    compiled = []
+    real = seccomp.compile_bpf
+    monkeypatch.setattr(seccomp, "compile_bpf",
+                        lambda section: compiled.append(1) or real(section))
+    for _ in range(2):
+        container = runtime.create(default_spec(built_image, "s"), name())
+        assert container.plan is not None and container.plan.seccomp_follows
+        assert not compiled  # not in create(): inside start()
+        runtime.start(container)
+        runtime.wait_ready(container, 10)
+        assert len(compiled) == 1
+        runtime.stop(container, grace=0)
+        runtime.destroy(container)
+        compiled.clear()
+
+    def refuse(section):
+        raise seccomp.SeccompError("seccomp rule 7 (SCMP_ACT_ALLOW for read) rejected")
+
+    monkeypatch.setattr(seccomp, "compile_bpf", refuse)
+    container = runtime.create(default_spec(built_image, "s"), name())
+    with pytest.raises(ContainerError, match="rule 7 .* rejected"):
+        runtime.start(container)
+    assert container.pid is not None and not os.path.exists(f"/proc/{container.pid}")
+    runtime.destroy(container)

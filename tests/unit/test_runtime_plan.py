@@ -163,18 +163,25 @@ def test_groups_must_be_integers():
         LaunchPlan.from_dict(data)
 
 
-def test_the_seccomp_program_is_compiled_once_per_section(monkeypatch):
-    spec = default_spec(FakeImage(), "a")
-    planner.seccomp_program(spec.linux.seccomp)  # compiled here, or by an earlier test
+def test_the_seccomp_program_is_compiled_for_every_container(monkeypatch):
+    """No cache between containers (crun and runc compile for each of theirs): two plans of
+    one section compile twice; a cold plan leaves the program to the host (compiled during
+    the launch), and a spec without seccomp compiles nothing."""
     calls = []
-    monkeypatch.setattr(planner.seccomp, "compile_bpf", lambda section: calls.append(1) or b"")
+    monkeypatch.setattr(planner.seccomp, "compile_bpf",
+                        lambda section: calls.append(section) or b"\x06" + b"\0" * 7)
+    first = default_spec(FakeImage(), "a")
     again = default_spec(FakeImage(), "b", memory_limit_mib=32)
-    assert again.linux.seccomp is spec.linux.seccomp  # one shared, frozen section
-    plan = planner.launch_plan(again, Path("/s/containers/b"), [])
-    assert plan.seccomp and not calls
+    assert again.linux.seccomp is first.linux.seccomp  # one shared, frozen section
+    plans = [planner.launch_plan(spec, Path(f"/s/containers/{spec.hostname}"), [])
+             for spec in (first, again)]
+    assert len(calls) == 2 and all(plan.seccomp for plan in plans)
+    assert not any(plan.seccomp_follows for plan in plans)
+    cold = planner.launch_plan(first, Path("/s/containers/a"), [], seccomp_follows=True)
+    assert len(calls) == 2 and cold.seccomp == "" and cold.seccomp_follows
     bare = planner.launch_plan(default_spec(FakeImage(), "n", seccomp=False),
-                               Path("/s/containers/n"), [])
-    assert bare.seccomp == "" and not calls
+                               Path("/s/containers/n"), [], seccomp_follows=True)
+    assert len(calls) == 2 and bare.seccomp == "" and not bare.seccomp_follows
 
 
 def test_launch_plan_of_a_host_network_spec_has_no_netns():
