@@ -197,6 +197,7 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
     except cgroups.CgroupError:
         return None
     parent = cgroup_parent()
+    prepared = driver.exists(parent)  # by ours' prepare(): its layout stays for the run
     # the probes share one shard, made (with the parent) by an unmeasured first probe
     names = (f"cvbench-empty-{os.getpid()}-{index}" for index in range(count * 64))
     first = next(names)
@@ -220,7 +221,7 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
                 driver.remove(path)
             except cgroups.CgroupError:
                 pass  # a leftover is under this state directory's parent: cvbench clean
-        if not driver.containers(parent):
+        if not prepared and not driver.containers(parent):
             driver.remove_parent(parent)  # as the runtime leaves it when its last one goes
     items = itemise(before, after, len(paths))
     # the objects themselves (slabinfo), not the slab pages: after a teardown the new objects

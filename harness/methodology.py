@@ -45,6 +45,9 @@ def section(metadata: dict[str, Any]) -> list[str]:
     lines.append(f"Turn order seed: `{seed}` (repeat with `cvbench run --seed {seed}`)."
                  if seed is not None else "Turn order: not recorded (an older run).")
     lines += ["", host_kind(metadata), ""]
+    layout = cgroup_layouts(metadata)
+    if layout:
+        lines += [layout, ""]
     filters = kernel_filters(metadata)
     if filters:
         lines += [filters, ""]
@@ -102,6 +105,32 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
         if key in facts:
             lines.append(f"- {key.replace('_', ' ')}: {facts[key]}")
     return [*lines, ""]
+
+
+def cgroup_layouts(metadata: dict[str, Any]) -> str | None:
+    """One line stating the cgroup layout the harness gave the container backends
+    (``cgroup_layout`` of each one's metadata): where a container's cgroup is, how many shards,
+    what was made before the first start and with which settings, once if it is the same for
+    all of them (but the parent's name), else each backend's. None if none recorded one."""
+    found = {name: facts["cgroup_layout"] for name, facts in metadata.get("backends", {}).items()
+             if isinstance(facts.get("cgroup_layout"), dict)}
+    if not found:
+        return None
+
+    def shape(layout: dict[str, Any]) -> str:
+        return (f"`{layout.get('container', '-')}`, {layout.get('shards', '-')} shards; "
+                f"{layout.get('prepared', '-')}, with: {layout.get('parent_settings', '-')}")
+
+    shapes = {name: shape(layout) for name, layout in found.items()}
+    parents = ", ".join(f"{name} `{layout.get('parent', '-')}`" for name, layout in found.items())
+    head = ("- Cgroup layout of the container backends, chosen by the harness (each runtime "
+            "makes the path it is given): ")
+    if len(set(shapes.values())) == 1:
+        return (f"{head}the same for {', '.join(found)}: **yes**. "
+                f"{next(iter(shapes.values()))}; parents: {parents}.")
+    return (f"{head}the same for {', '.join(found)}: **no**. "
+            + "; ".join(f"{name}: {text}, parent `{found[name].get('parent', '-')}`"
+                        for name, text in shapes.items()) + ".")
 
 
 def kernel_filters(metadata: dict[str, Any]) -> str | None:

@@ -1,8 +1,9 @@
 """Resource limits through cgroups: one interface, a v1 and a v2 driver.
 
-A container's cgroup is ``<parent>/<name>``; the parent is a ``cvbench-*`` directory. Drivers
-take the cgroupfs root as a parameter so that both code paths can be unit-tested on a plain
-directory.
+A container's cgroup is ``<parent>/<shard>/<name>`` (:func:`runtime.scopes.container_cgroup`);
+the parent is a ``cvbench-*`` directory, and :meth:`Driver.prepare_layout` makes it and its
+shards with their settings before any container. Drivers take the cgroupfs root as a parameter
+so that both code paths can be unit-tested on a plain directory.
 
 What a container gets, the same as crun 1.8 and runc 1.1 make for it (checked on a hybrid
 Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running containers):
@@ -10,15 +11,19 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
 - **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
   (here: blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
   whether limited or not, and the container's init joins each one. The new ``cpuset`` cgroup
-  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined): crun
-  and runc write them into each new cpuset; ours sets ``cgroup.clone_children`` on its
-  ``cvbench-*`` parent instead, so that the kernel copies them when it makes the directory.
-  The values are the same; the cost is not: each write of ``cpuset.cpus`` checks the cpuset
-  against every sibling (``validate_change``) and rebuilds the scheduling domains, walking
-  every cpuset on the host (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``),
-  so with the containers as siblings it grows with the number alive (profile at 100 and at
-  8,000 live: README, "Scale"). The
-  ``devices`` cgroup the spec's rules then the runtime's default allow list
+  gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined): the
+  parent and shard levels of every container backend (ours' ``cvbench-<scope>``, crun's and
+  runc's ``cvbench-oci``, both made by :meth:`Driver.prepare_layout`) have
+  ``cgroup.clone_children`` set, so that the kernel copies them when it makes the directory.
+  Under such a parent ours and runc 1.1 (``cpusetCopyIfNeeded``: only into an empty cpuset)
+  write none, and crun 1.8 (``initialize_cpuset_subsystem_rec``) reads the copied values and
+  writes them back unchanged, which the kernel takes as no change (``update_cpumask`` and
+  ``update_nodemask`` return before any check; strace of both, this host). A changing write
+  would cost: each write of ``cpuset.cpus`` checks the cpuset against every sibling
+  (``validate_change``) and rebuilds the scheduling domains, walking every cpuset on the host
+  (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``), so with the containers as
+  siblings it grows with the number alive (profile at 100 and at 8,000 live: README,
+  "Scale"). The ``devices`` cgroup the spec's rules then the runtime's default allow list
   (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
   tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
   hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there (with
@@ -46,7 +51,7 @@ from hostkit import mountinfo as hostkit_mountinfo
 from hostkit.procs import wait_pidfd
 from runtime import device_filter
 from runtime.devices import DeviceRule
-from runtime.scopes import SHARD_PREFIX
+from runtime.scopes import LAYOUT, SHARD_PREFIX, SHARDS, shards
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -111,6 +116,8 @@ class Driver:
     """Common behaviour; subclasses say which directories and files hold what."""
 
     mode = "?"
+    # what :meth:`prepare_layout` gives the parent and each shard (for :meth:`layout`)
+    parent_settings = "none"
 
     def __init__(self, root: Path = CGROUP_ROOT) -> None:
         self.root = Path(root)
@@ -136,6 +143,20 @@ class Driver:
         any container is made in it: for parents that other runtimes fill."""
         self._prepare_parent(parent)
         self._parents.add(parent)
+
+    def prepare_layout(self, parent: str) -> None:
+        """Make ``parent`` and all its shards (:func:`runtime.scopes.shards`) with the settings
+        a container's parent gets (idempotent): the one layout of every container backend,
+        made in each one's ``prepare()``, so that no start makes a level of it in the clock."""
+        self.prepare_parent(parent)
+        for level in shards(parent):
+            self.prepare_parent(level)
+
+    def layout(self, parent: str) -> dict[str, object]:
+        """The layout of the containers under ``parent``, as ``describe()`` records it."""
+        return {"parent": parent, "container": LAYOUT, "shards": SHARDS,
+                "prepared": f"the parent and its {SHARDS} shards made before the first start",
+                "parent_settings": self.parent_settings}
 
     # -- operations -------------------------------------------------------------------------
     def create(self, path: str, limits: Limits) -> list[Path]:
@@ -275,6 +296,9 @@ class V1Driver(Driver):
     """Legacy hierarchies: one directory per hierarchy, in every mounted v1 hierarchy."""
 
     mode = "v1"
+    parent_settings = ("in every hierarchy a container joins; cpuset: "
+                       "cgroup.clone_children = 1 and the root's cpuset.cpus and cpuset.mems, "
+                       "which the kernel copies into each new cgroup when it makes it")
 
     def __init__(self, root: Path = CGROUP_ROOT, hierarchies: tuple[str, ...] | None = None
                  ) -> None:
@@ -336,11 +360,14 @@ class V2Driver(Driver):
     Every controller the root offers is enabled on the way to the container (the root's
     ``cgroup.controllers``), as runc 1.1 does for its parent; crun 1.8 enables the ones it
     knows (cpu, cpuset, io, memory, pids, hugetlb) below a parent that already has the rest.
-    The harness gives the OCI runtimes' parent the same (:meth:`Driver.prepare_parent`), so a
-    container of every runtime sees the same controllers whoever made the parent first.
+    The harness gives the OCI runtimes' parent and its shards the same
+    (:meth:`Driver.prepare_layout`), so a container of every runtime sees the same controllers
+    whoever made the parent first.
     """
 
     mode = "v2"
+    parent_settings = ("every controller of the root's cgroup.controllers enabled in "
+                       "cgroup.subtree_control, from the root down to each shard")
 
     def directories(self, path: str, limits: Limits | None = None) -> list[Path]:
         return [self.root / path]

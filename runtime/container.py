@@ -310,6 +310,12 @@ class Runtime:
     def memory_usage(self, container: Container) -> int | None:
         return self.cgroups.memory_usage(container.cgroup)
 
+    def prepare_cgroups(self) -> None:
+        """Make this state directory's cgroup parent and all its shards now, with their
+        settings (:meth:`runtime.cgroups.Driver.prepare_layout`; idempotent), so that no
+        ``create`` makes one: the harness calls it before the clock. CgroupError if it cannot."""
+        self.cgroups.prepare_layout(self.parent)
+
     # -- teardown ---------------------------------------------------------------------------
     def cleanup(self) -> None:
         """Destroy every container this Runtime created; idempotent.

@@ -31,13 +31,25 @@ def shard(name: str) -> str:
     return f"{SHARD_PREFIX}{zlib.crc32(name.encode()) % SHARDS:x}"
 
 
+def shards(parent: str) -> list[str]:
+    """Every shard of ``parent``: ``<parent>/shard-0`` .. ``<parent>/shard-f``."""
+    return [f"{parent}/{SHARD_PREFIX}{index:x}" for index in range(SHARDS)]
+
+
+# The one cgroup layout of every container backend's containers (ours' and crun's and runc's),
+# as :func:`container_cgroup` makes it; ``describe()`` records it for the methodology.
+LAYOUT = f"<parent>/{SHARD_PREFIX}<crc32(name) mod {SHARDS}, hex>/<name>"
+
+
 def container_cgroup(parent: str, name: str) -> str:
     """Container ``name``'s cgroup: ``<parent>/<shard>/<name>`` in every hierarchy.
 
     Sharded, not flat: the kernel walks a new cgroup's siblings when it makes one (v1 cpuset:
     ``cpuset_css_online`` checks every sibling for exclusive CPUs before it copies the
     parent's), so with every container a sibling of every other the cost of each launch grew
-    with the number alive; sixteen shards divide it by sixteen (README, "Scale")."""
+    with the number alive; sixteen shards divide it by sixteen (README, "Scale"). The same for
+    every container backend: the harness gives crun's and runc's containers this layout too
+    (``harness.backends.oci.cgroup``), under their parent ``cvbench-oci``."""
     return f"{parent}/{shard(name)}/{name}"
 
 

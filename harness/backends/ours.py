@@ -26,7 +26,7 @@ from harness.backends.base import (
 )
 from harness.backends.containers import container_spec, default_security
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, device_filter, devices, planner
+from runtime import cgroups, device_filter, devices, planner, scopes
 from runtime.container import (
     GRACE_S,
     VERSION,
@@ -69,6 +69,10 @@ class OursBackend:
             verify(image)
         except ImageError as error:
             raise BackendError(str(error)) from None
+        try:  # the cgroup parent and its shards now, as crun's and runc's get theirs
+            self.runtime.prepare_cgroups()
+        except cgroups.CgroupError as error:
+            raise BackendError(f"ours: {error}") from None
         self.runtime.server.start()  # fork the server now, not during the first start
         # Compile the default seccomp section now, once per run, not inside a measured start.
         probe = container_spec(InstanceSpec(name="cvbench-prepare", image=image))
@@ -172,6 +176,8 @@ class OursBackend:
                         "container's mount ns",
             "method": _method(_INSIDE if not self.pivot_root else _PIVOT_INSIDE, v2).as_dict(),
             "cgroup_join": V2_JOIN if v2 else V1_JOIN,
+            # the one layout of every container backend (runtime.scopes), made in prepare()
+            "cgroup_layout": driver.layout(scopes.cgroup_parent()) if driver else None,
             "root_switch": "pivot_root(2), old root detached" if self.pivot_root else
             "move onto the fork server's empty skeleton root, host tree detached, chroot",
             # as crun's and runc's are observed: sorted hierarchies, sorted devices.list lines

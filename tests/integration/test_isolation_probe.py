@@ -41,7 +41,7 @@ from harness import backends
 from harness.backends.base import Backend, Instance, InstanceSpec, launch
 from harness.backends.containers import container_spec
 from harness.backends.oci import probe
-from runtime import caps, cgroups
+from runtime import caps, cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -297,7 +297,9 @@ def test_same_cgroups_devices_mounts_and_profile_as_crun_and_runc(state_dir, bui
         theirs = _view_of(name, built_image)
         if cgroups.detect_mode() == "v2":
             assert theirs.joined == {"unified"}, name
-            assert theirs.unified_path.startswith("/cvbench-oci/cvbench-test-probe-"), name
+            parent, shard, container = theirs.unified_path.lstrip("/").split("/")
+            assert (parent, shard) == ("cvbench-oci", scopes.shard(container)), name
+            assert container.startswith("cvbench-test-probe-"), name
             assert theirs.controllers == ours.controllers, name
             assert theirs.device_programs >= 1, name
             assert theirs.described["devices"] == ours.described["devices"], name

@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -26,6 +27,7 @@ from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
 from hostkit import mountinfo, syscalls
 from imagestore.image import Image
+from runtime.scopes import SHARD_PREFIX, SHARDS
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -47,13 +49,15 @@ def _process_state(pid: int) -> str | None:
 
 
 def _live_pids_in_cgroups(prefix: str) -> set[int]:
-    """Running (non-zombie) processes whose cgroup names one of our containers."""
+    """Running (non-zombie) processes whose cgroup names one of our containers
+    (``cvbench-oci/<shard>/<prefix>...``)."""
     found = set()
+    ours = re.compile(rf"/{re.escape(cgroup.PARENT)}/{SHARD_PREFIX}[0-9a-f]+/{re.escape(prefix)}")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError), open(f"/proc/{entry}/cgroup") as handle:
-            if f"/{cgroup.PARENT}/{prefix}" in handle.read():
+            if ours.search(handle.read()):
                 if _process_state(int(entry)) not in (None, "Z"):
                     found.add(int(entry))
     return found
@@ -95,12 +99,14 @@ def _mounts_in_any_namespace(root: Path) -> set[str]:
 def inventory(prefix: str) -> dict[str, object]:
     """Everything the OCI backends may leave behind, as comparable sets."""
     roots = {rt: runtime_root(rt) for rt in RUNTIMES}
-    cgroups = _cgroup_dirs(f"{cgroup.PARENT}/{prefix}*")
+    cgroups = _cgroup_dirs(f"{cgroup.PARENT}/{SHARD_PREFIX}*/{prefix}*")
     return {
         "mounts": _mounts_in_any_namespace(bundles_dir()),
         "bundles": set(os.listdir(bundles_dir())) if bundles_dir().is_dir() else set(),
         "state": {rt: set(os.listdir(r)) if r.is_dir() else set() for rt, r in roots.items()},
         "cgroups": cgroups,
+        # the shared parent and its shards, made in prepare(), removed by cleanup() and sweep()
+        "layout": _cgroup_dirs(cgroup.PARENT) | _cgroup_dirs(f"{cgroup.PARENT}/{SHARD_PREFIX}*"),
         "processes": _live_pids_in_cgroups(prefix),
         "launchers": _launchers(),
     }
@@ -309,6 +315,7 @@ def test_sweep_after_sigkill_of_the_harness(runtime, state_dir, built_image):
         assert child.stdout.readline().strip() == b"STARTED"
         during = inventory(prefix)
         assert len(during["processes"]) >= 4
+        assert len({Path(p).name for p in during["layout"]} - {cgroup.PARENT}) == SHARDS
         assert len(during["mounts"]) >= 4  # one overlay root per container, in its namespace
         assert len(during["state"][runtime]) == len(before["state"][runtime]) + 4
         launchers = during["launchers"] - before["launchers"]
@@ -368,13 +375,19 @@ def test_stop_kills_a_workload_that_ignores_sigterm(backend, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
-def test_cleanup_removes_the_shared_parent_cgroup(name, state_dir, built_image):
+def test_prepare_makes_the_shared_layout_and_cleanup_removes_it(name, state_dir, built_image):
+    """prepare() makes cvbench-oci and its 16 shards (before any start, so no start makes a
+    level of them); the container lands in its shard; cleanup() removes them all."""
     backend = BACKENDS[name]()
     backend.prepare(built_image)
     try:
+        shards = {Path(p).name for p in _cgroup_dirs(f"{cgroup.PARENT}/{SHARD_PREFIX}*")}
+        assert shards == {f"{SHARD_PREFIX}{index:x}" for index in range(SHARDS)}
         instance = backend.start(InstanceSpec(name=f"{_prefix()}p", image=built_image))
         backend.wait_ready(instance, timeout=20)
-        assert _cgroup_dirs(cgroup.PARENT)  # the runtime made its cvbench-oci parent
+        joined = probe.process_cgroups(instance.pids[0])
+        assert joined[probe.UNIFIED if backend.mode == "v2" else "memory"] == (
+            cgroup.cgroups_path(instance.name))  # /cvbench-oci/<shard>/<name>
     finally:
         backend.cleanup()
     assert _cgroup_dirs(cgroup.PARENT) == set()

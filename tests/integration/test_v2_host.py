@@ -34,6 +34,7 @@ SUBSET = (
     "tests/integration/test_runtime_limits.py",
     "tests/integration/test_runtime_isolation.py",
     "tests/integration/test_oci_backends.py",
+    "tests/integration/test_cgroup_layout.py",
     "tests/integration/test_root_switch.py",
     "tests/integration/test_device_filter.py",
     "tests/integration/test_overlay_outside_cgroup.py",

@@ -267,3 +267,44 @@ def test_v1_every_level_of_a_sharded_parent_clones_its_cpuset(tmp_path: Path):
     driver.create("cvbench-p/shard-3/c1", Limits())
     for level in ("cvbench-p", "cvbench-p/shard-3"):
         assert (root / "cpuset" / level / "cgroup.clone_children").read_text() == "1"
+
+
+def test_prepare_layout_makes_the_parent_and_every_shard_before_any_container(tmp_path: Path):
+    """The one layout of ours' and the OCI runtimes' containers, made in their prepare():
+    v1 with clone_children at every level (so a container's create makes no level of it)."""
+    from runtime.scopes import SHARDS, container_cgroup, shards
+
+    root = tmp_path
+    for hierarchy in ("memory", "cpuset", "pids"):
+        (root / hierarchy).mkdir()
+    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
+    (root / "cpuset/cpuset.mems").write_text("0\n")
+    driver = V1Driver(root)
+    driver.prepare_layout("cvbench-p")
+    levels = ["cvbench-p", *shards("cvbench-p")]
+    assert len(levels) == SHARDS + 1
+    for level in levels:
+        for hierarchy in ("memory", "cpuset", "pids"):
+            assert (root / hierarchy / level).is_dir(), (hierarchy, level)
+        assert (root / "cpuset" / level / "cgroup.clone_children").read_text() == "1"
+    assert sorted(p.name for p in (root / "memory/cvbench-p").iterdir()) == sorted(
+        level.rsplit("/", 1)[1] for level in shards("cvbench-p"))
+    calls = []
+    driver._prepare_parent = calls.append  # type: ignore[method-assign]
+    driver.create(container_cgroup("cvbench-p", "cvbench-c1"), Limits())
+    assert calls == []  # prepared: the container's create makes no level of the layout
+    described = driver.layout("cvbench-p")
+    assert described["parent"] == "cvbench-p" and described["shards"] == SHARDS
+    assert described["container"] == "<parent>/shard-<crc32(name) mod 16, hex>/<name>"
+    assert "clone_children = 1" in described["parent_settings"]
+
+
+def test_v2_prepare_layout_enables_the_same_controllers_at_parent_and_shards(tmp_path: Path):
+    from runtime.scopes import shards
+
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    driver = V2Driver(tmp_path)
+    driver.prepare_layout("cvbench-p")
+    for level in ["cvbench-p", *shards("cvbench-p")]:
+        assert (tmp_path / level / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    assert "subtree_control" in driver.layout("cvbench-p")["parent_settings"]

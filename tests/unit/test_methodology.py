@@ -69,3 +69,28 @@ def test_order_effects_table_after_the_same_backend_or_another() -> None:
     start = lines.index("| backend | variant | after the same (n) | after another (n) |")
     assert lines[start + 2:start + 4] == ["| b | cold | - | 4 ms (1) |",
                                           "| a | cold | 1 ms (1) | 3 ms (1) |"]
+
+
+def test_section_states_the_cgroup_layout_once_for_every_container_backend(tmp_path) -> None:
+    from runtime import cgroups
+
+    layout = cgroups.V1Driver(tmp_path, ("memory", "cpuset")).layout
+    metadata = {"backends": {
+        "ours": {**FakeBackend().describe(), "cgroup_layout": layout("cvbench-0123abcd")},
+        "crun": {**FakeBackend().describe(), "cgroup_layout": layout("cvbench-oci")},
+        "runc": {**FakeBackend().describe(), "cgroup_layout": layout("cvbench-oci")},
+        "process": FakeBackend().describe()}}
+    text = "\n".join(methodology.section(metadata))
+    [line] = [line for line in text.splitlines() if "Cgroup layout" in line]
+    assert "the same for ours, crun, runc: **yes**" in line
+    assert "`<parent>/shard-<crc32(name) mod 16, hex>/<name>`, 16 shards" in line
+    assert "the parent and its 16 shards made before the first start" in line
+    assert "cgroup.clone_children = 1" in line
+    assert "parents: ours `cvbench-0123abcd`, crun `cvbench-oci`, runc `cvbench-oci`" in line
+    assert text.count("clone_children") == 1  # stated once, not per backend
+    flat = {**layout("cvbench-oci"), "container": "<parent>/<name>", "shards": 0}
+    metadata["backends"]["runc"]["cgroup_layout"] = flat
+    [line] = [line for line in methodology.section(metadata) if "Cgroup layout" in line]
+    assert "the same for ours, crun, runc: **no**" in line
+    assert "runc: `<parent>/<name>`, 0 shards" in line
+    assert methodology.cgroup_layouts({"backends": {"qemu": {"accel": "kvm"}}}) is None

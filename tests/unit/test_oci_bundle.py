@@ -34,7 +34,8 @@ def test_defaults_isolate_like_ours():
     assert config["process"]["args"] == ["/init"]
     assert config["process"]["terminal"] is False
     assert config["root"] == {"path": "rootfs", "readonly": False}
-    assert config["linux"]["cgroupsPath"] == "/cvbench-oci/cvbench-unit-1"
+    # ours' layout (runtime.scopes): crc32("cvbench-unit-1") % 16 == 15
+    assert config["linux"]["cgroupsPath"] == "/cvbench-oci/shard-f/cvbench-unit-1"
     devices = config["linux"]["resources"]["devices"]
     assert devices[0] == {"allow": False, "access": "rwm"}  # deny all first
     assert all(rule["allow"] for rule in devices[1:])
@@ -110,7 +111,7 @@ def test_bundle_layout_lives_under_the_state_dir(monkeypatch, tmp_path):
 def test_cgroups_are_looked_for_in_every_hierarchy(tmp_path):
     """crun and runc make a container's cgroup in every hierarchy, not only memory/pids/cpu."""
     for hierarchy in ("blkio", "cpu,cpuacct", "memory", "systemd", "unified"):
-        (tmp_path / hierarchy / cgroup.PARENT / "cvbench-unit-1").mkdir(parents=True)
+        (tmp_path / hierarchy / cgroup.path("cvbench-unit-1")).mkdir(parents=True)
     (tmp_path / "cpu").symlink_to("cpu,cpuacct")  # an alias is not a hierarchy of its own
     driver = cgroups.every_hierarchy("hybrid", root=tmp_path)
     path = cgroup.path("cvbench-unit-1")
@@ -125,7 +126,7 @@ def test_cgroups_are_looked_for_in_every_hierarchy(tmp_path):
 def test_cgroups_on_a_v2_host_are_one_directory(tmp_path):
     driver = cgroups.every_hierarchy("v2", root=tmp_path)
     assert driver.directories(cgroup.path("cvbench-unit-1")) == [
-        tmp_path / "cvbench-oci" / "cvbench-unit-1"
+        tmp_path / "cvbench-oci" / "shard-f" / "cvbench-unit-1"
     ]
 
 

@@ -107,12 +107,12 @@ def _proc(tmp_path: Path, pid: int, text: str) -> Path:
 
 
 def test_limits_of_a_process_on_a_v2_host(tmp_path):
-    proc = _proc(tmp_path, 7, "0::/cvbench-oci/cvbench-unit-1\n")
+    proc = _proc(tmp_path, 7, f"0::{cgroup.cgroups_path('cvbench-unit-1')}\n")
     directory = _v2_container(tmp_path / "cgroup")
     for name, value in (("memory.max", "67108864"), ("pids.max", "32"),
                         ("cpu.max", "50000 100000")):
         (directory / name).write_text(value + "\n")
-    assert probe.process_cgroups(7, proc) == {"": "/cvbench-oci/cvbench-unit-1"}
+    assert probe.process_cgroups(7, proc) == {"": "/cvbench-oci/shard-f/cvbench-unit-1"}
     limits = probe.cgroup_limits(7, tmp_path / "cgroup", proc)
     assert limits == probe.CgroupLimits("v2", 64 << 20, 32, 50_000, 100_000)
     for name, value in (("memory.max", "max"), ("pids.max", "max"), ("cpu.max", "max 100000")):
@@ -122,7 +122,7 @@ def test_limits_of_a_process_on_a_v2_host(tmp_path):
 
 
 def test_limits_of_a_process_on_a_hybrid_host_come_from_the_v1_hierarchies(tmp_path):
-    path = "/cvbench-oci/cvbench-unit-1"
+    path = cgroup.cgroups_path("cvbench-unit-1")
     proc = _proc(tmp_path, 7, f"12:pids:{path}\n5:cpu,cpuacct:{path}\n4:memory:{path}\n"
                               f"1:name=systemd:{path}\n0::{path}\n")
     root = tmp_path / "cgroup"

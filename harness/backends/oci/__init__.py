@@ -3,7 +3,8 @@
 One job per module:
 
 - ``bundle``: where a container's bundle and the runtimes' state live; its ``config.json``.
-- ``cgroup``: the containers' cgroups (``cvbench-oci/<name>``) through :mod:`runtime.cgroups`.
+- ``cgroup``: the containers' cgroups (``cvbench-oci/<shard>/<name>``, ours' layout) through
+  :mod:`runtime.cgroups`.
 - ``launcher_process``: the launcher, a helper process in a private mount namespace that runs
   every runtime command (and mounts each container's overlay where only it sees it).
 - ``launcher``: :class:`Launcher`, the harness's client of a launcher process.

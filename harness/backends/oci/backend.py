@@ -97,8 +97,10 @@ class OciBackend:
             raise BackendError(f"image {image.name} has no {image.init}")
         self.image = image
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.mode == "v2":  # the parent's controllers, as ours' parent has them
-            self.cgroups.prepare_parent(cgroup.PARENT)
+        try:  # the parent and its shards with their settings, as ours' are, on every host kind
+            self.cgroups.prepare_layout(cgroup.PARENT)
+        except CgroupError as error:
+            raise BackendError(f"{self.runtime}: {error}") from None
         bundles_dir().mkdir(parents=True, exist_ok=True)
         self.launcher()  # start it now, not during the first measured start
 
@@ -178,7 +180,8 @@ class OciBackend:
             if self._launcher is not None:
                 self._launcher.close()
                 self._launcher = None
-        self.cgroups.remove_parent(cgroup.PARENT)  # unless other containers still use it
+        if not self.cgroups.containers(cgroup.PARENT):  # others' containers may still use it
+            self.cgroups.remove_parent(cgroup.PARENT)  # its empty shards too
 
     def describe(self) -> dict[str, Any]:
         private_view = cgroup.needs_private_view(self.binary, self.mode)
@@ -190,6 +193,8 @@ class OciBackend:
             "cgroup_mode": self.mode,
             "cgroup_manager": cgroup.MANAGER,
             "cgroup_manager_args": cgroup.manager_args(self.runtime),
+            # the one layout of every container backend (runtime.scopes), made in prepare()
+            "cgroup_layout": self.cgroups.layout(cgroup.PARENT),
             "private_cgroup_view": private_view,
             "launcher": "subreaper in a private mount namespace, overlay per container namespace",
             "method": self._method(private_view).as_dict(),
@@ -319,7 +324,7 @@ class OciBackend:
                  f"{self.grace_s:g} s; until the container's init exited (pidfd opened before "
                  "the first signal); a created container never started gets KILL at once",
             remove=f"`{self.runtime} delete -f <id>` through the launcher, then the bundle "
-                   "directory and any cgroup cvbench-oci/<id> the runtime left",
+                   "directory and any cgroup cvbench-oci/<shard>/<id> the runtime left",
         )
 
     def _version(self) -> str:

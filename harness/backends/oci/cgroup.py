@@ -1,9 +1,19 @@
 """The OCI containers' cgroups, read and removed through :mod:`runtime.cgroups`.
 
-crun and runc make container ``<name>``'s cgroup at ``cvbench-oci/<name>`` in every mounted
-hierarchy (here: each v1 controller, ``name=systemd`` and, for runc, the hybrid host's unified
-tree; on a v2 host the one unified tree), so the driver used for them covers every hierarchy,
-not only the three ``ours`` uses.
+crun and runc make container ``<name>``'s cgroup at ``cvbench-oci/<shard>/<name>`` in every
+mounted hierarchy (here: each v1 controller, ``name=systemd`` and, for runc, the hybrid host's
+unified tree; on a v2 host the one unified tree), so the driver used for them covers every
+hierarchy, not only the ones ``ours`` uses.
+
+The layout is the harness's choice, not the runtimes' (they make whatever
+``linux.cgroupsPath`` names), and the same as ours' (:func:`runtime.scopes.container_cgroup`:
+16 shards under the parent): ``OciBackend.prepare`` makes :data:`PARENT` and all its shards
+with the settings ours' get (:meth:`runtime.cgroups.Driver.prepare_layout`) on every host kind,
+before the first start. On v1 and hybrid hosts that is ``cgroup.clone_children`` in the cpuset
+hierarchy, so the kernel gives each new container cgroup its parent's CPUs and memory nodes:
+runc, which copies them only into an empty cpuset, writes none, as ours; crun writes back the
+values it read, unchanged, which the kernel takes as no change (no sibling check, no
+sched-domain rebuild; :mod:`runtime.cgroups`).
 
 Both runtimes use one cgroup manager, on every host kind and init system: **cgroupfs**
 (:data:`MANAGER`), the one ``ours`` is too: the runtime writes the cgroup directories itself
@@ -19,15 +29,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from hostkit.paths import PREFIX
-from runtime import cgroups
+from runtime import cgroups, scopes
 
-PARENT = f"{PREFIX}oci"  # shared by every OCI container; a runtime makes it when it needs it
+PARENT = f"{PREFIX}oci"  # shared by every OCI container; made with its shards in prepare()
 MANAGER = "cgroupfs"
 
 
 def path(name: str) -> str:
-    """Container ``name``'s cgroup, as the driver names it."""
-    return f"{PARENT}/{name}"
+    """Container ``name``'s cgroup, as the driver names it: ``cvbench-oci/<shard>/<name>``."""
+    return scopes.container_cgroup(PARENT, name)
 
 
 def cgroups_path(name: str) -> str:

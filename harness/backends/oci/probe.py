@@ -2,8 +2,9 @@
 
 ``describe()`` reports it rather than what we assume, on every host kind:
 
-- **v1 and hybrid hosts**: which hierarchies hold the container's ``cvbench-oci/<name>``
-  cgroup, and the device-cgroup rules the runtime wrote (``devices.list``);
+- **v1 and hybrid hosts**: which hierarchies hold the container's
+  ``cvbench-oci/<shard>/<name>`` cgroup, and the device-cgroup rules the runtime wrote
+  (``devices.list``);
 - **v2 hosts**: the controllers the container's cgroup has (its ``cgroup.controllers``: what
   its parent enabled), and its device filter: the ``BPF_CGROUP_DEVICE`` programs attached to
   the cgroup (``BPF_PROG_QUERY``). A program cannot be read back as rules, so ``devices`` is

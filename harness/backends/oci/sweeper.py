@@ -3,8 +3,10 @@
 In this order: launchers with every command still in flight in their sessions (so no ``run``
 caught mid-way creates a container after the sweep looked for containers), containers,
 overlay mounts, then per container name its left processes, bundle and cgroup, and last the
-shared cgroup parent. Names come from the bundles (each is made before its container) and the
-runtimes' state directories.
+shared cgroup parent with its empty shards (``cvbench-oci/<shard>/<name>``, :mod:`.cgroup`),
+unless another state directory's containers still use it. Names come from the bundles (each is
+made before its container) and the runtimes' state directories, never from the shared cgroup
+tree: what another state directory's live run holds there is not this sweep's.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def sweep() -> list[str]:
     driver = cgroup.driver(mode)
     for name in sorted(names):
         removed += remove_container_leftovers(driver, name)
-    if driver.exists(cgroup.PARENT) and driver.remove_parent(cgroup.PARENT):
-        removed.append(f"cgroup {cgroup.PARENT}")
+    if (driver.exists(cgroup.PARENT) and not driver.containers(cgroup.PARENT)
+            and driver.remove_parent(cgroup.PARENT)):  # and its shards
+        removed.append(f"cgroup {cgroup.PARENT} and its shards")
     return removed
 
 
