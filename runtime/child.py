@@ -56,6 +56,21 @@ def drop_capabilities(keep: CapSets, last_cap: int) -> None:
     sc.capset(keep.effective, keep.permitted, keep.inheritable)
 
 
+START = b"s"  # on the host channel: a prepared warm container may exec now
+PREPARED = b"p"  # on the host channel: set up, waiting for START
+
+
+def wait_for_start(channel: int | None) -> None:
+    """Say :data:`PREPARED` on the host channel and wait for :data:`START`: the line between a
+    warm container's create and its start, where crun's init waits on its exec fifo. Exit
+    quietly if the host closes the channel instead (the container was destroyed unstarted)."""
+    if channel is None:
+        raise RuntimeError("no host channel to wait for the start on")
+    os.write(channel, PREPARED)
+    if os.read(channel, 1) != START:
+        os._exit(0)
+
+
 def _reset_signals() -> None:
     for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
@@ -128,9 +143,12 @@ def run(
     """Set the container up and exec its process; never returns.
 
     ``channel``: the host channel (a stream socket), present when the plan says the host
-    wires the network (``wire_network``: "n" when the netns exists, "g" back once wired) or
+    wires the network (``wire_network``: "n" when the netns exists, "g" back once wired),
     sends the seccomp program (``seccomp_follows``: :func:`receive_program`, read right before
-    the filter is installed, so that the host compiles it while this child sets up).
+    the filter is installed, so that the host compiles it while this child sets up) or starts
+    a prepared warm container (``wait_for_start``: :func:`wait_for_start`, after everything
+    crun 1.8's ``create`` has its init do, capabilities and no_new_privs included, and before
+    what its ``start`` lets the init do: the seccomp filter, the descriptors, exec).
 
     ``prepared``: a spare already did the namespaces, private mounts, loopback and the overlay,
     and its owner moved it into the cgroups. ``detached_overlay``: the overlay root, already
@@ -188,25 +206,33 @@ def run(
         env = dict(item.split("=", 1) for item in plan.env if "=" in item)
         os.setgroups(plan.groups)  # the spec's, or none: never the fork server's
         os.umask(plan.umask)  # the spec's, or 0022: never the starter's
-        close_on_exec_from(3)
-        if plan.seccomp_follows:
-            if channel is None:
-                raise RuntimeError("no host channel to receive the seccomp program on")
-            program = receive_program(channel)
-        else:
-            program = binascii.a2b_base64(plan.seccomp) if plan.seccomp else b""
-        if channel is not None:
-            os.close(channel)
-        if program and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
-            sc.seccomp_set_filter(program)
+        filtered = bool(plan.seccomp) or plan.seccomp_follows
+        if filtered and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
+            sc.seccomp_set_filter(_program(plan, channel))
         drop_capabilities(plan.caps, last_cap)
         if plan.no_new_privs:
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-            if program:  # last: from here on only what the profile allows, exec included
-                sc.seccomp_set_filter(program)
+        # Warm: what crun's create does ends here, and its init waits on the exec fifo; what
+        # crun's start lets it do follows (the seccomp filter, the descriptors, exec).
+        if plan.wait_for_start:
+            wait_for_start(channel)
+        close_on_exec_from(3)
+        if filtered and plan.no_new_privs:  # last: then only what the profile allows, exec too
+            sc.seccomp_set_filter(_program(plan, channel))
+        if channel is not None:
+            os.close(channel)
         os.execvpe(plan.args[0], plan.args, env)
     except BaseException as error:  # report anything, then die
         _fail(1, error)
+
+
+def _program(plan: LaunchPlan, channel: int | None) -> bytes:
+    """The seccomp program: from the plan, or (``seccomp_follows``) from the host channel."""
+    if not plan.seccomp_follows:
+        return binascii.a2b_base64(plan.seccomp)
+    if channel is None:
+        raise RuntimeError("no host channel to receive the seccomp program on")
+    return receive_program(channel)
 
 
 PROGRAM_LENGTH = struct.Struct("<I")  # the seccomp program's length on the host channel

@@ -7,13 +7,16 @@ and in the cgroup ``cvbench-<scope>/<shard>/<name>`` of every hierarchy (see :mo
 namespace, so the host's mount table does not grow with the number of containers and
 teardown is the namespace dying.
 
-Cold: ``create`` then ``start``; nothing of the container exists before ``create``. Warm:
-``create(..., spare=True)`` also has the fork server fork a *spare* for the container, which
-has its namespaces and loopback ready when ``create`` returns; ``start`` then only hands it
-the plan. The launch path (``start``) does no subprocess call, no sleep and no scan of other
-containers: one request to the fork server. After readiness the runtime holds no descriptor
-for the container; ``stop`` opens a pidfd only while it waits, and returns once the init
-exited and was reaped; ``destroy`` releases the rest. Leftovers of crashed owners are
+Cold: ``create`` then ``start``; nothing of the container exists before ``create``, and
+``start`` compiles the seccomp program while the init sets up. Warm: ``create(..., spare=True)``
+also has the fork server fork a *spare* for the container, which makes its namespaces and mounts
+its overlay, then gets the plan and does everything crun's ``create`` has its init do (mounts,
+root switch, hostname, rlimits, capabilities, no_new_privs) and waits; ``start`` then sends it
+one byte, and it installs its seccomp filter and execs, as crun's init does after ``crun
+start``. The launch path (``start``) does no subprocess call, no sleep and no scan of other
+containers: one request to the fork server, or one byte. After readiness the runtime holds no
+descriptor for the container; ``stop`` opens a pidfd only while it waits, and returns once the
+init exited and was reaped; ``destroy`` releases the rest. Leftovers of crashed owners are
 removed by :func:`runtime.sweep.sweep_all`.
 """
 
@@ -106,6 +109,7 @@ class Runtime:
                 pivot_root=self.pivot_root,
                 cgroup_dir="" if spare else self.cgroups.birth_directory(cgroup),
                 seccomp_follows=not spare,  # cold: compiled in start(), as crun compiles
+                wait_for_start=spare,  # warm: the init waits where crun's waits for start
             )
         except (SpecError, ImageError, ValueError) as error:
             raise ContainerError(str(error)) from None
@@ -129,19 +133,55 @@ class Runtime:
             try:
                 container.spare = self.server.spare(plan)
                 child.join_cgroups(plan.cgroup_procs, container.spare)
-            except (ForkServerError, OSError) as error:
+                self._launch(container, None)  # it sets up all crun's create does, and waits
+            except (ForkServerError, OSError, ContainerError) as error:
                 self.destroy(container)
                 raise ContainerError(f"cannot prepare {name}: {error}") from None
         return container
 
     def start(self, container: Container, output_fd: int | None = None) -> int:
-        """Launch the container; return its host pid as soon as it is forked.
+        """Launch the container; return its host pid as soon as it is forked (cold), or let
+        the prepared init of a warm one go on (crun's ``start``: it opens the exec fifo).
 
         Its stdout and stderr go to a pipe read by :meth:`wait_ready`, or to ``output_fd``
-        (then there is no readiness to wait for).
+        (then there is no readiness to wait for; cold only: a warm container's output was
+        set by ``create``).
         """
         if container.state != "created" or container.plan is None:
             raise ContainerError(f"{container.name} is {container.state}, not created")
+        if container.channel is not None:  # warm, prepared
+            if output_fd is not None:
+                raise ContainerError(f"{container.name} is warm: its output was set by create")
+            channel, container.channel = container.channel, None
+            pid, container.spare = container.spare, None
+            assert pid is not None
+            try:
+                channel.sendall(child.START)
+            except OSError as error:
+                raise ContainerError(f"{container.name} died before its start: {error}"
+                                     ) from None
+            finally:
+                channel.close()
+            self._running(container, pid)
+            return pid
+        pid = self._launch(container, output_fd)
+        self._running(container, pid)
+        return pid
+
+    def _running(self, container: Container, pid: int) -> None:
+        container.plan = None  # done with: a live container holds no more than its record
+        container.pid = pid
+        container.pid_start = proc_start_time(pid)
+        container.state = "running"
+        container.save()
+
+    def _launch(self, container: Container, output_fd: int | None) -> int:
+        """Have the fork server fork the init (cold) or hand its plan to the container's spare
+        (warm), then do the host's part on the channel: wire the network, send the seccomp
+        program (cold), wait until the init is prepared (warm: the channel is kept for
+        :meth:`start`). The init's pid; its output pipe's read end in ``ready_fd``."""
+        plan = container.plan
+        assert plan is not None
         if output_fd is None:
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         else:
@@ -149,39 +189,60 @@ class Runtime:
         fds = [write_fd]
         ours: socket.socket | None = None
         theirs: socket.socket | None = None
-        plan = container.plan
-        if plan.wire_network or plan.seccomp_follows:  # the host channel
+        if plan.wire_network or plan.seccomp_follows or plan.wait_for_start:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds.append(theirs.fileno())
-        spare, container.spare = container.spare, None
         try:
-            pid = self.server.launch(plan, fds, spare)
+            pid = self.server.launch(plan, fds, container.spare)
         except ForkServerError as error:
             if read_fd is not None:
                 os.close(read_fd)
+            if ours is not None:
+                ours.close()
             raise ContainerError(f"cannot launch {container.name}: {error}") from None
         finally:
             os.close(write_fd)
             if theirs is not None:
                 theirs.close()
-        container.plan = None  # done with: a live container holds no more than its record
-        container.pid = pid
-        container.pid_start = proc_start_time(pid)
         container.ready_fd = read_fd
-        container.state = "running"
-        if ours is not None:
-            try:
-                if plan.wire_network:
-                    self._wire_bridge(container, pid, ours)
-                if plan.seccomp_follows:
-                    self._send_seccomp(container, ours)
-            except ContainerError:
+        if ours is None:
+            return pid
+        try:
+            if plan.wire_network:
+                self._wire_bridge(container, pid, ours)
+            if plan.seccomp_follows:
+                self._send_seccomp(container, ours)
+            if plan.wait_for_start:
+                self._await_prepared(container, ours)
+                container.channel, ours = ours, None
+        except ContainerError:
+            if not plan.wait_for_start:  # a warm one is destroyed by create
+                container.state = "running"
+                container.pid = pid
                 self.stop(container, grace=0)
-                raise
-            finally:
+            raise
+        finally:
+            if ours is not None:
                 ours.close()
-        container.save()
         return pid
+
+    def _await_prepared(self, container: Container, channel: socket.socket) -> None:
+        """Wait until a warm container's init is set up (:func:`runtime.child.wait_for_start`);
+        if it failed instead, its error (on the output pipe) as a ContainerError."""
+        channel.settimeout(GONE_TIMEOUT_S)
+        try:
+            said = channel.recv(1)
+        except OSError as error:
+            said, problem = b"", str(error)
+        else:
+            problem = "it exited"
+        if said == child.PREPARED:
+            return
+        if container.ready_fd is not None:
+            output = read_to_end(container.ready_fd, GONE_TIMEOUT_S) or b""
+            lines = output.decode(errors="replace").strip().splitlines()
+            problem = lines[-1] if lines else problem
+        raise ContainerError(f"{container.name} failed to prepare: {problem}")
 
     def wait_ready(self, container: Container, timeout: float = 10.0) -> None:
         """Block until the workload prints ``READY``; close the pipe either way."""
@@ -223,6 +284,9 @@ class Runtime:
         """Stop if needed, then release the network, cgroup and directory."""
         if container.state == "running":
             self.stop(container)
+        if container.channel is not None:
+            container.channel.close()
+            container.channel = None
         if container.spare is not None:
             self.server.discard(container.spare)
             container.spare = None

@@ -7,8 +7,8 @@ attached with SCM_RIGHTS (received close-on-exec, ``MSG_CMSG_CLOEXEC``, by the s
 by spares), one JSON reply.
 
 - ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
-  ``[stdout_w]`` or ``[stdout_w, sync]`` -> ``{"pid": n}``. Cold: the server decodes the plan
-  (a malformed one is the reply's error), unshare(CLONE_NEWPID), forks (the child is PID 1
+  ``[stdout_w]`` or ``[stdout_w, host channel]`` -> ``{"pid": n}``. Cold: the server decodes
+  the plan (a malformed one is the reply's error), unshare(CLONE_NEWPID), forks (the child is PID 1
   of the new namespace and runs :func:`runtime.child.run`), then setns back to its own pid
   namespace so the next fork is unaffected. With a cgroup v2 directory in the plan, the
   server first mounts the container's overlay root as a detached mount (fsopen, fsconfig,
@@ -19,13 +19,16 @@ by spares), one JSON reply.
   before it writes ``cgroup.procs``: on every path the overlay is made outside the
   container's memory cgroup. With ``"spare": pid`` the request (plan and fds)
   goes to that spare instead, which decodes the plan (a malformed one is reported on the
-  READY pipe) and does the rest; a spare that is gone is an error, never a cold launch.
+  READY pipe) and does the rest (a warm plan: all of it but what crun's ``start`` does, then
+  it waits for the host on the channel, :func:`runtime.child.wait_for_start`); a spare that
+  is gone is an error, never a cold launch.
 - ``{"op": "spare", "new_pid": b, "unshare": flags, "loopback": b, "overlay": [mount point,
   options] or null}`` -> ``{"pid": n}`` once the spare is ready: a child forked for one warm
   container, which has unshared those namespaces (the cgroup one excepted), brought loopback
   up and mounted the overlay root (:func:`runtime.child.spare`).
   Spares are made only on request, one per request: never in the background.
-- ``{"op": "discard", "pid": n}`` -> ``{"status": wait status or null}``: end an unused spare.
+- ``{"op": "discard", "pid": n}`` -> ``{"status": wait status or null}``: end an unused spare
+  (waiting for its plan, or handed it and not started).
 - ``{"op": "reap", "pid": n}`` -> ``{"status": wait status or null}`` (non-blocking).
 - ``{"op": "ping"}`` -> ``{"pid": server pid, "spares": [pids]}``.
 
@@ -79,6 +82,7 @@ def serve(fd: int) -> None:
     cap_last = last_cap()
     rootfs.enter_skeleton()  # once: containers' mount namespaces are copies of this one
     spares: dict[int, socket.socket] = {}  # pid -> socket of a spare waiting for its plan
+    handed: set[int] = set()  # spares handed their plan, not yet reaped: ours to discard
 
     def fork_child(new_pid: bool, target: Callable[..., object], *args: object,
                    cgroup_dir: str = "", overlay: Rootfs | None = None,
@@ -197,6 +201,7 @@ def serve(fd: int) -> None:
                     finally:
                         spare.close()
                     pid = spare_pid
+                    handed.add(pid)
                 else:
                     plan = LaunchPlan.from_dict(request["plan"])
                     pid = fork_child(
@@ -218,8 +223,11 @@ def serve(fd: int) -> None:
                 spare = spares.pop(request["pid"], None)
                 if spare is not None:
                     spare.close()
-                reply = {"status": end(request["pid"]) if spare is not None else None}
+                known = spare is not None or request["pid"] in handed
+                handed.discard(request["pid"])
+                reply = {"status": end(request["pid"]) if known else None}
             elif op == "reap":
+                handed.discard(request["pid"])
                 try:
                     reaped, status = os.waitpid(request["pid"], os.WNOHANG)
                     reply = {"status": status if reaped else None}

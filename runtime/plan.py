@@ -105,8 +105,11 @@ class LaunchPlan:
     # while the child sets itself up: ``wire_network``: the host attaches a veth once the
     # child's network namespace exists; ``seccomp_follows``: ``seccomp`` is empty and the host
     # compiles the program for this container and sends it (see :func:`runtime.child.run`).
+    # ``wait_for_start``: a warm container's init stops once set up, before the capabilities,
+    # the seccomp filter and exec, until the host says start.
     wire_network: bool = False
     seccomp_follows: bool = False
+    wait_for_start: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists in ``json.dumps``).

@@ -48,7 +48,8 @@ MOUNT_FLAGS = {
 
 def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
                 pivot_root: bool = False, cgroup_dir: str = "",
-                keyring: str | None = None, seccomp_follows: bool = False) -> LaunchPlan:
+                keyring: str | None = None, seccomp_follows: bool = False,
+                wait_for_start: bool = False) -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
     work directories are inside), joining the cgroups through ``cgroup_procs`` (or born in
     ``cgroup_dir``, a cgroup v2 directory, where the kernel has clone3 with
@@ -57,7 +58,8 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
     ``keyring``: the name of the session keyring the init joins (default: the container's
     name, ``directory``'s last part, as crun names it after the container id);
     ``seccomp_follows``: leave the seccomp program out, the host compiles and sends it during
-    the launch (else it is compiled here).
+    the launch (else it is compiled here); ``wait_for_start``: the init stops once set up
+    until the host starts it (warm, see :func:`runtime.child.wait_for_start`).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -99,6 +101,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         umask=DEFAULT_UMASK if process.umask is None else process.umask,
         wire_network=spec.network == "bridge",
         seccomp_follows=seccomp_follows and spec.linux.seccomp is not None,
+        wait_for_start=wait_for_start,
     )
 
 

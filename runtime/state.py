@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class Container:
     ready_fd: int | None = field(default=None, repr=False)  # read end of the output pipe
     plan: LaunchPlan | None = field(default=None, repr=False)  # made by create, used by start
     spare: int | None = field(default=None, repr=False)  # warm: pid of its spare, until start
+    # warm: the host channel to its prepared init, until start (runtime.child.wait_for_start)
+    channel: socket.socket | None = field(default=None, repr=False)
 
     def to_state(self) -> dict[str, Any]:
         return {

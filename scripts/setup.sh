@@ -62,13 +62,15 @@ fi
 # golang-github-containers-common ships the containers/Docker default seccomp profile that
 # every container backend installs alike; libseccomp2 compiles it.
 # chromium: the tests open the HTML report in it (headless) and check what a reader sees.
+# strace: the tests trace a warm container's init across its start (the same split for every
+# runtime: tests/integration/test_warm_split.py).
 # The engines: docker.io (dockerd, containerd), podman (conmon; CNI plugins for its bridge
 # networks), lxc with its Python binding (python3-lxc, linked into the virtualenv below).
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
           busybox-static crun runc cpio iproute2 python3-venv e2fsprogs
           golang-github-containers-common libseccomp2
           gcc libc6-dev python3-dev pkg-config libvirt-dev
-          chromium
+          chromium strace
           docker.io podman containernetworking-plugins lxc python3-lxc)
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -17,6 +17,7 @@ from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
     WARM,
+    WARM_AFTER_CLOCK,
     BackendError,
     Instance,
     InstanceSpec,
@@ -74,7 +75,9 @@ class OursBackend:
         except cgroups.CgroupError as error:
             raise BackendError(f"ours: {error}") from None
         self.runtime.server.start()  # fork the server now, not during the first start
-        # Compile the default seccomp section now, once per run, not inside a measured start.
+        # Compile the default seccomp section once now, so that a profile libseccomp refuses
+        # fails the run before anything starts; nothing is kept: every container's start
+        # compiles its own program, as crun's and runc's do (runtime.planner).
         probe = container_spec(InstanceSpec(name="cvbench-prepare", image=image))
         try:
             planner.seccomp_program(probe.linux.seccomp)
@@ -174,7 +177,7 @@ class OursBackend:
                         "overlay as a detached mount in its own cgroup, clones the init into "
                         "the container's cgroup, and the init attaches it), overlay inside the "
                         "container's mount ns",
-            "method": _method(_INSIDE if not self.pivot_root else _PIVOT_INSIDE, v2).as_dict(),
+            "method": _method(_SETUP if not self.pivot_root else _PIVOT_SETUP, v2).as_dict(),
             "cgroup_join": V2_JOIN if v2 else V1_JOIN,
             # the one layout of every container backend (runtime.scopes), made in prepare()
             "cgroup_layout": driver.layout(scopes.cgroup_parent()) if driver else None,
@@ -238,14 +241,14 @@ V1_JOIN = ("cgroup v1/hybrid: the init writes its pid into cgroup.procs of each 
 _PREPARED = "mounts the overlay root, joins the cgroups, "
 _PREPARED_V2 = ("attaches the overlay root the fork server mounted (move_mount; it was born in "
                 "its cgroup), ")
-_INSIDE = ("unshares the cgroup namespace, mounts "
-           "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
-           "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
-           "paths, hostname, rlimits, drops capabilities, no_new_privs, installs the seccomp "
-           "filter, exec; until READY")
+_SETUP = ("unshares the cgroup namespace, mounts "
+          "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
+          "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
+          "paths, hostname, rlimits, groups, umask, drops capabilities, no_new_privs")
 
 
-def _method(inside: str, v2: bool = False) -> Method:
+def _method(setup: str, v2: bool = False) -> Method:
+    inside = setup + ", installs the seccomp filter, exec; until READY"
     cgroups_made = ("a cgroup in the unified tree with memory, pids and cpu limits and the "
                     "device rules as an eBPF program (BPF_PROG_LOAD per container, attached "
                     "with BPF_F_ALLOW_MULTI, as crun and runc do)" if v2 else
@@ -253,24 +256,30 @@ def _method(inside: str, v2: bool = False) -> Method:
     launch = ("the fork server mounts the overlay root as a detached mount (fsopen, fsconfig, "
               "fsmount: its superblock and work/work charged to the server's cgroup, the "
               "harness's, as crun's overlay is mounted by the harness's launcher), unshares a "
-              "pid namespace and clones the init into the container's cgroup (clone3 "
-              "CLONE_INTO_CGROUP, as crun 1.8 does; runc 1.1 writes cgroup.procs), closing its "
-              "copy of the mount's descriptor; the init unshares mount, uts, ipc and net "
-              "namespaces, brings loopback up, " + _PREPARED_V2 if v2 else
+              "pid namespace and clones the init into the container's cgroup in new mount, "
+              "uts, ipc and net namespaces (clone3 CLONE_INTO_CGROUP with the namespace flags, "
+              "as crun 1.8 does, so the namespaces are charged to the caller; runc 1.1 writes "
+              "cgroup.procs), closing its copy of the mount's descriptor; the init brings "
+              "loopback up, " + _PREPARED_V2 if v2 else
               "the fork server unshares a pid namespace and forks the init, which unshares "
               "mount, uts, ipc and net namespaces, brings loopback up, " + _PREPARED)
     return Method(
-        cold=("nothing of the container (the fork server runs; the seccomp profile's BPF program "
-              "was compiled once per run in prepare() and is cached by digest, where crun and "
-              "runc compile the JSON section for every container)",
+        cold=("nothing of the container (the fork server runs; nothing is cached between "
+              "containers: the seccomp program is compiled for each, as crun and runc do)",
               "spec and launch plan, container directory (overlay upper/work), " + cgroups_made
-              + "; " + launch + inside),
-        warm=("create(): spec and launch plan, container directory, " + cgroups_made + ", "
+              + "; " + launch + inside + "; meanwhile the harness compiles the container's "
+              "seccomp program with libseccomp and sends it to the init, which waits for it "
+              "right before installing it"),
+        warm=("create(): spec and launch plan with the seccomp program compiled with "
+              "libseccomp (as crun's create compiles it), container directory, "
+              + cgroups_made + ", "
               "and a spare forked by the fork server as PID 1 of a new pid "
               "namespace that has unshared mount, uts, ipc and net namespaces, brought loopback "
               "up and mounted the overlay root; the harness moves it into the container's "
-              "cgroups, and it waits",
-              "resume(): the plan to the spare, which " + inside),
+              "cgroups and hands it the plan, and the init " + setup + " (all that crun's "
+              "create has its init do), then waits on the host channel as crun's init waits "
+              "on its exec fifo",
+              "resume(): one byte on the host channel; " + WARM_AFTER_CLOCK),
         stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period; until the init "
              "(PID 1 of its pid namespace, so the last process) exited and the fork server reaped "
              "it",
@@ -279,8 +288,8 @@ def _method(inside: str, v2: bool = False) -> Method:
     )
 
 
-_PIVOT_INSIDE = _INSIDE.replace(
+_PIVOT_SETUP = _SETUP.replace(
     "moves the root onto the skeleton root, detaches the host tree and chroots (no pivot_root "
     "walk over every host thread)", "pivot_root, detaches the old root")
-METHOD = _method(_INSIDE)
-PIVOT_METHOD = _method(_PIVOT_INSIDE)
+METHOD = _method(_SETUP)
+PIVOT_METHOD = _method(_PIVOT_SETUP)

@@ -39,6 +39,7 @@ SUBSET = (
     "tests/integration/test_device_filter.py",
     "tests/integration/test_overlay_outside_cgroup.py",
     "tests/integration/test_seccomp_readback.py",
+    "tests/integration/test_warm_split.py",
     "tests/integration/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
 )
 JUNIT = "/tmp/cvbench-v2host-junit.xml"

@@ -24,6 +24,7 @@ from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
     WARM,
+    WARM_AFTER_CLOCK,
     BackendError,
     Instance,
     InstanceSpec,
@@ -318,8 +319,10 @@ class OciBackend:
             cold=("nothing of the container (the launcher and the runtime's --root exist)",
                   f"{bundle}; " + launch.format(verb="run -d") + f"; through {via}"),
             warm=(f"{bundle}; " + launch.format(verb="create")
-                  + ": the container's init waits on the runtime's exec fifo",
-                  f"`{self.runtime} start <id>` through {via} (posix_spawn)"),
+                  + ": the container's init does all but the seccomp filter and exec, and "
+                    "waits on the runtime's exec fifo",
+                  f"`{self.runtime} start <id>` through {via} (posix_spawn) opens the exec "
+                  f"fifo; " + WARM_AFTER_CLOCK),
             stop=f"`{self.runtime} kill <id> TERM` through the launcher, `KILL` after "
                  f"{self.grace_s:g} s; until the container's init exited (pidfd opened before "
                  "the first signal); a created container never started gets KILL at once",
