@@ -6,9 +6,10 @@ and runc do. Read from ``devices.list`` of running containers on a cgroup v1 hos
 only the deny-all rule: crun 1.8 allows mknod of any character or block device (still refused
 without CAP_MKNOD), then null, random, full, tty, zero, urandom, console (``c 5:1``), the
 pseudo-terminals and ptmx; runc 1.1 the same but ``/dev/net/tun`` (``c 10:200``) instead of
-the console. The OCI backends write the union of the two lists into every ``config.json``
-(``harness.backends.oci.bundle.DEVICE_RULES``), so crun and runc containers both end up with
-it; :data:`DEFAULT_ALLOW` is that union, so ``ours`` gets the very same ``devices.list``.
+the console. :data:`DEFAULT_ALLOW` is the union of the two lists, and the OCI backends write
+exactly ``ours``' rules (:func:`container_rules` of the spec) into every ``config.json``
+(``harness.backends.oci.bundle.device_rules``); each runtime appends its own list, a subset,
+so crun, runc and ``ours`` containers get the very same ``devices.list``.
 
 On cgroup v1 the rules are lines written to ``devices.deny``/``devices.allow`` of the
 container's ``devices`` cgroup (:meth:`DeviceRule.v1_line`). On cgroup v2 there is no such

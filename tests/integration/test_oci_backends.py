@@ -22,7 +22,7 @@ import pytest
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.oci import cgroup, launcher, probe
-from harness.backends.oci.bundle import DEVICE_RULES, RUNTIMES, bundles_dir, runtime_root
+from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
 from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
 from hostkit import mountinfo, syscalls
@@ -453,13 +453,14 @@ def test_the_v2_probe_finds_a_device_program_on_this_hosts_cgroup2_tree(tmp_path
     name = f"{_prefix()}v2probe"
     driver = cgroups.V2Driver(unified)
     driver.create(cgroup.path(name), cgroups.Limits())
+    rules = devices.container_rules([devices.DENY_ALL])  # ours', as config.json has them
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"linux": {"resources": {"devices": list(DEVICE_RULES)}}}))
+    config.write_text(json.dumps({"linux": {"resources": {"devices": [
+        rule.to_oci() for rule in rules]}}}))
     try:
         bare = probe.observe(name, root=unified, config=config)
         assert bare.device_programs == () and bare.devices is None
-        device_filter.attach(unified / cgroup.path(name),
-                             [devices.DeviceRule.from_oci(rule) for rule in DEVICE_RULES])
+        device_filter.attach(unified / cgroup.path(name), rules)
         seen = probe.observe(name, root=unified, config=config).as_dict()
         assert len(seen["device_filter"]["programs"]) == 1
         assert seen["devices"] and {"c 1:3 rwm", "c 136:* rwm"} <= set(seen["devices"])

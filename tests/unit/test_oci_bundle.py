@@ -10,10 +10,10 @@ import pytest
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.oci import cgroup
-from harness.backends.oci.bundle import DEVICE_RULES, Bundle, build_config
+from harness.backends.oci.bundle import Bundle, build_config
 from harness.backends.oci.cgroup import cgroups_path
 from imagestore.image import Image
-from runtime import cgroups
+from runtime import cgroups, devices
 from runtime.spec import default_spec
 
 IMAGE = Image(name="default", digest="0" * 64, rootfs=Path("/nonexistent/rootfs"))
@@ -136,14 +136,29 @@ def _rule_line(rule: dict) -> str:
     return f"{rule['type']} {major}:{minor} {rule['access']}"
 
 
-def test_device_rules_are_the_union_of_both_runtimes_defaults():
+def test_device_rules_are_exactly_those_ours_applies():
+    """config.json carries the rules ours writes for the same spec (the spec's deny-all,
+    then ours' default allow list, in ours' order): nothing more, nothing less."""
+    ours = default_spec(IMAGE, "cvbench-unit-1")
+    expected = [rule.to_oci() for rule in devices.container_rules(
+        ours.linux.resources.devices)]
+    assert build_config(spec())["linux"]["resources"]["devices"] == expected
+    assert build_config(spec(memory_limit_mib=64))["linux"]["resources"]["devices"] == expected
+
+
+def test_what_each_runtime_appends_leaves_ours_set():
     """What crun 1.8 and runc 1.1 wrote to devices.list on their own (read on a hybrid host):
-    the config allows both lists, so both runtimes write the same rules."""
+    each list is within ours', so the rules each runtime appends to config.json's change
+    nothing: every runtime allows ours' set."""
     crun = {"c *:* m", "b *:* m", "c 1:3 rwm", "c 1:8 rwm", "c 1:7 rwm", "c 5:0 rwm",
             "c 1:5 rwm", "c 1:9 rwm", "c 5:1 rwm", "c 136:* rwm", "c 5:2 rwm"}
     runc = {"b *:* m", "c *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
             "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 10:200 rwm", "c 136:* rwm"}
-    assert {_rule_line(rule) for rule in DEVICE_RULES[1:]} == crun | runc
+    configured = [devices.DeviceRule.from_oci(rule)
+                  for rule in build_config(spec())["linux"]["resources"]["devices"]]
+    ours = set(devices.v1_list(configured) or [])
+    assert crun <= ours and runc <= ours
+    assert {_rule_line(rule.to_oci()) for rule in configured[1:]} == ours
 
 
 def test_bundle_make_writes_config_and_refuses_an_existing_one(monkeypatch, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from harness.backends.base import COLD, WARM, InstanceSpec
 from harness.backends.crun import CrunBackend
 from harness.backends.oci import cgroup, probe
-from harness.backends.oci.bundle import DEVICE_RULES, build_config
+from harness.backends.oci.bundle import build_config
 from harness.backends.oci.profile import seccomp_summary, security
 from harness.backends.runc import RuncBackend
 from imagestore.image import Image
@@ -82,7 +82,8 @@ def test_probe_on_a_v2_host_lists_controllers_device_programs_and_their_rules(tm
     assert described["cgroup_controllers"] == ["cpu", "memory", "pids"]
     assert [program["id"] for program in described["device_filter"]["programs"]] == [41]
     assert described["device_filter"]["programs"][0]["type"] == "cgroup_device"
-    expected = devices.v1_list([devices.DeviceRule.from_oci(rule) for rule in DEVICE_RULES])
+    rules = json.loads(config.read_text())["linux"]["resources"]["devices"]
+    expected = devices.v1_list([devices.DeviceRule.from_oci(rule) for rule in rules])
     assert described["devices"] == expected and {"c 1:3 rwm", "c 136:* rwm"} <= set(expected)
 
 

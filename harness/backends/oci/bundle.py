@@ -17,30 +17,10 @@ from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.containers import container_spec
 from harness.backends.oci.cgroup import cgroups_path
 from hostkit.paths import PREFIX, state_dir
+from runtime import devices
 from runtime import spec as runtime_spec
 
 RUNTIMES = ("crun", "runc")
-
-
-def _allow(kind: str, major: int | None = None, minor: int | None = None,
-           access: str = "rwm") -> dict[str, Any]:
-    """One allow rule of ``linux.resources.devices``; no major/minor means ``*``."""
-    numbers = {k: v for k, v in (("major", major), ("minor", minor)) if v is not None}
-    return {"allow": True, "type": kind, **numbers, "access": access}
-
-
-# Deny everything, then allow what both runtimes allow by default anyway (each appends its own
-# list: runc adds /dev/net/tun, crun /dev/console), so both write the same rules: mknod of any
-# node (CAP_MKNOD is in the default set; opening a node is filtered), null, zero, full, random,
-# urandom, tty, console, ptmx, tun and the pts. devices.list of a running container shows them
-# (describe()["devices"]).
-DEVICE_RULES: tuple[dict[str, Any], ...] = (
-    {"allow": False, "access": "rwm"},
-    _allow("c", access="m"),
-    _allow("b", access="m"),
-    *(_allow("c", major, minor) for major, minor in (
-        (1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (10, 200), (136, None))),
-)
 
 
 def bundles_dir() -> Path:
@@ -117,10 +97,10 @@ def build_config(spec: InstanceSpec, netns: str | None = None) -> dict[str, Any]
     """The OCI runtime-spec ``config.json`` for ``spec`` (rootfs at ``<bundle>/rootfs``).
 
     It is ``runtime.spec.default_spec`` (what ``ours`` runs) with the root made bundle-relative,
-    a ``cvbench-`` cgroups path and :data:`DEVICE_RULES`: same namespaces, mounts,
-    capabilities, masked paths and limits as ``ours``. ``network = "bridge"`` needs ``netns``,
-    the path of a network namespace cvbench wired to the bridge (:mod:`.netns`), which the
-    container joins.
+    a ``cvbench-`` cgroups path and :func:`device_rules`: same namespaces, mounts,
+    capabilities, masked paths, device rules and limits as ``ours``. ``network = "bridge"``
+    needs ``netns``, the path of a network namespace cvbench wired to the bridge
+    (:mod:`.netns`), which the container joins.
     """
     if not spec.name.startswith(PREFIX):
         raise BackendError(f"container name {spec.name!r} must start with {PREFIX!r}")
@@ -132,7 +112,7 @@ def build_config(spec: InstanceSpec, netns: str | None = None) -> dict[str, Any]
     oci_spec.root = runtime_spec.Root("rootfs", readonly=False)  # the overlay, bundle-relative
     oci_spec.linux.cgroups_path = cgroups_path(spec.name)
     config = oci_spec.to_oci()
-    config["linux"]["resources"]["devices"] = [dict(rule) for rule in DEVICE_RULES]
+    config["linux"]["resources"]["devices"] = device_rules(oci_spec)
     memory = config["linux"]["resources"].get("memory")
     if memory is not None:
         # Swap as ours applies it (runtime/cgroups.py): none. OCI's memory.swap is memory+swap
@@ -143,3 +123,15 @@ def build_config(spec: InstanceSpec, netns: str | None = None) -> dict[str, Any]
             if namespace["type"] == "network":
                 namespace["path"] = netns
     return config
+
+
+def device_rules(spec: runtime_spec.Spec) -> list[dict[str, Any]]:
+    """``linux.resources.devices`` of ``config.json``: exactly the rules ``ours`` applies to a
+    container of ``spec`` (:func:`runtime.devices.container_rules`: the spec's rules, deny
+    all, then ours' default allow list), in ours' order.
+
+    crun and runc then append their own default lists (crun's has ``/dev/console``, runc's
+    ``/dev/net/tun``), each a subset of ours', so every runtime ends up allowing the same set
+    (``devices.list`` of a running container on v1: ``describe()["devices"]``).
+    """
+    return [rule.to_oci() for rule in devices.container_rules(spec.linux.resources.devices)]
