@@ -148,9 +148,17 @@ def mount_overlay(plan: Rootfs, detached: int | None = None) -> None:
 
 def detached_overlay(plan: Rootfs) -> int:
     """The container's overlay root as a detached mount, in no mount namespace: a descriptor
-    (close-on-exec) for :func:`mount_overlay` to attach in the container's namespace.
+    (close-on-exec) for :func:`mount_overlay` to attach in the container's namespace
+    (:func:`overlay_mount` of ``plan.overlay``)."""
+    return overlay_mount(plan.overlay)
 
-    What mount(2) of ``overlay`` with ``plan.overlay`` would mount, through the new mount API:
+
+def overlay_mount(options: str) -> int:
+    """An overlay with mount ``options`` as a detached mount, in no mount namespace: a
+    descriptor (close-on-exec) to attach (:func:`hostkit.syscalls.attach_mount`). Also how the
+    OCI backends' launcher mounts a bundle's overlay.
+
+    What mount(2) of ``overlay`` with ``options`` would mount, through the new mount API:
     fsopen("overlay"), one FSCONFIG_SET_STRING per ``key=value`` option (a bare key is a
     FSCONFIG_SET_FLAG; the planner refuses commas inside paths), ``source`` "overlay" as
     mount(2)'s first argument gives, FSCONFIG_CMD_CREATE (the superblock: upper and work
@@ -164,7 +172,7 @@ def detached_overlay(plan: Rootfs) -> int:
     try:
         try:
             sc.fsconfig(context, sc.FSCONFIG_SET_STRING, "source", "overlay")
-            for option in plan.overlay.split(","):
+            for option in options.split(","):
                 key, has_value, value = option.partition("=")
                 if has_value:
                     sc.fsconfig(context, sc.FSCONFIG_SET_STRING, key, value)

@@ -64,6 +64,9 @@ class Instance:
     pids: list[int] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # backend's own start phases, s
     variant: str = "cold"  # "warm": made by create(), not running until resume()
+    # The harness's own work inside a timed step, s, by metric name, where a backend tells it
+    # from the work it measures (the OCI backends: HARNESS_METRICS), recorded apart.
+    harness: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,12 @@ WARM = "warm"
 WARM_AFTER_CLOCK = ("the init installs the seccomp filter, marks its descriptors from 3 "
                     "close-on-exec and execs the workload; until READY")
 VARIANTS = (COLD, WARM)
+# The harness's own share of a timed step (Instance.harness): inside the start (cold) or the
+# resume (warm) call, the stop, and the clean-up.
+HARNESS_START = "harness_s"
+HARNESS_STOP = "stop_harness_s"
+HARNESS_CLEANUP = "cleanup_harness_s"
+HARNESS_METRICS = (HARNESS_START, HARNESS_STOP, HARNESS_CLEANUP)
 
 
 @runtime_checkable

@@ -274,11 +274,82 @@ def test_concurrent_batch_from_threads_leaves_nothing(backend, built_image, vari
     with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
         instances = list(pool.map(up, specs))
         assert len({instance.pids[0] for instance in instances}) == 20
+        # the launcher mounts starts in flight side by side; each container keeps only its own
+        for instance in instances:
+            overlays = [m for m in mountinfo.read(instance.pids[0]) if m.fstype == "overlay"]
+            assert [m.point for m in overlays] == ["/"], overlays
         during = inventory(prefix)
         assert len(during["processes"]) >= 20
         assert len(during["state"][backend.runtime]) == len(before["state"][backend.runtime]) + 20
         list(pool.map(down, instances))
     assert not backend.live
+    assert inventory(prefix) == before
+
+
+WRAPPER = """#!/bin/sh
+echo "$(readlink /proc/self/ns/mnt) $PPID $*" >> {log}
+exec {binary} "$@"
+"""
+
+
+def _overlays_under(root: Path, pid: int | str) -> list[str]:
+    """Overlay mounts on a bundle under ``root`` in ``pid``'s mount namespace."""
+    return [mount.point for mount in mountinfo.read(pid)
+            if mount.fstype == "overlay" and mount.point.startswith(f"{root}/")]
+
+
+@pytest.mark.parametrize("runtime", sorted(BACKENDS))
+def test_the_launcher_mounts_each_overlay_itself_and_keeps_none(runtime, state_dir,
+                                                                built_image, tmp_path):
+    """The runtime's ``run``/``create`` runs in the launcher's own mount namespace (no forked
+    child with a namespace of its own), and once a start returned neither the launcher's
+    mount table nor the host's holds its overlay, with 20 containers live: each container
+    holds its own private copy (not a slave of the launcher's mount), and sees its root."""
+    (tmp_path / "bin").mkdir()
+    log = tmp_path / "commands.log"
+    wrapper = tmp_path / "bin" / runtime  # the same name: the same private cgroup view
+    wrapper.write_text(WRAPPER.format(log=log, binary=shutil.which(runtime)))
+    wrapper.chmod(0o755)
+    prefix = _prefix()
+    before = inventory(prefix)
+    backend = BACKENDS[runtime](binary=str(wrapper))
+    backend.prepare(built_image)
+    instances = []
+    try:
+        launcher_pid = backend.launcher().process.pid
+        for index in range(20):
+            spec = InstanceSpec(name=f"{prefix}{index}", image=built_image)
+            if index % 4 == 3:  # warm ones too: created, then resumed
+                instance = backend.create(spec)
+                assert not _overlays_under(bundles_dir(), launcher_pid)
+                backend.resume(instance)
+            else:
+                instance = backend.start(spec)
+            instances.append(instance)
+            assert not _overlays_under(bundles_dir(), launcher_pid), index
+            assert not _overlays_under(bundles_dir(), "self"), index
+            backend.wait_ready(instance, timeout=20)
+            pid = instance.pids[0]
+            assert "init" in os.listdir(f"/proc/{pid}/root")
+            with open(f"/proc/{pid}/mountinfo") as handle:
+                (root,) = [line for line in handle if line.split()[4] == "/"]
+            assert f"upperdir={instance.handle.bundle.upper}" in root, root
+            assert "master:" not in root.split(" - ")[0], root  # its own copy, private
+            share = instance.harness["harness_s"]
+            assert 0 < share < 1, share
+        own = os.readlink(f"/proc/{launcher_pid}/ns/mnt")
+        lines = [line.split() for line in log.read_text().splitlines()
+                 if {"run", "create"} & set(line.split()[2:])]
+        assert len(lines) == 20
+    finally:
+        for instance in instances:
+            backend.stop(instance)
+            backend.remove(instance)
+        backend.cleanup()
+    assert all(namespace == own and int(parent) == launcher_pid
+               for namespace, parent, *_ in lines), lines
+    assert all(set(instance.harness) == {"harness_s", "stop_harness_s", "cleanup_harness_s"}
+               for instance in instances)
     assert inventory(prefix) == before
 
 

@@ -6,7 +6,8 @@ One job per module:
 - ``cgroup``: the containers' cgroups (``cvbench-oci/<shard>/<name>``, ours' layout) through
   :mod:`runtime.cgroups`.
 - ``launcher_process``: the launcher, a helper process in a private mount namespace that runs
-  every runtime command (and mounts each container's overlay where only it sees it).
+  every runtime command (and mounts a container's overlay there while the command that starts
+  it runs), and times each command for the harness's share.
 - ``launcher``: :class:`Launcher`, the harness's client of a launcher process.
 - ``backend``: :class:`OciBackend`, the Backend protocol on top of those: cold ``run -d``,
   warm ``create`` then ``start``, stop by ``kill`` until the init exited, remove by ``delete``.
@@ -15,5 +16,6 @@ One job per module:
 - ``sweeper``: :func:`sweep`, what ``cvbench clean`` runs after a crash.
 
 ``harness/backends/crun.py`` and ``runc.py`` subclass :class:`OciBackend` to name the binary.
-This file imports nothing: the launcher process imports only ``launcher_process``.
+This file imports nothing: the launcher process imports only ``launcher_process`` (and
+through it ``runtime.rootfs``, ours' overlay mount).
 """

@@ -5,6 +5,13 @@ Every runtime command goes through the backend's one launcher process (``launche
 ``<runtime> run -d``; warm, :meth:`OciBackend.create` is ``<runtime> create`` (the container's
 init waits on the runtime's exec fifo) and :meth:`OciBackend.resume` is ``<runtime> start``.
 Every method is safe from several threads at once.
+
+The harness's own share of each timed step goes into ``Instance.harness`` apart from the
+runtime's: ``harness_s`` (the start or resume call less the runtime's command: config.json,
+the bundle, the overlay's mount and unmount, the launcher's round trip), ``stop_harness_s``
+(the stop less the ``kill`` commands and the waits for the init's exit) and
+``cleanup_harness_s`` (the removal less the ``delete`` command: the bundle's files, the round
+trip). The runtime's command is timed by the launcher, from ``posix_spawn`` until reaped.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,9 @@ from typing import Any
 from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
+    HARNESS_CLEANUP,
+    HARNESS_START,
+    HARNESS_STOP,
     WARM,
     WARM_AFTER_CLOCK,
     BackendError,
@@ -106,21 +117,25 @@ class OciBackend:
         self.launcher()  # start it now, not during the first measured start
 
     def start(self, spec: InstanceSpec) -> Instance:
-        """Cold: bundle, config.json, then ``<runtime> run -d`` (overlay mounted on the way)."""
+        """Cold: bundle, config.json, then ``<runtime> run -d`` (overlay mounted on the way);
+        the instance's ``harness`` tells the harness's share (``harness_s``)."""
         return self._launch(spec, "run", "-d")
 
     def create(self, spec: InstanceSpec) -> Instance:
         """Warm, before the clock: bundle, config.json, then ``<runtime> create``: the init
         exists, its stdout the READY pipe, and waits on the runtime's exec fifo."""
         instance = self._launch(spec, "create")
+        instance.harness.clear()  # before the clock: resume() tells its own share
         instance.handle.started = False
         instance.variant = WARM
         return instance
 
     def resume(self, instance: Instance) -> None:
-        """Warm, inside the clock: ``<runtime> start <id>`` lets the init exec the workload."""
+        """Warm, inside the clock: ``<runtime> start <id>`` lets the init exec the workload;
+        ``harness_s`` is the launcher's round trip less the command."""
         instance.handle.started = True  # a failed start is stopped like a started one
         result = self.launcher().run(self._argv("start", instance.name))
+        instance.harness[HARNESS_START] = result.timing.harness_s
         if result.returncode != 0:
             raise BackendError(f"{self.runtime} start {instance.name} failed: "
                                f"{result.stderr.strip() or instance.handle.bundle.last_log_line()}")
@@ -132,34 +147,51 @@ class OciBackend:
         """``<runtime> kill <id> TERM`` (``KILL`` after the grace time) until the container's
         init has exited, seen through a pidfd opened before the first signal. A created
         container never started gets ``KILL`` at once: its init is still the runtime's own code
-        (crun's, PID 1 of its namespace, ignores TERM) with no workload to stop gracefully."""
+        (crun's, PID 1 of its namespace, ignores TERM) with no workload to stop gracefully.
+
+        Its harness share (``stop_harness_s``): the stop less the runtime's ``kill`` commands
+        and the waits for the init's exit."""
+        began = time.perf_counter_ns()
+        others = 0.0  # s: the runtime's commands and the waits for the exit
         handle: OciHandle = instance.handle
-        close_ready(handle)
         try:
-            pidfd = os.pidfd_open(handle.pid)
-        except ProcessLookupError:
-            return  # exited and reaped already
-        steps = (("TERM", self.grace_s), ("KILL", self.grace_s))
-        try:
-            for signal_name, wait in steps if handle.started else steps[1:]:
-                if wait_pidfd(pidfd, 0):
-                    return
-                self._kill(instance.name, signal_name, pidfd)
-                if wait_pidfd(pidfd, wait):
-                    return
-            raise BackendError(f"{instance.name}: init {handle.pid} still runs after KILL")
+            close_ready(handle)
+            try:
+                pidfd = os.pidfd_open(handle.pid)
+            except ProcessLookupError:
+                return  # exited and reaped already
+            steps = (("TERM", self.grace_s), ("KILL", self.grace_s))
+            try:
+                for signal_name, wait in steps if handle.started else steps[1:]:
+                    if wait_pidfd(pidfd, 0):
+                        return
+                    others += self._kill(instance.name, signal_name, pidfd)
+                    waiting = time.perf_counter_ns()
+                    exited = wait_pidfd(pidfd, wait)
+                    others += (time.perf_counter_ns() - waiting) / 1e9
+                    if exited:
+                        return
+                raise BackendError(f"{instance.name}: init {handle.pid} still runs after KILL")
+            finally:
+                os.close(pidfd)
         finally:
-            os.close(pidfd)
+            instance.harness[HARNESS_STOP] = max(
+                (time.perf_counter_ns() - began) / 1e9 - others, 0.0)
 
     def remove(self, instance: Instance) -> None:
-        """``<runtime> delete -f``, then the bundle and any cgroup the runtime left."""
+        """``<runtime> delete -f`` (which removes the container's cgroup), then the bundle.
+        Its harness share (``cleanup_harness_s``): all of it but the runtime's ``delete``."""
+        began = time.perf_counter_ns()
+        command_s = 0.0
         try:
-            self._teardown(instance.handle.bundle)
+            command_s = self._teardown(instance.handle.bundle)
         finally:
             self.live.pop(instance.name, None)
             if instance.handle.netns is not None:
                 instance.handle.netns.release()
                 instance.handle.netns = None
+            instance.harness[HARNESS_CLEANUP] = max(
+                (time.perf_counter_ns() - began) / 1e9 - command_s, 0.0)
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
@@ -197,7 +229,8 @@ class OciBackend:
             # the one layout of every container backend (runtime.scopes), made in prepare()
             "cgroup_layout": self.cgroups.layout(cgroup.PARENT),
             "private_cgroup_view": private_view,
-            "launcher": "subreaper in a private mount namespace, overlay per container namespace",
+            "launcher": "subreaper in a private mount namespace; mounts a container's overlay "
+                        "there while the runtime's command that starts it runs",
             "method": self._method(private_view).as_dict(),
             **observed,
             "security": {**security(self._config(f"{PREFIX}describe")), "kernel_filter":
@@ -214,8 +247,11 @@ class OciBackend:
 
     def _launch(self, spec: InstanceSpec, *verb: str) -> Instance:
         """``<runtime> <verb> --pid-file --bundle <id>`` on a fresh bundle, the READY pipe's
-        write end as the container's stdout; the overlay is mounted by the launcher's child
-        in the mount namespace the container's is copied from."""
+        write end as the container's stdout; the launcher mounts the overlay in its own mount
+        namespace (the container's is copied from it) for the time of the command. The
+        instance's ``harness_s`` is all of it but the runtime's command: config.json and the
+        bundle, the overlay's mount and unmount, the launcher's round trip, the pid file."""
+        began = time.perf_counter_ns()
         bridge = spec.network == "bridge"
         config = build_config(spec, netns="(wired below)" if bridge else None)  # checks first
         bundle = Bundle.for_name(spec.name)
@@ -237,11 +273,11 @@ class OciBackend:
                 argv = self._argv(*verb, "--pid-file", str(bundle.pid_file),
                                   "--bundle", str(bundle.dir), spec.name)
                 overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
-                rc = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
+                spawned = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
             finally:
                 for fd in (write_fd, log_fd, null_fd):
                     os.close(fd)
-            if rc != 0:
+            if spawned.returncode != 0:
                 raise BackendError(f"{self.runtime} {verb[0]} {spec.name} failed: "
                                    f"{bundle.last_log_line()}")
             pid = int(bundle.pid_file.read_text())
@@ -257,24 +293,32 @@ class OciBackend:
         instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd, netns=netns),
                             [pid])
         self.live[spec.name] = instance
+        instance.harness[HARNESS_START] = max(
+            (time.perf_counter_ns() - began) / 1e9 - spawned.timing.command_s, 0.0)
         return instance
 
-    def _kill(self, name: str, signal_name: str, pidfd: int) -> None:
+    def _kill(self, name: str, signal_name: str, pidfd: int) -> float:
         """``<runtime> kill <name> <signal>``; a refusal is an error only while the init runs
-        (it may exit between our look and the runtime's)."""
+        (it may exit between our look and the runtime's). Returns the command's own time, s."""
         result = self.launcher().run(self._argv("kill", name, signal_name))
         if result.returncode != 0 and not wait_pidfd(pidfd, 0):
             raise BackendError(f"{self.runtime} kill {name} {signal_name}: "
                                f"{result.stderr.strip()}")
+        return result.timing.command_s
 
-    def _teardown(self, bundle: Bundle) -> None:
-        """Delete the container, then its bundle and cgroup; tolerate partial states."""
+    def _teardown(self, bundle: Bundle) -> float:
+        """Delete the container, then its bundle; tolerate partial states. The runtime's
+        ``delete`` removes the container's cgroup; where it did not run to the end (a start
+        that failed half-way), what it left is removed here. Returns the ``delete``
+        command's own time, s."""
         result = self.launcher().run(self._argv("delete", "-f", bundle.name))
         if result.returncode != 0 and (self.root / bundle.name).exists():
             raise BackendError(f"{self.runtime} delete {bundle.name}: {result.stderr.strip()}")
-        shutil.rmtree(bundle.dir, ignore_errors=True)
-        with contextlib.suppress(CgroupError):  # the runtime removed it already, normally
-            self.cgroups.remove(cgroup.path(bundle.name))
+        bundle.remove()
+        if result.returncode != 0:
+            with contextlib.suppress(CgroupError):
+                self.cgroups.remove(cgroup.path(bundle.name))
+        return result.timing.command_s
 
     def _config(self, name: str) -> dict[str, Any]:
         """The ``config.json`` this backend writes for a default instance named ``name``."""
@@ -311,23 +355,31 @@ class OciBackend:
         via = ("the launcher (a subreaper in a private mount namespace"
                + (" without /sys/fs/cgroup/unified" if private_view else "") + ")")
         bundle = "bundle directories and config.json written"
-        launch = (f"the launcher's forked child mounts the container's overlay in a mount "
-                  f"namespace of its own (the container's is copied from it) and execs "
-                  f"`{self.runtime} {{verb}} --pid-file --bundle <id>` with the READY pipe as "
-                  f"stdout; the pid file read")
+        launch = (f"the launcher mounts the container's overlay on the bundle's rootfs in its "
+                  f"own mount namespace (fsopen, fsconfig, fsmount, move_mount, no extra process "
+                  f"or namespace) and posix_spawns `{self.runtime} {{verb}} --pid-file "
+                  f"--bundle <id>` with the READY pipe as stdout (the container's mount "
+                  f"namespace, cloned by the runtime, holds a private copy), then unmounts its "
+                  f"own once the command exited; the pid file read")
+        share = "all of it but the runtime's command recorded apart as `harness_s`"
         return Method(
             cold=("nothing of the container (the launcher and the runtime's --root exist)",
-                  f"{bundle}; " + launch.format(verb="run -d") + f"; through {via}"),
+                  f"{bundle}; " + launch.format(verb="run -d") + f"; through {via}; {share}"),
             warm=(f"{bundle}; " + launch.format(verb="create")
                   + ": the container's init does all but the seccomp filter and exec, and "
                     "waits on the runtime's exec fifo",
-                  f"`{self.runtime} start <id>` through {via} (posix_spawn) opens the exec "
-                  f"fifo; " + WARM_AFTER_CLOCK),
+                  f"`{self.runtime} start <id>` through {via} (posix_spawn, the round trip "
+                  f"less the command recorded apart as `harness_s`) opens the exec fifo; "
+                  + WARM_AFTER_CLOCK),
             stop=f"`{self.runtime} kill <id> TERM` through the launcher, `KILL` after "
                  f"{self.grace_s:g} s; until the container's init exited (pidfd opened before "
-                 "the first signal); a created container never started gets KILL at once",
-            remove=f"`{self.runtime} delete -f <id>` through the launcher, then the bundle "
-                   "directory and any cgroup cvbench-oci/<shard>/<id> the runtime left",
+                 "the first signal); a created container never started gets KILL at once; "
+                 "the launcher's round trips less the commands recorded apart as "
+                 "`stop_harness_s`",
+            remove=f"`{self.runtime} delete -f <id>` through the launcher (it removes the "
+                   "container's cgroup), then the bundle's files and directories (and any "
+                   "cgroup cvbench-oci/<shard>/<id> a start that failed half-way left); all "
+                   "of it but the delete command recorded apart as `cleanup_harness_s`",
         )
 
     def _version(self) -> str:

@@ -7,7 +7,9 @@ of the shared read-only image plus the bundle's private ``upper`` and ``work`` d
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,20 @@ class Bundle:
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
+
+    def remove(self) -> None:
+        """Remove the bundle: what :meth:`make`, the runtime and the overlay put there, by
+        name (no walk of the tree); the whole tree where anything else is left (files the
+        container wrote in ``upper``)."""
+        try:
+            for file in (self.config, self.pid_file, self.log):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(file)
+            for directory in (self.work / "work", self.work, self.upper, self.rootfs, self.dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(directory)
+        except OSError:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def last_log_line(self) -> str:
         """The runtime's last line of complaint, or ``no log``."""

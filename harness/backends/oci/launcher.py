@@ -9,6 +9,7 @@ recorded under ``launchers_dir()`` so that the sweep finds the ones a killed har
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,8 @@ def is_launcher(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Overlay:
-    """An overlay the launcher mounts on ``target`` for one command and its container only."""
+    """An overlay the launcher mounts on ``target`` in its own mount namespace while one
+    command runs (the container that command starts keeps its own copy)."""
 
     lower: Path
     upper: Path
@@ -70,10 +73,30 @@ class Overlay:
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Where one launcher call's time went, in seconds: ``call_s`` the whole call as the
+    harness saw it, ``command_s`` the runtime command's own run (from ``posix_spawn`` until
+    the launcher reaped it, by the launcher's clock), ``mount_s``/``unmount_s`` the launcher's
+    work on the command's overlay. The rest, :attr:`harness_s`, is the harness's share."""
+
+    call_s: float = 0.0
+    command_s: float = 0.0
+    mount_s: float = 0.0
+    unmount_s: float = 0.0
+
+    @property
+    def harness_s(self) -> float:
+        """The call less the runtime command: the request and answer, the overlay's mount and
+        unmount, the descriptors passed (never below 0)."""
+        return max(self.call_s - self.command_s, 0.0)
+
+
+@dataclass(frozen=True)
 class Result:
     returncode: int
     stdout: str = ""
     stderr: str = ""
+    timing: Timing = field(default_factory=Timing)
 
 
 @dataclass
@@ -131,28 +154,37 @@ class Launcher:
         return self.process.poll() is None
 
     def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int,
-              overlay: Overlay | None = None) -> int:
-        """Run ``argv`` with the given stdio to completion; return its exit code.
+              overlay: Overlay | None = None) -> Result:
+        """Run ``argv`` with the given stdio to completion; its exit code and timing.
 
-        With ``overlay``, mount it in a mount namespace private to the command (and to the
-        container it starts) first.
+        With ``overlay``, the launcher mounts it in its own mount namespace first (the
+        container the command starts gets a copy of it) and unmounts it once the command
+        has exited.
         """
+        began = time.perf_counter_ns()
         message: dict[str, Any] = {"op": "spawn", "argv": argv}
         if overlay is not None:
             message["overlay"] = overlay.as_request()
-        return self._request(message, (stdin, stdout, stderr))["rc"]
+        answer = self._request(message, (stdin, stdout, stderr))
+        return Result(answer["rc"], timing=Timing(
+            (time.perf_counter_ns() - began) / 1e9, answer.get("command_ns", 0) / 1e9,
+            answer.get("mount_ns", 0) / 1e9, answer.get("unmount_ns", 0) / 1e9))
 
     def run(self, argv: list[str]) -> Result:
         """Run ``argv`` and capture its (small) output in memory files."""
+        began = time.perf_counter_ns()
         out = os.memfd_create("cvbench-out", os.MFD_CLOEXEC)
         err = os.memfd_create("cvbench-err", os.MFD_CLOEXEC)
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            rc = self.spawn(argv, null, out, err)
-            return Result(rc, _read_all(out), _read_all(err))
+            spawned = self.spawn(argv, null, out, err)
+            stdout, stderr = _read_all(out), _read_all(err)
         finally:
             for fd in (out, err, null):
                 os.close(fd)
+        call_s = (time.perf_counter_ns() - began) / 1e9
+        return Result(spawned.returncode, stdout, stderr,
+                      dataclasses.replace(spawned.timing, call_s=call_s))
 
     def close(self, timeout: float = 10.0) -> None:
         """Hang up; the launcher exits once it has no child left (killed after ``timeout``)."""

@@ -4,10 +4,18 @@ Started by :class:`harness.backends.oci.launcher.Launcher` as a fresh interprete
 
 - lives in a private mount namespace (mounts ``rslave``); on a hybrid cgroup host it unmounts
   ``/sys/fs/cgroup/unified`` there, which is how crun 1.8 runs on such a host;
-- spawns each command with ``posix_spawn``, except ``<runtime> run``: for that it forks a child
-  that mounts the container's overlay in a mount namespace of its own before exec'ing the
-  runtime, so the overlay is never in the host's mount table nor in anybody else's (starts stay
-  flat over a ramp to thousands) and it vanishes with the container;
+- spawns every command with ``posix_spawn``. For ``<runtime> run`` and ``create`` it first
+  mounts the container's overlay on the bundle's ``rootfs`` itself, in its own namespace (a
+  detached mount made as ours makes it, ``runtime.rootfs.overlay_mount``: fsopen, fsconfig,
+  fsmount; then move_mount): no extra process, no extra namespace. The runtime's container
+  gets a private copy of it in the mount namespace it clones; once the command has exited,
+  the launcher unmounts its own (``umount2``, ``MNT_DETACH``): its mount table holds only
+  the starts in flight, never one overlay per live container, and the host's never holds one
+  (a runtime's copy made while other starts are in flight holds theirs too, until its
+  pivot_root detaches the old root: each container keeps only its own);
+- times its own work: each answer carries how long the command ran (``posix_spawn`` until
+  reaped) and the overlay's mount and unmount, so the harness can tell its own share of a
+  call from the runtime's;
 - is a child subreaper: a ``<runtime> run -d`` container is reparented to it and reaped by it
   (this host's PID 1 does not reap orphans);
 - runs in a session of its own, so a Ctrl-C of the harness does not reach it or the containers;
@@ -16,22 +24,27 @@ Started by :class:`harness.backends.oci.launcher.Launcher` as a fresh interprete
 Protocol: JSON datagrams on a ``SOCK_SEQPACKET`` socket. A request is
 ``{"id": n, "op": "spawn", "argv": [...], "overlay": {"target": ..., "data": ...}}`` (overlay
 optional) with the command's stdin, stdout and stderr passed as SCM_RIGHTS; its answer,
-``{"id": n, "rc": exit code}``, comes when the command exits, so several run at once. A request
-that fails is answered ``{"id": n, "rc": -1, "error": "..."}``. The launcher says
+``{"id": n, "rc": exit code, "command_ns": ..., "mount_ns": ..., "unmount_ns": ...}``, comes
+when the command exits (and its overlay is unmounted), so several run at once. A request that
+fails is answered ``{"id": n, "rc": -1, "error": "..."}``. The launcher says
 ``{"id": -1, "rc": 0}`` once, when it serves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import select
 import signal
 import socket
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from hostkit import syscalls
+from runtime.rootfs import overlay_mount
 
 READY_ID = -1  # the id of the launcher's unasked first message
 MAX_MESSAGE = 1 << 16
@@ -64,30 +77,47 @@ def spawn(argv: list[str], fds: list[int]) -> int:
     )
 
 
-def spawn_with_overlay(argv: list[str], fds: list[int], target: str, options: str) -> int:
-    """Like :func:`spawn`, in a child that first mounts an overlay (mount ``options``) on
-    ``target`` in a mount namespace of its own.
+_mount_api_usable = True
 
-    The container's mount namespace is copied from that one, so it holds one overlay, not one
-    per live container, and the overlay vanishes with the container.
+
+def mount_overlay(target: str, options: str) -> None:
+    """Mount an overlay (mount ``options``) on ``target`` in this process's mount namespace:
+    a detached mount made as ours makes its containers' (``runtime.rootfs.overlay_mount``),
+    attached on ``target``; mount(2) on a kernel without the new mount API.
+
+    Attached under the namespace's ``rslave`` mounts, it is private: the copy a runtime's
+    container gets is private too, so the launcher's unmount does not reach it.
     """
-    pid = os.fork()
-    if pid:
-        return pid
-    try:  # the child: it must never return into the server loop
-        for target_fd, fd in enumerate(fds):
-            os.dup2(fd, target_fd)
-        signal.set_wakeup_fd(-1)
-        for signum in RESET_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        syscalls.unshare(syscalls.CLONE_NEWNS)
-        syscalls.mount("overlay", target, "overlay", 0, options)
-        os.execve(argv[0], argv, os.environ)
-    except BaseException as error:
-        with contextlib.suppress(BaseException):
-            os.write(2, f"cvbench oci launcher: {error}\n".encode())
-    finally:
-        os._exit(127)
+    global _mount_api_usable
+    if _mount_api_usable:
+        try:
+            detached = overlay_mount(options)
+        except OSError as error:
+            if error.errno != errno.ENOSYS:
+                raise
+            _mount_api_usable = False
+        else:
+            try:
+                syscalls.attach_mount(detached, target)
+            finally:
+                os.close(detached)
+            return
+    syscalls.mount("overlay", target, "overlay", 0, options)
+
+
+def unmount(target: str) -> None:
+    """Detach ``target``'s mount from this namespace (the containers hold their own copies)."""
+    syscalls.umount2(target, syscalls.MNT_DETACH)
+
+
+@dataclass
+class Command:
+    """A spawned command: its request id, the overlay it was given, the launcher's clocks."""
+
+    request_id: int
+    overlay_target: str | None = None
+    spawned_ns: int = 0  # perf_counter_ns before posix_spawn
+    mount_ns: int = 0
 
 
 class Server:
@@ -95,7 +125,7 @@ class Server:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock: socket.socket | None = sock  # None once the harness hung up
-        self.pending: dict[int, int] = {}  # pid of a spawned command -> its request id
+        self.pending: dict[int, Command] = {}  # by the pid of a spawned command
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)  # a SIGCHLD wakes the select() below
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -126,19 +156,32 @@ class Server:
             return
         request = json.loads(message)
         try:
-            self.pending[self.start(request, fds)] = request["id"]
+            pid, command = self.start(request, fds)
+            self.pending[pid] = command
         except Exception as error:  # report it to the caller, keep serving
             self.reply({"id": request.get("id"), "rc": -1, "error": f"{error}"})
 
-    def start(self, request: dict[str, Any], fds: list[int]) -> int:
-        """Start the request's command; return its pid. ``fds`` are closed here in any case."""
+    def start(self, request: dict[str, Any], fds: list[int]) -> tuple[int, Command]:
+        """Start the request's command (its overlay mounted first); return its pid and what
+        the answer needs. ``fds`` are closed here in any case; an overlay mounted for a
+        command that did not start is unmounted again."""
+        command = Command(request.get("id", READY_ID))
         try:
             if request["op"] != "spawn":
                 raise ValueError(f"unknown op {request['op']!r}")
             overlay = request.get("overlay")
             if overlay:
-                return spawn_with_overlay(request["argv"], fds, overlay["target"], overlay["data"])
-            return spawn(request["argv"], fds)
+                began = time.perf_counter_ns()
+                mount_overlay(overlay["target"], overlay["data"])
+                command.overlay_target = overlay["target"]
+                command.mount_ns = time.perf_counter_ns() - began
+            command.spawned_ns = time.perf_counter_ns()
+            return spawn(request["argv"], fds), command
+        except BaseException:
+            if command.overlay_target is not None:
+                with contextlib.suppress(OSError):
+                    unmount(command.overlay_target)
+            raise
         finally:
             for fd in fds:
                 os.close(fd)
@@ -149,7 +192,8 @@ class Server:
                 self.sock.send(json.dumps(message).encode())
 
     def reap(self) -> bool:
-        """Reap every exited child, answering for spawned commands; False once none is left."""
+        """Reap every exited child, answering for spawned commands (their overlay unmounted
+        first); False once none is left."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -157,5 +201,20 @@ class Server:
                 return False
             if pid == 0:
                 return True
-            if pid in self.pending:
-                self.reply({"id": self.pending.pop(pid), "rc": os.waitstatus_to_exitcode(status)})
+            command = self.pending.pop(pid, None)
+            if command is not None:
+                self.finish(command, os.waitstatus_to_exitcode(status))
+
+    def finish(self, command: Command, rc: int) -> None:
+        """Answer for an exited command, once its overlay (if any) left this namespace."""
+        reaped = time.perf_counter_ns()
+        answer: dict[str, Any] = {"id": command.request_id, "rc": rc,
+                                  "command_ns": reaped - command.spawned_ns,
+                                  "mount_ns": command.mount_ns, "unmount_ns": 0}
+        if command.overlay_target is not None:
+            try:
+                unmount(command.overlay_target)
+            except OSError as error:
+                answer.update(rc=-1, error=f"unmount: {error}")
+            answer["unmount_ns"] = time.perf_counter_ns() - reaped
+        self.reply(answer)
