@@ -10,7 +10,10 @@ Per start: ``start_to_ready_s`` (the start or resume request until READY), split
 backend's call returns into ``start_call_s`` and ``ready_wait_s``, plus the backend's own
 phases (``Instance.phases``, e.g. libvirt's ``createxml_s``; cold starts only: a warm
 instance's phases happened before the clock); ``stop_s`` (the stop request until the last
-process exited) and ``cleanup_s`` (removing what it held), timed apart.
+process exited) and ``cleanup_s`` (removing what it held), timed apart. Where a backend tells
+the harness's own share of a step from the rest (``Instance.harness``: the OCI backends'
+``harness_s`` inside the start or resume call, ``stop_harness_s``, ``cleanup_harness_s``),
+it is recorded too, in either variant.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def _one(ctx: RunContext, scenario: Scenario[Any], turn: Turn) -> dict[str, floa
         "stop_s": (stopped - stopping) / 1e9,
         "cleanup_s": (removed - stopped) / 1e9,
         **(instance.phases if turn.variant == COLD else {}),
+        **instance.harness,  # the harness's share of the timed steps, either variant
     }
 
 

@@ -52,6 +52,14 @@ MEASURES: dict[str, tuple[Measure, ...]] = {
         Measure("start → READY", "start_to_ready_s", "s"),
         Measure("stop → gone", "stop_s", "s",
                 note="until the last process exited; clean-up timed apart"),
+        Measure("harness's share of a start", "harness_s", "s", ratio=False,
+                note="OCI backends: the start (warm: resume) call less the runtime's own "
+                     "command: config.json, bundle, overlay mount and unmount, launcher round "
+                     "trip; inside start → READY"),
+        Measure("harness's share of a stop", "stop_harness_s", "s", ratio=False,
+                note="OCI backends: launcher round trips less the runtime's kill commands"),
+        Measure("harness's share of a clean-up", "cleanup_harness_s", "s", ratio=False,
+                note="OCI backends: the removal less the runtime's delete command"),
     ),
     "density": (
         Measure("instances reached", "max_instances_alive", "count", tail=False, ratio=False),
