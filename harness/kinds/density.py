@@ -1,13 +1,25 @@
 """The density scenario: ramp up live instances until a limit, recording every step.
 
-Each backend ramps on its own (instances of two backends never share the host), in an order
-shuffled from the run's seed, after the host's memory has settled from the previous ramp.
-Every backend is launched alike: first one unmeasured warm-up batch (up and down), then
-batches of ``batch_size`` instances started concurrently (one thread per instance of the
-batch) and awaited until every one printed READY; after each batch the launch time and host
-memory are recorded, until ``max_instances``, the ``min_mem_available_mib`` floor or
-``time_limit_s``. Then every instance is stopped and removed, each one timed
-(``teardown_s``, one sample per instance).
+Each backend ramps on its own (instances of two backends never share the host), after the
+host's memory has settled from the previous ramp. With ``ramps`` > 1 every backend ramps that
+many times, in an interleaved order: the seeded order of the backends, then the same
+reversed, then forward again (A B C C B A A B C ...), so each backend's k-th ramp sits at
+mirrored positions and none always follows the same neighbour (the kernel's slab caches
+carry one ramp's history into the next). Every sample of a ramp carries its index in
+``repetition`` (0: the backend's first ramp of the run) and its turn in the whole sequence in
+``position``. Every backend is launched alike: first one unmeasured warm-up batch (up and
+down), then batches of ``batch_size`` instances started concurrently (one thread per instance
+of the batch) and awaited until every one printed READY; after each batch the launch time and
+host memory are recorded, until ``max_instances``, the ``min_mem_available_mib`` floor or
+``time_limit_s`` (why each ramp stopped is in the run's metadata, ``density.<scenario>.
+<backend>``, one entry per ramp, and in the report). Then every instance is stopped and
+removed, each one timed (``teardown_s``, one sample per instance; ``instance`` is the order of
+the stops, 1 for the newest, stopped first while the ramp's top count was alive).
+
+Backends are compared at matched live counts (:data:`LEVELS`, :func:`at_live`): a figure over
+a whole ramp would compare different ranges whenever two backends stopped at different
+counts. Each ramp's metadata entry has, at every level it reached, the median launch time per
+instance of the batches launched just below the level and the host memory per instance there.
 
 The harness's own cost is recorded at every step too: ``harness_cpu_per_launch_s``, the user
 CPU time (all threads) this process spent per launched instance during the step: the
@@ -23,7 +35,9 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +55,9 @@ if TYPE_CHECKING:
     from harness.scenario import Scenario
 
 MIB = 1024 * 1024
+LEVELS = (1_000, 5_000, 10_000)  # live counts at which backends are compared
+BAND = 10  # launch "at N live": the batches launched between N - N/BAND and N live
+RAMP_STYLES = ("-", "--", ":", "-.")  # the charts' line style of each ramp of a backend
 
 
 @dataclass(frozen=True)
@@ -62,22 +79,38 @@ class DensityParams:
                        "many seconds (0: not measured)"))
     ksm: str = field(default="host", metadata=param(
         choices=("host", "on", "off"), doc="KSM during the ramp: as the host has it, on or off"))
+    ramps: int = field(default=1, metadata=param(
+        minimum=1, doc="ramps per backend, interleaved (A B B A ...): each backend's k-th ramp "
+                       "at mirrored positions"))
 
 
 def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]
         ) -> None:
     summary = ctx.writer.metadata.setdefault("density", {})
     memory_items.note_empty_cgroup(ctx.writer.metadata, backend_names)
-    order = rounds.order(backend_names, ctx.seed, scenario.name, 0)
+    plans = {name: scenario.for_backend(name) for name in backend_names}
+    passes = max((plan.params.ramps for plan in plans.values()), default=0)
+    turns = [(ramp, name) for ramp, name in rounds.interleaved(
+        backend_names, ctx.seed, scenario.name, passes) if ramp < plans[name].params.ramps]
     with ThreadPoolExecutor(max_workers=max(
-            scenario.for_backend(name).params.batch_size for name in backend_names),
+            plan.params.batch_size for plan in plans.values()),
             thread_name_prefix="cvbench-launch") as pool:
-        for position, name in enumerate(order):
-            plan = scenario.for_backend(name)
+        for position, (ramp, name) in enumerate(turns):
+            plan = plans[name]
             metrics.settled_memory_level()  # the previous ramp's frees have finished
-            summary.setdefault(plan.name, {})[name] = _ramp(ctx, plan, name, position, pool)
+            summary.setdefault(plan.name, {}).setdefault(name, []).append(
+                _ramp(ctx, plan, name, Turn(ramp, position, len(turns)), pool))
             ctx.writer.flush()
             ctx.writer.write_metadata()
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One ramp's place: the backend's ramp index (0 first) and its turn in the sequence."""
+
+    ramp: int
+    position: int
+    of: int  # turns in the sequence
 
 
 def _stop_reason(
@@ -93,7 +126,7 @@ def _stop_reason(
     return None
 
 
-def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: int,
+def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: Turn,
           pool: ThreadPoolExecutor) -> dict[str, Any]:
     ksm_before = metrics.ksm_running()
     wanted = {"on": True, "off": False}.get(plan.params.ksm)
@@ -101,16 +134,18 @@ def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: i
         scan_before = metrics.ksm_scan_pages()
         metrics.set_ksm(wanted)
         try:
-            return _ramp_with(ctx, plan, name, position, pool)
+            return _ramp_with(ctx, plan, name, turn, pool)
         finally:
             metrics.set_ksm(ksm_before)
             metrics.set_ksm_scan_pages(scan_before)
-    return _ramp_with(ctx, plan, name, position, pool)
+    return _ramp_with(ctx, plan, name, turn, pool)
 
 
-def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, position: int,
+def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: Turn,
                pool: ThreadPoolExecutor) -> dict[str, Any]:
     params = plan.params
+    tags = {"repetition": turn.ramp, "position": turn.position}
+    uptime_s = _uptime_s()
     live: list[Instance] = []
     if params.warmup_batch:
         try:
@@ -126,7 +161,9 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
     step = 0
     steps: list[tuple[int, float, float, int]] = []  # alive, launch_s, harness CPU, bytes used
     with ctx.progress() as progress:
-        task = progress.add_task(f"{plan.name} {name}", total=params.max_instances, info="")
+        ramp = f", ramp {turn.ramp + 1} of {params.ramps}" if params.ramps > 1 else ""
+        task = progress.add_task(f"{plan.name} {name}{ramp}", total=params.max_instances,
+                                 info="")
         while (reason := _stop_reason(params, len(live), began, host)) is None:
             step += 1
             batch = min(params.batch_size, params.max_instances - len(live))
@@ -151,8 +188,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
                 "host_mem_used_bytes": (used, "bytes"),
                 **host.as_metrics(),
             }
-            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step,
-                                   position=position)
+            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step, **tags)
                         for metric, (value, unit) in readings.items()])
             steps.append((len(live), batch_s / batch, harness_cpu_s, used))
             # What the live instances hold is kept to the end: out of the collector's way, so
@@ -171,19 +207,26 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
         idle: list[Any] = []
         if params.idle_cpu_s > 0 and live:
             progress.update(task, info=f"idle CPU over {params.idle_cpu_s:g} s")
-            idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, position)
+            idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, tags)
             ctx.record(idle)
         teardowns = _teardown(ctx, name, live)
     ctx.record([
-        *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1),
-                     position=position) for index, seconds in enumerate(teardowns)),
-        ctx.sample(plan, name, "max_instances_alive", alive, "count", position=position),
+        *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1), **tags)
+          for index, seconds in enumerate(teardowns)),
+        ctx.sample(plan, name, "max_instances_alive", alive, "count", **tags),
     ])
-    summary: dict[str, Any] = {"stopped_by": reason, "instances": alive, "position": position,
+    summary: dict[str, Any] = {"ramp": turn.ramp, "position": turn.position, "turns": turn.of,
+                               "stopped_by": reason, "instances": alive,
                                "teardown_total_s": round(sum(teardowns), 3)}
+    if uptime_s is not None:
+        summary["host_uptime_s"] = round(uptime_s)
     if params.ksm != "host":
         summary["ksm"] = params.ksm
     summary.update(by_tenth(steps))
+    reached = {str(level): point for level in LEVELS
+               if (point := at_live([(s[0], s[1], s[3]) for s in steps], level)) is not None}
+    if reached:
+        summary["at_live"] = reached
     per_instance = [s.value for s in idle if s.metric == "idle_cpu_percent"]
     if per_instance:
         per_instance.sort()
@@ -193,9 +236,11 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, positi
 
 
 def by_tenth(steps: list[tuple[int, float, float, int]]) -> dict[str, Any]:
-    """The ramp's curve: per tenth of the instances reached, the median launch time and
-    harness CPU per launch (ms) and, at its end, host memory per instance (MiB); with the
-    last tenth's launch median over the first's."""
+    """The ramp's own curve: per tenth of the instances it reached, the median launch time
+    and harness CPU per launch (ms) and, at its end, host memory per instance (MiB).
+
+    Tenths of two ramps that stopped at different counts cover different ranges: compare
+    backends with :func:`at_live` instead."""
     if not steps:
         return {}
     top = steps[-1][0]
@@ -214,11 +259,40 @@ def by_tenth(steps: list[tuple[int, float, float, int]]) -> dict[str, Any]:
                           "launch_p50_ms": round(median([g[1] for g in group]) * 1000, 3),
                           "harness_cpu_ms": round(median([g[2] for g in group]) * 1000, 3),
                           "mem_mib_per_instance": round(group[-1][3] / group[-1][0] / MIB, 3)})
-    result: dict[str, Any] = {"curve_by_tenth": curve}
-    if len(curve) >= 2 and curve[0]["launch_p50_ms"] > 0:
-        result["launch_last_over_first_tenth"] = round(
-            curve[-1]["launch_p50_ms"] / curve[0]["launch_p50_ms"], 2)
-    return result
+    return {"curve_by_tenth": curve}
+
+
+def at_live(steps: Sequence[tuple[int, float, float]], level: int) -> dict[str, Any] | None:
+    """A ramp at ``level`` live instances, from its steps (instances alive after the step,
+    launch time per instance of the step's batch in s, host memory used then in bytes), in
+    ramp order; None if the ramp never reached ``level``.
+
+    ``launch_p50_ms``: the median of the per-instance launch times of the batches that
+    launched instances between ``level - level / BAND`` (excluded) and ``level`` (a batch
+    covers the instances after the previous step's count up to its own); ``batches``: how
+    many. ``mem_mib_per_instance``: host memory used / instances alive at the first step
+    that reached ``level`` (``alive``: that count, ``level`` itself when the batches divide
+    it)."""
+    if not steps or max(step[0] for step in steps) < level:
+        return None
+    band = []
+    previous = 0
+    for alive, launch_s, _used in steps:
+        if alive * BAND > level * (BAND - 1) and previous < level:
+            band.append(launch_s)
+        previous = alive
+    alive, _launch_s, used = next(step for step in steps if step[0] >= level)
+    return {"alive": alive, "launch_p50_ms": round(statistics.median(band) * 1000, 3),
+            "batches": len(band), "mem_mib_per_instance": round(used / alive / MIB, 3)}
+
+
+def _uptime_s() -> float | None:
+    """Seconds since the host booted (a first ramp on a fresh host is apart from later ones)."""
+    try:
+        with open("/proc/uptime") as handle:
+            return float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cpu_ticks(pid: int) -> int | None:
@@ -241,7 +315,7 @@ def _host_busy() -> tuple[int, int]:
 
 
 def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
-              live: list[Instance], seconds: float, position: int) -> list[Any]:
+              live: list[Instance], seconds: float, tags: dict[str, int]) -> list[Any]:
     """Each live instance's CPU use over ``seconds`` of idling (percent of one CPU, its host
     processes: a container's init, a VM's QEMU), and how busy the host's CPUs were."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -259,11 +333,10 @@ def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
         if old is None or new is None:
             continue
         samples.append(ctx.sample(plan, name, "idle_cpu_percent", 100 * (new - old) / ticks
-                                  / elapsed, "percent", instance=str(index + 1),
-                                  position=position))
+                                  / elapsed, "percent", instance=str(index + 1), **tags))
     busy, total = (a - b for a, b in zip(host_after, host_before, strict=True))
     samples.append(ctx.sample(plan, name, "host_cpu_busy_percent", 100 * busy / max(total, 1),
-                              "percent", position=position))
+                              "percent", **tags))
     return samples
 
 
@@ -313,7 +386,8 @@ def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> list[float]:
 def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
     """Per family (a row each, so containers are not flattened by VMs): host memory used vs
     instances alive on linear axes, with each backend's per-instance slope and the readings at
-    or below zero marked as noise; launch time per instance vs instances alive (log)."""
+    or below zero marked as noise; launch time per instance vs instances alive (log). A line
+    per ramp: one colour per backend, its first ramp solid, the second dashed, ..."""
     from harness.charts import accel_text, family_groups, plain_numbers, plt, save
 
     data = samples[samples.scenario == scenario]
@@ -325,22 +399,28 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
     for (_, members), (memory_axis, latency_axis) in zip(families, axes, strict=True):
         what = f"{accel_text(members)}, cold starts"
         noise_marked = False
-        for series, group in members.groupby("series", sort=False):
-            steps = group.pivot_table(index="step", columns="metric", values="value")
-            if {"instances_alive", "host_mem_used_bytes"} <= set(steps.columns):
-                steps = steps.dropna(subset=["instances_alive", "host_mem_used_bytes"])
-                alive, used = steps.instances_alive, steps.host_mem_used_bytes / MIB
-                line, = memory_axis.plot(alive, used, marker=".",
-                                         label=f"{series}{_slope_label(alive, used)}")
-                low = used <= 0  # below the baseline reading: the host's own noise
-                if low.any():
-                    memory_axis.scatter(alive[low], used[low], s=60, facecolors="none",
-                                        edgecolors=line.get_color(), zorder=3,
-                                        label=None if noise_marked else "≤ 0: noise")
-                    noise_marked = True
-            if {"instances_alive", "launch_s"} <= set(steps.columns):
-                latency_axis.plot(steps.instances_alive, steps.launch_s * 1000, marker=".",
-                                  label=str(series))
+        ramps = members.assign(ramp=members.repetition.fillna(0).astype(int))
+        several = ramps.ramp.nunique() > 1
+        for index, (series, group) in enumerate(ramps.groupby("series", sort=False)):
+            colour = f"C{index % 10}"  # one colour per backend, a line style per ramp
+            for ramp, ramp_group in group.groupby("ramp", sort=True):
+                steps = ramp_group.pivot_table(index="step", columns="metric", values="value")
+                label = f"{series}, ramp {int(ramp) + 1}" if several else str(series)
+                style = RAMP_STYLES[int(ramp) % len(RAMP_STYLES)]
+                if {"instances_alive", "host_mem_used_bytes"} <= set(steps.columns):
+                    steps = steps.dropna(subset=["instances_alive", "host_mem_used_bytes"])
+                    alive, used = steps.instances_alive, steps.host_mem_used_bytes / MIB
+                    memory_axis.plot(alive, used, marker=".", color=colour, linestyle=style,
+                                     label=f"{label}{_slope_label(alive, used)}")
+                    low = used <= 0  # below the baseline reading: the host's own noise
+                    if low.any():
+                        memory_axis.scatter(alive[low], used[low], s=60, facecolors="none",
+                                            edgecolors=colour, zorder=3,
+                                            label=None if noise_marked else "≤ 0: noise")
+                        noise_marked = True
+                if {"instances_alive", "launch_s"} <= set(steps.columns):
+                    latency_axis.plot(steps.instances_alive, steps.launch_s * 1000, marker=".",
+                                      color=colour, linestyle=style, label=label)
         memory_axis.axhline(0, color="grey", linewidth=0.8)
         memory_axis.set_xlabel("instances alive")
         memory_axis.set_ylabel("host memory used, MiB (MemAvailable drop)")

@@ -4,9 +4,12 @@ chart as PNG and SVG.
 
 Both start with the headline (:mod:`~harness.report.headline`): per scenario and family, what
 a reader came for in human units, with ratios to the family floor and to a chosen reference
-backend and their confidence intervals. Charts follow (each kind draws its own: ``charts`` in
-:mod:`harness.kinds.registry`), then the methodology generated from the metadata, the host and
-versions, and the raw detail last, collapsed, with the host's counters apart from the results.
+backend and their confidence intervals; density scenarios add their backends side by side at
+matched live counts, per ramp (:mod:`~harness.report.matched`, which also cuts the headline's
+density figures to the range every ramp reached). Charts follow (each kind draws its own:
+``charts`` in :mod:`harness.kinds.registry`), then the methodology generated from the
+metadata, the host and versions, and the raw detail last, collapsed, with the host's counters
+apart from the results.
 With several runs, each backend's series is labelled ``backend @ run`` so runs sit side by
 side. :mod:`~harness.report.history` draws every metric across runs; the compare page is
 :mod:`~harness.report.comparison`.
@@ -28,7 +31,7 @@ from harness.kinds.density import MIB
 from harness.kinds.density import charts as density_charts
 from harness.kinds.memory import VIEWS as MEMORY_VIEWS
 from harness.kinds.memory import charts as memory_chart
-from harness.report import facts, headline, html, tables
+from harness.report import facts, headline, html, matched, tables
 from harness.report.tables import summary_table
 from hostkit.files import atomic_write
 
@@ -46,7 +49,8 @@ CAPTIONS = {
               "every sample, p50/p95/p99 marked; log scale.",
     "density": "the ramp, one row per family: host memory used as instances pile up "
                "(linear, with each backend's slope in MiB per instance; readings at or below "
-               "zero are noise, circled), and launch time per instance (log scale).",
+               "zero are noise, circled), and launch time per instance (log scale); a line "
+               "per ramp, the 2nd dashed.",
     "memory": "memory per instance by each view, median per backend and KSM variant, one "
               "panel per family on a linear MiB axis; hatched bars at or below zero are noise.",
 }
@@ -108,6 +112,7 @@ def markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
     lines += [fleet_report.run_line(run_dir) if fleet_report.is_fleet(run_dir)
               else f"- {facts.run_line(meta, run_dir.name)}" for run_dir, meta in metadata.items()]
     lines += ["", "## Headline", "", *tables.headline_markdown(headlines)]
+    lines += matched.markdown(matched.tables(samples, metadata.values()))
     notes = [note for meta in metadata.values() for note in facts.notes(meta)]
     if notes:
         lines += ["**Not as planned:**", "", *(f"- {note}" for note in notes), ""]
@@ -145,7 +150,8 @@ def page(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
     body.append('<nav><a href="#headline">Headline</a><a href="#charts">Charts</a>'
                 '<a href="#methodology">Methodology</a><a href="#host">Host and versions</a>'
                 '<a href="#detail">Raw detail</a></nav>')
-    body += ['<section id="headline">', "<h2>Headline</h2>", tables.headline_html(headlines)]
+    body += ['<section id="headline">', "<h2>Headline</h2>", tables.headline_html(headlines),
+             matched.html(matched.tables(samples, metadata.values()))]
     notes = [note for meta in metadata.values() for note in facts.notes(meta)]
     if notes:
         body.append('<div class="warn"><strong>Not as planned:</strong><ul>'

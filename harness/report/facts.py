@@ -82,12 +82,15 @@ def notes(metadata: dict[str, Any]) -> list[str]:
         found.append(f"clean-up: {failure}")
     for scenario, backends in (metadata.get("density") or {}).items():
         if isinstance(backends, dict):
-            for backend, summary in backends.items():
-                if isinstance(summary, dict) and summary.get("stopped_by") not in (
-                        None, "max_instances"):
-                    found.append(f"{scenario}/{backend}: ramp stopped by "
-                                 f"{summary['stopped_by']} at {summary.get('instances')} "
-                                 "instances")
+            for backend, ramps in backends.items():  # a list of ramps; one dict before
+                for summary in ramps if isinstance(ramps, list) else [ramps]:
+                    if isinstance(summary, dict) and summary.get("stopped_by") not in (
+                            None, "max_instances"):
+                        which = (f"ramp {summary['ramp'] + 1}" if isinstance(
+                            summary.get("ramp"), int) else "ramp")
+                        found.append(f"{scenario}/{backend}: {which} stopped by "
+                                     f"{summary['stopped_by']} at {summary.get('instances')} "
+                                     "instances")
     return found
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from harness import methodology, normalize
 from harness.backends import registry
 from harness.kinds.memory import VIEWS as MEMORY_VIEWS
+from harness.report import matched
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,9 +65,10 @@ MEASURES: dict[str, tuple[Measure, ...]] = {
     "density": (
         Measure("instances reached", "max_instances_alive", "count", tail=False, ratio=False),
         Measure("launch per instance", "launch_s", "s",
-                note="a batch's start → all READY / batch size, over the ramp's steps"),
+                note="a batch's start → all READY / batch size, over every ramp's steps"),
         Measure("host memory per instance", SLOPE_METRIC, "bytes", tail=False,
-                note="slope of host memory used vs instances alive (Theil–Sen, all steps)"),
+                note="slope of host memory used vs instances alive (Theil–Sen over a ramp's "
+                     "steps, one value per ramp)"),
         Measure("teardown per instance", "teardown_s", "s"),
     ),
     "memory": tuple(
@@ -164,16 +166,17 @@ def references(names: Iterable[str]) -> dict[str, str]:
 
 
 def with_derived(samples: pd.DataFrame) -> pd.DataFrame:
-    """``samples`` plus the density scenario's host memory per instance: per run, scenario
-    and backend, the Theil–Sen slope of ``host_mem_used_bytes`` over ``instances_alive`` (the
-    offset at the first step, often negative at low counts, is the intercept: noise)."""
+    """``samples`` plus the density scenario's host memory per instance: per run, scenario,
+    backend and ramp (``repetition``), the Theil–Sen slope of ``host_mem_used_bytes`` over
+    ``instances_alive`` (the offset at the first step, often negative at low counts, is the
+    intercept: noise)."""
     import pandas as pd
 
     curve = samples[samples.metric.isin(["host_mem_used_bytes", "instances_alive"])]
     if curve.empty:
         return samples
     rows = []
-    keys = ["run_id", "scenario", "kind", "backend", "accel"]
+    keys = ["run_id", "scenario", "kind", "backend", "accel", "repetition"]
     for key, group in curve.groupby(keys, sort=False, dropna=False):
         steps = group.pivot_table(index="step", columns="metric", values="value")
         if not {"host_mem_used_bytes", "instances_alive"} <= set(steps.columns):
@@ -186,7 +189,7 @@ def with_derived(samples: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         rows.append({**first.to_dict(), **dict(zip(keys, key, strict=True)),
                      "metric": SLOPE_METRIC, "value": slope, "unit": "bytes", "step": math.nan,
-                     "instance": math.nan, "repetition": math.nan})
+                     "instance": math.nan})
     return pd.concat([samples, pd.DataFrame(rows)], ignore_index=True) if rows else samples
 
 
@@ -216,9 +219,10 @@ def tables(samples: pd.DataFrame, reference: Mapping[str, str] | None = None,
     reference = dict(reference or {})
     if samples.empty:
         return []
-    samples = with_derived(samples.assign(
+    # density: steps and teardowns up to the count every ramp of the family reached
+    samples = with_derived(matched.common_range(samples.assign(
         variant=samples.variant.map(normalize.plain),
-        accel=samples.accel.map(normalize.plain)))
+        accel=samples.accel.map(normalize.plain))))
     families = samples.backend.astype(str).map(registry.family)
     found = []
     runs = tuple(dict.fromkeys(samples.run_id.astype(str)))
@@ -232,7 +236,8 @@ def tables(samples: pd.DataFrame, reference: Mapping[str, str] | None = None,
             accel = ", ".join(sorted(set(members.accel) - {"", "none"}))
             table = Table(str(scenario), str(kind), family, floor, reference.get(family),
                           accel, runs)
-            table.rows = _rows(members, measures, floor, reference.get(family), seed)
+            table.rows = _rows(members, matched.noted(measures, members), floor,
+                               reference.get(family), seed)
             if table.rows:
                 found.append(table)
     return found

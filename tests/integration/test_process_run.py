@@ -211,7 +211,8 @@ def test_density_and_memory_scenarios(state_dir, tmp_path) -> None:
     assert len(memory[memory.metric == "mem_pss_bytes"]) == 5
     assert (memory[memory.metric == "mem_pss_bytes"].value > 0).all()
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["density"]["density"]["process"]["stopped_by"] == "max_instances"
+    (ramp,) = metadata["density"]["density"]["process"]  # one ramp (ramps = 1)
+    assert ramp["stopped_by"] == "max_instances" and ramp["ramp"] == 0
     for chart in ("density-density.png", "memory-memory.png"):
         assert (run_dir / "report" / chart).stat().st_size > 0
     assert _workloads(state_dir) == []

@@ -14,7 +14,8 @@ def _ramp(tmp_path, monkeypatch, backend: FakeBackend, host: FakeHost | None = N
     keys.setdefault("min_mem_available_mib", 0)
     keys.setdefault("warmup_batch", False)
     density.run(ctx, scenario.make("density", **keys), (backend.name,))
-    return ctx, ctx.writer.metadata["density"]["density"][backend.name]
+    (summary,) = ctx.writer.metadata["density"]["density"][backend.name]  # one ramp
+    return ctx, summary
 
 
 def test_ramp_to_max_instances_records_every_step(tmp_path, monkeypatch) -> None:
@@ -92,8 +93,9 @@ def test_backends_ramp_one_after_another(tmp_path, monkeypatch) -> None:
                        (second, "ready"), (second, "stop"), (second, "remove"),
                        (second, "stop"), (second, "remove")]
     summary = ctx.writer.metadata["density"]["density"]
-    assert summary[first]["position"] == 0 and summary[second]["position"] == 1
+    assert summary[first][0]["position"] == 0 and summary[second][0]["position"] == 1
     assert {s.position for s in samples(ctx, "launch_s", second)} == {1}
+    assert {s.repetition for s in ctx.writer.samples} == {0}
 
 
 def test_a_batch_starts_concurrently(tmp_path, monkeypatch) -> None:
@@ -111,7 +113,7 @@ def test_curve_by_tenth_and_harness_cpu_are_recorded(tmp_path, monkeypatch) -> N
     curve = summary["curve_by_tenth"]
     assert [point["tenth"] for point in curve] == list(range(1, 11))
     assert [point["alive"] for point in curve] == list(range(2, 21, 2))
-    assert "launch_last_over_first_tenth" in summary
+    assert "launch_last_over_first_tenth" not in summary  # tenths of different ranges
     assert len(samples(ctx, "harness_cpu_per_launch_s")) == 10
     assert all(s.value >= 0 for s in samples(ctx, "harness_cpu_per_launch_s"))
 
@@ -121,7 +123,6 @@ def test_by_tenth_groups_steps() -> None:
     result = density.by_tenth(steps)
     assert [p["launch_p50_ms"] for p in result["curve_by_tenth"]] == [
         float(x) for x in range(10, 101, 10)]
-    assert result["launch_last_over_first_tenth"] == 10.0
     assert result["curve_by_tenth"][-1]["mem_mib_per_instance"] == 1.0
     assert density.by_tenth([]) == {}
 
@@ -151,3 +152,85 @@ def test_ksm_is_set_for_the_ramp_and_restored(tmp_path, monkeypatch) -> None:
     _, summary = _ramp(tmp_path, monkeypatch, backend, host, max_instances=2, ksm="on")
     assert host.ksm_switches == [True, False] and summary["ksm"] == "on"
     assert host.ksm_on is False
+
+
+def test_interleaved_passes_mirror_the_seeded_order() -> None:
+    a, b, c = rounds.order(("a", "b", "c"), 7, "scale", 0)  # round 0's shuffle, as before
+    assert rounds.interleaved(("a", "b", "c"), 7, "scale", 4) == [
+        (0, a), (0, b), (0, c), (1, c), (1, b), (1, a),
+        (2, a), (2, b), (2, c), (3, c), (3, b), (3, a)]
+    assert rounds.interleaved(("a", "b", "c"), 7, "scale", 1) == [(0, a), (0, b), (0, c)]
+
+
+def test_two_ramps_run_a_b_b_a_each_tagged(tmp_path, monkeypatch) -> None:
+    events: list[tuple[str, str, str]] = []
+    a, b = FakeBackend(name="a", events=events), FakeBackend(name="b", events=events)
+    FakeHost([a, b]).install(monkeypatch)
+    ctx = context(tmp_path, a, b)
+    density.run(ctx, scenario.make("density", max_instances=4, batch_size=2, ramps=2,
+                                   min_mem_available_mib=0, warmup_batch=False), ("a", "b"))
+    first, second = rounds.order(("a", "b"), ctx.seed, "density", 0)
+    # each ramp: 2 batches of 2 starts, then 4 stops; the backends take turns A B B A
+    ramps = [backend for index, (backend, action, _) in enumerate(events)
+             if action == "start" and (index == 0 or events[index - 1][1] == "remove")]
+    assert ramps == [first, second, second, first]
+    assert [backend for backend, action, _ in events if action == "start"] == (
+        [first] * 4 + [second] * 4 + [second] * 4 + [first] * 4)
+    tags = {(s.backend, s.repetition, s.position) for s in samples(ctx, "launch_s")}
+    assert tags == {(first, 0, 0), (second, 0, 1), (second, 1, 2), (first, 1, 3)}
+    for metric, per_ramp in (("launch_s", 2), ("instances_alive", 2), ("teardown_s", 4),
+                             ("max_instances_alive", 1)):
+        for backend in (first, second):
+            found = [s.repetition for s in samples(ctx, metric, backend)]
+            assert sorted(found) == [0] * per_ramp + [1] * per_ramp, (metric, backend)
+    summary = ctx.writer.metadata["density"]["density"]
+    assert [(r["ramp"], r["position"], r["turns"], r["stopped_by"], r["instances"])
+            for r in summary[first]] == [(0, 0, 4, "max_instances", 4),
+                                         (1, 3, 4, "max_instances", 4)]
+    assert [(r["ramp"], r["position"]) for r in summary[second]] == [(0, 1), (1, 2)]
+
+
+def test_a_backend_with_fewer_ramps_skips_its_later_turns(tmp_path, monkeypatch) -> None:
+    a, b = FakeBackend(name="a"), FakeBackend(name="b")
+    FakeHost([a, b]).install(monkeypatch)
+    ctx = context(tmp_path, a, b)
+    density.run(ctx, scenario.make("density", max_instances=2, batch_size=2, ramps=3,
+                                   min_mem_available_mib=0, warmup_batch=False,
+                                   overrides={"a": {"ramps": 1}}), ("a", "b"))
+    first, second = rounds.order(("a", "b"), ctx.seed, "density", 0)
+    turns = sorted({(s.position, s.backend, s.repetition) for s in samples(ctx, "launch_s")})
+    expected = [(first, 0), (second, 0), (second, 1), (first, 1), (first, 2), (second, 2)]
+    expected = [turn for turn in expected if turn[0] == "b" or turn[1] == 0]
+    assert turns == [(position, *turn) for position, turn in enumerate(expected)]
+
+
+def test_at_live_takes_the_batches_below_the_level() -> None:
+    # batches of 25: the band (90, 100] is covered by the batch 76-100 alone
+    steps = [(25, 0.001, 50 * MIB), (50, 0.002, 100 * MIB), (75, 0.003, 150 * MIB),
+             (100, 0.004, 200 * MIB), (125, 0.005, 250 * MIB)]
+    assert density.at_live(steps, 100) == {"alive": 100, "launch_p50_ms": 4.0, "batches": 1,
+                                            "mem_mib_per_instance": 2.0}
+    # batches of 30 do not stop at 100: the batch 91-120 covers the band, memory read at 120
+    steps = [(30, 0.001, 30 * MIB), (60, 0.002, 60 * MIB), (90, 0.003, 90 * MIB),
+             (120, 0.006, 180 * MIB)]
+    assert density.at_live(steps, 100) == {"alive": 120, "launch_p50_ms": 6.0, "batches": 1,
+                                           "mem_mib_per_instance": 1.5}
+    # batches of 250 up to 10,000: 9,001-9,250 ... 9,751-10,000, four batches, median of two
+    steps = [(alive, alive / 1e6, alive * MIB) for alive in range(250, 10_001, 250)]
+    assert density.at_live(steps, 10_000) == {"alive": 10_000, "launch_p50_ms": 9.625,
+                                              "batches": 4, "mem_mib_per_instance": 1.0}
+    assert density.at_live(steps, 5_000)["launch_p50_ms"] == 4.875  # 4,750 and 5,000
+    assert density.at_live(steps[:10], 5_000) is None  # reached 2,500 only
+    assert density.at_live([], 1_000) is None
+
+
+def test_the_ramps_summary_has_the_levels_it_reached(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a")
+    host = FakeHost([backend], per_instance=2 * MIB)
+    ctx, summary = _ramp(tmp_path, monkeypatch, backend, host, max_instances=1000,
+                         batch_size=250)
+    (step_1000,) = [s.value for s in samples(ctx, "launch_s") if s.step == 4]  # 751-1,000
+    assert summary["at_live"] == {"1000": {"alive": 1000, "batches": 1,
+                                           "launch_p50_ms": round(step_1000 * 1000, 3),
+                                           "mem_mib_per_instance": 2.0}}
+    assert summary["ramp"] == 0 and summary["turns"] == 1
