@@ -163,3 +163,6 @@ def test_describe_says_what_runs_and_what_differs(engine) -> None:
     if engine.name != "lxc":
         assert facts["oci_runtime"] == engine.runtime and facts["oci_runtime_version"]
         assert facts["image"]["digest"] and facts["image"]["id"]
+        # the engine's own report of its cgroup manager, the one crun and runc use too (on a
+        # systemd host as well: set-up configures it, the daemon says so)
+        assert facts["cgroup_manager"] == "cgroupfs"
