@@ -19,6 +19,15 @@ all three:
 - ``userns-chroot``: chroot(2) inside it succeeds (CAP_SYS_CHROOT is in the default set
   anyway); a chroot to ``/..`` still finds no host files (``userns-chroot-escape``).
 
+The checks busybox cannot make come from ``tests/probe_syscalls.c``, built by the session with
+the system gcc as a static binary (``probe_binary``) and handed to each container on its volume
+(``InstanceSpec.volume``, bind-mounted at ``/data`` by ours, crun and runc alike); the probe
+runs it as the container's process: ``chroot-escape`` (chroot into a new directory without
+chdir, ``..`` walked up, ``chroot(".")``: the host's root files must stay out of reach),
+``open-by-handle`` (open_by_handle_at), ``bpf`` (BPF_MAP_CREATE), ``perf-event-open`` (a
+software counter of its own): each refused (the profile allows the last three only with
+CAP_DAC_READ_SEARCH or CAP_SYS_ADMIN, which the default set lacks).
+
 The umask check expects 0022 (the spec gives none; crun and runc then apply 0022, and so does
 ours): the harness runs at 0027 meanwhile, so a runtime that passed its own umask on would
 show 0027.
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +55,10 @@ from runtime import caps, cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-PROBE = (Path(__file__).resolve().parents[1] / "isolation_probe.sh").read_text()
+TESTS = Path(__file__).resolve().parents[1]
+PROBE = (TESTS / "isolation_probe.sh").read_text()
+PROBE_SOURCE = TESTS / "probe_syscalls.c"
+PROBE_BINARY = "probe_syscalls"  # the name isolation_probe.sh runs from the volume
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -56,14 +69,15 @@ def _available(name: str) -> None:
 
 @contextmanager
 def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = (),
-            memory_limit_mib: int | None = None
+            memory_limit_mib: int | None = None, volume: Path | None = None
             ) -> Iterator[tuple[Backend, Instance, InstanceSpec]]:
-    """One container of backend ``name`` that printed READY; stopped and removed after."""
+    """One container of backend ``name`` that printed READY; stopped and removed after
+    (``volume``: a host directory it sees at /data)."""
     _available(name)
     backend = backends.create(name)
     backend.prepare(image)
     spec = InstanceSpec(name=f"cvbench-test-probe-{uuid.uuid4().hex[:8]}", image=image,
-                        command=command, memory_limit_mib=memory_limit_mib)
+                        command=command, memory_limit_mib=memory_limit_mib, volume=volume)
     try:
         instance = launch(backend, spec, variant)
         backend.wait_ready(instance, 20)
@@ -72,6 +86,22 @@ def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = 
         backend.remove(instance)
     finally:
         backend.cleanup()
+
+
+@pytest.fixture(scope="session")
+def probe_binary(tmp_path_factory) -> Path:
+    """A directory holding ``tests/probe_syscalls.c`` built static (the image has no libc),
+    for the containers' volume."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+    directory = tmp_path_factory.mktemp("probe-binary")
+    directory.chmod(0o755)
+    binary = directory / PROBE_BINARY
+    subprocess.run([gcc, "-static", "-O2", "-o", str(binary), str(PROBE_SOURCE)], check=True,
+                   capture_output=True, text=True, timeout=60)
+    binary.chmod(0o755)
+    return directory
 
 
 def probe_results(pid: int) -> dict[str, tuple[str, str]]:
@@ -130,6 +160,9 @@ SHARED_FINDINGS: dict[str, str] = {
                      "set anyway); chroot to /.. still finds no host files",
 }
 
+# The checks of the compiled probe (tests/probe_syscalls.c), all refused in every runtime
+COMPILED_CHECKS = {"chroot-escape", "open-by-handle", "bpf", "perf-event-open"}
+
 # (name, variant) -> the probe's verdicts and the workload's rlimits, as each run saw them
 SEEN: dict[tuple[str, str], tuple[dict[str, str], dict[str, tuple[str, str]]]] = {}
 
@@ -150,9 +183,11 @@ RLIMIT_NAMES = {"RLIMIT_NOFILE": "Max open files", "RLIMIT_NPROC": "Max processe
                 "RLIMIT_MEMLOCK": "Max locked memory"}
 
 
-def _probe(name: str, variant: str, image) -> tuple[dict[str, str], dict[str, tuple[str, str]],
-                                                     InstanceSpec, set[str], list[int]]:
-    with running(name, image, variant, ("/bin/sh", "-c", PROBE)) as (_, instance, spec):
+def _probe(name: str, variant: str, image, volume: Path
+           ) -> tuple[dict[str, str], dict[str, tuple[str, str]], InstanceSpec, set[str],
+                      list[int]]:
+    with running(name, image, variant, ("/bin/sh", "-c", PROBE), volume=volume) as (
+            _, instance, spec):
         results = probe_results(instance.pids[0])
         limits = probe_limits(instance.pids[0])
         keyrings = session_keyrings(spec.name)
@@ -163,8 +198,10 @@ def _probe(name: str, variant: str, image) -> tuple[dict[str, str], dict[str, tu
 
 
 @pytest.mark.parametrize("name, variant", RUNS)
-def test_every_probe_check_passes(state_dir, built_image, harness_groups, name, variant):
-    results, limits, spec, keyrings, descriptors = _probe(name, variant, built_image)
+def test_every_probe_check_passes(state_dir, built_image, harness_groups, probe_binary, name,
+                                  variant):
+    results, limits, spec, keyrings, descriptors = _probe(name, variant, built_image,
+                                                          probe_binary)
     failed = {check: seen for check, (verdict, seen) in results.items()
               if verdict == "no" and not seen.startswith("shared:")}
     assert not failed, f"{name} {variant}: failed checks {failed}"
@@ -180,7 +217,7 @@ def test_every_probe_check_passes(state_dir, built_image, harness_groups, name, 
                 "syslog-console-level", "proc-sys-write-hostname", "proc-sys-write-host",
                 "sysrq-open-write", "cgroup-mkdir", "userns", "userns-mount",
                 "userns-mount-proc", "userns-mount-sysfs", "userns-chroot",
-                "userns-chroot-escape"}
+                "userns-chroot-escape"} | COMPILED_CHECKS
     assert expected <= set(results), f"{name} {variant}: missing {expected - set(results)}"
     assert expected - set(SHARED_FINDINGS) <= {c for c, (v, _) in results.items() if v == "ok"}
     oci = container_spec(spec).process
@@ -192,12 +229,12 @@ def test_every_probe_check_passes(state_dir, built_image, harness_groups, name, 
         assert limits[RLIMIT_NAMES[rlimit.type]] == (str(rlimit.soft), str(rlimit.hard)), rlimit
 
 
-def test_shared_findings_are_alike(state_dir, built_image, harness_groups):
+def test_shared_findings_are_alike(state_dir, built_image, harness_groups, probe_binary):
     """Ours never fails a check crun or runc pass; each shared finding is the same for ours,
     crun and runc; the workload's rlimits are the same in all three."""
     for name, variant in RUNS:
         if (name, variant) not in SEEN:
-            _probe(name, variant, built_image)
+            _probe(name, variant, built_image, probe_binary)
     ours = {run: SEEN[run] for run in RUNS if run[0] == "ours"}
     peers = {run: SEEN[run] for run in RUNS if run[0] in PEERS}
     for (_, variant), (verdicts, limits) in ours.items():
@@ -211,6 +248,9 @@ def test_shared_findings_are_alike(state_dir, built_image, harness_groups):
     for check in SHARED_FINDINGS:
         seen = {run: SEEN[run][0].get(check) for run in RUNS}
         assert set(seen.values()) == {"no"}, f"shared finding {check}: {seen}"
+    for check in COMPILED_CHECKS - set(SHARED_FINDINGS):  # it ran, refused, in every run
+        seen = {run: SEEN[run][0].get(check) for run in RUNS}
+        assert set(seen.values()) == {"ok"}, f"{check}: {seen}"
 
 
 def _cgroups(pid: int) -> dict[str, str]:
