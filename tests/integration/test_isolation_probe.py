@@ -94,7 +94,7 @@ def probe_binary(tmp_path_factory) -> Path:
     for the containers' volume."""
     gcc = shutil.which("gcc")
     if gcc is None:
-        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+        pytest.fail("gcc is not installed: run scripts/setup.sh, which installs it")
     directory = tmp_path_factory.mktemp("probe-binary")
     directory.chmod(0o755)
     binary = directory / PROBE_BINARY
