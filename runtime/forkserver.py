@@ -260,25 +260,16 @@ def _open_cgroup(directory: str) -> int | None:
         return None
 
 
-_MOUNT_API_UNSUPPORTED = (errno.ENOSYS,)  # kernel < 5.2
-_mount_api_usable = True
-
-
 def _detached_overlay(overlay: Rootfs) -> int | None:
     """The container's overlay root mounted by the server as a detached mount
-    (:func:`runtime.rootfs.detached_overlay`): a descriptor, or None where it cannot be built
-    (a kernel without the new mount API, remembered; or any error, which the child's own
-    mount(2) then reports on the READY pipe as before)."""
+    (:func:`runtime.rootfs.overlay_mount_if_supported`): a descriptor, or None where it cannot
+    be built (a kernel without the new mount API, remembered; or any error, which the child's
+    own mount(2) then reports on the READY pipe as before)."""
     from runtime import rootfs
 
-    global _mount_api_usable
-    if not _mount_api_usable:
-        return None
     try:
-        return rootfs.detached_overlay(overlay)
-    except OSError as error:
-        if error.errno in _MOUNT_API_UNSUPPORTED:
-            _mount_api_usable = False
+        return rootfs.overlay_mount_if_supported(overlay.overlay)
+    except OSError:
         return None
 
 

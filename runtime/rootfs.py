@@ -31,6 +31,7 @@ left above the root but the empty skeleton):
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -184,6 +185,25 @@ def overlay_mount(options: str) -> int:
         return sc.fsmount(context)
     finally:
         os.close(context)
+
+
+_new_mount_api = True  # False once the kernel said it has no fsopen(2) (ENOSYS: before 5.2)
+
+
+def overlay_mount_if_supported(options: str) -> int | None:
+    """:func:`overlay_mount`, or None on a kernel without the new mount API (remembered, so
+    later calls do not try again): the caller then mounts with mount(2). Other errors are
+    raised."""
+    global _new_mount_api
+    if not _new_mount_api:
+        return None
+    try:
+        return overlay_mount(options)
+    except OSError as error:
+        if error.errno != errno.ENOSYS:
+            raise
+        _new_mount_api = False
+        return None
 
 
 def _context_log(context: int) -> str:

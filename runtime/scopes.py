@@ -26,14 +26,18 @@ SHARDS = 16
 SHARD_PREFIX = "shard-"
 
 
+def _shard(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:x}"
+
+
 def shard(name: str) -> str:
     """The shard of container ``name`` under its scope's parent: ``shard-0`` .. ``shard-f``."""
-    return f"{SHARD_PREFIX}{zlib.crc32(name.encode()) % SHARDS:x}"
+    return _shard(zlib.crc32(name.encode()) % SHARDS)
 
 
 def shards(parent: str) -> list[str]:
     """Every shard of ``parent``: ``<parent>/shard-0`` .. ``<parent>/shard-f``."""
-    return [f"{parent}/{SHARD_PREFIX}{index:x}" for index in range(SHARDS)]
+    return [f"{parent}/{_shard(index)}" for index in range(SHARDS)]
 
 
 # The one cgroup layout of every container backend's containers (ours' and crun's and runc's),

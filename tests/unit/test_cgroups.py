@@ -41,9 +41,13 @@ def test_driver_choice(tmp_path: Path):
         cgroups.driver("v3", tmp_path)
 
 
-def _v1_root(tmp_path: Path) -> Path:
-    for controller in ("memory", "pids", "cpu"):
-        (tmp_path / controller).mkdir()
+def _v1_root(tmp_path: Path, hierarchies: tuple[str, ...] = ("memory", "pids", "cpu")) -> Path:
+    """A fake v1 cgroupfs: one directory per hierarchy; a cpuset root offers CPUs 0-1, node 0."""
+    for hierarchy in hierarchies:
+        (tmp_path / hierarchy).mkdir()
+    if "cpuset" in hierarchies:
+        (tmp_path / "cpuset/cpuset.cpus").write_text("0-1\n")
+        (tmp_path / "cpuset/cpuset.mems").write_text("0\n")
     return tmp_path
 
 
@@ -77,11 +81,7 @@ def test_v1_uses_every_hierarchy_limited_or_not(tmp_path: Path):
 
 
 def test_v1_cpuset_is_inherited_and_device_rules_written_in_order(tmp_path: Path, monkeypatch):
-    root = tmp_path
-    for hierarchy in ("memory", "cpuset", "devices"):
-        (root / hierarchy).mkdir()
-    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
-    (root / "cpuset/cpuset.mems").write_text("0\n")
+    root = _v1_root(tmp_path, ("memory", "cpuset", "devices"))
     driver = V1Driver(root)
     original = driver._prepare_parent
 
@@ -258,11 +258,7 @@ def test_containers_are_sharded_and_found_under_their_shards(tmp_path: Path):
 
 
 def test_v1_every_level_of_a_sharded_parent_clones_its_cpuset(tmp_path: Path):
-    root = tmp_path
-    for hierarchy in ("memory", "cpuset"):
-        (root / hierarchy).mkdir()
-    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
-    (root / "cpuset/cpuset.mems").write_text("0\n")
+    root = _v1_root(tmp_path, ("memory", "cpuset"))
     driver = V1Driver(root)
     driver.create("cvbench-p/shard-3/c1", Limits())
     for level in ("cvbench-p", "cvbench-p/shard-3"):
@@ -274,11 +270,7 @@ def test_prepare_layout_makes_the_parent_and_every_shard_before_any_container(tm
     v1 with clone_children at every level (so a container's create makes no level of it)."""
     from runtime.scopes import SHARDS, container_cgroup, shards
 
-    root = tmp_path
-    for hierarchy in ("memory", "cpuset", "pids"):
-        (root / hierarchy).mkdir()
-    (root / "cpuset/cpuset.cpus").write_text("0-1\n")
-    (root / "cpuset/cpuset.mems").write_text("0\n")
+    root = _v1_root(tmp_path, ("memory", "cpuset", "pids"))
     driver = V1Driver(root)
     driver.prepare_layout("cvbench-p")
     levels = ["cvbench-p", *shards("cvbench-p")]

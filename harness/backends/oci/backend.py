@@ -45,7 +45,7 @@ from harness.backends.base import (
 from harness.backends.oci import cgroup, probe
 from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
-from harness.backends.oci.launcher import Launcher, Overlay
+from harness.backends.oci.launcher import Launcher, Overlay, harness_share
 from harness.backends.oci.profile import security
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.paths import PREFIX
@@ -175,8 +175,7 @@ class OciBackend:
             finally:
                 os.close(pidfd)
         finally:
-            instance.harness[HARNESS_STOP] = max(
-                (time.perf_counter_ns() - began) / 1e9 - others, 0.0)
+            instance.harness[HARNESS_STOP] = harness_share(began, others)
 
     def remove(self, instance: Instance) -> None:
         """``<runtime> delete -f`` (which removes the container's cgroup), then the bundle.
@@ -190,8 +189,7 @@ class OciBackend:
             if instance.handle.netns is not None:
                 instance.handle.netns.release()
                 instance.handle.netns = None
-            instance.harness[HARNESS_CLEANUP] = max(
-                (time.perf_counter_ns() - began) / 1e9 - command_s, 0.0)
+            instance.harness[HARNESS_CLEANUP] = harness_share(began, command_s)
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
@@ -293,8 +291,7 @@ class OciBackend:
         instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd, netns=netns),
                             [pid])
         self.live[spec.name] = instance
-        instance.harness[HARNESS_START] = max(
-            (time.perf_counter_ns() - began) / 1e9 - spawned.timing.command_s, 0.0)
+        instance.harness[HARNESS_START] = harness_share(began, spawned.timing.command_s)
         return instance
 
     def _kill(self, name: str, signal_name: str, pidfd: int) -> float:

@@ -91,6 +91,12 @@ class Timing:
         return max(self.call_s - self.command_s, 0.0)
 
 
+def harness_share(began_ns: int, runtime_s: float) -> float:
+    """The seconds since ``began_ns`` (``time.perf_counter_ns``) less ``runtime_s``, the
+    runtime's own part of them: the harness's share of a step (never below 0)."""
+    return max((time.perf_counter_ns() - began_ns) / 1e9 - runtime_s, 0.0)
+
+
 @dataclass(frozen=True)
 class Result:
     returncode: int

@@ -33,7 +33,6 @@ fails is answered ``{"id": n, "rc": -1, "error": "..."}``. The launcher says
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import select
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hostkit import syscalls
-from runtime.rootfs import overlay_mount
+from runtime.rootfs import overlay_mount_if_supported
 
 READY_ID = -1  # the id of the launcher's unasked first message
 MAX_MESSAGE = 1 << 16
@@ -77,32 +76,23 @@ def spawn(argv: list[str], fds: list[int]) -> int:
     )
 
 
-_mount_api_usable = True
-
-
 def mount_overlay(target: str, options: str) -> None:
     """Mount an overlay (mount ``options``) on ``target`` in this process's mount namespace:
-    a detached mount made as ours makes its containers' (``runtime.rootfs.overlay_mount``),
-    attached on ``target``; mount(2) on a kernel without the new mount API.
+    a detached mount made as ours makes its containers'
+    (``runtime.rootfs.overlay_mount_if_supported``), attached on ``target``; mount(2) on a
+    kernel without the new mount API.
 
     Attached under the namespace's ``rslave`` mounts, it is private: the copy a runtime's
     container gets is private too, so the launcher's unmount does not reach it.
     """
-    global _mount_api_usable
-    if _mount_api_usable:
-        try:
-            detached = overlay_mount(options)
-        except OSError as error:
-            if error.errno != errno.ENOSYS:
-                raise
-            _mount_api_usable = False
-        else:
-            try:
-                syscalls.attach_mount(detached, target)
-            finally:
-                os.close(detached)
-            return
-    syscalls.mount("overlay", target, "overlay", 0, options)
+    detached = overlay_mount_if_supported(options)
+    if detached is None:
+        syscalls.mount("overlay", target, "overlay", 0, options)
+        return
+    try:
+        syscalls.attach_mount(detached, target)
+    finally:
+        os.close(detached)
 
 
 def unmount(target: str) -> None:
