@@ -12,6 +12,7 @@ from typing import Protocol
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (a regression, a missing dependency)
 EXIT_USAGE = 2  # bad input: nothing was done
+EXIT_INCOMPLETE = 3  # `cvbench run`: the run finished, but a measurement failed or is missing
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 Subparsers = argparse._SubParsersAction

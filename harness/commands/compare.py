@@ -3,8 +3,9 @@
 ``cvbench compare BASELINE CANDIDATE``: the regression gate (:mod:`harness.gate`). Prints the
 table, optionally writes it as Markdown (``--markdown``, and appended to
 ``$GITHUB_STEP_SUMMARY`` when set) and as a page (``--html``: verdicts, distributions side by
-side, methodology, host and versions); exit 1 on a regression, 2 when the runs cannot be
-compared.
+side, methodology, host and versions); exit 1 on a regression or a fault (something of the
+baseline absent from the candidate, an incomplete candidate, a recorded failure), 2 when the
+runs cannot be compared.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         "compare", parents=[results_dir_option()],
         help="gate a candidate run against a baseline (exit 1 on a regression)",
         description=(__doc__ or "").split("\n\n")[0],
+        epilog="exit codes: 0 the gate passes; 1 it fails: a regression (confirmed, with "
+               "--confirm), or a fault (a scenario, backend or variant of the baseline absent "
+               "from the candidate, an incomplete candidate run, a failure it recorded); 2 the "
+               "runs cannot be compared (bad input).",
     )
     parser.add_argument("baseline", help="baseline run directory or run id")
     parser.add_argument("candidate", help="candidate run directory or run id")

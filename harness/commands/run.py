@@ -13,10 +13,14 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from harness.commands.base import (
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     Subparsers,
     UsageError,
     results_dir,
@@ -27,8 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("run", help="run a scenario file",
-                                   parents=[results_dir_option()])
+    parser = subparsers.add_parser(
+        "run", help="run a scenario file", parents=[results_dir_option()],
+        epilog=f"exit codes: {EXIT_OK} the run is complete; {EXIT_INCOMPLETE} it finished "
+               "incomplete (a measurement failed: one line each on stderr, and the metadata's "
+               f"failures); {EXIT_USAGE} bad input, nothing started; {EXIT_FAILED} an error "
+               f"stopped it (the metadata says failed); {EXIT_INTERRUPTED} interrupted (Ctrl-C, "
+               "SIGTERM), marked incomplete. The run directory is printed for 0 and 3.")
     parser.add_argument("scenario", help="scenarios/<name>.toml")
     parser.add_argument("--backend", help="comma-separated backends (default: the file's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,4 +76,20 @@ def handle(args: argparse.Namespace) -> int:
 
         log.info("writing the report of %s", run_dir)
         report.write_report([run_dir])
-    return EXIT_OK
+    return _exit_code(run_dir)
+
+
+def _exit_code(run_dir: Path) -> int:
+    """EXIT_OK for a complete run; else one line per recorded failure and EXIT_INCOMPLETE."""
+    from harness import results
+
+    metadata = results.read_metadata(run_dir)
+    if metadata.get("status") == "complete":
+        return EXIT_OK
+    failures = metadata.get("failures") or []
+    print(f"cvbench: run {run_dir.name} is {metadata.get('status')}: {len(failures)} "
+          "failure(s)", file=sys.stderr)
+    for failure in failures:
+        print(f"cvbench: {failure.get('scenario')}/{failure.get('backend')}: "
+              f"{failure.get('reason')}", file=sys.stderr)
+    return EXIT_INCOMPLETE

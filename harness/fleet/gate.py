@@ -39,14 +39,15 @@ class FleetComparison:
 
     @property
     def exit_code(self) -> int:
-        regressed = any(c.regressions for c in self.comparisons.values())
-        return 1 if regressed or self.problems else 0
+        failed = any(c.failed for c in self.comparisons.values())
+        return 1 if failed or self.problems else 0
 
     def summary_lines(self) -> list[str]:
         lines = []
         for host, comparison in self.comparisons.items():
+            faults = "".join(f"; FAULT: {fault}" for fault in comparison.faults)
             lines.append(f"host {host}: {len(comparison.regressions)} regression(s), "
-                         f"{len(comparison.improvements)} improvement(s)")
+                         f"{len(comparison.improvements)} improvement(s){faults}")
         lines += [f"host {host}: not gated: {problem}" for host, problem in self.problems.items()]
         return lines
 

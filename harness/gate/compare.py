@@ -5,6 +5,11 @@ compared instead of absolute figures, so a baseline from one machine can gate a 
 another of the same kind. A directory of baselines per machine kind
 (:mod:`harness.baseline`) may stand for the baseline: the candidate's kind is taken, else
 the newest, at the thresholds across kinds.
+
+Some things fail the gate whatever the statistics say (:attr:`Comparison.faults`, one line
+each): a scenario, backend or variant of the baseline that the candidate lacks, a candidate run
+that is not complete, and every failure the candidate recorded. A benchmark that stopped
+measuring something is broken, not faster.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness import baseline, normalize, results
 from harness.gate import verdicts
@@ -38,6 +43,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     baseline_dir: Path | None = None  # the baseline run itself (of its kind, when chosen)
     candidate_dir: Path | None = None
+    faults: list[str] = field(default_factory=list)  # each fails the gate (module docstring)
 
     @property
     def regressions(self) -> list[Row]:
@@ -48,9 +54,13 @@ class Comparison:
         return [row for row in self.rows if row.verdict == verdicts.IMPROVEMENT]
 
     @property
+    def failed(self) -> bool:
+        return bool(self.regressions or self.faults)
+
+    @property
     def exit_code(self) -> int:
-        """1 when anything regressed, else 0 (the gate's exit code)."""
-        return 1 if self.regressions else 0
+        """1 when anything regressed or a fault was found, else 0 (the gate's exit code)."""
+        return 1 if self.failed else 0
 
 
 def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None = None,
@@ -80,8 +90,8 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     log.info("comparing %s (%s) → %s (%s), %s, alpha %g, thresholds %s", base_dir, base_kind,
              cand_dir, candidate_kind, "normalized" if normalized else "absolute", alpha,
              "of the same kind" if same_kind else "across kinds")
-    rows, notes = compare_samples(_load(base_dir, normalized), _load(cand_dir, normalized),
-                                  thresholds, alpha, allow_image_change)
+    base_frame, cand_frame = _load(base_dir, normalized), _load(cand_dir, normalized)
+    rows, notes = compare_samples(base_frame, cand_frame, thresholds, alpha, allow_image_change)
     notes = kind_notes + notes
     missing = [row for row in rows if row.verdict == verdicts.MISSING_IN_CANDIDATE]
     if missing:
@@ -92,7 +102,46 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     return Comparison(baseline=base_dir.name, candidate=cand_dir.name, normalized=normalized,
                       alpha=alpha, rows=rows,
                       notes=_run_notes(base_dir, cand_dir, normalized) + notes,
-                      baseline_dir=base_dir, candidate_dir=cand_dir)
+                      baseline_dir=base_dir, candidate_dir=cand_dir,
+                      faults=absent(base_frame, cand_frame)
+                      + run_faults(results.read_metadata(cand_dir)))
+
+
+def absent(base: pd.DataFrame, cand: pd.DataFrame) -> list[str]:
+    """One line for each scenario, backend (of a scenario) and variant (of a backend) of the
+    baseline that the candidate has no sample of; the widest level that is absent says it."""
+    levels = ["scenario", "backend", "variant"]
+
+    def keys(frame: pd.DataFrame) -> set[tuple[str, ...]]:
+        table = frame[levels].astype(object).fillna("").astype(str).drop_duplicates()
+        return {tuple(key) for key in table.itertuples(index=False)}
+
+    have = keys(cand)
+    have_parts = {key[:depth] for key in have for depth in (1, 2)}
+    lines, said = [], set()
+    for key in sorted(keys(base) - have):
+        depth = next(depth for depth in (1, 2, 3)
+                     if depth == 3 or key[:depth] not in have_parts)
+        part = key[:depth]
+        if part in said:
+            continue
+        said.add(part)
+        name = "/".join(part[:2]) + (f" [{part[2]}]" if depth == 3 else "")
+        lines.append(f"{levels[depth - 1]} {name} of the baseline is absent from the candidate")
+    return lines
+
+
+def run_faults(metadata: dict[str, Any]) -> list[str]:
+    """The candidate run's own faults: not complete, and every failure it recorded."""
+    lines = []
+    status = metadata.get("status", "of unknown status")
+    if status != "complete":
+        error = f" ({metadata['error']})" if metadata.get("error") else ""
+        lines.append(f"the candidate run is {status}{error}")
+    for failure in metadata.get("failures") or []:
+        lines.append(f"the candidate recorded a failure: {failure.get('scenario')}/"
+                     f"{failure.get('backend')}: {failure.get('reason')}")
+    return lines
 
 
 def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:
@@ -109,9 +158,8 @@ def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:
 def _run_notes(base_dir: Path, cand_dir: Path, normalized: bool) -> list[str]:
     notes = []
     base_meta, cand_meta = results.read_metadata(base_dir), results.read_metadata(cand_dir)
-    for name, meta in (("baseline", base_meta), ("candidate", cand_meta)):
-        if meta.get("status") != "complete":
-            notes.append(f"{name} run is {meta.get('status', 'of unknown status')}")
+    if base_meta.get("status") != "complete":  # the candidate's own: a fault (run_faults)
+        notes.append(f"baseline run is {base_meta.get('status', 'of unknown status')}")
     hosts = [meta.get("host", {}) for meta in (base_meta, cand_meta)]
     facts = ("hostname", "cpus", "cpu_model", "kernel")
     if not normalized and any(hosts[0].get(f) != hosts[1].get(f) for f in facts):

@@ -11,7 +11,9 @@ whose speed drifts (still freeing what the tests made) favours neither. A metric
 gate only when it regressed against the committed baseline and in every pair: the code got
 slower. One that did not is the machine, and the gate says so. When the reference cannot be
 measured (a shallow clone without the baseline's commit, a run that fails), the screen's
-verdict stands and the gate says why.
+verdict stands and the gate says why. A screen with faults (something of the baseline absent,
+the candidate incomplete or with failures: :attr:`Comparison.faults`) fails as it is: no
+measurement on this machine can clear those.
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ class Confirmation:
         return [row for row in self.screen.regressions if row_key(row) not in kept]
 
     @property
+    def failed(self) -> bool:
+        return bool(self.confirmed or self.screen.faults)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.confirmed else 0
+        return 1 if self.failed else 0
 
     def verdict_lines(self) -> list[str]:
         """The gate's last words: what failed, what was cleared and why (one line each)."""
@@ -97,9 +103,11 @@ class Confirmation:
             against = f", {again} against its code here" if again else ""
             lines.append(f"REGRESSION: {row_name(row)} {_change(row)} against the committed "
                          f"baseline{against}")
-        lines.append(f"gate: {'FAIL' if self.confirmed else 'pass'}: "
+        lines += [f"FAULT: {fault}" for fault in self.screen.faults]
+        faults = f", {len(self.screen.faults)} fault(s)" if self.screen.faults else ""
+        lines.append(f"gate: {'FAIL' if self.failed else 'pass'}: "
                      f"{len(self.confirmed)} regression(s) confirmed, {len(self.cleared)} "
-                     "cleared as the machine's")
+                     f"cleared as the machine's{faults}")
         return lines
 
     def _again(self, row: Row) -> list[Row]:
@@ -118,6 +126,8 @@ def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Threshol
     """
     if not screen.regressions:
         return Confirmation(screen)
+    if screen.faults:  # it fails anyway: nothing measured here could clear a fault
+        return Confirmation(screen, unconfirmed_because="the screen found faults")
     try:
         if screen.baseline_dir is None:
             raise reference.ReferenceError("the screen does not say which baseline run it used")

@@ -54,9 +54,10 @@ def cells(row: Row) -> tuple[str, ...]:
 
 
 def summary(comparison: Comparison) -> str:
-    """One line: regressions, improvements, metrics tested and shown."""
+    """One line: faults, regressions, improvements, metrics tested and shown."""
     tested = sum(1 for row in comparison.rows if row.tested)
-    return (f"{len(comparison.regressions)} regression(s), "
+    faults = f"{len(comparison.faults)} fault(s), " if comparison.faults else ""
+    return (f"{faults}{len(comparison.regressions)} regression(s), "
             f"{len(comparison.improvements)} improvement(s), {tested} metric(s) tested "
             f"(Mann-Whitney U, alpha {comparison.alpha:g}), {len(comparison.rows)} shown")
 
@@ -69,8 +70,9 @@ def title(comparison: Comparison) -> str:
 def to_markdown(comparison: Comparison) -> str:
     """The comparison as Markdown (for a CI job summary)."""
     lines = [f"### {title(comparison)}", "", f"**{summary(comparison)}**", ""]
+    lines += [f"- **FAULT:** {fault}" for fault in comparison.faults]
     lines += [f"> {note}" for note in comparison.notes]
-    if comparison.notes:
+    if comparison.notes or comparison.faults:
         lines.append("")
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---:" if header in _RIGHT_ALIGNED else "---"
@@ -123,5 +125,7 @@ def render(comparison: Comparison, console: Console | None = None) -> None:
     console.print(table)
     for note in comparison.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    colour = "red" if comparison.regressions else "green"
+    for fault in comparison.faults:
+        console.print(f"[bold red]FAULT:[/bold red] {fault}", highlight=False)
+    colour = "red" if comparison.failed else "green"
     console.print(f"[{colour}]{summary(comparison)}[/{colour}]", highlight=False)

@@ -94,9 +94,9 @@ def run(ctx: RunContext, scenario: Scenario[StartupParams], backend_names: tuple
                 try:
                     timings = _one(ctx, plan, turn)
                 except BackendError as error:
-                    failures[turn] += 1
-                    ctx.note_failure(plan, turn.backend,
-                                     f"{turn.variant} repetition {repetition}: {error}")
+                    failures[turn] += 1  # a measurement that failed: the run is incomplete
+                    ctx.fail(plan, turn.backend,
+                             f"{turn.variant} repetition {repetition}: {error}")
                     continue
                 failures[turn] = 0
                 if repetition < 0:

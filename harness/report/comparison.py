@@ -104,8 +104,9 @@ def page(comparison: Comparison, base_dir: Path, cand_dir: Path) -> str:
     cand = _frame(cand_dir, comparison.normalized)
     metas = {"baseline": results.read_metadata(base_dir),
              "candidate": results.read_metadata(cand_dir)}
-    css = "regression" if comparison.regressions else "improvement"
-    verdict = ("REGRESSION" if comparison.regressions else "no regression")
+    css = "regression" if comparison.failed else "improvement"
+    verdict = ("FAULT" if comparison.faults else "REGRESSION" if comparison.regressions
+               else "no regression")
     body = [f"<h1>{html.esc(render.title(comparison))}</h1>",
             f'<p class="verdict {css}">{verdict}: {html.esc(render.summary(comparison))}</p>',
             '<p class="lede">A metric regresses only when the Mann-Whitney U test finds the '
@@ -115,6 +116,9 @@ def page(comparison: Comparison, base_dir: Path, cand_dir: Path) -> str:
                if comparison.normalized else "Compared: absolute figures.") + "</p>",
             '<nav><a href="#verdicts">Verdicts</a><a href="#charts">Distributions</a>'
             '<a href="#methodology">Methodology</a><a href="#host">Host and versions</a></nav>']
+    if comparison.faults:
+        body.append('<div class="regression"><ul>' + "".join(
+            f"<li>FAULT: {html.esc(fault)}</li>" for fault in comparison.faults) + "</ul></div>")
     if comparison.notes:
         body.append('<div class="warn"><ul>' + "".join(
             f"<li>{html.esc(note)}</li>" for note in comparison.notes) + "</ul></div>")

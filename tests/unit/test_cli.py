@@ -290,3 +290,39 @@ def test_run_reports_backend_errors_as_bad_input_and_lets_bugs_through(
     assert cli.main(args) == 2
     (line,) = _lines(capsys.readouterr().err)
     assert line.startswith("cvbench: error: ") and "[backend_options.process]" in line
+
+
+@pytest.mark.parametrize("status", ["complete", "incomplete"])
+def test_run_exits_3_when_its_run_is_incomplete(monkeypatch, tmp_path, capsys, status) -> None:
+    """An incomplete run prints its directory, one line per failure, and exits 3 (in --help)."""
+    from harness import runner
+    from harness.results import RunWriter
+
+    def run_suite(suite, results_dir, quiet):
+        writer = RunWriter.create(results_dir, "r1", {"suite": suite.name})
+        if status == "incomplete":
+            writer.metadata["failures"] = [
+                {"scenario": "startup", "backend": "crun", "reason": "cold repetition 3: boom"}]
+        writer.finish(status)
+        return writer.directory
+
+    monkeypatch.setattr(runner, "run_suite", run_suite)
+    code = cli.main(["run", str(REPOSITORY / "scenarios" / "quick.toml"), "--results-dir",
+                     str(tmp_path)])
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "r1")
+    if status == "complete":
+        assert code == 0 and captured.err == ""
+        return
+    assert code == 3
+    assert _lines(captured.err) == ["cvbench: run r1 is incomplete: 1 failure(s)",
+                                    "cvbench: startup/crun: cold repetition 3: boom"]
+
+
+def test_run_help_names_every_exit_code(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for said in ("0 the run is complete", "3 it finished incomplete", "2 bad input",
+                 "1 an error stopped it", "130 interrupted"):
+        assert said in text

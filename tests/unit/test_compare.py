@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from synthetic_runs import make_run
 
@@ -232,13 +236,58 @@ def test_image_change_is_refused_unless_allowed(results_dir, base) -> None:
     assert any("image_digest differs" in note and "allowed" in note for note in comparison.notes)
 
 
-def test_missing_backend_is_reported_not_flagged(results_dir, base) -> None:
+def test_a_backend_absent_from_the_candidate_fails_the_gate(results_dir, base) -> None:
     candidate = make_run(results_dir, "cand", seed=2, backends=("process", "ours"))
     comparison = compare_runs(base, candidate)
     missing = _rows(comparison, backend="libvirt")
-    assert missing and all(row.verdict == verdicts.MISSING_IN_CANDIDATE for row in missing)
-    assert comparison.exit_code == 0
-    assert any("missing in the candidate" in note for note in comparison.notes)
+    assert missing and {row.verdict for row in missing} == {verdicts.MISSING_IN_CANDIDATE}
+    assert comparison.exit_code == 1 and not comparison.regressions
+    # one line per scenario and backend, none for the backends the candidate has
+    assert "backend startup/libvirt of the baseline is absent from the candidate" \
+        in comparison.faults
+    assert len(comparison.faults) == 3 * 4  # startup, density, memory x crun, runc, qemu, libvirt
+    assert not [fault for fault in comparison.faults if "/ours" in fault or "/process" in fault]
+
+
+def test_a_scenario_or_variant_absent_from_the_candidate_is_named_once(results_dir) -> None:
+    base = make_run(results_dir, "base")
+    candidate = make_run(results_dir, "cand", seed=2, kinds=("startup", "density"))
+    comparison = compare_runs(base, candidate)
+    assert comparison.faults == ["scenario memory of the baseline is absent from the candidate"]
+    assert comparison.exit_code == 1
+    # a variant: drop ours' warm rows from a copy of a real recorded run
+    real = Path(__file__).parents[2] / "results" / "baseline" / "amd-epyc"
+    frame = pd.read_csv(real / "samples.csv")
+    assert ((frame.backend == "ours") & (frame.variant == "warm")).any()
+    kept = frame[~((frame.backend == "ours") & (frame.variant == "warm"))]
+    lacking = results_dir / "lacking"
+    lacking.mkdir()
+    kept.to_csv(lacking / "samples.csv", index=False)
+    shutil.copy(real / "metadata.json", lacking / "metadata.json")
+    comparison = compare_runs(real, lacking)
+    assert [fault for fault in comparison.faults if "ours" in fault] == [
+        f"variant {scenario}/ours [warm] of the baseline is absent from the candidate"
+        for scenario in sorted(set(frame[(frame.backend == "ours")
+                                         & (frame.variant == "warm")].scenario))]
+    assert compare_runs(real, real).faults == []
+
+
+def test_an_incomplete_candidate_or_a_recorded_failure_fails_the_gate(results_dir, base):
+    candidate = make_run(results_dir, "cand", seed=2)
+    assert compare_runs(base, candidate).exit_code == 0
+    metadata = json.loads((candidate / "metadata.json").read_text())
+    metadata["status"] = "incomplete"
+    metadata["error"] = "interrupted"
+    metadata["failures"] = [{"scenario": "startup", "backend": "crun",
+                             "reason": "start failed: exit status 1"}]
+    (candidate / "metadata.json").write_text(json.dumps(metadata))
+    comparison = compare_runs(base, candidate)
+    assert comparison.faults == [
+        "the candidate run is incomplete (interrupted)",
+        "the candidate recorded a failure: startup/crun: start failed: exit status 1"]
+    assert comparison.exit_code == 1 and not comparison.regressions
+    # the baseline's own status is a note, not a fault of the candidate
+    assert compare_runs(candidate, base).faults == []
 
 
 def test_nothing_in_common_is_refused(results_dir) -> None:

@@ -287,3 +287,21 @@ def test_cli_refuses_an_unknown_suite_before_comparing(baseline: Path, results_d
     code = main(["compare", str(baseline), str(candidate), "--confirm", "scenarios/nope.toml"])
     assert code == 2
     assert "--confirm scenarios/nope.toml: no such suite" in capsys.readouterr().err
+
+
+def test_a_screen_with_faults_fails_without_measuring_again(results_dir, baseline,
+                                                            monkeypatch) -> None:
+    """A backend absent from the candidate is no machine noise: the gate fails on it, says
+    so in one line, and runs nothing (even when something else regressed too)."""
+    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS,
+                         backends=("process", "ours", "crun", "qemu", "libvirt"))
+    asked = _reference_returning(monkeypatch, baseline, candidate)
+    screen = compare_runs(baseline, candidate, Thresholds())
+    assert screen.regressions and screen.faults
+    outcome = confirm.confirm(screen, candidate, "scenarios/quick.toml", Thresholds(), 0.05,
+                              normalized=False, allow_image_change=False)
+    assert asked == [] and outcome.pairs == []
+    assert outcome.exit_code == 1
+    lines = outcome.verdict_lines()
+    assert "FAULT: backend startup/runc of the baseline is absent from the candidate" in lines
+    assert lines[-1].startswith("gate: FAIL:") and lines[-1].endswith("3 fault(s)")

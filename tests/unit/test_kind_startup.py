@@ -103,6 +103,7 @@ def test_three_consecutive_failures_end_a_backend_the_others_go_on(tmp_path) -> 
     assert [f["backend"] for f in failures] == ["a"] * 3
     assert failures[0]["reason"].startswith("cold repetition 0: ")
     assert "never printed READY" in failures[0]["reason"]
+    assert ctx.incomplete  # a measurement failed: the run says so (and `cvbench run` exits 3)
 
 
 def test_a_success_resets_the_failure_count(tmp_path) -> None:
