@@ -7,8 +7,10 @@ and in the cgroup ``cvbench-<scope>/<shard>/<name>`` of every hierarchy (see :mo
 namespace, so the host's mount table does not grow with the number of containers and
 teardown is the namespace dying.
 
-Cold: ``create`` then ``start``; nothing of the container exists before ``create``, and
-``start`` compiles the seccomp program while the init sets up. Warm: ``create(..., spare=True)``
+Cold: ``create`` then ``start``; nothing of the container exists before ``create``, which
+has a worker thread compile the seccomp program (:class:`runtime.seccomp.Compiler`) while it
+makes the directories and cgroups and ``start`` launches the init; ``start`` sends the program
+once the init is set up. Warm: ``create(..., spare=True)``
 also has the fork server fork a *spare* for the container, which makes its namespaces and mounts
 its overlay, then gets the plan and does everything crun's ``create`` has its init do (mounts,
 root switch, hostname, rlimits, capabilities, no_new_privs) and waits; ``start`` then sends it
@@ -74,6 +76,7 @@ class Runtime:
         self.parent = cgroup_parent()
         self.root = containers_dir()
         self.server = ForkServer()
+        self.compiler = seccomp.Compiler()
         self.containers: dict[str, Container] = {}
         self.wired_bridge = False  # this Runtime attached a container to cvbench0
         self._verified: set[tuple[str, str]] = set()  # (digest, rootfs) checked once
@@ -90,6 +93,9 @@ class Runtime:
                 f"invalid container name {name!r}: use letters, digits, '.', '_' or '-' "
                 "(at most 63, not starting with a symbol)"
             )
+        program = None
+        if not spare and spec.linux.seccomp is not None:  # cold: compiled from now on
+            program = self.compiler.submit(spec.linux.seccomp.to_oci())
         cgroup = container_cgroup(self.parent, name)
         res = spec.linux.resources
         limits = cgroups.Limits(
@@ -108,7 +114,7 @@ class Runtime:
                 self.cgroups.join_files(cgroup, limits),
                 pivot_root=self.pivot_root,
                 cgroup_dir="" if spare else self.cgroups.birth_directory(cgroup),
-                seccomp_follows=not spare,  # cold: compiled in start(), as crun compiles
+                seccomp_follows=not spare,  # cold: being compiled, as crun compiles
                 wait_for_start=spare,  # warm: the init waits where crun's waits for start
             )
         except (SpecError, ImageError, ValueError) as error:
@@ -122,6 +128,7 @@ class Runtime:
             owner_pid=self._owner[0],
             owner_start=self._owner[1],
             plan=plan,
+            program=program,
         )
         try:
             self.cgroups.create(cgroup, limits)
@@ -400,6 +407,7 @@ class Runtime:
 
     def close(self) -> None:
         self.server.close()
+        self.compiler.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -434,17 +442,17 @@ class Runtime:
             raise ContainerError(f"{container.name}: {error}") from None
 
     def _send_seccomp(self, container: Container, channel: socket.socket) -> None:
-        """Compile the container's seccomp program (libseccomp, as crun does for each of its
-        containers) while the child sets itself up, and send it; the child reads it right
-        before installing it (:func:`runtime.child.receive_program`)."""
-        section = container.spec.linux.seccomp
-        assert section is not None  # seccomp_follows is set only with a section
+        """Send the container's seccomp program, compiled since :meth:`create` (libseccomp,
+        as crun does for each of its containers) while the child set itself up; the child
+        reads it right before installing it (:func:`runtime.child.receive_program`)."""
+        program, container.program = container.program, None
+        assert program is not None  # seccomp_follows is set only with a section
         try:
-            program = seccomp.compile_bpf(section.to_oci())
+            compiled = program.result()
         except seccomp.SeccompError as error:
             raise ContainerError(f"{container.name}: {error}") from None
         with contextlib.suppress(OSError):  # the child is gone: its error is on READY's pipe
-            child.send_program(channel, program)
+            child.send_program(channel, compiled)
 
     def _finish(self, container: Container) -> ExitInfo:
         status = self.server.reap(container.pid) if container.pid else None

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class Container:
     spare: int | None = field(default=None, repr=False)  # warm: pid of its spare, until start
     # warm: the host channel to its prepared init, until start (runtime.child.wait_for_start)
     channel: socket.socket | None = field(default=None, repr=False)
+    # cold: its seccomp program, being compiled since create, until start sends it
+    program: Future[bytes] | None = field(default=None, repr=False)
 
     def to_state(self) -> dict[str, Any]:
         return {

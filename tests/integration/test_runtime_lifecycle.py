@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,20 +139,28 @@ def test_container_found_by_a_second_runtime(state_dir, built_image):
 
 
 def test_a_cold_start_compiles_its_own_seccomp_program(runtime, built_image, monkeypatch):
-    """Cold: the host compiles the program during start(), once per container (nothing kept
-    between containers, as crun and runc); if libseccomp refuses it the start fails with one
-    line naming it, and the child waiting for the program is gone."""
+    """Cold: the host compiles the program from create() on, on the compiler's thread, once
+    per container (nothing kept between containers, as crun and runc), and start() sends it;
+    if libseccomp refuses it the start fails with one line naming it, and the child waiting
+    for the program is gone."""
     from runtime import seccomp
 
     compiled = []
     real = seccomp.compile_bpf
-    monkeypatch.setattr(seccomp, "compile_bpf",
-                        lambda section: compiled.append(1) or real(section))
+
+    def counted(section):
+        compiled.append(threading.current_thread())
+        return real(section)
+
+    monkeypatch.setattr(seccomp, "compile_bpf", counted)
     for _ in range(2):
         container = runtime.create(default_spec(built_image, "s"), name())
         assert container.plan is not None and container.plan.seccomp_follows
-        assert not compiled  # not in create(): inside start()
+        assert not container.plan.seccomp  # not in the plan: it follows on the channel
+        assert container.program is not None  # submitted by create()
         runtime.start(container)
+        assert container.program is None  # sent
+        assert compiled and compiled[0] is not threading.main_thread()
         runtime.wait_ready(container, 10)
         assert len(compiled) == 1
         runtime.stop(container, grace=0)
