@@ -223,11 +223,14 @@ def compile_bpf(section: dict[str, Any]) -> bytes:
 
 
 class Compiler:
-    """Compiles seccomp sections on one worker thread, so that a cold start's compile runs
+    """Compiles seccomp sections on worker threads, so that a cold start's compile runs
     beside the rest of its launch (directories, cgroups, the init's own set-up) rather than
     before or after it: the same libseccomp work per container as crun's, on the critical
     path only for as long as it outlasts the rest. libseccomp runs with the GIL released
-    (ctypes), so the thread uses the second CPU while the caller goes on."""
+    (ctypes), so a worker uses another CPU while the caller goes on. Containers started
+    together (a density batch, from several threads) compile side by side, as crun processes
+    started together do: the pool has more workers than CPUs (the executor's default), not
+    one that would queue them."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
@@ -235,7 +238,7 @@ class Compiler:
     def submit(self, section: dict[str, Any]) -> Future[bytes]:
         """Start compiling ``section`` (:func:`compile_bpf`); the future raises its error."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvbench-seccomp")
+            self._pool = ThreadPoolExecutor(thread_name_prefix="cvbench-seccomp")
         return self._pool.submit(compile_bpf, section)
 
     def close(self) -> None:

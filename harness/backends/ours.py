@@ -267,9 +267,9 @@ def _method(setup: str, v2: bool = False) -> Method:
         cold=("nothing of the container (the fork server runs; nothing is cached between "
               "containers: the seccomp program is compiled for each, as crun and runc do)",
               "spec and launch plan, container directory (overlay upper/work), " + cgroups_made
-              + "; " + launch + inside + "; meanwhile the harness compiles the container's "
-              "seccomp program with libseccomp and sends it to the init, which waits for it "
-              "right before installing it"),
+              + "; " + launch + inside + "; meanwhile, from the spec on, the harness compiles "
+              "the container's seccomp program with libseccomp on a worker thread and sends it "
+              "to the init, which waits for it right before installing it"),
         warm=("create(): spec and launch plan with the seccomp program compiled with "
               "libseccomp (as crun's create compiles it), container directory, "
               + cgroups_made + ", "
