@@ -157,6 +157,13 @@ def read_metadata(run_dir: Path) -> dict[str, Any]:
         raise ResultsError(f"{run_dir}: unreadable metadata.json: {error}") from None
 
 
+def failure_lines(metadata: dict[str, Any]) -> list[str]:
+    """Each failure a run recorded (``metadata["failures"]``) as one line:
+    ``scenario/backend: reason``."""
+    return [f"{failure.get('scenario')}/{failure.get('backend')}: {failure.get('reason')}"
+            for failure in metadata.get("failures") or []]
+
+
 def load_samples(run_dir: Path | str):
     """The run's samples as a pandas DataFrame (one call; pandas imported lazily)."""
     import pandas as pd

@@ -86,10 +86,9 @@ def _exit_code(run_dir: Path) -> int:
     metadata = results.read_metadata(run_dir)
     if metadata.get("status") == "complete":
         return EXIT_OK
-    failures = metadata.get("failures") or []
+    failures = results.failure_lines(metadata)
     print(f"cvbench: run {run_dir.name} is {metadata.get('status')}: {len(failures)} "
           "failure(s)", file=sys.stderr)
-    for failure in failures:
-        print(f"cvbench: {failure.get('scenario')}/{failure.get('backend')}: "
-              f"{failure.get('reason')}", file=sys.stderr)
+    for line in failures:
+        print(f"cvbench: {line}", file=sys.stderr)
     return EXIT_INCOMPLETE

@@ -138,10 +138,8 @@ def run_faults(metadata: dict[str, Any]) -> list[str]:
     if status != "complete":
         error = f" ({metadata['error']})" if metadata.get("error") else ""
         lines.append(f"the candidate run is {status}{error}")
-    for failure in metadata.get("failures") or []:
-        lines.append(f"the candidate recorded a failure: {failure.get('scenario')}/"
-                     f"{failure.get('backend')}: {failure.get('reason')}")
-    return lines
+    return lines + [f"the candidate recorded a failure: {line}"
+                    for line in results.failure_lines(metadata)]
 
 
 def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:
