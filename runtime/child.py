@@ -307,14 +307,26 @@ def close_on_exec_from(first: int) -> None:
 
 
 def join_cgroups(cgroup_procs: tuple[str, ...], pid: int) -> None:
-    """Move process ``pid`` (0: the caller) into every ``cgroup.procs`` file given.
+    """Move process ``pid`` into every ``cgroup.procs`` file given; ``0``: the caller, which
+    is single-threaded (a fresh fork).
 
-    The first write after an idle spell waits for an RCU grace period (the cgroup threadgroup
-    lock), several ms here: a warm spare is joined ahead, in create(), as crun's and runc's
-    create do; a cold launch pays it inside the clock, as theirs do."""
+    A write of another process's pid takes the kernel's global threadgroup lock, and the first
+    one after an idle spell waits for an RCU grace period (several ms): a warm spare is moved
+    ahead, in create(), as crun's and runc's create do. The caller moving itself writes ``0``
+    to the ``tasks`` file beside each ``cgroup.procs`` instead (v1 hierarchies; a v2 directory
+    has none, and there a cold init is born in its cgroup): its one thread is the whole
+    process, so it ends where ``cgroup.procs`` would put it, and the kernel moves a thread
+    that moves itself without that lock (``cgroup_procs_write_start``), so no grace period."""
     for procs in cgroup_procs:
-        with open(procs, "w") as handle:
-            handle.write(str(pid))
+        target = procs
+        if pid == 0:
+            tasks = procs[: -len("cgroup.procs")] + "tasks"
+            target = tasks if os.path.exists(tasks) else procs
+        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: cgroupfs makes no file
+        try:
+            os.write(fd, str(pid).encode())
+        finally:
+            os.close(fd)
 
 
 def _fail(fd: int, error: BaseException) -> NoReturn:

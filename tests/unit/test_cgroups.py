@@ -300,3 +300,27 @@ def test_v2_prepare_layout_enables_the_same_controllers_at_parent_and_shards(tmp
     for level in ["cvbench-p", *shards("cvbench-p")]:
         assert (tmp_path / level / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert "subtree_control" in driver.layout("cvbench-p")["parent_settings"]
+
+
+def test_a_process_joining_itself_writes_its_thread_to_each_v1_tasks_file(tmp_path):
+    """The cold init moves itself through ``tasks`` where a v1 hierarchy has one (no global
+    threadgroup lock, no grace period) and through ``cgroup.procs`` where there is none (v2);
+    another process (a warm spare, by pid) always through ``cgroup.procs``."""
+    from runtime import child
+
+    v1, v2 = tmp_path / "memory", tmp_path / "unified"
+    for directory in (v1, v2):
+        directory.mkdir()
+        (directory / "cgroup.procs").write_text("")
+    (v1 / "tasks").write_text("")
+    files = (str(v1 / "cgroup.procs"), str(v2 / "cgroup.procs"))
+
+    child.join_cgroups(files, 0)
+    assert (v1 / "tasks").read_text() == "0"
+    assert (v1 / "cgroup.procs").read_text() == ""
+    assert (v2 / "cgroup.procs").read_text() == "0"
+
+    child.join_cgroups(files, 4242)
+    assert (v1 / "cgroup.procs").read_text() == "4242"
+    assert (v1 / "tasks").read_text() == "0"
+    assert (v2 / "cgroup.procs").read_text() == "4242"
