@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the quick suite and gate it against the committed baseline (results/baseline/) on the
-# metrics normalised by the in-run `process` floor. Exit 1 on a significant regression that
-# the baseline's own code, run again on this machine, does not show (`--confirm`): a red gate
+# Run the quick suite and gate it: screened against the committed baseline (results/baseline/)
+# in ratios to the in-run floors, judged against the baseline's own code run on this machine
+# right after it, in ratios and absolute figures, with a second pair for what the first found
+# (`--confirm`; docs/gate.md). Exit 1 on a metric that regressed in both pairs: a red gate
 # means the code got slower, never that the machine is different. It also fails on a fault
 # (something of the baseline absent from the run, an incomplete run, a recorded failure): an
 # incomplete quick run (`cvbench run` exit 3) is still gated, so its page says what is missing.

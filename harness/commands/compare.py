@@ -53,9 +53,11 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--allow-image-change", action="store_true",
                         help="compare runs made with different image digests")
     parser.add_argument("--confirm", metavar="SUITE",
-                        help="on a regression, run SUITE (a path in the repository) with the "
-                             "baseline's commit on this machine and fail only on what "
-                             "regressed against that too (the code, not the machine)")
+                        help="the gate: run SUITE (a path in the repository) with the "
+                             "baseline's commit on this machine and judge the candidate "
+                             "against it in absolute figures and ratios (a second pair, the "
+                             "baseline's code first, for what the first found); fail only on "
+                             "what regressed in both. The baseline given is the screen")
     parser.set_defaults(func=handle)
     return parser
 
@@ -103,7 +105,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.html:
         from harness.report import comparison as page
 
-        written = page.write_page(comparison, base_dir, cand_dir, Path(args.html))
+        written = page.write_page(comparison, base_dir, cand_dir, Path(args.html),
+                                  gate=render.gate_html(confirmation) if confirmation else "")
         log.info("page written to %s", written)
         again = confirmation.against_reference if confirmation else None
         if again is not None and again.baseline_dir and again.candidate_dir:
@@ -129,7 +132,8 @@ def _confirm(args: argparse.Namespace, comparison: Comparison, cand_dir: Path,
                            normalized=args.normalized,
                            allow_image_change=args.allow_image_change)
     for pair in confirmation.pairs:
-        render.render(pair)
+        render.render(pair.ratios)
+        render.render(pair.absolute)
     for line in confirmation.verdict_lines():
         print(line)
     return confirmation
@@ -139,8 +143,9 @@ def confirmation_markdown(confirmation: Confirmation) -> str:
     """The check against the baseline's code and the verdict, as Markdown."""
     from harness.gate import render
 
-    text = "".join("\n" + render.to_markdown(pair) for pair in confirmation.pairs)
-    return text + "\n" + "".join(f"- {line}\n" for line in confirmation.verdict_lines())
+    text = "".join("\n" + render.to_markdown(comparison) for pair in confirmation.pairs
+                   for comparison in (pair.ratios, pair.absolute))
+    return text + render.gate_markdown(confirmation)
 
 
 def _fleet(args: argparse.Namespace, outcome: fleet_gate.FleetComparison) -> int:

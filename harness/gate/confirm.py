@@ -1,35 +1,46 @@
-"""A regression against the committed baseline, confirmed on this machine before it fails CI.
+"""The gate's verdict: the candidate against the baseline's own code, run on this machine.
 
-The gate screens a candidate against the committed baseline (:mod:`harness.gate.compare`).
-When that finds regressions, the baseline's own code is measured again here, then the
-candidate's code a second time (:mod:`harness.gate.reference`), and the two are compared at
-the same-machine thresholds: a *pair*. A metric that regressed in the first pair too gets a
-second pair, so one disturbed run cannot fail the gate alone (seen: a reference run whose
-process floor launched at 0.95 ms, against 0.52 ms in the runs either side of it, turned every
-container's ratio into a "regression"); the second pair runs the candidate first, so a host
-whose speed drifts (still freeing what the tests made) favours neither. A metric fails the
-gate only when it regressed against the committed baseline and in every pair: the code got
-slower. One that did not is the machine, and the gate says so. When the reference cannot be
-measured (a shallow clone without the baseline's commit, a run that fails), the screen's
-verdict stands and the gate says why. A screen with faults (something of the baseline absent,
-the candidate incomplete or with failures: :attr:`Comparison.faults`) fails as it is: no
-measurement on this machine can clear those.
+The gate screens a candidate against the committed baseline (:mod:`harness.gate.compare`):
+the record, made on another machine or another day. The screen's faults (something of the
+baseline absent, the candidate incomplete or with failures: :attr:`Comparison.faults`) fail
+the gate as they are. Its regressions do not decide; a same-machine A/B does: the quick suite
+is run with the code of the baseline's commit here (:mod:`harness.gate.reference`), right
+after the candidate's own run, and the two are compared in absolute figures *and* in ratios
+to the family floors (a *pair*). Absolute figures from one machine within minutes of each
+other catch what ratios cannot: a change of the harness's own code that slows every backend,
+the floors included. A pair that finds a regression is followed by a second pair, the
+baseline's code first this time (B A A B, so a host that drifts favours neither), and a metric
+fails the gate only when it regressed in both: one disturbed run cannot fail the gate alone
+(seen: a reference run whose process floor launched at 0.95 ms, against 0.52 ms in the runs
+either side of it, turned every container's ratio into a "regression").
+
+A floor that moved against the committed baseline but not against the baseline's code here
+moved by itself (the machine): the gate says so, and the ratios already divide it out. When
+the baseline's code cannot be run here (a shallow clone without the commit, a run that
+fails), the screen's regressions stand and the gate says why.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.gate import reference
+from harness.backends import registry
+from harness.gate import reference, verdicts
 from harness.gate.compare import Comparison, compare_runs
+from harness.gate.errors import CompareError
 from harness.gate.stats import Row
 from harness.gate.thresholds import Thresholds
+from harness.normalize import base_metric
 
 log = logging.getLogger(__name__)
 
-PAIRS = 2  # at most: a second pair only for what the first one confirmed
+PAIRS = 2  # at most: a second pair only for what the first one found
+MOVED = (verdicts.REGRESSION, verdicts.IMPROVEMENT)
 
 
 def row_key(row: Row) -> tuple[str, str, str, str]:
@@ -47,35 +58,85 @@ def _change(row: Row) -> str:
 
 
 @dataclass
+class Pair:
+    """The baseline's code (A) and the candidate's (B) run here one after the other, compared
+    in ratios to the floors and in absolute figures."""
+
+    ratios: Comparison
+    absolute: Comparison
+    order: str  # "B A" or "A B": which ran first
+    seconds: float  # the runs this pair made took this long
+    why: str  # why this pair ran
+
+    @property
+    def rows(self) -> list[Row]:
+        return self.ratios.rows + self.absolute.rows
+
+    @property
+    def regressions(self) -> list[Row]:
+        return self.ratios.regressions + self.absolute.regressions
+
+    @property
+    def baseline(self) -> str:
+        return self.ratios.baseline
+
+    @property
+    def candidate(self) -> str:
+        return self.ratios.candidate
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric's line on the verdict page: its rule, sizes, changes and why."""
+
+    name: str  # scenario/backend.metric [variant]
+    form: str  # "ratio" (to the family floor) or "absolute"
+    rule: str
+    threshold: float
+    sizes: str  # n baseline/candidate in each pair
+    committed: str  # the change against the committed baseline ("-" when not compared)
+    changes: tuple[str, ...]  # the change in each pair
+    failed: bool
+    why: str
+
+
+@dataclass
 class Confirmation:
-    """The screen against the committed baseline and, when it failed, the checks against the
-    baseline's code measured again on this machine (one comparison per pair, in order)."""
+    """The screen against the committed baseline and the same-machine pairs (in order)."""
 
     screen: Comparison
-    commit: str | None = None  # the baseline's commit, when it was measured again
-    pairs: list[Comparison] = field(default_factory=list)
-    unconfirmed_because: str | None = None  # why the reference could not be measured
+    commit: str | None = None  # the baseline's commit, when it was run here
+    pairs: list[Pair] = field(default_factory=list)
+    unconfirmed_because: str | None = None  # why the baseline's code could not be run here
+    seconds: float = 0.0  # the pairs' runs took this long in all
+    floor_notes: list[str] = field(default_factory=list)  # floors that moved by themselves
 
     @property
     def against_reference(self) -> Comparison | None:
-        """The first check against the baseline's code; None when none ran."""
-        return self.pairs[0] if self.pairs else None
+        """The first pair's comparison in ratios; None when no pair ran."""
+        return self.pairs[0].ratios if self.pairs else None
 
     @property
     def confirmed(self) -> list[Row]:
-        """The regressions that fail the gate."""
-        kept = self.screen.regressions
-        for pair in self.pairs:
+        """The regressions that fail the gate: found in every pair (the first pair's rows);
+        the screen's when no pair could run."""
+        if not self.pairs:
+            return self.screen.regressions
+        kept = self.pairs[0].regressions
+        for pair in self.pairs[1:]:
             again = {row_key(row) for row in pair.regressions}
             kept = [row for row in kept if row_key(row) in again]
         return kept
 
     @property
     def cleared(self) -> list[Row]:
-        """Regressions against the committed baseline that the code of that baseline shows
-        on this machine too: the machine, not the code."""
+        """Regressions of the screen or of the first pair that do not fail the gate."""
         kept = {row_key(row) for row in self.confirmed}
-        return [row for row in self.screen.regressions if row_key(row) not in kept]
+        seen: dict[tuple[str, str, str, str], Row] = {}
+        for row in self.screen.regressions + (self.pairs[0].regressions if self.pairs else []):
+            if row_key(row) not in kept:
+                seen.setdefault(row_key(row), row)
+        return list(seen.values())
 
     @property
     def failed(self) -> bool:
@@ -85,29 +146,66 @@ class Confirmation:
     def exit_code(self) -> int:
         return 1 if self.failed else 0
 
+    def metric_verdicts(self) -> list[MetricVerdict]:
+        """Every metric the first pair judged (the screen's when no pair ran), with why."""
+        confirmed = {row_key(row) for row in self.confirmed}
+        screen = {row_key(row): row for row in self.screen.rows}
+        pair_rows = [{row_key(row): row for row in pair.rows} for pair in self.pairs]
+        lines = []
+        for row in (self.pairs[0].rows if self.pairs else self.screen.rows):
+            key = row_key(row)
+            seen = [rows[key] for rows in pair_rows if key in rows]
+            against_record = screen.get(key)
+            if key in confirmed:
+                why = ("worse beyond the threshold in every pair"
+                       + (", and significant (rank)" if row.rule == verdicts.RANK else "")
+                       if self.pairs else "regressed against the committed baseline; "
+                       "no pair could run here")
+            elif seen and any(other.regression for other in seen):
+                why = "regressed in pair 1 only: not again in pair 2 (the machine)"
+            elif against_record is not None and against_record.regression:
+                why = ("regressed against the committed baseline only, not against the "
+                       "baseline's code here (the machine)")
+            else:
+                why = (seen[0] if seen else row).verdict
+            lines.append(MetricVerdict(
+                name=row_name(row),
+                form="ratio" if row.metric != base_metric(row.metric) else "absolute",
+                rule=row.rule or "-", threshold=row.threshold,
+                sizes=", ".join(f"{other.n_base}/{other.n_cand}" for other in seen)
+                or f"{row.n_base}/{row.n_cand}",
+                committed=_change(against_record) if against_record is not None
+                and not math.isnan(against_record.ratio) else "-",
+                changes=tuple(_change(other) if not math.isnan(other.ratio) else "-"
+                              for other in seen),
+                failed=key in confirmed, why=why))
+        return lines
+
     def verdict_lines(self) -> list[str]:
-        """The gate's last words: what failed, what was cleared and why (one line each)."""
+        """The gate's last words: each pair, what failed, what was cleared and why."""
         lines = []
         for number, pair in enumerate(self.pairs, 1):
-            lines.append(f"measured again on this machine ({number} of {len(self.pairs)}): the "
-                         f"baseline's code (commit {(self.commit or '')[:12]}) as run "
-                         f"{pair.baseline}, then this code as run {pair.candidate}")
+            lines.append(f"pair {number} of at most {PAIRS} ({pair.why}): the baseline's code "
+                         f"(commit {(self.commit or '')[:12]}) as run {pair.baseline}, this "
+                         f"code as run {pair.candidate}, {pair.order}; its runs took "
+                         f"{pair.seconds / 60:.1f} min")
         if self.unconfirmed_because:
-            lines.append(f"{'no further check' if self.pairs else 'not confirmed'} on this "
-                         f"machine: {self.unconfirmed_because}")
+            lines.append(f"{'no further pair' if self.pairs else 'no pair'} on this machine: "
+                         f"{self.unconfirmed_because}")
+        lines += self.floor_notes
         for row in self.cleared:
-            lines.append(f"cleared (no slower than the baseline's code run here): "
-                         f"{row_name(row)} {_change(row)} against the committed baseline")
+            lines.append(f"cleared: {row_name(row)} {_change(row)}, not found again in every "
+                         "pair against the baseline's code run here")
         for row in self.confirmed:
             again = ", ".join(_change(other) for other in self._again(row))
-            against = f", {again} against its code here" if again else ""
-            lines.append(f"REGRESSION: {row_name(row)} {_change(row)} against the committed "
-                         f"baseline{against}")
+            lines.append(f"REGRESSION: {row_name(row)}"
+                         + (f" {again} in the pairs" if self.pairs else
+                            f" {_change(row)} against the committed baseline"))
         lines += [f"FAULT: {fault}" for fault in self.screen.faults]
         faults = f", {len(self.screen.faults)} fault(s)" if self.screen.faults else ""
         lines.append(f"gate: {'FAIL' if self.failed else 'pass'}: "
                      f"{len(self.confirmed)} regression(s) confirmed, {len(self.cleared)} "
-                     f"cleared as the machine's{faults}")
+                     f"cleared{faults}; the pairs took {self.seconds / 60:.1f} min")
         return lines
 
     def _again(self, row: Row) -> list[Row]:
@@ -116,16 +214,22 @@ class Confirmation:
                 if row_key(other) == row_key(row)]
 
 
-def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Thresholds,
-            alpha: float, normalized: bool, allow_image_change: bool) -> Confirmation:
-    """Confirm ``screen``'s regressions against ``suite`` run here with the code of the
-    baseline the screen used, in up to :data:`PAIRS` pairs.
+Runner = Callable[[str, str, Path], Path]  # (commit or "", suite, results dir) -> run dir
 
-    The reference runs land beside ``cand_dir``. Nothing is run when the screen found no
-    regression; a second pair only when the first confirmed one.
-    """
-    if not screen.regressions:
-        return Confirmation(screen)
+
+def _run(commit: str, suite: str, results_dir: Path) -> Path:
+    """The baseline's code (``commit``) or this checkout's (``""``) on ``suite``."""
+    if commit:
+        return reference.run_suite(commit, suite, results_dir)
+    return reference.run_again(suite, results_dir)
+
+
+def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Thresholds,
+            alpha: float, normalized: bool, allow_image_change: bool,
+            runner: Runner = _run) -> Confirmation:
+    """Judge the candidate run ``cand_dir`` against the baseline's code run here on ``suite``
+    in up to :data:`PAIRS` pairs (module docstring). The runs land beside ``cand_dir``.
+    ``normalized`` is accepted for the screen's sake: the pairs judge both forms."""
     if screen.faults:  # it fails anyway: nothing measured here could clear a fault
         return Confirmation(screen, unconfirmed_because="the screen found faults")
     try:
@@ -133,26 +237,65 @@ def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Threshol
             raise reference.ReferenceError("the screen does not say which baseline run it used")
         commit = reference.commit_of(screen.baseline_dir)
     except reference.ReferenceError as error:
-        log.warning("cannot confirm on this machine: %s", error)
+        log.warning("cannot run the baseline's code here: %s", error)
         return Confirmation(screen, unconfirmed_because=str(error))
     outcome = Confirmation(screen, commit=commit)
-    while len(outcome.pairs) < PAIRS and outcome.confirmed:
-        log.warning("%d regression(s) stand: measuring the baseline's code (commit %s) and this "
-                    "code again on this machine (%d of at most %d) to tell the code from the "
-                    "machine", len(outcome.confirmed), commit[:12], len(outcome.pairs) + 1,
-                    PAIRS)
+    results_dir = cand_dir.parent
+    why = "every gate: the same-machine A/B is the verdict"
+    while len(outcome.pairs) < PAIRS:
+        log.warning("pair %d of at most %d (%s): the baseline's code (commit %s) and this "
+                    "code on this machine", len(outcome.pairs) + 1, PAIRS, why, commit[:12])
+        started = time.monotonic()
         try:
-            if len(outcome.pairs) % 2 == 0:
-                reference_run = reference.run_suite(commit, suite, cand_dir.parent)
-                second_run = reference.run_again(suite, cand_dir.parent)
-            else:  # the other way round (A B B A), so a host that drifts favours neither
-                second_run = reference.run_again(suite, cand_dir.parent)
-                reference_run = reference.run_suite(commit, suite, cand_dir.parent)
+            if not outcome.pairs:  # B (the candidate's own run) then A
+                first, second = cand_dir, runner(commit, suite, results_dir)
+                base_run, cand_run, order = second, first, "B A"
+            else:  # A then B
+                base_run = runner(commit, suite, results_dir)
+                cand_run = runner("", suite, results_dir)
+                order = "A B"
         except reference.ReferenceError as error:
-            log.warning("cannot confirm on this machine: %s", error)
+            log.warning("cannot run the pair here: %s", error)
             outcome.unconfirmed_because = str(error)
             break
-        outcome.pairs.append(compare_runs(reference_run, second_run, thresholds, alpha,
-                                          normalized=normalized,
-                                          allow_image_change=allow_image_change))
+        seconds = time.monotonic() - started
+        outcome.seconds += seconds
+        pair = Pair(
+            ratios=compare_runs(base_run, cand_run, thresholds, alpha, normalized=True,
+                                allow_image_change=allow_image_change),
+            absolute=compare_runs(base_run, cand_run, thresholds, alpha, normalized=False,
+                                  allow_image_change=allow_image_change),
+            order=order, seconds=seconds, why=why)
+        outcome.pairs.append(pair)
+        log.warning("pair %d took %.1f min: %d regression(s)", len(outcome.pairs),
+                    seconds / 60, len(pair.regressions))
+        if len(outcome.pairs) == 1:
+            outcome.floor_notes = floors_moved_by_themselves(
+                screen.baseline_dir, cand_dir, pair, thresholds, alpha, allow_image_change)
+        if not outcome.confirmed:
+            break
+        why = (f"pair {len(outcome.pairs)} found {len(outcome.confirmed)} regression(s): "
+               "measured again, the baseline's code first")
     return outcome
+
+
+def floors_moved_by_themselves(committed: Path, cand_dir: Path, pair: Pair,
+                               thresholds: Thresholds, alpha: float,
+                               allow_image_change: bool) -> list[str]:
+    """One line for each floor metric whose absolute median moved beyond its threshold
+    against the committed baseline while the first pair found no move of it: the machine."""
+    try:
+        against_record = compare_runs(committed, cand_dir, thresholds, alpha,
+                                      normalized=False, allow_image_change=allow_image_change)
+    except CompareError as error:  # the record may come from a machine too unlike this one
+        log.info("floors not compared with the committed baseline: %s", error)
+        return []
+    floors = set(registry.floors().values())
+    moved_here = {row_key(row) for row in pair.absolute.rows
+                  if row.backend in floors and row.verdict in MOVED}
+    return [f"floor {row_name(row)} moved {_change(row)} against the committed baseline but "
+            "not against the baseline's code here: the machine, not the code (the ratios "
+            "divide it out)"
+            for row in against_record.rows
+            if row.backend in floors and row.verdict in MOVED
+            and row_key(row) not in moved_here]

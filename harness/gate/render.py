@@ -1,5 +1,6 @@
 """A :class:`~harness.gate.compare.Comparison` as a terminal table (rich), as Markdown, or as
-an HTML table (for the compare page, :mod:`harness.report.comparison`)."""
+an HTML table (for the compare page, :mod:`harness.report.comparison`); the gate's
+:class:`~harness.gate.confirm.Confirmation` as its verdict per metric."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from typing import TYPE_CHECKING
 
 from harness.gate import verdicts
 from harness.gate.compare import Comparison
+from harness.gate.confirm import Confirmation, MetricVerdict
 from harness.gate.stats import Row
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-HEADERS = ("scenario", "backend", "metric", "n", "baseline", "candidate", "ratio", "p",
+HEADERS = ("scenario", "backend", "metric", "n", "rule", "baseline", "candidate", "ratio", "p",
            "threshold", "verdict")
 _RIGHT_ALIGNED = ("n", "baseline", "candidate", "ratio", "p", "threshold")
 _STYLES = {verdicts.REGRESSION: "bold red", verdicts.IMPROVEMENT: "green",
-           verdicts.SINGLE_VALUE: "dim", verdicts.NO_RATIO: "dim",
+           verdicts.NO_RATIO: "dim",
            verdicts.MISSING_IN_CANDIDATE: "yellow", verdicts.NEW_IN_CANDIDATE: "yellow"}
 
 
@@ -48,7 +50,7 @@ def fmt_p(p_value: float) -> str:
 def cells(row: Row) -> tuple[str, ...]:
     """The row's cells, in the order of :data:`HEADERS`."""
     metric = f"{row.metric} [{row.variant}]" if row.variant else row.metric
-    return (row.scenario, row.backend, metric, f"{row.n_base}/{row.n_cand}",
+    return (row.scenario, row.backend, metric, f"{row.n_base}/{row.n_cand}", row.rule or "-",
             fmt_value(row.base_median, row.unit), fmt_value(row.cand_median, row.unit),
             fmt_ratio(row.ratio), fmt_p(row.p_value), f"{row.threshold:.0%}", row.verdict)
 
@@ -58,8 +60,10 @@ def summary(comparison: Comparison) -> str:
     tested = sum(1 for row in comparison.rows if row.tested)
     faults = f"{len(comparison.faults)} fault(s), " if comparison.faults else ""
     return (f"{faults}{len(comparison.regressions)} regression(s), "
-            f"{len(comparison.improvements)} improvement(s), {tested} metric(s) tested "
-            f"(Mann-Whitney U, alpha {comparison.alpha:g}), {len(comparison.rows)} shown")
+            f"{len(comparison.improvements)} improvement(s), {tested} metric(s) by rank "
+            f"(Mann-Whitney U, alpha {comparison.alpha:g}), "
+            f"{sum(1 for row in comparison.rows if row.rule == verdicts.TOLERANCE)} by "
+            f"tolerance, {len(comparison.rows)} shown")
 
 
 def title(comparison: Comparison) -> str:
@@ -129,3 +133,46 @@ def render(comparison: Comparison, console: Console | None = None) -> None:
         console.print(f"[bold red]FAULT:[/bold red] {fault}", highlight=False)
     colour = "red" if comparison.failed else "green"
     console.print(f"[{colour}]{summary(comparison)}[/{colour}]", highlight=False)
+
+
+GATE_HEADERS = ("metric", "form", "rule", "threshold", "n per pair", "vs committed",
+                "pair 1", "pair 2", "verdict", "why")
+
+
+def gate_cells(line: MetricVerdict) -> tuple[str, ...]:
+    """A metric's cells on the gate's verdict page, in the order of :data:`GATE_HEADERS`."""
+    changes = [*line.changes, "-", "-"][:2]
+    return (line.name, line.form, line.rule, f"{line.threshold:.0%}", line.sizes,
+            line.committed, *changes, "FAIL" if line.failed else "pass", line.why)
+
+
+def gate_markdown(confirmation: Confirmation) -> str:
+    """The gate's verdict per metric and its last words, as Markdown."""
+    lines = ["", "### The gate's verdict per metric", "",
+             "| " + " | ".join(GATE_HEADERS) + " |", "|" + "---|" * len(GATE_HEADERS)]
+    for line in confirmation.metric_verdicts():
+        if line.failed or line.why not in (verdicts.OK, verdicts.WITHIN_TOLERANCE):
+            lines.append("| " + " | ".join(cell.replace("|", "\\|")
+                                           for cell in gate_cells(line)) + " |")
+    lines.append("")
+    lines += [f"- {line}" for line in confirmation.verdict_lines()]
+    return "\n".join(lines) + "\n"
+
+
+def gate_html(confirmation: Confirmation) -> str:
+    """The gate's verdict per metric (every one) and its last words, as HTML."""
+    head = "".join(f"<th>{html.escape(header)}</th>" for header in GATE_HEADERS)
+    rows = []
+    for line in confirmation.metric_verdicts():
+        cells_html = "".join(f"<td>{html.escape(cell)}</td>" for cell in gate_cells(line))
+        rows.append(f'<tr class="regression">{cells_html}</tr>' if line.failed
+                    else f"<tr>{cells_html}</tr>")
+    words = "".join(f"<li>{html.escape(line)}</li>" for line in confirmation.verdict_lines())
+    return ("<h2>The gate's verdict per metric</h2>"
+            "<p>Rule <em>rank</em>: a regression when the Mann-Whitney U test is significant "
+            "and the median is worse than the threshold; <em>tolerance</em> (few values: one "
+            "per pass or run): when the median is worse than the threshold. A metric fails "
+            "the gate when it regressed in every pair of the baseline's code and this code "
+            "run here; the change against the committed baseline is the screen.</p>"
+            f'<ul>{words}</ul><div class="scroll"><table class="verdicts"><thead><tr>{head}'
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")

@@ -1,11 +1,12 @@
-"""Two sample frames → one :class:`Row` per rated metric: medians, Mann-Whitney U, verdict.
+"""Two sample frames → one :class:`Row` per rated metric: medians, rule, test, verdict.
 
 For every scenario, backend, variant and metric present in both frames, the two
-distributions (one value per repetition or per instance) are compared with a two-sided
-Mann-Whitney U test. Single values (``teardown_s``, ``max_instances_alive``, ...) cannot be
-significant: their verdict is ``n/a (single value)``. Readings of the host's state
-(``host_*``, ``ksm_*``, ``instances_alive``: density curve points and counters) are left
-out, as are metrics with no better/worse direction (:mod:`harness.gate.verdicts`).
+distributions (one value per repetition, instance or pass) are judged by the rule their sizes
+call for (:func:`harness.gate.verdicts.rule`): with enough values a two-sided Mann-Whitney U
+test and the threshold, with few (one figure per pass or per run) the threshold on the
+median alone, as a tolerance. Readings of the host's state (``host_*``, ``ksm_*``,
+``instances_alive``: density curve points and counters) are left out, as are metrics with no
+better/worse direction (:mod:`harness.gate.verdicts`).
 
 Frames are compared only with like: accel, network, guest memory and image digest must match
 for every compared metric (an image change can be allowed explicitly).
@@ -52,6 +53,7 @@ class Row:
     p_value: float  # NaN when not tested
     threshold: float
     verdict: str
+    rule: str = ""  # verdicts.RANK or verdicts.TOLERANCE; "" when one side is missing
 
     @property
     def regression(self) -> bool:
@@ -59,7 +61,7 @@ class Row:
 
     @property
     def tested(self) -> bool:
-        """True when a significance test was made (both sides have two values or more)."""
+        """True when a significance test was made (the rank rule)."""
         return not math.isnan(self.p_value)
 
 
@@ -91,13 +93,14 @@ def _row(key: tuple[str, ...], old: pd.DataFrame | None, new: pd.DataFrame | Non
     base_values = _values(old)
     cand_values = _values(new)
     base_median, cand_median = _median(base_values), _median(cand_values)
-    threshold = thresholds.lookup(backend, metric)
-    ratio, p_value = _ratio(base_median, cand_median), math.nan
+    threshold = thresholds.lookup(backend, metric, variant)
+    ratio, p_value, rule = _ratio(base_median, cand_median), math.nan, ""
     if old is None or new is None:
         verdict = verdicts.NEW_IN_CANDIDATE if old is None else verdicts.MISSING_IN_CANDIDATE
         ratio = math.nan
     else:
-        if len(base_values) >= 2 and len(cand_values) >= 2:
+        rule = verdicts.rule(len(base_values), len(cand_values))
+        if rule == verdicts.RANK:
             p_value = mann_whitney_p(base_values, cand_values)
         verdict = verdicts.verdict(metric, len(base_values), len(cand_values), ratio, p_value,
                                    threshold, alpha)
@@ -105,7 +108,7 @@ def _row(key: tuple[str, ...], old: pd.DataFrame | None, new: pd.DataFrame | Non
               metric, f" [{variant}]" if variant else "", len(base_values), len(cand_values),
               base_median, cand_median, p_value, threshold, verdict)
     return Row(scenario, backend, variant, metric, unit, len(base_values), len(cand_values),
-               base_median, cand_median, ratio, p_value, threshold, verdict)
+               base_median, cand_median, ratio, p_value, threshold, verdict, rule)
 
 
 def mann_whitney_p(base_values: Sequence[float], cand_values: Sequence[float]) -> float:

@@ -1,8 +1,18 @@
-"""Which way is worse for a metric, and the verdict on a change of its median.
+"""Which way is worse for a metric, the rule it is judged by, and the verdict on a change.
 
-A metric is a **regression** only when the change is statistically significant *and* worse
-by more than its threshold. Add a metric's direction here when neither its exact name nor
-its suffix says it.
+Two rules, chosen by the sample sizes (both sides), so that every gated metric can fail:
+
+- **rank** (at least :data:`MIN_RANK_N` values a side: repetitions, instances): a
+  **regression** when the two-sided Mann-Whitney U test is significant (p < alpha) *and* the
+  median is worse by more than the metric's threshold.
+- **tolerance** (fewer values: one figure per pass or per run, such as memory per instance
+  from kernel counters, max instances, a teardown): a **regression** when the median is worse
+  by more than the threshold. A rank test cannot reach alpha 0.01 with so few values (the
+  smallest two-sided p at 2 against 2 is 0.33), so it would never fail; these figures are
+  near-deterministic, and the threshold (from their run-to-run spread) is the tolerance.
+
+Add a metric's direction here when neither its exact name nor its suffix says it; a metric
+without one is reported, never gated.
 """
 
 from __future__ import annotations
@@ -21,8 +31,16 @@ DIRECTIONS: Mapping[str, str | None] = {
     "start_call_s": None, "ready_wait_s": None, "createxml_s": None,
     # the harness's own share of an OCI start, stop and clean-up: said, not gated
     "harness_s": None, "stop_harness_s": None, "cleanup_harness_s": None,
+    # the harness's CPU per launch in a density batch, from its process times in clock ticks:
+    # mostly zero per batch, so no median to hold to a threshold; said, not gated
+    "harness_cpu_per_launch_s": None, "harness_sys_per_launch_s": None,
     "iops": HIGHER_IS_BETTER,  # workloads: fio
 }
+# The itemised kernel memory of an instance (mem_item_*) partitions its host memory, which is
+# gated (mem_host_delta_per_instance_bytes): the items are said, not gated. Each is a
+# difference of two host-wide counters over one pass, and the small ones swing by several
+# times from run to run (slab reclaim), which no useful threshold could ride over.
+NOT_GATED_PREFIXES = ("mem_item_",)
 SUFFIX_DIRECTIONS: tuple[tuple[str, str], ...] = (  # the first that matches decides
     ("_per_s", HIGHER_IS_BETTER),  # rates: events/s, ops/s
     ("_mib_s", HIGHER_IS_BETTER),  # bandwidth, MiB/s
@@ -31,12 +49,16 @@ SUFFIX_DIRECTIONS: tuple[tuple[str, str], ...] = (  # the first that matches dec
     ("_bytes", LOWER_IS_BETTER),  # memory
 )
 
+RANK = "rank"
+TOLERANCE = "tolerance"
+MIN_RANK_N = 8  # values a side for the rank rule; below it, the tolerance rule
+
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
 OK = "ok"
 WITHIN_THRESHOLD = "ok (within threshold)"
 NOT_SIGNIFICANT = "ok (not significant)"
-SINGLE_VALUE = "n/a (single value)"
+WITHIN_TOLERANCE = "ok (within tolerance)"
 NO_RATIO = "n/a (median <= 0)"
 MISSING_IN_CANDIDATE = "missing in candidate"
 NEW_IN_CANDIDATE = "new in candidate"
@@ -45,6 +67,8 @@ NEW_IN_CANDIDATE = "new in candidate"
 def direction(metric: str) -> str | None:
     """``lower`` or ``higher`` (is better) for a metric or its ``_vs_<floor>`` ratio; else None."""
     name = base_metric(metric)
+    if name.startswith(NOT_GATED_PREFIXES):
+        return None
     if name in DIRECTIONS:
         return DIRECTIONS[name]
     for suffix, way in SUFFIX_DIRECTIONS:
@@ -63,16 +87,24 @@ def worse_by(metric: str, ratio: float) -> float:
     return ratio - 1
 
 
+def rule(n_base: int, n_cand: int) -> str:
+    """The rule two samples of these sizes are judged by: :data:`RANK` or :data:`TOLERANCE`."""
+    return RANK if min(n_base, n_cand) >= MIN_RANK_N else TOLERANCE
+
+
 def verdict(metric: str, n_base: int, n_cand: int, ratio: float, p_value: float,
             threshold: float, alpha: float) -> str:
-    """The verdict on one metric: significant (``p_value < alpha``) and beyond ``threshold``."""
-    if n_base < 2 or n_cand < 2:
-        return SINGLE_VALUE
+    """The verdict on one metric by its :func:`rule`: beyond ``threshold`` and, for the rank
+    rule, significant (``p_value < alpha``)."""
     if math.isnan(ratio):
         return NO_RATIO
     worse = worse_by(metric, ratio)
-    significant = p_value < alpha
     beyond = abs(worse) > threshold
+    if rule(n_base, n_cand) == TOLERANCE:
+        if beyond:
+            return REGRESSION if worse > 0 else IMPROVEMENT
+        return WITHIN_TOLERANCE
+    significant = p_value < alpha
     if significant and beyond:
         return REGRESSION if worse > 0 else IMPROVEMENT
     if significant:

@@ -96,7 +96,8 @@ def charts(comparison: Comparison, base: pd.DataFrame, cand: pd.DataFrame, outpu
     return drawn
 
 
-def page(comparison: Comparison, base_dir: Path, cand_dir: Path) -> str:
+def page(comparison: Comparison, base_dir: Path, cand_dir: Path, gate: str = "") -> str:
+    """The compare page; ``gate``: the gate's verdict per metric (HTML), shown first."""
     import tempfile
 
     base_dir = resolve_baseline(base_dir, cand_dir)
@@ -109,13 +110,18 @@ def page(comparison: Comparison, base_dir: Path, cand_dir: Path) -> str:
                else "no regression")
     body = [f"<h1>{html.esc(render.title(comparison))}</h1>",
             f'<p class="verdict {css}">{verdict}: {html.esc(render.summary(comparison))}</p>',
-            '<p class="lede">A metric regresses only when the Mann-Whitney U test finds the '
-            "change significant <em>and</em> the medians differ by more than its threshold. "
+            '<p class="lede">A metric is judged by the rule its sample sizes call for: '
+            "<em>rank</em> (eight values a side or more), a regression when the Mann-Whitney "
+            "U test finds the change significant <em>and</em> the medians differ by more than "
+            "its threshold; <em>tolerance</em> (fewer: one figure per pass or run), when the "
+            "medians differ by more than its threshold. "
             + ("Compared: each backend's ratio to its family floor (<code>process</code> for "
                "containers, <code>qemu</code> for VMs) in its own run, same variant."
                if comparison.normalized else "Compared: absolute figures.") + "</p>",
             '<nav><a href="#verdicts">Verdicts</a><a href="#charts">Distributions</a>'
             '<a href="#methodology">Methodology</a><a href="#host">Host and versions</a></nav>']
+    if gate:
+        body.append(f'<section id="gate">{gate}</section>')
     if comparison.faults:
         body.append('<div class="regression"><ul>' + "".join(
             f"<li>FAULT: {html.esc(fault)}</li>" for fault in comparison.faults) + "</ul></div>")
@@ -150,9 +156,10 @@ def page(comparison: Comparison, base_dir: Path, cand_dir: Path) -> str:
     return html.page(render.title(comparison), body)
 
 
-def write_page(comparison: Comparison, base_dir: Path, cand_dir: Path, path: Path) -> Path:
+def write_page(comparison: Comparison, base_dir: Path, cand_dir: Path, path: Path,
+               gate: str = "") -> Path:
     """Write the compare page to ``path``; return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, page(comparison, Path(base_dir), Path(cand_dir)))
+    atomic_write(path, page(comparison, Path(base_dir), Path(cand_dir), gate))
     return path
 

@@ -63,107 +63,130 @@ def _reference_returning(monkeypatch: pytest.MonkeyPatch, run: Path | list[Path]
     return asked
 
 
-def _confirm(baseline: Path, candidate: Path) -> confirm.Confirmation:
-    screen = compare_runs(baseline, candidate, Thresholds())
-    return confirm.confirm(screen, candidate, "scenarios/quick.toml", Thresholds(), 0.05,
-                           normalized=False, allow_image_change=False)
+def _confirm(baseline: Path, candidate: Path, normalized: bool = False,
+             thresholds: Thresholds | None = None) -> confirm.Confirmation:
+    thresholds = thresholds or Thresholds()
+    screen = compare_runs(baseline, candidate, thresholds, normalized=normalized)
+    return confirm.confirm(screen, candidate, "scenarios/quick.toml", thresholds, 0.05,
+                           normalized=normalized, allow_image_change=False)
+
+
+def _amd(results_dir: Path, name: str, seed: int, shifts: dict | None = None) -> Path:
+    return make_run(results_dir, name, seed=seed, shifts=shifts or {}, cpu_model="AMD EPYC")
+
+
+def test_every_gate_runs_the_baselines_code_here_once(
+        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    candidate = _amd(results_dir, "cand", 2)
+    asked = _reference_returning(monkeypatch, _amd(results_dir, "ref", 3))
+
+    outcome = _confirm(baseline, candidate)
+
+    assert asked == [COMMIT] and len(outcome.pairs) == 1  # B (the candidate's run), then A
+    pair = outcome.pairs[0]
+    assert pair.order == "B A" and pair.candidate == "cand" and pair.baseline == "ref"
+    assert pair.ratios.normalized and not pair.absolute.normalized
+    assert outcome.exit_code == 0
+    lines = outcome.verdict_lines()
+    assert lines[0].startswith("pair 1 of at most 2 (every gate")
+    assert lines[-1].startswith("gate: pass") and "the pairs took" in lines[-1]
 
 
 def test_a_regression_the_baselines_code_shows_here_too_is_the_machine(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # This machine runs ours 60% slower, whatever the code: the baseline's code too.
-    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
-    asked = _reference_returning(
-        monkeypatch,
-        make_run(results_dir, "ref", seed=3, shifts=SLOWER_OURS, cpu_model="AMD EPYC"),
-        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
+    candidate = _amd(results_dir, "cand", 2, SLOWER_OURS)
+    asked = _reference_returning(monkeypatch, _amd(results_dir, "ref", 3, SLOWER_OURS))
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT, "again"]  # the reference, then the candidate's code again
+    assert asked == [COMMIT]
     assert [row.metric for row in outcome.screen.regressions] == ["start_to_ready_s"]
     assert outcome.confirmed == [] and outcome.exit_code == 0
     assert [row.metric for row in outcome.cleared] == ["start_to_ready_s"]
+    assert outcome.pairs[0].regressions == []
     lines = outcome.verdict_lines()
-    assert any(line.startswith("cleared") and "ours.start_to_ready_s" in line for line in lines)
-    assert lines[-1].startswith("gate: pass")
+    assert any(line.startswith("cleared: startup/ours.start_to_ready_s") for line in lines)
+    verdict = next(line for line in outcome.metric_verdicts()
+                   if line.name == "startup/ours.start_to_ready_s")
+    assert not verdict.failed and "committed baseline only" in verdict.why
 
 
-def test_a_regression_of_the_code_is_confirmed(
+def test_a_regression_of_the_code_fails_in_both_pairs(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
-    _reference_returning(
-        monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"),
-        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
-
-    outcome = _confirm(baseline, candidate)
-
-    assert [row.metric for row in outcome.confirmed] == ["start_to_ready_s"]
-    assert outcome.cleared == [] and outcome.exit_code == 1
-    lines = outcome.verdict_lines()
-    assert any(line.startswith("REGRESSION: startup/ours.start_to_ready_s") for line in lines)
-    assert lines[-1].startswith("gate: FAIL")
-
-
-def test_a_confirmed_regression_is_measured_in_two_pairs(
-        results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    candidate = _amd(results_dir, "cand", 2, SLOWER_OURS)
     asked = _reference_returning(
-        monkeypatch, make_run(results_dir, "ref", seed=3, cpu_model="AMD EPYC"),
-        make_run(results_dir, "again", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"))
+        monkeypatch, _amd(results_dir, "ref", 3), _amd(results_dir, "again", 4, SLOWER_OURS))
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT, "again", "again", COMMIT] and len(outcome.pairs) == 2  # A B B A
-    regression = next(line for line in outcome.verdict_lines() if line.startswith("REGRESSION"))
-    assert regression.count("%") == 3  # against the committed baseline, then in each pair
+    assert asked == [COMMIT, COMMIT, "again"] and len(outcome.pairs) == 2  # B A A B
+    assert [pair.order for pair in outcome.pairs] == ["B A", "A B"]
+    # in ratios to the floor and in absolute figures alike
+    assert sorted(row.metric for row in outcome.confirmed) == [
+        "start_to_ready_s", "start_to_ready_s_vs_process"]
+    assert {row.backend for row in outcome.confirmed} == {"ours"} and outcome.exit_code == 1
+    lines = outcome.verdict_lines()
+    regression = next(line for line in lines if line.startswith("REGRESSION"))
+    assert regression.startswith("REGRESSION: startup/ours.start_to_ready_s")
+    assert regression.count("%") == 2  # its change in each pair
+    assert "pair 1 found 2 regression(s)" in lines[1]
+    assert lines[-1].startswith("gate: FAIL")
+    verdict = next(line for line in outcome.metric_verdicts() if line.failed)
+    assert verdict.rule == "rank" and len(verdict.changes) == 2
+    assert verdict.why.startswith("worse beyond the threshold in every pair")
 
 
 def test_one_disturbed_pair_does_not_fail_the_gate(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The first reference run came out fast (or its floor slow): the regression shows in the
-    # first pair only; the second pair measures the baseline's code as slow as this code.
-    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS, cpu_model="AMD EPYC")
+    # The first reference run came out fast (or the candidate's first run slow, after the
+    # test suite): the second pair measures the baseline's code as slow as this code.
+    candidate = _amd(results_dir, "cand", 2, SLOWER_OURS)
     asked = _reference_returning(
-        monkeypatch,
-        [make_run(results_dir, "ref1", seed=3, cpu_model="AMD EPYC"),
-         make_run(results_dir, "ref2", seed=5, shifts=SLOWER_OURS, cpu_model="AMD EPYC")],
-        [make_run(results_dir, "again1", seed=4, shifts=SLOWER_OURS, cpu_model="AMD EPYC"),
-         make_run(results_dir, "again2", seed=6, shifts=SLOWER_OURS, cpu_model="AMD EPYC")])
+        monkeypatch, [_amd(results_dir, "ref1", 3), _amd(results_dir, "ref2", 5, SLOWER_OURS)],
+        _amd(results_dir, "again", 6, SLOWER_OURS))
 
     outcome = _confirm(baseline, candidate)
 
-    assert asked == [COMMIT, "again", "again", COMMIT]
-    assert [row.metric for row in outcome.pairs[0].regressions] == ["start_to_ready_s"]
+    assert asked == [COMMIT, COMMIT, "again"]
+    assert sorted(row.metric for row in outcome.pairs[0].regressions) == [
+        "start_to_ready_s", "start_to_ready_s_vs_process"]
     assert outcome.confirmed == [] and outcome.exit_code == 0
-    lines = outcome.verdict_lines()
-    assert sum(line.startswith("measured again on this machine") for line in lines) == 2
-    assert lines[-1].startswith("gate: pass: 0 regression(s) confirmed, 1 cleared")
+    assert outcome.verdict_lines()[-1].startswith("gate: pass: 0 regression(s) confirmed, "
+                                                  "2 cleared")
 
 
-def test_a_first_run_slowed_by_what_ran_before_it_is_not_a_regression(
-        results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Same machine kind; the first run followed the test suite and came out slow, the
-    # candidate's second run, beside the reference, does not.
-    same_kind = make_run(results_dir, "base", seed=1)
-    _made_from(same_kind, COMMIT)
-    candidate = make_run(results_dir, "cand", seed=2, shifts=SLOWER_OURS)
-    _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3),
-                         make_run(results_dir, "again", seed=4))
-
-    outcome = _confirm(same_kind, candidate)
-
-    assert outcome.screen.regressions and outcome.confirmed == [] and outcome.exit_code == 0
-
-
-def test_no_regression_measures_nothing_again(
+def test_a_slowdown_of_every_backend_is_red(
         results_dir: Path, baseline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The harness's own code slows every start, the floor's included: the ratios to the
+    # floor do not move, the absolute figures of the same-machine pairs do.
+    slower = {"start_to_ready_s": 1.6}
+    candidate = _amd(results_dir, "cand", 2, slower)
+    _reference_returning(monkeypatch, _amd(results_dir, "ref", 3),
+                         _amd(results_dir, "again", 4, slower))
+
+    outcome = _confirm(baseline, candidate, normalized=True)
+
+    assert outcome.screen.regressions == []  # the ratios hide it
+    failed = {(row.backend, row.metric) for row in outcome.confirmed}
+    assert ("process", "start_to_ready_s") in failed  # the floor itself is gated
+    assert ("ours", "start_to_ready_s") in failed and outcome.exit_code == 1
+
+
+def test_a_floor_that_moved_by_itself_is_reported_not_judged(
+        results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The committed baseline's machine started processes 60% slower; here both codes do not.
+    record = make_run(results_dir, "base", seed=1, shifts={("process", "start_to_ready_s"): 1.6})
+    _made_from(record, COMMIT)
     candidate = make_run(results_dir, "cand", seed=2)
-    asked = _reference_returning(monkeypatch, candidate)
+    _reference_returning(monkeypatch, make_run(results_dir, "ref", seed=3))
 
-    outcome = _confirm(baseline, candidate)
+    outcome = _confirm(record, candidate, normalized=True)
 
-    assert asked == [] and outcome.exit_code == 0 and outcome.against_reference is None
+    assert outcome.exit_code == 0
+    notes = [line for line in outcome.verdict_lines() if line.startswith("floor ")]
+    assert notes and notes[0].startswith("floor startup/process.start_to_ready_s")
+    assert "not against the baseline's code here" in notes[0]
 
 
 def test_without_the_baselines_code_the_screen_stands(
@@ -177,7 +200,7 @@ def test_without_the_baselines_code_the_screen_stands(
 
     assert asked == [] and outcome.exit_code == 1
     assert "uncommitted changes" in (outcome.unconfirmed_because or "")
-    assert outcome.verdict_lines()[0].startswith("not confirmed on this machine")
+    assert outcome.verdict_lines()[0].startswith("no pair on this machine")
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -304,4 +327,4 @@ def test_a_screen_with_faults_fails_without_measuring_again(results_dir, baselin
     assert outcome.exit_code == 1
     lines = outcome.verdict_lines()
     assert "FAULT: backend startup/runc of the baseline is absent from the candidate" in lines
-    assert lines[-1].startswith("gate: FAIL:") and lines[-1].endswith("3 fault(s)")
+    assert lines[-1].startswith("gate: FAIL:") and "3 fault(s)" in lines[-1]
