@@ -166,6 +166,9 @@ class Confirmation:
             elif against_record is not None and against_record.regression:
                 why = ("regressed against the committed baseline only, not against the "
                        "baseline's code here (the machine)")
+            elif len({other.verdict for other in seen}) > 1:
+                why = "; ".join(f"pair {number}: {other.verdict}"
+                                for number, other in enumerate(seen, 1))
             else:
                 why = (seen[0] if seen else row).verdict
             lines.append(MetricVerdict(
