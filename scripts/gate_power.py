@@ -1,23 +1,23 @@
 """The gate's power, measured: scratch commits with real regressions, judged by the real gate.
 
 Four codes are made from HEAD, each a scratch commit in a detached worktree under the state
-directory (removed afterwards): ``unchanged``; ``slow20``, ours' start path slowed by 20% (a
-busy wait in the backend's start and resume, 20% of ours' median cold and warm start in the
-committed baseline); ``mem10``, memory per container raised by 10% (each container's init
-writes a file of 10% of ours' median host memory per instance into its own /dev tmpfs, kept as
-long as it lives); ``broken``, ours' start fails. Then, ``--rounds`` times, the quick suite is
-run with the baseline's code (the reference, as the gate runs it) and with each scratch code,
-one after another on this machine.
+directory (removed afterwards, and by ``cvbench clean`` after a kill): ``unchanged``;
+``slow20``, ours' start path slowed by 20% (a busy wait in the backend's start and resume, 20%
+of ours' median cold and warm start in the committed baseline); ``mem10``, memory per container
+raised by 10% (each container's init writes a file of 10% of ours' median host memory per
+instance into its own /dev tmpfs, kept as long as it lives); ``broken``, ours' start fails.
+Then, ``--rounds`` times, the quick suite is run with the baseline's code (the reference, as the
+gate runs it) and with each scratch code, one after another on this machine.
 
 Each scratch run is then judged as the gate judges a candidate (``harness.gate.confirm``, the
-committed thresholds, alpha 0.01): the screen against the committed baseline, pair 1 against
-the reference run of its round (B A), and, when pair 1 finds a regression, pair 2 from the next
-round's reference and the same code's next run (the previous round's for the last). The
-gate's decision logic is the real one; the runs are shared between the decisions instead of
-made afresh for each (a gate in CI makes its own), which is what makes the measurement fit in
-an afternoon. The page written (``--output``) gives, per code, how often the gate failed and
-on what, with the run ids and this command: detection for the regressions (on the metric they
-touch), false alarms for ``unchanged``.
+committed thresholds, alpha 0.01): the screen against the committed baseline, pair 1 against the
+reference run of its round (B A), and, when pair 1 finds a regression, pair 2 from the next
+round's reference and the same code's next run (the previous round's for the last). The gate's
+decision logic is the real one; the runs are shared between the decisions instead of made afresh
+for each (a gate in CI makes its own), which is what makes the measurement fit in an afternoon.
+The page written (``--output``) gives, per code, how often the gate failed and on what, with the
+run ids and this command: detection for the regressions (on the metric they touch), false alarms
+for ``unchanged``.
 
     .venv/bin/python scripts/gate_power.py --rounds 3 --output docs/gate-power.md
 """
@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from harness.gate.compare import compare_runs
 from harness.gate.confirm import Confirmation, confirm
 from harness.gate.thresholds import Thresholds
 from harness.log import configure_logging
-from hostkit import paths
+from hostkit.procs import proc_start_time
 
 log = logging.getLogger("gate_power")
 
@@ -112,9 +111,14 @@ def _git(*args: str, cwd: Path = hostinfo.REPO) -> str:
                           text=True, env=env).stdout.strip()
 
 
-def make_code(name: str, root: Path, committed: pd.DataFrame) -> Code:
-    """A detached worktree of HEAD under ``root`` with ``name``'s change, committed there."""
-    tree = root / name
+def make_code(name: str, committed: pd.DataFrame) -> Code:
+    """A detached worktree of HEAD with ``name``'s change, committed there. It is made where
+    the gate's reference trees go and named as they are (``<pid>-<start>-<hex>``), so that
+    ``cvbench clean`` removes it after this script was killed (reference.sweep)."""
+    pid = os.getpid()
+    tree = reference.reference_root() / (f"{pid}-{proc_start_time(pid)}-"
+                                         f"{CODES.index(name):x}{_git('rev-parse', 'HEAD')[:11]}")
+    tree.parent.mkdir(parents=True, exist_ok=True)
     _git("worktree", "add", "--detach", "--force", str(tree), "HEAD")
     inject(name, tree, committed)
     if name != "unchanged":
@@ -219,10 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     committed = results.load_samples(committed_dir)
     commit = reference.commit_of(committed_dir)
     thresholds = Thresholds.load(hostinfo.REPO / "results" / "baseline" / "thresholds.toml")
-    root = paths.state_dir() / "gate-power"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    codes = {name: make_code(name, root, committed) for name in names}
+    codes = {name: make_code(name, committed) for name in names}
     refs: list[Path] = []
     try:
         for number in range(args.rounds):
@@ -233,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for code in codes.values():
             _git("worktree", "remove", "--force", str(code.tree))
-        shutil.rmtree(root, ignore_errors=True)
     verdicts: dict[str, list[Confirmation]] = {}
     for code in codes.values():
         outcomes = []
