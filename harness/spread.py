@@ -27,7 +27,6 @@ from harness.gate.stats import DEFAULT_ALPHA, Row
 from harness.gate.thresholds import Thresholds
 from harness.gate.verdicts import REGRESSION, worse_by
 from harness.log import configure_logging
-from harness.normalize import base_metric
 from harness.results import ResultsError
 
 SAFETY_FACTOR = 2.0
@@ -37,8 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def threshold_key(row: Row) -> str:
-    """The thresholds file's key of a compared row: ``backend.variant.metric`` (raw name)."""
-    parts = [row.backend, row.variant, base_metric(row.metric)]
+    """The thresholds file's key of a compared row: ``backend.variant.metric`` (the metric as
+    compared: a ratio to the floor is a key of its own)."""
+    parts = [row.backend, row.variant, row.metric]
     return ".".join(part for part in parts if part)
 
 
@@ -98,8 +98,7 @@ def smallest_detectable(run_dirs: list[Path], alpha: float = GATE_ALPHA) -> dict
                              else values * factor)
                     if mann_whitney_p(values, worse) < alpha:
                         break
-                name = ".".join(part for part in (backend, variant, base_metric(metric))
-                                if part)
+                name = ".".join(part for part in (backend, variant, metric) if part)
                 found[name] = max(found.get(name, 0.0), percent / 100)
     return found
 
@@ -155,20 +154,18 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
         lines += [
             "",
             "# Against a baseline of another machine kind (CPU model): no runs of another kind",
-            f"# were given, so these are carried over from {carried_from} (its keys named",
-            "# as this file names them), each at least the same-kind threshold.",
+            f"# were given, so these are carried over from {carried_from}, each at least",
+            "# the same-kind threshold of its metric.",
             "[across_kinds]",
             f"default = {carried.default}",
             "",
             "[across_kinds.metrics]",
         ]
         for key, value in sorted(carried.metrics.items()):
-            backend, _, metric = key.rpartition(".")
-            name = f"{backend}.{base_metric(metric)}" if backend else base_metric(metric)
             floor = max((threshold for other, threshold in same.items()
-                         if other.split(".")[0] == name.split(".")[0]
-                         and other.endswith("." + name.split(".")[-1])), default=0.0)
-            lines.append(f'"{name}" = {max(value, floor):.2f}')
+                         if other.split(".")[0] == key.split(".")[0]
+                         and other.split(".")[-1] == key.split(".")[-1]), default=0.0)
+            lines.append(f'"{key}" = {max(value, floor):.2f}')
     return "\n".join(lines) + "\n"
 
 

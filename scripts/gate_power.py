@@ -163,11 +163,15 @@ def detected(code: str, outcome: Confirmation) -> bool:
 
 
 def page(codes: dict[str, Code], refs: list[Path], verdicts: dict[str, list[Confirmation]],
-         committed_dir: Path, command: str, minutes: float) -> str:
+         committed_dir: Path, command: str, minutes: float, judged_again: bool) -> str:
+    made = ("the runs below (made by an earlier call, which saved them) judged again by the "
+            f"gate as it is at {_git('rev-parse', '--short', 'HEAD')}: " if judged_again
+            else f"{minutes:.0f} min: ")
     lines = ["# The gate's power, measured", "",
              f"Made by `{command}` on {hostinfo.cpu_model()} "
-             f"({time.strftime('%Y-%m-%d')}, {minutes:.0f} min): scratch commits of "
-             f"{_git('rev-parse', '--short', 'HEAD')} with regressions put into the code, the "
+             f"({time.strftime('%Y-%m-%d')}), {made}scratch commits of "
+             f"{codes['unchanged'].commit[:12] if 'unchanged' in codes else 'HEAD'} with "
+             "regressions put into the code, the "
              "quick suite run with each and with the baseline's code in rounds, and each "
              "scratch run judged by the gate's own decision (`scripts/gate_power.py`: how). "
              f"Committed baseline: {committed_dir.name} (commit "
@@ -201,6 +205,40 @@ def page(codes: dict[str, Code], refs: list[Path], verdicts: dict[str, list[Conf
     return "\n".join(lines) + "\n"
 
 
+def make_runs(names: list[str], rounds: int, results_dir: Path,
+              committed_dir: Path) -> tuple[list[Path], dict[str, Code]]:
+    """The scratch codes, then ``rounds`` rounds of the baseline's code and each of them."""
+    committed = results.load_samples(committed_dir)
+    commit = reference.commit_of(committed_dir)
+    codes = {name: make_code(name, committed) for name in names}
+    refs: list[Path] = []
+    try:
+        for number in range(rounds):
+            log.warning("round %d of %d", number + 1, rounds)
+            refs.append(reference.run_suite(commit, SUITE, results_dir))
+            for code in codes.values():
+                code.runs.append(run_code(code.tree, results_dir))
+    finally:
+        for code in codes.values():
+            _git("worktree", "remove", "--force", str(code.tree))
+    return refs, codes
+
+
+def save_runs(path: Path, refs: list[Path], codes: dict[str, Code]) -> None:
+    """The runs made, so that ``--judge`` can judge them again (after a gate change)."""
+    path.write_text(json.dumps({
+        "reference": [str(run) for run in refs],
+        "codes": {code.name: {"commit": code.commit, "runs": [str(run) for run in code.runs]}
+                  for code in codes.values()}}, indent=1) + "\n")
+
+
+def load_runs(path: Path) -> tuple[list[Path], dict[str, Code]]:
+    data = json.loads(path.read_text())
+    codes = {name: Code(name, Path(), entry["commit"], [Path(run) for run in entry["runs"]])
+             for name, entry in data["codes"].items()}
+    return [Path(run) for run in data["reference"]], codes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/gate_power.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codes", default=",".join(CODES),
                         help=f"comma-separated, of {', '.join(CODES)}")
     parser.add_argument("--results-dir", default=str(hostinfo.REPO / "results"))
-    parser.add_argument("--output", default=str(hostinfo.REPO / "docs" / "gate-power.md"))
+    parser.add_argument("--output", default=str(hostinfo.REPO / "docs" / "gate-power.md"),
+                        help="the page; the runs made go beside it (.json)")
+    parser.add_argument("--judge", metavar="RUNS.json",
+                        help="judge the runs a previous call made (its .json) with the gate as "
+                             "it is now, making none")
     args = parser.parse_args(argv)
     configure_logging(1)
     names = [name for name in args.codes.split(",") if name]
@@ -217,23 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown code(s) {', '.join(unknown)}" if unknown
                      else "--rounds: at least 2 (pair 2 takes the next round's runs)")
     started = time.monotonic()
-    results_dir = Path(args.results_dir)
     committed_dir = baseline.choose(hostinfo.REPO / "results" / "baseline",
                                     hostinfo.machine_kind(hostinfo.cpu_model())).directory
-    committed = results.load_samples(committed_dir)
-    commit = reference.commit_of(committed_dir)
     thresholds = Thresholds.load(hostinfo.REPO / "results" / "baseline" / "thresholds.toml")
-    codes = {name: make_code(name, committed) for name in names}
-    refs: list[Path] = []
-    try:
-        for number in range(args.rounds):
-            log.warning("round %d of %d", number + 1, args.rounds)
-            refs.append(reference.run_suite(commit, SUITE, results_dir))
-            for code in codes.values():
-                code.runs.append(run_code(code.tree, results_dir))
-    finally:
-        for code in codes.values():
-            _git("worktree", "remove", "--force", str(code.tree))
+    if args.judge:
+        refs, codes = load_runs(Path(args.judge))
+    else:
+        refs, codes = make_runs(names, args.rounds, Path(args.results_dir), committed_dir)
+        save_runs(Path(args.output).with_suffix(".json"), refs, codes)
     verdicts: dict[str, list[Confirmation]] = {}
     for code in codes.values():
         outcomes = []
@@ -244,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         verdicts[code.name] = outcomes
     command = "scripts/gate_power.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = page(codes, refs, verdicts, committed_dir, command.strip(),
-                (time.monotonic() - started) / 60)
+                (time.monotonic() - started) / 60, judged_again=bool(args.judge))
     Path(args.output).write_text(text)
     print(json.dumps({name: [o.failed for o in outcomes] for name, outcomes in verdicts.items()}))
     return 0

@@ -5,6 +5,7 @@ Thresholds file::
     default = 0.10
     [metrics]
     "ours.cold.start_to_ready_s" = 0.15   # backend.variant.metric beats backend.metric
+    "ours.cold.start_to_ready_s_vs_process" = 0.25  # the ratio to the floor: its own entry
     "libvirt.launch_s" = 0.20             # beats metric beats default
     start_to_ready_s = 0.25
     [across_kinds]                        # against a baseline of another machine kind
@@ -12,9 +13,10 @@ Thresholds file::
     [across_kinds.metrics]
     "ours.cold.start_to_ready_s" = 0.60
 
-A key names a metric as recorded (``start_to_ready_s``); its entry also holds for the metric's
-ratio to the family floor (``start_to_ready_s_vs_process``), so one threshold serves the
-comparison of absolute figures and of ratios (a same-machine A/B judges both). ``python -m
+A key names a metric as compared: the absolute figure (``start_to_ready_s``) and its ratio to
+the family floor (``start_to_ready_s_vs_process``) have entries of their own, since in a
+same-machine A/B (which judges both) the absolute figures drift less than the ratios, whose
+floor adds its own noise; a ratio without an entry takes its raw metric's. ``python -m
 harness.spread`` writes the file from repeated runs.
 """
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Thresholds:
     """Relative thresholds: ``backend.variant.metric``, ``backend.metric``, ``metric``, then
-    ``default`` (raw metric names: a ``*_vs_<floor>`` ratio takes its raw metric's entry).
+    ``default`` (a ``*_vs_<floor>`` ratio without an entry takes its raw metric's).
     ``across_kinds`` (the file's ``[across_kinds]`` table) applies when the baseline
     was made on another machine kind (CPU model): its figures are the differences seen
     between kinds.
@@ -54,13 +56,14 @@ class Thresholds:
         return self if same_kind or self.across_kinds is None else self.across_kinds
 
     def lookup(self, backend: str, metric: str, variant: str = "") -> float:
-        """The threshold of ``metric`` (or of the raw metric of a ``*_vs_<floor>`` ratio) of
-        ``backend`` in ``variant``."""
-        name = base_metric(metric)
-        keys = [f"{backend}.{variant}.{name}"] if variant else []
-        for key in (*keys, f"{backend}.{name}", name):
-            if key in self.metrics:
-                return self.metrics[key]
+        """The threshold of ``metric`` of ``backend`` in ``variant``: the metric's own entry
+        first, then (for a ``*_vs_<floor>`` ratio) its raw metric's."""
+        names = [metric] if metric == base_metric(metric) else [metric, base_metric(metric)]
+        for name in names:
+            keys = [f"{backend}.{variant}.{name}"] if variant else []
+            for key in (*keys, f"{backend}.{name}", name):
+                if key in self.metrics:
+                    return self.metrics[key]
         return self.default
 
     @classmethod
