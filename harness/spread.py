@@ -21,11 +21,11 @@ from itertools import permutations
 from pathlib import Path
 
 from harness import baseline
-from harness.gate.compare import compare_runs
+from harness.gate.compare import compare_runs, load_run
 from harness.gate.errors import CompareError
-from harness.gate.stats import DEFAULT_ALPHA, Row
+from harness.gate.stats import DEFAULT_ALPHA, KEY, Row, mann_whitney_p, rated_samples
 from harness.gate.thresholds import Thresholds
-from harness.gate.verdicts import REGRESSION, worse_by
+from harness.gate.verdicts import RANK, REGRESSION, rule, worse_by, worsened
 from harness.log import configure_logging
 from harness.results import ResultsError
 
@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 def threshold_key(row: Row) -> str:
     """The thresholds file's key of a compared row: ``backend.variant.metric`` (the metric as
     compared: a ratio to the floor is a key of its own)."""
-    parts = [row.backend, row.variant, row.metric]
-    return ".".join(part for part in parts if part)
+    return key_of(row.backend, row.variant, row.metric)
+
+
+def key_of(backend: str, variant: str, metric: str) -> str:
+    """``backend.variant.metric``, or ``backend.metric`` without a variant."""
+    return ".".join(part for part in (backend, variant, metric) if part)
 
 
 def worst_significant_changes(run_dirs: list[Path], alpha: float,
@@ -89,27 +93,19 @@ def smallest_detectable(run_dirs: list[Path], alpha: float = GATE_ALPHA) -> dict
     test finds significant at ``alpha`` in every run's own samples (the run against itself
     made that much worse), for metrics judged by rank: a threshold below it less
     :data:`MARGIN` would promise a regression size the test cannot see."""
-    from harness import normalize, results
-    from harness.gate.stats import KEY, _prepare, mann_whitney_p
-    from harness.gate.verdicts import HIGHER_IS_BETTER, RANK, direction, rule
-
     found: dict[str, float] = {}
     for run in run_dirs:
         for normalized in (True, False):
-            frame = _prepare(normalize.load_normalized(run) if normalized
-                             else results.load_samples(run))
+            frame = rated_samples(load_run(run, normalized))
             for key, group in frame.groupby(list(KEY), sort=False):
                 _, _, backend, variant, metric = key
                 values = group.value.to_numpy(dtype=float)
                 if rule(len(values), len(values)) != RANK or not values.any():
                     continue
                 for percent in range(1, 1001):
-                    factor = 1 + percent / 100
-                    worse = (values / factor if direction(metric) == HIGHER_IS_BETTER
-                             else values * factor)
-                    if mann_whitney_p(values, worse) < alpha:
+                    if mann_whitney_p(values, worsened(values, metric, percent / 100)) < alpha:
                         break
-                name = ".".join(part for part in (backend, variant, metric) if part)
+                name = key_of(backend, variant, metric)
                 found[name] = max(found.get(name, 0.0), percent / 100)
     return found
 

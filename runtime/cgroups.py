@@ -118,6 +118,8 @@ class Driver:
     mode = "?"
     # what :meth:`prepare_layout` gives the parent and each shard (for :meth:`layout`)
     parent_settings = "none"
+    # the file a single-threaded process writes ``0`` into to move itself (:meth:`join_files`)
+    self_join_file = "cgroup.procs"
 
     def __init__(self, root: Path = CGROUP_ROOT) -> None:
         self.root = Path(root)
@@ -191,10 +193,13 @@ class Driver:
             raise
         return made
 
-    def join_files(self, path: str, limits: Limits | None = None) -> list[str]:
-        """The ``cgroup.procs`` files a process writes ``0`` into to join ``path`` (made by
-        :meth:`create` with ``limits``)."""
-        return [str(d / "cgroup.procs") for d in self.directories(path, limits)]
+    def join_files(self, path: str, limits: Limits | None = None, *,
+                   by_itself: bool = False) -> list[str]:
+        """The files a pid is written into to join ``path`` (made by :meth:`create` with
+        ``limits``): ``cgroup.procs``, or, for a single-threaded process that moves itself
+        (``by_itself``, writing ``0``: a cold init, a fresh fork), :attr:`self_join_file`."""
+        name = self.self_join_file if by_itself else "cgroup.procs"
+        return [str(d / name) for d in self.directories(path, limits)]
 
     def birth_directory(self, path: str) -> str:
         """The cgroup v2 directory a cold init of ``path`` is cloned into (clone3 with
@@ -299,6 +304,14 @@ class V1Driver(Driver):
     parent_settings = ("in every hierarchy a container joins; cpuset: "
                        "cgroup.clone_children = 1 and the root's cpuset.cpus and cpuset.mems, "
                        "which the kernel copies into each new cgroup when it makes it")
+    # A write of another process's pid into cgroup.procs takes the kernel's global threadgroup
+    # lock, and the first one after an idle spell waits for an RCU grace period (several ms).
+    # A thread that moves itself through ``tasks`` is moved without that lock
+    # (``cgroup_procs_write_start``), and the one thread of a fresh fork is the whole process,
+    # so it ends where ``cgroup.procs`` would put it, with no grace period. (v2 has no
+    # ``tasks``, and ``cgroup.threads`` cannot cross domains; there a cold init is born in its
+    # cgroup instead.)
+    self_join_file = "tasks"
 
     def __init__(self, root: Path = CGROUP_ROOT, hierarchies: tuple[str, ...] | None = None
                  ) -> None:

@@ -306,23 +306,13 @@ def close_on_exec_from(first: int) -> None:
                 pass
 
 
-def join_cgroups(cgroup_procs: tuple[str, ...], pid: int) -> None:
-    """Move process ``pid`` into every ``cgroup.procs`` file given; ``0``: the caller, which
-    is single-threaded (a fresh fork).
-
-    A write of another process's pid takes the kernel's global threadgroup lock, and the first
-    one after an idle spell waits for an RCU grace period (several ms): a warm spare is moved
-    ahead, in create(), as crun's and runc's create do. The caller moving itself writes ``0``
-    to the ``tasks`` file beside each ``cgroup.procs`` instead (v1 hierarchies; a v2 directory
-    has none, and there a cold init is born in its cgroup): its one thread is the whole
-    process, so it ends where ``cgroup.procs`` would put it, and the kernel moves a thread
-    that moves itself without that lock (``cgroup_procs_write_start``), so no grace period."""
-    for procs in cgroup_procs:
-        target = procs
-        if pid == 0:
-            tasks = procs[: -len("cgroup.procs")] + "tasks"
-            target = tasks if os.path.exists(tasks) else procs
-        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: cgroupfs makes no file
+def join_cgroups(files: tuple[str, ...], pid: int) -> None:
+    """Write ``pid`` (``0``: the caller) into every file given (:meth:`Driver.join_files
+    <runtime.cgroups.Driver.join_files>`: ``cgroup.procs``, or ``tasks`` for a cold init that
+    moves itself). A warm spare is moved by the host ahead, in create(), as crun's and runc's
+    create do."""
+    for name in files:
+        fd = os.open(name, os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: cgroupfs makes no file
         try:
             os.write(fd, str(pid).encode())
         finally:

@@ -111,7 +111,7 @@ class Runtime:
             plan = launch_plan(
                 spec,
                 self.root / name,
-                self.cgroups.join_files(cgroup, limits),
+                self.cgroups.join_files(cgroup, limits, by_itself=not spare),
                 pivot_root=self.pivot_root,
                 cgroup_dir="" if spare else self.cgroups.birth_directory(cgroup),
                 seccomp_follows=not spare,  # cold: being compiled, as crun compiles

@@ -84,7 +84,7 @@ class LaunchPlan:
     new_pid: bool  # fork as PID 1 of a new pid namespace
     unshare: int  # CLONE_NEW* flags of the other namespaces
     loopback: bool  # bring ``lo`` up (a network namespace of its own)
-    cgroup_procs: tuple[str, ...]  # cgroup.procs files to join
+    cgroup_procs: tuple[str, ...]  # files to write a pid into to join (Driver.join_files)
     rootfs: Rootfs
     hostname: str  # "" leaves it as it is
     rlimits: tuple[Rlimit, ...]

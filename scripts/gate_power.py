@@ -149,8 +149,8 @@ def judge(committed_dir: Path, candidate: Path, pair1_ref: Path, pair2_ref: Path
 
     screen = compare_runs(committed_dir, candidate, thresholds, ALPHA, normalized=True,
                           allow_image_change=True)
-    return confirm(screen, candidate, SUITE, thresholds, ALPHA, normalized=True,
-                   allow_image_change=True, runner=runner)
+    return confirm(screen, candidate, SUITE, thresholds, ALPHA, allow_image_change=True,
+                   runner=runner)
 
 
 def detected(code: str, outcome: Confirmation) -> bool:

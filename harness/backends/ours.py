@@ -232,9 +232,13 @@ V2_JOIN = ("cgroup v2: the fork server clones the init straight into the contain
            "owner's cgroup) mounts it as a detached mount (fsopen, fsconfig, fsmount), which "
            "the init attaches in its mount namespace (move_mount); where none can be made, the "
            "init is forked, mounts it, then joins")
-V1_JOIN = ("cgroup v1/hybrid: the init writes its pid into cgroup.procs of each hierarchy after "
-           "mounting its overlay (CLONE_INTO_CGROUP exists for v2 only), as crun 1.8 and runc 1.1 "
-           "write cgroup.procs on v1")
+V1_JOIN = ("cgroup v1/hybrid: the cold init (a fresh fork, one thread) moves itself into each "
+           "hierarchy after mounting its overlay, writing 0 into its tasks file: the same "
+           "cgroups cgroup.procs would give it, without the kernel's global threadgroup lock "
+           "and so without the RCU grace period a cgroup.procs write of another pid waits for "
+           "(CLONE_INTO_CGROUP exists for v2 only); crun 1.8 and runc 1.1 write the init's pid "
+           "into cgroup.procs on v1. A warm spare is moved by the host through cgroup.procs in "
+           "create(), before the clock, as crun's and runc's create move theirs")
 
 # What the init does inside the clock after the overlay and the cgroups (before it, cold;
 # a warm spare has done both in create(), as crun's and runc's create do).

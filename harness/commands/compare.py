@@ -129,7 +129,6 @@ def _confirm(args: argparse.Namespace, comparison: Comparison, cand_dir: Path,
     from harness.gate.confirm import confirm
 
     confirmation = confirm(comparison, cand_dir, args.confirm, thresholds, args.alpha,
-                           normalized=args.normalized,
                            allow_image_change=args.allow_image_change)
     for pair in confirmation.pairs:
         render.render(pair.ratios)

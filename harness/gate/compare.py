@@ -90,7 +90,7 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     log.info("comparing %s (%s) → %s (%s), %s, alpha %g, thresholds %s", base_dir, base_kind,
              cand_dir, candidate_kind, "normalized" if normalized else "absolute", alpha,
              "of the same kind" if same_kind else "across kinds")
-    base_frame, cand_frame = _load(base_dir, normalized), _load(cand_dir, normalized)
+    base_frame, cand_frame = load_run(base_dir, normalized), load_run(cand_dir, normalized)
     rows, notes = compare_samples(base_frame, cand_frame, thresholds, alpha, allow_image_change)
     notes = kind_notes + notes
     missing = [row for row in rows if row.verdict == verdicts.MISSING_IN_CANDIDATE]
@@ -142,7 +142,8 @@ def run_faults(metadata: dict[str, Any]) -> list[str]:
                     for line in results.failure_lines(metadata)]
 
 
-def _load(run_dir: Path, normalized: bool) -> pd.DataFrame:
+def load_run(run_dir: Path, normalized: bool) -> pd.DataFrame:
+    """A run's samples (or, ``normalized``, its ratios to the floors); CompareError if none."""
     if not (run_dir / "samples.csv").is_file():
         raise CompareError(f"{run_dir}: no samples.csv (the run recorded nothing)")
     frame = normalize.load_normalized(run_dir) if normalized else results.load_samples(run_dir)

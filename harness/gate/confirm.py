@@ -228,11 +228,10 @@ def _run(commit: str, suite: str, results_dir: Path) -> Path:
 
 
 def confirm(screen: Comparison, cand_dir: Path, suite: str, thresholds: Thresholds,
-            alpha: float, normalized: bool, allow_image_change: bool,
-            runner: Runner = _run) -> Confirmation:
+            alpha: float, allow_image_change: bool, runner: Runner = _run) -> Confirmation:
     """Judge the candidate run ``cand_dir`` against the baseline's code run here on ``suite``
-    in up to :data:`PAIRS` pairs (module docstring). The runs land beside ``cand_dir``.
-    ``normalized`` is accepted for the screen's sake: the pairs judge both forms."""
+    in up to :data:`PAIRS` pairs (module docstring), each in both forms (ratios to the floors
+    and absolute figures), whatever form the screen used. The runs land beside ``cand_dir``."""
     if screen.faults:  # it fails anyway: nothing measured here could clear a fault
         return Confirmation(screen, unconfirmed_because="the screen found faults")
     try:

@@ -70,7 +70,7 @@ def compare_samples(base: pd.DataFrame, cand: pd.DataFrame,
                     allow_image_change: bool = False) -> tuple[list[Row], list[str]]:
     """Rows for every rated metric of two sample frames, and notes; CompareError if unlike."""
     thresholds = thresholds or Thresholds()
-    base, cand = _prepare(base), _prepare(cand)
+    base, cand = rated_samples(base), rated_samples(cand)
     notes = _check_dimensions(base, cand, allow_image_change)
     base_groups = dict(tuple(base.groupby(list(KEY), sort=False)))
     cand_groups = dict(tuple(cand.groupby(list(KEY), sort=False)))
@@ -120,7 +120,7 @@ def mann_whitney_p(base_values: Sequence[float], cand_values: Sequence[float]) -
     return 1.0 if math.isnan(p_value) else p_value
 
 
-def _prepare(samples: pd.DataFrame) -> pd.DataFrame:
+def rated_samples(samples: pd.DataFrame) -> pd.DataFrame:
     """Only rated outcomes (no host readings), with empty dimensions as ''."""
     frame = samples[~normalize.is_host_reading(samples)].copy()
     frame = frame[frame.metric.map(verdicts.direction).notna()]

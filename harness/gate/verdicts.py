@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from harness.normalize import base_metric
 
@@ -85,6 +86,13 @@ def worse_by(metric: str, ratio: float) -> float:
     if direction(metric) == HIGHER_IS_BETTER:
         return math.inf if ratio == 0 else 1 / ratio - 1
     return ratio - 1
+
+
+def worsened(values: Any, metric: str, fraction: float) -> Any:
+    """``values`` (an array) made worse by ``fraction`` in the metric's direction: the
+    regression :func:`worse_by` would read as ``fraction``."""
+    return values / (1 + fraction) if direction(metric) == HIGHER_IS_BETTER \
+        else values * (1 + fraction)
 
 
 def rule(n_base: int, n_cand: int) -> str:

@@ -198,7 +198,8 @@ def test_clone_into_a_cgroup_from_python(v2_cgroup):
 class _NoJoinFiles(cgroups.V2Driver):
     """cgroup.procs paths nobody can write: a launch that writes them fails."""
 
-    def join_files(self, path: str, limits: cgroups.Limits | None = None) -> list[str]:
+    def join_files(self, path: str, limits: cgroups.Limits | None = None, *,
+                   by_itself: bool = False) -> list[str]:
         return ["/nonexistent/cvbench/cgroup.procs"]
 
 

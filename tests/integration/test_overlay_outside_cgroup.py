@@ -45,7 +45,8 @@ class _BornOnly(cgroups.V2Driver):
     """cgroup.procs paths nobody can write: a launch whose init is not born in its cgroup
     fails, so a READY proves clone3 CLONE_INTO_CGROUP with the server's detached overlay."""
 
-    def join_files(self, path: str, limits: cgroups.Limits | None = None) -> list[str]:
+    def join_files(self, path: str, limits: cgroups.Limits | None = None, *,
+                   by_itself: bool = False) -> list[str]:
         return ["/nonexistent/cvbench/cgroup.procs"]
 
 

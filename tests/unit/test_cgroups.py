@@ -309,18 +309,20 @@ def test_a_process_joining_itself_writes_its_thread_to_each_v1_tasks_file(tmp_pa
     from runtime import child
 
     v1, v2 = tmp_path / "memory", tmp_path / "unified"
-    for directory in (v1, v2):
-        directory.mkdir()
+    for directory in (v1 / "p", v2 / "p"):
+        directory.mkdir(parents=True)
         (directory / "cgroup.procs").write_text("")
-    (v1 / "tasks").write_text("")
-    files = (str(v1 / "cgroup.procs"), str(v2 / "cgroup.procs"))
+    (v1 / "p" / "tasks").write_text("")
+    drivers = (V1Driver(tmp_path, hierarchies=("memory",)), V2Driver(v2))
+    itself = tuple(f for driver in drivers for f in driver.join_files("p", by_itself=True))
+    by_pid = tuple(f for driver in drivers for f in driver.join_files("p"))
 
-    child.join_cgroups(files, 0)
-    assert (v1 / "tasks").read_text() == "0"
-    assert (v1 / "cgroup.procs").read_text() == ""
-    assert (v2 / "cgroup.procs").read_text() == "0"
+    child.join_cgroups(itself, 0)
+    assert (v1 / "p" / "tasks").read_text() == "0"
+    assert (v1 / "p" / "cgroup.procs").read_text() == ""
+    assert (v2 / "p" / "cgroup.procs").read_text() == "0"
 
-    child.join_cgroups(files, 4242)
-    assert (v1 / "cgroup.procs").read_text() == "4242"
-    assert (v1 / "tasks").read_text() == "0"
-    assert (v2 / "cgroup.procs").read_text() == "4242"
+    child.join_cgroups(by_pid, 4242)
+    assert (v1 / "p" / "cgroup.procs").read_text() == "4242"
+    assert (v1 / "p" / "tasks").read_text() == "0"
+    assert (v2 / "p" / "cgroup.procs").read_text() == "4242"

@@ -68,7 +68,7 @@ def _confirm(baseline: Path, candidate: Path, normalized: bool = False,
     thresholds = thresholds or Thresholds()
     screen = compare_runs(baseline, candidate, thresholds, normalized=normalized)
     return confirm.confirm(screen, candidate, "scenarios/quick.toml", thresholds, 0.05,
-                           normalized=normalized, allow_image_change=False)
+                           allow_image_change=False)
 
 
 def _amd(results_dir: Path, name: str, seed: int, shifts: dict | None = None) -> Path:
@@ -322,7 +322,7 @@ def test_a_screen_with_faults_fails_without_measuring_again(results_dir, baselin
     screen = compare_runs(baseline, candidate, Thresholds())
     assert screen.regressions and screen.faults
     outcome = confirm.confirm(screen, candidate, "scenarios/quick.toml", Thresholds(), 0.05,
-                              normalized=False, allow_image_change=False)
+                              allow_image_change=False)
     assert asked == [] and outcome.pairs == []
     assert outcome.exit_code == 1
     lines = outcome.verdict_lines()

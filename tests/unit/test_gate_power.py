@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import baseline, normalize, results
+from harness import baseline
 from harness.gate import verdicts
-from harness.gate.stats import KEY, _prepare, compare_samples, mann_whitney_p
+from harness.gate.compare import load_run
+from harness.gate.stats import KEY, compare_samples, mann_whitney_p, rated_samples
 from harness.gate.thresholds import Thresholds
 from harness.spread import threshold_key
 
@@ -28,15 +29,7 @@ def _runs() -> list[Path]:
 
 
 def _frame(run: Path, normalized: bool):
-    return _prepare(normalize.load_normalized(run) if normalized
-                    else results.load_samples(run))
-
-
-def _worse(values, metric: str, size: float):
-    """``values`` made worse by ``size`` (a fraction) in the metric's direction."""
-    if verdicts.direction(metric) == verdicts.HIGHER_IS_BETTER:
-        return values / (1 + size)
-    return values * (1 + size)
+    return rated_samples(load_run(run, normalized))
 
 
 @pytest.mark.parametrize("normalized", [True, False], ids=["ratios", "absolute"])
@@ -53,7 +46,7 @@ def test_every_gated_metric_fails_a_regression_of_its_stated_size(normalized: bo
             if not values.size or not values.any():
                 continue
             threshold = thresholds.lookup(backend, metric, variant)
-            worse = _worse(values, metric, threshold + MARGIN)
+            worse = verdicts.worsened(values, metric, threshold + MARGIN)
             rule = verdicts.rule(len(values), len(worse))
             p_value = mann_whitney_p(values, worse) if rule == verdicts.RANK else float("nan")
             ratio = float(np.median(worse) / np.median(values))
