@@ -22,8 +22,8 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
   would cost: each write of ``cpuset.cpus`` checks the cpuset against every sibling
   (``validate_change``) and rebuilds the scheduling domains, walking every cpuset on the host
   (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``), so with the containers as
-  siblings it grows with the number alive (profile at 100 and at 8,000 live: README,
-  "Scale"). The ``devices`` cgroup the spec's rules then the runtime's default allow list
+  siblings it grows with the number alive (profile at 100 and at 8,000 live:
+  docs/scale.md). The ``devices`` cgroup the spec's rules then the runtime's default allow list
   (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
   tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
   hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there (with

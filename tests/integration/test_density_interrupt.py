@@ -3,7 +3,7 @@ exist (one of them usually half made), then `cvbench clean` must return the host
 prior inventory.
 
 ``CVBENCH_INTERRUPT_AT=10000`` interrupts a larger ramp at 10,000 containers instead (a few
-minutes per case; see the README, "Scale"); the waits grow with it."""
+minutes per case; see docs/scale.md); the waits grow with it."""
 
 from __future__ import annotations
 
