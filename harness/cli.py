@@ -13,13 +13,25 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from harness.commands import baseline, clean, compare, ctr, doctor, fleet, image, ls, report, run
+from harness.commands import (
+    baseline,
+    clean,
+    compare,
+    ctr,
+    doctor,
+    fleet,
+    image,
+    ls,
+    report,
+    run,
+    thresholds,
+)
 from harness.commands.base import EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
 from harness.log import configure_logging
 
 # In the order `cvbench --help` lists them.
 COMMANDS: tuple[Command, ...] = (doctor, image, run, report, ls, baseline, clean, ctr, compare,
-                                 fleet)
+                                 thresholds, fleet)
 DESCRIPTION = ("Put Linux containers and virtual machines through identical scenarios and "
                "compare what each costs.")
 VERBOSE_HELP = "log more on stderr: -v INFO, -vv DEBUG (default: warnings only)"

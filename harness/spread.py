@@ -1,20 +1,29 @@
 """Run-to-run spread of repeated runs, and the CI thresholds that would not flake on it.
 
-Every ordered pair of the given runs is compared with no threshold, in ratios to the family
-floors and (between runs of the same machine kind) in absolute figures, and for each
-``backend.variant.metric`` the largest worsening seen between two runs of the same code is
-kept: a significant one for a metric judged by rank, any one for a metric judged by tolerance
-(:func:`harness.gate.verdicts.rule`). Between runs of the same machine kind (CPU model) that
-gives the ``[metrics]`` thresholds; between runs of different kinds, the ``[across_kinds]``
-ones (ratios only). A threshold must sit above that: the suggestion is that spread times a
-safety factor, rounded up to a whole percent, never below :data:`FLOOR` (and, across kinds,
-never below the same-kind threshold). Every gated metric of the runs gets its own key, so the
-file names exactly the baseline's metrics (tests/unit/test_gate_power.py checks it).
+A threshold must sit above the change an unchanged metric shows between two runs of the same
+code on one machine: the gate compares such a pair (the candidate and the baseline's code, run
+one after the other) and fails a metric only when it worsened beyond its threshold in two
+pairs (:mod:`harness.gate.confirm`). So for each ``backend.variant.metric`` (the metric as
+compared: its ratio to the floor is a key of its own) the spread is the standard deviation of
+a pair's change, estimated from each run's median: the median absolute deviation of their
+logarithms, scaled to a standard deviation (×1.4826) and to a difference of two runs (×√2).
+The median absolute deviation ignores a disturbed run among them (seen: a run whose every
+start, the floor's included, was 25-40% slower than the runs either side of it), where the
+largest change, or any high quantile of the changes between every two runs, is set by it. The
+suggested threshold is :data:`SIGMAS` spreads, rounded up to a whole percent, never below
+:data:`FLOOR`, and for a metric judged by rank never below the smallest change its test can see
+in the runs' own samples (less :data:`MARGIN`), so the stated regression size is one the gate
+can find. Every gated metric of the runs gets its own key, so the file names exactly the
+baseline's metrics (tests/unit/test_gate_power.py checks it).
+
+Between runs of different machine kinds (CPU models) the ``[across_kinds]`` thresholds hold
+for a baseline recorded on another kind: there the largest significant worsening of a ratio
+between two runs of different kinds is kept, times :data:`SAFETY_FACTOR`, and never below the
+same-kind threshold.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from itertools import permutations
@@ -22,21 +31,26 @@ from pathlib import Path
 
 from harness import baseline
 from harness.gate.compare import compare_runs, load_run
-from harness.gate.errors import CompareError
-from harness.gate.stats import DEFAULT_ALPHA, KEY, Row, mann_whitney_p, rated_samples
+from harness.gate.stats import KEY, Row, mann_whitney_p, rated_samples
 from harness.gate.thresholds import Thresholds
-from harness.gate.verdicts import RANK, REGRESSION, rule, worse_by, worsened
-from harness.log import configure_logging
-from harness.results import ResultsError
+from harness.gate.verdicts import (
+    HIGHER_IS_BETTER,
+    RANK,
+    REGRESSION,
+    direction,
+    rule,
+    worse_by,
+    worsened,
+)
 
-SAFETY_FACTOR = 2.0
+SIGMAS = 3.0  # a threshold in spreads: an unchanged metric passes it 99.87% of the time
+SAFETY_FACTOR = 2.0  # across machine kinds: times the largest worsening seen
 FLOOR = 0.05
-# The spread is this quantile of the worsenings between every ordered pair of runs (0 where a
-# pair showed none its rule counts), not their maximum: one disturbed run among a dozen (seen:
-# a reference run whose every start, the floor's included, was 25-40% slower than the runs
-# either side of it) must not set the threshold. The gate itself rides over such a run by
-# asking for the regression in two pairs.
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of a normal sample, in its sigmas
+# Across kinds, the spread is this quantile of the worsenings between every ordered pair of
+# runs of different kinds (0 where a pair showed none its rule counts), not their maximum.
 QUANTILE = 0.9
+MIN_RUNS = 3
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +66,67 @@ def key_of(backend: str, variant: str, metric: str) -> str:
     return ".".join(part for part in (backend, variant, metric) if part)
 
 
-def worst_significant_changes(run_dirs: list[Path], alpha: float,
-                              across_kinds: bool = False) -> dict[str, float]:
-    """``backend.variant.metric`` → largest worsening between two runs of the same machine
-    kind (or, with ``across_kinds``, of different kinds: ratios only) that its rule counts."""
-    no_threshold = Thresholds(default=0.0)
-    thresholds = Thresholds(default=0.0, across_kinds=no_threshold)
+def pair_spreads(run_dirs: list[Path]) -> dict[str, float]:
+    """``backend.variant.metric`` → the standard deviation of the change of its median between
+    two runs of the same code on one machine kind (module docstring; the largest over the
+    kinds given), for every gated metric with a positive median in two runs of a kind."""
+    by_kind: dict[str, list[Path]] = {}
+    for run in run_dirs:
+        by_kind.setdefault(baseline.kind_of(run), []).append(run)
+    spreads: dict[str, float] = {}
+    for runs in by_kind.values():
+        for name, spread in _one_kind_spreads(runs).items():
+            spreads[name] = max(spread, spreads.get(name, 0.0))
+    return spreads
+
+
+def _one_kind_spreads(run_dirs: list[Path]) -> dict[str, float]:
+    logs: dict[str, list[float]] = {}
+    for run in run_dirs:
+        seen: set[str] = set()
+        for normalized in (True, False):
+            frame = rated_samples(load_run(run, normalized))
+            medians = frame.groupby(list(KEY), sort=False).value.median()
+            for (_, _, backend, variant, metric), median in medians.items():
+                name = key_of(backend, variant, metric)
+                if name in seen or not median > 0:
+                    continue
+                seen.add(name)
+                worse = -1.0 if direction(metric) == HIGHER_IS_BETTER else 1.0
+                logs.setdefault(name, []).append(worse * math.log(median))
+    return {name: robust_pair_sigma(values) for name, values in logs.items()
+            if len(values) >= 2}
+
+
+def robust_pair_sigma(log_medians: list[float]) -> float:
+    """The standard deviation of the difference of two of these (log) values, from their
+    median absolute deviation, as a relative change."""
+    import numpy as np
+
+    values = np.asarray(log_medians, dtype=float)
+    mad = float(np.median(np.abs(values - np.median(values))))
+    return math.expm1(mad * MAD_TO_SIGMA * math.sqrt(2))
+
+
+def across_kind_spreads(run_dirs: list[Path], alpha: float) -> dict[str, float]:
+    """``backend.variant.metric`` (ratios only) → the :data:`QUANTILE` of the worsenings
+    between two runs of different machine kinds, counted where its rule finds a regression
+    (significant at ``alpha`` for a metric judged by rank), 0 elsewhere. Empty when the runs
+    are all of one kind."""
+    thresholds = Thresholds(default=0.0, across_kinds=Thresholds(default=0.0))
     kinds = {run: baseline.kind_of(run) for run in run_dirs}
     seen: dict[str, list[float]] = {}
     for base, candidate in permutations(run_dirs, 2):
-        if (kinds[base] != kinds[candidate]) != across_kinds:
+        if kinds[base] == kinds[candidate]:
             continue
-        forms = (True,) if across_kinds else (True, False)
-        for normalized in forms:
-            comparison = compare_runs(base, candidate, thresholds, alpha,
-                                      normalized=normalized)
-            for row in comparison.rows:
-                if not row.rule:  # one side lacks it
-                    continue
-                seen.setdefault(threshold_key(row), []).append(
-                    worse_by(row.metric, row.ratio) if row.verdict == REGRESSION else 0.0)
-            log.info("%s → %s (%s): %d worsening(s) counted", base.name, candidate.name,
-                     "ratios" if normalized else "absolute", len(comparison.regressions))
+        comparison = compare_runs(base, candidate, thresholds, alpha, normalized=True)
+        for row in comparison.rows:
+            if not row.rule:  # one side lacks it
+                continue
+            seen.setdefault(threshold_key(row), []).append(
+                worse_by(row.metric, row.ratio) if row.verdict == REGRESSION else 0.0)
+        log.info("%s → %s: %d worsening(s) counted", base.name, candidate.name,
+                 len(comparison.regressions))
     return {key: quantile(values, QUANTILE) for key, values in seen.items()}
 
 
@@ -110,9 +163,9 @@ def smallest_detectable(run_dirs: list[Path], alpha: float = GATE_ALPHA) -> dict
     return found
 
 
-def suggested_threshold(spread: float, floor: float = FLOOR) -> float:
-    """``spread`` times the safety factor, rounded up to a whole percent, at least ``floor``."""
-    return max(floor, math.ceil(round(spread * SAFETY_FACTOR * 100, 6)) / 100)
+def suggested_threshold(spread: float, floor: float = FLOOR, factor: float = SIGMAS) -> float:
+    """``spread`` times ``factor``, rounded up to a whole percent, at least ``floor``."""
+    return max(floor, math.ceil(round(spread * factor * 100, 6)) / 100)
 
 
 def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: float,
@@ -124,14 +177,13 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
     lines = [
         "# CI thresholds for `cvbench compare` (relative worsening of a median), keyed by",
         "# backend.variant.metric; each holds for the metric and its ratio to the floor.",
-        f"# Made by `python -m harness.spread` from {len(run_names)} quick-suite runs:",
+        f"# Made by `cvbench thresholds` from {len(run_names)} quick-suite runs:",
         *(f"#   {name}" for name in run_names),
-        f"# Each is the largest run-to-run worsening seen (significant at p < {alpha} for a",
-        f"# metric judged by rank, any for one judged by tolerance), times {SAFETY_FACTOR},",
-        f"# rounded up to a whole percent, at least {FLOOR:.0%}; for a metric judged by rank, at",
-        "# least the smallest worsening its test finds significant at alpha "
-        f"{GATE_ALPHA} in the",
-        f"# runs' own samples, less {MARGIN:.0%}.",
+        "# Each is the spread of a metric between two runs (the standard deviation of the",
+        "# change of its median, from the median absolute deviation of the runs' medians)",
+        f"# times {SIGMAS:g}, rounded up to a whole percent, at least {FLOOR:.0%}; for a metric",
+        "# judged by rank, at least the smallest worsening its test finds significant at",
+        f"# alpha {GATE_ALPHA} in the runs' own samples, less {MARGIN:.0%}.",
         f"default = {FLOOR}",
         "",
         "[metrics]",
@@ -146,16 +198,16 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
     if across:
         lines += [
             "",
-            "# Against a baseline of another machine kind (CPU model): the largest significant",
-            "# worsening seen between runs of different kinds, the same way, and never below",
-            "# the same-kind threshold.",
+            "# Against a baseline of another machine kind (CPU model): the 90th percentile of",
+            f"# the significant (p < {alpha}) worsenings between runs of different kinds, times",
+            f"# {SAFETY_FACTOR:g}, and never below the same-kind threshold.",
             "[across_kinds]",
             f"default = {FLOOR}",
             "",
             "[across_kinds.metrics]",
         ]
         for key, spread in sorted(across.items()):
-            threshold = suggested_threshold(spread, same.get(key, FLOOR))
+            threshold = suggested_threshold(spread, same.get(key, FLOOR), SAFETY_FACTOR)
             lines.append(f'"{key}" = {threshold:.2f}  # across kinds {spread:.1%}')
     elif carried is not None:
         lines += [
@@ -176,38 +228,14 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.spread", description=__doc__)
-    parser.add_argument("runs", nargs="+", help="run directories of repeated runs (>= 2)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
-    parser.add_argument("--output", help="write the thresholds TOML here (default: stdout)")
-    parser.add_argument("--across-from", metavar="FILE",
-                        help="carry the [across_kinds] table of this thresholds file over "
-                             "when the runs are all of one machine kind")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log more on stderr: -v INFO, -vv DEBUG")
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose)
-    run_dirs = [Path(run) for run in args.runs]
-    if len(run_dirs) < 2:
-        parser.error("need at least two runs")
-    try:
-        across = worst_significant_changes(run_dirs, args.alpha, across_kinds=True)
-        carried = None
-        if not across and args.across_from:
-            carried = Thresholds.load(args.across_from).across_kinds
-        text = thresholds_toml(worst_significant_changes(run_dirs, args.alpha),
-                               [f"{run.name} ({baseline.kind_of(run)})" for run in run_dirs],
-                               args.alpha, across or None, carried,
-                               args.across_from or "", smallest_detectable(run_dirs))
-    except (ResultsError, CompareError) as error:
-        parser.error(str(error))
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
-        print(text, end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def suggest(run_dirs: list[Path], alpha: float, across_from: Path | None = None) -> str:
+    """The thresholds file that ``run_dirs`` (repeated runs of one code) call for; with runs of
+    one machine kind only, the ``[across_kinds]`` table of ``across_from`` carried over."""
+    across = across_kind_spreads(run_dirs, alpha)
+    carried = None
+    if not across and across_from is not None:
+        carried = Thresholds.load(across_from).across_kinds
+    return thresholds_toml(pair_spreads(run_dirs),
+                           [f"{run.name} ({baseline.kind_of(run)})" for run in run_dirs],
+                           alpha, across or None, carried, str(across_from or ""),
+                           smallest_detectable(run_dirs))

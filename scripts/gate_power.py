@@ -25,12 +25,15 @@ for ``unchanged``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +64,7 @@ class Code:
     tree: Path
     commit: str = ""
     runs: list[Path] = field(default_factory=list)
+    refs: list[Path] = field(default_factory=list)  # the baseline's code's run of each round
 
 
 def _median(frame: pd.DataFrame, scenario: str, metric: str, variant: str) -> float:
@@ -162,7 +166,7 @@ def detected(code: str, outcome: Confirmation) -> bool:
                for row in outcome.confirmed)
 
 
-def page(codes: dict[str, Code], refs: list[Path], verdicts: dict[str, list[Confirmation]],
+def page(codes: dict[str, Code], verdicts: dict[str, list[Confirmation]],
          committed_dir: Path, command: str, minutes: float, judged_again: bool) -> str:
     made = ("the runs below (made by an earlier call, which saved them) judged again by the "
             f"gate as it is at {_git('rev-parse', '--short', 'HEAD')}: " if judged_again
@@ -190,9 +194,10 @@ def page(codes: dict[str, Code], refs: list[Path], verdicts: dict[str, list[Conf
         rate = right / len(outcomes) if outcomes else float("nan")
         lines.append(f"| {name} | {what[name]} | {len(outcomes)} | {failed} | "
                      f"{right if name != 'unchanged' else '-'} | {rate:.0%} | {goals[name]} |")
-    lines += ["", "Runs (reference = the baseline's code):", ""]
-    lines += [f"- reference: {', '.join(run.name for run in refs)}"]
-    lines += [f"- {code.name} ({code.commit[:12]}): {', '.join(run.name for run in code.runs)}"
+    lines += ["", "Runs, each with the run of the baseline's code of its round:", ""]
+    lines += [f"- {code.name} ({code.commit[:12]}): "
+              + ", ".join(f"{run.name} (reference {ref.name})"
+                          for run, ref in zip(code.runs, code.refs, strict=True))
               for code in codes.values()]
     lines += ["", "What failed the gate, per decision:", ""]
     for name, outcomes in verdicts.items():
@@ -205,9 +210,23 @@ def page(codes: dict[str, Code], refs: list[Path], verdicts: dict[str, list[Conf
     return "\n".join(lines) + "\n"
 
 
-def make_runs(names: list[str], rounds: int, results_dir: Path,
-              committed_dir: Path) -> tuple[list[Path], dict[str, Code]]:
-    """The scratch codes, then ``rounds`` rounds of the baseline's code and each of them."""
+@contextlib.contextmanager
+def holding(lock: Path | None) -> Iterator[None]:
+    """``lock`` held (flock, exclusive) for the block, when one is given: other work on the
+    host that takes the same lock (tests, other benchmarks) waits instead of running beside a
+    measured run, and gets its turn between runs."""
+    if lock is None:
+        yield
+        return
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def make_runs(names: list[str], rounds: int, results_dir: Path, committed_dir: Path,
+              lock: Path | None = None) -> dict[str, Code]:
+    """The scratch codes, then ``rounds`` rounds of the baseline's code and each of them, each
+    run holding ``lock``."""
     committed = results.load_samples(committed_dir)
     commit = reference.commit_of(committed_dir)
     codes = {name: make_code(name, committed) for name in names}
@@ -215,28 +234,32 @@ def make_runs(names: list[str], rounds: int, results_dir: Path,
     try:
         for number in range(rounds):
             log.warning("round %d of %d", number + 1, rounds)
-            refs.append(reference.run_suite(commit, SUITE, results_dir))
+            with holding(lock):
+                refs.append(reference.run_suite(commit, SUITE, results_dir))
             for code in codes.values():
-                code.runs.append(run_code(code.tree, results_dir))
+                with holding(lock):
+                    code.runs.append(run_code(code.tree, results_dir))
+                code.refs.append(refs[-1])
     finally:
         for code in codes.values():
             _git("worktree", "remove", "--force", str(code.tree))
-    return refs, codes
+    return codes
 
 
-def save_runs(path: Path, refs: list[Path], codes: dict[str, Code]) -> None:
-    """The runs made, so that ``--judge`` can judge them again (after a gate change)."""
+def save_runs(path: Path, codes: dict[str, Code]) -> None:
+    """The runs made, so that ``--judge`` can judge them again (after a gate change). Each
+    code keeps its own reference runs, so codes measured on different days can share a file."""
     path.write_text(json.dumps({
-        "reference": [str(run) for run in refs],
-        "codes": {code.name: {"commit": code.commit, "runs": [str(run) for run in code.runs]}
+        "codes": {code.name: {"commit": code.commit, "runs": [str(run) for run in code.runs],
+                              "reference": [str(run) for run in code.refs]}
                   for code in codes.values()}}, indent=1) + "\n")
 
 
-def load_runs(path: Path) -> tuple[list[Path], dict[str, Code]]:
+def load_runs(path: Path) -> dict[str, Code]:
     data = json.loads(path.read_text())
-    codes = {name: Code(name, Path(), entry["commit"], [Path(run) for run in entry["runs"]])
-             for name, entry in data["codes"].items()}
-    return [Path(run) for run in data["reference"]], codes
+    return {name: Code(name, Path(), entry["commit"], [Path(run) for run in entry["runs"]],
+                       [Path(run) for run in entry.get("reference", data.get("reference", []))])
+            for name, entry in data["codes"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(hostinfo.REPO / "results"))
     parser.add_argument("--output", default=str(hostinfo.REPO / "docs" / "gate-power.md"),
                         help="the page; the runs made go beside it (.json)")
+    parser.add_argument("--host-lock", metavar="FILE", type=Path,
+                        help="hold flock(FILE) during each run (e.g. /tmp/cvbench-host.lock), "
+                             "so that other work taking it waits for the run")
     parser.add_argument("--judge", metavar="RUNS.json",
                         help="judge the runs a previous call made (its .json) with the gate as "
                              "it is now, making none")
@@ -263,20 +289,24 @@ def main(argv: list[str] | None = None) -> int:
                                     hostinfo.machine_kind(hostinfo.cpu_model())).directory
     thresholds = Thresholds.load(hostinfo.REPO / "results" / "baseline" / "thresholds.toml")
     if args.judge:
-        refs, codes = load_runs(Path(args.judge))
+        codes = load_runs(Path(args.judge))
     else:
-        refs, codes = make_runs(names, args.rounds, Path(args.results_dir), committed_dir)
-        save_runs(Path(args.output).with_suffix(".json"), refs, codes)
+        codes = make_runs(names, args.rounds, Path(args.results_dir), committed_dir,
+                          args.host_lock)
+        save_runs(Path(args.output).with_suffix(".json"), codes)
     verdicts: dict[str, list[Confirmation]] = {}
     for code in codes.values():
+        if len(code.refs) != len(code.runs):
+            raise SystemExit(f"gate_power: {code.name} has {len(code.runs)} runs but "
+                             f"{len(code.refs)} reference runs")
         outcomes = []
         for index, run in enumerate(code.runs):
             other = index + 1 if index + 1 < len(code.runs) else index - 1
-            outcomes.append(judge(committed_dir, run, refs[index], refs[other],
+            outcomes.append(judge(committed_dir, run, code.refs[index], code.refs[other],
                                   code.runs[other], thresholds))
         verdicts[code.name] = outcomes
     command = "scripts/gate_power.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = page(codes, refs, verdicts, committed_dir, command.strip(),
+    text = page(codes, verdicts, committed_dir, command.strip(),
                 (time.monotonic() - started) / 60, judged_again=bool(args.judge))
     Path(args.output).write_text(text)
     print(json.dumps({name: [o.failed for o in outcomes] for name, outcomes in verdicts.items()}))

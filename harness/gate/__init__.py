@@ -17,5 +17,5 @@ One job per module, each importing only those above it:
   gate's verdict per metric.
 
 The command (``cvbench compare``) is :mod:`harness.commands.compare`; thresholds that would
-not flake on run-to-run noise come from :mod:`harness.spread`.
+not flake on run-to-run noise come from ``cvbench thresholds`` (:mod:`harness.spread`).
 """

@@ -16,8 +16,8 @@ Thresholds file::
 A key names a metric as compared: the absolute figure (``start_to_ready_s``) and its ratio to
 the family floor (``start_to_ready_s_vs_process``) have entries of their own, since in a
 same-machine A/B (which judges both) the absolute figures drift less than the ratios, whose
-floor adds its own noise; a ratio without an entry takes its raw metric's. ``python -m
-harness.spread`` writes the file from repeated runs.
+floor adds its own noise; a ratio without an entry takes its raw metric's. ``cvbench thresholds``
+(:mod:`harness.spread`) writes the file from repeated runs.
 """
 
 from __future__ import annotations

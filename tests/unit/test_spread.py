@@ -1,4 +1,4 @@
-"""Thresholds from run-to-run spread: above every significant change between same-code runs."""
+"""Thresholds from run-to-run spread: the runs' own, robust to one disturbed run."""
 
 from __future__ import annotations
 
@@ -9,30 +9,41 @@ from harness.gate.compare import compare_runs
 from harness.gate.thresholds import Thresholds
 
 
-def test_spread_finds_the_drift_and_thresholds_cover_it(tmp_path) -> None:
-    runs = [make_run(tmp_path, "a", seed=1), make_run(tmp_path, "b", seed=2),
-            make_run(tmp_path, "c", seed=3, shifts={("ours", "start_to_ready_s"): 1.3})]
-    spreads = spread.worst_significant_changes(runs, alpha=0.05)
-    assert spreads["ours.start_to_ready_s_vs_process"] > 0.2
-    assert spreads["ours.start_to_ready_s"] > 0.2  # the absolute figure has its own key
+def test_spread_is_the_runs_own_and_one_disturbed_run_does_not_set_it(tmp_path) -> None:
+    # five runs of one code whose every latency moved by these factors, one run disturbed
+    speeds = (1.00, 1.02, 0.98, 1.01, 1.30)
+    runs = [make_run(tmp_path, f"r{n}", seed=n, speed=speed, noise=0.01)
+            for n, speed in enumerate(speeds)]
+    spreads = spread.pair_spreads(runs)
+    # by hand: log factors 0, .0198, -.0202, .00995, .262; median .00995; absolute deviations
+    # .00995, .00985, .0302, 0, .252; their median .00995; x1.4826 x sqrt(2) = 2.1% (plus
+    # what the samples' own 1% noise adds to each run's median)
+    assert 0.012 < spreads["ours.start_to_ready_s"] < 0.035
+    assert spreads["ours.start_to_ready_s_vs_process"] < 0.02  # the floor moved alike
     assert set(spreads) >= {"process.start_to_ready_s", "ours.teardown_s"}  # floors; tolerance
-    text = spread.thresholds_toml(spreads, [r.name for r in runs], 0.05)
     path = tmp_path / "thresholds.toml"
-    path.write_text(text)
+    path.write_text(spread.thresholds_toml(spreads, [r.name for r in runs], 0.05))
     thresholds = Thresholds.load(path)
-    assert thresholds.lookup("ours", "start_to_ready_s_vs_process") >= 0.4
-    for base in runs:
-        for candidate in runs:
+    assert thresholds.lookup("ours", "start_to_ready_s") <= 0.11  # not the disturbed run's 30%
+    for base in runs[:4]:  # the undisturbed runs pass against each other in both forms
+        for candidate in runs[:4]:
             if base != candidate:
                 for normalized in (True, False):
                     result = compare_runs(base, candidate, thresholds, normalized=normalized)
-                    assert result.exit_code == 0
+                    assert result.exit_code == 0, result.regressions
+
+
+def test_a_spread_needs_two_runs_of_a_kind() -> None:
+    assert spread.robust_pair_sigma([0.0, 0.0, 0.0]) == 0.0
+    # two values: the median absolute deviation is half their distance
+    assert abs(spread.robust_pair_sigma([0.0, 0.1]) - 0.110) < 0.001
 
 
 def test_suggested_threshold_rounds_up_with_a_floor() -> None:
     assert spread.suggested_threshold(0.0) == spread.FLOOR
-    assert spread.suggested_threshold(0.21) == 0.42
-    assert spread.suggested_threshold(0.2101) == 0.43
+    assert spread.suggested_threshold(0.07) == 0.21
+    assert spread.suggested_threshold(0.0701) == 0.22
+    assert spread.suggested_threshold(0.21, factor=2.0) == 0.42
 
 
 def test_spread_across_machine_kinds_goes_into_its_own_table(tmp_path) -> None:
@@ -40,8 +51,8 @@ def test_spread_across_machine_kinds_goes_into_its_own_table(tmp_path) -> None:
             make_run(tmp_path, "a2", seed=2, cpu_model="AMD EPYC"),
             make_run(tmp_path, "i1", seed=3, cpu_model="Intel Xeon",
                      shifts={("ours", "stop_s"): 1.4})]
-    same = spread.worst_significant_changes(runs, alpha=0.05)
-    across = spread.worst_significant_changes(runs, alpha=0.05, across_kinds=True)
+    same = spread.pair_spreads(runs)
+    across = spread.across_kind_spreads(runs, alpha=0.05)
     assert same["ours.stop_s_vs_process"] < 0.1 < 0.3 < across["ours.stop_s_vs_process"]
     path = tmp_path / "thresholds.toml"
     path.write_text(spread.thresholds_toml(same, [r.name for r in runs], 0.05, across))
@@ -53,3 +64,22 @@ def test_spread_across_machine_kinds_goes_into_its_own_table(tmp_path) -> None:
             if base != candidate:
                 assert compare_runs(base, candidate, thresholds,
                                             normalized=True).exit_code == 0
+
+
+def test_the_thresholds_command_writes_a_file_compare_reads(tmp_path, capsys) -> None:
+    from harness.cli import main
+
+    runs = [make_run(tmp_path, f"r{n}", seed=n, speed=speed, noise=0.01)
+            for n, speed in enumerate((1.0, 1.03, 0.98))]
+    output = tmp_path / "thresholds.toml"
+    assert main(["thresholds", *(str(run) for run in runs), "--output", str(output)]) == 0
+    thresholds = Thresholds.load(output)
+    assert "ours.start_to_ready_s_vs_process" in thresholds.metrics
+    assert "# Made by `cvbench thresholds` from 3 quick-suite runs:" in output.read_text()
+    capsys.readouterr()
+    for bad in (runs[:2], [*runs, tmp_path / "nowhere"]):
+        assert main(["thresholds", *(str(run) for run in bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cvbench: error: ") and err.count("\n") == 1, err
+    assert main(["thresholds", *(str(run) for run in runs), "--alpha", "1.5"]) == 2
+    assert "--alpha" in capsys.readouterr().err
