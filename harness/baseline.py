@@ -1,8 +1,8 @@
 """The committed baselines (``results/baseline/``) that CI gates the quick suite against.
 
 Ratios to the in-run floors remove most of a machine's speed, not all of it: on another CPU
-model the container runtimes' ratios to ``process`` moved by 20-55% with the same code (seen
-between an Intel Xeon and an AMD EPYC machine of this project's kind). So a baseline is kept
+model the container runtimes' ratios to ``process`` differ with the same code
+(docs/findings/machine-kinds.md). So a baseline is kept
 per *machine kind* (the CPU model): ``results/baseline/<kind>/`` holds one complete run, and
 ``results/baseline/thresholds.toml`` the thresholds. A candidate is gated against the
 baseline of its own kind; a kind without one is gated against the newest baseline at the

@@ -183,9 +183,10 @@ def empty_cgroup_bytes(count: int = EMPTY_CGROUP_PROBES) -> int | None:
     map of one 1 KiB unit (``kmalloc-1k``) per 64 memory-aware shrinkers the host has had at
     once since boot, one per superblock, and every container brings five (overlay root, /proc,
     /dev, /dev/pts, its ipc namespace's mqueue), in crun's and runc's case as in ours. A host
-    that once held 10,000 containers pays about 0.8 MiB for every cgroup it makes afterwards,
-    until it reboots. The memory kind records this with every run (``empty_cgroup_bytes``) so
-    that figures from hosts of different histories are not compared unawares.
+    that once held many thousands of containers pays for their maps in every cgroup it makes
+    afterwards, until it reboots (docs/findings/memory-itemised.md). The memory kind records
+    this with every run (``empty_cgroup_bytes``) so that figures from hosts of different
+    histories are not compared unawares.
     """
     from runtime import cgroups
     from runtime.scopes import cgroup_parent, container_cgroup, shard

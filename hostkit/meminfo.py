@@ -34,8 +34,8 @@ def mem_available(path: Path = MEMINFO) -> int:
 def per_cpu_free(path: Path = ZONEINFO) -> int:
     """Bytes of free pages held in the per-CPU free lists (``count`` of every CPU's pageset in
     ``/proc/zoneinfo``); 0 if unreadable. MemFree and MemAvailable leave these pages out, and
-    since Linux 6.7 tunes the lists' size to the load, they hold up to hundreds of MiB after a
-    burst of frees (seen: 797 MiB on one CPU) and drain over seconds to minutes."""
+    since Linux 6.7 tunes the lists' size to the load, they can hold hundreds of MiB after a
+    burst of frees and drain over seconds to minutes (docs/findings/memory-itemised.md)."""
     try:
         text = path.read_text()
     except OSError:

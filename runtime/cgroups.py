@@ -5,11 +5,12 @@ the parent is a ``cvbench-*`` directory, and :meth:`Driver.prepare_layout` makes
 shards with their settings before any container. Drivers take the cgroupfs root as a parameter
 so that both code paths can be unit-tested on a plain directory.
 
-What a container gets, the same as crun 1.8 and runc 1.1 make for it (checked on a hybrid
-Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running containers):
+What a container gets, the same as crun 1.8 and runc 1.1 make for it (as their containers'
+``/proc/<pid>/cgroup`` and ``devices.list`` show: ``tests/integration/test_cgroup_layout.py``
+and ``test_isolation_probe.py`` read the three runtimes' from the live host):
 
 - **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
-  (here: blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
+  (e.g. blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),
   whether limited or not, and the container's init joins each one. The new ``cpuset`` cgroup
   gets its parent's ``cpuset.cpus``/``cpuset.mems`` (an empty cpuset cannot be joined): the
   parent and shard levels of every container backend (ours' ``cvbench-<scope>``, crun's and
@@ -18,16 +19,17 @@ Debian 12 host, ``/proc/<pid>/cgroup`` and ``devices.list`` of running container
   Under such a parent ours and runc 1.1 (``cpusetCopyIfNeeded``: only into an empty cpuset)
   write none, and crun 1.8 (``initialize_cpuset_subsystem_rec``) reads the copied values and
   writes them back unchanged, which the kernel takes as no change (``update_cpumask`` and
-  ``update_nodemask`` return before any check; strace of both, this host). A changing write
-  would cost: each write of ``cpuset.cpus`` checks the cpuset against every sibling
+  ``update_nodemask`` return before any check, as strace of both runtimes shows). A changing
+  write would cost: each write of ``cpuset.cpus`` checks the cpuset against every sibling
   (``validate_change``) and rebuilds the scheduling domains, walking every cpuset on the host
   (``rebuild_sched_domains_locked``, ``dl_rebuild_rd_accounting``), so with the containers as
-  siblings it grows with the number alive (profile at 100 and at 8,000 live:
-  docs/scale.md). The ``devices`` cgroup the spec's rules then the runtime's default allow list
+  siblings it grows with the number alive (docs/findings/launch-profile.md). The ``devices``
+  cgroup gets the spec's rules then the runtime's default allow list
   (:mod:`runtime.devices`), and memory, pids and cpu the spec's limits. The v2 ``unified``
-  tree of a hybrid host is not used: crun 1.8 runs here only with it unmounted (it refuses
-  hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there (with
-  no controller in it on this host). ``ours`` does what crun does.
+  tree of a hybrid host is not used: crun 1.8 runs on such a host only with it unmounted (it
+  refuses hybrid hosts), so it makes nothing there; runc 1.1 does make and join a cgroup there
+  (holding whatever controllers the host left to v2, often none). ``ours`` does what crun
+  does.
 - **v2 hosts**: one directory in the unified tree with memory, pids and cpu enabled from the
   root down, and the device rules as an eBPF program (``BPF_CGROUP_DEVICE``) attached to it
   before any process joins (:mod:`runtime.device_filter`: the program crun generates, loaded

@@ -111,7 +111,7 @@ def spare(sock: socket.socket, last_cap: int, unshare: int, loopback: bool,
 
 def _warm_up_decoder(unshare: int) -> None:
     """Decode a sample plan once, so that the first touch of the decoder's objects in this
-    freshly forked process (copy-on-write faults, some 200 us) happens now, not on launch."""
+    freshly forked process (copy-on-write faults) happens now, before the clock, not on launch."""
     sample = LaunchPlan(
         new_pid=True,
         unshare=unshare,

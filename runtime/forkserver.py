@@ -280,11 +280,11 @@ def clone_into(cgroup: int, namespaces: int = 0) -> int:
     CLONE_INTO_CGROUP and every namespace to create but the cgroup and time ones): the
     namespaces' kernel objects are allocated by the caller, so charged to its cgroup; the child
     exists in its cgroup from its first instant, and nobody writes ``cgroup.procs`` (whose first
-    write after an idle spell waits for an RCU grace period under the cgroup threadgroup lock,
-    milliseconds here). 0 in the child, the child's pid in the parent; -1 if the kernel refused
-    (too old: clone3 or CLONE_INTO_CGROUP unknown, remembered; or that cgroup refused: a domain
-    cgroup with children, a threaded one), and then the caller forks and the child joins by
-    writing ``cgroup.procs``, as crun falls back to clone(2) and then joins.
+    write after an idle spell waits for an RCU grace period under the cgroup threadgroup lock:
+    docs/findings/like-for-like.md). 0 in the child, the child's pid in the parent; -1 if the
+    kernel refused (too old: clone3 or CLONE_INTO_CGROUP unknown, remembered; or that cgroup
+    refused: a domain cgroup with children, a threaded one), and then the caller forks and the
+    child joins by writing ``cgroup.procs``, as crun falls back to clone(2) and then joins.
 
     Python around a raw clone3: os.fork() is fork(2) between PyOS_BeforeFork() and
     PyOS_AfterFork_Child()/PyOS_AfterFork_Parent() (the import lock, the GIL and thread

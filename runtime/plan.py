@@ -4,8 +4,8 @@ The parent builds it (:mod:`runtime.planner`), sends it to the fork server as JS
 (:meth:`LaunchPlan.to_dict`), and the server and the child decode it
 (:meth:`LaunchPlan.from_dict`), which refuses missing and unknown keys with a
 :class:`PlanError` naming them. Imports stay light: the ``python -S`` fork server loads this.
-The classes are plain dataclasses, not frozen ones (a frozen one costs about a microsecond
-more per object, on the launch path); nothing changes a plan once built.
+The classes are plain dataclasses, not frozen ones (a frozen one's ``__init__`` sets every field
+through ``object.__setattr__``, slower on the launch path); nothing changes a plan once built.
 """
 
 from __future__ import annotations

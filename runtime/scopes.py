@@ -51,7 +51,8 @@ def container_cgroup(parent: str, name: str) -> str:
     Sharded, not flat: the kernel walks a new cgroup's siblings when it makes one (v1 cpuset:
     ``cpuset_css_online`` checks every sibling for exclusive CPUs before it copies the
     parent's), so with every container a sibling of every other the cost of each launch grew
-    with the number alive; sixteen shards divide it by sixteen (docs/scale.md). The same for
+    with the number alive; sixteen shards divide it by sixteen
+    (docs/findings/launch-profile.md). The same for
     every container backend: the harness gives crun's and runc's containers this layout too
     (``harness.backends.oci.cgroup``), under their parent ``cvbench-oci``."""
     return f"{parent}/{shard(name)}/{name}"

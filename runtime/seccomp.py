@@ -5,9 +5,9 @@ The profile is the containers/Docker lineage's default (Debian's
 format has conditions the OCI runtime spec has not (``includes``/``excludes`` by capability
 and architecture), so :func:`to_oci` resolves them for one container (its capabilities, this
 machine's architecture) into the OCI ``linux.seccomp`` section: what crun and runc get in
-``config.json``, and what ``ours`` compiles with libseccomp (:func:`compile_bpf`, once per
-profile) and installs in the child right before exec
-(:func:`hostkit.syscalls.seccomp_set_filter`, one ``seccomp`` system call).
+``config.json``, and what ``ours`` compiles with libseccomp for every container, as they do
+(:func:`compile_bpf`, on a worker thread of :class:`Compiler`), and installs in the child
+right before exec (:func:`hostkit.syscalls.seccomp_set_filter`, one ``seccomp`` system call).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ same spec as a density run, network ``none``, cold starts, batches started concu
 the density kind does) up to each level in turn; at each level it launches ``--sample`` more
 while two Debian tools watch the whole host:
 
-- ``perf record -e cpu-clock -a -g`` (a software clock: this host has no hardware counters),
+- ``perf record -e cpu-clock -a -g`` (a software clock, which works where a VM exposes no
+  hardware counters),
   reported as each kernel function's share of the samples (``perf report --no-children
   --sort sym``), then compared across levels: ``shares.md`` lists the functions whose share
   grows most;

@@ -1,9 +1,10 @@
 """Run a daemon under a child subreaper that reaps every orphan at once.
 
-On hosts whose PID 1 reaps orphans slowly (seen: every ~2 s), a QEMU process destroyed by
-libvirt stays a zombie until PID 1 gets to it, and libvirt waits for it: stopping a VM then
-takes seconds. Started as ``subreaper.py libvirtd -d``, this process becomes the parent of the
-daemonised libvirtd and of everything it daemonises (QEMU), and reaps them immediately.
+On hosts whose PID 1 reaps orphans slowly (on a timer, not when they die), a QEMU process
+destroyed by libvirt stays a zombie until PID 1 gets to it, and libvirt waits for it:
+stopping a VM then takes that long. Started as ``subreaper.py libvirtd -d``, this process
+becomes the parent of the daemonised libvirtd and of everything it daemonises (QEMU), and
+reaps them immediately.
 Exits when it has no children left. Standard library only: runs with the system Python.
 Descriptors beyond stdin, stdout and stderr are closed first: a long-lived daemon must not keep
 what its starter held open (a lock taken around the set-up would otherwise never be released).

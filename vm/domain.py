@@ -26,9 +26,9 @@ OWNER_PREFIX = "cvbench"
 
 ET.register_namespace(OWNER_PREFIX, OWNER_NS)
 
-# Kernel command line trimmed for boot speed (measured under TCG: ~0.3 s off ~1.6 s): serial
-# console only, quiet, reboot at once on panic (and the domain is destroyed on reboot), no
-# ACPI or keyboard-controller probing, no KASLR, no CPU-bug mitigations (a benchmark guest
+# Kernel command line trimmed for boot speed, since start → READY includes the guest's boot:
+# serial console only, quiet, reboot at once on panic (and the domain is destroyed on reboot),
+# no ACPI or keyboard-controller probing, no KASLR, no CPU-bug mitigations (a benchmark guest
 # running only our /init), one UART, no crypto self-tests.
 BOOT_CMDLINE = (
     "console=ttyS0 quiet panic=-1 i8042.noaux i8042.nokbd i8042.nopnp i8042.dumbkbd "

@@ -5,7 +5,7 @@ and QEMU connects to; the QEMU pid is known, so memory is measured with psutil. 
 (``qemu+ssh://...``): the console is libvirt's console stream of a pty serial port (the
 domain is created paused, the stream opened, then the domain resumed, so no output is
 lost), and memory is libvirt's RSS figure for the QEMU process. The domain records this
-process as its owner (unless the spec names one), so ``hypervisor.sweep`` leaves it alone
+process as its owner (unless the spec names one), so :func:`vm.sweep.sweep` leaves it alone
 while this process lives.
 """
 

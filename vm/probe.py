@@ -25,7 +25,8 @@ from pathlib import Path
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 DEFAULT_QEMU_USER = "libvirt-qemu"  # Debian's build default
 FIX = "chgrp kvm /dev/kvm && chmod 0660 /dev/kvm (Debian's udev rule), or run scripts/setup.sh"
-SLOW_CREATE_S = 1.5  # createXML of a paused domain takes ~0.3 s with a valid cache
+SLOW_CREATE_S = 1.5  # with a valid capabilities cache a paused createXML takes a fraction of
+# a second; a re-probe of QEMU takes seconds
 
 
 def qemu_user(conf: Path = QEMU_CONF) -> str:

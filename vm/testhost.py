@@ -1,6 +1,7 @@
 """A host of the kind cvbench's users have, in a VM: Debian 12, systemd as PID 1, udev, cgroup v2
-only. This machine has none of that, so the tests that prove like for like on such a host, and
-the README's run command, run inside one (``tests/integration/test_v2_host.py``,
+only. A machine without them (the development machines have none of that) cannot show what
+cvbench does there, so the tests that prove like for like on such a host, and the README's run
+command, run inside one (``tests/integration/test_v2_host.py``,
 ``scripts/v2host.py``).
 
 The image is built by ``scripts/v2host-image.sh`` in two layers: ``base``, a stock systemd
@@ -221,7 +222,8 @@ def _wait_for_ssh(host: TestHost, timeout: float) -> None:
 @contextmanager
 def booted(image: HostImage, *, memory_mib: int = 4096, vcpus: int = 2, network: bool = False,
            boot_timeout: float = 600.0, name: str | None = None) -> Iterator[TestHost]:
-    """Boot ``image`` (TCG, this machine has no usable KVM), wait until systemd started sshd,
+    """Boot ``image`` (under TCG, so it boots alike on any machine, with or without a usable
+    KVM), wait until systemd started sshd,
     yield the host, and stop it. ``network``: the guest reaches what this machine reaches
     (the package mirrors); otherwise nothing (QEMU's ``restrict=on``)."""
     if not image.complete():

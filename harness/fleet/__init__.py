@@ -8,7 +8,8 @@
 - :mod:`~harness.fleet.fleetdir`: the fleet directory (hosts' runs, merged samples, facts).
 - :mod:`~harness.fleet.report`: the report's hosts-side-by-side section;
   :mod:`~harness.fleet.gate`: ``cvbench compare`` per host.
-- ``playbooks/``: ``run.yml`` and ``stop.yml``, and ``host.sh``, the steps a host runs.
+- ``harness/fleet/playbooks/run.yml`` and ``harness/fleet/playbooks/stop.yml``, and
+  ``harness/fleet/playbooks/host.sh``, the steps a host runs.
 
 The command is :mod:`harness.commands.fleet`.
 """

@@ -9,8 +9,8 @@ counters (``mem_item_<item>_bytes``, :mod:`harness.memory_items`: anonymous page
 tables, kernel stacks, per-CPU data, slab caches by owner), charted as stacked bars.
 
 The kernel keeps the slab pages that freed namespaces, mounts and cgroups leave behind, so the
-first backend measured would pay for growing them and the next ones reuse them (seen: the same
-runtime measured 1.2 MiB per container first, 0.9 MiB second). So every backend first runs
+first backend measured would pay for growing them and the next ones reuse them
+(docs/findings/memory-slab-state.md). So every backend first runs
 ``warmup`` unmeasured passes (K instances up, then down) before any backend is measured, and
 each measured pass takes the backends in an order shuffled from the run's seed (the position
 goes with the samples). Every reading waits for the host's memory to settle first (the frees

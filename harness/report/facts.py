@@ -48,7 +48,7 @@ def host_facts(metadata: dict[str, Any]) -> list[tuple[str, str]]:
     if isinstance(metadata.get("empty_cgroup_bytes"), int):
         found.append(("empty container cgroup", f"{metadata['empty_cgroup_bytes'] / 1024:,.0f} KiB "
                       "of kernel memory on this host now (it grows with the most superblocks "
-                      "the host has had at once since boot: README, \"Scale\")"))
+                      "the host has had at once since boot: docs/scale.md)"))
     return found
 
 

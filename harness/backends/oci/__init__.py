@@ -15,7 +15,8 @@ One job per module:
 - ``probe``: the cgroup hierarchies and device rules a runtime really made for a container.
 - ``sweeper``: :func:`sweep`, what ``cvbench clean`` runs after a crash.
 
-``harness/backends/crun.py`` and ``runc.py`` subclass :class:`OciBackend` to name the binary.
+``harness/backends/crun.py`` and ``harness/backends/runc.py`` subclass :class:`OciBackend` to
+name the binary.
 This file imports nothing: the launcher process imports only ``launcher_process`` (and
 through it ``runtime.rootfs``, ours' overlay mount).
 """

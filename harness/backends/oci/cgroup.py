@@ -1,9 +1,9 @@
 """The OCI containers' cgroups, read and removed through :mod:`runtime.cgroups`.
 
 crun and runc make container ``<name>``'s cgroup at ``cvbench-oci/<shard>/<name>`` in every
-mounted hierarchy (here: each v1 controller, ``name=systemd`` and, for runc, the hybrid host's
-unified tree; on a v2 host the one unified tree), so the driver used for them covers every
-hierarchy, not only the ones ``ours`` uses.
+mounted hierarchy (on a v1 or hybrid host each v1 controller and named hierarchy such as
+``name=systemd`` and, for runc, a hybrid host's unified tree; on a v2 host the one unified
+tree), so the driver used for them covers every hierarchy, not only the ones ``ours`` uses.
 
 The layout is the harness's choice, not the runtimes' (they make whatever
 ``linux.cgroupsPath`` names), and the same as ours' (:func:`runtime.scopes.container_cgroup`:

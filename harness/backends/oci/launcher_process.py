@@ -17,7 +17,7 @@ Started by :class:`harness.backends.oci.launcher.Launcher` as a fresh interprete
   reaped) and the overlay's mount and unmount, so the harness can tell its own share of a
   call from the runtime's;
 - is a child subreaper: a ``<runtime> run -d`` container is reparented to it and reaped by it
-  (this host's PID 1 does not reap orphans);
+  at once, whatever the host's PID 1 does with orphans (some never reap them, others late);
 - runs in a session of its own, so a Ctrl-C of the harness does not reach it or the containers;
 - once the harness hangs up, stays only while it has children left to reap.
 
