@@ -28,6 +28,7 @@ from harness.gate.thresholds import Thresholds
 from harness.gate.verdicts import RANK, REGRESSION, rule, worse_by, worsened
 from harness.log import configure_logging
 from harness.results import ResultsError
+from hostkit import validate
 
 SAFETY_FACTOR = 2.0
 FLOOR = 0.05
@@ -179,7 +180,7 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.spread", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run directories of repeated runs (>= 2)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--alpha", type=validate.ALPHA, default=DEFAULT_ALPHA)
     parser.add_argument("--output", help="write the thresholds TOML here (default: stdout)")
     parser.add_argument("--across-from", metavar="FILE",
                         help="carry the [across_kinds] table of this thresholds file over "

@@ -182,6 +182,26 @@ def test_scenario_keys_are_refused_beyond_their_bounds(cls, field, base) -> None
     assert suite.scenarios
 
 
+def _ctr_run_option(option: str) -> argparse.Action:
+    from harness import cli
+
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    (ctr_commands,) = [a for a in commands.choices["ctr"]._actions
+                       if isinstance(a, argparse._SubParsersAction)]
+    return next(a for a in ctr_commands.choices["run"]._actions if option in a.option_strings)
+
+
+@pytest.mark.parametrize(("option", "key"), [("--timeout", "timeout_s"),
+                                             ("--memory", "memory_limit_mib"),
+                                             ("--pids", "pids_limit"), ("--cpus", "cpu_limit"),
+                                             ("--network", "network")])
+def test_a_quantity_is_bounded_alike_as_an_option_and_as_a_scenario_key(option, key) -> None:
+    """``cvbench ctr run --memory`` and a scenario's ``memory_limit_mib`` cannot disagree."""
+    field = next(f for f in dataclasses.fields(scenario.Scenario) if f.name == key)
+    assert _ctr_run_option(option).type == field.metadata["check"]
+
+
 def test_the_suite_seed_and_image_are_checked_too() -> None:
     with pytest.raises(ScenarioError, match=r"^s.toml: \[suite\]: key 'seed': expected a value "
                                             r">= 0, got -1$"):
