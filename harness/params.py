@@ -3,17 +3,26 @@
 The scenario loader uses it for the keys every scenario has and for each kind's own keys
 (:mod:`harness.kinds`), so both are declared, checked and reported the same way::
 
-    repetitions: int = field(default=20, metadata=param(minimum=1, doc="measured cycles"))
+    repetitions: int = field(default=20, metadata=param(
+        minimum=1, maximum=validate.MAX_ROUNDS, doc="measured cycles"))
+
+A key's range and allowed names are a :class:`hostkit.validate.Bounds` and
+:class:`hostkit.validate.Names`, the validator the command-line options use too, so a
+scenario value and an option are checked one way (and, for one quantity, against the same
+bounds: ``param(bounds=validate.TIMEOUT_S)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+from hostkit import validate
 
 
 class ScenarioError(ValueError):
@@ -21,10 +30,15 @@ class ScenarioError(ValueError):
 
 
 def param(
-    *, minimum: float | None = None, choices: tuple[str, ...] | None = None, doc: str = ""
+    *, minimum: float | None = None, maximum: float | None = None,
+    bounds: validate.Bounds | None = None, choices: tuple[str, ...] | None = None, doc: str = ""
 ) -> dict[str, Any]:
-    """Field metadata: the smallest value allowed, the values allowed, what the key means."""
-    return {"minimum": minimum, "choices": choices, "doc": doc}
+    """Field metadata: the values allowed (``bounds``, or a ``minimum`` and ``maximum``; the
+    names ``choices``) and what the key means (``doc``)."""
+    if bounds is None and (minimum is not None or maximum is not None):
+        bounds = validate.Bounds(-math.inf if minimum is None else minimum,
+                                 math.inf if maximum is None else maximum)
+    return {"check": bounds or (validate.Names(choices) if choices else None), "doc": doc}
 
 
 def key_names(cls: type) -> tuple[str, ...]:
@@ -48,12 +62,12 @@ def coerce(where: str, key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ScenarioError(f"{where}: key '{key}': expected a list of strings")
         return tuple(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ScenarioError(f"{where}: key '{key}': expected a number, got {value!r}")
-        return float(value)
-    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ScenarioError(f"{where}: key '{key}': expected an integer, got {value!r}")
+    if annotation in (int, float):
+        try:
+            number = validate.as_number(value, integer=annotation is int)
+        except validate.Invalid as error:
+            raise ScenarioError(f"{where}: key '{key}': {error}") from None
+        return float(number) if annotation is float else number
     if not isinstance(value, annotation):
         expected = type_name(annotation)
         raise ScenarioError(f"{where}: key '{key}': expected {expected}, got {value!r}")
@@ -61,16 +75,17 @@ def coerce(where: str, key: str, value: Any, annotation: Any) -> Any:
 
 
 def check_value(where: str, key: str, value: Any, metadata: Mapping[str, Any]) -> None:
-    """ScenarioError unless ``value`` keeps to the field's ``minimum`` and ``choices``."""
-    minimum, choices = metadata.get("minimum"), metadata.get("choices")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(f"{where}: key '{key}': expected a value >= {minimum:g}, got {value!r}")
-    if choices:
-        for item in value if isinstance(value, tuple) else (value,):
-            if item not in choices:
-                raise ScenarioError(
-                    f"{where}: key '{key}': expected one of {', '.join(choices)}, got {item!r}"
-                )
+    """ScenarioError unless ``value`` keeps to the field's bounds or names (every item of a
+    list of names)."""
+    check = metadata.get("check")
+    try:
+        if isinstance(check, validate.Bounds):
+            check.check(value)
+        elif isinstance(check, validate.Names):
+            for item in value if isinstance(value, tuple) else (value,):
+                check.check(item)
+    except validate.Invalid as error:
+        raise ScenarioError(f"{where}: key '{key}': {error}") from None
 
 
 def parse_value(where: str, cls: type, key: str, raw: Any) -> Any:

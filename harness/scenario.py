@@ -30,6 +30,8 @@ from typing import Any, Generic, TypeVar
 from harness.backends import registry
 from harness.kinds import registry as kinds
 from harness.params import ScenarioError, key_names, param, parse_value, type_name
+from hostkit import validate
+from imagestore.image import REFERENCE
 
 __all__ = ["Scenario", "ScenarioError", "Suite", "load", "loads", "make", "parse_backends",
            "select_backends"]
@@ -48,13 +50,14 @@ class Scenario(Generic[ParamsT]):
     params: ParamsT  # the kind's own keys: an instance of its registry entry's ``params`` dataclass
     name: str = ""
     backends: tuple[str, ...] = ()  # empty: every backend of the suite
-    timeout_s: float = field(default=60.0, metadata=param(minimum=0.001))
+    timeout_s: float = field(default=60.0, metadata=param(bounds=validate.TIMEOUT_S))
     network: str = field(default="none", metadata=param(choices=NETWORK_MODES))
-    memory_limit_mib: int | None = field(default=None, metadata=param(minimum=4))
-    pids_limit: int | None = field(default=None, metadata=param(minimum=1))
-    cpu_limit: float | None = field(default=None, metadata=param(minimum=0.01))
-    guest_memory_mib: int = field(default=128, metadata=param(minimum=16))
-    vcpus: int = field(default=1, metadata=param(minimum=1))
+    memory_limit_mib: int | None = field(default=None,
+                                         metadata=param(bounds=validate.MEMORY_LIMIT_MIB))
+    pids_limit: int | None = field(default=None, metadata=param(bounds=validate.PIDS))
+    cpu_limit: float | None = field(default=None, metadata=param(bounds=validate.CPUS))
+    guest_memory_mib: int = field(default=128, metadata=param(bounds=validate.GUEST_MEMORY_MIB))
+    vcpus: int = field(default=1, metadata=param(bounds=validate.VCPUS))
     disk: bool = False
     accel: str = field(default="auto", metadata=param(choices=ACCELS))
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat keys, validated
@@ -112,11 +115,10 @@ SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list, "
 
 def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
     for name in names:
-        if name not in registry.names():
-            raise ScenarioError(
-                f"{where}: key '{key}': unknown backend {name!r}, "
-                f"expected one of {', '.join(registry.names())}"
-            )
+        try:
+            registry.NAME.check(name)
+        except validate.Invalid as error:
+            raise ScenarioError(f"{where}: key '{key}': {error}") from None
 
 
 def _parse_kind(where: str, table: dict[str, Any]) -> str:
@@ -203,6 +205,12 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
             raise ScenarioError(
                 f"{path}: [suite]: key '{key}': expected {type_name(expected)}"
             )
+    for key, check in (("seed", validate.SEED), ("image", REFERENCE)):
+        try:
+            if key in suite_table:
+                check.check(suite_table[key])
+        except validate.Invalid as error:
+            raise ScenarioError(f"{path}: [suite]: key '{key}': {error}") from None
     backends = suite_table.get("backends", list(registry.names()))
     if not backends or not all(isinstance(b, str) for b in backends):
         raise ScenarioError(f"{path}: [suite]: key 'backends': expected a non-empty list of names")
@@ -260,11 +268,10 @@ def load(path: Path | str) -> Suite:
 
 def parse_backends(requested: str) -> tuple[str, ...]:
     """``--backend a,b`` as validated backend names."""
-    names = tuple(n.strip() for n in requested.split(",") if n.strip())
-    if not names:
-        raise ScenarioError("--backend: expected a comma-separated list of backend names")
-    _check_backends("--backend", "backend", names)
-    return names
+    try:
+        return registry.NAME_LIST.split(requested)
+    except validate.Invalid as error:
+        raise ScenarioError(f"--backend: {error}") from None
 
 
 def select_backends(suite: Suite, requested: str | None) -> Suite:

@@ -7,6 +7,8 @@ or VM concept.
 - :mod:`hostkit.meminfo`: ``/proc/meminfo`` in bytes.
 - :mod:`hostkit.mountinfo`: ``/proc/<pid>/mountinfo`` parsed, escapes decoded.
 - :mod:`hostkit.files`: atomic writes.
+- :mod:`hostkit.validate`: the one validator of numbers and names that command-line options
+  and scenario keys go through, and the bounds of the quantities both take.
 - :mod:`hostkit.seccomp_readback`: the seccomp filters a running process holds (ptrace),
   compared.
 """

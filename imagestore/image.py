@@ -20,11 +20,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostkit import validate
 from hostkit.files import atomic_write, sha256_of
 from hostkit.paths import images_dir
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_NAME = "default"
+# What an image reference may be (a name such as ``default``, or a digest or its prefix),
+# checked before it is looked up: it becomes a path under the images directory.
+REFERENCE = validate.Names(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}",
+                           meaning="an image name or digest (letters, digits, '.', '_', '-')")
 
 # PID 1 of a container (and of a VM's initramfs). It traps SIGTERM so a stop is graceful,
 # starts its idle child, prints READY once, then waits on the child so a signal interrupts it.
@@ -153,6 +158,10 @@ def refs() -> dict[str, str]:
 
 def resolve(reference: str = DEFAULT_NAME) -> Image:
     """Find an image by name (``default``) or by digest (full or a unique prefix)."""
+    try:
+        REFERENCE.check(reference)
+    except validate.Invalid as error:
+        raise ImageError(f"image reference: {error}") from None
     known = refs()
     digest = known.get(reference)
     if digest is None:

@@ -3,21 +3,42 @@
 ``register(subparsers)`` adds the ``ctr`` command to an argparse subparsers object; every
 handler returns an exit code (0 ok, 1 operation failed, 2 bad input) and reports an error
 as one line on stderr. Containers started by ``ctr run`` outlive the command.
+
+Every option is checked by :mod:`hostkit.validate` while the command line is parsed, with
+the bounds a scenario's keys have (``--memory`` as ``memory_limit_mib``, ``--timeout`` as
+``timeout_s``), so bad input is refused before a container is made; ``stop`` and ``rm``
+refuse a name no container has before they touch any.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import uuid
 
-from imagestore.image import ImageError, load_verified
-from runtime.container import ContainerError, Runtime
+from hostkit import validate
+from hostkit.paths import containers_dir
+from imagestore.image import REFERENCE, ImageError, load_verified
+from runtime.container import NAME, NAME_RE, ContainerError, Runtime
 from runtime.spec import NETWORK_MODES, SpecError, default_spec
 
 BAD_INPUT = 2
 FAILED = 1
+
+
+def existing() -> tuple[str, ...]:
+    """The names of this state directory's containers (``ctr stop`` and ``rm`` take these)."""
+    root = containers_dir()
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(entry.name for entry in os.scandir(root)
+                        if entry.is_dir() and NAME_RE.match(entry.name)))
+
+
+EXISTING_NAME = dataclasses.replace(NAME, known=existing, what="container")
+NETWORK = validate.Names(NETWORK_MODES)
 
 
 def register(
@@ -30,14 +51,20 @@ def register(
     commands.required = True
 
     run = commands.add_parser("run", help="start a container (detached) and wait for READY")
-    run.add_argument("--name", help="container name (default: cvbench-<random>)")
-    run.add_argument("--image", default="default", help="image name or digest (default: default)")
-    run.add_argument("--memory", type=int, metavar="MIB", help="memory limit in MiB")
-    run.add_argument("--pids", type=int, metavar="N", help="maximum number of processes")
-    run.add_argument("--cpus", type=float, metavar="CPUS", help="CPU quota, e.g. 0.5")
-    run.add_argument("--network", choices=NETWORK_MODES, default="none")
+    run.add_argument("--name", type=NAME, help="container name (default: cvbench-<random>)")
+    run.add_argument("--image", default="default", type=REFERENCE,
+                     help="image name or digest (default: default)")
+    run.add_argument("--memory", type=validate.MEMORY_LIMIT_MIB, metavar="MIB",
+                     help=f"memory limit in MiB, {validate.MEMORY_LIMIT_MIB.describe()}")
+    run.add_argument("--pids", type=validate.PIDS, metavar="N",
+                     help=f"maximum number of processes, {validate.PIDS.describe()}")
+    run.add_argument("--cpus", type=validate.CPUS, metavar="CPUS",
+                     help=f"CPU quota, e.g. 0.5 ({validate.CPUS.describe()})")
+    # choices: only for the help's {none,bridge,host}; the type refuses anything else first
+    run.add_argument("--network", type=NETWORK, default="none", choices=NETWORK_MODES)
     run.add_argument("--readonly", action="store_true", help="read-only root filesystem")
-    run.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for READY")
+    run.add_argument("--timeout", type=validate.TIMEOUT_S, default=10.0,
+                     help=f"seconds to wait for READY, {validate.TIMEOUT_S.describe()}")
     run.add_argument(
         "command", nargs=argparse.REMAINDER, help="command to run instead of /init (after --)"
     )
@@ -47,12 +74,13 @@ def register(
     ls.set_defaults(func=cmd_ls)
 
     stop = commands.add_parser("stop", help="stop containers (SIGTERM, then SIGKILL)")
-    stop.add_argument("names", nargs="+")
-    stop.add_argument("--grace", type=float, default=2.0, help="seconds before SIGKILL")
+    stop.add_argument("names", nargs="+", type=EXISTING_NAME)
+    stop.add_argument("--grace", type=validate.DURATION_S, default=2.0,
+                      help=f"seconds before SIGKILL, {validate.DURATION_S.describe()}")
     stop.set_defaults(func=cmd_stop)
 
     rm = commands.add_parser("rm", help="remove stopped containers")
-    rm.add_argument("names", nargs="+")
+    rm.add_argument("names", nargs="+", type=EXISTING_NAME)
     rm.add_argument("-f", "--force", action="store_true", help="stop running ones first")
     rm.set_defaults(func=cmd_rm)
     return ctr

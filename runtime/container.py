@@ -33,6 +33,7 @@ import socket
 import time
 from pathlib import Path
 
+from hostkit import validate
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
@@ -59,6 +60,9 @@ VERSION = "0.1.0"
 GRACE_S = 2.0
 GONE_TIMEOUT_S = 10.0
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# A container's name as the one validator checks it (``cvbench ctr`` options check the same).
+NAME = validate.Names(pattern=NAME_RE.pattern, meaning="a container name: letters, digits, "
+                      "'.', '_' or '-' (at most 63, not starting with a symbol)")
 
 
 class Runtime:
@@ -88,11 +92,10 @@ class Runtime:
         """Check everything and plan the launch, then make the directories and cgroups; start
         nothing. ``spare``: also have a spare child prepare the container's namespaces (warm),
         and return once it is ready."""
-        if not NAME_RE.match(name):
-            raise ContainerError(
-                f"invalid container name {name!r}: use letters, digits, '.', '_' or '-' "
-                "(at most 63, not starting with a symbol)"
-            )
+        try:
+            NAME.check(name)
+        except validate.Invalid as error:
+            raise ContainerError(f"invalid container name: {error}") from None
         program = None
         if not spare and spec.linux.seccomp is not None:  # cold: compiled from now on
             program = self.compiler.submit(spec.linux.seccomp.to_oci())

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 from typing import Any
 
+from hostkit import validate
 from runtime import seccomp as profiles
 from runtime.devices import DENY_ALL, DeviceRule
 
@@ -64,7 +65,8 @@ DEFAULT_MASKED = (
 )
 DEFAULT_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
-MIN_MEMORY_BYTES = 4 << 20  # below this even busybox sh cannot start
+MIN_MEMORY_BYTES = int(validate.MEMORY_LIMIT_MIB.minimum) << 20  # below, even busybox sh
+# cannot start (the bound of `cvbench ctr run --memory` and of `memory_limit_mib`)
 
 
 class SpecError(ValueError):

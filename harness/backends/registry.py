@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hostkit import validate
+
 CONTAINER = "container"
 VM = "vm"
 FAMILIES = (CONTAINER, VM)
@@ -103,6 +105,12 @@ def unregister(name: str) -> None:
 def names() -> tuple[str, ...]:
     """Every backend name, built-ins in table order first."""
     return tuple(_TABLE)
+
+
+# A backend name, and a list of them (``--backend a,b``), as the one validator checks them:
+# against this table as it is when checked (plug-ins and tests' fakes included).
+NAME = validate.Names(names, what="backend")
+NAME_LIST = validate.Names(names, what="backend", separator=",")
 
 
 def info(name: str) -> BackendInfo:

@@ -3,7 +3,10 @@
 A subcommand module has two functions:
 
 - ``register(subparsers) -> ArgumentParser``: add its parser (``subparsers.add_parser``) with
-  its options, and ``set_defaults(func=handle)``;
+  its options, and ``set_defaults(func=handle)``. Every option that takes a value has a
+  ``type=`` of :mod:`hostkit.validate` (``Bounds`` for a number, ``Names`` for a name,
+  ``Text`` for a path or run id), so bad input is refused while parsing, before ``handle``
+  runs (a test walks the parser and holds every option to it);
 - ``handle(args) -> int``: do the work, return an exit code from :mod:`harness.commands.base`,
   and raise :class:`~harness.commands.base.UsageError` for bad input (one line, exit 2).
 

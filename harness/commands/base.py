@@ -1,6 +1,9 @@
 """What every subcommand shares: exit codes, :class:`UsageError`, the ``--results-dir`` option.
 
-Imports nothing of the project, so every module may import it without making a cycle.
+Imports nothing of the project but :mod:`hostkit.validate` (which imports nothing of ours),
+so every module may import it without making a cycle. Every option's ``type=`` is one of that
+module's validators, so bad input is refused while the command line is parsed, before a
+command starts anything (``tests/unit/test_cli.py`` holds every option to it).
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Protocol
+
+from hostkit import validate
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (a regression, a missing dependency)
@@ -31,7 +36,8 @@ class Command(Protocol):
 def results_dir_option() -> argparse.ArgumentParser:
     """A parent parser with ``--results-dir`` (``parents=[results_dir_option()]``)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--results-dir", default="results", help="where runs are stored")
+    parent.add_argument("--results-dir", default="results", type=validate.PATH,
+                        help="where runs are stored")
     return parent
 
 

@@ -11,12 +11,13 @@ from harness.commands.base import (
     results_dir,
     results_dir_option,
 )
+from hostkit import validate
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("baseline", help="make a complete run the CI baseline",
                                    parents=[results_dir_option()])
-    parser.add_argument("run", help="run directory or run id")
+    parser.add_argument("run", type=validate.RUN, help="run directory or run id")
     parser.set_defaults(func=handle)
     return parser
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from harness.commands.base import Subparsers, UsageError, results_dir, results_dir_option
 from harness.gate.stats import DEFAULT_ALPHA
+from hostkit import validate
 
 if TYPE_CHECKING:
     from harness.fleet import gate as fleet_gate
@@ -38,21 +39,24 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                "from the candidate, an incomplete candidate run, a failure it recorded); 2 the "
                "runs cannot be compared (bad input).",
     )
-    parser.add_argument("baseline", help="baseline run directory or run id")
-    parser.add_argument("candidate", help="candidate run directory or run id")
+    parser.add_argument("baseline", type=validate.RUN, help="baseline run directory or run id")
+    parser.add_argument("candidate", type=validate.RUN,
+                        help="candidate run directory or run id")
     parser.add_argument("--normalized", action="store_true",
                         help="compare ratios to each run's own process floor")
-    parser.add_argument("--thresholds", metavar="FILE",
+    parser.add_argument("--thresholds", metavar="FILE", type=validate.PATH,
                         help="TOML: default = 0.10 and a [metrics] table")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help=f"significance level (default {DEFAULT_ALPHA})")
-    parser.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
-    parser.add_argument("--html", metavar="FILE",
+    parser.add_argument("--alpha", type=validate.ALPHA, default=DEFAULT_ALPHA,
+                        help=f"significance level, {validate.ALPHA.describe()} "
+                             f"(default {DEFAULT_ALPHA})")
+    parser.add_argument("--markdown", metavar="FILE", type=validate.PATH,
+                        help="also write the table as Markdown")
+    parser.add_argument("--html", metavar="FILE", type=validate.PATH,
                         help="also write a self-contained page: verdicts, both distributions "
                              "side by side, methodology, host and versions")
     parser.add_argument("--allow-image-change", action="store_true",
                         help="compare runs made with different image digests")
-    parser.add_argument("--confirm", metavar="SUITE",
+    parser.add_argument("--confirm", metavar="SUITE", type=validate.PATH,
                         help="the gate: run SUITE (a path in the repository) with the "
                              "baseline's commit on this machine and judge the candidate "
                              "against it in absolute figures and ratios (a second pair, the "

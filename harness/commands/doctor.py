@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from harness.backends import registry
 from harness.commands.base import EXIT_FAILED, EXIT_OK, Subparsers, UsageError
 
 log = logging.getLogger(__name__)
@@ -12,7 +13,8 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("doctor", help="what the host offers and what backends lack")
-    parser.add_argument("--backend", help="only check what these backends need (a,b,...)")
+    parser.add_argument("--backend", type=registry.NAME_LIST,
+                        help="only check what these backends need (a,b,...)")
     parser.add_argument("--probe", action="store_true",
                         help="also time two libvirt domain creates (a few seconds)")
     parser.set_defaults(func=handle)
@@ -24,7 +26,6 @@ def handle(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from harness import doctor, hostkind
-    from harness.backends import registry
     from harness.scenario import ScenarioError, parse_backends
 
     try:

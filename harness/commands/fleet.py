@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.backends import registry
 from harness.commands.base import (
     EXIT_FAILED,
     EXIT_OK,
@@ -22,9 +23,13 @@ from harness.commands.base import (
     results_dir,
     results_dir_option,
 )
+from hostkit import validate
 
 REMOTE_DIR_HELP = ("the cache directory on the hosts (named cvbench-*; default: the "
                    "inventory's cvbench_fleet_dir, else /var/cache/cvbench-fleet)")
+# --remote-dir: a directory the hosts' clean-up removes, so it must carry the cvbench- prefix
+REMOTE_DIR = validate.Names(pattern=r"/(?:.*/)?cvbench-[^/]*/*",
+                            meaning="an absolute path whose last part is named cvbench-*")
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -34,22 +39,27 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                                      parser_class=type(parser))
     run = commands.add_parser("run", parents=[results_dir_option()],
                               help="run a scenario on every host of an inventory")
-    run.add_argument("inventory", help="an Ansible inventory file (INI or YAML)")
-    run.add_argument("scenario", help="scenarios/<name>.toml")
-    run.add_argument("--backend", help="comma-separated backends (default: the file's)")
-    run.add_argument("--seed", type=int, help="the turn order's seed, the same on every host "
-                     "(default: the file's, else drawn at random; recorded)")
+    run.add_argument("inventory", type=validate.PATH,
+                     help="an Ansible inventory file (INI or YAML)")
+    run.add_argument("scenario", type=validate.PATH, help="scenarios/<name>.toml")
+    run.add_argument("--backend", type=registry.NAME_LIST,
+                     help="comma-separated backends (default: the file's)")
+    run.add_argument("--seed", type=validate.SEED,
+                     help=f"the turn order's seed, {validate.SEED.describe()}, the same on every "
+                          "host (default: the file's, else drawn at random; recorded)")
     run.add_argument("--serial", action="store_true",
                      help="one host after another (default: all at once)")
-    run.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
-                     help="stop a host's run after this long (default 3 hours)")
-    run.add_argument("--remote-dir", help=REMOTE_DIR_HELP)
+    run.add_argument("--timeout", type=validate.RUN_TIMEOUT_S, default=None, metavar="SECONDS",
+                     help="stop a host's run after this long, "
+                          f"{validate.RUN_TIMEOUT_S.describe()} (default 3 hours)")
+    run.add_argument("--remote-dir", type=REMOTE_DIR, help=REMOTE_DIR_HELP)
     run.set_defaults(fleet_func=handle_run)
     clean = commands.add_parser("clean", help="end fleet runs on the hosts and cvbench clean")
-    clean.add_argument("inventory", help="an Ansible inventory file (INI or YAML)")
+    clean.add_argument("inventory", type=validate.PATH,
+                       help="an Ansible inventory file (INI or YAML)")
     clean.add_argument("--purge", action="store_true",
                        help="also remove the cache directory (repository copy, virtualenv)")
-    clean.add_argument("--remote-dir", help=REMOTE_DIR_HELP)
+    clean.add_argument("--remote-dir", type=REMOTE_DIR, help=REMOTE_DIR_HELP)
     clean.set_defaults(fleet_func=handle_clean)
     parser.set_defaults(func=handle)
     return parser
@@ -64,9 +74,6 @@ def handle_run(args: argparse.Namespace) -> int:
     from harness.fleet import engine
     from harness.fleet.run import DEFAULT_TIMEOUT_S, FleetUsageError, Options, run_fleet
 
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout {args.timeout}: expected a positive number of seconds")
-    _check_remote_dir(args.remote_dir)
     options = Options(inventory=Path(args.inventory), scenario=Path(args.scenario),
                       results_dir=results_dir(args), backends=args.backend, seed=args.seed,
                       serial=args.serial, timeout_s=args.timeout or DEFAULT_TIMEOUT_S,
@@ -84,7 +91,6 @@ def handle_clean(args: argparse.Namespace) -> int:
     from harness.fleet import engine
     from harness.fleet.clean import clean_fleet
 
-    _check_remote_dir(args.remote_dir)
     try:
         found = clean_fleet(Path(args.inventory), purge=args.purge, remote_dir=args.remote_dir)
     except engine.EngineError as error:
@@ -93,10 +99,3 @@ def handle_clean(args: argparse.Namespace) -> int:
         if problem:
             print(f"cvbench: fleet clean: host {host}: {problem}", file=sys.stderr)
     return EXIT_FAILED if any(found.values()) else EXIT_OK
-
-
-def _check_remote_dir(remote_dir: str | None) -> None:
-    if remote_dir is not None and (not remote_dir.startswith("/")
-                                   or not Path(remote_dir).name.startswith("cvbench-")):
-        raise UsageError(f"--remote-dir {remote_dir}: expected an absolute path whose last "
-                         "part is named cvbench-*")

@@ -6,14 +6,19 @@ import argparse
 import logging
 
 from harness.commands.base import EXIT_OK, Subparsers, UsageError
+from hostkit import validate
+from imagestore.image import REFERENCE
+
+ACTIONS = ("build", "verify", "ls")
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("image", help="build, verify or list workload images")
-    parser.add_argument("action", choices=("build", "verify", "ls"))
-    parser.add_argument("reference", nargs="?", default="default",
+    # choices: only for the help's {build,verify,ls}; the type refuses anything else first
+    parser.add_argument("action", type=validate.Names(ACTIONS), choices=ACTIONS)
+    parser.add_argument("reference", nargs="?", default="default", type=REFERENCE,
                         help="name (build: default or workloads) or digest")
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(func=handle)

@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from harness.backends import registry
 from harness.commands.base import (
     EXIT_OK,
     Subparsers,
@@ -18,6 +19,7 @@ from harness.commands.base import (
     results_dir,
     results_dir_option,
 )
+from hostkit import validate
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +29,20 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         "report", parents=[results_dir_option()],
         help="a run's page (index.html), summary.md and charts; or the history of every run",
         description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", help="run directories or run ids")
-    parser.add_argument("--output", help="output directory (default: <first run>/report, or "
-                                         "<results>/history with --history)")
-    parser.add_argument("--reference", metavar="BACKEND[,BACKEND]",
+    parser.add_argument("runs", nargs="*", type=validate.RUN, help="run directories or run ids")
+    parser.add_argument("--output", type=validate.PATH,
+                        help="output directory (default: <first run>/report, or "
+                             "<results>/history with --history)")
+    parser.add_argument("--reference", metavar="BACKEND[,BACKEND]", type=registry.NAME_LIST,
                         help="also give each backend's ratio to this one (same family and "
                              "variant only; one per family, e.g. crun,libvirt)")
-    parser.add_argument("--history", metavar="RESULTS_DIR",
+    parser.add_argument("--history", metavar="RESULTS_DIR", type=validate.PATH,
                         help="instead: a page of every metric across the runs in RESULTS_DIR, "
                              "in commit order, with the gate's regressions marked")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help="with --history: the gate's significance level (default 0.01, "
-                             "as CI)")
-    parser.add_argument("--thresholds", metavar="FILE",
+    parser.add_argument("--alpha", type=validate.ALPHA, default=None,
+                        help="with --history: the gate's significance level, "
+                             f"{validate.ALPHA.describe()} (default 0.01, as CI)")
+    parser.add_argument("--thresholds", metavar="FILE", type=validate.PATH,
                         help="with --history: the gate's thresholds (default "
                              "RESULTS_DIR/baseline/thresholds.toml)")
     parser.set_defaults(func=handle, report_parser=parser)
@@ -83,8 +86,6 @@ def _history(args: argparse.Namespace) -> int:
     if args.runs or args.reference:
         args.report_parser.error("--history takes no runs and no --reference")
     alpha = history.DEFAULT_ALPHA if args.alpha is None else args.alpha
-    if not 0 < alpha < 1:
-        raise UsageError(f"--alpha must be between 0 and 1, not {alpha}")
     directory = Path(args.history)
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory")

@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from harness.backends import registry
 from harness.commands.base import (
     EXIT_FAILED,
     EXIT_INCOMPLETE,
@@ -26,6 +27,7 @@ from harness.commands.base import (
     results_dir,
     results_dir_option,
 )
+from hostkit import validate
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,15 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                f"failures); {EXIT_USAGE} bad input, nothing started; {EXIT_FAILED} an error "
                f"stopped it (the metadata says failed); {EXIT_INTERRUPTED} interrupted (Ctrl-C, "
                "SIGTERM), marked incomplete. The run directory is printed for 0 and 3.")
-    parser.add_argument("scenario", help="scenarios/<name>.toml")
-    parser.add_argument("--backend", help="comma-separated backends (default: the file's)")
+    parser.add_argument("scenario", type=validate.PATH, help="scenarios/<name>.toml")
+    parser.add_argument("--backend", type=registry.NAME_LIST,
+                        help="comma-separated backends (default: the file's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--report", action="store_true", help="write the report afterwards")
-    parser.add_argument("--seed", type=int, help="the turn order's seed (default: the file's "
-                        "[suite] seed, else drawn at random; always recorded in metadata)")
+    parser.add_argument("--seed", type=validate.SEED,
+                        help=f"the turn order's seed, {validate.SEED.describe()} (default: the "
+                             "file's [suite] seed, else drawn at random; always recorded in "
+                             "metadata)")
     parser.set_defaults(func=handle)
     return parser
 

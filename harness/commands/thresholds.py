@@ -19,6 +19,7 @@ from harness.commands.base import (
     results_dir_option,
 )
 from harness.gate.stats import DEFAULT_ALPHA
+from hostkit import validate
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -26,15 +27,15 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         "thresholds", parents=[results_dir_option()],
         help="suggest CI thresholds from repeated runs of one code",
         description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN",
+    parser.add_argument("runs", nargs="+", metavar="RUN", type=validate.RUN,
                         help="run directories or run ids of repeated runs (at least 3)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+    parser.add_argument("--alpha", type=validate.ALPHA, default=DEFAULT_ALPHA,
                         help="significance level of the worsenings counted across machine "
-                             f"kinds (default {DEFAULT_ALPHA})")
-    parser.add_argument("--across-from", metavar="FILE",
+                             f"kinds, {validate.ALPHA.describe()} (default {DEFAULT_ALPHA})")
+    parser.add_argument("--across-from", metavar="FILE", type=validate.PATH,
                         help="carry this thresholds file's [across_kinds] table over when the "
                              "runs are all of one machine kind")
-    parser.add_argument("--output", metavar="FILE",
+    parser.add_argument("--output", metavar="FILE", type=validate.PATH,
                         help="write the file here (default: standard output)")
     parser.set_defaults(func=handle)
     return parser
@@ -44,8 +45,6 @@ def handle(args: argparse.Namespace) -> int:
     from harness import results, spread
     from harness.gate.errors import CompareError
 
-    if not 0 < args.alpha < 1:
-        raise UsageError(f"--alpha must be between 0 and 1, not {args.alpha}")
     if len(args.runs) < spread.MIN_RUNS:
         raise UsageError(f"need at least {spread.MIN_RUNS} runs (a median absolute deviation "
                          "of fewer says little)")

@@ -24,6 +24,7 @@ from harness.gate import verdicts
 from harness.gate.errors import CompareError
 from harness.gate.stats import DEFAULT_ALPHA, Row, compare_samples
 from harness.gate.thresholds import Thresholds
+from hostkit import validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,8 +73,10 @@ def compare_runs(base_dir: Path, cand_dir: Path, thresholds: Thresholds | None =
     docstring. Runs of different machine kinds are always judged at the thresholds across
     kinds. CompareError (or ResultsError for a missing run) when they cannot be compared.
     """
-    if not 0 < alpha < 1:
-        raise CompareError(f"alpha must be between 0 and 1, not {alpha}")
+    try:
+        validate.ALPHA.check(alpha)
+    except validate.Invalid as error:
+        raise CompareError(f"alpha: {error}") from None
     base_dir, cand_dir = Path(base_dir), Path(cand_dir)
     candidate_kind = baseline.kind_of(cand_dir)
     kind_notes = []

@@ -47,6 +47,7 @@ from harness import memory_items, metrics
 from harness.backends.base import BackendError, Instance
 from harness.kinds import rounds
 from harness.params import param
+from hostkit import validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,23 +66,28 @@ class DensityParams:
     """The density scenario's own keys."""
 
     max_instances: int = field(default=100, metadata=param(
-        minimum=1, doc="the ramp stops once this many instances are alive"))
+        minimum=1, maximum=validate.MAX_COUNT,
+        doc="the ramp stops once this many instances are alive"))
     batch_size: int = field(default=1, metadata=param(
-        minimum=1, doc="instances started together (concurrently) at each step"))
+        minimum=1, maximum=validate.MAX_COUNT,
+        doc="instances started together (concurrently) at each step"))
     min_mem_available_mib: int = field(default=2048, metadata=param(
-        minimum=0, doc="the ramp stops once host MemAvailable falls below this"))
+        minimum=0, maximum=validate.MAX_MEMORY_MIB,
+        doc="the ramp stops once host MemAvailable falls below this"))
     time_limit_s: float = field(default=600.0, metadata=param(
-        minimum=0.001, doc="the ramp stops once it has run this long"))
+        minimum=0.001, maximum=validate.DAY_S, doc="the ramp stops once it has run this long"))
     warmup_batch: bool = field(default=True, metadata=param(
         doc="one unmeasured batch, up and down, before the ramp"))
     idle_cpu_s: float = field(default=0.0, metadata=param(
-        minimum=0, doc="after the ramp, measure each instance's CPU use while idle over this "
-                       "many seconds (0: not measured)"))
+        bounds=validate.DURATION_S,
+        doc="after the ramp, measure each instance's CPU use while idle over this "
+            "many seconds (0: not measured)"))
     ksm: str = field(default="host", metadata=param(
         choices=("host", "on", "off"), doc="KSM during the ramp: as the host has it, on or off"))
     ramps: int = field(default=1, metadata=param(
-        minimum=1, doc="ramps per backend, interleaved (A B B A ...): each backend's k-th ramp "
-                       "at mirrored positions"))
+        minimum=1, maximum=validate.MAX_COUNT,
+        doc="ramps per backend, interleaved (A B B A ...): each backend's k-th ramp "
+            "at mirrored positions"))
 
 
 def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple[str, ...]

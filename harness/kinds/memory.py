@@ -30,6 +30,7 @@ from harness.backends import registry
 from harness.backends.base import BackendError, Instance
 from harness.kinds import rounds
 from harness.params import param
+from hostkit import validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,15 +55,17 @@ class MemoryParams:
     """The memory scenario's own keys."""
 
     instances: int = field(default=10, metadata=param(
-        minimum=1, doc="K: idle instances measured together"))
+        minimum=1, maximum=validate.MAX_COUNT, doc="K: idle instances measured together"))
     settle_s: float = field(default=5.0, metadata=param(
-        minimum=0, doc="idle time between the last READY and the reading"))
+        bounds=validate.DURATION_S, doc="idle time between the last READY and the reading"))
     ksm: tuple[str, ...] = field(default=("off",), metadata=param(
         choices=KSM_MODES, doc="KSM modes each VM pass is measured with (containers: off)"))
     warmup: int = field(default=2, metadata=param(
-        minimum=0, doc="unmeasured passes per backend before any backend is measured"))
+        minimum=0, maximum=validate.MAX_ROUNDS,
+        doc="unmeasured passes per backend before any backend is measured"))
     passes: int = field(default=1, metadata=param(
-        minimum=1, doc="measured passes per backend, the backends' order shuffled each pass"))
+        minimum=1, maximum=validate.MAX_ROUNDS,
+        doc="measured passes per backend, the backends' order shuffled each pass"))
 
 
 def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[str, ...]

@@ -27,6 +27,7 @@ from harness import metrics
 from harness.backends.base import COLD, VARIANTS, WARM, BackendError, Instance
 from harness.kinds import rounds
 from harness.params import param
+from hostkit import validate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,13 +43,14 @@ class StartupParams:
     """The startup scenario's own keys."""
 
     repetitions: int = field(default=20, metadata=param(
-        minimum=1, doc="measured start → READY → stop cycles per backend and variant"))
+        minimum=1, maximum=validate.MAX_ROUNDS,
+        doc="measured start → READY → stop cycles per backend and variant"))
     warmup: int = field(default=2, metadata=param(
-        minimum=0, doc="unmeasured rounds before the measured ones"))
+        minimum=0, maximum=validate.MAX_ROUNDS, doc="unmeasured rounds before the measured ones"))
     variants: tuple[str, ...] = field(default=(COLD,), metadata=param(
         choices=VARIANTS, doc="start variants measured: cold, warm (never mixed in a ratio)"))
     settle_s: float = field(default=0.0, metadata=param(
-        minimum=0, doc="idle time between two measured turns"))
+        bounds=validate.DURATION_S, doc="idle time between two measured turns"))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from harness.kinds import rounds
 from harness.params import param
 from harness.workloads import catalog
 from harness.workloads.agent import Agent, AgentError, Controller
+from hostkit import validate
 from hostkit.paths import state_dir
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 COARSE_CLOCKS = ("jiffies", "refined-jiffies")
 
 
+MAX_REDIS_REQUESTS = 100_000_000  # redis-benchmark's requests per test: hours of work
+
+
 @dataclass(frozen=True)
 class WorkloadParams:
     """The workload scenario's own keys."""
@@ -64,19 +68,23 @@ class WorkloadParams:
         choices=catalog.TARGETS, doc="where disk workloads do their I/O: root (the "
         "instance's own), volume (a host directory handed in)"))
     repetitions: int = field(default=3, metadata=param(
-        minimum=1, doc="measured rounds (every workload on every backend once per round)"))
+        minimum=1, maximum=validate.MAX_ROUNDS,
+        doc="measured rounds (every workload on every backend once per round)"))
     warmup: int = field(default=1, metadata=param(
-        minimum=0, doc="unmeasured rounds first (start instances, lay out files, warm up)"))
+        minimum=0, maximum=validate.MAX_ROUNDS,
+        doc="unmeasured rounds first (start instances, lay out files, warm up)"))
     duration_s: int = field(default=5, metadata=param(
-        minimum=1, doc="seconds each timed workload runs (sysbench, fio, iperf3, sockperf)"))
+        minimum=1, maximum=validate.DAY_S,
+        doc="seconds each timed workload runs (sysbench, fio, iperf3, sockperf)"))
     fio_size_mib: int = field(default=256, metadata=param(
-        minimum=1, doc="size of fio's file on each target"))
+        minimum=1, maximum=validate.MAX_MEMORY_MIB, doc="size of fio's file on each target"))
     redis_requests: int = field(default=100000, metadata=param(
-        minimum=1, doc="requests per redis-benchmark test (SET, GET)"))
+        minimum=1, maximum=MAX_REDIS_REQUESTS,
+        doc="requests per redis-benchmark test (SET, GET)"))
     redis_clients: int = field(default=50, metadata=param(
-        minimum=1, doc="redis-benchmark's parallel connections"))
+        minimum=1, maximum=validate.MAX_COUNT, doc="redis-benchmark's parallel connections"))
     settle_s: float = field(default=0.0, metadata=param(
-        minimum=0, doc="idle time between two turns"))
+        bounds=validate.DURATION_S, doc="idle time between two turns"))
 
 
 @dataclass(frozen=True)

@@ -154,9 +154,7 @@ def references(names: Iterable[str]) -> dict[str, str]:
     unknown backend."""
     chosen: dict[str, str] = {}
     for name in names:
-        if name not in registry.names():
-            raise ValueError(f"unknown reference backend {name!r}, expected one of "
-                             f"{', '.join(registry.names())}")
+        registry.NAME.check(name)  # hostkit.validate.Invalid, a ValueError
         family = registry.family(name)
         if family in chosen:
             raise ValueError(f"two references of the {FAMILY_NAMES[family]} family: "

@@ -6,15 +6,23 @@ before a command does any work, and the state directory is a private temporary o
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from synthetic_runs import make_run
 
 from harness import cli
+from harness.gate.stats import DEFAULT_ALPHA
 from harness.log import configure_logging, level_for
+from hostkit import validate
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} [DIWEC] [\w.]+: ")
@@ -72,14 +80,11 @@ def test_every_subcommand_is_registered_in_order() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["doctor", "--backend", "nosuchengine"], "nosuchengine"),
         (["image", "verify", "no-such-image"], "no-such-image"),
         (["run", "/nonexistent.toml"], "/nonexistent.toml"),
-        (["run", "scenarios/quick.toml", "--backend", "nosuchengine"], "nosuchengine"),
         (["report", "/nonexistent-run", "--results-dir", "RUNS"], "/nonexistent-run"),
         (["baseline", "nope", "--results-dir", "RUNS"], "nope"),
         (["compare", "base", "nope", "--results-dir", "RUNS"], "nope"),
-        (["compare", "base", "same", "--alpha", "1.5", "--results-dir", "RUNS"], "alpha"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(private_state, runs, monkeypatch, capsys, args,
@@ -139,6 +144,9 @@ def test_ctr_bad_image_is_one_line_and_exit_2(private_state, capsys) -> None:
         ["ctr", "stop"],
         ["compare", "only-one"],
         ["compare", "a", "b", "--alpha", "x"],
+        ["compare", "a", "b", "--alpha", "1.5"],
+        ["doctor", "--backend", "nosuchengine"],
+        ["run", "scenarios/quick.toml", "--backend", "nosuchengine"],
     ],
 )
 def test_argument_errors_are_one_line_and_exit_2(capsys, args) -> None:
@@ -149,6 +157,181 @@ def test_argument_errors_are_one_line_and_exit_2(capsys, args) -> None:
     (line,) = _lines(captured.err)
     assert line.startswith("cvbench: error:") and "--help" in line
     assert captured.out == ""
+
+
+# ---------------------------------------------------------------- every option, one validator
+#
+# The parser is walked, so an option added later is held to the same rule: its type is one of
+# hostkit.validate's, and every bad value is one line, exit 2, with nothing made on the host.
+
+VALIDATORS = (validate.Bounds, validate.Names, validate.Text)
+
+
+def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every command's words and parser: (), ("doctor",), ..., ("ctr", "run"), ..."""
+    yield words, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*words, name))
+
+
+def _takes_a_value(action: argparse.Action) -> bool:
+    """An option or positional given a value (not a flag, -v, --help or a subcommand); the
+    command ``ctr run`` runs (everything after ``--``) is the container's, not ours."""
+    return action.nargs not in (0, argparse.PARSER, argparse.REMAINDER)
+
+
+PARSERS = dict(_commands(cli.build_parser()))
+OPTIONS = [(words, action) for words, parser in PARSERS.items() for action in parser._actions
+           if _takes_a_value(action)]
+
+
+def _label(words: tuple[str, ...], action: argparse.Action) -> str:
+    return " ".join((*words, argparse._get_action_name(action) or ""))
+
+
+def _valid(action: argparse.Action) -> str:
+    """A value the action's validator takes (a placeholder for a required positional)."""
+    check = action.type
+    if isinstance(check, validate.Names) and (callable(check.known) or check.known):
+        return next(iter(check.choices()), "cvbench-x")
+    return "cvbench-x"  # a path, a run id, a container or image name
+
+
+def _command_line(words: tuple[str, ...], action: argparse.Action, value: str) -> list[str]:
+    """``cvbench WORDS`` with ``value`` given to ``action``, placed first so that it is
+    parsed first, and valid values for the required positionals around it."""
+    positionals = [a for a in PARSERS[words]._actions if not a.option_strings
+                   and _takes_a_value(a)]
+    if action.option_strings:
+        required = [a for a in positionals if a.nargs not in ("?", "*")]
+        return [*words, action.option_strings[-1], value, *map(_valid, required)]
+    return [*words, *map(_valid, positionals[:positionals.index(action)]), value]
+
+
+def _bad_values(check: object) -> list[tuple[str, str]]:
+    """(what, value) pairs the validator must refuse."""
+    if isinstance(check, validate.Bounds):
+        oversized = (str(int(check.maximum) + 1) if check.integer
+                     else repr(check.maximum + 1))
+        values = [("negative", "-1"), ("non-numeric", "ten"), ("empty", ""),
+                  ("oversized", oversized), ("huge", "1" + "0" * 400)]
+        if check.problem(0) is not None:
+            values.append(("zero", "0"))
+        if check.integer:
+            values.append(("fraction", "1.5"))
+        else:
+            values.append(("not-a-number", "nan"))
+        return values
+    if isinstance(check, validate.Names):
+        values = [("unknown", "no-such-name" if check.known else "../no such/name")]
+        if check.separator:
+            values.append(("empty-list", check.separator))
+        return values
+    return [("empty", "")]
+
+
+ISSUE_VALUES = ("negative", "zero", "non-numeric", "oversized")  # each in a process of its own
+CASES = [pytest.param(words, action, value, id=f"{_label(words, action)}={what}")
+         for words, action in OPTIONS for what, value in _bad_values(action.type)]
+NUMERIC = [case for case in CASES if isinstance(case.values[1].type, validate.Bounds)
+           and str(case.id).rpartition("=")[2] in ISSUE_VALUES]
+
+
+def test_every_option_that_takes_a_value_goes_through_the_one_validator() -> None:
+    assert len(OPTIONS) > 30  # the walk found every command's options
+    unchecked = [_label(words, action) for words, action in OPTIONS
+                 if not isinstance(action.type, VALIDATORS)]
+    assert not unchecked, f"options without a hostkit.validate type: {unchecked}"
+    numeric = [action.type for _, action in OPTIONS if isinstance(action.type, validate.Bounds)]
+    assert len(numeric) >= 10
+    for bounds in numeric:  # so a negative or oversized value is bad input everywhere
+        assert bounds.minimum >= 0 and math.isfinite(bounds.maximum)
+
+
+@pytest.fixture
+def bare_host(tmp_path: Path) -> dict[str, Path]:
+    """A working directory, state and cache directories that do not exist yet: whatever a
+    command makes (a run directory, a container, the run lock) shows up in one of them."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    return {"cwd": cwd, "state": tmp_path / "state", "cache": tmp_path / "cache"}
+
+
+def _nothing_made(host: dict[str, Path]) -> None:
+    assert list(host["cwd"].iterdir()) == []  # no results/ (the default --results-dir)
+    assert not host["state"].exists() and not host["cache"].exists()
+
+
+def _refused_in_one_line(err: str, out: str, action: argparse.Action) -> None:
+    (line,) = err.splitlines()
+    name = argparse._get_action_name(action)
+    assert line.startswith(f"cvbench: error: argument {name}: "), line
+    # the validator's words (argparse's own say "invalid ..." or "expected one argument")
+    assert re.match(r"cvbench: error: argument \S+: (expected .*, got |unknown \w+ ')", line)
+    assert "--help" in line and out == ""
+
+
+@pytest.mark.parametrize(("words", "action", "value"), NUMERIC)
+def test_a_bad_number_is_one_line_exit_2_and_starts_nothing(bare_host, words, action,
+                                                            value) -> None:
+    """The issue's check, in a process of its own: ``cvbench ctr run --timeout -1`` and the
+    like for every numeric option of every subcommand."""
+    env = {**os.environ, "CVBENCH_STATE_DIR": str(bare_host["state"]),
+           "CVBENCH_CACHE_DIR": str(bare_host["cache"]), "PYTHONPATH": str(REPOSITORY)}
+    done = subprocess.run([sys.executable, "-m", "harness.cli",
+                           *_command_line(words, action, value)],
+                          cwd=bare_host["cwd"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    _refused_in_one_line(done.stderr, done.stdout, action)
+    _nothing_made(bare_host)
+
+
+@pytest.mark.parametrize(("words", "action", "value"),
+                         [case for case in CASES if case not in NUMERIC])
+def test_any_other_bad_value_is_one_line_exit_2_and_starts_nothing(
+        bare_host, monkeypatch, capsys, words, action, value) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(bare_host["state"]))
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(bare_host["cache"]))
+    monkeypatch.chdir(bare_host["cwd"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(_command_line(words, action, value))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    _refused_in_one_line(captured.err, captured.out, action)
+    _nothing_made(bare_host)
+
+
+@pytest.mark.parametrize(("words", "action"),
+                         [pytest.param(words, action, id=_label(words, action))
+                          for words, action in OPTIONS
+                          if isinstance(action.type, validate.Bounds)])
+def test_a_number_at_either_bound_is_taken(private_state, words, action) -> None:
+    """The bounds refuse only what is outside them: both ends parse to the same value."""
+    (private_state / "containers" / "cvbench-x").mkdir(parents=True)  # for ctr stop
+    bounds = action.type
+    for end, is_open in ((bounds.minimum, bounds.open_minimum),
+                         (bounds.maximum, bounds.open_maximum)):
+        value = (end + 0.001 if end == bounds.minimum else end - 0.001) if is_open else end
+        text = str(int(value)) if bounds.integer else repr(float(value))
+        args = cli.build_parser().parse_args(_command_line(words, action, text))
+        assert getattr(args, action.dest) == (int(value) if bounds.integer else float(value))
+
+
+def test_the_defaults_are_unchanged(private_state) -> None:
+    parser = cli.build_parser()
+    ctr_run = parser.parse_args(["ctr", "run"])
+    assert (ctr_run.timeout, ctr_run.network, ctr_run.image, ctr_run.memory) == (
+        10.0, "none", "default", None)
+    (private_state / "containers" / "cvbench-a").mkdir(parents=True)
+    assert parser.parse_args(["ctr", "stop", "cvbench-a"]).grace == 2.0
+    compare = parser.parse_args(["compare", "a", "b"])
+    assert (compare.alpha, compare.results_dir) == (DEFAULT_ALPHA, "results")
+    run = parser.parse_args(["run", "scenarios/quick.toml", "--backend", "ours,crun"])
+    assert (run.backend, run.seed) == ("ours,crun", None)
 
 
 # ---------------------------------------------------------------- -v / --verbose

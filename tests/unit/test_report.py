@@ -168,7 +168,7 @@ def test_reference_is_one_known_backend_per_family() -> None:
     assert headline.references(["crun", "libvirt"]) == {"container": "crun", "vm": "libvirt"}
     with pytest.raises(ValueError, match="two references of the containers family"):
         headline.references(["crun", "runc"])
-    with pytest.raises(ValueError, match="unknown reference backend 'vbox'"):
+    with pytest.raises(ValueError, match="unknown backend 'vbox'"):
         headline.references(["vbox"])
 
 

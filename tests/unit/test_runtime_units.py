@@ -141,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_cli_parses_run_ls_stop_rm():
+def test_cli_parses_run_ls_stop_rm(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    for name in ("a", "b"):  # stop and rm take the names of existing containers only
+        (tmp_path / "containers" / name).mkdir(parents=True)
     parser = _parser()
     args = parser.parse_args(
         [
