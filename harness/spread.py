@@ -7,8 +7,8 @@ pairs (:mod:`harness.gate.confirm`). So for each ``backend.variant.metric`` (the
 compared: its ratio to the floor is a key of its own) the spread is the standard deviation of
 a pair's change, estimated from each run's median: the median absolute deviation of their
 logarithms, scaled to a standard deviation (×1.4826) and to a difference of two runs (×√2).
-The median absolute deviation ignores a disturbed run among them (seen: a run whose every
-start, the floor's included, was 25-40% slower than the runs either side of it), where the
+The median absolute deviation ignores a disturbed run among them (one whose every start,
+the floor's included, is much slower than the runs either side of it: docs/gate.md), where the
 largest change, or any high quantile of the changes between every two runs, is set by it. The
 suggested threshold is :data:`SIGMAS` spreads, rounded up to a whole percent, never below
 :data:`FLOOR`, and for a metric judged by rank never below the smallest change its test can see
