@@ -24,10 +24,12 @@ same-kind threshold.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from itertools import permutations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import baseline
 from harness.gate.compare import compare_runs, load_run
@@ -51,6 +53,9 @@ MAD_TO_SIGMA = 1.4826  # the median absolute deviation of a normal sample, in it
 # runs of different kinds (0 where a pair showed none its rule counts), not their maximum.
 QUANTILE = 0.9
 MIN_RUNS = 3
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +85,20 @@ def pair_spreads(run_dirs: list[Path]) -> dict[str, float]:
     return spreads
 
 
+@functools.cache
+def _rated_frames(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's rated samples in ratios to the floors and in absolute figures, read once:
+    :func:`suggest` needs every run for the spreads and again for the smallest detectable
+    changes."""
+    return (rated_samples(load_run(run, normalized=True)),
+            rated_samples(load_run(run, normalized=False)))
+
+
 def _one_kind_spreads(run_dirs: list[Path]) -> dict[str, float]:
     logs: dict[str, list[float]] = {}
     for run in run_dirs:
         seen: set[str] = set()
-        for normalized in (True, False):
-            frame = rated_samples(load_run(run, normalized))
+        for frame in _rated_frames(run):
             medians = frame.groupby(list(KEY), sort=False).value.median()
             for (_, _, backend, variant, metric), median in medians.items():
                 name = key_of(backend, variant, metric)
@@ -148,8 +161,7 @@ def smallest_detectable(run_dirs: list[Path], alpha: float = GATE_ALPHA) -> dict
     :data:`MARGIN` would promise a regression size the test cannot see."""
     found: dict[str, float] = {}
     for run in run_dirs:
-        for normalized in (True, False):
-            frame = rated_samples(load_run(run, normalized))
+        for frame in _rated_frames(run):
             for key, group in frame.groupby(list(KEY), sort=False):
                 _, _, backend, variant, metric = key
                 values = group.value.to_numpy(dtype=float)

@@ -103,18 +103,17 @@ class Bounds:
 
     def check(self, value: object) -> int | float:
         """``value`` if it is a number of the right kind within the bounds; Invalid if not."""
-        number = as_number(value, integer=self.integer)
-        problem = self.problem(number)
-        if problem:
-            raise Invalid(f"{problem}, got {_shown(value)}")
-        return number
+        return self._within(as_number(value, integer=self.integer), _shown(value))
 
     def parse(self, text: str) -> int | float:
         """``text`` (a command line's) as a number within the bounds; Invalid if not."""
-        number = parse_number(text, integer=self.integer)
+        return self._within(parse_number(text, integer=self.integer),
+                            text if len(text) <= SHOWN else _shown(text))
+
+    def _within(self, number: int | float, given: str) -> int | float:
         problem = self.problem(number)
         if problem:
-            raise Invalid(f"{problem}, got {text if len(text) <= SHOWN else _shown(text)}")
+            raise Invalid(f"{problem}, got {given}")
         return number
 
     def describe(self) -> str:

@@ -258,7 +258,7 @@ def save_runs(path: Path, codes: dict[str, Code]) -> None:
 def load_runs(path: Path) -> dict[str, Code]:
     data = json.loads(path.read_text())
     return {name: Code(name, Path(), entry["commit"], [Path(run) for run in entry["runs"]],
-                       [Path(run) for run in entry.get("reference", data.get("reference", []))])
+                       [Path(run) for run in entry["reference"]])
             for name, entry in data["codes"].items()}
 
 

@@ -48,12 +48,12 @@ def handle(args: argparse.Namespace) -> int:
     if len(args.runs) < spread.MIN_RUNS:
         raise UsageError(f"need at least {spread.MIN_RUNS} runs (a median absolute deviation "
                          "of fewer says little)")
-    if args.across_from and not Path(args.across_from).is_file():
-        raise UsageError(f"--across-from: no such file: {args.across_from}")
+    across_from = Path(args.across_from) if args.across_from else None
+    if across_from is not None and not across_from.is_file():
+        raise UsageError(f"--across-from: no such file: {across_from}")
     try:
         run_dirs = [results.resolve_run(run, results_dir(args)) for run in args.runs]
-        text = spread.suggest(run_dirs, args.alpha,
-                              Path(args.across_from) if args.across_from else None)
+        text = spread.suggest(run_dirs, args.alpha, across_from)
     except (results.ResultsError, CompareError) as error:
         raise UsageError(str(error)) from None
     if args.output:
