@@ -8,15 +8,22 @@ import select
 import signal
 
 
-def _stat_field(pid: int, index: int) -> int | None:
-    """Field ``index`` of /proc/<pid>/stat counted after the command name (0: state), or None
-    when the process is gone."""
+def _stat_after_name(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (0: state), or None when the
+    process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2 :].split()[index])
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def _stat_field(pid: int, index: int) -> int | None:
+    """Field ``index`` of /proc/<pid>/stat counted after the command name, or None when the
+    process is gone."""
+    fields = _stat_after_name(pid)
+    return None if fields is None else int(fields[index])
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -58,14 +65,15 @@ def wait_exit(pid: int, timeout: float | None) -> bool:
         os.close(pidfd)
 
 
+# Zombie, and dead: a process its parent is reaping at this moment shows X until its pid
+# is released, after its pidfd has already reported the exit.
+EXITED_STATES = (b"Z", b"X", b"x")
+
+
 def running(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return False
-    return data[data.rindex(b")") + 2 :].split()[0] != b"Z"
+    """True if ``pid`` exists and has not exited (neither a zombie nor being reaped)."""
+    fields = _stat_after_name(pid)
+    return fields is not None and fields[0] not in EXITED_STATES
 
 
 def signal_and_wait(pid: int, signum: int, timeout: float | None) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import uuid
 
 import pytest
 from engine_inventory import EngineInventory, require
@@ -50,8 +51,11 @@ def engine(request, session_state_dir, built_image):
 
 
 def _spec(image, index: int, network: str = "none") -> InstanceSpec:
-    return InstanceSpec(name=f"cvbench-it-{os.getpid()}-{index}", image=image,
-                        memory_limit_mib=64, pids_limit=64, cpu_limit=0.5, network=network)
+    """A container named for this test process, index and a random tag (a test that failed
+    before its remove leaves no name for the next test to trip over)."""
+    return InstanceSpec(name=f"cvbench-it-{os.getpid()}-{index}-{uuid.uuid4().hex[:6]}",
+                        image=image, memory_limit_mib=64, pids_limit=64, cpu_limit=0.5,
+                        network=network)
 
 
 def _interfaces(pid: int) -> set[str]:
@@ -71,16 +75,20 @@ def test_start_ready_stop_remove_cold_and_warm_none_and_bridge(engine, built_ima
                 engine.resume(instance)
             else:
                 instance = engine.start(spec)
-            engine.wait_ready(instance, 30)
-            memory = engine.memory(instance)
-            init = engine._init(instance.handle)
-            assert init and running(init)
-            interfaces = _interfaces(init)
-            assert ("eth0" in interfaces) == (network == "bridge"), interfaces
-            assert memory.pss and memory.cgroup and memory.monitor_pss, memory
-            assert memory.pss > memory.monitor_pss
-            engine.stop(instance)
-            assert not running(init)
+            try:
+                engine.wait_ready(instance, 30)
+                memory = engine.memory(instance)
+                init = engine._init(instance.handle)
+                assert init and running(init)
+                interfaces = _interfaces(init)
+                assert ("eth0" in interfaces) == (network == "bridge"), interfaces
+                assert memory.pss and memory.cgroup and memory.monitor_pss, memory
+                assert memory.pss > memory.monitor_pss
+                engine.stop(instance)
+                assert not running(init)
+            except BaseException:
+                engine._discard(instance)  # stop and remove, so the next case starts clean
+                raise
             engine.remove(instance)
             assert instance.name not in engine.live
 

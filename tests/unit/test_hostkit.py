@@ -84,6 +84,17 @@ def test_wait_exit_and_signal_and_wait() -> None:
     assert procs.process_alive(os.getpid(), procs.proc_start_time(os.getpid()))
 
 
+def test_a_process_being_reaped_is_not_running(monkeypatch) -> None:
+    """A parent reaping its child marks it X (dead) before the pid is released: that window
+    follows the pidfd's exit report, so a caller checking right after a stop can see it."""
+    line = {"state": b"S"}
+    monkeypatch.setattr(procs, "_stat_after_name", lambda pid: [line["state"], b"1"])
+    assert procs.running(4242)
+    for state in (b"Z", b"X", b"x"):
+        line["state"] = state
+        assert not procs.running(4242), state
+
+
 def test_terminate_kills_after_the_grace_and_checks_identity() -> None:
     stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 1; done"])
     time.sleep(0.2)  # let the shell install its trap

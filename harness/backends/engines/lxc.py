@@ -376,9 +376,15 @@ class LxcBackend(common.SplitStart):
             return
         try:
             handle.container.shutdown(0)  # lxc.signal.halt (SIGTERM) to the init, no waiting
+            if wait_pidfd(pidfd, self.grace_s):
+                return
+            handle.container.stop()  # SIGKILL through the monitor
+            if wait_pidfd(pidfd, self.grace_s):
+                return
+            with contextlib.suppress(ProcessLookupError):  # the monitor did not answer
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             if not wait_pidfd(pidfd, self.grace_s):
-                handle.container.stop()  # SIGKILL through the monitor
-                wait_pidfd(pidfd, self.grace_s)
+                raise BackendError(f"{instance.name}: init {init} survived SIGKILL")
         finally:
             os.close(pidfd)
 
