@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from synthetic_runs import make_run
 
@@ -87,3 +89,64 @@ def test_the_thresholds_command_writes_a_file_compare_reads(tmp_path, capsys) ->
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "argument --alpha" in err and err.count("\n") == 1, err
+
+
+def test_the_median_sampling_spread_of_a_two_point_distribution() -> None:
+    import numpy as np
+
+    # by hand: runs of (0, 0, 0.2), each centred on its median 0; a median of three draws
+    # is 0.2 when two or three are, with odds 3 (1/3)^2 (2/3) + (1/3)^3 = 7/27, so its
+    # deviation is 0.2 x sqrt(7/27 x 20/27) = 0.0877
+    runs = [np.array([0.0, 0.0, 0.2]), np.array([1.0, 1.0, 1.2])]
+    assert abs(spread.median_sampling_sigma(runs) - 0.0877) < 0.004
+    # every sample alike: no sampling spread, whatever the runs' own levels
+    assert spread.median_sampling_sigma([np.zeros(5), np.ones(5)]) == 0.0
+
+
+def _stop_times_run(results_dir, run_id: str, stops) -> Path:
+    """A run of the qemu floor with its cold stop times as given, and libvirt beside it
+    (a run's ratios need a member of the family) at a steady 6 ms."""
+    from harness.results import RunWriter, Sample
+
+    writer = RunWriter.create(results_dir, run_id, {
+        "suite": "quick", "scenarios": ["startup"],
+        "backends": {"qemu": {"accel": "tcg"}, "libvirt": {"accel": "tcg"}},
+        "host": {"hostname": "h", "cpus": 2, "kernel": "6.1.0", "cpu_model": "Test CPU"},
+        "accel": {"accel": "tcg"}, "git_commit": run_id})
+    writer.add([Sample(run_id=run_id, scenario="startup", kind="startup", backend=backend,
+                       metric="stop_s", value=float(value), unit="s", accel="tcg",
+                       network="none", guest_memory_mib=128, image_digest="sha256:" + "ab" * 32,
+                       repetition=rep, variant="cold")
+                for backend, times in (("qemu", stops), ("libvirt", [0.006] * len(stops)))
+                for rep, value in enumerate(times)])
+    writer.finish("complete")
+    return writer.directory
+
+
+def test_a_heavy_tail_the_run_medians_hide_sets_the_spread(tmp_path) -> None:
+    """Five stop times a run, most near 6 ms and some slow: the runs' medians agree, so their
+    median absolute deviation is near zero, but a median of five moves whenever three of
+    them are slow, as a pair of runs in CI showed (+24%)."""
+    fast, slow = 0.0060, 0.0300
+    runs = [_stop_times_run(tmp_path, f"r{n}", stops) for n, stops in enumerate([
+        (fast, fast, fast, slow, fast), (fast, slow, fast, fast, fast),
+        (fast, fast, fast, fast, fast), (slow, fast, fast, fast, slow),
+        (fast, fast, slow, fast, fast), (fast, fast, fast, fast, fast)])]
+    assert spread._one_kind_spreads(runs)["qemu.cold.stop_s"] == 0.0  # every median 6 ms
+    # by hand: 5 of 30 samples slow; a median of 5 is slow when 3 or more are, with odds
+    # 0.0355 (binomial, p = 1/6), so the log median is 0 or ln 5 = 1.609: deviation
+    # 1.609 x sqrt(0.0355 x 0.9645) = 0.298, and for a pair e^(0.298 x sqrt 2) - 1 = 0.52
+    both = spread.pair_spreads(runs)
+    assert 0.45 < both["qemu.cold.stop_s"] < 0.60, both
+    # libvirt's own stop times never move, but its ratio's floor does
+    assert both["libvirt.cold.stop_s"] == 0.0
+    assert 0.45 < both["libvirt.cold.stop_s_vs_qemu"] < 0.60, both
+
+
+def test_a_ratio_to_the_floor_adds_the_floors_sampling_spread() -> None:
+    known = {"process.warm.start_to_ready_s": 0.0, "process.stop_s": 0.0}
+    assert spread._floor_key("ours.warm.start_to_ready_s_vs_process", known) == \
+        "process.warm.start_to_ready_s"
+    assert spread._floor_key("ours.cold.stop_s_vs_process", known) == "process.stop_s"
+    assert spread._floor_key("ours.cold.stop_s", known) is None
+    assert spread._floor_key("libvirt.cold.stop_s_vs_qemu", known) is None  # floor unknown
