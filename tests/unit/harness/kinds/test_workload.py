@@ -18,7 +18,7 @@ from harness.backends.base import Instance, InstanceSpec
 from harness.kinds import rounds, workload
 from harness.workloads.agent import AgentError, Controller
 
-RECORDED = Path(__file__).parent / "workload_output"
+RECORDED = Path(__file__).parents[1] / "workload_output"
 OUTPUTS = (  # (words in the command, recorded output)
     (("sysbench", "cpu"), "sysbench-cpu.txt"),
     (("access-mode=seq",), "sysbench-mem-seq.txt"),

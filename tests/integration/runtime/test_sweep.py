@@ -19,7 +19,7 @@ from runtime.sweep import sweep_all as sweep
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 OWNER = """
 import json, os, signal, sys

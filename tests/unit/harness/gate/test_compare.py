@@ -273,7 +273,7 @@ def test_a_scenario_or_variant_absent_from_the_candidate_is_named_once(results_d
     assert comparison.faults == ["scenario memory of the baseline is absent from the candidate"]
     assert comparison.exit_code == 1
     # a variant: drop ours' warm rows from a copy of a real recorded run
-    real = Path(__file__).parents[2] / "results" / "baseline" / "amd-epyc"
+    real = Path(__file__).parents[4] / "results" / "baseline" / "amd-epyc"
     frame = pd.read_csv(real / "samples.csv")
     assert ((frame.backend == "ours") & (frame.variant == "warm")).any()
     kept = frame[~((frame.backend == "ours") & (frame.variant == "warm"))]

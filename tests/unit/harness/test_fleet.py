@@ -1,6 +1,7 @@
 """cvbench fleet without hosts: preflight, Ansible's answers, fleet directories, report, gate.
 
-The real Ansible path (hosts in network namespaces, sshd) is tests/integration/test_fleet.py.
+The real Ansible path (hosts in network namespaces, sshd) is
+tests/integration/harness/test_fleet.py.
 """
 
 from __future__ import annotations

@@ -24,23 +24,23 @@ from vm import hypervisor, testhost
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.v2host]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 # What proves like for like on a v2 host: the isolation probe (ours cold and warm, crun, runc)
 # and the same cgroups/devices/mounts/profile comparison, the limits, the OCI backends, the
 # root switch, the device filter, the seccomp program the kernel holds, the overlay mounted
 # outside the container's memory cgroup, and SIGKILL-then-`cvbench clean`.
 SUBSET = (
-    "tests/integration/test_isolation_probe.py",
-    "tests/integration/test_runtime_limits.py",
-    "tests/integration/test_runtime_isolation.py",
-    "tests/integration/test_oci_backends.py",
-    "tests/integration/test_cgroup_layout.py",
-    "tests/integration/test_root_switch.py",
-    "tests/integration/test_device_filter.py",
-    "tests/integration/test_overlay_outside_cgroup.py",
-    "tests/integration/test_seccomp_readback.py",
-    "tests/integration/test_warm_split.py",
-    "tests/integration/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
+    "tests/integration/harness/backends/test_isolation_probe.py",
+    "tests/integration/runtime/test_cgroups.py",
+    "tests/integration/runtime/test_isolation.py",
+    "tests/integration/harness/backends/oci/test_backend.py",
+    "tests/integration/harness/backends/test_cgroup_layout.py",
+    "tests/integration/runtime/test_rootfs.py",
+    "tests/integration/runtime/test_device_filter.py",
+    "tests/integration/runtime/test_overlay_outside_cgroup.py",
+    "tests/integration/hostkit/test_seccomp_readback.py",
+    "tests/integration/harness/backends/test_warm_split.py",
+    "tests/integration/harness/kinds/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
 )
 JUNIT = "/tmp/cvbench-v2host-junit.xml"
 LOGS = testhost.LOGS  # the subset's output is kept there too, for reading afterwards

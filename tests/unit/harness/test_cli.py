@@ -24,7 +24,7 @@ from harness.gate.stats import DEFAULT_ALPHA
 from harness.log import configure_logging, level_for
 from hostkit import validate
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+REPOSITORY = Path(__file__).resolve().parents[3]
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} [DIWEC] [\w.]+: ")
 
 

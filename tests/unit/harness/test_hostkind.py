@@ -163,7 +163,7 @@ def test_doctor_and_run_refuse_such_a_host_in_one_line_with_exit_2(tmp_path, mon
                                                                    capsys, command):
     from harness import runner
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.chdir(Path(__file__).resolve().parents[3])
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path / "state"))
     root = _v2_root(tmp_path / "cgroup", controllers="cpu io pids")
     proc = tmp_path / "proc"

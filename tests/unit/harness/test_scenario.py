@@ -16,7 +16,7 @@ from harness.kinds.memory import MemoryParams
 from harness.kinds.startup import StartupParams
 from harness.scenario import ScenarioError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 VALID = """
 [suite]

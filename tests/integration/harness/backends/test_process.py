@@ -169,7 +169,7 @@ def test_unknown_backend_option_is_usage_error(state_dir, tmp_path) -> None:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(state_dir, args) -> None:
-    result = cvbench(*args, cwd=Path(__file__).resolve().parents[2])
+    result = cvbench(*args, cwd=Path(__file__).resolve().parents[4])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cvbench: error:")

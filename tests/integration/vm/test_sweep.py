@@ -44,7 +44,7 @@ def test_sweep_after_sigkill(monkeypatch) -> None:
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(state))
     prefix = f"cvbench-test-vm-{uuid.uuid4().hex[:6]}-"
     images.build()
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     harness = subprocess.Popen([sys.executable, "-c", HARNESS, prefix], cwd=root,
                                stdout=subprocess.PIPE, text=True)
     conn = hypervisor.connect()

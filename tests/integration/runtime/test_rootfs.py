@@ -27,7 +27,7 @@ from harness.backends.ours import OursBackend
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROBE = (ROOT / "tests" / "isolation_probe.sh").read_text()
 
 # Enter the container's mount namespace and root (as a process of the container would be),

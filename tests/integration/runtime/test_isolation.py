@@ -110,7 +110,7 @@ def test_minimal_dev_and_masked_paths(runtime, built_image):
 def test_device_nodes_can_be_made_but_not_opened(runtime, built_image):
     """CAP_MKNOD is held (the OCI default set) and the device rules allow mknod of any node,
     but opening one outside the allow list is refused (the v1 devices cgroup, or on v2 the
-    eBPF program: tests/integration/test_device_filter.py)."""
+    eBPF program: tests/integration/runtime/test_device_filter.py)."""
     out, _ = run_script(runtime, built_image, "mknod /dev/disk b 8 0 && echo MADE; "
                         "head -c 1 /dev/disk 2>&1 || echo OPEN-REFUSED")  # fmt: skip
     assert out.split()[0] == "MADE"
@@ -138,7 +138,7 @@ def test_host_mount_table_is_untouched(runtime, built_image):
     assert abs(during.count("\n") - before) <= 2  # other tests may mount meanwhile
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Run by the host's Python in the container's process (chrooted into a read-only bind of the
 # host's tree: same credentials, same session keyring): the session keyring's serial and
 # description, through hostkit's keyctl binding.

@@ -32,7 +32,7 @@ from runtime.scopes import SHARD_PREFIX, SHARDS
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
 BACKENDS = {"crun": CrunBackend, "runc": RuncBackend}
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[5]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 

@@ -55,7 +55,7 @@ from runtime import caps, cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[3]
 PROBE = (TESTS / "isolation_probe.sh").read_text()
 PROBE_SOURCE = TESTS / "probe_syscalls.c"
 PROBE_BINARY = "probe_syscalls"  # the name isolation_probe.sh runs from the volume

@@ -14,7 +14,7 @@ the starts). The parent and shard levels are set alike:
   ``cgroup.controllers`` in the container's cgroup.
 
 The cgroup mounts are found in ``/proc/self/mountinfo`` wherever they are, so the test runs
-on this hybrid host and in the cgroup-v2 VM alike (``test_v2_host.py``).
+on this hybrid host and in the cgroup-v2 VM alike (``vm/test_testhost.py``).
 """
 
 from __future__ import annotations

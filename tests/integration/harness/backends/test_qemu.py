@@ -20,7 +20,7 @@ from vm import bare_qemu, hypervisor
 from vm import sweep as vm_sweep
 
 pytestmark = [pytest.mark.root, pytest.mark.vm]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ address but nothing listening (unreachable). They share this kernel and file sys
 share one cache directory (a checkout prepared once here, with network, since the hosts have
 none) and its host lock: their runs take turns. Run alone (as root, under the host lock):
 
-    flock /tmp/cvbench-host.lock .venv/bin/pytest -m fleet tests/integration/test_fleet.py
+    flock /tmp/cvbench-host.lock .venv/bin/pytest -m fleet tests/integration/harness/test_fleet.py
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fleet_hosts import Hosts, ensure_sshd
 pytestmark = [pytest.mark.root, pytest.mark.fleet, pytest.mark.slow,
               pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HOST_SH = REPO / "harness" / "fleet" / "playbooks" / "host.sh"
 # The hosts' cache directory: a checkout of HEAD with its virtualenv, kept between test runs
 # (set-up then skips the pip install while pyproject.toml is unchanged).

@@ -1,5 +1,5 @@
 """The workload tools' parsers, on output recorded from the workloads image's own tools
-(``tests/unit/workload_output/``), and on output they must refuse."""
+(``tests/unit/harness/workload_output/``), and on output they must refuse."""
 
 from __future__ import annotations
 

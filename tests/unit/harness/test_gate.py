@@ -17,7 +17,7 @@ from harness.gate.stats import KEY, compare_samples, mann_whitney_p, rated_sampl
 from harness.gate.thresholds import Thresholds
 from harness.spread import threshold_key
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASELINES = REPO / "results" / "baseline"
 THRESHOLDS = BASELINES / "thresholds.toml"
 GATE_ALPHA = 0.01  # scripts/quick-gate.sh

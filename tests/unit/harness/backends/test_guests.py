@@ -10,7 +10,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from test_domain_guest import read_cpio
+from cpio import read_cpio
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.guests import GuestDevices, GuestOptions, console_reason
