@@ -1,5 +1,5 @@
-"""The workloads image's building blocks: the ELF reader, apt's package index, the library
-resolver over unpacked packages, and the recipe that makes a second build instant."""
+"""The workloads image's recipe: the library resolver over unpacked packages, and the
+recipe that makes a second build instant."""
 
 from __future__ import annotations
 
@@ -15,54 +15,6 @@ from imagestore.image import ImageError
 
 LS = Path("/bin/ls")
 HOST_LIB_DIRS = (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"))
-MODULES = Path("/var/cache/cvbench/guest/modules")
-
-
-def test_elf_reads_loader_and_needed_libraries() -> None:
-    info = elf.dynamic(LS)
-    assert info.interpreter == "/lib64/ld-linux-x86-64.so.2"
-    assert "libc.so.6" in info.needed
-    assert elf.is_elf(LS) and not elf.is_elf(Path(__file__))
-    with pytest.raises(elf.ElfError):
-        elf.dynamic(Path(__file__))
-
-
-def test_elf_reads_a_kernel_modules_dependencies() -> None:
-    found = sorted(MODULES.glob("*/kernel/drivers/net/virtio_net.ko"))
-    if not found:
-        pytest.skip("no guest kernel modules (scripts/setup.sh extracts them)")
-    info = elf.modinfo(found[0])
-    assert info["name"] == "virtio_net"
-    assert "virtio_ring" in info["depends"].split(",")
-    with pytest.raises(elf.ElfError, match="modinfo"):
-        elf.modinfo(LS)
-
-
-SHOW = """Package: fio
-Version: 3.33-3
-Architecture: amd64
-Pre-Depends: init-system-helpers (>= 1.51)
-Depends: libaio1 (>= 0.3.93), libc6 (>= 2.34), libgcc-s1 | libgcc1,
- python3:any
-Filename: pool/main/f/fio/fio_3.33-3_amd64.deb
-SHA256: dc79
-
-Package: busybox-static
-Version: 1:1.35.0-4
-Architecture: amd64
-Filename: pool/main/b/busybox/busybox-static_1.35.0-4_amd64.deb
-SHA256: 0123
-"""
-
-
-def test_the_package_index_is_read_with_first_alternatives_and_no_versions() -> None:
-    found = debian.parse_show(SHOW)
-    assert found["fio"].depends == ("init-system-helpers", "libaio1", "libc6", "libgcc-s1",
-                                    "python3")
-    assert found["fio"].deb == "fio_3.33-3_amd64.deb"
-    assert found["busybox-static"].version == "1:1.35.0-4"
-    assert debian._download_name(found["busybox-static"]) == \
-        "busybox-static_1%3a1.35.0-4_amd64.deb"
 
 
 def _host_file(soname: str) -> Path | None:
