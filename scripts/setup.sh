@@ -63,7 +63,7 @@ fi
 # every container backend installs alike; libseccomp2 compiles it.
 # chromium: the tests open the HTML report in it (headless) and check what a reader sees.
 # strace: the tests trace a warm container's init across its start (the same split for every
-# runtime: tests/integration/test_warm_split.py).
+# runtime: tests/integration/harness/backends/test_warm_split.py).
 # The engines: docker.io (dockerd, containerd), podman (conmon; CNI plugins for its bridge
 # networks), lxc with its Python binding (python3-lxc, linked into the virtualenv below).
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
