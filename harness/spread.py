@@ -14,7 +14,7 @@ suggested threshold is :data:`SIGMAS` spreads, rounded up to a whole percent, ne
 :data:`FLOOR`, and for a metric judged by rank never below the smallest change its test can see
 in the runs' own samples (less :data:`MARGIN`), so the stated regression size is one the gate
 can find. Every gated metric of the runs gets its own key, so the file names exactly the
-baseline's metrics (tests/unit/test_gate_power.py checks it).
+baseline's metrics (tests/unit/harness/test_gate.py checks it).
 
 Between runs of different machine kinds (CPU models) the ``[across_kinds]`` thresholds hold
 for a baseline recorded on another kind: there the largest significant worsening of a ratio

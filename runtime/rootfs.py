@@ -25,7 +25,7 @@ left above the root but the empty skeleton):
 - move (the default): move the assembled root (with its submounts) onto the skeleton's root
   (move_mount(2)), detach the host's tree, and chroot into the moved root. No walk. Unlike
   runc's ``--no-pivot`` (a move onto the host's ``/`` and chroot), a chroot escape finds no
-  host tree: only the empty, read-only skeleton (``tests/integration/test_root_switch.py``
+  host tree: only the empty, read-only skeleton (``tests/integration/runtime/test_rootfs.py``
   checks it).
 """
 
