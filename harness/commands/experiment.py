@@ -1,0 +1,92 @@
+"""What the experiment subcommands (``items``, ``profile``, ``idle``) share: a run, made by the
+runner as ``cvbench run`` makes one, of a scenario the subcommand builds from its options.
+
+An experiment is a run: the runner holds the state directory's lock (``cvbench clean``
+refuses meanwhile), checks the image, creates and prepares the backends through the backend
+registry, writes ``metadata.json`` (host, backends, seed) and ``samples.csv`` into
+``<out>/<run-id>/``, and always stops what was started and cleans every backend up. Its
+measuring code is a scenario kind's ``run`` function (the memory kind's, or the experiment's
+own, registered for the call), and it launches through the kinds' own code (the density
+kind's batch launch), so what it measures is launched as a run launches it. Backend
+variants an experiment compares (``ours`` with one feature taken away) are registered for
+the call too, so that every sample names what ran.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.commands.base import EXIT_INTERRUPTED, UsageError
+
+if TYPE_CHECKING:
+    from harness.backends.registry import BackendInfo
+    from harness.kinds.registry import KindInfo
+    from harness.scenario import Scenario
+
+
+def backend_options(items: Iterable[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as a backend's keyword options: VALUE read as a TOML value
+    where it is one (``true``, ``2.5``, ``"x"``), as in a scenario's ``[backend_options]``,
+    else taken as the text (``cmdline_extra=tsc=reliable``)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            options[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key] = text
+    return options
+
+
+@contextmanager
+def registered(kinds: Iterable[KindInfo] = (), backends: Iterable[BackendInfo] = ()
+               ) -> Iterator[None]:
+    """The experiment's own kind and backend variants, in the registries for the block."""
+    from harness.backends import registry
+    from harness.kinds import registry as kind_registry
+
+    kinds, backends = tuple(kinds), tuple(backends)
+    for kind in kinds:
+        kind_registry.register(kind)
+    for backend in backends:
+        registry.register(backend)
+    try:
+        yield
+    finally:
+        for backend in backends:
+            registry.unregister(backend.name)
+        for kind in kinds:
+            kind_registry.unregister(kind.name)
+
+
+def run(name: str, scenario: Scenario[Any], backends: tuple[str, ...],
+        options: dict[str, dict[str, Any]], out: Path, *, quiet: bool = False,
+        seed: int | None = None) -> Path | int:
+    """Run ``scenario`` on ``backends`` (constructed with ``options``) into ``out``: the run
+    directory, or ``EXIT_INTERRUPTED``. Bad input (a backend option, a missing image or
+    backend, a host whose cgroups cvbench cannot use) is a UsageError raised before anything
+    starts."""
+    from harness import backends as backend_registry
+    from harness import hostkind, runner
+    from harness.backends.base import BackendError
+    from harness.scenario import Suite
+    from imagestore.image import ImageError
+
+    command = " ".join(["cvbench", *sys.argv[1:]])
+    suite = Suite(path=Path(f"cvbench {name}"), name=name, text=command, backends=backends,
+                  scenarios=(scenario,), backend_options=options, seed=seed)
+    try:
+        for backend, given in options.items():
+            backend_registry.check_options(backend, given)
+        hostkind.check()
+        return runner.run_suite(suite, out, quiet=quiet)
+    except (ImageError, BackendError, hostkind.HostKindError) as error:
+        raise UsageError(str(error)) from None
+    except runner.RunInterrupted as error:
+        print(f"cvbench: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
