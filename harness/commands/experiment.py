@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.commands.base import EXIT_INTERRUPTED, UsageError
+from harness.commands.base import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from harness.backends.registry import BackendInfo
@@ -90,3 +90,20 @@ def run(name: str, scenario: Scenario[Any], backends: tuple[str, ...],
     except runner.RunInterrupted as error:
         print(f"cvbench: {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def exit_code(run_dir: Path) -> int:
+    """EXIT_OK for a complete run in which nothing failed; else one line per failure on
+    stderr and EXIT_INCOMPLETE (a kind may note a backend's failure and go on: an experiment
+    whose figures miss a backend says so)."""
+    from harness import results
+
+    metadata = results.read_metadata(run_dir)
+    failures = results.failure_lines(metadata)
+    if metadata.get("status") == "complete" and not failures:
+        return EXIT_OK
+    print(f"cvbench: run {run_dir.name} is {metadata.get('status')}: {len(failures)} "
+          "failure(s)", file=sys.stderr)
+    for line in failures:
+        print(f"cvbench: {line}", file=sys.stderr)
+    return EXIT_INCOMPLETE

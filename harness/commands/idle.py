@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backends import registry
-from harness.commands.base import EXIT_OK, Subparsers
+from harness.commands.base import Subparsers
 from hostkit import validate
 
 if TYPE_CHECKING:
@@ -88,10 +88,12 @@ def handle(args: argparse.Namespace) -> int:
                                  Path(args.out), quiet=args.quiet)
     if isinstance(outcome, int):
         return outcome
-    for name, summary in results.read_metadata(outcome).get(KIND, {}).items():
-        print(line(name, summary))
+    summaries = results.read_metadata(outcome).get(KIND, {})
+    for name in backends:
+        if name in summaries:
+            print(line(name, summaries[name]))
     print(outcome)
-    return EXIT_OK
+    return experiment.exit_code(outcome)
 
 
 def run(ctx: RunContext, plan: Scenario[Any], backend_names: tuple[str, ...]) -> None:

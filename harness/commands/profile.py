@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backends import registry
-from harness.commands.base import EXIT_OK, Subparsers, UsageError
+from harness.commands.base import Subparsers, UsageError
 from hostkit import validate
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def handle(args: argparse.Namespace) -> int:
         if (outcome / name).exists():
             print(f"{name}:\n{(outcome / name).read_text()}")
     print(outcome)
-    return EXIT_OK
+    return experiment.exit_code(outcome)
 
 
 def run(ctx: RunContext, plan: Scenario[Any], backend_names: tuple[str, ...]) -> None:

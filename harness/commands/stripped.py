@@ -28,7 +28,9 @@ def _without_seccomp(spec: Spec) -> None:
 
 
 def _without_mounts(spec: Spec) -> None:
-    spec.mounts = []
+    """No /proc and /dev/pts, nor the masked and read-only paths inside them; /dev stays:
+    the init opens /dev/null on it before it execs."""
+    spec.mounts = [mount for mount in spec.mounts if mount.destination == "/dev"]
     spec.linux.masked_paths = []
     spec.linux.readonly_paths = []
 
