@@ -64,21 +64,24 @@ def registered(kinds: Iterable[KindInfo] = (), backends: Iterable[BackendInfo] =
             kind_registry.unregister(kind.name)
 
 
-def run(name: str, scenario: Scenario[Any], backends: tuple[str, ...],
+def run(command: str, scenario: Scenario[Any], backends: tuple[str, ...],
         options: dict[str, dict[str, Any]], out: Path, *, quiet: bool = False,
         seed: int | None = None) -> Path | int:
-    """Run ``scenario`` on ``backends`` (constructed with ``options``) into ``out``: the run
-    directory, or ``EXIT_INTERRUPTED``. Bad input (a backend option, a missing image or
-    backend, a host whose cgroups cvbench cannot use) is a UsageError raised before anything
-    starts."""
+    """Run ``scenario`` on ``backends`` (constructed with ``options``) into ``out`` for
+    ``cvbench command``: the run directory, or ``EXIT_INTERRUPTED``. The metadata's
+    ``scenario_text`` says what ran, every value included (defaults too). Bad input (a
+    backend option, a missing image or backend, a host whose cgroups cvbench cannot use) is a
+    UsageError raised before anything starts."""
     from harness import backends as backend_registry
     from harness import hostkind, runner
     from harness.backends.base import BackendError
     from harness.scenario import Suite
     from imagestore.image import ImageError
 
-    command = " ".join(["cvbench", *sys.argv[1:]])
-    suite = Suite(path=Path(f"cvbench {name}"), name=name, text=command, backends=backends,
+    text = (f"cvbench {command}\nbackends = {list(backends)}\nbackend_options = {options}\n"
+            f"scenario = {scenario!r}\n")
+    suite = Suite(path=Path(f"cvbench {command}"), name=scenario.name, text=text,
+                  backends=backends,
                   scenarios=(scenario,), backend_options=options, seed=seed)
     try:
         for backend, given in options.items():

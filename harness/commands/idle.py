@@ -84,7 +84,7 @@ def handle(args: argparse.Namespace) -> int:
         plan = scenario.make(KIND, timeout_s=args.timeout, guest_memory_mib=args.memory,
                              instances=args.instances, settle_s=args.settle,
                              seconds=args.seconds)
-        outcome = experiment.run(KIND, plan, backends, dict.fromkeys(backends, given),
+        outcome = experiment.run("idle", plan, backends, dict.fromkeys(backends, given),
                                  Path(args.out), quiet=args.quiet)
     if isinstance(outcome, int):
         return outcome

@@ -101,7 +101,7 @@ def handle(args: argparse.Namespace) -> int:
         overrides={FULL: {"warmup": 1}, **{v.name: {"network": v.network} for v in variants}})
     options = {v.name: {"without": v.without} for v in variants if v.without}
     with experiment.registered(backends=infos):
-        outcome = experiment.run("memory-items", plan,
+        outcome = experiment.run("items", plan,
                                  (FULL, *(v.name for v in variants), FLOOR), options,
                                  Path(args.out), quiet=args.quiet, seed=args.seed)
     if isinstance(outcome, int):

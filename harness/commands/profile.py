@@ -152,7 +152,7 @@ def handle(args: argparse.Namespace) -> int:
     options = {args.backend: experiment.backend_options(args.option)}
     with experiment.registered(kinds=[kind]):
         plan = scenario.make(KIND, timeout_s=args.timeout, **vars(params))
-        outcome = experiment.run(KIND, plan, (args.backend,), options, Path(args.out),
+        outcome = experiment.run("profile", plan, (args.backend,), options, Path(args.out),
                                  quiet=args.quiet)
     if isinstance(outcome, int):
         return outcome
