@@ -14,6 +14,7 @@ the call too, so that every sample names what ran.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tomllib
 from collections.abc import Iterable, Iterator
@@ -22,11 +23,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.commands.base import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from hostkit import validate
 
 if TYPE_CHECKING:
     from harness.backends.registry import BackendInfo
     from harness.kinds.registry import KindInfo
     from harness.scenario import Scenario
+
+
+def options(out: str, timeout_s: float, option_help: str = "") -> argparse.ArgumentParser:
+    """A parent parser (``parents=[...]``) with what every experiment takes: ``--timeout``
+    (each READY), ``--out`` (where its run directory goes), ``--quiet`` and, given its help,
+    ``--option KEY=VALUE`` (backend options, read by :func:`backend_options`)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--timeout", type=validate.TIMEOUT_S, default=timeout_s,
+                        help=f"wait for each READY, {validate.TIMEOUT_S.describe()} "
+                             f"(default {timeout_s:g})")
+    if option_help:
+        parent.add_argument("--option", type=validate.BACKEND_OPTION, action="append",
+                            default=[], metavar="KEY=VALUE", help=option_help)
+    parent.add_argument("--out", type=validate.PATH, default=out,
+                        help=f"where the run directory is written (default {out})")
+    parent.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parent
 
 
 def backend_options(items: Iterable[str]) -> dict[str, Any]:

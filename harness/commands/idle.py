@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backends import registry
+from harness.commands import experiment
 from harness.commands.base import Subparsers
 from hostkit import validate
 
@@ -48,7 +49,8 @@ class IdleParams:
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "idle", help="CPU and wake-ups of idle instances, per thread kind (root)",
-        description=(__doc__ or "").split("\n\n")[0])
+        description=(__doc__ or "").split("\n\n")[0], parents=[experiment.options(
+            OUT, 300.0, "backend option for every backend, e.g. acpi=true")])
     parser.add_argument("--backend", type=registry.NAME_LIST, default="qemu,libvirt",
                         help="comma-separated backends, measured in turn (default qemu,libvirt)")
     parser.add_argument("--instances", type=validate.INSTANCES, default=10,
@@ -60,21 +62,12 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=validate.INTERVAL_S, default=20.0,
                         help=f"the measuring window, {validate.INTERVAL_S.describe()} "
                              "(default 20)")
-    parser.add_argument("--timeout", type=validate.TIMEOUT_S, default=300.0,
-                        help=f"wait for each READY, {validate.TIMEOUT_S.describe()}")
-    parser.add_argument("--option", type=validate.BACKEND_OPTION, action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="backend option for every backend, e.g. acpi=true")
-    parser.add_argument("--out", type=validate.PATH, default=OUT,
-                        help=f"where the run directory is written (default {OUT})")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=handle)
     return parser
 
 
 def handle(args: argparse.Namespace) -> int:
     from harness import results, scenario
-    from harness.commands import experiment
     from harness.kinds.registry import KindInfo
 
     backends = scenario.parse_backends(args.backend)

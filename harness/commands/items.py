@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.commands import experiment
 from harness.commands.base import Subparsers
 from hostkit import validate
 
@@ -54,7 +55,7 @@ ITEM_PREFIX, ITEM_SUFFIX = "mem_item_", "_bytes"
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "items", help="what each isolation feature of a container costs in host memory (root)",
-        description=(__doc__ or "").split("\n\n")[0])
+        description=(__doc__ or "").split("\n\n")[0], parents=[experiment.options(OUT, 60.0)])
     parser.add_argument("--instances", type=validate.INSTANCES, default=500,
                         help=f"idle instances per backend, {validate.INSTANCES.describe()} "
                              "(default 500)")
@@ -63,12 +64,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                              "host all but ours-memory-cgroup-only)")
     parser.add_argument("--settle", type=validate.DURATION_S, default=5.0,
                         help=f"idle time before each reading, {validate.DURATION_S.describe()}")
-    parser.add_argument("--timeout", type=validate.TIMEOUT_S, default=60.0,
-                        help=f"wait for each READY, {validate.TIMEOUT_S.describe()}")
     parser.add_argument("--seed", type=validate.SEED, help="the backends' order's seed")
-    parser.add_argument("--out", type=validate.PATH, default=OUT,
-                        help=f"where the run directory is written (default {OUT})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=handle)
     return parser
 
@@ -86,7 +82,6 @@ def handle(args: argparse.Namespace) -> int:
 
     from harness import results, scenario
     from harness.backends import registry
-    from harness.commands import experiment
     from runtime import cgroups
 
     variants = chosen(args.variants, cgroups.detect_mode() == "v2")

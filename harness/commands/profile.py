@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.backends import registry
+from harness.commands import experiment
 from harness.commands.base import Subparsers, UsageError
 from hostkit import validate
 
@@ -96,7 +97,8 @@ class ProfileParams:
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "profile", help="profile container launches at several live counts (root; perf, "
-                        "bpftrace)", description=(__doc__ or "").split("\n\n")[0])
+                        "bpftrace)", description=(__doc__ or "").split("\n\n")[0],
+        parents=[experiment.options(OUT, 120.0, "backend option, e.g. pivot_root=true (ours)")])
     parser.add_argument("--backend", type=registry.NAME, default="ours",
                         help="a container backend (default ours)")
     parser.add_argument("--levels", type=LEVELS, default="100,8000",
@@ -106,15 +108,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                         help="launches profiled at each level (default 200)")
     parser.add_argument("--batch", type=validate.INSTANCES, default=50,
                         help="instances started together (default 50)")
-    parser.add_argument("--timeout", type=validate.TIMEOUT_S, default=120.0,
-                        help=f"wait for each READY, {validate.TIMEOUT_S.describe()}")
-    parser.add_argument("--option", type=validate.BACKEND_OPTION, action="append", default=[],
-                        metavar="KEY=VALUE", help="backend option, e.g. pivot_root=true (ours)")
     parser.add_argument("--no-perf", action="store_true", help="no perf record")
     parser.add_argument("--no-bpftrace", action="store_true", help="no bpftrace")
-    parser.add_argument("--out", type=validate.PATH, default=OUT,
-                        help=f"where the run directory is written (default {OUT})")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=handle)
     return parser
 
@@ -144,7 +139,6 @@ def check(args: argparse.Namespace) -> ProfileParams:
 
 def handle(args: argparse.Namespace) -> int:
     from harness import scenario
-    from harness.commands import experiment
     from harness.kinds.registry import KindInfo
 
     params = check(args)
