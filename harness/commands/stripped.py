@@ -9,6 +9,7 @@ backends of a scenario file.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.containers import container_spec
@@ -65,6 +66,10 @@ class StrippedBackend(OursBackend):
                                    "v1 or hybrid host (a v2 container has one cgroup)")
             self.runtime.cgroups = cgroups.V1Driver(hierarchies=("memory",))
         super().prepare(image)
+
+    def describe(self) -> dict[str, Any]:
+        """``ours``' description, and what its containers lack (``without``)."""
+        return {**super().describe(), "without": self.without}
 
     def _create(self, spec: InstanceSpec, spare: bool) -> Container:
         oci = container_spec(spec, readonly=self.readonly_root)

@@ -54,7 +54,7 @@ def test_items_measures_ours_two_variants_and_the_floor(state_dir, tmp_path, cap
     measured = samples[samples.metric == "mem_host_delta_per_instance_bytes"]
     assert measured.backend.value_counts().to_dict() == dict.fromkeys(
         ("ours", "ours-no-seccomp", "ours-no-mounts", "process"), 1)
-    assert "ours-no-seccomp" in metadata["backends"]  # described as the run describes ours
+    assert metadata["backends"]["ours-no-seccomp"]["without"] == "seccomp"
     table = (run_dir / items.REPORT).read_text()
     assert "| seccomp filter |" in table and "| /proc, /dev/pts (2 superblocks) |" in table
     # the filter's BPF program lives in vmalloc space: ours has it, the variant has not
