@@ -175,7 +175,7 @@ def test_removed_containers_leave_no_dying_memory_cgroup(state_dir, built_image)
     """Cold containers born in their cgroup v2 (the server's detached overlay) carry none of
     the overlay's pages at READY (``file 0``: before, a 4 KiB file page was charged there) and leave
     no dying memory cgroup once removed (before: every one did, 8 of 8 after 15 s in the
-    systemd cgroup-v2 VM, scripts/overlay_charge.py). Where the cgroup2 tree has no memory
+    systemd cgroup-v2 VM, docs/findings/v2-host.md). Where the cgroup2 tree has no memory
     controller (a hybrid host's unified tree), a container born there stays in the server's
     v1 memory cgroup, with its overlay: that is asserted instead."""
     root = _cgroup2_root()

@@ -64,7 +64,8 @@ def test_every_subcommand_is_registered_in_order() -> None:
     (subparsers,) = [action for action in parser._actions
                      if action.dest == "command"]
     assert list(subparsers.choices) == ["doctor", "image", "run", "report", "ls", "baseline",
-                                        "clean", "ctr", "compare", "thresholds", "fleet"]
+                                        "clean", "ctr", "compare", "thresholds", "fleet",
+                                        "items", "profile", "idle"]
     for module in cli.COMMANDS:  # each module registers one parser whose handler it owns
         name = module.__name__.rpartition(".")[2]
         handler = subparsers.choices[name].get_default("func")
