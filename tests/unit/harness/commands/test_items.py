@@ -1,6 +1,6 @@
 """``cvbench items`` (harness.commands.items, .stripped): the memory run it builds, the spec
 changes of its variants, and its tables from recorded samples. No root needed: the run itself
-is a stand-in here (tests/integration/test_experiments.py makes the real one)."""
+is a stand-in here (tests/integration/harness/commands/test_experiment.py makes the real one)."""
 
 from __future__ import annotations
 
