@@ -86,19 +86,21 @@ def manifest(rootfs: Path, hashes: Mapping[str, str] | None = None) -> list[str]
     """
     known = hashes or {}
     lines: list[str] = []
+    root = len(str(rootfs))  # paths as strings: pathlib costs more than the lstat per path
     for directory, dirnames, filenames in os.walk(rootfs):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
-            path = Path(directory) / name
-            relative = "/" + str(path.relative_to(rootfs))
-            info = path.lstat()
+            path = os.path.join(directory, name)
+            relative = path[root:]
+            info = os.lstat(path)
             mode = f"{stat.S_IMODE(info.st_mode):04o}"
             if stat.S_ISLNK(info.st_mode):
                 lines.append(f"{relative} link {mode} {os.readlink(path)}")
             elif stat.S_ISDIR(info.st_mode):
                 lines.append(f"{relative} dir {mode} -")
             elif stat.S_ISREG(info.st_mode):
-                lines.append(f"{relative} file {mode} {known.get(relative) or sha256_of(path)}")
+                content = known.get(relative) or sha256_of(Path(path))
+                lines.append(f"{relative} file {mode} {content}")
             else:
                 lines.append(f"{relative} special {mode} {info.st_rdev}")
     return lines

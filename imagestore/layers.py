@@ -33,8 +33,10 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from imagestore.image import ImageError
 
@@ -42,6 +44,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 KEPT_XATTRS = ("security.capability", "user.")
 CHUNK = 1 << 20
+T = TypeVar("T")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -77,31 +80,44 @@ def link_stays_inside(path: str, target: str) -> bool:
 
 @dataclass
 class Rootfs:
-    """A rootfs directory being built layer by layer (the directory exists and is empty)."""
+    """A rootfs directory being built layer by layer (the directory exists and is empty).
+
+    Paths are strings relative to the root (``a/b``), joined to it as strings: pathlib's
+    parsing costs more than the system calls of a small file.
+    """
 
     root: Path
     hashes: dict[str, str] = field(default_factory=dict)  # "/a/b" → sha256 of its content
     skipped: list[str] = field(default_factory=list)  # device nodes left out, as "/a/b"
     _dirs: set[str] = field(default_factory=lambda: {""})  # real directories made or seen
-    _owner: bool = field(default_factory=lambda: os.geteuid() == 0)
+    _ids: tuple[int, int] | None = field(  # who we are when we may set owners (root), or None
+        default_factory=lambda: (os.geteuid(), os.getegid()) if os.geteuid() == 0 else None)
 
     def apply(self, archive: tarfile.TarFile) -> None:
-        """Apply one layer, member by member, in archive order (UnsafeLayer on a bad one)."""
+        """Apply one layer, member by member, in archive order (UnsafeLayer on a bad one).
+        Files are made with their modes as they are (umask 0 meanwhile)."""
         added: set[str] = set()  # paths this layer made, and their parents
-        for member in archive:
-            path = member_path(member.name)
-            parent, _, base = path.rpartition("/")
-            if base.startswith(WHITEOUT):
-                self._whiteout(parent, base, added)
-                continue
-            if not path:  # the root's own entry ("./")
-                continue
-            if member.ischr() or member.isblk():
-                self.skipped.append(f"/{path}")
-                continue
-            self._directory(parent, create=True, member=member.name)
-            self._mark(path, added)
-            self._make(path, member, archive)
+        umask = os.umask(0)
+        try:
+            for member in archive:
+                path = member_path(member.name)
+                parent, _, base = path.rpartition("/")
+                if base.startswith(WHITEOUT):
+                    self._whiteout(parent, base, added)
+                    continue
+                if not path:  # the root's own entry ("./")
+                    continue
+                if member.ischr() or member.isblk():
+                    self.skipped.append(f"/{path}")
+                    continue
+                self._directory(parent, create=True, member=member.name)
+                self._mark(path, added)
+                self._make(path, member, archive)
+        finally:
+            os.umask(umask)
+
+    def _at(self, path: str) -> str:
+        return f"{self.root}/{path}" if path else str(self.root)
 
     # ---------------------------------------------------------------- whiteouts
 
@@ -121,7 +137,7 @@ class Rootfs:
     def _hide_lower(self, directory: str, added: set[str]) -> None:
         """An opaque directory: remove everything under it that this layer did not make."""
         prefix = f"{directory}/" if directory else ""
-        with os.scandir(self.root / directory) as entries:
+        with os.scandir(self._at(directory)) as entries:
             children = [(prefix + entry.name, entry.is_dir(follow_symlinks=False))
                         for entry in entries]
         for path, is_dir in children:
@@ -149,11 +165,11 @@ class Rootfs:
             if current in self._dirs:
                 continue
             try:
-                mode = os.lstat(self.root / current).st_mode
+                mode = os.lstat(self._at(current)).st_mode
             except FileNotFoundError:
                 if not create:
                     return False
-                os.mkdir(self.root / current, 0o755)
+                os.mkdir(self._at(current), 0o755)
                 mode = stat.S_IFDIR
             if stat.S_ISLNK(mode):
                 raise UnsafeLayer(f"member {member!r} passes through the symlink /{current}")
@@ -166,7 +182,7 @@ class Rootfs:
 
     def _remove(self, path: str) -> None:
         """Remove whatever ``path`` is (a directory with its contents), and forget it."""
-        target = self.root / path
+        target = self._at(path)
         try:
             mode = os.lstat(target).st_mode
         except FileNotFoundError:
@@ -182,32 +198,39 @@ class Rootfs:
             os.unlink(target)
             self.hashes.pop(f"/{path}", None)
 
+    def _replacing(self, path: str, make: Callable[[], T]) -> T:
+        """``make()`` the new ``path``; if something is there (a lower layer's), remove it
+        first. Trying first saves a system call on every path that is new."""
+        try:
+            return make()
+        except FileExistsError:
+            self._remove(path)
+            return make()
+
     # ---------------------------------------------------------------- members
 
     def _make(self, path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
-        target = self.root / path
+        target = self._at(path)
+        mode = stat.S_IMODE(member.mode)
         if member.isdir():
-            if path not in self._dirs:
-                self._remove(path)
-                os.mkdir(target, 0o700)
+            if path in self._dirs:
+                os.chmod(target, mode)
+            else:
+                self._replacing(path, lambda: os.mkdir(target, mode))
                 self._dirs.add(path)
-            self._own(target, member)
-            os.chmod(target, stat.S_IMODE(member.mode))
-            return
-        self._remove(path)
-        if member.isreg():
+            self._own(target, member, mode)
+        elif member.isreg():
             self._file(path, member, archive)
         elif member.issym():
             if not link_stays_inside(path, member.linkname):
                 raise UnsafeLayer(f"symlink /{path} -> {member.linkname} leaves the root")
-            os.symlink(member.linkname, target)
-            self._own(target, member)
+            self._replacing(path, lambda: os.symlink(member.linkname, target))
+            self._own(target, member, None)
         elif member.islnk():
             self._hardlink(path, member)
         elif member.isfifo():
-            os.mkfifo(target, 0o600)
-            self._own(target, member)
-            os.chmod(target, stat.S_IMODE(member.mode))
+            self._replacing(path, lambda: os.mkfifo(target, mode))
+            self._own(target, member, mode)
         else:
             raise UnsafeLayer(f"member {member.name!r} has a type cvbench does not make "
                               f"({member.type!r})")
@@ -216,16 +239,16 @@ class Rootfs:
         source = archive.extractfile(member)
         assert source is not None  # a regular member always has content
         digest = hashlib.sha256()
-        fd = os.open(self.root / path, _CREATE, 0o600)
+        mode = stat.S_IMODE(member.mode)
+        target = self._at(path)
+        fd = self._replacing(path, lambda: os.open(target, _CREATE, mode & 0o777))
         try:
             while block := source.read(CHUNK):
                 digest.update(block)
                 view = memoryview(block)
                 while view:
                     view = view[os.write(fd, view):]
-            if self._owner:
-                os.fchown(fd, member.uid, member.gid)
-            os.fchmod(fd, stat.S_IMODE(member.mode))  # after chown, which clears set-id bits
+            self._own(fd, member, mode)
             self._xattrs(fd, member)
             os.utime(fd, (member.mtime, member.mtime))
         finally:
@@ -241,19 +264,28 @@ class Rootfs:
             raise UnsafeLayer(f"hard link /{path} -> {member.linkname} leaves the root") from None
         parent = source.rpartition("/")[0]
         try:
-            mode = os.lstat(self.root / source).st_mode if source and self._directory(
+            mode = os.lstat(self._at(source)).st_mode if source and self._directory(
                 parent, create=False, member=member.name) else stat.S_IFDIR
         except FileNotFoundError:
             mode = stat.S_IFDIR
         if stat.S_ISDIR(mode):
             raise UnsafeLayer(f"hard link /{path} -> {member.linkname}: no such file before it")
-        os.link(self.root / source, self.root / path, follow_symlinks=False)
+        self._replacing(path, lambda: os.link(self._at(source), self._at(path),
+                                              follow_symlinks=False))
         if f"/{source}" in self.hashes:
             self.hashes[f"/{path}"] = self.hashes[f"/{source}"]
 
-    def _own(self, target: Path, member: tarfile.TarInfo) -> None:
-        if self._owner:
-            os.lchown(target, member.uid, member.gid)
+    def _own(self, target: str | int, member: tarfile.TarInfo, mode: int | None) -> None:
+        """The member's owner (as root, where it is not ours already), then the set-id and
+        sticky bits, which a chown clears and a create under umask 0 may not set (``mode``:
+        None for a symlink, which has no mode of its own)."""
+        if self._ids is not None and (member.uid, member.gid) != self._ids:
+            if isinstance(target, int):
+                os.fchown(target, member.uid, member.gid)
+            else:
+                os.lchown(target, member.uid, member.gid)
+        if mode is not None and mode & 0o7000:
+            os.chmod(target, mode)
 
     @staticmethod
     def _xattrs(fd: int, member: tarfile.TarInfo) -> None:
