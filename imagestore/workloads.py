@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from imagestore import debian, elf
-from imagestore.image import Image, ImageError, _write_ref, digest_of, manifest, refs
+from imagestore.image import Image, ImageError, digest_of, manifest, refs, write_ref
 
 NAME = "workloads"
 FORMAT = "w1"  # bump when the layout below changes
@@ -375,7 +375,7 @@ def build(name: str = NAME) -> Image:
             os.rename(staging, target)
         else:  # same content: refresh the recipe so the next build takes the quick path
             os.replace(staging / "recipe.json", target / "recipe.json")
-        _write_ref(name, digest)
+        write_ref(name, digest)
         return Image(name=name, digest=digest, rootfs=target / "rootfs")
     finally:
         if staging.exists():
