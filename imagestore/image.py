@@ -16,7 +16,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from hostkit import validate
 from hostkit.files import atomic_write, sha256_of
 from hostkit.paths import images_dir
+from imagestore import scratch
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_NAME = "default"
@@ -147,8 +147,7 @@ def build(name: str = DEFAULT_NAME) -> Image:
     if not BUSYBOX.exists():
         raise ImageError(f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup.sh)")
     root = images_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="cvbench-image-", dir=root))
+    staging = scratch.make("image")
     try:
         rootfs = staging / "rootfs"
         rootfs.mkdir()

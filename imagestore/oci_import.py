@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from hostkit import validate
-from hostkit.paths import PREFIX, images_dir, state_dir
+from hostkit.paths import PREFIX, images_dir
 from imagestore import archives
+from imagestore import scratch as scratchdirs
 from imagestore.builders import BUILDERS
 from imagestore.image import (
     CONFIG,
@@ -71,9 +71,7 @@ def import_image(path: Path, name: str | None = None) -> Imported:
     """Import the image archive at ``path`` as ``name`` (default: from its repo tag)."""
     if name is not None:
         _check_name(name, "--name")
-    state = state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{PREFIX}import-", dir=state))
+    scratch = scratchdirs.make("import")
     try:
         return _import(Path(path), name, scratch)
     except OSError as error:

@@ -25,12 +25,11 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from imagestore import debian, elf
+from imagestore import debian, elf, scratch
 from imagestore.image import Image, ImageError, digest_of, manifest, refs, write_ref
 
 NAME = "workloads"
@@ -351,8 +350,7 @@ def build(name: str = NAME) -> Image:
     if found is not None:
         return found
     root = images_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="cvbench-image-", dir=root))
+    staging = scratch.make("image")
     try:
         try:
             tree, closure = gather(staging)
