@@ -9,10 +9,11 @@ the columns of ``samples.csv``; metric names get the suffix ``_vs_<floor>`` and 
 ``ratio``.
 
 Left out: the floors themselves, metrics the floor lacks (or whose floor median is not a
-positive number), and readings of the host's state (``host_*``, ``ksm_*``,
-``instances_alive``): density records them at every step as points of a curve, and dividing
-them by the floor's median over its own, different, ramp means nothing. Per-step outcomes such
-as the density scenario's ``launch_s`` are kept.
+positive number), and readings of the host's state (what each kind declares a host reading,
+:class:`harness.kinds.base.Metric`: ``host_*``, ``ksm_*``, ``instances_alive``): density
+records them at every step as points of a curve, and dividing them by the floor's median over
+its own, different, ramp means nothing. Per-step outcomes such as the density scenario's
+``launch_s`` are kept.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ import io
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import results
 from harness.backends import registry
+from harness.kinds import registry as kinds_registry
 from hostkit.files import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from harness.kinds.base import Metric
 
 UNIT = "ratio"
 FILE_NAME = "normalized.csv"
@@ -43,14 +48,31 @@ def _blank(column: pd.Series) -> pd.Series:
     return column.isna() | (column.astype(str) == "")
 
 
-HOST_READING_PREFIXES = ("host_", "ksm_")
-HOST_READINGS = ("instances_alive",)
+def declared(samples: pd.DataFrame) -> pd.Series:
+    """Each sample's :class:`harness.kinds.base.Metric`, as its kind declares its metric
+    (a ``_vs_<floor>`` ratio as its metric's); None where the kind declares none."""
+    import pandas as pd
+
+    kinds = samples["kind"].astype(str) if "kind" in samples else pd.Series(
+        None, index=samples.index, dtype=object)
+    pairs = list(zip(kinds, samples["metric"].astype(str), strict=True))
+    found = {pair: kinds_registry.metric(base_metric(pair[1]), pair[0])
+             for pair in dict.fromkeys(pairs)}
+    return pd.Series([found[pair] for pair in pairs], index=samples.index, dtype=object)
 
 
 def is_host_reading(samples: pd.DataFrame) -> pd.Series:
-    """Mask of readings of the host's state (curve points, counters), not per-instance outcomes."""
-    metric = samples["metric"].astype(str).map(base_metric)
-    return metric.str.startswith(HOST_READING_PREFIXES) | metric.isin(HOST_READINGS)
+    """Mask of readings of the host's state (curve points, counters), not per-instance
+    outcomes: the metrics their kinds declare ``host_reading``."""
+    return flag(samples, lambda metric: metric.host_reading)
+
+
+def flag(samples: pd.DataFrame, test: Callable[[Metric], bool]) -> pd.Series:
+    """Mask of the samples whose declared metric passes ``test`` (undeclared ones: False)."""
+    import pandas as pd
+
+    return pd.Series([metric is not None and test(metric) for metric in declared(samples)],
+                     index=samples.index, dtype=bool)
 
 
 _SUFFIX = re.compile(r"_vs_[a-z0-9]+$")

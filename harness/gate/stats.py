@@ -4,9 +4,9 @@ For every scenario, backend, variant and metric present in both frames, the two
 distributions (one value per repetition, instance or pass) are judged by the rule their sizes
 call for (:func:`harness.gate.verdicts.rule`): with enough values a two-sided Mann-Whitney U
 test and the threshold, with few (one figure per pass or per run) the threshold on the
-median alone, as a tolerance. Readings of the host's state (``host_*``, ``ksm_*``,
-``instances_alive``: density curve points and counters) are left out, as are metrics with no
-better/worse direction (:mod:`harness.gate.verdicts`).
+median alone, as a tolerance. Only metrics whose kind declares a better/worse direction are
+judged (:func:`harness.gate.verdicts.gated`): readings of the host's state (density curve
+points and counters) and figures said but not gated are left out.
 
 Frames are compared only with like: accel, network, guest memory and image digest must match
 for every compared metric (an image change can be allowed explicitly).
@@ -86,7 +86,7 @@ def compare_samples(base: pd.DataFrame, cand: pd.DataFrame,
 
 def _row(key: tuple[str, ...], old: pd.DataFrame | None, new: pd.DataFrame | None,
          thresholds: Thresholds, alpha: float) -> Row:
-    scenario, _, backend, variant, metric = key
+    scenario, kind, backend, variant, metric = key
     present = old if old is not None else new
     assert present is not None, "a key comes from one of the two frames"
     unit = str(present.unit.iloc[0])
@@ -103,7 +103,7 @@ def _row(key: tuple[str, ...], old: pd.DataFrame | None, new: pd.DataFrame | Non
         if rule == verdicts.RANK:
             p_value = mann_whitney_p(base_values, cand_values)
         verdict = verdicts.verdict(metric, len(base_values), len(cand_values), ratio, p_value,
-                                   threshold, alpha)
+                                   threshold, alpha, kind)
     log.debug("%s/%s/%s%s: n %d/%d, medians %g/%g, p %g, threshold %g: %s", scenario, backend,
               metric, f" [{variant}]" if variant else "", len(base_values), len(cand_values),
               base_median, cand_median, p_value, threshold, verdict)
@@ -122,8 +122,7 @@ def mann_whitney_p(base_values: Sequence[float], cand_values: Sequence[float]) -
 
 def rated_samples(samples: pd.DataFrame) -> pd.DataFrame:
     """Only rated outcomes (no host readings), with empty dimensions as ''."""
-    frame = samples[~normalize.is_host_reading(samples)].copy()
-    frame = frame[frame.metric.map(verdicts.direction).notna()]
+    frame = samples[verdicts.gated(samples)].copy()
     for column in (*KEY, *MUST_MATCH):
         frame[column] = frame[column].map(normalize.plain)
     return frame

@@ -14,7 +14,9 @@ host memory are recorded, until ``max_instances``, the ``min_mem_available_mib``
 ``time_limit_s`` (why each ramp stopped is in the run's metadata, ``density.<scenario>.
 <backend>``, one entry per ramp, and in the report). Then every instance is stopped and
 removed, each one timed (``teardown_s``, one sample per instance; ``instance`` is the order of
-the stops, 1 for the newest, stopped first while the ramp's top count was alive).
+the stops, 1 for the newest, stopped first while the ramp's top count was alive). A failed
+launch ends the ramp there (``stopped_by``: the failure) and, as a failed turn of any kind
+does, is a line of the run's failures and marks the run incomplete.
 
 Backends are compared at matched live counts (:data:`LEVELS`, :func:`at_live`): a figure over
 a whole ramp would compare different ranges whenever two backends stopped at different
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from harness import memory_items, metrics
 from harness.backends.base import BackendError, Instance
 from harness.kinds import rounds
+from harness.kinds.base import HIGHER, LOWER, Headline, Kind, Metric
 from harness.params import param
 from hostkit import validate
 
@@ -59,6 +62,9 @@ MIB = 1024 * 1024
 LEVELS = (1_000, 5_000, 10_000)  # live counts at which backends are compared
 BAND = 10  # launch "at N live": the batches launched between N - N/BAND and N live
 RAMP_STYLES = ("-", "--", ":", "-.")  # the charts' line style of each ramp of a backend
+# Host memory per instance: the slope of host_mem_used_bytes over instances_alive, one value
+# per ramp; the report derives it from the steps (harness.report.headline.with_derived).
+SLOPE_METRIC = "host_mem_per_instance_bytes"
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
             _launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
                           pool)
         except BackendError as error:
-            ctx.note_failure(plan, name, f"warm-up batch: {error}")
+            ctx.fail(plan, name, f"warm-up batch: {error}")
         finally:
             _teardown(ctx, name, live)
         metrics.settled_memory_level()
@@ -178,7 +184,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
                 batch_s = _launch_batch(ctx, plan, name, batch, live, pool)
             except BackendError as error:
                 reason = f"failure: {error}"
-                ctx.note_failure(plan, name, f"launch at {len(live)} alive: {error}")
+                ctx.fail(plan, name, f"launch at {len(live)} alive: {error}")
                 break
             cpu_after = os.times()
             harness_cpu_s = (cpu_after.user - cpu_before.user) / batch
@@ -453,3 +459,40 @@ def _slope_label(alive: pd.Series, used_mib: pd.Series) -> str:
     from scipy.stats import theilslopes
 
     return f" ({theilslopes(used_mib, alive).slope:.3g} MiB/instance)"
+
+
+METRICS = (  # the headline's in its order first
+    Metric("max_instances_alive", "count", HIGHER, Headline(
+        "instances reached", tail=False, ratio=False)),
+    Metric("launch_s", "s", LOWER, Headline(
+        "launch per instance",
+        note="a batch's start → all READY / batch size, over every ramp's steps")),
+    Metric(SLOPE_METRIC, "bytes", LOWER, Headline(
+        "host memory per instance", tail=False,
+        note="slope of host memory used vs instances alive (Theil–Sen over a ramp's steps, "
+             "one value per ramp)")),
+    Metric("teardown_s", "s", LOWER, Headline("teardown per instance")),
+    Metric("batch_launch_s", "s", LOWER),
+    # the harness's CPU per launch, from its process times in clock ticks: mostly zero per
+    # batch, so no median to hold to a threshold; said, not gated
+    Metric("harness_cpu_per_launch_s", "s"),
+    Metric("harness_sys_per_launch_s", "s"),
+    Metric("idle_cpu_percent", "percent"),
+    # the host at each step: points of a curve, and the run's conditions
+    Metric("host_mem_used_bytes", "bytes", host_reading=True),
+    Metric("host_cpu_busy_percent", "percent", host_reading=True),
+    Metric("instances_alive", "count", host_reading=True, input=True),
+    Metric("host_mem_available_bytes", "bytes", host_reading=True, input=True),
+    Metric("host_committed_as_bytes", "bytes", host_reading=True, input=True),
+    Metric("ksm_pages_shared", "pages", host_reading=True, input=True),
+    Metric("ksm_pages_sharing", "pages", host_reading=True, input=True),
+)
+
+KIND = Kind(
+    "density", "instances ramped up until a limit, launch time and host memory at each step",
+    DensityParams, run, METRICS, charts, captions={
+        "density": "the ramp, one row per family: host memory used as instances pile up "
+                   "(linear, with each backend's slope in MiB per instance; readings at or "
+                   "below zero are noise, circled), and launch time per instance (log scale); "
+                   "a line per ramp, the 2nd dashed.",
+    })

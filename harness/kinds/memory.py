@@ -12,9 +12,11 @@ The kernel keeps the slab pages that freed namespaces, mounts and cgroups leave 
 first backend measured would pay for growing them and the next ones reuse them
 (docs/findings/memory-slab-state.md). So every backend first runs
 ``warmup`` unmeasured passes (K instances up, then down) before any backend is measured, and
-each measured pass takes the backends in an order shuffled from the run's seed (the position
-goes with the samples). Every reading waits for the host's memory to settle first (the frees
-of the previous pass finish asynchronously): that is the settling between backends.
+each measured pass takes the turns (a backend with one KSM mode) in an order shuffled from
+the run's seed (the position goes with the samples): the round loop,
+:class:`harness.kinds.rounds.Rounds`, with its failure path. Every reading waits for the
+host's memory to settle first (the frees of the previous pass finish asynchronously): that is
+the settling between backends.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from harness import memory_items, metrics
 from harness.backends import registry
-from harness.backends.base import BackendError, Instance
+from harness.backends.base import Instance
 from harness.kinds import rounds
+from harness.kinds.base import LOWER, Headline, Kind, Metric
 from harness.params import param
 from hostkit import validate
 
@@ -41,13 +44,29 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 KSM_MODES = ("off", "on")
-VIEWS = {  # the per-instance views the chart shows, with their labels
-    "mem_host_delta_per_instance_bytes": "host MemAvailable delta / K",
-    "mem_host_accounted_per_instance_bytes": "host kernel + process memory delta / K",
-    "mem_pss_bytes": "PSS of its processes",
-    "mem_cgroup_bytes": "cgroup usage",
-    "mem_vmm_overhead_bytes": "QEMU overhead (guest RAM excluded)",
-}
+PER_PASS = "one value per pass"
+PER_INSTANCE = "per instance"
+METRICS = (  # the headline's, in its order, first: the per-instance views
+    Metric("mem_host_delta_per_instance_bytes", "bytes", LOWER, Headline(
+        "host MemAvailable delta / K", tail=False, note=PER_PASS)),
+    Metric("mem_host_accounted_per_instance_bytes", "bytes", LOWER, Headline(
+        "host kernel + process memory delta / K", tail=False, note=PER_PASS)),
+    Metric("mem_pss_bytes", "bytes", LOWER, Headline("PSS of its processes", note=PER_INSTANCE)),
+    Metric("mem_cgroup_bytes", "bytes", LOWER, Headline("cgroup usage", note=PER_INSTANCE)),
+    Metric("mem_vmm_overhead_bytes", "bytes", LOWER, Headline(
+        "QEMU overhead (guest RAM excluded)", note=PER_INSTANCE)),
+    Metric("mem_uss_bytes", "bytes", LOWER),
+    Metric("mem_rss_bytes", "bytes", LOWER),
+    Metric("mem_guest_ram_bytes", "bytes", LOWER),
+    # The itemised kernel memory partitions the host delta, which is gated: the items are
+    # said, not gated. Each is a difference of two host-wide counters over one pass, and the
+    # small ones swing by several times from run to run (slab reclaim), which no useful
+    # threshold could ride over.
+    Metric("mem_item_*_bytes", "bytes"),
+    Metric("ksm_pages_sharing", "pages", host_reading=True, input=True),
+)
+# the per-instance views the chart shows, with their labels
+VIEWS = {m.name: m.headline.label for m in METRICS if m.headline is not None}
 
 
 @dataclass(frozen=True)
@@ -68,32 +87,41 @@ class MemoryParams:
         doc="measured passes per backend, the backends' order shuffled each pass"))
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One backend measured with KSM on or off (containers: off)."""
+
+    backend: str
+    ksm: str
+
+
 def run(ctx: RunContext, scenario: Scenario[MemoryParams], backend_names: tuple[str, ...]
         ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
-    failed: set[str] = set()
     memory_items.note_empty_cgroup(ctx.writer.metadata, backend_names)
-    for name, plan in plans.items():
-        try:
-            for _ in range(plan.params.warmup):
-                _start_all_then_stop(ctx, plan, name)
-        except BackendError as error:
-            failed.add(name)
-            ctx.note_failure(plan, name, f"warm-up: {error}")
-    for index in range(max((plan.params.passes for plan in plans.values()), default=0)):
-        due = [name for name in backend_names
-               if name not in failed and index < plans[name].params.passes]
-        for position, name in enumerate(rounds.order(due, ctx.seed, scenario.name, index)):
-            plan = plans[name]
-            modes = plan.params.ksm if registry.family(name) == registry.VM else ("off",)
-            for mode in modes:
-                try:
-                    _measure(ctx, plan, name, ksm_on=(mode == "on"), repetition=index,
-                             position=position)
-                except BackendError as error:
-                    failed.add(name)
-                    ctx.note_failure(plan, name, f"ksm={mode}: {error}")
-            ctx.writer.flush()
+    all_turns = [Turn(name, mode) for name, plan in plans.items()
+                 for mode in _modes(plan, name)]
+
+    def measure(turn: Turn, slot: rounds.Slot) -> list[Sample]:
+        plan = plans[turn.backend]
+        if not slot.warmup:
+            return _measure(ctx, plan, turn.backend, ksm_on=(turn.ksm == "on"),
+                            repetition=slot.repetition, position=slot.position, note=slot.note)
+        if turn.ksm == _modes(plan, turn.backend)[0]:  # one warm-up pass per backend
+            _start_all_then_stop(ctx, plan, turn.backend)
+        return []
+
+    rounds.Rounds(
+        scenario.name, plans,
+        {name: rounds.Schedule(plan.params.warmup, plan.params.passes)
+         for name, plan in plans.items()},  # settling: each reading waits for the host's
+        all_turns, measure, what=lambda turn: f"ksm={turn.ksm}",
+    ).run(ctx)
+
+
+def _modes(plan: Scenario[MemoryParams], name: str) -> tuple[str, ...]:
+    """The KSM modes ``name`` is measured with: the scenario's for a VM, off otherwise."""
+    return plan.params.ksm if registry.family(name) == registry.VM else ("off",)
 
 
 def _start_ready(
@@ -120,8 +148,8 @@ def _start_all_then_stop(ctx: RunContext, plan: Scenario[MemoryParams], name: st
 
 def _measure(
     ctx: RunContext, plan: Scenario[MemoryParams], name: str, ksm_on: bool, repetition: int,
-    position: int = 0,
-) -> None:
+    position: int = 0, note: Callable[[str], None] = lambda _text: None,
+) -> list[Sample]:
     backend = ctx.backends[name]
     variant = f"ksm={'on' if ksm_on else 'off'}"
     ksm_before, scan_before = metrics.ksm_running(), metrics.ksm_scan_pages()
@@ -131,10 +159,8 @@ def _measure(
     try:
         before = metrics.settled_memory_level()  # after the last teardown's frees finished
         counters_before = memory_items.read()
-        with ctx.progress() as progress:
-            task = progress.add_task(f"{plan.name} {name} {variant}",
-                                     total=plan.params.instances, info="")
-            _start_ready(ctx, plan, name, live, on_ready=lambda: progress.advance(task))
+        _start_ready(ctx, plan, name, live,
+                     on_ready=lambda: note(f"{variant}: {len(live)} of {plan.params.instances} up"))
         time.sleep(plan.params.settle_s)  # deliberate idle period, so lazy allocations show up
         after = metrics.settled_memory_level()
         items = memory_items.itemise(counters_before, memory_items.read(), len(live))
@@ -156,12 +182,12 @@ def _measure(
                 samples.append(ctx.sample(plan, name, metric, value, "bytes",
                                           instance=str(index + 1), variant=variant,
                                           repetition=repetition, position=position))
-        ctx.record(samples)
     finally:
         ctx.stop_all(name, live)
         if metrics.ksm_running() != ksm_before:
             metrics.set_ksm(ksm_before)
             metrics.set_ksm_scan_pages(scan_before)
+    return samples
 
 
 def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
@@ -235,3 +261,12 @@ def _items_chart(samples: pd.DataFrame, scenario: str, output: Path) -> list[Pat
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return save(figure, output, f"{scenario}-memory-items")
+
+
+KIND = Kind(
+    "memory", "per-instance memory of K idle instances, by several views", MemoryParams, run,
+    METRICS, charts, captions={
+        "memory": "memory per instance by each view, median per backend and KSM variant, one "
+                  "panel per family on a linear MiB axis; hatched bars at or below zero are "
+                  "noise.",
+    })

@@ -2,9 +2,11 @@
 
 A *turn* is one backend with one start variant: ``cold`` (nothing of the instance exists
 before the clock) or ``warm`` (the backend's :meth:`create` runs before the clock, its
-:meth:`resume` inside). Every round takes each turn once, in an order shuffled from the run's
-seed (the position goes with the samples); ``warmup`` rounds come first and are not
-recorded; ``settle_s`` is an idle gap between turns.
+:meth:`resume` inside). The turns go through the round loop (:class:`harness.kinds.rounds.
+Rounds`): every round takes each turn once, in an order shuffled from the run's seed (the
+position goes with the samples); ``warmup`` rounds come first and are not recorded;
+``settle_s`` is an idle gap between turns; a failed start is a failure of the run, and a turn
+that fails three times in a row is given up.
 
 Per start: ``start_to_ready_s`` (the start or resume request until READY), split where the
 backend's call returns into ``start_call_s`` and ``ready_wait_s``, plus the backend's own
@@ -18,14 +20,14 @@ it is recorded too, in either variant.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import metrics
-from harness.backends.base import COLD, VARIANTS, WARM, BackendError, Instance
+from harness.backends.base import COLD, VARIANTS, WARM, Instance
 from harness.kinds import rounds
+from harness.kinds.base import LOWER, Headline, Kind, Metric
 from harness.params import param
 from hostkit import validate
 
@@ -33,9 +35,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from harness.context import RunContext
+    from harness.results import Sample
     from harness.scenario import Scenario
-
-MAX_CONSECUTIVE_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -76,40 +77,21 @@ def turns(ctx: RunContext, plans: dict[str, Scenario[StartupParams]]) -> list[Tu
 def run(ctx: RunContext, scenario: Scenario[StartupParams], backend_names: tuple[str, ...]
         ) -> None:
     plans = {name: scenario.for_backend(name) for name in backend_names}
-    all_turns = turns(ctx, plans)
-    cycles = {turn: plans[turn.backend].params.warmup + plans[turn.backend].params.repetitions
-              for turn in all_turns}
-    failures = dict.fromkeys(all_turns, 0)
-    with ctx.progress() as progress:
-        tasks = {turn: progress.add_task(f"{scenario.name} {turn.backend} {turn.variant}",
-                                         total=plans[turn.backend].params.repetitions, info="")
-                 for turn in all_turns}
-        for round_index in range(max(cycles.values(), default=0)):
-            due = [t for t in all_turns
-                   if round_index < cycles[t] and failures[t] < MAX_CONSECUTIVE_FAILURES]
-            for position, turn in enumerate(rounds.order(due, ctx.seed, scenario.name,
-                                                         round_index)):
-                plan = plans[turn.backend]
-                repetition = round_index - plan.params.warmup
-                if plan.params.settle_s:
-                    time.sleep(plan.params.settle_s)
-                try:
-                    timings = _one(ctx, plan, turn)
-                except BackendError as error:
-                    failures[turn] += 1  # a measurement that failed: the run is incomplete
-                    ctx.fail(plan, turn.backend,
-                             f"{turn.variant} repetition {repetition}: {error}")
-                    continue
-                failures[turn] = 0
-                if repetition < 0:
-                    continue  # warm-up: caches, lazy imports, first-touch pages
-                ctx.record([ctx.sample(plan, turn.backend, metric, value, "s",
-                                       repetition=repetition, variant=turn.variant,
-                                       position=position)
-                            for metric, value in timings.items()])
-                progress.update(tasks[turn], advance=1,
-                                info=f"last {timings['start_to_ready_s'] * 1000:.1f} ms")
-    ctx.writer.flush()
+
+    def measure(turn: Turn, slot: rounds.Slot) -> list[Sample]:
+        plan = plans[turn.backend]
+        return [ctx.sample(plan, turn.backend, metric, value, "s", repetition=slot.repetition,
+                           variant=turn.variant, position=slot.position)
+                for metric, value in _one(ctx, plan, turn).items()]
+
+    rounds.Rounds(
+        scenario.name, plans,
+        {name: rounds.Schedule(plan.params.warmup, plan.params.repetitions,
+                               plan.params.settle_s) for name, plan in plans.items()},
+        turns(ctx, plans), measure, what=lambda turn: turn.variant,
+        task=lambda turn: f"{turn.backend} {turn.variant}",
+        info=lambda _turn, samples: f"last {samples[0].value * 1000:.1f} ms",
+    ).run(ctx)
 
 
 def _one(ctx: RunContext, scenario: Scenario[Any], turn: Turn) -> dict[str, float]:
@@ -154,3 +136,37 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
 
     return [*latency_chart(samples, scenario, "start_to_ready_s", output),
             *latency_chart(samples, scenario, "stop_s", output)]
+
+
+METRICS = (
+    Metric("start_to_ready_s", "s", LOWER, Headline("start → READY")),
+    Metric("stop_s", "s", LOWER, Headline(
+        "stop → gone", note="until the last process exited; clean-up timed apart")),
+    Metric("harness_s", "s", headline=Headline(
+        "harness's share of a start", ratio=False,
+        note="OCI backends: the start (warm: resume) call less the runtime's own command: "
+             "config.json, bundle, overlay mount and unmount, launcher round trip; inside "
+             "start → READY")),
+    Metric("stop_harness_s", "s", headline=Headline(
+        "harness's share of a stop", ratio=False,
+        note="OCI backends: launcher round trips less the runtime's kill commands")),
+    Metric("cleanup_harness_s", "s", headline=Headline(
+        "harness's share of a clean-up", ratio=False,
+        note="OCI backends: the removal less the runtime's delete command")),
+    Metric("cleanup_s", "s", LOWER),
+    # where a start's time went: said, not gated (the start itself is)
+    Metric("start_call_s", "s"),
+    Metric("ready_wait_s", "s"),
+    Metric("createxml_s", "s"),
+    # the backends' own phases of a cold start (Instance.phases: engine_start_s, ...)
+    Metric("*_s", "s", LOWER),
+)
+
+KIND = Kind(
+    "startup", "start → READY → stop, repeated, backends interleaved", StartupParams, run,
+    METRICS, charts, captions={
+        "start_to_ready_s": "start → READY per backend and variant: box (quartiles) and every "
+                            "sample, p50/p95/p99 marked; log scale.",
+        "stop_s": "stop → gone (until the last process exited) per backend and variant: box "
+                  "and every sample, p50/p95/p99 marked; log scale.",
+    })

@@ -14,9 +14,12 @@ Instances run next to each other, idle when it is not their turn (idle VMs under
 little CPU: all backends see the same neighbours). The ``process`` floor runs the same
 binaries on the host, its disk workloads in host directories on the filesystem that holds
 the containers' upper directories and the VMs' disks; network workloads go host → instance
-over ``cvbench0`` (loopback for ``process``). A failure (a tool missing, an instance that does
-not start or cannot reach its disk or network, output that cannot be parsed) is one line
-naming the backend and the workload; the run goes on and is marked incomplete.
+over ``cvbench0`` (loopback for ``process``). The turns go through the round loop
+(:class:`harness.kinds.rounds.Rounds`). A failure (a tool missing, an instance that does not
+start or cannot reach its disk or network, output that cannot be parsed) is one line naming
+the backend and the workload; the run goes on and is marked incomplete. A workload that fails
+three times in a row is given up, and so is a backend whose instance does not start three
+times in a row.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from harness.backends import registry
 from harness.backends.base import VOLUME_PATH, BackendError, Instance
 from harness.kinds import rounds
+from harness.kinds.base import HIGHER, LOWER, Kind, Metric
 from harness.params import param
 from harness.workloads import catalog
 from harness.workloads.agent import Agent, AgentError, Controller
@@ -42,9 +45,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from harness.context import RunContext
+    from harness.results import Sample
     from harness.scenario import Scenario
 
-MAX_START_FAILURES = 3  # consecutive failed starts of a backend's instance: give it up
 RECONNECT_S = 10.0  # a broken agent connection: wait this long for the agent to come back
 AGENT_TIMEOUT_S = 60.0  # after READY, the agent connects within a second or two
 SCRATCH = "/var/tmp/cvbench"  # disk workloads' directory on an instance's own root
@@ -129,55 +132,31 @@ def run(ctx: RunContext, scenario: Scenario[WorkloadParams], backend_names: tupl
             del plans[name]
     by_turn = {Turn(name, w.name): w for name, plan in plans.items()
                for w in catalog.workloads(plan.params.workloads, plan.params.targets)}
-    all_turns = list(by_turn)
-    cycles = {name: plan.params.warmup + plan.params.repetitions for name, plan in plans.items()}
     controller = Controller()
     lives: dict[str, Live] = {}
-    start_failures = dict.fromkeys(plans, 0)
+
+    def prepare(turn: Turn, slot: rounds.Slot) -> None:
+        try:
+            _live(ctx, controller, plans[turn.backend], turn.backend, lives).label = slot.label
+        except (BackendError, AgentError, catalog.WorkloadError) as error:
+            raise catalog.WorkloadError(f"cannot start the instance: {error}") from None
+
+    def measure(turn: Turn, slot: rounds.Slot) -> list[Sample]:
+        plan, live = plans[turn.backend], lives[turn.backend]
+        results = by_turn[turn].run(live.session, settings(plan.params, plan.timeout_s))
+        return [ctx.sample(plan, turn.backend, figure.metric, figure.value, figure.unit,
+                           repetition=slot.repetition, variant=result.variant,
+                           position=slot.position, instance=live.instance.name)
+                for result in results for figure in result.figures]
+
     try:
-        with ctx.progress() as progress:
-            tasks = {name: progress.add_task(
-                f"{scenario.name} {name}", info="",
-                total=plan.params.repetitions * sum(t.backend == name for t in all_turns))
-                for name, plan in plans.items()}
-            for round_index in range(max(cycles.values(), default=0)):
-                due = [t for t in all_turns if round_index < cycles[t.backend]
-                       and start_failures[t.backend] < MAX_START_FAILURES]
-                for position, turn in enumerate(rounds.order(due, ctx.seed, scenario.name,
-                                                             round_index)):
-                    plan = plans[turn.backend]
-                    if start_failures[turn.backend] >= MAX_START_FAILURES:
-                        continue
-                    repetition = round_index - plan.params.warmup
-                    if plan.params.settle_s:
-                        time.sleep(plan.params.settle_s)
-                    label = f"warmup{round_index}" if repetition < 0 else f"rep{repetition}"
-                    try:
-                        live = _live(ctx, controller, plan, turn.backend, lives)
-                    except (BackendError, AgentError, catalog.WorkloadError) as error:
-                        start_failures[turn.backend] += 1
-                        gave_up = start_failures[turn.backend] >= MAX_START_FAILURES
-                        ctx.fail(plan, turn.backend, f"{turn.workload} ({label}): cannot start "
-                                 f"the instance: {error}" + ("; giving up on this backend"
-                                                             if gave_up else ""))
-                        continue
-                    start_failures[turn.backend] = 0
-                    live.label = label
-                    try:
-                        results = by_turn[turn].run(
-                            live.session, settings(plan.params, plan.timeout_s))
-                    except catalog.WorkloadError as error:
-                        ctx.fail(plan, turn.backend, f"{turn.workload} ({label}): {error}")
-                        continue
-                    if repetition < 0:
-                        continue
-                    ctx.record([ctx.sample(plan, turn.backend, figure.metric, figure.value,
-                                           figure.unit, repetition=repetition,
-                                           variant=result.variant, position=position,
-                                           instance=live.instance.name)
-                                for result in results for figure in result.figures])
-                    progress.update(tasks[turn.backend], advance=1, info=turn.workload)
-                ctx.writer.flush()
+        rounds.Rounds(
+            scenario.name, plans,
+            {name: rounds.Schedule(plan.params.warmup, plan.params.repetitions,
+                                   plan.params.settle_s) for name, plan in plans.items()},
+            list(by_turn), measure, what=lambda turn: turn.workload,
+            errors=(catalog.WorkloadError,), prepare=prepare,
+        ).run(ctx)
     finally:
         for name, live in list(lives.items()):
             _finish(ctx, plans[name], name, live)
@@ -317,8 +296,6 @@ def relative(samples: pd.DataFrame, scenario: str, floor: str = "process") -> pd
     over the repetitions (min and max)."""
     import pandas as pd
 
-    from harness.gate.verdicts import LOWER_IS_BETTER, direction
-
     data = samples[(samples.scenario == scenario) & (samples.kind == "workload")]
     data = data.assign(_order=data.variant.map(_variant_order)).sort_values(
         ["_order", "variant"], kind="stable")
@@ -329,7 +306,8 @@ def relative(samples: pd.DataFrame, scenario: str, floor: str = "process") -> pd
         if base.empty or not base.median() > 0:
             continue
         floor_median = float(base.median())
-        lower = direction(str(metric)) == LOWER_IS_BETTER
+        declared = KIND.metric(str(metric))
+        lower = declared is not None and declared.better == LOWER
         for backend, values in group.groupby("backend", sort=False)["value"]:
             ratios = (floor_median / values) if lower else (values / floor_median)
             rows.append({"variant": variant, "metric": metric, "unit": unit,
@@ -445,3 +423,22 @@ def charts(samples: pd.DataFrame, scenario: str, output: Path) -> list[Path]:
 def _label(variant: str, metric: str, with_tool: bool = False) -> str:
     words = [w for w in variant.split() if w not in ("op=write", "qd=1")]
     return " ".join(words if with_tool else words[1:] or words) + f"\n{metric}"
+
+
+# The figures of harness/workloads' parsers. None is in the headline by name: it shows every
+# figure the run recorded, each workload's rows in the catalogue's order.
+METRICS = (
+    Metric("events_per_s", "events/s", HIGHER),  # sysbench cpu
+    Metric("bandwidth_mib_s", "MiB/s", HIGHER),  # sysbench memory, fio sequential
+    Metric("iops", "IOPS", HIGHER),  # fio random
+    Metric("latency_p50_s", "s", LOWER),  # fio random, redis-benchmark
+    Metric("latency_p99_s", "s", LOWER),
+    Metric("throughput_mbit_s", "Mbit/s", HIGHER),  # iperf3
+    Metric("rtt_p50_s", "s", LOWER),  # sockperf
+    Metric("rtt_p99_s", "s", LOWER),
+    Metric("ops_per_s", "ops/s", HIGHER),  # redis-benchmark
+)
+
+KIND = Kind(
+    "workload", "CPU, memory, disk, network and redis inside one instance per backend, "
+    "relative to the host", WorkloadParams, run, METRICS, charts)

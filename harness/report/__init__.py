@@ -6,10 +6,11 @@ Both start with the headline (:mod:`~harness.report.headline`): per scenario and
 a reader came for in human units, with ratios to the family floor and to a chosen reference
 backend and their confidence intervals; density scenarios add their backends side by side at
 matched live counts, per ramp (:mod:`~harness.report.matched`, which also cuts the headline's
-density figures to the range every ramp reached). Charts follow (each kind draws its own:
-``charts`` in :mod:`harness.kinds.registry`), then the methodology generated from the
-metadata, the host and versions, and the raw detail last, collapsed, with the host's counters
-apart from the results.
+density figures to the range every ramp reached). Charts follow (each kind draws its own and
+says what each shows: ``charts`` and ``captions`` of its declaration in
+:mod:`harness.kinds.registry`), then the methodology generated from the metadata, the host
+and versions, and the raw detail last, collapsed, with the host's counters apart from the
+results.
 With several runs, each backend's series is labelled ``backend @ run`` so runs sit side by
 side. :mod:`~harness.report.history` draws every metric across runs; the compare page is
 :mod:`~harness.report.comparison`.
@@ -42,20 +43,6 @@ __all__ = ["MEMORY_VIEWS", "MIB", "density_charts", "draw_charts", "latency_char
 
 PAGE = "index.html"
 SUMMARY = "summary.md"
-CAPTIONS = {
-    "start_to_ready_s": "start → READY per backend and variant: box (quartiles) and every "
-                        "sample, p50/p95/p99 marked; log scale.",
-    "stop_s": "stop → gone (until the last process exited) per backend and variant: box and "
-              "every sample, p50/p95/p99 marked; log scale.",
-    "density": "the ramp, one row per family: host memory used as instances pile up "
-               "(linear, with each backend's slope in MiB per instance; readings at or below "
-               "zero are noise, circled), and launch time per instance (log scale); a line "
-               "per ramp, the 2nd dashed.",
-    "memory": "memory per instance by each view, median per backend and KSM variant, one "
-              "panel per family on a linear MiB axis; hatched bars at or below zero are noise.",
-}
-
-
 def load(run_dirs: list[Path]) -> pd.DataFrame:
     """Samples of the given runs, with a ``series`` column naming backend (and run if several)."""
     frames = []
@@ -96,12 +83,18 @@ def draw_charts(samples: pd.DataFrame, output: Path) -> list[Path]:
     return drawn
 
 
-def caption(chart: Path) -> str:
-    """What a chart shows, for the page and the Markdown."""
-    for suffix, text in CAPTIONS.items():
-        if chart.stem.endswith(f"-{suffix}"):
-            return f"{chart.stem.removesuffix(f'-{suffix}')}: {text}"
-    return chart.stem
+def captions(samples: pd.DataFrame) -> dict[str, str]:
+    """What each chart shows, for the page, by the chart's name (``<scenario>-<chart>``): as
+    the scenario's kind declares it."""
+    found: dict[str, str] = {}
+    if samples.empty:
+        return found
+    for scenario, kind in samples[["scenario", "kind"]].drop_duplicates().itertuples(
+            index=False):
+        if str(kind) in kinds.names():
+            found.update({f"{scenario}-{chart}": f"{scenario}: {text}"
+                          for chart, text in kinds.info(str(kind)).captions.items()})
+    return found
 
 
 def markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
@@ -158,10 +151,12 @@ def page(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
                     + "".join(f"<li>{html.esc(note)}</li>" for note in notes) + "</ul></div>")
     body += ["</section>", '<section id="charts">', "<h2>Charts</h2>"]
     svgs = [chart for chart in drawn if chart.suffix == ".svg"]
+    described = captions(samples)
     if not svgs:
         body.append("<p>No charts: no kind of this run draws any.</p>")
     for index, chart in enumerate(svgs):
-        body.append(html.figure(html.svg(chart, f"c{index}"), caption(chart),
+        body.append(html.figure(html.svg(chart, f"c{index}"),
+                                described.get(chart.stem, chart.stem),
                                 f"chart-{chart.stem}"))
     body += ["</section>", '<section id="methodology">']
     for run_dir, meta in metadata.items():

@@ -34,8 +34,7 @@ def resolve_baseline(base_dir: Path, cand_dir: Path) -> Path:
 
 def _frame(run_dir: Path, normalized: bool) -> pd.DataFrame:
     frame = normalize.load_normalized(run_dir) if normalized else results.load_samples(run_dir)
-    frame = frame[~normalize.is_host_reading(frame)]
-    frame = frame[frame.metric.map(verdicts.direction).notna()]
+    frame = frame[verdicts.gated(frame)]
     return frame.assign(variant=frame.variant.map(normalize.plain))
 
 

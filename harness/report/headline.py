@@ -7,8 +7,9 @@ bootstrap confidence interval so a reader sees which differences are real. A rat
 pairs samples of the same run, scenario, metric and variant (cold with cold, warm with warm,
 ``ksm=on`` with ``ksm=on``), and never crosses families.
 
-The measures of the built-in kinds are listed in :data:`MEASURES`; a kind without an entry
-(a plug-in, or one an old run recorded) gets every result metric it recorded.
+The measures are the metrics each kind declares with a headline
+(:class:`harness.kinds.base.Headline`), in its order; a kind that declares none (the workload
+kind, a plug-in, one an old run recorded) gets every result metric it recorded.
 """
 
 from __future__ import annotations
@@ -23,22 +24,23 @@ import numpy as np
 
 from harness import methodology, normalize
 from harness.backends import registry
-from harness.kinds.memory import VIEWS as MEMORY_VIEWS
+from harness.kinds import registry as kinds
+from harness.kinds.base import Metric
+from harness.kinds.density import SLOPE_METRIC
 from harness.report import matched
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MIN_CI_SAMPLES = 3  # on each side: fewer cannot bound a median
-SLOPE_METRIC = "host_mem_per_instance_bytes"  # derived: slope of used memory vs instances
-INPUT_METRICS = ("host_mem_available_bytes", "host_committed_as_bytes")
 VARIANT_ORDER = ("", "cold", "warm", "ksm=off", "ksm=on")
 FAMILY_NAMES = {registry.CONTAINER: "containers", registry.VM: "VMs"}
 
 
 @dataclass(frozen=True)
 class Measure:
-    """One headline figure of a kind."""
+    """One headline figure of a kind: a declared metric's headline, or a result metric of a
+    kind that declares none."""
 
     label: str
     metric: str
@@ -47,36 +49,11 @@ class Measure:
     ratio: bool = True  # show ratios to the floor and the reference
     note: str = ""
 
-
-MEASURES: dict[str, tuple[Measure, ...]] = {
-    "startup": (
-        Measure("start → READY", "start_to_ready_s", "s"),
-        Measure("stop → gone", "stop_s", "s",
-                note="until the last process exited; clean-up timed apart"),
-        Measure("harness's share of a start", "harness_s", "s", ratio=False,
-                note="OCI backends: the start (warm: resume) call less the runtime's own "
-                     "command: config.json, bundle, overlay mount and unmount, launcher round "
-                     "trip; inside start → READY"),
-        Measure("harness's share of a stop", "stop_harness_s", "s", ratio=False,
-                note="OCI backends: launcher round trips less the runtime's kill commands"),
-        Measure("harness's share of a clean-up", "cleanup_harness_s", "s", ratio=False,
-                note="OCI backends: the removal less the runtime's delete command"),
-    ),
-    "density": (
-        Measure("instances reached", "max_instances_alive", "count", tail=False, ratio=False),
-        Measure("launch per instance", "launch_s", "s",
-                note="a batch's start → all READY / batch size, over every ramp's steps"),
-        Measure("host memory per instance", SLOPE_METRIC, "bytes", tail=False,
-                note="slope of host memory used vs instances alive (Theil–Sen over a ramp's "
-                     "steps, one value per ramp)"),
-        Measure("teardown per instance", "teardown_s", "s"),
-    ),
-    "memory": tuple(
-        Measure(label, metric, "bytes", tail="per_instance" not in metric,
-                note="one value per pass" if "per_instance" in metric else "per instance")
-        for metric, label in MEMORY_VIEWS.items()
-    ),
-}
+    @classmethod
+    def of(cls, metric: Metric) -> Measure:
+        assert metric.headline is not None, "a measure is a metric with a headline"
+        line = metric.headline
+        return cls(line.label, metric.name, metric.unit, line.tail, line.ratio, line.note)
 
 
 @dataclass(frozen=True)
@@ -142,11 +119,10 @@ class Table:
         return any(row.measure.tail for row in self.rows)
 
 
-def is_input(metric: str) -> bool:
-    """Counters that are inputs or conditions of a run (MemAvailable, Committed_AS, KSM pages,
-    the density step's instance count), not results."""
-    name = normalize.base_metric(metric)
-    return name in INPUT_METRICS or name.startswith("ksm_") or name == "instances_alive"
+def is_input(samples: pd.DataFrame) -> pd.Series:
+    """Mask of the samples that are inputs or conditions of a run, not results (MemAvailable,
+    Committed_AS, KSM pages, the density step's instance count): as their kinds declare."""
+    return normalize.flag(samples, lambda metric: metric.input)
 
 
 def references(names: Iterable[str]) -> dict[str, str]:
@@ -200,10 +176,12 @@ def _slope(alive: np.ndarray, used: np.ndarray) -> float:
 
 
 def measures_of(kind: str, scenario_samples: pd.DataFrame) -> tuple[Measure, ...]:
-    """The kind's measures, or, for a kind without an entry, every result it recorded."""
-    if kind in MEASURES:
+    """The kind's headline measures, or, for a kind that declares none, every result it
+    recorded."""
+    declared = kinds.info(kind).headline() if kind in kinds.names() else ()
+    if declared:
         present = set(scenario_samples.metric)
-        return tuple(m for m in MEASURES[kind] if m.metric in present)
+        return tuple(Measure.of(m) for m in declared if m.name in present)
     found = []
     results = scenario_samples[~normalize.is_host_reading(scenario_samples)]
     for metric, group in results.groupby("metric", sort=False):

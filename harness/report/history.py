@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from harness import baseline, normalize, results
 from harness.backends import registry
 from harness.report import html, units
-from harness.report.headline import is_input
 from hostkit.files import atomic_write
 
 if TYPE_CHECKING:
@@ -184,8 +183,7 @@ def history_frame(runs: list[Run]) -> pd.DataFrame:
     frames = []
     for index, run in enumerate(runs):
         samples = results.load_samples(run.directory)
-        keep = ~normalize.is_host_reading(samples) & ~samples.metric.map(is_input)
-        absolute = _stats(samples[keep])
+        absolute = _stats(samples[~normalize.is_host_reading(samples)])
         # computed afresh, not read from normalized.csv: an older run's file may hold ratios
         # to another floor (VMs to process), and a line must not change floors half-way
         ratios = normalize.normalize(samples)

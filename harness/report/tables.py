@@ -217,7 +217,8 @@ def _detail_rows(table: pd.DataFrame) -> list[list[str]]:
 def split_detail(samples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The summary table of results, and that of inputs (host counters, instance counts)."""
     table = summary_table(samples)
-    inputs = table.metric.astype(str).map(is_input)
+    kinds = samples.drop_duplicates("scenario").set_index("scenario")["kind"]
+    inputs = is_input(table.assign(kind=table.scenario.map(kinds)))
     return table[~inputs], table[inputs]
 
 

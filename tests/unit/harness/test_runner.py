@@ -15,6 +15,7 @@ import pytest
 from harness import hostinfo, report, runner, scenario
 from harness.context import RunContext
 from harness.kinds import registry as kinds
+from harness.kinds.base import HIGHER, Kind, Metric
 from harness.params import param
 from harness.scenario import Scenario, ScenarioError
 
@@ -49,12 +50,17 @@ def run_then_interrupt(ctx: RunContext, plan: Scenario[PingParams],
     raise KeyboardInterrupt
 
 
+PING = Kind("ping", "pings every backend", PingParams, run_pings)
+INTERRUPTED_KIND = Kind("interrupted", "starts instances, then is interrupted", PingParams,
+                        run_then_interrupt)
+
+
 @pytest.fixture
 def fake_kinds(fake_backends) -> Iterator[None]:
-    """The ``ping`` kind (no charts) and the ``interrupted`` kind, for one test."""
-    kinds.register(kinds.KindInfo("ping", PingParams, run_pings, "pings every backend"))
-    kinds.register(kinds.KindInfo("interrupted", PingParams, run_then_interrupt,
-                                  "starts instances, then is interrupted"))
+    """The ``ping`` kind (no charts, no declared metrics) and the ``interrupted`` kind, for
+    one test, registered as a plug-in's would be: by where their declarations are."""
+    kinds.register(kinds.KindInfo("ping", f"{__name__}:PING"))
+    kinds.register(kinds.KindInfo("interrupted", f"{__name__}:INTERRUPTED_KIND"))
     yield
     kinds.unregister("ping")
     kinds.unregister("interrupted")
@@ -143,13 +149,30 @@ def test_the_loader_checks_a_fake_kinds_keys(fake_kinds, table, expected) -> Non
     assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_register_refuses_keys_every_scenario_has(fake_kinds) -> None:
-    @dataclass(frozen=True)
-    class Clashing:
-        timeout_s: float = 1.0
+@dataclass(frozen=True)
+class Clashing:
+    timeout_s: float = 1.0
 
-    with pytest.raises(ValueError, match="timeout_s is a key of every scenario"):
-        kinds.register(kinds.KindInfo("clash", Clashing, run_pings, "clashes"))
+
+CLASH = Kind("clash", "clashes", Clashing, run_pings)
+WIDGET = Metric("start_to_ready_s", "widgets", HIGHER)
+REDEFINES = Kind("clash", "means start_to_ready_s otherwise", PingParams, run_pings,
+                 (WIDGET,))
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("CLASH", "timeout_s is a key of every scenario"),
+    ("REDEFINES", "metric 'start_to_ready_s' means something else in kind 'startup'"),
+    ("PingParams", "is not its Kind declaration"),
+])
+def test_a_kind_is_refused_when_loaded(fake_kinds, name, expected) -> None:
+    kinds.loaded()  # the built-in kinds' metrics are known
+    kinds.register(kinds.KindInfo("clash", f"{__name__}:{name}"))
+    try:
+        with pytest.raises(ValueError, match=expected):
+            kinds.info("clash")
+    finally:
+        kinds.unregister("clash")
     with pytest.raises(ValueError, match="built-in"):
         kinds.unregister("startup")
 

@@ -167,7 +167,7 @@ toml_scalars = st.one_of(
     st.text(max_size=8), st.lists(st.text(max_size=5), max_size=3),
 )
 keys = st.sampled_from(
-    [*scenario.COMMON_KEYS, *(key for kind in kinds.KINDS for key in
+    [*scenario.COMMON_KEYS, *(key for kind in kinds.loaded() for key in
                               (f.name for f in dataclasses.fields(kind.params))),
      "bogus", "kind", "name", "overrides"]
 )

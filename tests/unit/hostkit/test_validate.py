@@ -144,7 +144,7 @@ def test_text_is_not_empty_nor_huge(text: object) -> None:
 
 def _numeric_keys() -> list[tuple[type, dataclasses.Field[typing.Any], typing.Any]]:
     found = []
-    for cls in (scenario.Scenario, *(kind.params for kind in kinds.KINDS)):
+    for cls in (scenario.Scenario, *(kind.params for kind in kinds.loaded())):
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             annotation = hints[field.name]
@@ -171,7 +171,7 @@ def test_every_numeric_scenario_key_has_finite_bounds(cls, field, base) -> None:
 def test_scenario_keys_are_refused_beyond_their_bounds(cls, field, base) -> None:
     bounds = field.metadata["check"]
     kind = "startup" if cls is scenario.Scenario else next(
-        k.name for k in kinds.KINDS if k.params is cls)
+        k.name for k in kinds.loaded() if k.params is cls)
     too_big = base(bounds.maximum) + 1
     with pytest.raises(ScenarioError) as caught:
         scenario.loads(f"[[scenario]]\nkind = '{kind}'\n{field.name} = {too_big!r}\n", "b.toml")

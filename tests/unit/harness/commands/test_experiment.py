@@ -12,7 +12,6 @@ from harness.backends import registry
 from harness.commands import experiment
 from harness.commands.base import EXIT_INCOMPLETE, EXIT_OK
 from harness.kinds import registry as kinds
-from harness.kinds.startup import StartupParams
 
 
 @pytest.mark.parametrize(("item", "key", "value"), [
@@ -28,12 +27,13 @@ def test_a_backend_option_is_read_as_in_a_scenario_file(item, key, value) -> Non
 
 
 def test_the_registries_hold_an_experiments_kind_and_variants_for_the_call_only() -> None:
-    kind = kinds.KindInfo("exp-kind", StartupParams, lambda *_: None, "an experiment")
+    kind = kinds.KindInfo("idle", "harness.commands.idle:DECLARATION")
     variant = registry.BackendInfo("exp-variant", "fakes:FakeBackend", registry.CONTAINER, "x")
     with pytest.raises(RuntimeError), experiment.registered([kind], [variant]):
-        assert "exp-kind" in kinds.names() and registry.family("exp-variant") == "container"
+        assert kinds.info("idle").name == "idle"
+        assert registry.family("exp-variant") == "container"
         raise RuntimeError  # an experiment that fails still leaves the tables as they were
-    assert "exp-kind" not in kinds.names() and "exp-variant" not in registry.names()
+    assert "idle" not in kinds.names() and "exp-variant" not in registry.names()
 
 
 def test_an_experiment_exits_3_when_a_backend_failed_in_a_complete_run(tmp_path,

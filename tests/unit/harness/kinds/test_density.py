@@ -76,6 +76,7 @@ def test_a_failed_batch_is_stopped_and_ends_the_ramp(tmp_path, monkeypatch) -> N
     assert len(started) == 6 and removed == started and not backend.live
     (failure,) = ctx.writer.metadata["failures"]
     assert failure["reason"].startswith("launch at 3 alive: ")
+    assert ctx.incomplete  # a failure marks the run incomplete, as in every kind
 
 
 def test_backends_ramp_one_after_another(tmp_path, monkeypatch) -> None:

@@ -21,8 +21,10 @@ def test_warm_up_passes_come_first_and_are_not_recorded(tmp_path, monkeypatch) -
     ctx = context(tmp_path, a, b)
     memory.run(ctx, scenario.make("memory", instances=2, warmup=2, passes=1, settle_s=0),
                ("a", "b"))
-    measured = rounds.order(["a", "b"], ctx.seed, "memory", 0)
-    assert _passes(events, 2) == ["a", "a", "b", "b", *measured]  # warm-ups, then measured
+    turns = [memory.Turn("a", "off"), memory.Turn("b", "off")]
+    expected = [turn.backend for index in range(3)
+                for turn in rounds.order(turns, ctx.seed, "memory", index)]
+    assert _passes(events, 2) == expected  # two warm-up rounds, then the measured one
     for name in ("a", "b"):
         pss = samples(ctx, "mem_pss_bytes", name)
         assert [(s.instance, s.repetition) for s in pss] == [("1", 0), ("2", 0)]
@@ -63,8 +65,8 @@ def test_ksm_variants_only_for_the_vm_family(tmp_path, monkeypatch, fake_backend
     ctx = context(tmp_path, container, vm)
     memory.run(ctx, scenario.make("memory", instances=2, warmup=0, settle_s=0,
                                   ksm=("off", "on")), ("fake", "fakevm"))
-    variants = {name: [s.variant for s in samples(ctx, "mem_pss_bytes", name)]
-                for name in ("fake", "fakevm")}
+    variants = {name: sorted(s.variant for s in samples(ctx, "mem_pss_bytes", name))
+                for name in ("fake", "fakevm")}  # each mode a turn of its own, in any order
     assert variants == {"fake": ["ksm=off"] * 2, "fakevm": ["ksm=off"] * 2 + ["ksm=on"] * 2}
     sharing = {s.variant: s.value for s in samples(ctx, "ksm_pages_sharing", "fakevm")}
     assert sharing == {"ksm=off": 0, "ksm=on": 7}  # read while KSM was on
@@ -73,7 +75,7 @@ def test_ksm_variants_only_for_the_vm_family(tmp_path, monkeypatch, fake_backend
     assert len(samples(ctx, "mem_vmm_overhead_bytes", "fakevm")) == 4
 
 
-def test_a_failed_warm_up_leaves_the_backend_out(tmp_path, monkeypatch) -> None:
+def test_a_failed_warm_up_is_a_failure_and_the_backend_goes_on(tmp_path, monkeypatch) -> None:
     events: list[tuple[str, str, str]] = []
     broken = FakeBackend(name="a", fail_ready={2}, events=events)
     healthy = FakeBackend(name="b", events=events)
@@ -81,7 +83,20 @@ def test_a_failed_warm_up_leaves_the_backend_out(tmp_path, monkeypatch) -> None:
     ctx = context(tmp_path, broken, healthy)
     memory.run(ctx, scenario.make("memory", instances=2, warmup=1, passes=2, settle_s=0),
                ("a", "b"))
-    assert not samples(ctx, backend="a") and len(samples(ctx, "mem_pss_bytes", "b")) == 4
+    assert len(samples(ctx, "mem_pss_bytes", "a")) == len(samples(ctx, "mem_pss_bytes", "b")) == 4
     (failure,) = ctx.writer.metadata["failures"]
-    assert failure["backend"] == "a" and failure["reason"].startswith("warm-up: ")
+    assert failure["backend"] == "a" and failure["reason"].startswith("ksm=off (warmup0): ")
+    assert ctx.incomplete  # a failure marks the run incomplete, as in every kind
     assert not broken.live and not healthy.live
+
+
+def test_a_backend_that_fails_three_passes_in_a_row_is_given_up(tmp_path, monkeypatch) -> None:
+    broken, healthy = FakeBackend(name="a", fail_ready_from=1), FakeBackend(name="b")
+    FakeHost([broken, healthy]).install(monkeypatch)
+    ctx = context(tmp_path, broken, healthy)
+    memory.run(ctx, scenario.make("memory", instances=2, warmup=0, passes=5, settle_s=0),
+               ("a", "b"))
+    assert broken.starts == rounds.MAX_FAILURES_IN_A_ROW  # one start per failed pass
+    assert len(samples(ctx, "mem_host_delta_per_instance_bytes", "b")) == 5
+    reasons = [f["reason"] for f in ctx.writer.metadata["failures"]]
+    assert len(reasons) == 3 and reasons[-1].endswith("giving up on ksm=off on this backend")

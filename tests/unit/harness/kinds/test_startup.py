@@ -1,5 +1,6 @@
-"""The startup kind with fake backends: turns in a seeded order, warm-up, variants, failure
-cap, timings."""
+"""The startup kind with fake backends: turns in a seeded order, warm-up rounds ending
+together, variants, failures (a line each, the run incomplete, three in a row give up),
+timings."""
 
 from __future__ import annotations
 
@@ -95,14 +96,15 @@ def test_three_consecutive_failures_end_a_backend_the_others_go_on(tmp_path) -> 
     broken, healthy = FakeBackend(name="a", fail_ready_from=1), FakeBackend(name="b")
     ctx = context(tmp_path, broken, healthy)
     startup.run(ctx, scenario.make("startup", repetitions=10, warmup=0), ("a", "b"))
-    assert broken.starts == startup.MAX_CONSECUTIVE_FAILURES
+    assert broken.starts == rounds.MAX_FAILURES_IN_A_ROW
     assert not broken.live and not ctx.live.get("a")  # each failed start was stopped
     assert len(samples(ctx, "start_to_ready_s", "b")) == 10
     assert not samples(ctx, backend="a")
     failures = ctx.writer.metadata["failures"]
     assert [f["backend"] for f in failures] == ["a"] * 3
-    assert failures[0]["reason"].startswith("cold repetition 0: ")
+    assert failures[0]["reason"].startswith("cold (rep0): ")
     assert "never printed READY" in failures[0]["reason"]
+    assert failures[-1]["reason"].endswith("; giving up on cold on this backend")
     assert ctx.incomplete  # a measurement failed: the run says so (and `cvbench run` exits 3)
 
 
@@ -120,7 +122,21 @@ def test_a_failed_warm_up_counts_towards_the_cap(tmp_path) -> None:
     ctx = context(tmp_path, backend)
     startup.run(ctx, scenario.make("startup", repetitions=5, warmup=2), ("a",))
     assert backend.starts == 3 and not samples(ctx)
-    assert ctx.writer.metadata["failures"][0]["reason"].startswith("cold repetition -2: ")
+    assert ctx.writer.metadata["failures"][0]["reason"].startswith("cold (warmup0): ")
+
+
+def test_warm_up_rounds_end_together_when_backends_warm_up_differently(tmp_path) -> None:
+    events: list[tuple[str, str, str]] = []
+    a, b = FakeBackend(name="a", events=events), FakeBackend(name="b", events=events)
+    ctx = context(tmp_path, a, b)
+    startup.run(ctx, scenario.make("startup", repetitions=2, warmup=2,
+                                   overrides={"b": {"warmup": 0}}), ("a", "b"))
+    turns = [startup.Turn("a", COLD), startup.Turn("b", COLD)]
+    expected = [turn.backend for round_index in range(4)
+                for turn in rounds.order(turns if round_index >= 2 else turns[:1], ctx.seed,
+                                         "startup", round_index)]
+    assert starts(events) == expected  # b's measured rounds are a's: none while a warms up
+    assert [s.repetition for s in samples(ctx, "start_to_ready_s", "b")] == [0, 1]
 
 
 def test_settle_time_between_turns(tmp_path) -> None:

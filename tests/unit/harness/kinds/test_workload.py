@@ -99,6 +99,7 @@ def test_every_workload_on_every_backend_each_round_in_a_seeded_order(ctx_of) ->
     units = {(s.metric, s.unit) for s in recorded}
     assert units == {("events_per_s", "events/s"), ("bandwidth_mib_s", "MiB/s"),
                      ("iops", "IOPS"), ("latency_p50_s", "s"), ("latency_p99_s", "s")}
+    assert all(workload.KIND.metric(metric).unit == unit for metric, unit in units)  # declared
     turns = [workload.Turn(b, n) for b in ("process", "b") for n in names]
     first_measured = rounds.order(turns, 11, "workload", 1)
     cpu_sample = next(s for s in recorded if s.repetition == 0 and s.backend == "b"
