@@ -4,8 +4,9 @@ its run through the round loop, its metric, its chart and the chart's caption.
 ``widgets`` starts an instance per turn, waits for READY, stops it, and records how many
 widgets a second it "made": the scenario's ``rate`` key, slightly different each repetition,
 so two runs with different rates differ as a regression would.
-``tests/unit/harness/kinds/test_base.py`` registers it (``KindInfo("widgets", "widgets_kind:KIND")``) and finds it in a run, the report
-and the gate without any other file knowing it.
+``tests/unit/harness/kinds/test_base.py`` registers it (``KindInfo("widgets",
+"widgets_kind:KIND")``) and finds it in a run, the report and the gate without any other file
+knowing it.
 """
 
 from __future__ import annotations
