@@ -24,7 +24,7 @@ def require(name: str) -> None:
 
 
 def docker_objects() -> frozenset[str]:
-    from harness.backends.engines.docker import sdk_client
+    from harness.backends.engines.docker.service import sdk_client
 
     try:
         client = sdk_client(timeout=30)
@@ -47,7 +47,7 @@ def podman_objects() -> frozenset[str]:
 
     if shutil.which("podman") is None:
         return frozenset()
-    from harness.backends.engines.podman import Service, client
+    from harness.backends.engines.podman.service import Service, client
 
     service = Service("runc", f"{PREFIX}inventory-{os.getpid()}")
     service.start()
