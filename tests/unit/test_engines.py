@@ -7,7 +7,6 @@ import io
 import os
 import struct
 import tarfile
-import threading
 
 import pytest
 
@@ -237,30 +236,6 @@ def test_the_default_profile_converts_for_lxc() -> None:
 def test_a_name_without_the_prefix_is_refused() -> None:
     with pytest.raises(BackendError, match="must start with"):
         common.check_name("other-1")
-
-
-def test_lxc_helper_client_serialises_concurrent_waits() -> None:
-    # the client's answer routing, without a helper: two waiters, answers in reverse order
-    from harness.backends.engines.lxc.helper import HelperClient
-
-    client = HelperClient.__new__(HelperClient)
-    client._cond = threading.Condition()
-    client._replies, client._receiving, client._dead = {}, False, False
-    ours, theirs = __import__("socket").socketpair(__import__("socket").AF_UNIX,
-                                                   __import__("socket").SOCK_SEQPACKET)
-    client.sock = ours
-    results: dict[int, dict] = {}
-    threads = [threading.Thread(target=lambda i=i: results.update({i: client._await(i, 5)}))
-               for i in (1, 2)]
-    for thread in threads:
-        thread.start()
-    theirs.send(b'{"id": 2, "ok": true, "pid": 20}')
-    theirs.send(b'{"id": 1, "ok": true, "pid": 10}')
-    for thread in threads:
-        thread.join(5)
-    assert results == {1: {"id": 1, "ok": True, "pid": 10}, 2: {"id": 2, "ok": True, "pid": 20}}
-    ours.close()
-    theirs.close()
 
 
 def test_the_engines_run_the_crun_wrapper_on_hybrid_hosts_only() -> None:

@@ -4,7 +4,6 @@ killed run left, the bridge and the ``cvbench-lxc`` cgroups."""
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import signal
 
@@ -13,6 +12,7 @@ from harness.backends.engines import common
 from harness.backends.engines.lxc.backend import STOPPED_TIMEOUT_S, remove_bridge
 from harness.backends.engines.lxc.config import BRIDGE, CGROUP_PARENT, import_lxc, lxcpath
 from harness.backends.engines.lxc.helper import HELPER_TAG
+from hostkit import helper
 from hostkit.paths import PREFIX
 from hostkit.procs import signal_and_wait
 
@@ -45,24 +45,12 @@ def sweep() -> list[str]:
                         container.destroy()
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(f"lxc container {entry.name}")
-        for record in sorted(directory.glob(".helper-*.json")):
-            try:
-                pid = int(json.loads(record.read_text())["pid"])
-            except (OSError, ValueError, KeyError):
-                pid = 0
-            if pid and _is_helper(pid):
-                signal_and_wait(pid, signal.SIGKILL, 5.0)
-                removed.append(f"lxc helper (pid {pid})")
-            record.unlink(missing_ok=True)
+    for record in helper.records(HELPER_TAG):
+        if record.running():
+            signal_and_wait(record.pid, signal.SIGKILL, 5.0)
+            removed.append(f"lxc helper (pid {record.pid})")
+        record.remove()
     with contextlib.suppress(Exception):
         if remove_bridge():
             removed.append(f"bridge {BRIDGE}")
     return [*removed, *common.sweep_cgroups([CGROUP_PARENT])]
-
-
-def _is_helper(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return HELPER_TAG.encode() in handle.read()
-    except OSError:
-        return False
