@@ -66,11 +66,12 @@ def podman_objects() -> frozenset[str]:
 
 
 def lxc_objects(state_dir: Path) -> frozenset[str]:
-    directory = state_dir / "lxc"
-    if not directory.is_dir():
-        return frozenset()
-    return frozenset(f"lxc {entry.name}" for entry in directory.iterdir()
-                     if entry.name.startswith((PREFIX, ".helper")))
+    """LXC's containers under the state dir, and its helpers' records (hostkit.helper)."""
+    directory, records = state_dir / "lxc", state_dir / "helpers"
+    found = {f"lxc {entry.name}" for entry in directory.iterdir()
+             if entry.name.startswith(PREFIX)} if directory.is_dir() else set()
+    found |= {f"helper record {entry.name}" for entry in records.glob("lxc-*.json")}
+    return frozenset(found)
 
 
 def engine_processes() -> frozenset[str]:
