@@ -23,6 +23,7 @@ from rich.progress import (
 
 from harness.backends import registry
 from harness.backends.base import Backend, Instance, InstanceSpec
+from harness.backends.chores import Live
 from harness.results import RunWriter, Sample
 from harness.scenario import Scenario
 from imagestore.image import Image
@@ -67,7 +68,7 @@ class RunContext:
     seed: int = field(default_factory=lambda: secrets.randbits(32))  # the turn order's seed
     incomplete: bool = False  # a measurement failed: the run is marked incomplete
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    live: dict[str, dict[str, Instance]] = field(default_factory=dict)  # backend → name → it
+    live: dict[str, Live] = field(default_factory=dict)  # backend → its instances, by name
 
     @property
     def run_id(self) -> str:
@@ -136,10 +137,11 @@ class RunContext:
         return instance
 
     def track(self, backend: str, instance: Instance) -> None:
-        self.live.setdefault(backend, {})[instance.name] = instance
+        self.live.setdefault(backend, Live()).add(instance)
 
     def untrack(self, backend: str, instance: Instance) -> None:
-        self.live.get(backend, {}).pop(instance.name, None)
+        if backend in self.live:
+            self.live[backend].drop(instance)
 
     def stop(self, backend: str, instance: Instance) -> None:
         """Stop a tracked instance, remove what it held, forget it."""

@@ -170,7 +170,7 @@ def _docker() -> Check:
     if not shutil.which("dockerd"):
         return Check("docker", False, "docker.io not installed", SETUP)
     try:
-        from harness.backends.engines import docker as engine
+        from harness.backends.engines.docker import service as engine
     except ImportError as error:
         return Check("docker", False, f"Docker SDK for Python missing: {error}", SETUP)
     try:
@@ -202,7 +202,7 @@ def _podman() -> Check:
     if not shutil.which("podman"):
         return Check("podman", False, "podman not installed", SETUP)
     try:
-        from harness.backends.engines import podman as engine
+        from harness.backends.engines.podman import service as engine
     except ImportError as error:
         return Check("podman", False, f"podman Python package missing: {error}", SETUP)
     service = engine.Service("runc", f"cvbench-doctor-{os.getpid()}")

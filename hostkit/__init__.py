@@ -9,6 +9,9 @@ or VM concept.
 - :mod:`hostkit.files`: atomic writes.
 - :mod:`hostkit.validate`: the one validator of numbers and names that command-line options
   and scenario keys go through, and the bounds of the quantities both take.
+- :mod:`hostkit.helper`: the helper-process layer: a helper's ``serve(handlers)``, its
+  owner's client, the record ``cvbench clean`` reads (the fork server, the OCI launcher and
+  the LXC helper are its helpers).
 - :mod:`hostkit.seccomp_readback`: the seccomp filters a running process holds (ptrace),
   compared.
 """

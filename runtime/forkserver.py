@@ -2,9 +2,11 @@
 
 It is a fresh ``python -S`` that imports only the standard library and the light runtime
 modules (no pyroute2, psutil or harness), so forking it is cheap whatever its owner imported.
-Protocol over a SOCK_SEQPACKET socketpair: one JSON request per message, file descriptors
-attached with SCM_RIGHTS (received close-on-exec, ``MSG_CMSG_CLOEXEC``, by the server and
-by spares), one JSON reply.
+It is a helper process of :mod:`hostkit.helper` (its protocol, its client, the ``{"id": n,
+"error": ...}`` answer of a refused request); these are its handlers, one per ``op``. It is no
+reaper: its children (the containers' inits, spares) are reaped on request only, so that a
+container's pid stays its own until the runtime asked. Descriptors come close-on-exec to the
+server and to spares.
 
 - ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
   ``[stdout_w]`` or ``[stdout_w, host channel]`` -> ``{"pid": n}``. Cold: the server decodes
@@ -46,22 +48,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from hostkit import helper
 from runtime.plan import LaunchPlan, Rootfs
 
-MAX_MESSAGE = 1 << 20
 REQUEST_TIMEOUT_S = 30.0
-PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class ForkServerError(Exception):
@@ -69,10 +66,11 @@ class ForkServerError(Exception):
 
 
 SPARE_TIMEOUT_S = 10.0
+TAG = "cvbench-forkserver"  # on the server's command line
 
 
-def serve(fd: int) -> None:
-    """Server main loop (runs in the fork server process)."""
+def main(fd: int) -> None:
+    """The fork server process's body: serve on ``fd`` until its owner hangs up."""
     from hostkit import syscalls as sc
     from runtime import child, rootfs
     from runtime.caps import last_cap
@@ -174,75 +172,61 @@ def serve(fd: int) -> None:
         except (ProcessLookupError, ChildProcessError):
             return None
 
-    while True:
+    def launch(request: helper.Request) -> dict[str, Any]:
+        message, fds = request.message, request.fds
+        spare_pid = message.get("spare")
+        if spare_pid is None:
+            plan = LaunchPlan.from_dict(message["plan"])
+            return {"pid": fork_child(
+                plan.new_pid,
+                child.run,
+                plan,
+                fds[0],
+                fds[1] if len(fds) > 1 else None,
+                cap_last,
+                False,  # not prepared by a spare
+                cgroup_dir=plan.cgroup_dir,
+                overlay=plan.rootfs,
+                namespaces=plan.unshare & ~sc.CLONE_NEWCGROUP,
+            )}
+        spare = spares.pop(spare_pid, None)
+        if spare is None:
+            raise LookupError(f"no spare {spare_pid}")
         try:
-            # close-on-exec from their first instant (MSG_CMSG_CLOEXEC): a descriptor meant
-            # for one container never reaches the exec of another forked meanwhile
-            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4,
-                                                       socket.MSG_CMSG_CLOEXEC)
-        except (ConnectionError, OSError):
-            return
-        if not data:
-            return
-        try:
-            request = json.loads(data)
-            op = request["op"]
-            if op == "launch":
-                spare_pid = request.get("spare")
-                if spare_pid is not None:
-                    spare = spares.pop(spare_pid, None)
-                    if spare is None:
-                        raise LookupError(f"no spare {spare_pid}")
-                    try:
-                        socket.send_fds(spare, [data], fds)  # the request has the plan
-                    except OSError:
-                        end(spare_pid)
-                        raise LookupError(f"spare {spare_pid} is gone") from None
-                    finally:
-                        spare.close()
-                    pid = spare_pid
-                    handed.add(pid)
-                else:
-                    plan = LaunchPlan.from_dict(request["plan"])
-                    pid = fork_child(
-                        plan.new_pid,
-                        child.run,
-                        plan,
-                        fds[0],
-                        fds[1] if len(fds) > 1 else None,
-                        cap_last,
-                        False,  # not prepared by a spare
-                        cgroup_dir=plan.cgroup_dir,
-                        overlay=plan.rootfs,
-                        namespaces=plan.unshare & ~sc.CLONE_NEWCGROUP,
-                    )
-                reply: dict[str, Any] = {"pid": pid}
-            elif op == "spare":
-                reply = {"pid": make_spare(request)}
-            elif op == "discard":
-                spare = spares.pop(request["pid"], None)
-                if spare is not None:
-                    spare.close()
-                known = spare is not None or request["pid"] in handed
-                handed.discard(request["pid"])
-                reply = {"status": end(request["pid"]) if known else None}
-            elif op == "reap":
-                handed.discard(request["pid"])
-                try:
-                    reaped, status = os.waitpid(request["pid"], os.WNOHANG)
-                    reply = {"status": status if reaped else None}
-                except ChildProcessError:
-                    reply = {"status": None}
-            elif op == "ping":
-                reply = {"pid": os.getpid(), "spares": sorted(spares)}
-            else:
-                reply = {"error": f"unknown op {op!r}"}
-        except Exception as error:  # report to the client, keep serving
-            reply = {"error": f"{type(error).__name__}: {error}"}
+            socket.send_fds(spare, [request.data], fds)  # the request has the plan
+        except OSError:
+            end(spare_pid)
+            raise LookupError(f"spare {spare_pid} is gone") from None
         finally:
-            for received in fds:
-                os.close(received)
-        sock.send(json.dumps(reply).encode())
+            spare.close()
+        handed.add(spare_pid)
+        return {"pid": spare_pid}
+
+    def discard(request: helper.Request) -> dict[str, Any]:
+        pid = request.message["pid"]
+        spare = spares.pop(pid, None)
+        if spare is not None:
+            spare.close()
+        known = spare is not None or pid in handed
+        handed.discard(pid)
+        return {"status": end(pid) if known else None}
+
+    def reap(request: helper.Request) -> dict[str, Any]:
+        pid = request.message["pid"]
+        handed.discard(pid)
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return {"status": None}
+        return {"status": status if reaped else None}
+
+    helper.serve(sock, {
+        "launch": launch,
+        "spare": lambda request: {"pid": make_spare(request.message)},
+        "discard": discard,
+        "reap": reap,
+        "ping": lambda request: {"pid": os.getpid(), "spares": sorted(spares)},
+    })
 
 
 _CLONE3_UNSUPPORTED = (errno.ENOSYS, errno.E2BIG, errno.EINVAL)  # kernel < 5.3, < 5.7
@@ -327,56 +311,35 @@ class ForkServer:
     """Client side: starts the server on first use and talks to it (thread-safe)."""
 
     def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._client: helper.Client | None = None
         self._lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._client.pid if self._client else None
 
     def start(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            return
-        if self._sock is not None:  # the previous server died
-            self._sock.close()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        code = (
-            f"import sys; sys.path.insert(0, {PROJECT_ROOT!r}); "
-            f"from runtime.forkserver import serve; serve({theirs.fileno()})"
-        )
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-S", "-E", "-c", code],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C to the owner's group does not reach it
-            )
-        finally:
-            theirs.close()
-        ours.settimeout(REQUEST_TIMEOUT_S)
-        self._sock = ours
+        """Start the server (again, if it died); return once it serves."""
+        with self._lock:
+            if self._client is not None and self._client.alive():
+                return
+            if self._client is not None:  # the previous server died
+                self._client.close(kill_after=0.0)
+            try:
+                self._client = helper.Client("runtime.forkserver:main", tag=TAG,
+                                             name="fork server", flags=("-S", "-E"),
+                                             record=False)
+            except helper.HelperError as error:
+                self._client = None
+                raise ForkServerError(str(error)) from None
 
     def request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
-        with self._lock:
-            self.start()
-            assert self._sock is not None
-            try:
-                payload = json.dumps(message).encode()
-                if fds:
-                    socket.send_fds(self._sock, [payload], list(fds))
-                else:
-                    self._sock.send(payload)
-                data = self._sock.recv(MAX_MESSAGE)
-            except OSError as error:
-                raise ForkServerError(f"fork server is gone: {error}") from None
-        if not data:
-            raise ForkServerError("fork server closed the connection")
-        reply: dict[str, Any] = json.loads(data)
-        if "error" in reply:
-            raise ForkServerError(reply["error"])
-        return reply
+        self.start()
+        assert self._client is not None
+        try:
+            return self._client.request(message, fds, REQUEST_TIMEOUT_S)
+        except helper.HelperError as error:
+            raise ForkServerError(str(error)) from None
 
     def launch(self, plan: LaunchPlan, fds: Sequence[int], spare: int | None = None) -> int:
         """Fork a child that carries out ``plan`` (or hand it to ``spare``); its pid."""
@@ -393,7 +356,7 @@ class ForkServer:
 
     def discard(self, spare: int) -> None:
         """End an unused spare (nothing if the server is gone: then the spare is too)."""
-        if self._process is None or self._process.poll() is not None:
+        if self._client is None or not self._client.alive():
             return
         try:
             self.request({"op": "discard", "pid": spare})
@@ -402,7 +365,7 @@ class ForkServer:
 
     def reap(self, pid: int) -> int | None:
         """Wait status of our exited child ``pid`` (None if not ours or not exited)."""
-        if self._process is None or self._process.poll() is not None:
+        if self._client is None or not self._client.alive():
             return None
         try:
             status = self.request({"op": "reap", "pid": pid})["status"]
@@ -413,13 +376,6 @@ class ForkServer:
     def close(self) -> None:
         """Stop the server (containers keep running); idempotent."""
         with self._lock:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
-            if self._process is not None:
-                try:
-                    self._process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
-                self._process = None
+            if self._client is not None:
+                self._client.close(kill_after=5.0)
+                self._client = None

@@ -24,7 +24,7 @@ def require(name: str) -> None:
 
 
 def docker_objects() -> frozenset[str]:
-    from harness.backends.engines.docker import sdk_client
+    from harness.backends.engines.docker.service import sdk_client
 
     try:
         client = sdk_client(timeout=30)
@@ -47,7 +47,7 @@ def podman_objects() -> frozenset[str]:
 
     if shutil.which("podman") is None:
         return frozenset()
-    from harness.backends.engines.podman import Service, client
+    from harness.backends.engines.podman.service import Service, client
 
     service = Service("runc", f"{PREFIX}inventory-{os.getpid()}")
     service.start()
@@ -66,11 +66,12 @@ def podman_objects() -> frozenset[str]:
 
 
 def lxc_objects(state_dir: Path) -> frozenset[str]:
-    directory = state_dir / "lxc"
-    if not directory.is_dir():
-        return frozenset()
-    return frozenset(f"lxc {entry.name}" for entry in directory.iterdir()
-                     if entry.name.startswith((PREFIX, ".helper")))
+    """LXC's containers under the state dir, and its helpers' records (hostkit.helper)."""
+    directory, records = state_dir / "lxc", state_dir / "helpers"
+    found = {f"lxc {entry.name}" for entry in directory.iterdir()
+             if entry.name.startswith(PREFIX)} if directory.is_dir() else set()
+    found |= {f"helper record {entry.name}" for entry in records.glob("lxc-*.json")}
+    return frozenset(found)
 
 
 def engine_processes() -> frozenset[str]:

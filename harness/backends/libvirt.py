@@ -15,7 +15,6 @@ import libvirt
 import psutil
 
 from harness.backends.base import (
-    COLD,
     WARM,
     BackendError,
     Instance,
@@ -24,6 +23,7 @@ from harness.backends.base import (
     Method,
     NotReady,
 )
+from harness.backends.chores import Chores
 from harness.backends.guests import (
     DISK_CACHE,
     GuestArtifacts,
@@ -40,16 +40,16 @@ from vm.console import ConsoleError
 from vm.machine import VirtualMachine
 
 
-class LibvirtBackend:
+class LibvirtBackend(Chores):
     """Transient libvirt domains, direct kernel boot, READY read from the serial console."""
 
     name = "libvirt"
-    variants = (COLD, WARM)
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
                  cmdline_extra: str = "", acpi: bool = False, autodestroy: bool = True,
                  console: str = "auto") -> None:
+        super().__init__()
         self.uri = uri or hypervisor.default_uri()
         self.accel_force = accel
         self.accel = detect_accel(accel)  # remote hosts: redone in prepare()
@@ -58,7 +58,6 @@ class LibvirtBackend:
         self.console = console
         self.artifacts = GuestArtifacts()
         self._conn: libvirt.virConnect | None = None
-        self.live: dict[str, VirtualMachine] = {}
         self.devices: dict[str, GuestDevices] = {}  # network lease: until removed
 
     # -- helpers ----------------------------------------------------------------------------
@@ -91,15 +90,6 @@ class LibvirtBackend:
                                    f"{error.get_error_message()}") from None
         self.conn  # noqa: B018 - fail early if libvirtd is not there
 
-    def start(self, spec: InstanceSpec) -> Instance:
-        return self._launch(spec, paused=False)
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        """A domain created paused: QEMU running, kernel and initramfs loaded, CPUs stopped."""
-        instance = self._launch(spec, paused=True)
-        instance.variant = WARM
-        return instance
-
     def resume(self, instance: Instance) -> None:
         try:
             self._vm(instance).resume()
@@ -107,7 +97,9 @@ class LibvirtBackend:
             raise BackendError(f"cannot resume VM {instance.name}: "
                                f"{error.get_error_message()}") from None
 
-    def _launch(self, spec: InstanceSpec, paused: bool) -> Instance:
+    def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
+        """Warm: a domain created paused: QEMU running, kernel and initramfs loaded, CPUs
+        stopped."""
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = self.accel
@@ -120,7 +112,7 @@ class LibvirtBackend:
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
-                paused=paused, disk_cache=DISK_CACHE if spec.disk else None,
+                paused=variant == WARM, disk_cache=DISK_CACHE if spec.disk else None,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
             devices.release()
@@ -131,7 +123,6 @@ class LibvirtBackend:
             devices.release()
             raise
         self.devices[spec.name] = devices
-        self.live[spec.name] = vm
         return Instance(name=spec.name, backend=self.name, handle=vm,
                         pids=[vm.pid] if vm.pid else [], phases={"createxml_s": vm.create_s})
 
@@ -150,14 +141,13 @@ class LibvirtBackend:
             raise BackendError(f"cannot destroy VM {instance.name}: "
                                f"{error.get_error_message()}") from None
 
-    def remove(self, instance: Instance) -> None:
+    def _remove(self, instance: Instance) -> None:
         try:
             self._vm(instance).release()
         except libvirt.libvirtError as error:
             raise BackendError(f"cannot destroy VM {instance.name}: "
                                f"{error.get_error_message()}") from None
         finally:
-            self.live.pop(instance.name, None)
             devices = self.devices.pop(instance.name, None)
             if devices is not None:
                 devices.release()
@@ -169,13 +159,7 @@ class LibvirtBackend:
         except (psutil.Error, libvirt.libvirtError) as error:
             raise BackendError(f"cannot measure VM {instance.name}: {error}") from None
 
-    def cleanup(self) -> None:
-        for vm in list(self.live.values()):
-            try:
-                vm.stop()
-            except libvirt.libvirtError:
-                pass
-        self.live.clear()
+    def _close(self) -> None:
         for devices in self.devices.values():
             devices.release()
         self.devices.clear()

@@ -15,7 +15,6 @@ from typing import Any
 
 from harness.backends import seccomp_probe
 from harness.backends.base import (
-    COLD,
     WARM,
     WARM_AFTER_CLOCK,
     BackendError,
@@ -25,6 +24,7 @@ from harness.backends.base import (
     Method,
     NotReady,
 )
+from harness.backends.chores import Chores
 from harness.backends.containers import container_spec, default_security
 from imagestore.image import Image, ImageError, verify
 from runtime import cgroups, device_filter, devices, planner, scopes
@@ -38,19 +38,18 @@ from runtime.container import (
 )
 
 
-class OursBackend:
+class OursBackend(Chores):
     """Start/stop containers with cvbench's runtime; one fork server per backend."""
 
     name = "ours"
-    variants: tuple[str, ...] = (COLD, WARM)
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
                  pivot_root: bool = False) -> None:
+        super().__init__()
         self.grace_s = grace_s
         self.readonly_root = readonly_root
         self.pivot_root = pivot_root  # else the move onto the skeleton root (runtime.rootfs)
         self._runtime: Runtime | None = None
-        self.live: dict[str, Instance] = {}
         self._image: Image | None = None
         self._kernel_filter: dict[str, Any] | None = None
 
@@ -85,21 +84,22 @@ class OursBackend:
             raise BackendError(f"ours: {error}") from None
         self._image = image
 
-    def start(self, spec: InstanceSpec) -> Instance:
-        """Cold: spec, directory, cgroups, fork, namespaces, ... exec, all inside the call."""
-        container = self._create(spec, spare=False)
-        return self._launch(Instance(spec.name, self.name, container), container)
+    def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
+        return self._spare(spec) if variant == WARM else self._cold(spec)
 
-    def create(self, spec: InstanceSpec) -> Instance:
-        """Warm, before the clock: directory, cgroups and a spare with its namespaces ready."""
-        container = self._create(spec, spare=True)
-        instance = Instance(spec.name, self.name, container, variant=WARM)
-        self.live[spec.name] = instance
+    def _cold(self, spec: InstanceSpec) -> Instance:
+        """Cold: spec, directory, cgroups, fork, namespaces, ... exec, all inside the call."""
+        instance = Instance(spec.name, self.name, self._create(spec, spare=False))
+        self._run(instance)
         return instance
+
+    def _spare(self, spec: InstanceSpec) -> Instance:
+        """Warm, before the clock: directory, cgroups and a spare with its namespaces ready."""
+        return Instance(spec.name, self.name, self._create(spec, spare=True))
 
     def resume(self, instance: Instance) -> None:
         """Warm, inside the clock: the plan to the spare, which does the rest and execs."""
-        self._launch(instance, instance.handle)
+        self._run(instance)
 
     def _create(self, spec: InstanceSpec, spare: bool) -> Container:
         oci = container_spec(spec, readonly=self.readonly_root)
@@ -108,16 +108,14 @@ class OursBackend:
         except ContainerError as error:
             raise BackendError(f"{spec.name}: {error}") from None
 
-    def _launch(self, instance: Instance, container: Container) -> Instance:
+    def _run(self, instance: Instance) -> None:
         try:
-            pid = self.runtime.start(container)
+            pid = self.runtime.start(instance.handle)
         except ContainerError as error:
-            self._destroy(container)
-            self.live.pop(instance.name, None)
+            self._destroy(instance.handle)
+            self.live.drop(instance)
             raise BackendError(str(error)) from None
         instance.pids = [pid]
-        self.live[instance.name] = instance
-        return instance
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         try:
@@ -131,13 +129,11 @@ class OursBackend:
         except ContainerError as error:
             raise BackendError(str(error)) from None
 
-    def remove(self, instance: Instance) -> None:
+    def _remove(self, instance: Instance) -> None:
         try:
             self.runtime.destroy(instance.handle)
         except ContainerError as error:
             raise BackendError(str(error)) from None
-        finally:
-            self.live.pop(instance.name, None)
 
     def memory(self, instance: Instance) -> MemorySample:
         from harness import metrics
@@ -147,13 +143,7 @@ class OursBackend:
         sample = metrics.process_memory(pids, include_children=False)
         return dataclasses.replace(sample, cgroup=self.runtime.memory_usage(container))
 
-    def cleanup(self) -> None:
-        for instance in list(self.live.values()):
-            try:
-                self.stop(instance)
-                self.remove(instance)
-            except BackendError:
-                continue
+    def _close(self) -> None:
         if self._runtime is not None:
             self._runtime.cleanup()
             self._runtime.close()

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
-from harness.backends.base import COLD, WARM, Instance, InstanceSpec, MemorySample, Method
+from harness.backends.base import WARM, Instance, InstanceSpec, MemorySample, Method
+from harness.backends.chores import Chores
 from harness.backends.readiness import close_ready, wait_then_close
 from hostkit.paths import images_dir, state_dir
 from hostkit.procs import wait_exit
@@ -50,26 +51,23 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return True
 
 
-class ProcessBackend:
+class ProcessBackend(Chores):
     """Plain fork/exec of the workload: no namespaces, no cgroups, no filesystem."""
 
     name = "process"
-    variants = (COLD, WARM)
 
     def __init__(self) -> None:
+        super().__init__()
         self.image: Image | None = None
-        self.live: dict[str, Instance] = {}
 
     def prepare(self, image: Image) -> None:
         self.image = image
         pid_dir().mkdir(parents=True, exist_ok=True)
 
-    def start(self, spec: InstanceSpec) -> Instance:
+    def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         rootfs = spec.image.rootfs
-        return self._spawn(spec, ["sh", str(rootfs / "init")], stdin=None)
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        rootfs = spec.image.rootfs
+        if variant != WARM:
+            return self._spawn(spec, ["sh", str(rootfs / "init")], stdin=None)
         release_r, release_w = os.pipe2(os.O_CLOEXEC)
         try:
             instance = self._spawn(spec, ["sh", "-c", RELEASE_SCRIPT, str(rootfs / "init"),
@@ -80,7 +78,6 @@ class ProcessBackend:
         finally:
             os.close(release_r)
         instance.handle.release_fd = release_w
-        instance.variant = WARM
         return instance
 
     def resume(self, instance: Instance) -> None:
@@ -112,9 +109,7 @@ class ProcessBackend:
             os.close(write_fd)
         pid_file = pid_dir() / f"{spec.name}.pid"
         pid_file.write_text(f"{pid}\n")
-        instance = Instance(spec.name, self.name, ProcessHandle(pid, read_fd, pid_file), [pid])
-        self.live[spec.name] = instance
-        return instance
+        return Instance(spec.name, self.name, ProcessHandle(pid, read_fd, pid_file), [pid])
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         wait_then_close(instance.handle, timeout, instance.name)
@@ -131,17 +126,11 @@ class ProcessBackend:
             _wait_gone(handle.pid, GRACE_S)
         _signal_group(handle.pid, signal.SIGKILL)  # whatever the workload left in its group
 
-    def remove(self, instance: Instance) -> None:
+    def _remove(self, instance: Instance) -> None:
         instance.handle.pid_file.unlink(missing_ok=True)
-        self.live.pop(instance.name, None)
 
     def memory(self, instance: Instance) -> MemorySample:
         return metrics.process_memory(instance.pids)
-
-    def cleanup(self) -> None:
-        for instance in list(self.live.values()):
-            self.stop(instance)
-            self.remove(instance)
 
     def describe(self) -> dict[str, Any]:
         method = Method(

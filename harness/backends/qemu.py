@@ -13,7 +13,6 @@ from typing import Any
 import psutil
 
 from harness.backends.base import (
-    COLD,
     WARM,
     BackendError,
     Instance,
@@ -22,6 +21,7 @@ from harness.backends.base import (
     Method,
     NotReady,
 )
+from harness.backends.chores import Chores
 from harness.backends.guests import (
     DISK_CACHE,
     GuestArtifacts,
@@ -38,22 +38,21 @@ from vm.accel import detect_accel
 from vm.console import ConsoleError
 
 
-class QemuBackend:
+class QemuBackend(Chores):
     """Bare QEMU processes with the libvirt domain's command line; READY on the serial socket."""
 
     name = "qemu"
-    variants = (COLD, WARM)
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
                  cmdline_extra: str = "", acpi: bool = False, binary: str = bare_qemu.QEMU,
                  grace_s: float = bare_qemu.GRACE_S) -> None:
+        super().__init__()
         self.accel = detect_accel(accel)
         self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra, acpi)
         self.binary = binary
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()
-        self.live: dict[str, bare_qemu.BareVM] = {}
         self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
 
     def _vm(self, instance: Instance) -> bare_qemu.BareVM:
@@ -68,22 +67,16 @@ class QemuBackend:
                                "qemu-system-x86, or run scripts/setup.sh)")
         self.artifacts.check(image)
 
-    def start(self, spec: InstanceSpec) -> Instance:
-        return self._launch(spec, paused=False)
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        """QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped."""
-        instance = self._launch(spec, paused=True)
-        instance.variant = WARM
-        try:
-            self._vm(instance).wait_paused()
-        except bare_qemu.BareQemuError as error:
-            self._vm(instance).stop(self.grace_s)
-            self.live.pop(instance.name, None)
-            devices = self.devices.pop(instance.name, None)
-            if devices is not None:
-                devices.release()
-            raise BackendError(f"cannot prepare VM {instance.name}: {error}") from None
+    def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
+        """Warm: QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped."""
+        paused = variant == WARM
+        instance = self._start_qemu(spec, paused)
+        if paused:
+            try:
+                self._vm(instance).wait_paused()
+            except bare_qemu.BareQemuError as error:
+                self._discard(instance)
+                raise BackendError(f"cannot prepare VM {instance.name}: {error}") from None
         return instance
 
     def resume(self, instance: Instance) -> None:
@@ -92,7 +85,7 @@ class QemuBackend:
         except (OSError, bare_qemu.BareQemuError) as error:
             raise BackendError(f"cannot resume VM {instance.name}: {error}") from None
 
-    def _launch(self, spec: InstanceSpec, paused: bool) -> Instance:
+    def _start_qemu(self, spec: InstanceSpec, paused: bool) -> Instance:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = accel_for(spec, self.accel)
@@ -112,7 +105,6 @@ class QemuBackend:
             raise
         devices.handed_over()
         self.devices[spec.name] = devices
-        self.live[spec.name] = vm
         return Instance(name=spec.name, backend=self.name, handle=vm, pids=[vm.pid])
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
@@ -126,11 +118,10 @@ class QemuBackend:
     def stop(self, instance: Instance) -> None:
         self._vm(instance).halt(self.grace_s)
 
-    def remove(self, instance: Instance) -> None:
+    def _remove(self, instance: Instance) -> None:
         try:
             self._vm(instance).release()
         finally:
-            self.live.pop(instance.name, None)
             devices = self.devices.pop(instance.name, None)
             if devices is not None:
                 devices.release()
@@ -141,10 +132,7 @@ class QemuBackend:
         except psutil.Error as error:
             raise BackendError(f"cannot measure VM {instance.name}: {error}") from None
 
-    def cleanup(self) -> None:
-        for vm in list(self.live.values()):
-            vm.stop(self.grace_s)
-        self.live.clear()
+    def _close(self) -> None:
         for devices in self.devices.values():
             devices.release()
         self.devices.clear()

@@ -56,22 +56,22 @@ BACKENDS: tuple[BackendInfo, ...] = (
         sweeper="harness.backends.oci.sweeper:sweep",
     ),
     BackendInfo(
-        "docker", "harness.backends.engines.docker:DockerBackend", CONTAINER,
+        "docker", "harness.backends.engines.docker.backend:DockerBackend", CONTAINER,
         "Docker (dockerd, containerd, runc or crun), driven with the Docker SDK for Python",
         needs=("root", "cgroups", "docker", "seccomp profile", "image"),
-        sweeper="harness.backends.engines.docker:sweep",
+        sweeper="harness.backends.engines.docker.sweeper:sweep",
     ),
     BackendInfo(
-        "podman", "harness.backends.engines.podman:PodmanBackend", CONTAINER,
+        "podman", "harness.backends.engines.podman.backend:PodmanBackend", CONTAINER,
         "Podman (conmon, crun or runc) through its REST API, a service the backend runs",
         needs=("root", "cgroups", "podman", "seccomp profile", "image"),
-        sweeper="harness.backends.engines.podman:sweep",
+        sweeper="harness.backends.engines.podman.sweeper:sweep",
     ),
     BackendInfo(
-        "lxc", "harness.backends.engines.lxc:LxcBackend", CONTAINER,
+        "lxc", "harness.backends.engines.lxc.backend:LxcBackend", CONTAINER,
         "LXC (liblxc through its Python binding), an overlay rootfs on the same image",
         needs=("root", "namespaces", "overlayfs", "cgroups", "lxc", "seccomp profile", "image"),
-        sweeper="harness.backends.engines.lxc:sweep",
+        sweeper="harness.backends.engines.lxc.sweeper:sweep",
     ),
     BackendInfo(
         "qemu", "harness.backends.qemu:QemuBackend", VM,

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import select
@@ -30,15 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import (
-    COLD,
-    WARM,
     BackendError,
     Instance,
     InstanceSpec,
     MemorySample,
     NotReady,
 )
+from harness.backends.chores import SplitStart
 from hostkit.paths import PREFIX, cache_dir
+from hostkit.procs import parent_pid, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
 from runtime import spec as runtime_spec
@@ -48,6 +49,14 @@ READY = b"READY"
 DIGEST_LABEL = "cvbench.digest"
 SETUP = "run 'bash scripts/setup.sh' as root"
 BURST_GAP_S = 1.0  # memory() calls closer than this belong to one pass of the memory scenario
+
+
+def now() -> float:
+    """The harness's clock (:func:`harness.metrics.now_ns`) in seconds, for an engine's own
+    phases inside a start."""
+    from harness import metrics
+
+    return metrics.now_ns() / 1e9
 
 
 def check_name(name: str) -> None:
@@ -368,32 +377,111 @@ def _tree(driver: cgroups.Driver, parent: str) -> list[str]:
     return sorted(found, key=lambda path: path.count("/"), reverse=True)
 
 
-class SplitStart:
-    """``start`` and ``create`` of an engine whose cold start is its own create step followed
-    by its start step: cold times both, warm (``create``) leaves the start to ``resume``."""
+# --- the engines driven through an HTTP API: Docker, Podman ----------------------------------
 
-    variants = (COLD, WARM)
 
-    def start(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
+@dataclass
+class ApiHandle:
+    """A container of an engine's API: its id, the attach stream until READY was read (and
+    what came with the attach answer), its init once known, and its cgroup."""
+
+    id: str
+    stream: Any = None  # a socket, or the SDK's SocketIO around one
+    early: bytes = b""
+    init: int | None = None  # the container's init (host pid)
+    cgroup: str = ""  # relative to the cgroup root
+
+
+class ApiEngine(SplitStart):
+    """What Docker and Podman do alike: READY read on the attach stream, the container's init
+    found in its cgroup (no API call), stopped by the API's kill (TERM, KILL after the grace
+    time) until its pidfd says it exited, its memory with its monitor's (shim, conmon)."""
+
+    gauge: EngineGauge
+
+    def __init__(self, runtime: str, grace_s: float) -> None:
+        super().__init__()
+        check_runtime(runtime, self.name)
+        self.runtime = runtime
+        self.grace_s = grace_s
+        self._client: Any = None  # the API's client, from prepare() on
+        self.info: dict[str, Any] = {}
+        self.image_ref = ""
+        self.image_id = ""
+        self.image_digest = ""
+        self.network_made = False
+        self.cgroups = cgroups.every_hierarchy("v1")
+
+    @property
+    def api(self) -> Any:
+        """The client's low-level API; BackendError before prepare()."""
+        if self._client is None:
+            raise BackendError(f"{self.name}: backend not prepared")
+        return self._client.api
+
+    def wait_ready(self, instance: Instance, timeout: float) -> None:
+        handle: ApiHandle = instance.handle
+        if handle.stream is None:
+            return
         try:
-            self.resume(instance)
-        except BaseException:
-            self._discard(instance)
-            raise
-        instance.variant = COLD
-        return instance
+            wait_ready_fd(_raw(handle.stream).fileno(), timeout, instance.name,
+                          decode=FrameDecoder().feed, initial=handle.early)
+        finally:
+            close_stream(handle)
 
-    def create(self, spec: InstanceSpec) -> Instance:
-        instance = self._create(spec)
-        instance.variant = WARM
-        return instance
+    def stop(self, instance: Instance) -> None:
+        handle: ApiHandle = instance.handle
+        close_stream(handle)
+        init = self._init(handle)
+        if init is None:
+            return  # never started, or already gone
+        try:
+            pidfd = os.pidfd_open(init)
+        except ProcessLookupError:
+            return
+        try:
+            for signal_name in ("TERM", "KILL"):
+                self._kill(instance, signal_name)
+                if wait_pidfd(pidfd, self.grace_s):
+                    return
+        finally:
+            os.close(pidfd)
 
-    def _create(self, spec: InstanceSpec) -> Instance:
+    def memory(self, instance: Instance) -> MemorySample:
+        handle: ApiHandle = instance.handle
+        init = self._init(handle)
+        monitor = parent_pid(init) if init else None
+        return instance_memory(init, monitor, self.cgroups.memory_usage(handle.cgroup),
+                               self.gauge)
+
+    def _init(self, handle: ApiHandle) -> int | None:
+        """The container's init: its cgroup's pid-namespace pid 1 (no API call); the API's
+        if the cgroup is not where it should be."""
+        if handle.init is None or not os.path.exists(f"/proc/{handle.init}"):
+            handle.init = namespace_init(self.cgroups.procs(handle.cgroup))
+            if handle.init is None:
+                handle.init = self._api_init(handle)
+        return handle.init
+
+    def _kill(self, instance: Instance, signal_name: str) -> None:
+        """Send ``signal_name`` to the container through the API; BackendError unless it was
+        sent, or the container is gone or not running."""
         raise NotImplementedError
 
-    def resume(self, instance: Instance) -> None:
+    def _api_init(self, handle: ApiHandle) -> int | None:
+        """The container's init as the API says (State.Pid), None if it cannot say."""
         raise NotImplementedError
 
-    def _discard(self, instance: Instance) -> None:
-        raise NotImplementedError
+
+def _raw(stream: Any) -> Any:
+    return getattr(stream, "_sock", stream)
+
+
+def close_stream(handle: ApiHandle) -> None:
+    if handle.stream is not None:
+        raw = _raw(handle.stream)  # SocketIO.close() forgets its socket without closing it
+        with contextlib.suppress(OSError):
+            handle.stream.close()
+        with contextlib.suppress(OSError, AttributeError):
+            raw.close()
+        handle.stream = None

@@ -34,7 +34,6 @@ from harness.backends.base import (
     HARNESS_CLEANUP,
     HARNESS_START,
     HARNESS_STOP,
-    WARM,
     WARM_AFTER_CLOCK,
     BackendError,
     Instance,
@@ -42,6 +41,7 @@ from harness.backends.base import (
     MemorySample,
     Method,
 )
+from harness.backends.chores import Chores
 from harness.backends.oci import cgroup, probe
 from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
@@ -67,21 +67,20 @@ class OciHandle:
     netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
 
 
-class OciBackend:
+class OciBackend(Chores):
     """A peer backend driving an OCI runtime binary (``crun``, ``runc``) through bundles."""
 
     name = "oci"
     runtime = "crun"  # the binary's name; subclasses set both
-    variants = (COLD, WARM)
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
 
     def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
+        super().__init__()
         self.binary = binary or shutil.which(self.runtime) or self.runtime
         self.grace_s = grace_s
         self.mode = cgroup.host_mode()
         self.cgroups = cgroup.driver(self.mode)
-        self.live: dict[str, Instance] = {}
         self.image: Image | None = None
         self._observed: dict[str, Any] | None = None
         self._kernel_filter: dict[str, Any] | None = None  # of the probe container, cold
@@ -116,18 +115,16 @@ class OciBackend:
         bundles_dir().mkdir(parents=True, exist_ok=True)
         self.launcher()  # start it now, not during the first measured start
 
-    def start(self, spec: InstanceSpec) -> Instance:
+    def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         """Cold: bundle, config.json, then ``<runtime> run -d`` (overlay mounted on the way);
-        the instance's ``harness`` tells the harness's share (``harness_s``)."""
-        return self._launch(spec, "run", "-d")
-
-    def create(self, spec: InstanceSpec) -> Instance:
-        """Warm, before the clock: bundle, config.json, then ``<runtime> create``: the init
-        exists, its stdout the READY pipe, and waits on the runtime's exec fifo."""
-        instance = self._launch(spec, "create")
+        the instance's ``harness`` tells the harness's share (``harness_s``). Warm, before the
+        clock: bundle, config.json, then ``<runtime> create``: the init exists, its stdout the
+        READY pipe, and waits on the runtime's exec fifo."""
+        if variant == COLD:
+            return self._run(spec, "run", "-d")
+        instance = self._run(spec, "create")
         instance.harness.clear()  # before the clock: resume() tells its own share
         instance.handle.started = False
-        instance.variant = WARM
         return instance
 
     def resume(self, instance: Instance) -> None:
@@ -177,7 +174,7 @@ class OciBackend:
         finally:
             instance.harness[HARNESS_STOP] = harness_share(began, others)
 
-    def remove(self, instance: Instance) -> None:
+    def _remove(self, instance: Instance) -> None:
         """``<runtime> delete -f`` (which removes the container's cgroup), then the bundle.
         Its harness share (``cleanup_harness_s``): all of it but the runtime's ``delete``."""
         began = time.perf_counter_ns()
@@ -185,7 +182,6 @@ class OciBackend:
         try:
             command_s = self._teardown(instance.handle.bundle)
         finally:
-            self.live.pop(instance.name, None)
             if instance.handle.netns is not None:
                 instance.handle.netns.release()
                 instance.handle.netns = None
@@ -202,11 +198,7 @@ class OciBackend:
                   else metrics.process_memory(instance.pids))
         return dataclasses.replace(sample, cgroup=self.cgroups.memory_usage(path))
 
-    def cleanup(self) -> None:
-        for instance in list(self.live.values()):
-            with contextlib.suppress(BackendError):
-                self.stop(instance)
-                self.remove(instance)
+    def _close(self) -> None:
         with self._lock:
             if self._launcher is not None:
                 self._launcher.close()
@@ -243,7 +235,7 @@ class OciBackend:
         return [self.binary, "--root", str(self.root), *cgroup.manager_args(self.runtime),
                 *args]
 
-    def _launch(self, spec: InstanceSpec, *verb: str) -> Instance:
+    def _run(self, spec: InstanceSpec, *verb: str) -> Instance:
         """``<runtime> <verb> --pid-file --bundle <id>`` on a fresh bundle, the READY pipe's
         write end as the container's stdout; the launcher mounts the overlay in its own mount
         namespace (the container's is copied from it) for the time of the command. The
@@ -290,7 +282,6 @@ class OciBackend:
             netns.close()  # the container holds its namespace now
         instance = Instance(spec.name, self.name, OciHandle(bundle, pid, read_fd, netns=netns),
                             [pid])
-        self.live[spec.name] = instance
         instance.harness[HARNESS_START] = harness_share(began, spawned.timing.command_s)
         return instance
 

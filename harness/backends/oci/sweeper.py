@@ -18,8 +18,8 @@ import signal
 
 from harness.backends.oci import cgroup
 from harness.backends.oci.bundle import RUNTIMES, Bundle, bundles_dir, runtime_root
-from harness.backends.oci.launcher import Launcher, is_launcher, recorded_launchers
-from hostkit import mountinfo, syscalls
+from harness.backends.oci.launcher import ARGV_TAG, Launcher
+from hostkit import helper, mountinfo, syscalls
 from hostkit.paths import PREFIX
 from hostkit.procs import signal_and_wait
 from runtime import cgroups
@@ -50,14 +50,14 @@ def kill_launchers() -> list[str]:
     """SIGKILL every recorded launcher and the processes of its session (the runtime commands
     in flight); forget the records."""
     removed = []
-    for record, pid in recorded_launchers():
-        if pid and is_launcher(pid):
-            members = session_members(pid)
+    for record in helper.records(ARGV_TAG):
+        if record.running():
+            members = session_members(record.pid)
             for member in members:
                 signal_and_wait(member, signal.SIGKILL, KILL_TIMEOUT_S)
-            removed.append(f"oci launcher (pid {pid}) and {len(members) - 1} process(es) "
-                           "in its session")
-        record.unlink(missing_ok=True)
+            removed.append(f"oci launcher (pid {record.pid}) and {len(members) - 1} "
+                           "process(es) in its session")
+        record.remove()
     return removed
 
 

@@ -25,9 +25,9 @@ from containers import container_name
 
 from hostkit import mountinfo
 from hostkit import syscalls as sc
+from hostkit.helper import PROJECT_ROOT
 from runtime import cgroups, device_filter, devices
 from runtime.container import Runtime
-from runtime.forkserver import PROJECT_ROOT
 from runtime.spec import default_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(60)]

@@ -7,7 +7,6 @@ import io
 import os
 import struct
 import tarfile
-import threading
 
 import pytest
 
@@ -123,7 +122,8 @@ def _spec(image, network: str = "none") -> InstanceSpec:
 def test_docker_gets_the_reference_profile_and_limits(built_image) -> None:
     import docker
 
-    from harness.backends.engines.docker import NETWORK, DockerBackend
+    from harness.backends.engines.docker.backend import DockerBackend
+    from harness.backends.engines.docker.config import NETWORK
 
     backend = DockerBackend(runtime="crun")
     backend._client = docker.DockerClient(base_url="unix:///nonexistent", version="1.41")
@@ -145,7 +145,8 @@ def test_docker_gets_the_reference_profile_and_limits(built_image) -> None:
 
 
 def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
-    from harness.backends.engines.podman import NETWORK, PodmanBackend
+    from harness.backends.engines.podman.backend import PodmanBackend
+    from harness.backends.engines.podman.config import NETWORK
 
     backend = PodmanBackend()
     backend.image_ref, backend.seccomp_path = "localhost/cvbench-default:x", "/p.json"
@@ -165,7 +166,7 @@ def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
 
 
 def test_lxc_config_carries_the_reference(built_image, tmp_path) -> None:
-    from harness.backends.engines.lxc import lxc_config
+    from harness.backends.engines.lxc.config import lxc_config
 
     spec = _spec(built_image)
     reference = common.reference_spec(spec)
@@ -195,7 +196,7 @@ def test_lxc_config_carries_the_reference(built_image, tmp_path) -> None:
 
 
 def test_lxc_seccomp_follows_the_oci_section() -> None:
-    from harness.backends.engines.lxc import lxc_seccomp
+    from harness.backends.engines.lxc.config import lxc_seccomp
 
     section = {
         "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
@@ -218,7 +219,7 @@ def test_lxc_seccomp_follows_the_oci_section() -> None:
 
 
 def test_the_default_profile_converts_for_lxc() -> None:
-    from harness.backends.engines.lxc import lxc_seccomp
+    from harness.backends.engines.lxc.config import lxc_seccomp
     from runtime import seccomp
 
     try:
@@ -237,32 +238,9 @@ def test_a_name_without_the_prefix_is_refused() -> None:
         common.check_name("other-1")
 
 
-def test_lxc_helper_client_serialises_concurrent_waits() -> None:
-    # the client's answer routing, without a helper: two waiters, answers in reverse order
-    from harness.backends.engines.lxc import HelperClient
-
-    client = HelperClient.__new__(HelperClient)
-    client._cond = threading.Condition()
-    client._replies, client._receiving, client._dead = {}, False, False
-    ours, theirs = __import__("socket").socketpair(__import__("socket").AF_UNIX,
-                                                   __import__("socket").SOCK_SEQPACKET)
-    client.sock = ours
-    results: dict[int, dict] = {}
-    threads = [threading.Thread(target=lambda i=i: results.update({i: client._await(i, 5)}))
-               for i in (1, 2)]
-    for thread in threads:
-        thread.start()
-    theirs.send(b'{"id": 2, "ok": true, "pid": 20}')
-    theirs.send(b'{"id": 1, "ok": true, "pid": 10}')
-    for thread in threads:
-        thread.join(5)
-    assert results == {1: {"id": 1, "ok": True, "pid": 10}, 2: {"id": 2, "ok": True, "pid": 20}}
-    ours.close()
-    theirs.close()
-
-
 def test_the_engines_run_the_crun_wrapper_on_hybrid_hosts_only() -> None:
-    from harness.backends.engines import common, podman
+    from harness.backends.engines import common
+    from harness.backends.engines.podman import config as podman
 
     assert common.engine_crun("hybrid") == common.crun_wrapper()
     for mode in ("v1", "v2"):
@@ -277,7 +255,8 @@ def test_the_engines_run_the_crun_wrapper_on_hybrid_hosts_only() -> None:
 def test_docker_finds_dockerd_behind_a_systemd_socket(monkeypatch, tmp_path) -> None:
     """With docker.socket systemd (PID 1) holds the socket: its peer is not dockerd, so the
     pid file says which process is."""
-    from harness.backends.engines import common, docker
+    from harness.backends.engines import common
+    from harness.backends.engines.docker import service as docker
 
     names = {1: "systemd", 4242: "dockerd", 77: "sleep"}
     monkeypatch.setattr(common, "command_name", names.get)
@@ -293,13 +272,13 @@ def test_docker_finds_dockerd_behind_a_systemd_socket(monkeypatch, tmp_path) -> 
 
 
 def test_docker_under_the_systemd_driver_finds_containers_in_nested_slices() -> None:
-    from harness.backends.engines import docker
+    from harness.backends.engines.docker import backend, config, service
 
-    assert docker.slice_path("cvbench-docker.slice") == "cvbench.slice/cvbench-docker.slice"
-    assert docker.slice_path("system.slice") == "system.slice"
-    backend = docker.DockerBackend()
-    backend.cgroup_parent = "cvbench-docker.slice"
-    assert backend._cgroup_path("abc") == "cvbench.slice/cvbench-docker.slice/docker-abc.scope"
-    backend.cgroup_parent = f"/{docker.CGROUP_PARENT}"  # cgroupfs, as set-up configures it
-    assert backend._cgroup_path("abc") == "cvbench-docker/abc"
-    assert ("--exec-opt", "native.cgroupdriver=cgroupfs") == docker.DAEMON_FLAGS[-2:]
+    assert config.slice_path("cvbench-docker.slice") == "cvbench.slice/cvbench-docker.slice"
+    assert config.slice_path("system.slice") == "system.slice"
+    docker = backend.DockerBackend()
+    docker.cgroup_parent = "cvbench-docker.slice"
+    assert docker._cgroup_path("abc") == "cvbench.slice/cvbench-docker.slice/docker-abc.scope"
+    docker.cgroup_parent = f"/{config.CGROUP_PARENT}"  # cgroupfs, as set-up configures it
+    assert docker._cgroup_path("abc") == "cvbench-docker/abc"
+    assert ("--exec-opt", "native.cgroupdriver=cgroupfs") == service.DAEMON_FLAGS[-2:]

@@ -25,7 +25,7 @@ from harness.backends.oci import cgroup, launcher, probe
 from harness.backends.oci.bundle import RUNTIMES, bundles_dir, runtime_root
 from harness.backends.oci.sweeper import sweep
 from harness.backends.runc import RuncBackend
-from hostkit import mountinfo, syscalls
+from hostkit import helper, mountinfo, syscalls
 from imagestore.image import Image
 from runtime.scopes import SHARD_PREFIX, SHARDS
 
@@ -66,9 +66,9 @@ def _live_pids_in_cgroups(prefix: str) -> set[int]:
 def _launchers() -> set[int]:
     """Live launchers recorded under this state directory (not other users' ones)."""
     found = set()
-    for _, pid in launcher.recorded_launchers():
-        if launcher.is_launcher(pid) and _process_state(pid) not in (None, "Z"):
-            found.add(pid)
+    for record in helper.records(launcher.ARGV_TAG):
+        if record.running() and _process_state(record.pid) not in (None, "Z"):
+            found.add(record.pid)
     return found
 
 
