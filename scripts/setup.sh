@@ -22,7 +22,7 @@ SYSTEMD=""
 [ -d /run/systemd/system ] && SYSTEMD=1
 # dockerd's settings on both paths: no NAT, no forwarding rules, no default bridge, and the
 # cgroupfs driver, the one cgroup manager crun, runc, podman and ours use (dockerd would pick
-# systemd on a cgroup v2 host under systemd). harness/backends/engines/docker.py: DAEMON_FLAGS.
+# systemd on a cgroup v2 host under systemd). harness/backends/engines/docker/service.py: DAEMON_FLAGS.
 DOCKERD_FLAGS="--iptables=false --ip-forward=false --ip-masq=false --bridge=none --exec-opt native.cgroupdriver=cgroupfs"
 DOCKER_DROPIN=/etc/systemd/system/docker.service.d/cvbench.conf
 CACHE_BIN="$CACHE/bin"

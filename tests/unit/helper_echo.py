@@ -1,4 +1,4 @@
-"""A helper process for tests/unit/test_hostkit_helper.py: a reaper whose ``sleep`` request
+"""A helper process for tests/unit/hostkit/test_helper.py: a reaper whose ``sleep`` request
 is answered once the child it forked exited, and whose ``echo`` is answered at once."""
 
 from __future__ import annotations
