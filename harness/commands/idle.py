@@ -105,7 +105,7 @@ def run(ctx: RunContext, plan: Scenario[Any], backend_names: tuple[str, ...]) ->
             try:
                 while len(live) < params.instances:
                     pair = min(PAIR, params.instances - len(live))
-                    seconds = density._launch_batch(ctx, plan, name, pair, live, pool)
+                    seconds = density.launch_batch(ctx, plan, name, pair, live, pool)
                     ctx.record([ctx.sample(plan, name, "batch_launch_s", seconds, "s",
                                            step=len(live))])
                 time.sleep(params.settle_s)
@@ -116,7 +116,7 @@ def run(ctx: RunContext, plan: Scenario[Any], backend_names: tuple[str, ...]) ->
                 after = {pid: thread_stats(pid) for pid in pids}
                 elapsed = time.monotonic() - began
             finally:
-                density._teardown(ctx, name, live)
+                density.teardown(ctx, name, live)
         cpu, wakeups = idle_figures(before, after, elapsed)
         ctx.record([ctx.sample(plan, name, "idle_cpu_percent", percent, "percent",
                                instance=str(index + 1)) for index, percent in enumerate(cpu)])

@@ -189,7 +189,7 @@ def run(ctx: RunContext, plan: Scenario[Any], backend_names: tuple[str, ...]) ->
                 rows.append((level, median(ramp) * 1000, median(sample) * 1000, used))
                 ctx.writer.flush()
         finally:
-            density._teardown(ctx, name, live)
+            density.teardown(ctx, name, live)
     write_reports(out, params, rows)
 
 
@@ -203,7 +203,7 @@ def _launch(ctx: RunContext, plan: Scenario[Any], name: str, count: int, live: l
     times = []
     while count > 0:
         batch = min(params.batch, count)
-        seconds = density._launch_batch(ctx, plan, name, batch, live, pool) / batch
+        seconds = density.launch_batch(ctx, plan, name, batch, live, pool) / batch
         ctx.record([ctx.sample(plan, name, metric, seconds, "s", step=len(live))])
         times.append(seconds)
         count -= batch

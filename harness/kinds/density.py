@@ -161,12 +161,12 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
     live: list[Instance] = []
     if params.warmup_batch:
         try:
-            _launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
+            launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
                           pool)
         except BackendError as error:
             ctx.fail(plan, name, f"warm-up batch: {error}")
         finally:
-            _teardown(ctx, name, live)
+            teardown(ctx, name, live)
         metrics.settled_memory_level()
     baseline = host = metrics.host_memory()
     began = time.monotonic()
@@ -181,7 +181,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
             batch = min(params.batch_size, params.max_instances - len(live))
             cpu_before = os.times()
             try:
-                batch_s = _launch_batch(ctx, plan, name, batch, live, pool)
+                batch_s = launch_batch(ctx, plan, name, batch, live, pool)
             except BackendError as error:
                 reason = f"failure: {error}"
                 ctx.fail(plan, name, f"launch at {len(live)} alive: {error}")
@@ -221,7 +221,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
             progress.update(task, info=f"idle CPU over {params.idle_cpu_s:g} s")
             idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, tags)
             ctx.record(idle)
-        teardowns = _teardown(ctx, name, live)
+        teardowns = teardown(ctx, name, live)
     ctx.record([
         *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1), **tags)
           for index, seconds in enumerate(teardowns)),
@@ -352,7 +352,7 @@ def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
     return samples
 
 
-def _launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,
+def launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,
                   live: list[Instance], pool: ThreadPoolExecutor) -> float:
     """Start ``batch`` instances concurrently, then wait until each printed READY; the
     batch's start → all-READY time.
@@ -381,11 +381,11 @@ def _launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, bat
         return metrics.seconds_since(begin)
     except BackendError:
         del live[len(live) - len(started):]  # a half-started batch is not part of the ramp
-        _teardown(ctx, name, started)
+        teardown(ctx, name, started)
         raise
 
 
-def _teardown(ctx: RunContext, name: str, live: list[Instance]) -> list[float]:
+def teardown(ctx: RunContext, name: str, live: list[Instance]) -> list[float]:
     """Stop and remove every instance, newest first, one after another; each one's time."""
     times = []
     while live:
