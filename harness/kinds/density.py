@@ -353,7 +353,7 @@ def _idle_cpu(ctx: RunContext, plan: Scenario[DensityParams], name: str,
 
 
 def launch_batch(ctx: RunContext, plan: Scenario[DensityParams], name: str, batch: int,
-                  live: list[Instance], pool: ThreadPoolExecutor) -> float:
+                 live: list[Instance], pool: ThreadPoolExecutor) -> float:
     """Start ``batch`` instances concurrently, then wait until each printed READY; the
     batch's start → all-READY time.
 
