@@ -162,7 +162,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
     if params.warmup_batch:
         try:
             launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
-                          pool)
+                         pool)
         except BackendError as error:
             ctx.fail(plan, name, f"warm-up batch: {error}")
         finally:
