@@ -27,10 +27,11 @@ def clean_all(force: bool = False) -> list[str]:
         return _sweep_all()
 
 
-# What scenario kinds and the gate leave on the host besides instances (after the backends'
-# sweepers), then what the backends share (the bridge's address leases, freed once their
-# owners are gone).
-KIND_SWEEPERS = ("harness.kinds.workload:sweep", "harness.gate.reference:sweep")
+# What scenario kinds, the gate and image builds or imports leave on the host besides
+# instances (after the backends' sweepers), then what the backends share (the bridge's
+# address leases, freed once their owners are gone).
+KIND_SWEEPERS = ("harness.kinds.workload:sweep", "harness.gate.reference:sweep",
+                 "imagestore.scratch:sweep")
 SHARED_SWEEPERS = ("runtime.sweep:sweep_network",)
 
 

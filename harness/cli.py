@@ -20,8 +20,11 @@ from harness.commands import (
     ctr,
     doctor,
     fleet,
+    idle,
     image,
+    items,
     ls,
+    profile,
     report,
     run,
     thresholds,
@@ -31,7 +34,7 @@ from harness.log import configure_logging
 
 # In the order `cvbench --help` lists them.
 COMMANDS: tuple[Command, ...] = (doctor, image, run, report, ls, baseline, clean, ctr, compare,
-                                 thresholds, fleet)
+                                 thresholds, fleet, items, profile, idle)
 DESCRIPTION = ("Put Linux containers and virtual machines through identical scenarios and "
                "compare what each costs.")
 VERBOSE_HELP = "log more on stderr: -v INFO, -vv DEBUG (default: warnings only)"

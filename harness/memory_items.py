@@ -5,7 +5,7 @@ instances down and up, give the kernel's own account of where the difference wen
 instance: the workload's anonymous pages, page tables, kernel stacks, per-CPU data, tmpfs,
 vmalloc, and the slab caches grouped by what owns them (network namespaces, mounts, cgroup
 files, tasks, namespaces, dentries and inodes, generic kmalloc). The memory kind records these
-as ``mem_item_<item>_bytes`` samples; ``scripts/memory_items.py`` adds the cost of each
+as ``mem_item_<item>_bytes`` samples; ``cvbench items`` adds the cost of each
 isolation feature by switching one off at a time.
 
 Slab figures are active objects times object size (what the objects themselves take, not

@@ -14,7 +14,7 @@ suggested threshold is :data:`SIGMAS` spreads, rounded up to a whole percent, ne
 :data:`FLOOR`, and for a metric judged by rank never below the smallest change its test can see
 in the runs' own samples (less :data:`MARGIN`), so the stated regression size is one the gate
 can find. Every gated metric of the runs gets its own key, so the file names exactly the
-baseline's metrics (tests/unit/test_gate_power.py checks it).
+baseline's metrics (tests/unit/harness/test_gate.py checks it).
 
 Between runs of different machine kinds (CPU models) the ``[across_kinds]`` thresholds hold
 for a baseline recorded on another kind: there the largest significant worsening of a ratio
@@ -31,7 +31,8 @@ from itertools import permutations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import baseline
+from harness import baseline, normalize
+from harness.backends import registry
 from harness.gate.compare import compare_runs, load_run
 from harness.gate.stats import KEY, Row, mann_whitney_p, rated_samples
 from harness.gate.thresholds import Thresholds
@@ -55,6 +56,7 @@ QUANTILE = 0.9
 MIN_RUNS = 3
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -74,14 +76,16 @@ def key_of(backend: str, variant: str, metric: str) -> str:
 def pair_spreads(run_dirs: list[Path]) -> dict[str, float]:
     """``backend.variant.metric`` → the standard deviation of the change of its median between
     two runs of the same code on one machine kind (module docstring; the largest over the
-    kinds given), for every gated metric with a positive median in two runs of a kind."""
+    kinds given, and never below what sampling alone gives: :func:`sampling_pair_spreads`),
+    for every gated metric with a positive median in two runs of a kind."""
     by_kind: dict[str, list[Path]] = {}
     for run in run_dirs:
         by_kind.setdefault(baseline.kind_of(run), []).append(run)
     spreads: dict[str, float] = {}
     for runs in by_kind.values():
+        sampling = sampling_pair_spreads(runs)
         for name, spread in _one_kind_spreads(runs).items():
-            spreads[name] = max(spread, spreads.get(name, 0.0))
+            spreads[name] = max(spread, sampling.get(name, 0.0), spreads.get(name, 0.0))
     return spreads
 
 
@@ -109,6 +113,73 @@ def _one_kind_spreads(run_dirs: list[Path]) -> dict[str, float]:
                 logs.setdefault(name, []).append(worse * math.log(median))
     return {name: robust_pair_sigma(values) for name, values in logs.items()
             if len(values) >= 2}
+
+
+BOOTSTRAP_DRAWS = 4000
+BOOTSTRAP_SEED = 0  # the same runs always give the same file
+
+
+def sampling_pair_spreads(run_dirs: list[Path]) -> dict[str, float]:
+    """``backend.variant.metric`` → the standard deviation of a pair's change that the
+    sampling of its median alone causes, as a relative change.
+
+    The median absolute deviation of a few runs' medians can be near zero where the medians
+    of a handful of samples happen to agree: a stop time of a VM is a few milliseconds with
+    a heavy tail of slow ones, and five samples give the same median in most runs, but not in
+    all. The median's sampling spread sees that tail. Each run's log samples are centred on
+    their own median (a run that is wholly slower adds nothing here), pooled over the runs,
+    and the median of as many samples as a run has is drawn :data:`BOOTSTRAP_DRAWS` times:
+    its standard deviation, times √2 for two runs. A ratio to the floor adds its floor's
+    (the floor's median divides every sample of the run)."""
+    import numpy as np
+
+    logs: dict[str, list[np.ndarray]] = {}
+    for run in run_dirs:
+        for frame in _rated_frames(run):
+            for (_, _, backend, variant, metric), group in frame.groupby(list(KEY), sort=False):
+                values = group.value.to_numpy(dtype=float)
+                values = values[values > 0]
+                if len(values):
+                    logs.setdefault(key_of(backend, variant, metric), []).append(
+                        np.log(values))
+    sigmas = {name: median_sampling_sigma(runs) for name, runs in logs.items()}
+    spreads: dict[str, float] = {}
+    for name, sigma in sigmas.items():
+        floor = _floor_key(name, sigmas)
+        if floor is not None:
+            sigma = math.hypot(sigma, sigmas[floor])
+        spreads[name] = math.expm1(sigma * math.sqrt(2))
+    return spreads
+
+
+def median_sampling_sigma(log_samples: list[np.ndarray]) -> float:
+    """The standard deviation of the median of ``n`` samples (``n``: the runs' median count)
+    drawn from the runs' samples pooled, each run centred on its own median."""
+    import numpy as np
+
+    pooled = np.concatenate([values - np.median(values) for values in log_samples])
+    count = int(np.median([len(values) for values in log_samples]))
+    if len(pooled) < 2 or count < 1:
+        return 0.0
+    draws = np.random.default_rng(BOOTSTRAP_SEED).choice(pooled, (BOOTSTRAP_DRAWS, count))
+    return float(np.std(np.median(draws, axis=1)))
+
+
+def _floor_key(name: str, known: dict[str, float]) -> str | None:
+    """The floor's own key of a ratio key (``ours.warm.start_to_ready_s_vs_process`` →
+    ``process.warm.start_to_ready_s``, or the floor's plain variant, as normalisation falls
+    back to it), None for a key that is not a ratio or whose floor is not in ``known``."""
+    parts = name.split(".")
+    backend, metric = parts[0], parts[-1]
+    variant = parts[1] if len(parts) == 3 else ""
+    floor_metric = normalize.base_metric(metric)
+    if floor_metric == metric:
+        return None
+    floor = registry.floor_of(backend)
+    for candidate in (key_of(floor, variant, floor_metric), key_of(floor, "", floor_metric)):
+        if candidate in known:
+            return candidate
+    return None
 
 
 def robust_pair_sigma(log_medians: list[float]) -> float:
@@ -192,10 +263,11 @@ def thresholds_toml(spreads: dict[str, float], run_names: list[str], alpha: floa
         f"# Made by `cvbench thresholds` from {len(run_names)} quick-suite runs:",
         *(f"#   {name}" for name in run_names),
         "# Each is the spread of a metric between two runs (the standard deviation of the",
-        "# change of its median, from the median absolute deviation of the runs' medians)",
-        f"# times {SIGMAS:g}, rounded up to a whole percent, at least {FLOOR:.0%}; for a metric",
-        "# judged by rank, at least the smallest worsening its test finds significant at",
-        f"# alpha {GATE_ALPHA} in the runs' own samples, less {MARGIN:.0%}.",
+        "# change of its median, from the median absolute deviation of the runs' medians,",
+        "# and at least what the sampling of a run's median gives, bootstrapped from the",
+        f"# runs' samples) times {SIGMAS:g}, rounded up to a whole percent, at least {FLOOR:.0%};",
+        "# for a metric judged by rank, at least the smallest worsening its test finds",
+        f"# significant at alpha {GATE_ALPHA} in the runs' own samples, less {MARGIN:.0%}.",
         f"default = {FLOOR}",
         "",
         "[metrics]",

@@ -13,7 +13,7 @@ was blocked in is restarted. Needs CAP_SYS_ADMIN (root) and a caller not itself 
 
 Index 0 is the *first* installed filter: the kernel's get_nth_filter counts back from the
 newest by (filters - index - 1). ptrace(2) says "the most recently installed filter has the
-index 0"; the kernel does the opposite (tests/unit/test_seccomp_readback_ptrace.py installs
+index 0"; the kernel does the opposite (tests/unit/hostkit/test_seccomp_readback.py installs
 two filters and reads them back in install order).
 
 :func:`difference` says precisely how two processes' filters differ (how many filters, their

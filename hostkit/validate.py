@@ -225,3 +225,6 @@ SEED = Bounds(0, 2**32 - 1, integer=True)  # the range the harness draws a turn 
 ALPHA = Bounds(0, 1, open_minimum=True, open_maximum=True)  # a significance level
 PATH = Text()
 RUN = Text("a run directory or run id")
+INSTANCES = Bounds(1, MAX_COUNT, integer=True)  # instances an experiment starts (a level, a batch)
+INTERVAL_S = Bounds(0.001, DAY_S, unit="s")  # a measuring window: some time must pass
+BACKEND_OPTION = Names(pattern=r"[a-z][a-z0-9_]*=.*", meaning="a backend option KEY=VALUE")

@@ -16,13 +16,14 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from hostkit import validate
 from hostkit.files import atomic_write, sha256_of
 from hostkit.paths import images_dir
+from imagestore import scratch
 
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_NAME = "default"
@@ -48,6 +49,11 @@ echo READY
 wait
 """
 
+# An imported image's start-up fields (:mod:`imagestore.imageconfig`), beside its rootfs and
+# covered by its digest: one more manifest line, CONFIG_LINE and the file's sha256.
+CONFIG = "config.json"
+CONFIG_LINE = ":config config -"
+
 DIRECTORIES = ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "var", "mnt")
 
 
@@ -72,25 +78,41 @@ class Image:
         return "/init"
 
 
+def manifest(rootfs: Path, hashes: Mapping[str, str] | None = None) -> list[str]:
+    """One line per path: ``path type mode content`` (sorted, reproducible).
 
-def manifest(rootfs: Path) -> list[str]:
-    """One line per path: ``path type mode content`` (sorted, reproducible)."""
+    ``hashes`` (``/path`` → sha256) are regular files' content hashes already known, taken
+    instead of reading the file again (the importer hashes each file as it writes it).
+    """
+    known = hashes or {}
     lines: list[str] = []
+    root = len(str(rootfs))  # paths as strings: pathlib costs more than the lstat per path
     for directory, dirnames, filenames in os.walk(rootfs):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
-            path = Path(directory) / name
-            relative = "/" + str(path.relative_to(rootfs))
-            info = path.lstat()
+            path = os.path.join(directory, name)
+            relative = path[root:]
+            info = os.lstat(path)
             mode = f"{stat.S_IMODE(info.st_mode):04o}"
             if stat.S_ISLNK(info.st_mode):
                 lines.append(f"{relative} link {mode} {os.readlink(path)}")
             elif stat.S_ISDIR(info.st_mode):
                 lines.append(f"{relative} dir {mode} -")
             elif stat.S_ISREG(info.st_mode):
-                lines.append(f"{relative} file {mode} {sha256_of(path)}")
+                content = known.get(relative) or sha256_of(Path(path))
+                lines.append(f"{relative} file {mode} {content}")
             else:
                 lines.append(f"{relative} special {mode} {info.st_rdev}")
+    return lines
+
+
+def image_lines(directory: Path, hashes: Mapping[str, str] | None = None) -> list[str]:
+    """The manifest of the image stored in ``directory``: its rootfs's, and its config's line
+    when it has one (an imported image)."""
+    lines = manifest(directory / "rootfs", hashes)
+    config = directory / CONFIG
+    if config.exists():
+        lines.append(f"{CONFIG_LINE} {sha256_of(config)}")
     return lines
 
 
@@ -125,8 +147,7 @@ def build(name: str = DEFAULT_NAME) -> Image:
     if not BUSYBOX.exists():
         raise ImageError(f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup.sh)")
     root = images_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="cvbench-image-", dir=root))
+    staging = scratch.make("image")
     try:
         rootfs = staging / "rootfs"
         rootfs.mkdir()
@@ -137,14 +158,15 @@ def build(name: str = DEFAULT_NAME) -> Image:
         target = root / digest
         if not target.exists():
             os.rename(staging, target)
-        _write_ref(name, digest)
+        write_ref(name, digest)
         return Image(name=name, digest=digest, rootfs=target / "rootfs")
     finally:
         if staging.exists():
             shutil.rmtree(staging)
 
 
-def _write_ref(name: str, digest: str) -> None:
+def write_ref(name: str, digest: str) -> None:
+    """Point the name ``name`` at the stored image ``digest`` (replacing what it named)."""
     refs = images_dir() / "refs.json"
     data = json.loads(refs.read_text()) if refs.exists() else {}
     data[name] = digest
@@ -183,7 +205,7 @@ def resolve(reference: str = DEFAULT_NAME) -> Image:
 def verify(image: Image) -> None:
     """Raise :class:`ImageError` naming the first difference if the rootfs was changed."""
     stored = (image.rootfs.parent / "manifest.txt").read_text().splitlines()
-    current = manifest(image.rootfs)
+    current = image_lines(image.rootfs.parent)
     if digest_of(current) == image.digest and digest_of(stored) == image.digest:
         return
     changed = sorted(set(current).symmetric_difference(stored))

@@ -25,13 +25,12 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from imagestore import debian, elf
-from imagestore.image import Image, ImageError, _write_ref, digest_of, manifest, refs
+from imagestore import debian, elf, scratch
+from imagestore.image import Image, ImageError, digest_of, manifest, refs, write_ref
 
 NAME = "workloads"
 FORMAT = "w1"  # bump when the layout below changes
@@ -351,8 +350,7 @@ def build(name: str = NAME) -> Image:
     if found is not None:
         return found
     root = images_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="cvbench-image-", dir=root))
+    staging = scratch.make("image")
     try:
         try:
             tree, closure = gather(staging)
@@ -375,7 +373,7 @@ def build(name: str = NAME) -> Image:
             os.rename(staging, target)
         else:  # same content: refresh the recipe so the next build takes the quick path
             os.replace(staging / "recipe.json", target / "recipe.json")
-        _write_ref(name, digest)
+        write_ref(name, digest)
         return Image(name=name, digest=digest, rootfs=target / "rootfs")
     finally:
         if staging.exists():

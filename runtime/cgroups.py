@@ -6,8 +6,9 @@ shards with their settings before any container. Drivers take the cgroupfs root 
 so that both code paths can be unit-tested on a plain directory.
 
 What a container gets, the same as crun 1.8 and runc 1.1 make for it (as their containers'
-``/proc/<pid>/cgroup`` and ``devices.list`` show: ``tests/integration/test_cgroup_layout.py``
-and ``test_isolation_probe.py`` read the three runtimes' from the live host):
+``/proc/<pid>/cgroup`` and ``devices.list`` show: the tests
+``tests/integration/harness/backends/test_cgroup_layout.py`` and ``test_isolation_probe.py``
+read the three runtimes' from the live host):
 
 - **v1 and hybrid hosts**: a directory in *every* mounted v1 hierarchy, named ones included
   (e.g. blkio, cpu, cpuacct, cpuset, devices, freezer, memory, pids and ``name=systemd``),

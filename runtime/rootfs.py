@@ -21,11 +21,11 @@ left above the root but the empty skeleton):
   (with the host's tree under it). The
   kernel's pivot_root walks *every thread on the host* (``chroot_fs_refs``, under the
   tasklist lock) to move the roots of processes that sit on the old root, so its cost grows
-  with the number of live containers (profile: ``scripts/launch_profile.py``).
+  with the number of live containers (profile: ``cvbench profile``).
 - move (the default): move the assembled root (with its submounts) onto the skeleton's root
   (move_mount(2)), detach the host's tree, and chroot into the moved root. No walk. Unlike
   runc's ``--no-pivot`` (a move onto the host's ``/`` and chroot), a chroot escape finds no
-  host tree: only the empty, read-only skeleton (``tests/integration/test_root_switch.py``
+  host tree: only the empty, read-only skeleton (``tests/integration/runtime/test_rootfs.py``
   checks it).
 """
 

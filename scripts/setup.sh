@@ -28,7 +28,8 @@ DOCKER_DROPIN=/etc/systemd/system/docker.service.d/cvbench.conf
 CACHE_BIN="$CACHE/bin"
 CRUN_WRAPPER="$CACHE_BIN/crun-v1view"
 # crun as the engines run it: on a hybrid host (cgroup v1 controllers beside a cgroup2 mount)
-# crun 1.8 runs only through the wrapper (scripts/crun-v1view.c); on v1 and v2 hosts as it is.
+# crun 1.8 runs only through the wrapper (harness/backends/engines/crun-v1view.c); on v1 and v2
+# hosts as it is.
 hybrid_cgroups() {
     [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
         [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]
@@ -63,7 +64,7 @@ fi
 # every container backend installs alike; libseccomp2 compiles it.
 # chromium: the tests open the HTML report in it (headless) and check what a reader sees.
 # strace: the tests trace a warm container's init across its start (the same split for every
-# runtime: tests/integration/test_warm_split.py).
+# runtime: tests/integration/harness/backends/test_warm_split.py).
 # The engines: docker.io (dockerd, containerd), podman (conmon; CNI plugins for its bridge
 # networks), lxc with its Python binding (python3-lxc, linked into the virtualenv below).
 PACKAGES=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
@@ -106,9 +107,9 @@ fi
 # (Built on every host kind, so a cache directory moved between hosts has it; used on hybrid
 # hosts only: engine_crun.)
 mkdir -p "$CACHE_BIN"
-if [ ! -x "$CRUN_WRAPPER" ] || [ "$ROOT/scripts/crun-v1view.c" -nt "$CRUN_WRAPPER" ]; then
+if [ ! -x "$CRUN_WRAPPER" ] || [ "$ROOT/harness/backends/engines/crun-v1view.c" -nt "$CRUN_WRAPPER" ]; then
     log "building $CRUN_WRAPPER"
-    gcc -O2 -Wall -o "$CRUN_WRAPPER.tmp" "$ROOT/scripts/crun-v1view.c"
+    gcc -O2 -Wall -o "$CRUN_WRAPPER.tmp" "$ROOT/harness/backends/engines/crun-v1view.c"
     mv "$CRUN_WRAPPER.tmp" "$CRUN_WRAPPER"
 fi
 

@@ -41,7 +41,8 @@ BENCH_COMMANDS = (
     f"cd {GUEST_CLONE} && make bench",
     f"cd {GUEST_CLONE} && .venv/bin/cvbench doctor",
     f"cd {GUEST_CLONE} && PYTHONUNBUFFERED=1 .venv/bin/python -m pytest -p no:cacheprovider -q"
-    " -rfEs tests/integration/test_engine_backends.py tests/integration/test_engines_interrupt.py",
+    " -rfEs tests/integration/harness/backends/engines/test_backends.py"
+    " tests/integration/harness/backends/engines/test_interrupt.py",
     "systemctl is-active libvirtd docker podman.socket; docker info -f '{{.CgroupDriver}}'",
     f"cd {GUEST_CLONE} && .venv/bin/cvbench clean",
 )
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                            "tests/integration/test_v2_host.py"], cwd=REPOSITORY)
+                            "tests/integration/vm/test_testhost.py"], cwd=REPOSITORY)
 
 
 def _clone_head(host: testhost.TestHost) -> None:

@@ -1,7 +1,7 @@
 """A host of the kind cvbench's users have, in a VM: Debian 12, systemd as PID 1, udev, cgroup v2
 only. A machine without them (the development machines have none of that) cannot show what
 cvbench does there, so the tests that prove like for like on such a host, and the README's run
-command, run inside one (``tests/integration/test_v2_host.py``,
+command, run inside one (``tests/integration/vm/test_testhost.py``,
 ``scripts/v2host.py``).
 
 The image is built by ``scripts/v2host-image.sh`` in two layers: ``base``, a stock systemd

@@ -92,7 +92,7 @@ COLD = "cold"
 WARM = "warm"
 # What every container backend's warm start does inside the clock once its runtime's start
 # reached the waiting init (crun 1.8's start: the init's exec fifo opened): the same split
-# for every runtime (tests/integration/test_warm_split.py checks the system calls).
+# for every runtime (tests/integration/harness/backends/test_warm_split.py checks the system calls).
 WARM_AFTER_CLOCK = ("the init installs the seccomp filter, marks its descriptors from 3 "
                     "close-on-exec and execs the workload; until READY")
 VARIANTS = (COLD, WARM)

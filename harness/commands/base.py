@@ -3,7 +3,7 @@
 Imports nothing of the project but :mod:`hostkit.validate` (which imports nothing of ours),
 so every module may import it without making a cycle. Every option's ``type=`` is one of that
 module's validators, so bad input is refused while the command line is parsed, before a
-command starts anything (``tests/unit/test_cli.py`` holds every option to it).
+command starts anything (``tests/unit/harness/test_cli.py`` holds every option to it).
 """
 
 from __future__ import annotations

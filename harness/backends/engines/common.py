@@ -263,8 +263,8 @@ def instance_memory(init: int | None, monitor: int | None, cgroup: int | None,
 
 
 def crun_wrapper() -> Path:
-    """crun with a v1-only cgroup view on hybrid hosts (``scripts/crun-v1view.c``, built by
-    set-up)."""
+    """crun with a v1-only cgroup view on hybrid hosts
+    (``harness/backends/engines/crun-v1view.c``, built by set-up)."""
     return cache_dir() / "bin" / "crun-v1view"
 
 

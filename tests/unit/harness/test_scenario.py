@@ -1,0 +1,209 @@
+"""Scenario files: valid ones load into frozen dataclasses; every malformed one gives one line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import scenario
+from harness.kinds import registry as kinds
+from harness.kinds.density import DensityParams
+from harness.kinds.memory import MemoryParams
+from harness.kinds.startup import StartupParams
+from harness.scenario import ScenarioError
+
+REPO = Path(__file__).resolve().parents[3]
+
+VALID = """
+[suite]
+name = "t"
+backends = ["process", "ours"]
+
+[[scenario]]
+kind = "startup"
+repetitions = 5
+
+[scenario.overrides.ours]
+repetitions = 7
+"""
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "scenarios").glob("*.toml")), ids=str)
+def test_shipped_scenarios_load(path: Path) -> None:
+    suite = scenario.load(path)
+    assert suite.scenarios
+    assert suite.text == path.read_text()
+
+
+def test_valid_file_loads_into_frozen_dataclasses() -> None:
+    suite = scenario.loads(VALID, "t.toml")
+    assert suite.backends == ("process", "ours")
+    (startup,) = suite.scenarios
+    assert startup.kind == "startup" and startup.name == "startup"
+    assert startup.params == StartupParams(repetitions=5, warmup=2)
+    assert startup.for_backend("ours").params.repetitions == 7
+    assert startup.for_backend("process").params.repetitions == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        startup.params.repetitions = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        startup.timeout_s = 3.0  # type: ignore[misc]
+
+
+def test_each_kind_gets_its_own_keys_with_their_defaults() -> None:
+    suite = scenario.loads(
+        "[[scenario]]\nkind='density'\nbatch_size=4\ntimeout_s=9\n"
+        "[[scenario]]\nkind='memory'\nksm=['off', 'on']\n", "t.toml")
+    density, memory = suite.scenarios
+    assert density.params == DensityParams(batch_size=4) and density.timeout_s == 9.0
+    assert memory.params == MemoryParams(ksm=("off", "on"))
+    assert memory.params.warmup == 2  # the memory kind's own default
+
+
+FAMILY_THEN_BACKEND = """
+[suite]
+backends = ["process", "ours", "qemu", "libvirt"]
+
+[[scenario]]
+kind = "memory"
+instances = 50
+timeout_s = 30
+
+[scenario.overrides.vm]
+instances = 3
+timeout_s = 120
+ksm = ["off", "on"]
+
+[scenario.overrides.libvirt]
+instances = 2
+
+[scenario.overrides.ours]
+timeout_s = 10
+"""
+
+
+def test_family_overrides_then_the_backends_own() -> None:
+    (memory,) = scenario.loads(FAMILY_THEN_BACKEND, "t.toml").scenarios
+    plans = {name: memory.for_backend(name) for name in ("process", "ours", "qemu", "libvirt")}
+    assert plans["process"] is memory
+    assert (plans["ours"].timeout_s, plans["ours"].params.instances) == (10.0, 50)
+    assert (plans["qemu"].timeout_s, plans["qemu"].params.instances) == (120.0, 3)
+    assert (plans["libvirt"].timeout_s, plans["libvirt"].params.instances) == (120.0, 2)
+    assert plans["libvirt"].params.ksm == ("off", "on")
+    assert memory.params.ksm == ("off",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[scenario]]\nkind='startup'\nmax_instances=3\n",
+         "key 'max_instances' belongs to kind density, not startup: "
+         "startup's own keys are repetitions, warmup, variants, settle_s"),
+        ("[[scenario]]\nkind='density'\nvariants=['warm']\n",
+         "key 'variants' belongs to kind startup, not density: density's own keys are "
+         "max_instances, batch_size, min_mem_available_mib, time_limit_s, warmup_batch"),
+        ("[[scenario]]\nkind='density'\n[scenario.overrides.vm]\npasses=2\n",
+         "#1 overrides.vm: key 'passes' belongs to kind memory, not density"),
+    ],
+)
+def test_a_key_of_another_kind_names_the_kinds_keys(text: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario.loads(text, "bad.toml")
+    assert str(caught.value).startswith("bad.toml: [[scenario]] #1")
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[scenario]]\nkind='startup'\nrepetitons=3\n", "unknown key 'repetitons'"),
+        ("[[scenario]]\nkind='startup'\nrepetitions='3'\n",
+         "key 'repetitions': expected an integer"),
+        ("[[scenario]]\nkind='startup'\nrepetitions=-1\n",
+         "key 'repetitions': expected a value >= 1"),
+        ("[[scenario]]\nkind='startup'\ntimeout_s=-2.5\n", "key 'timeout_s'"),
+        ("[[scenario]]\nkind='warp'\n", "key 'kind': expected one of startup, density, memory"),
+        ("[[scenario]]\nrepetitions=3\n", "missing key 'kind'"),
+        ("[suite]\nbackends=['nosuchengine']\n[[scenario]]\nkind='startup'\n",
+         "unknown backend 'nosuchengine'"),
+        ("[suite]\nbackend=['ours']\n[[scenario]]\nkind='startup'\n", "unknown key 'backend'"),
+        ("[[scenario]]\nkind='startup'\nnetwork='wifi'\n", "key 'network'"),
+        ("[[scenario]]\nkind='startup'\n[scenario.overrides.vbox]\n", "unknown backend 'vbox'"),
+        ("[[scenario]]\nkind='startup'\n[scenario.overrides.ours]\nkind='memory'\n",
+         "unknown key 'kind'"),
+        ("[[scenario]]\nkind='memory'\nksm=['maybe']\n", "key 'ksm'"),
+        ("[suite]\nname='x'\n", "missing [[scenario]]"),
+        ("[[scenario]]\nkind='startup'\n[[scenario]]\nkind='startup'\n", "used twice"),
+        ("this is = = not toml", "not valid TOML"),
+        ("[[scenario]]\nkind='startup'\ndisk=1\n", "key 'disk': expected true or false"),
+    ],
+)
+def test_malformed_files_name_file_key_and_expectation(text: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario.loads(text, "bad.toml")
+    message = str(caught.value)
+    assert message.startswith("bad.toml")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        scenario.load("/nonexistent/x.toml")
+
+
+def test_select_backends_validates_names() -> None:
+    suite = scenario.loads(VALID, "t.toml")
+    assert scenario.select_backends(suite, "ours").backends == ("ours",)
+    with pytest.raises(ScenarioError, match="unknown backend 'vbox'"):
+        scenario.select_backends(suite, "ours,vbox")
+
+
+toml_scalars = st.one_of(
+    st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+    st.text(max_size=8), st.lists(st.text(max_size=5), max_size=3),
+)
+keys = st.sampled_from(
+    [*scenario.COMMON_KEYS, *(key for kind in kinds.KINDS for key in
+                              (f.name for f in dataclasses.fields(kind.params))),
+     "bogus", "kind", "name", "overrides"]
+)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(keys, toml_scalars, max_size=6), st.text(max_size=60),
+       st.sampled_from(kinds.names()))
+def test_random_scenarios_never_traceback(table: dict, noise: str, kind: str) -> None:
+    body = "\n".join(f"{key} = {_toml_value(value)}" for key, value in table.items())
+    with_suite = f"[suite]\n{body}\n[[scenario]]\nkind='startup'"
+    of_kind = f"[[scenario]]\nkind='{kind}'\n{body}\n"
+    overridden = f"[[scenario]]\nkind='{kind}'\n[scenario.overrides.vm]\n{body}\n"
+    for text in (f"[[scenario]]\n{body}\n", noise, with_suite, of_kind, overridden):
+        try:
+            suite = scenario.loads(text, "fuzz.toml")
+        except ScenarioError as error:
+            assert str(error).startswith("fuzz.toml") and "\n" not in str(error)
+        else:
+            assert all(s.kind in kinds.names() for s in suite.scenarios)
+
+
+def test_backend_options_are_parsed_and_validated() -> None:
+    suite = scenario.loads(VALID + "\n[backend_options.libvirt]\ntb_cache_mib = 16\n", "t.toml")
+    assert suite.backend_options == {"libvirt": {"tb_cache_mib": 16}}
+    with pytest.raises(ScenarioError, match="unknown backend 'vbox'"):
+        scenario.loads(VALID + "\n[backend_options.vbox]\nx = 1\n", "t.toml")
+    with pytest.raises(ScenarioError, match="key 'libvirt': expected a table"):
+        scenario.loads(VALID + "\n[backend_options]\nlibvirt = 3\n", "t.toml")

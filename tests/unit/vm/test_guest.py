@@ -1,0 +1,89 @@
+"""Guest artifacts: the initramfs cpio (layout, /dev/console, cache by digest), overlays."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cpio import read_cpio
+
+from vm import guest
+
+
+@dataclass(frozen=True)
+class FakeImage:
+    digest: str
+    rootfs: Path
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(b"\x7fELF" + b"x" * 5)
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "init").write_text("#!/bin/sh\necho READY\n")
+    (root / "init").chmod(0o755)
+    return root
+
+
+def test_cpio_holds_the_rootfs_and_a_console(rootfs: Path) -> None:
+    out = io.BytesIO()
+    guest.write_cpio(rootfs, out)
+    assert len(out.getvalue()) % 4 == 0
+    entries = read_cpio(out.getvalue())
+    mode, data, _ = entries["init"]
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o755 and data.endswith(b"READY\n")
+    assert stat.S_ISLNK(entries["bin/sh"][0]) and entries["bin/sh"][1] == b"busybox"
+    assert stat.S_ISDIR(entries["dev"][0])
+    console_mode, _, rdev = entries["dev/console"]
+    assert stat.S_ISCHR(console_mode) and rdev == (5, 1)
+    assert entries["dev/null"][2] == (1, 3)
+
+
+def test_cpio_is_reproducible(rootfs: Path) -> None:
+    first, second = io.BytesIO(), io.BytesIO()
+    guest.write_cpio(rootfs, first)
+    (rootfs / "init").touch()  # mtimes do not matter
+    guest.write_cpio(rootfs, second)
+    assert first.getvalue() == second.getvalue()
+
+
+def test_initramfs_is_cached_by_digest_and_world_readable(rootfs, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    path = guest.initramfs_for(FakeImage("d" * 64, rootfs))
+    assert path.name.startswith("d" * 64)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert all(p.stat().st_mode & 0o005 == 0o005 for p in (path.parent, path.parent.parent))
+    before = path.stat().st_mtime_ns
+    assert guest.initramfs_for(FakeImage("d" * 64, rootfs)) == path
+    assert path.stat().st_mtime_ns == before
+    other = guest.initramfs_for(FakeImage("e" * 64, rootfs))
+    assert other != path and other.read_bytes() == path.read_bytes()
+
+
+def test_missing_kernel_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("CVBENCH_GUEST_KERNEL", raising=False)
+    with pytest.raises(guest.GuestError, match="setup.sh"):
+        guest.kernel_path()
+
+
+@pytest.mark.skipif(not (shutil.which("mkfs.ext4") and shutil.which("qemu-img")),
+                    reason="needs e2fsprogs and qemu-utils")
+def test_overlay_on_shared_base(rootfs, tmp_path, monkeypatch) -> None:
+    import json
+    import subprocess
+
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    base = guest.base_disk_for(FakeImage("f" * 64, rootfs))
+    assert guest.base_disk_for(FakeImage("f" * 64, rootfs)) == base
+    overlay = guest.create_overlay(base, tmp_path / "vm" / "disk.qcow2")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(overlay)],
+                                     check=True, capture_output=True, text=True).stdout)
+    assert info["format"] == "qcow2" and info["backing-filename"] == str(base)
+    assert overlay.stat().st_size < 1 << 20  # thin: the data stays in the base
