@@ -42,6 +42,7 @@ from harness.backends.base import (
 )
 from harness.backends.chores import Chores
 from harness.backends.containers import container_spec, default_security
+from harness.backends.floor import host
 from harness.backends.floor import plan as floor_plan
 from harness.backends.floor.paths import (
     PARENT,
@@ -107,6 +108,9 @@ class FloorBackend(Chores):
     def prepare(self, image: Image) -> None:
         if os.geteuid() != 0:
             raise BackendError("the floor backend needs root (namespaces, mounts, cgroups)")
+        problem = host.missing(self.steps)
+        if problem is not None:
+            raise BackendError(f"floor: {problem}")
         if not os.access(self.launcher, os.X_OK):
             raise BackendError(f"floor: no launcher at {self.launcher}: run scripts/setup.sh")
         try:
