@@ -218,7 +218,7 @@ class FloorBackend(Chores):
             for fd in handed:
                 os.close(fd)
         try:
-            reported = _read_exactly(pid_r, PID.size)
+            reported = os.read(pid_r, PID.size)  # one write of 4 bytes: whole, or EOF
         finally:
             os.close(pid_r)
             os.waitpid(launcher, 0)
@@ -333,16 +333,6 @@ def _high(fd: int) -> int:
     moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
     os.close(fd)
     return moved
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 _INSIDE = ("posix_spawn of the launcher, which reads the plan (one read), clones the init "
