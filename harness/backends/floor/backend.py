@@ -195,39 +195,39 @@ class FloorBackend(Chores):
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         handle.ready_fd = ready_r
         pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
-        ours = theirs = None
-        handed = [_high(ready_w), _high(pid_w)]
-        actions: list[tuple[Any, ...]] = [
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, handed[0], 1),
-            (os.POSIX_SPAWN_DUP2, handed[0], 2),
-            (os.POSIX_SPAWN_DUP2, handed[1], 3),
-        ]
-        if warm:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            handed.append(_high(theirs.detach()))
-            actions.append((os.POSIX_SPAWN_DUP2, handed[2], 4))
-            handle.channel = ours
+        handed = [ready_w, pid_w]  # ours to close once the launcher has its copies
         try:
-            launcher = os.posix_spawn(
-                str(self.launcher),
-                [str(self.launcher), str(prepared.plan_file), str(directory), overlay,
-                 spec.name, "1" if warm else "0", *join],
-                {}, file_actions=actions)
-        finally:
-            for fd in handed:
-                os.close(fd)
-        try:
-            reported = os.read(pid_r, PID.size)  # one write of 4 bytes: whole, or EOF
+            try:
+                actions: list[tuple[Any, ...]] = [
+                    (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
+                for fd, targets in ((ready_w, (1, 2)), (pid_w, (3,))):
+                    moved = _high(fd, handed)
+                    actions += [(os.POSIX_SPAWN_DUP2, moved, target) for target in targets]
+                if warm:
+                    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                    handle.channel = ours
+                    handed.append(theirs.detach())
+                    actions.append((os.POSIX_SPAWN_DUP2, _high(handed[-1], handed), 4))
+                launcher = os.posix_spawn(
+                    str(self.launcher),
+                    [str(self.launcher), str(prepared.plan_file), str(directory), overlay,
+                     spec.name, "1" if warm else "0", *join],
+                    {}, file_actions=actions)
+            finally:
+                for fd in handed:
+                    os.close(fd)
+            try:
+                reported = os.read(pid_r, PID.size)  # one write of 4 bytes: whole, or EOF
+            finally:
+                os.waitpid(launcher, 0)
         finally:
             os.close(pid_r)
-            os.waitpid(launcher, 0)
         if len(reported) != PID.size:
             raise BackendError(f"{spec.name}: the launcher failed: {self._failure(handle)}")
         handle.pid = PID.unpack(reported)[0]
         instance.pids = [handle.pid]
         (directory / PID_FILE).write_text(f"{handle.pid}\n")  # for the sweeper
-        if warm and ours is not None and ours.recv(1) != b"p":
+        if handle.channel is not None and handle.channel.recv(1) != b"p":
             raise BackendError(f"{spec.name}: the init died before its start: "
                                f"{self._failure(handle)}")
 
@@ -327,12 +327,11 @@ class FloorBackend(Chores):
         }
 
 
-def _high(fd: int) -> int:
-    """``fd`` moved to a number above the launcher's 0-4 (close-on-exec), so that one dup2
-    of the spawn never overwrites another's source."""
-    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
-    os.close(fd)
-    return moved
+def _high(fd: int, handed: list[int]) -> int:
+    """A copy of ``fd`` above the launcher's 0-4 (close-on-exec), added to ``handed``, so
+    that one dup2 of the spawn never overwrites another's source."""
+    handed.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD))
+    return handed[-1]
 
 
 _INSIDE = ("posix_spawn of the launcher, which reads the plan (one read), clones the init "
