@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
+from harness.backends import seccomp_probe
 from harness.backends.base import (
     WARM,
     WARM_AFTER_CLOCK,
@@ -102,6 +103,7 @@ class FloorBackend(Chores):
         self._image: Image | None = None
         self._prepared: dict[tuple[Any, ...], Prepared] = {}
         self._last_cap = 0
+        self._kernel_filter: dict[str, Any] | None = None
 
     # -- before any instance ------------------------------------------------------------------
 
@@ -323,8 +325,20 @@ class FloorBackend(Chores):
             "root_switch": "pivot_root(2), old root detached" if floor_plan.ROOTFS in steps
             else "none: the image's files on the host",
             "method": METHOD.as_dict(),
-            "security": default_security(),
+            # the rules ours applies (the default spec's, then ours'), as a v1 list on any host
+            "devices": devices.v1_list(devices.container_rules([devices.DENY_ALL]))
+            if driver else None,
+            "security": {**default_security(), "kernel_filter": self._filter()},
         }
+
+    def _filter(self) -> dict[str, Any] | None:
+        """The seccomp filters the kernel holds for a cold and a warm floor container, read
+        once from probe containers (None before prepare(): nothing to start)."""
+        if self._kernel_filter is None and self._image is not None:
+            found = {variant: seccomp_probe.probe(self, self._image, variant)
+                     for variant in self.variants}
+            self._kernel_filter = seccomp_probe.described(found, FILTER_ADDITIONS)
+        return self._kernel_filter
 
 
 def _high(fd: int, handed: list[int]) -> int:
@@ -340,6 +354,9 @@ _INSIDE = ("posix_spawn of the launcher, which reads the plan (one read), clones
            "its cgroup (writes 0), unshares the cgroup namespace, mounts /proc, /dev (the "
            "device nodes ours makes) and devpts, pivot_root, masks and read-only paths, "
            "hostname, setsid, groups, umask, drops capabilities, no_new_privs")
+FILTER_ADDITIONS = ("none: libseccomp's program of the profile, compiled by the harness before "
+                    "the clock (runtime.seccomp.compile_bpf) and installed by the launcher "
+                    "with seccomp(2), no flags")
 METHOD = Method(
     cold=("the spec, the plan file and the seccomp program (compiled with libseccomp once per "
           "distinct instance spec; the floor never compiles)",

@@ -234,3 +234,21 @@ def test_sweeper_removes_what_a_killed_harness_left(state_dir, built_image):
     assert any(line.startswith("floor init") for line in removed), removed
     assert not process_running(pid)
     assert leftovers() == []
+
+
+def test_the_kernel_holds_ours_filter_and_describe_says_so(state_dir, built_image, ours):
+    """The filter the floor's init holds, read back by describe() from probe containers, is
+    ours' program, cold and warm; the device rules described are ours'."""
+    floor = with_steps(built_image, floor_plan.STEPS)
+    try:
+        described = floor.describe()
+    finally:
+        floor.cleanup()
+    theirs = ours.describe()
+    expected = theirs["security"]["kernel_filter"]["cold"]
+    assert expected["filters"] == 1, expected
+    for variant in (COLD, WARM):
+        seen = described["security"]["kernel_filter"][variant]
+        assert (seen["filters"], seen["sha256"]) == (1, expected["sha256"]), variant
+    assert described["devices"] == theirs["devices"]
+    assert leftovers() == []
