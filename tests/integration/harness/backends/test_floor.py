@@ -34,6 +34,8 @@ from runtime import cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
+ROOT = Path(__file__).resolve().parents[4]
+
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 STATUS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
           "Seccomp_filters")
@@ -222,18 +224,49 @@ time.sleep(600)
 
 
 def test_sweeper_removes_what_a_killed_harness_left(state_dir, built_image):
-    harness = subprocess.Popen([sys.executable, "-c", HARNESS, name()], stdout=subprocess.PIPE,
-                               text=True, cwd=Path(__file__).resolve().parents[4])
+    container = name()
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS, container],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         pid = int(harness.stdout.readline())
     finally:
         harness.send_signal(signal.SIGKILL)
         harness.wait()
     assert process_running(pid) and leftovers()
-    removed = sweeper.sweep()
-    assert any(line.startswith("floor init") for line in removed), removed
+    cleaned = cvbench("clean")  # every registered sweeper, the floor's among them
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"floor init {container}" in cleaned.stdout
     assert not process_running(pid)
     assert leftovers() == []
+    assert sweeper.sweep() == []  # nothing left for a second sweep
+
+
+def cvbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+BAD_STEPS = """
+[suite]
+name = "t"
+backends = ["floor"]
+[backend_options.floor]
+steps = "namespaces,cgroupz"
+[[scenario]]
+kind = "startup"
+repetitions = 1
+"""
+
+
+def test_an_unknown_step_stops_the_run_in_one_line(state_dir, tmp_path):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(BAD_STEPS)
+    result = cvbench("run", str(scenario), "--results-dir", str(tmp_path / "results"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"cvbench: error: {scenario}: [backend_options.floor]: steps: unknown floor step "
+        "'cgroupz', expected one of namespaces, rootfs, cgroups, caps, seccomp"]
+    assert not (tmp_path / "results").exists() and leftovers() == []
 
 
 def test_the_kernel_holds_ours_filter_and_describe_says_so(state_dir, built_image, ours):
