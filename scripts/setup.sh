@@ -112,6 +112,14 @@ if [ ! -x "$CRUN_WRAPPER" ] || [ "$ROOT/harness/backends/engines/crun-v1view.c" 
     gcc -O2 -Wall -o "$CRUN_WRAPPER.tmp" "$ROOT/harness/backends/engines/crun-v1view.c"
     mv "$CRUN_WRAPPER.tmp" "$CRUN_WRAPPER"
 fi
+# The floor backend's launcher (harness/backends/floor/launcher.c): static, so that its start
+# loads no shared library (glibc's static link works for it: it uses no NSS function).
+FLOOR_LAUNCHER="$CACHE_BIN/cvbench-floor"
+if [ ! -x "$FLOOR_LAUNCHER" ] || [ "$ROOT/harness/backends/floor/launcher.c" -nt "$FLOOR_LAUNCHER" ]; then
+    log "building $FLOOR_LAUNCHER"
+    gcc -O2 -Wall -static -o "$FLOOR_LAUNCHER.tmp" "$ROOT/harness/backends/floor/launcher.c"
+    mv "$FLOOR_LAUNCHER.tmp" "$FLOOR_LAUNCHER"
+fi
 
 # 2. /dev/kvm as Debian's udev rule leaves it (group kvm, mode 0660) -----------------------
 # Without udev the node keeps the kernel's root:root 0600. libvirt probes QEMU's capabilities

@@ -56,6 +56,12 @@ BACKENDS: tuple[BackendInfo, ...] = (
         sweeper="harness.backends.oci.sweeper:sweep",
     ),
     BackendInfo(
+        "floor", "harness.backends.floor.backend:FloorBackend", CONTAINER,
+        "the kernel's floor: a static C launcher doing the shared spec's isolation steps only",
+        needs=("root", "namespaces", "overlayfs", "cgroups", "image"),
+        sweeper="harness.backends.floor.sweeper:sweep",
+    ),
+    BackendInfo(
         "docker", "harness.backends.engines.docker.backend:DockerBackend", CONTAINER,
         "Docker (dockerd, containerd, runc or crun), driven with the Docker SDK for Python",
         needs=("root", "cgroups", "docker", "seccomp profile", "image"),

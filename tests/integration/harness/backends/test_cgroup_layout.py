@@ -1,10 +1,10 @@
 """One cgroup layout for every container backend, read from the live host (issue 21).
 
-A cold container of ours, crun and runc each: its init's cgroup in every hierarchy it joined
-(``/proc/<pid>/cgroup``) is ``<parent>/shard-<x>/<name>`` with ``x`` the shard
-:func:`runtime.scopes.shard` gives the name, the parent ours' ``cvbench-<scope>`` or the OCI
-runtimes' ``cvbench-oci``, and all 16 shards of the parent exist (made in ``prepare()``, not by
-the starts). The parent and shard levels are set alike:
+A cold container of ours, crun, runc and the floor each: its init's cgroup in every hierarchy
+it joined (``/proc/<pid>/cgroup``) is ``<parent>/shard-<x>/<name>`` with ``x`` the shard
+:func:`runtime.scopes.shard` gives the name, the parent ours' ``cvbench-<scope>``, the OCI
+runtimes' ``cvbench-oci`` or the floor's ``cvbench-floor``, and all 16 shards of the parent
+exist (made in ``prepare()``, not by the starts). The parent and shard levels are set alike:
 
 - **v1 and hybrid hosts**: ``cgroup.clone_children`` = 1 in the cpuset hierarchy at parent and
   shard, the same ``cpuset.cpus``/``cpuset.mems`` at parent, shard and container, and the same
@@ -30,6 +30,7 @@ import pytest
 
 from harness import backends
 from harness.backends.base import Backend, Instance, InstanceSpec, launch
+from harness.backends.floor import paths as floor_paths
 from harness.backends.oci import cgroup as oci_cgroup
 from harness.backends.oci import probe
 from hostkit import mountinfo
@@ -37,13 +38,14 @@ from runtime import cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-BACKENDS = ("ours", "crun", "runc")
+BACKENDS = ("ours", "crun", "runc", "floor")
+PARENTS = {"crun": oci_cgroup.PARENT, "runc": oci_cgroup.PARENT, "floor": floor_paths.PARENT}
 
 
 @contextmanager
 def running(name: str, image) -> Iterator[tuple[Backend, Instance]]:
     """One cold container of backend ``name`` that printed READY; stopped, removed after."""
-    if name != "ours" and not shutil.which(name):
+    if name not in ("ours", "floor") and not shutil.which(name):
         pytest.skip(f"{name} is not installed")
     backend = backends.create(name)
     backend.prepare(image)
@@ -100,7 +102,7 @@ def _seen(name: str, image) -> Seen:
             assert shard == scopes.shard(instance.name), f"{name}: {path} not in its shard"
             parents.add(parent)
         [parent] = parents  # one parent in every hierarchy
-        assert parent == (scopes.cgroup_parent() if name == "ours" else oci_cgroup.PARENT), name
+        assert parent == PARENTS.get(name, scopes.cgroup_parent()), name
         shards = [level.rsplit("/", 1)[1] for level in scopes.shards(parent)]
         levels = {"parent": parent, "shard": f"{parent}/{scopes.shard(instance.name)}",
                   "container": joined[next(iter(joined))].lstrip("/")}
@@ -133,11 +135,11 @@ def _seen(name: str, image) -> Seen:
         return Seen(parent, frozenset(h for h in joined if h != probe.UNIFIED), settings)
 
 
-def test_ours_crun_and_runc_get_the_same_cgroup_layout(state_dir, built_image):
+def test_ours_crun_runc_and_the_floor_get_the_same_cgroup_layout(state_dir, built_image):
     seen = {name: _seen(name, built_image) for name in BACKENDS}
     ours = seen["ours"]
     assert ours.parent != oci_cgroup.PARENT  # its own scope's parent, the same shape
-    for name in ("crun", "runc"):
+    for name in ("crun", "runc", "floor"):
         assert seen[name].settings == ours.settings, name
         if cgroups.detect_mode() != "v2":
             assert seen[name].v1 == ours.v1, name

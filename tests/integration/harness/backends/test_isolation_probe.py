@@ -3,10 +3,12 @@ cgroups, device rules and mounts in ``ours`` as in crun and runc (root, real ker
 
 The probe runs as the container's process (``InstanceSpec.command``), writes
 ``/tmp/probe.out`` inside the container and prints READY; the test reads the file through
-``/proc/<pid>/root``. It runs in ours cold and warm, crun cold and warm, runc cold and warm;
-ours never fails a check crun or runc pass, and their workloads' rlimits are the same (the
-spec sets none), but for runc's soft NOFILE limit: runc 1.1.5 passes on the one Go's runtime
-raised to the hard limit (seen in the v2 VM: 1048576 against ours' and crun's 1024).
+``/proc/<pid>/root``. It runs in ours cold and warm, crun cold and warm, runc cold and warm,
+and the kernel's floor (the ``floor`` backend, every step on) cold and warm, whose verdicts
+and rlimits equal ours'; ours never fails a check crun or runc pass, and their workloads'
+rlimits are the same (the spec sets none), but for runc's soft NOFILE limit: runc 1.1.5
+passes on the one Go's runtime raised to the hard limit (seen in the v2 VM: 1048576 against
+ours' and crun's 1024).
 
 Shared findings (``SHARED_FINDINGS``): checks that ours, crun and runc all fail alike because
 of the profile they share (the containers/Docker default seccomp profile, the OCI default
@@ -50,6 +52,7 @@ import pytest
 from harness import backends
 from harness.backends.base import Backend, Instance, InstanceSpec, launch
 from harness.backends.containers import container_spec
+from harness.backends.floor.paths import launcher_path
 from harness.backends.oci import probe
 from runtime import caps, cgroups, scopes
 
@@ -63,7 +66,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _available(name: str) -> None:
-    if name != "ours" and not shutil.which(name):
+    if name == "floor":
+        if not os.access(launcher_path(), os.X_OK):
+            pytest.fail(f"no floor launcher at {launcher_path()}: run scripts/setup.sh")
+    elif name != "ours" and not shutil.which(name):
         pytest.skip(f"{name} is not installed")
 
 
@@ -145,7 +151,7 @@ def session_keyrings(name: str) -> set[str]:
 
 
 RUNS = [("ours", "cold"), ("ours", "warm"), ("crun", "cold"), ("crun", "warm"),
-        ("runc", "cold"), ("runc", "warm")]
+        ("runc", "cold"), ("runc", "warm"), ("floor", "cold"), ("floor", "warm")]
 PEERS = ("crun", "runc")
 
 # Checks every runtime fails alike because the profile they share allows it (the
@@ -237,6 +243,10 @@ def test_shared_findings_are_alike(state_dir, built_image, harness_groups, probe
             _probe(name, variant, built_image, probe_binary)
     ours = {run: SEEN[run] for run in RUNS if run[0] == "ours"}
     peers = {run: SEEN[run] for run in RUNS if run[0] in PEERS}
+    for (_, variant), (verdicts, limits) in ours.items():  # the kernel's floor is as isolated
+        floor_verdicts, floor_limits = SEEN[("floor", variant)]
+        assert floor_verdicts == verdicts, f"floor {variant} vs ours {variant}"
+        assert floor_limits == limits, f"floor {variant} vs ours {variant} rlimits"
     for (_, variant), (verdicts, limits) in ours.items():
         for (peer, peer_variant), (peer_verdicts, peer_limits) in peers.items():
             weaker = {check for check, verdict in peer_verdicts.items()
