@@ -245,10 +245,13 @@ def _parse_backend_options(path: Path, table: Any) -> dict[str, dict[str, Any]]:
     for backend, values in table.items():
         _check_backends(where, "backend_options", (backend,))
         if not isinstance(values, dict) or not all(
-            isinstance(v, str | int | float | bool) for v in values.values()
+            isinstance(v, str | int | float | bool)
+            or (isinstance(v, list) and all(isinstance(item, str) for item in v))
+            for v in values.values()
         ):
             raise ScenarioError(
-                f"{where}: key '{backend}': expected a table of strings, numbers or booleans"
+                f"{where}: key '{backend}': expected a table of strings, numbers, booleans or "
+                "lists of strings"
             )
         options[backend] = dict(values)
     return options

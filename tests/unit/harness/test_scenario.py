@@ -207,3 +207,9 @@ def test_backend_options_are_parsed_and_validated() -> None:
         scenario.loads(VALID + "\n[backend_options.vbox]\nx = 1\n", "t.toml")
     with pytest.raises(ScenarioError, match="key 'libvirt': expected a table"):
         scenario.loads(VALID + "\n[backend_options]\nlibvirt = 3\n", "t.toml")
+    # a list of names, as the floor's steps
+    suite = scenario.loads(VALID + '\n[backend_options.floor]\nsteps = ["namespaces"]\n',
+                           "t.toml")
+    assert suite.backend_options == {"floor": {"steps": ["namespaces"]}}
+    with pytest.raises(ScenarioError, match="lists of strings"):
+        scenario.loads(VALID + "\n[backend_options.floor]\nsteps = [1, 2]\n", "t.toml")
