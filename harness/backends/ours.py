@@ -191,9 +191,7 @@ class OursBackend(Chores):
         """The seccomp filters the kernel holds for a cold and a warm container of ours, read
         once from probe containers (None before prepare(): nothing to start)."""
         if self._kernel_filter is None and self._image is not None:
-            found = {variant: seccomp_probe.probe(self, self._image, variant)
-                     for variant in self.variants}
-            self._kernel_filter = seccomp_probe.described(found, FILTER_ADDITIONS)
+            self._kernel_filter = seccomp_probe.every_variant(self, self._image, FILTER_ADDITIONS)
         return self._kernel_filter
 
     def _destroy(self, container: Container) -> None:

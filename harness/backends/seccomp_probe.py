@@ -55,3 +55,10 @@ def described(found: dict[str, dict[str, Any]], additions: str) -> dict[str, Any
     """``security.kernel_filter``: the filters found per variant, where they were read, and
     what the runtime adds to libseccomp's program of the profile (``additions``)."""
     return {**found, "read_from": READ_FROM, "runtime_additions": additions}
+
+
+def every_variant(backend: Backend, image: Image, additions: str) -> dict[str, Any]:
+    """``security.kernel_filter`` of a backend that offers its variants as probe containers:
+    one container of each variant started, read and removed (:func:`probe`)."""
+    return described({variant: probe(backend, image, variant) for variant in backend.variants},
+                     additions)
