@@ -125,7 +125,10 @@ rm -rf /var/lib/apt/lists/*_*
 python3 -m venv /root/cvbench/.venv
 /root/cvbench/.venv/bin/pip install -q --upgrade pip
 /root/cvbench/.venv/bin/pip install -q -e /root/cvbench[dev]
-rm -rf /root/.cache/pip"
+rm -rf /root/.cache/pip
+install -d /var/cache/cvbench/bin
+gcc -O2 -Wall -static -o /var/cache/cvbench/bin/cvbench-floor \
+    /root/cvbench/harness/backends/floor/launcher.c"
 fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf.host"
 cat >"$WORK/chroot.sh" <<CHROOT

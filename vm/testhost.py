@@ -52,6 +52,9 @@ CMDLINE = ("root=/dev/vda rw console=ttyS1 console=ttyS0 systemd.unified_cgroup_
 LOGS = Path("/var/tmp/cvbench-v2host-logs")
 BUILDER = "scripts/v2host-image.sh"
 BUILDER_INPUTS = (BUILDER, "scripts/lib/debian-root.sh")
+# What the tests layer also builds from: the virtualenv's requirements and the floor backend's
+# launcher, compiled into the image (the tree itself is copied in at each run).
+TESTS_LAYER_INPUTS = ("pyproject.toml", "harness/backends/floor/launcher.c")
 GUEST_REPO = "/root/cvbench"  # where the tests layer's virtualenv expects the project
 SSH_USER = "root"
 
@@ -96,7 +99,7 @@ def image_key(layer: str, repo: Path) -> str:
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {', '.join(LAYERS)}, not {layer!r}")
     digest = hashlib.sha256(layer.encode())
-    inputs = [*BUILDER_INPUTS, *(("pyproject.toml",) if layer == "tests" else ())]
+    inputs = [*BUILDER_INPUTS, *(TESTS_LAYER_INPUTS if layer == "tests" else ())]
     for name in inputs:
         digest.update(name.encode() + b"\0" + (repo / name).read_bytes())
     return digest.hexdigest()[:12]

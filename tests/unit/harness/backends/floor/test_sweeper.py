@@ -14,6 +14,13 @@ from harness.backends.floor.paths import PID_FILE, containers_dir, plans_dir
 
 
 @pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """A state directory of this test's own: the session's holds what other tests left."""
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
 def no_cgroups(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise sweeper.cgroups.CgroupError("no cgroups in a unit test")
