@@ -89,10 +89,12 @@ def _sweep_scope(driver: cgroups.Driver, parent: str, state: Path) -> list[str]:
     return removed
 
 
-def _sweep_container(driver: cgroups.Driver, path: str, container: Container | None) -> list[str]:
+def sweep_cgroup(driver: cgroups.Driver, path: str, timeout: float = 5.0) -> list[str]:
+    """Kill what is left in a container's cgroup ``path`` and remove it; one line per thing
+    done (nothing if it is gone). Ours' and the floor's sweepers both end a container so."""
     removed: list[str] = []
     if driver.exists(path):
-        killed = driver.kill(path)
+        killed = driver.kill(path, timeout)
         if killed:
             removed.append(f"processes {' '.join(map(str, killed))} of {path}")
         try:
@@ -100,6 +102,11 @@ def _sweep_container(driver: cgroups.Driver, path: str, container: Container | N
             removed.append(f"cgroup {path}")
         except cgroups.CgroupError as error:
             removed.append(f"(cgroup {path} not removed: {error})")
+    return removed
+
+
+def _sweep_container(driver: cgroups.Driver, path: str, container: Container | None) -> list[str]:
+    removed = sweep_cgroup(driver, path)
     if container is not None and container.net is not None:
         try:
             if network.delete_link(container.net.veth):

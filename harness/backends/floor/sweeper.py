@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.backends.floor.paths import PARENT, PID_FILE, cgroup_path, containers_dir, plans_dir
 from hostkit.procs import proc_start_time, signal_and_wait
 from runtime import cgroups
+from runtime.sweep import sweep_cgroup
 
 KILL_TIMEOUT_S = 5.0
 
@@ -53,16 +54,8 @@ def _container(directory: Path, driver: cgroups.Driver | None) -> list[str]:
         except (ProcessLookupError, PermissionError):
             pass
         removed.append(f"floor init {directory.name} (pid {pid})")
-    path = cgroup_path(directory.name)
-    if driver is not None and driver.exists(path):
-        killed = driver.kill(path, KILL_TIMEOUT_S)
-        if killed:
-            removed.append(f"processes {' '.join(map(str, killed))} of {directory.name}")
-        try:
-            driver.remove(path)
-            removed.append(f"cgroup {path}")
-        except cgroups.CgroupError as error:
-            removed.append(f"cgroup {path}: {error}")
+    if driver is not None:
+        removed.extend(sweep_cgroup(driver, cgroup_path(directory.name), KILL_TIMEOUT_S))
     shutil.rmtree(directory, ignore_errors=True)
     removed.append(f"floor container {directory}")
     return removed
