@@ -1,11 +1,12 @@
 """The density scenario: ramp up live instances until a limit, recording every step.
 
 Each backend ramps on its own (instances of two backends never share the host), after the
-host's memory has settled from the previous ramp. With ``ramps`` > 1 every backend ramps that
-many times, in an interleaved order: the seeded order of the backends, then the same
-reversed, then forward again (A B C C B A A B C ...), so each backend's k-th ramp sits at
-mirrored positions and none always follows the same neighbour (the kernel's slab caches
-carry one ramp's history into the next). Every sample of a ramp carries its index in
+host's memory has settled from the previous ramp. The ramps go through the one round loop
+(:class:`harness.kinds.rounds.Rounds`, a ramp per backend per round): with ``ramps`` > 1
+every backend ramps that many times, in the mirrored order: the seeded order of the backends,
+then the same reversed, then forward again (A B C C B A A B C ...), so each backend's k-th
+ramp sits at mirrored positions and none always follows the same neighbour (the kernel's slab
+caches carry one ramp's history into the next). Every sample of a ramp carries its index in
 ``repetition`` (0: the backend's first ramp of the run) and its turn in the whole sequence in
 ``position``. Every backend is launched alike: first one unmeasured warm-up batch (up and
 down), then batches of ``batch_size`` instances started concurrently (one thread per instance
@@ -15,8 +16,10 @@ host memory are recorded, until ``max_instances``, the ``min_mem_available_mib``
 <backend>``, one entry per ramp, and in the report). Then every instance is stopped and
 removed, each one timed (``teardown_s``, one sample per instance; ``instance`` is the order of
 the stops, 1 for the newest, stopped first while the ramp's top count was alive). A failed
-launch ends the ramp there (``stopped_by``: the failure) and, as a failed turn of any kind
-does, is a line of the run's failures and marks the run incomplete.
+launch ends the ramp there (``stopped_by``: the failure; what it recorded is kept), a failed
+warm-up batch ends it before it began, and either is, as a failed turn of any kind, a line of
+the run's failures that marks the run incomplete (a backend whose ramps fail three times in a
+row is given up).
 
 Backends are compared at matched live counts (:data:`LEVELS`, :func:`at_live`): a figure over
 a whole ramp would compare different ranges whenever two backends stopped at different
@@ -36,10 +39,11 @@ the rate, host memory available and memory used per instance.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from harness.context import RunContext
+    from harness.results import Sample
     from harness.scenario import Scenario
 
 MIB = 1024 * 1024
@@ -101,19 +106,39 @@ def run(ctx: RunContext, scenario: Scenario[DensityParams], backend_names: tuple
     summary = ctx.writer.metadata.setdefault("density", {})
     memory_items.note_empty_cgroup(ctx.writer.metadata, backend_names)
     plans = {name: scenario.for_backend(name) for name in backend_names}
-    passes = max((plan.params.ramps for plan in plans.values()), default=0)
-    turns = [(ramp, name) for ramp, name in rounds.interleaved(
-        backend_names, ctx.seed, scenario.name, passes) if ramp < plans[name].params.ramps]
+    total = sum(plan.params.ramps for plan in plans.values())
+    sequence = itertools.count()  # each ramp's turn in the whole sequence
+    last: dict[str, str] = {}  # backend -> how its last ramp ended, for its progress line
+
     with ThreadPoolExecutor(max_workers=max(
             plan.params.batch_size for plan in plans.values()),
             thread_name_prefix="cvbench-launch") as pool:
-        for position, (ramp, name) in enumerate(turns):
-            plan = plans[name]
+
+        def measure(turn: RampTurn, slot: rounds.Slot) -> list[Sample]:
+            plan = plans[turn.backend]
             metrics.settled_memory_level()  # the previous ramp's frees have finished
-            summary.setdefault(plan.name, {}).setdefault(name, []).append(
-                _ramp(ctx, plan, name, Turn(ramp, position, len(turns)), pool))
-            ctx.writer.flush()
+            place = Turn(slot.repetition, next(sequence), total)
+            entry, failure = _ramp(ctx, plan, turn.backend, place, pool, slot.note)
+            summary.setdefault(plan.name, {}).setdefault(turn.backend, []).append(entry)
             ctx.writer.write_metadata()
+            last[turn.backend] = f"{entry['instances']} alive, {entry['stopped_by']}"
+            if failure is not None:
+                raise failure  # the round loop's one failure path: a line, run incomplete
+            return []  # every step was recorded as the ramp went
+
+        rounds.Rounds(
+            scenario.name, plans,
+            {name: rounds.Schedule(0, plan.params.ramps) for name, plan in plans.items()},
+            [RampTurn(name) for name in backend_names], measure, what=lambda _turn: "ramp",
+            info=lambda turn, _samples: last.get(turn.backend, ""), mirrored=True,
+        ).run(ctx)
+
+
+@dataclass(frozen=True)
+class RampTurn:
+    """A backend's turn to ramp."""
+
+    backend: str
 
 
 @dataclass(frozen=True)
@@ -139,22 +164,25 @@ def _stop_reason(
 
 
 def _ramp(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: Turn,
-          pool: ThreadPoolExecutor) -> dict[str, Any]:
+          pool: ThreadPoolExecutor, note: Callable[[str], None]
+          ) -> tuple[dict[str, Any], BackendError | None]:
+    """One ramp, up and down: its metadata entry, and the failure that ended it, if one did."""
     ksm_before = metrics.ksm_running()
     wanted = {"on": True, "off": False}.get(plan.params.ksm)
     if wanted is not None and wanted != ksm_before:
         scan_before = metrics.ksm_scan_pages()
         metrics.set_ksm(wanted)
         try:
-            return _ramp_with(ctx, plan, name, turn, pool)
+            return _ramp_with(ctx, plan, name, turn, pool, note)
         finally:
             metrics.set_ksm(ksm_before)
             metrics.set_ksm_scan_pages(scan_before)
-    return _ramp_with(ctx, plan, name, turn, pool)
+    return _ramp_with(ctx, plan, name, turn, pool, note)
 
 
 def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: Turn,
-               pool: ThreadPoolExecutor) -> dict[str, Any]:
+               pool: ThreadPoolExecutor, note: Callable[[str], None]
+               ) -> tuple[dict[str, Any], BackendError | None]:
     params = plan.params
     tags = {"repetition": turn.ramp, "position": turn.position}
     uptime_s = _uptime_s()
@@ -164,7 +192,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
             launch_batch(ctx, plan, name, min(params.batch_size, params.max_instances), live,
                          pool)
         except BackendError as error:
-            ctx.fail(plan, name, f"warm-up batch: {error}")
+            raise BackendError(f"warm-up batch: {error}") from error
         finally:
             teardown(ctx, name, live)
         metrics.settled_memory_level()
@@ -172,56 +200,51 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
     began = time.monotonic()
     step = 0
     steps: list[tuple[int, float, float, int]] = []  # alive, launch_s, harness CPU, bytes used
-    with ctx.progress() as progress:
-        ramp = f", ramp {turn.ramp + 1} of {params.ramps}" if params.ramps > 1 else ""
-        task = progress.add_task(f"{plan.name} {name}{ramp}", total=params.max_instances,
-                                 info="")
-        while (reason := _stop_reason(params, len(live), began, host)) is None:
-            step += 1
-            batch = min(params.batch_size, params.max_instances - len(live))
-            cpu_before = os.times()
-            try:
-                batch_s = launch_batch(ctx, plan, name, batch, live, pool)
-            except BackendError as error:
-                reason = f"failure: {error}"
-                ctx.fail(plan, name, f"launch at {len(live)} alive: {error}")
-                break
-            cpu_after = os.times()
-            harness_cpu_s = (cpu_after.user - cpu_before.user) / batch
-            harness_sys_s = (cpu_after.system - cpu_before.system) / batch
-            host = metrics.host_memory()
-            used = baseline.mem_available - host.mem_available
-            readings = {
-                "batch_launch_s": (batch_s, "s"),
-                "launch_s": (batch_s / batch, "s"),
-                "harness_cpu_per_launch_s": (harness_cpu_s, "s"),
-                "harness_sys_per_launch_s": (harness_sys_s, "s"),
-                "instances_alive": (len(live), "count"),
-                "host_mem_used_bytes": (used, "bytes"),
-                **host.as_metrics(),
-            }
-            ctx.record([ctx.sample(plan, name, metric, value, unit, step=step, **tags)
-                        for metric, (value, unit) in readings.items()])
-            steps.append((len(live), batch_s / batch, harness_cpu_s, used))
-            # What the live instances hold is kept to the end: out of the collector's way, so
-            # that its full passes do not grow with the number alive (unfrozen after).
-            gc.freeze()
-            rate = len(live) / max(time.monotonic() - began, 1e-9)
-            progress.update(
-                task,
-                completed=len(live),
-                info=(f"{rate:.0f}/s, last batch {batch_s / batch * 1000:.1f} ms each, "
-                      f"{host.mem_available / MIB / 1024:.1f} GiB available, "
-                      f"{used / max(len(live), 1) / MIB:.2f} MiB each"),
-            )
-        gc.unfreeze()
-        alive = len(live)
-        idle: list[Any] = []
-        if params.idle_cpu_s > 0 and live:
-            progress.update(task, info=f"idle CPU over {params.idle_cpu_s:g} s")
-            idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, tags)
-            ctx.record(idle)
-        teardowns = teardown(ctx, name, live)
+    failure: BackendError | None = None
+    while (reason := _stop_reason(params, len(live), began, host)) is None:
+        step += 1
+        batch = min(params.batch_size, params.max_instances - len(live))
+        cpu_before = os.times()
+        try:
+            batch_s = launch_batch(ctx, plan, name, batch, live, pool)
+        except BackendError as error:
+            reason = f"failure: {error}"
+            failure = BackendError(f"launch at {len(live)} alive: {error}")
+            break
+        cpu_after = os.times()
+        harness_cpu_s = (cpu_after.user - cpu_before.user) / batch
+        harness_sys_s = (cpu_after.system - cpu_before.system) / batch
+        host = metrics.host_memory()
+        used = baseline.mem_available - host.mem_available
+        readings = {
+            "batch_launch_s": (batch_s, "s"),
+            "launch_s": (batch_s / batch, "s"),
+            "harness_cpu_per_launch_s": (harness_cpu_s, "s"),
+            "harness_sys_per_launch_s": (harness_sys_s, "s"),
+            "instances_alive": (len(live), "count"),
+            "host_mem_used_bytes": (used, "bytes"),
+            **host.as_metrics(),
+        }
+        ctx.record([ctx.sample(plan, name, metric, value, unit, step=step, **tags)
+                    for metric, (value, unit) in readings.items()])
+        steps.append((len(live), batch_s / batch, harness_cpu_s, used))
+        # What the live instances hold is kept to the end: out of the collector's way, so
+        # that its full passes do not grow with the number alive (unfrozen after).
+        gc.freeze()
+        rate = len(live) / max(time.monotonic() - began, 1e-9)
+        note(f"ramp {turn.ramp + 1}: {len(live)} of {params.max_instances} alive, "
+             f"{rate:.0f}/s, last batch {batch_s / batch * 1000:.1f} ms each, "
+             f"{host.mem_available / MIB / 1024:.1f} GiB available, "
+             f"{used / max(len(live), 1) / MIB:.2f} MiB each")
+    gc.unfreeze()
+    alive = len(live)
+    idle: list[Any] = []
+    if params.idle_cpu_s > 0 and live:
+        note(f"ramp {turn.ramp + 1}: idle CPU over {params.idle_cpu_s:g} s")
+        idle = _idle_cpu(ctx, plan, name, live, params.idle_cpu_s, tags)
+        ctx.record(idle)
+    note(f"ramp {turn.ramp + 1}: stopping {alive}")
+    teardowns = teardown(ctx, name, live)
     ctx.record([
         *(ctx.sample(plan, name, "teardown_s", seconds, "s", instance=str(index + 1), **tags)
           for index, seconds in enumerate(teardowns)),
@@ -244,7 +267,7 @@ def _ramp_with(ctx: RunContext, plan: Scenario[DensityParams], name: str, turn: 
         per_instance.sort()
         summary["idle_cpu_percent_per_instance_p50"] = round(
             per_instance[len(per_instance) // 2], 3)
-    return summary
+    return summary, failure
 
 
 def by_tenth(steps: list[tuple[int, float, float, int]]) -> dict[str, Any]:

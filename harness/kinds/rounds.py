@@ -4,10 +4,10 @@ Each round shuffles the turns with a generator seeded from the run's order seed,
 and the round, so a run can be repeated turn for turn (``cvbench run --seed``) and the seed is
 in the run's metadata. The position of each turn in its round goes with its samples, so a
 report can show whether going first or last moves a figure (an order effect).
-:func:`interleaved` runs one round's order forward, then backward, and so on (A B C C B A ...):
+:func:`mirrored` runs round 0's order forward, then backward, and so on (A B C C B A ...):
 for turns as long as a density ramp, where the host's state carries from one turn to the next.
 
-:class:`Rounds` is the loop itself (startup, memory and workload use it): unmeasured warm-up
+:class:`Rounds` is the loop itself (every kind that repeats uses it): unmeasured warm-up
 rounds first, every backend's ending together, so no backend is measured while another still
 warms up; then the measured rounds; in each, every due turn once, in the seeded order, after
 the backend's settle time. Its one failure path: a failed turn is one line in the run's
@@ -45,15 +45,12 @@ def order(turns: Sequence[T], seed: int, scenario: str, round_index: int) -> lis
     return shuffled
 
 
-def interleaved(turns: Sequence[T], seed: int, scenario: str, passes: int
-                ) -> list[tuple[int, T]]:
-    """``passes`` passes over ``turns`` as (pass index, turn): the seeded order of round 0,
-    then the same reversed, then forward again (A B C C B A A B C ...), so each turn's k-th
-    pass sits at mirrored positions and no turn always follows the same neighbour's work.
-    With one pass it is :func:`order` of round 0."""
+def mirrored(turns: Sequence[T], seed: int, scenario: str, round_index: int) -> list[T]:
+    """``turns`` in round 0's seeded order, reversed in odd rounds (A B C C B A A B C ...),
+    so each turn's k-th round sits at mirrored positions and no turn always follows the same
+    neighbour's work. Round 0 is :func:`order`'s."""
     forward = order(turns, seed, scenario, 0)
-    return [(index, turn) for index in range(passes)
-            for turn in (forward if index % 2 == 0 else forward[::-1])]
+    return forward if round_index % 2 == 0 else forward[::-1]
 
 
 class Turn(Protocol):
@@ -102,7 +99,9 @@ class Rounds(Generic[TurnT]):
     share (the workload kind's instance), and its failures count against the backend.
     ``errors`` are the failures of a turn; anything else stops the run. ``what(turn)`` names a
     turn in a failure line, ``task(turn)`` the progress line it advances (one per distinct
-    name), ``info(turn, samples)`` what that line shows after it.
+    name), ``info(turn, samples)`` what that line shows after it. Each round's turns run
+    in a fresh seeded shuffle (:func:`order`) or, with ``mirrored``, in :func:`mirrored` order
+    (for turns that leave the host changed for the next, such as density ramps).
     """
 
     scenario: str
@@ -115,6 +114,7 @@ class Rounds(Generic[TurnT]):
     prepare: Callable[[TurnT, Slot], None] | None = None
     task: Callable[[TurnT], str] = field(default=lambda turn: turn.backend)
     info: Callable[[TurnT, list[Sample]], str] | None = None
+    mirrored: bool = False
 
     def run(self, ctx: RunContext) -> None:
         first_measured = max((s.warmup for s in self.schedules.values()), default=0)
@@ -131,8 +131,7 @@ class Rounds(Generic[TurnT]):
                 due = [turn for turn in self.turns
                        if self._due(turn, round_index, first_measured)
                        and not failed.given_up(turn)]
-                for position, turn in enumerate(order(due, ctx.seed, self.scenario,
-                                                      round_index)):
+                for position, turn in enumerate(self._arranged(due, ctx.seed, round_index)):
                     if failed.given_up(turn):  # its backend was given up in this round
                         continue
                     line = tasks[self.task(turn)]
@@ -145,6 +144,14 @@ class Rounds(Generic[TurnT]):
                     progress.update(line, advance=1, info=self.info(turn, samples)
                                     if self.info else self.what(turn))
                 ctx.writer.flush()
+
+    def _arranged(self, due: list[TurnT], seed: int, round_index: int) -> list[TurnT]:
+        """This round's due turns in order. A mirrored order is arranged over every turn, then
+        cut to the due ones, so a backend with fewer rounds leaves the others' places alone."""
+        if not self.mirrored:
+            return order(due, seed, self.scenario, round_index)
+        return [turn for turn in mirrored(self.turns, seed, self.scenario, round_index)
+                if turn in due]
 
     def _due(self, turn: TurnT, round_index: int, first_measured: int) -> bool:
         schedule = self.schedules[turn.backend]

@@ -75,8 +75,34 @@ def test_a_failed_batch_is_stopped_and_ends_the_ramp(tmp_path, monkeypatch) -> N
     removed = {name for _, action, name in events if action == "remove"}
     assert len(started) == 6 and removed == started and not backend.live
     (failure,) = ctx.writer.metadata["failures"]
-    assert failure["reason"].startswith("launch at 3 alive: ")
+    assert failure["reason"].startswith("ramp (rep0): launch at 3 alive: ")
     assert ctx.incomplete  # a failure marks the run incomplete, as in every kind
+
+
+def test_a_failed_warm_up_batch_fails_the_ramp_before_it_began(tmp_path, monkeypatch
+                                                               ) -> None:
+    backend = FakeBackend(name="a", fail_ready_from=1)
+    FakeHost([backend]).install(monkeypatch)
+    ctx = context(tmp_path, backend)
+    density.run(ctx, scenario.make("density", max_instances=4, batch_size=2, ramps=2,
+                                   min_mem_available_mib=0), ("a",))
+    reasons = [failure["reason"] for failure in ctx.writer.metadata["failures"]]
+    assert len(reasons) == 2 and reasons[0].startswith("ramp (rep0): warm-up batch: ")
+    assert reasons[1].startswith("ramp (rep1): warm-up batch: ")
+    assert not samples(ctx, "launch_s") and not backend.live and ctx.incomplete
+    assert "density" not in ctx.writer.metadata["density"]  # no ramp began
+
+
+def test_a_backend_whose_ramps_keep_failing_is_given_up(tmp_path, monkeypatch) -> None:
+    backend = FakeBackend(name="a", fail_ready_from=1)
+    FakeHost([backend]).install(monkeypatch)
+    ctx = context(tmp_path, backend)
+    density.run(ctx, scenario.make("density", max_instances=2, ramps=5, warmup_batch=False,
+                                   min_mem_available_mib=0), ("a",))
+    reasons = [failure["reason"] for failure in ctx.writer.metadata["failures"]]
+    assert len(reasons) == 3  # the 4th and 5th ramps never start
+    assert reasons[-1].endswith("; giving up on ramp on this backend")
+    assert backend.starts == 3
 
 
 def test_backends_ramp_one_after_another(tmp_path, monkeypatch) -> None:
@@ -153,14 +179,6 @@ def test_ksm_is_set_for_the_ramp_and_restored(tmp_path, monkeypatch) -> None:
     _, summary = _ramp(tmp_path, monkeypatch, backend, host, max_instances=2, ksm="on")
     assert host.ksm_switches == [True, False] and summary["ksm"] == "on"
     assert host.ksm_on is False
-
-
-def test_interleaved_passes_mirror_the_seeded_order() -> None:
-    a, b, c = rounds.order(("a", "b", "c"), 7, "scale", 0)  # round 0's shuffle, as before
-    assert rounds.interleaved(("a", "b", "c"), 7, "scale", 4) == [
-        (0, a), (0, b), (0, c), (1, c), (1, b), (1, a),
-        (2, a), (2, b), (2, c), (3, c), (3, b), (3, a)]
-    assert rounds.interleaved(("a", "b", "c"), 7, "scale", 1) == [(0, a), (0, b), (0, c)]
 
 
 def test_two_ramps_run_a_b_b_a_each_tagged(tmp_path, monkeypatch) -> None:
