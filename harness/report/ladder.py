@@ -177,6 +177,8 @@ def captions(drawn: Iterable[Path]) -> dict[str, str]:
 
 def _draw(data: pd.DataFrame, ladder: list[Rung], panels: list[Panel], title: str,
           output: Path, stem: str) -> list[Path]:
+    from matplotlib.patches import Patch
+
     from harness.charts import plt, save
 
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 5.5),
@@ -188,19 +190,19 @@ def _draw(data: pd.DataFrame, ladder: list[Rung], panels: list[Panel], title: st
         scale = SCALE[panel.unit]
         for position, rung in enumerate(ladder):
             bottom = 0.0
-            for step, increment in bars[rung.backend]:
-                if not math.isfinite(increment):
-                    break
+            way = bars[rung.backend]
+            if not all(math.isfinite(increment) for _, increment in way):
+                continue  # a rung (or one below it) without samples: no bar, not half a bar
+            highest = 0.0
+            for step, increment in way:
                 height = increment * scale
                 axis.bar(position, height, bottom=bottom, color=colours[step], width=0.7,
-                         hatch="//" if height < 0 else "", edgecolor="white", linewidth=0.5,
-                         label=step)
+                         hatch="//" if height < 0 else "", edgecolor="white", linewidth=0.5)
                 bottom += height
-            median = table["median"][rung.backend] * scale
-            if math.isfinite(median):
-                axis.annotate(units.sig(median), (position, max(bottom, 0)), ha="center",
-                              va="bottom", fontsize=7, xytext=(0, 2),
-                              textcoords="offset points")
+                highest = max(highest, bottom, bottom - height)
+            axis.annotate(units.sig(table["median"][rung.backend] * scale),
+                          (position, highest), ha="center", va="bottom", fontsize=7,
+                          xytext=(0, 2), textcoords="offset points")
         axis.set_xticks(range(len(ladder)), [rung.backend for rung in ladder], rotation=35,
                         ha="right", fontsize=8)
         axis.axhline(0, color="grey", linewidth=0.8)
@@ -208,10 +210,10 @@ def _draw(data: pd.DataFrame, ladder: list[Rung], panels: list[Panel], title: st
         axis.set_title(f"{title}:\n{panel.title}, {panel.unit}", fontsize=10)
         axis.grid(axis="y", alpha=0.3)
         axis.margins(y=0.12)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    figure.legend(unique.values(), unique.keys(), fontsize=7, loc="lower center",
-                  ncol=min(4, len(unique)), bbox_to_anchor=(0.5, -0.02))
+    legend = {step: Patch(color=colour) for step, colour in colours.items()}
+    legend["a step below zero"] = Patch(facecolor="white", edgecolor="grey", hatch="//")
+    figure.legend(legend.values(), legend.keys(), fontsize=7, loc="lower center",
+                  ncol=min(4, len(legend)), bbox_to_anchor=(0.5, -0.02))
     figure.tight_layout(rect=(0, 0.12, 1, 1))
     return save(figure, output, stem)
 
@@ -251,15 +253,19 @@ def _items(data: pd.DataFrame, ladder: list[Rung]) -> list[str]:
         return []
     panels = [Panel(item, f"mem_item_{item}_bytes", "ksm=off", "KiB") for item in items]
     tables = [steps_table(data, ladder, panel.metric, panel.variant) for panel in panels]
-    lines = ["Itemised (kernel counters, medians): each step's increment per instance, KiB "
-             "(the bottom rung: its own).", "",
-             "| rung | " + " | ".join(memory_items.LABELS.get(item, item) for item in items)
-             + " |", "|---|" + "---|" * len(items)]
+    lines = ["Itemised (kernel counters, medians; items as `harness.memory_items` names "
+             "them): each step's increment per instance, KiB (the bottom rung: its own).", "",
+             "| rung | " + " | ".join(f"`{item}`" for item in items) + " |",
+             "|---|" + "---|" * len(items)]
     for rung in ladder:
         lines.append(f"| {rung.backend} | " + " | ".join(
-            units.sig(table.loc[rung.backend, "increment"] * SCALE["KiB"])
-            for table in tables) + " |")
+            units.sig(_kib(table.loc[rung.backend, "increment"])) for table in tables) + " |")
     return [*lines, ""]
+
+
+def _kib(value: float) -> float:
+    """Bytes as KiB, less than a byte as 0 (a difference of equal medians leaves float dust)."""
+    return 0.0 if abs(value) < 1 else value * SCALE["KiB"]
 
 
 def _fmt(value: float, panel: Panel) -> str:

@@ -121,6 +121,39 @@ def test_the_chart_and_table_of_a_run_with_rungs(tmp_path) -> None:
     assert rows["ours"] == "| ours | ours over floor | 12.0 ms, 19.2 ms | 7.50 ms | -, - | - |"
 
 
+def test_memory_per_rung_and_each_steps_kernel_items(tmp_path) -> None:
+    # KiB per instance, one pass each: MemAvailable delta, and two items
+    delta = {"process": 200, "floor:bare": 210, "floor:ns": 290, "floor": 300, "ours": 420}
+    netns = {"process": 0, "floor:bare": 0, "floor:ns": 12, "floor": 12, "ours": 13}
+    tasks = {"process": 40, "floor:bare": 44, "floor:ns": 44, "floor": 46, "ours": 50}
+    rows = [{"run_id": RUN, "scenario": "ladder-memory", "kind": "memory", "backend": backend,
+             "variant": "ksm=off", "metric": metric, "value": value * 1024, "unit": "bytes"}
+            for metric, table in (("mem_host_delta_per_instance_bytes", delta),
+                                  ("mem_item_slab_netns_bytes", netns),
+                                  ("mem_item_slab_tasks_bytes", tasks))
+            for backend, value in table.items()]
+    samples = pd.DataFrame(rows)
+    metadata = {RUN: {"backends": DESCRIPTIONS}}
+    drawn = ladder.charts(samples, metadata, tmp_path)
+    assert [path.name for path in drawn] == ["ladder-memory-ladder.png",
+                                             "ladder-memory-ladder.svg"]
+    svg = drawn[1].read_text()
+    assert "host MemAvailable delta / K, KiB" in svg and "start → READY" not in svg
+    lines = ladder.markdown(samples, metadata)
+    table = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")
+             and "KiB" in line}
+    assert table["floor:ns"] == "| floor:ns | + namespaces | 290 KiB, 290 KiB | 80.0 KiB |"
+    assert table["ours"] == "| ours | ours over floor | 420 KiB, 420 KiB | 120 KiB |"
+    header = next(line for line in lines if line.startswith("| rung | `"))
+    assert header == "| rung | `slab_netns` | `slab_tasks` |"  # in memory_items' order
+    items = {line.split(" | ")[0].lstrip("| "): line for line in lines[lines.index(header):]
+             if line.startswith("| ") and not line.startswith("| rung")}
+    assert items["process"] == "| process | 0 | 40.0 |"
+    assert items["floor:bare"] == "| floor:bare | 0 | 4.00 |"
+    assert items["floor:ns"] == "| floor:ns | 12.0 | 0 |"
+    assert items["ours"] == "| ours | 1.00 | 4.00 |"
+
+
 def test_the_ladder_scenario_names_the_rungs_in_order() -> None:
     suite = scenario.load(REPO / "scenarios" / "ladder.toml")
     assert suite.backends == ("process", "floor:bare", "floor:namespaces", "floor:rootfs",
