@@ -56,6 +56,7 @@ SLAB_GROUPS = {
     "slab_kmalloc": ("kmalloc-*", "kmalloc-cg-*", "kmalloc-rcl-*", "dma-kmalloc-*"),
 }
 ITEMS = (*MEMINFO_ITEMS, *SLAB_GROUPS, "slab_other")
+TOTALS = ("slab", "slab_unreclaimable")  # the slab_* groups add up to these (roughly)
 LABELS = {
     "anon": "anonymous pages (the workload's own)",
     "page_tables": "page tables",

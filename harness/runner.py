@@ -53,7 +53,7 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
     created: dict[str, Backend] = {}
     try:
         for name in suite.backends:
-            options = suite.backend_options.get(name, {})
+            options = suite.options_for(name)
             try:
                 backend = backend_registry.create(name, **options)
             except BackendError as error:
@@ -106,6 +106,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         "suite_file": str(suite.path),
         "scenario_text": suite.text,
         "scenarios": [s.name for s in suite.scenarios],
+        "backend_order": list(suite.backends),  # as the suite lists them (reports keep it)
         "backends": descriptions,
         "image": {"name": suite.image, "digest": image.digest},
         **hostinfo.collect(),

@@ -63,8 +63,10 @@ class Scenario(Generic[ParamsT]):
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat keys, validated
 
     def for_backend(self, backend: str) -> Scenario[ParamsT]:
-        """This scenario with its family's, then the backend's overrides applied."""
+        """This scenario with its family's, then the backend's overrides applied (a labelled
+        backend, ``floor:namespaces``: its family's, its backend's, then its own)."""
         changes = {**self.overrides.get(registry.family(backend), {}),
+                   **self.overrides.get(registry.base(backend), {}),
                    **self.overrides.get(backend, {})}
         if not changes:
             return self
@@ -108,6 +110,13 @@ class Suite:
 
     def backends_for(self, scenario: Scenario[Any]) -> tuple[str, ...]:
         return tuple(b for b in self.backends if not scenario.backends or b in scenario.backends)
+
+    def options_for(self, backend: str) -> dict[str, Any]:
+        """The keyword options ``backend`` is made with: ``[backend_options.<backend>]``; a
+        labelled backend (``floor:namespaces``) gets its backend's table, then its own."""
+        return {**(self.backend_options.get(registry.base(backend), {})
+                   if registry.label(backend) else {}),
+                **self.backend_options.get(backend, {})}
 
 
 SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list, "seed": int}
@@ -215,6 +224,11 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
     if not backends or not all(isinstance(b, str) for b in backends):
         raise ScenarioError(f"{path}: [suite]: key 'backends': expected a non-empty list of names")
     _check_backends(f"{path}: [suite]", "backends", tuple(backends))
+    twice = next((b for b in backends if backends.count(b) > 1), None)
+    if twice:
+        raise ScenarioError(f"{path}: [suite]: key 'backends': {twice!r} is listed twice (a "
+                            f"second {registry.base(twice)} needs a label of its own: "
+                            f"'{registry.base(twice)}:<label>')")
     tables = data.get("scenario")
     if not isinstance(tables, list) or not tables:
         raise ScenarioError(f"{path}: missing [[scenario]] tables, expected at least one")

@@ -4,6 +4,12 @@ Adding a backend is one module (a class implementing :class:`harness.backends.ba
 plus one :class:`BackendInfo` entry below: the scenario loader, ``--backend``, the runner,
 normalisation, reports, ``cvbench doctor`` and ``cvbench clean`` all read this table.
 This module imports nothing heavy, so the scenario loader can use it.
+
+A *labelled* name, ``<backend>:<label>`` (``floor:namespaces``), is the same backend run a
+second time in one run with options of its own (a scenario's ``[backend_options."floor:
+namespaces"]``): everything that asks this table about it (its class, family, floor, doctor
+checks, sweeper) is told about ``<backend>``'s entry, while its samples, ratios, report rows and
+gate verdicts carry the whole name, as a series of its own.
 """
 
 from __future__ import annotations
@@ -95,6 +101,22 @@ BACKENDS: tuple[BackendInfo, ...] = (
 _TABLE: dict[str, BackendInfo] = {backend.name: backend for backend in BACKENDS}
 
 
+LABEL_SEPARATOR = ":"
+LABEL = validate.Names(pattern=r"[a-z0-9][a-z0-9_.-]{0,31}",
+                       meaning="a label of lower-case letters, digits, '_', '.' and '-' "
+                               "(at most 32) after ':'")
+
+
+def base(name: str) -> str:
+    """The backend a (possibly labelled) name runs: ``floor:namespaces`` -> ``floor``."""
+    return name.partition(LABEL_SEPARATOR)[0]
+
+
+def label(name: str) -> str:
+    """A labelled name's label (``floor:namespaces`` -> ``namespaces``), '' for a plain one."""
+    return name.partition(LABEL_SEPARATOR)[2]
+
+
 def register(backend: BackendInfo) -> None:
     """Add a backend at run time (a plug-in, or a test's fake backend)."""
     if backend.family not in FAMILIES:
@@ -113,23 +135,48 @@ def names() -> tuple[str, ...]:
     return tuple(_TABLE)
 
 
+def rank(name: str) -> int:
+    """Where ``name`` sorts among backends: its backend's place in the table (labelled names
+    beside their backend; unknown ones, e.g. of old runs, after every known one)."""
+    order = names()
+    return order.index(base(name)) if base(name) in order else len(order)
+
+
+@dataclass(frozen=True)
+class BackendNames(validate.Names):
+    """A backend name, plain or labelled (``floor:namespaces``): the backend checked against
+    the table, the label against :data:`LABEL`."""
+
+    def check(self, name: object) -> str:
+        if isinstance(name, str) and LABEL_SEPARATOR in name:
+            backend, _, given = name.partition(LABEL_SEPARATOR)
+            super().check(backend)
+            try:
+                LABEL.check(given)
+            except validate.Invalid as error:
+                raise validate.Invalid(f"backend {name!r}: {error}") from None
+            return name
+        return super().check(name)
+
+
 # A backend name, and a list of them (``--backend a,b``), as the one validator checks them:
 # against this table as it is when checked (plug-ins and tests' fakes included).
-NAME = validate.Names(names, what="backend")
-NAME_LIST = validate.Names(names, what="backend", separator=",")
+NAME = BackendNames(names, what="backend")
+NAME_LIST = BackendNames(names, what="backend", separator=",")
 
 
 def info(name: str) -> BackendInfo:
-    """The entry of ``name``; KeyError names the known backends."""
+    """The entry of ``name`` (a labelled name's: its backend's); KeyError names the known
+    backends."""
     try:
-        return _TABLE[name]
+        return _TABLE[base(name)]
     except KeyError:
         raise KeyError(f"unknown backend {name!r}, expected one of {', '.join(_TABLE)}") from None
 
 
 def family(name: str) -> str:
     """``container`` or ``vm`` (unknown names, e.g. of old runs, count as containers)."""
-    return _TABLE[name].family if name in _TABLE else CONTAINER
+    return _TABLE[base(name)].family if base(name) in _TABLE else CONTAINER
 
 
 def floors() -> dict[str, str]:

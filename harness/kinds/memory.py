@@ -237,8 +237,7 @@ def _items_chart(samples: pd.DataFrame, scenario: str, output: Path) -> list[Pat
     """Stacked bars: the host delta per instance itemised from kernel counters."""
     from harness.charts import plt, save, variant_text
 
-    parts = [item for item in memory_items.ITEMS
-             if item not in ("slab", "slab_unreclaimable")]  # the slab_* groups add up to it
+    parts = [item for item in memory_items.ITEMS if item not in memory_items.TOTALS]
     metrics_ = {f"mem_item_{item}_bytes": item for item in parts}
     data = samples[(samples.scenario == scenario) & samples.metric.isin(metrics_)].copy()
     if data.empty:

@@ -11,6 +11,8 @@ says what each shows: ``charts`` and ``captions`` of its declaration in
 :mod:`harness.kinds.registry`), then the methodology generated from the metadata, the host
 and versions, and the raw detail last, collapsed, with the host's counters apart from the
 results.
+A run with rungs of the isolation ladder (the floor launcher with several sets of steps) gets
+its chart and table, "where the time goes" (:mod:`~harness.report.ladder`).
 With several runs, each backend's series is labelled ``backend @ run`` so runs sit side by
 side. :mod:`~harness.report.history` draws every metric across runs; the compare page is
 :mod:`~harness.report.comparison`.
@@ -32,7 +34,7 @@ from harness.kinds.density import MIB
 from harness.kinds.density import charts as density_charts
 from harness.kinds.memory import VIEWS as MEMORY_VIEWS
 from harness.kinds.memory import charts as memory_chart
-from harness.report import facts, headline, html, matched, tables
+from harness.report import facts, headline, html, ladder, matched, tables
 from harness.report.tables import summary_table
 from hostkit.files import atomic_write
 
@@ -49,11 +51,15 @@ def load(run_dirs: list[Path]) -> pd.DataFrame:
     for run_dir in run_dirs:
         frame = results.load_samples(run_dir)
         # one fixed order (process, ours, crun, runc, qemu, libvirt; cold before warm), not
-        # the order of appearance
+        # the order of appearance; labelled backends (floor:namespaces) beside their backend,
+        # as the suite listed them
+        listed = results.read_metadata(run_dir).get("backend_order") or []
+        backends = sorted(set(frame.backend.map(normalize.plain)), key=lambda name: (
+            registry.rank(name), listed.index(name) if name in listed else len(listed), name))
         ranks = {
             "scenario": {name: index for index, name in enumerate(dict.fromkeys(
                 frame.scenario))},  # as the run went
-            "backend": {name: index for index, name in enumerate(registry.names())},
+            "backend": {name: index for index, name in enumerate(backends)},
             "variant": {name: index for index, name in enumerate(headline.VARIANT_ORDER)},
         }
         frame = frame.sort_values(
@@ -114,6 +120,7 @@ def markdown(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
         lines += ["## Charts", "", f"The page `{PAGE}` next to this file has them inline.", ""]
         lines += [f"![{chart.stem}]({chart.name})" for chart in pngs]
         lines.append("")
+    lines += ladder.markdown(samples, by_run_id(metadata)) if not samples.empty else []
     for run_dir, meta in metadata.items():
         if fleet_report.is_fleet(run_dir):  # its hosts side by side, then the methodology
             lines += fleet_report.section(run_dir, samples)
@@ -151,13 +158,15 @@ def page(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
                     + "".join(f"<li>{html.esc(note)}</li>" for note in notes) + "</ul></div>")
     body += ["</section>", '<section id="charts">', "<h2>Charts</h2>"]
     svgs = [chart for chart in drawn if chart.suffix == ".svg"]
-    described = captions(samples)
+    described = {**captions(samples), **ladder.captions(svgs)}
     if not svgs:
         body.append("<p>No charts: no kind of this run draws any.</p>")
     for index, chart in enumerate(svgs):
         body.append(html.figure(html.svg(chart, f"c{index}"),
                                 described.get(chart.stem, chart.stem),
                                 f"chart-{chart.stem}"))
+    if not samples.empty:
+        body.append(html.markdown(ladder.markdown(samples, by_run_id(metadata)), shift=0))
     body += ["</section>", '<section id="methodology">']
     for run_dir, meta in metadata.items():
         if fleet_report.is_fleet(run_dir):  # its hosts side by side, then the methodology
@@ -185,6 +194,11 @@ def page(samples: pd.DataFrame, run_dirs: list[Path], drawn: list[Path],
     return html.page(title, body)
 
 
+def by_run_id(metadata: Mapping[Path, dict]) -> dict[str, dict]:
+    """The runs' metadata by run id (as the samples' ``run_id`` column names them)."""
+    return {str(meta.get("run_id", run_dir.name)): meta for run_dir, meta in metadata.items()}
+
+
 def write_report(run_dirs: list[Path], output: Path | None = None,
                  reference: Mapping[str, str] | None = None) -> Path:
     """Write every chart, ``summary.md`` and ``index.html``; return the output directory.
@@ -195,6 +209,9 @@ def write_report(run_dirs: list[Path], output: Path | None = None,
     output.mkdir(parents=True, exist_ok=True)
     samples = load(run_dirs)
     drawn = draw_charts(samples, output) if not samples.empty else []
+    if not samples.empty:  # a run with rungs of the isolation ladder: where the time goes
+        drawn += ladder.charts(samples, by_run_id(
+            {run_dir: results.read_metadata(run_dir) for run_dir in run_dirs}), output)
     headlines = headline.tables(samples, reference) if not samples.empty else []
     atomic_write(output / SUMMARY, markdown(samples, run_dirs, drawn, headlines))
     atomic_write(output / PAGE, page(samples, run_dirs, drawn, headlines))

@@ -223,13 +223,11 @@ def _rows(members: pd.DataFrame, measures: tuple[Measure, ...], floor: str,
           reference: str | None, seed: int) -> list[Row]:
     groups = {key: group.value.to_numpy(float) for key, group in members.groupby(
         ["metric", "run_id", "backend", "variant"], sort=False)}
-    backends = {name: index for index, name in enumerate(registry.names())}
     runs = {run: index for index, run in enumerate(dict.fromkeys(key[1] for key in groups))}
     rows = []
-    for measure in measures:
+    for measure in measures:  # backends of one rank (labelled ones) as the samples have them
         keys = sorted((key for key in groups if key[0] == measure.metric),
-                      key=lambda k: (_variant_rank(k[3]), runs[k[1]],
-                                     backends.get(k[2], len(backends)), str(k[2])))
+                      key=lambda k: (_variant_rank(k[3]), runs[k[1]], registry.rank(str(k[2]))))
         for metric, run, backend, variant in keys:
             values = groups[(metric, run, backend, variant)]
             rows.append(Row(

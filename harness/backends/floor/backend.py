@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import itertools
 import os
 import shutil
 import signal
@@ -65,6 +66,8 @@ GRACE_S = 2.0
 GONE_S = 10.0
 PID = struct.Struct("<i")  # what the launcher writes on its pid descriptor
 HIGH_FD = 10  # descriptors handed to the launcher are moved above 0-4 first
+_BACKENDS = itertools.count()  # several floor backends in one run (``floor:<label>`` names,
+# each with its own steps) each name their plan files apart
 
 
 @dataclass
@@ -104,6 +107,7 @@ class FloorBackend(Chores):
         self._prepared: dict[tuple[Any, ...], Prepared] = {}
         self._last_cap = 0
         self._kernel_filter: dict[str, Any] | None = None
+        self._serial = next(_BACKENDS)
 
     # -- before any instance ------------------------------------------------------------------
 
@@ -161,7 +165,7 @@ class FloorBackend(Chores):
             data = floor_plan.encode(launch, self.steps, program, self._last_cap, host)
         except ValueError as error:
             raise BackendError(f"floor: {error}") from None
-        path = plans_dir() / f"{PARENT}-{os.getpid()}-{index}.plan"
+        path = plans_dir() / f"{PARENT}-{os.getpid()}-{self._serial}-{index}.plan"
         path.write_bytes(data)
         return Prepared(path, limits)
 

@@ -125,3 +125,18 @@ def test_a_floor_without_the_variant_gives_its_plain_figure(tmp_path) -> None:
     frame = normalize.load_normalized(run_dir).set_index("variant")
     assert frame.loc["warm", "value"] == pytest.approx(1.5)
     assert frame.loc["cold", "value"] == pytest.approx(1.25)
+
+
+def test_labelled_backends_are_members_of_their_family_with_their_own_ratios(tmp_path) -> None:
+    run_dir = _write(tmp_path, [
+        _s("process", "a_s", 2.0, variant="cold"), _s("process", "a_s", 4.0, variant="cold"),
+        _s("floor:bare", "a_s", 6.0, variant="cold"), _s("floor", "a_s", 9.0, variant="cold"),
+        _s("process:again", "a_s", 1.5, variant="cold"),
+        _s("qemu", "a_s", 10.0, variant="cold"), _s("libvirt:acpi", "a_s", 25.0, variant="cold"),
+    ])
+    frame = normalize.load_normalized(run_dir)
+    ratios = dict(zip(frame.backend, zip(frame.metric, frame.value, strict=True), strict=True))
+    assert ratios == {"floor:bare": ("a_s_vs_process", pytest.approx(2.0)),  # 6 / median 3
+                      "floor": ("a_s_vs_process", pytest.approx(3.0)),
+                      "process:again": ("a_s_vs_process", pytest.approx(0.5)),  # a member
+                      "libvirt:acpi": ("a_s_vs_qemu", pytest.approx(2.5))}

@@ -344,3 +344,32 @@ def test_cli_report_reference_history_and_compare_page(tmp_path, capsys) -> None
     assert '<section id="verdicts">' in text and '<tr class="regression">' in text
     assert "chart-startup-start_to_ready_s" in text and "baseline left, candidate right" in text
     assert "<script" not in text
+
+
+def test_a_run_with_ladder_rungs_gets_where_the_time_goes(tmp_path) -> None:
+    steps = {"floor:bare": [], "floor:ns": ["namespaces"], "floor": ["namespaces", "rootfs"]}
+    metadata = {"backends": {"process": {}, "ours": {}, **{name: {"steps": value}
+                                                            for name, value in steps.items()}},
+                "backend_order": ["process", "floor:bare", "floor:ns", "floor", "ours"]}
+    writer = RunWriter.create(tmp_path, "r1", metadata)
+    medians_ms = {"process": 1.0, "floor:bare": 1.5, "floor:ns": 2.5, "floor": 3.0, "ours": 9.0}
+    writer.add(Sample("r1", "ladder-startup", "startup", backend, "start_to_ready_s",
+                      (median + offset) / 1e3, "s", variant=variant, repetition=index)
+               for backend, median in medians_ms.items() for variant in ("cold", "warm")
+               for index, offset in enumerate((-0.1, 0.0, 0.1)))
+    writer.finish("complete")
+    output = report.write_report([writer.directory])
+    summary = (output / "summary.md").read_text()
+    assert "![ladder-startup-ladder](ladder-startup-ladder.png)" in summary
+    # the ladder's rows in its order (the headline's in the registry's), each step's cost
+    ladder = summary[summary.index("### The isolation ladder: ladder-startup"):]
+    rows = [line.split(" | ")[:4] for line in ladder.splitlines()[6:11]]
+    assert rows == [["| process", "process (fork/exec)", "1.00 ms, 1.09 ms", "1.00 ms"],
+                    ["| floor:bare", "+ the floor launcher (no step)", "1.50 ms, 1.59 ms",
+                     "0.500 ms"],
+                    ["| floor:ns", "+ namespaces", "2.50 ms, 2.59 ms", "1.00 ms"],
+                    ["| floor", "+ rootfs", "3.00 ms, 3.09 ms", "0.500 ms"],
+                    ["| ours", "ours over floor", "9.00 ms, 9.09 ms", "6.00 ms"]]
+    page = (output / "index.html").read_text()
+    assert 'id="chart-ladder-startup-ladder"' in page
+    assert "<figcaption>ladder-startup: where the time (or memory) goes" in page

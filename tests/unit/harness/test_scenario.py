@@ -213,3 +213,59 @@ def test_backend_options_are_parsed_and_validated() -> None:
     assert suite.backend_options == {"floor": {"steps": ["namespaces"]}}
     with pytest.raises(ScenarioError, match="lists of strings"):
         scenario.loads(VALID + "\n[backend_options.floor]\nsteps = [1, 2]\n", "t.toml")
+
+
+LABELLED = """
+[suite]
+name = "rungs"
+backends = ["process", "floor:bare", "floor", "libvirt:acpi"]
+
+[backend_options.floor]
+grace_s = 1.5
+steps = ["namespaces"]
+
+[backend_options."floor:bare"]
+steps = []
+
+[[scenario]]
+kind = "startup"
+repetitions = 5
+
+[scenario.overrides.vm]
+repetitions = 2
+
+[scenario.overrides.floor]
+repetitions = 3
+
+[scenario.overrides."floor:bare"]
+warmup = 0
+"""
+
+
+def test_a_labelled_backend_has_its_backends_options_and_overrides_then_its_own() -> None:
+    suite = scenario.loads(LABELLED, "t.toml")
+    assert suite.backends == ("process", "floor:bare", "floor", "libvirt:acpi")
+    assert suite.options_for("floor:bare") == {"grace_s": 1.5, "steps": []}
+    assert suite.options_for("floor") == {"grace_s": 1.5, "steps": ["namespaces"]}
+    assert suite.options_for("libvirt:acpi") == {} and suite.options_for("process") == {}
+    (startup,) = suite.scenarios
+    bare = startup.for_backend("floor:bare")
+    assert (bare.params.repetitions, bare.params.warmup) == (3, 0)  # floor's, then its own
+    assert startup.for_backend("floor").params.warmup == 2  # not the labelled one's
+    assert startup.for_backend("libvirt:acpi").params.repetitions == 2  # its family's
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("\"floor\", \"libvirt:acpi\"", "\"floor:bare\", \"libvirt:acpi\""),
+     "'floor:bare' is listed twice (a second floor needs a label of its own: 'floor:<label>')"),
+    (("\"floor:bare\", \"floor\"", "\"floor:Bare\", \"floor\""),
+     "backend 'floor:Bare': expected a label"),
+    (('[backend_options."floor:bare"]', '[backend_options."vbox:bare"]'),
+     "unknown backend 'vbox'"),
+])
+def test_labelled_backends_are_checked_in_one_line(change: tuple[str, str], message: str
+                                                   ) -> None:
+    with pytest.raises(ScenarioError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       ) as raised:
+        scenario.loads(LABELLED.replace(*change), "t.toml")
+    assert str(raised.value).startswith("t.toml") and "\n" not in str(raised.value)
