@@ -107,6 +107,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         "scenario_text": suite.text,
         "scenarios": [s.name for s in suite.scenarios],
         "backends": descriptions,
+        "runtimes": suite.runtimes,  # user-named OCI runtimes: name -> binary
         "image": {"name": suite.image, "digest": image.digest},
         **hostinfo.collect(),
     }

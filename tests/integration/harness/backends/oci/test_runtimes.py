@@ -95,6 +95,7 @@ def test_a_startup_run_on_a_copy_of_crun_then_clean_leaves_nothing(state_dir, tm
 
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["status"] == "complete"
+    assert metadata["runtimes"] == {"mycrun": str(mine)}  # given on the command line
     described = metadata["backends"]["mycrun"]
     assert described["runtime"] == "mycrun" and described["binary"] == str(mine)
     assert described["version"] == _crun_version()
