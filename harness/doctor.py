@@ -257,9 +257,26 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "lxc": _lxc,
 }
 
+def _runtime(name: str, path: str) -> Check:
+    """A user-named OCI runtime's binary, checked again as it was declared
+    (:func:`harness.backends.oci.runtimes.check`): it replaces crun's binary check."""
+    from harness.backends.oci import runtimes
+    from hostkit import validate
+
+    try:
+        runtimes.check(path)
+    except validate.Invalid as error:
+        return Check(registry.runtime_needs(name), False, str(error),
+                     "give --runtime the path of an OCI runtime's binary")
+    version = runtimes.version_output(path).strip().splitlines()[0]
+    return Check(registry.runtime_needs(name), True, f"{path}: {version}")
+
+
 def run_checks(probe: bool = False) -> list[Check]:
-    """Every check; with ``probe`` also the (slower) timed libvirt creates."""
+    """Every check, and one per user-named OCI runtime; with ``probe`` also the (slower)
+    timed libvirt creates."""
     checks = [check() for check in CHECKS.values()]
+    checks += [_runtime(name, path) for name, path in registry.user_runtimes().items()]
     if probe:
         checks.append(libvirt_create_probe())
     return checks

@@ -108,6 +108,7 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         "scenarios": [s.name for s in suite.scenarios],
         "backend_order": list(suite.backends),  # as the suite lists them (reports keep it)
         "backends": descriptions,
+        "runtimes": suite.runtimes,  # user-named OCI runtimes: name -> binary
         "image": {"name": suite.image, "digest": image.digest},
         **hostinfo.collect(),
     }

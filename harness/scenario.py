@@ -13,6 +13,12 @@ A file holds one ``[suite]`` table and one or more ``[[scenario]]`` tables::
     [scenario.overrides.vm]          # changes of the scenario's own keys for a family
     repetitions = 10                 # (vm, container) or one backend (the backend wins)
 
+An optional ``[runtimes]`` table names OCI runtimes by their binary (``mycrun =
+"/opt/mycrun/crun"``, relative to the file's directory): each becomes a container backend
+like crun and runc (:mod:`harness.backends.oci.runtimes`), checked and entered in the backend
+table before the file's backends are; ``cvbench run --runtime NAME=PATH`` adds to it (and
+wins over the file for a name both give).
+
 A scenario's keys are flat: the keys every scenario has (the fields of :class:`Scenario`)
 and the keys of its kind (the fields of the kind's dataclass in :mod:`harness.kinds.registry`,
 held in ``Scenario.params``). Every mistake raises :class:`ScenarioError` with one line naming
@@ -106,6 +112,7 @@ class Suite:
     description: str = ""
     scenarios: tuple[Scenario[Any], ...] = ()
     backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runtimes: dict[str, str] = field(default_factory=dict)  # user-named OCI runtime -> binary
     seed: int | None = None  # the turn order's seed; None: drawn at random, and recorded
 
     def backends_for(self, scenario: Scenario[Any]) -> tuple[str, ...]:
@@ -187,19 +194,22 @@ def _parse_scenario(path: Path, index: int, table: Any) -> Scenario[Any]:
     return make(kind, **common, **own, overrides=overrides)
 
 
-def loads(text: str, path: Path | str = "<string>") -> Suite:
-    """Parse and validate a scenario file's text."""
+def loads(text: str, path: Path | str = "<string>",
+          runtimes: dict[str, str] | None = None) -> Suite:
+    """Parse and validate a scenario file's text; ``runtimes`` (``cvbench run --runtime``,
+    name -> path) are declared with the file's ``[runtimes]`` and win over them."""
     path = Path(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
-    unknown = set(data) - {"suite", "scenario", "backend_options"}
+    unknown = set(data) - {"suite", "scenario", "backend_options", "runtimes"}
     if unknown:
         raise ScenarioError(
             f"{path}: unknown key '{sorted(unknown)[0]}', "
-            "expected 'suite', 'scenario' and 'backend_options' tables"
+            "expected 'suite', 'scenario', 'backend_options' and 'runtimes' tables"
         )
+    declared = _declare_runtimes(path, data.get("runtimes", {}), runtimes or {})
     backend_options = _parse_backend_options(path, data.get("backend_options", {}))
     suite_table = data.get("suite", {})
     if not isinstance(suite_table, dict):
@@ -246,8 +256,31 @@ def loads(text: str, path: Path | str = "<string>") -> Suite:
         description=suite_table.get("description", ""),
         scenarios=scenarios,
         backend_options=backend_options,
+        runtimes=declared,
         seed=suite_table.get("seed"),
     )
+
+
+def _declare_runtimes(path: Path, table: Any, given: dict[str, str]) -> dict[str, str]:
+    """``[runtimes]`` (paths relative to the file's directory), then the command line's
+    ``given`` ones (relative to the working directory), each checked and entered in the
+    backend table (:func:`harness.backends.oci.runtimes.declare`); name -> binary."""
+    from harness.backends.oci import runtimes
+
+    where = f"{path}: [runtimes]"
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{where}: expected a table of runtime names and binary paths")
+    declared: dict[str, str] = {}
+    base = path.resolve().parent
+    for name, binary in {**table, **given}.items():
+        source = "--runtime" if name in given else f"{where}: key '{name}'"
+        if not isinstance(binary, str) or not binary:
+            raise ScenarioError(f"{source}: expected the path of the runtime's binary")
+        try:
+            declared[name] = runtimes.declare(name, binary, None if name in given else base)
+        except validate.Invalid as error:
+            raise ScenarioError(f"{source}: runtime {name}: {error}") from None
+    return declared
 
 
 def _parse_backend_options(path: Path, table: Any) -> dict[str, dict[str, Any]]:
@@ -271,8 +304,8 @@ def _parse_backend_options(path: Path, table: Any) -> dict[str, dict[str, Any]]:
     return options
 
 
-def load(path: Path | str) -> Suite:
-    """Read and validate a scenario file."""
+def load(path: Path | str, runtimes: dict[str, str] | None = None) -> Suite:
+    """Read and validate a scenario file (``runtimes``: as :func:`loads` takes them)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -280,7 +313,7 @@ def load(path: Path | str) -> Suite:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
         raise ScenarioError(f"{path}: cannot read scenario file: {error}") from None
-    return loads(text, path)
+    return loads(text, path, runtimes)
 
 
 def parse_backends(requested: str) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 def create(name: str, **options: Any) -> Backend:
-    """Instantiate the backend called ``name`` with validated keyword options."""
+    """Instantiate the backend called ``name`` with validated keyword options (and the
+    registry's own positional ``args``: a user-named OCI runtime's name and path)."""
     check_options(name, options)
-    return backend_class(name)(**options)
+    return backend_class(name)(*registry.info(name).args, **options)

@@ -10,6 +10,12 @@ second time in one run with options of its own (a scenario's ``[backend_options.
 namespaces"]``): everything that asks this table about it (its class, family, floor, doctor
 checks, sweeper) is told about ``<backend>``'s entry, while its samples, ratios, report rows and
 gate verdicts carry the whole name, as a series of its own.
+
+Besides the built-ins, the table takes at run time the OCI runtimes a user names (a scenario
+file's ``[runtimes]``, ``cvbench run --runtime NAME=PATH``): :func:`add_runtime` enters each
+as one more entry of :class:`harness.backends.oci.backend.OciBackend`, the class crun and runc
+are built on, with its name and path as the entry's ``args``. The binary itself is checked
+before that by :mod:`harness.backends.oci.runtimes`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class BackendInfo:
     needs: tuple[str, ...] = ()  # names of `cvbench doctor` checks it depends on (those the
     # doctor did not run, e.g. the `--probe` ones without --probe, are skipped)
     sweeper: str | None = None  # "module:function" that `cvbench clean` runs
+    args: tuple[str, ...] = ()  # positional arguments of the class, set by the registry, not
+    # by a scenario's [backend_options]: a user-named OCI runtime's name and path
 
 
 BACKENDS: tuple[BackendInfo, ...] = (
@@ -122,6 +130,57 @@ def register(backend: BackendInfo) -> None:
     if backend.family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {backend.family!r}")
     _TABLE[backend.name] = backend
+
+
+OCI_TARGET = "harness.backends.oci.backend:OciBackend"
+OCI_SWEEPER = "harness.backends.oci.sweeper:sweep"
+# A user-named runtime: a backend name, also a directory name under the state directory
+RUNTIME_NAME = validate.Names(pattern=r"[a-z][a-z0-9_-]{0,31}",
+                              meaning="a runtime name (a lowercase letter, then up to 31 "
+                                      "lowercase letters, digits, '-' or '_')")
+
+
+def runtime_needs(name: str) -> str:
+    """The name of the `cvbench doctor` check of user-named runtime ``name``'s binary."""
+    return f"runtime {name}"
+
+
+def check_runtime_name(name: str) -> str:
+    """``name`` if a user-named runtime may take it; :class:`validate.Invalid` if it is
+    malformed or another backend's (a built-in, a plug-in): a user runtime's may be reused."""
+    RUNTIME_NAME.check(name)
+    if any(backend.name == name for backend in BACKENDS):
+        raise validate.Invalid(f"{name!r} is a built-in backend, give the runtime another name")
+    if name in _TABLE and not is_user_runtime(name):
+        raise validate.Invalid(f"{name!r} is already a backend, give the runtime another name")
+    return name
+
+
+def add_runtime(name: str, path: str) -> BackendInfo:
+    """Enter user-named OCI runtime ``name`` (the binary at ``path``, already checked by
+    :func:`harness.backends.oci.runtimes.declare`) as a container backend: crun's entry with
+    the crun binary's check replaced by one of ``path``. Declaring a user runtime's name
+    again replaces it; :class:`validate.Invalid` if the name is malformed or another
+    backend's (a built-in, a plug-in)."""
+    check_runtime_name(name)
+    entry = BackendInfo(
+        name, OCI_TARGET, CONTAINER, f"the same image as an OCI bundle, run by {path}",
+        needs=("root", "namespaces", "overlayfs", "cgroups", runtime_needs(name), "image"),
+        sweeper=OCI_SWEEPER, args=(name, path),
+    )
+    _TABLE[name] = entry
+    return entry
+
+
+def is_user_runtime(name: str) -> bool:
+    """Whether ``name`` is an OCI runtime a user named (not a built-in or a plug-in)."""
+    entry = _TABLE.get(name)
+    return entry is not None and entry.target == OCI_TARGET and bool(entry.args)
+
+
+def user_runtimes() -> dict[str, str]:
+    """name -> path of every user-named OCI runtime entered so far."""
+    return {b.name: b.args[1] for b in _TABLE.values() if is_user_runtime(b.name)}
 
 
 def unregister(name: str) -> None:

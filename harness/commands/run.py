@@ -1,6 +1,7 @@
 """``cvbench run SCENARIO``: run a scenario file on its backends; print the run directory.
 
-Bad input (the file, ``--backend``, a ``[backend_options.X]`` key, a missing image or
+Bad input (the file, ``--backend``, ``--runtime`` or the file's ``[runtimes]``: a binary
+that is missing or not an OCI runtime, a ``[backend_options.X]`` key, a missing image or
 backend, a host whose cgroup tree cvbench cannot use: :mod:`harness.hostkind`) is a
 :class:`~harness.commands.base.UsageError` raised before anything starts. Any
 other exception, a ``TypeError`` inside a backend's constructor included, is a bug and is
@@ -15,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from harness.backends import registry
+from harness.backends.oci import runtimes
 from harness.commands.base import (
     EXIT_FAILED,
     EXIT_INCOMPLETE,
@@ -41,8 +42,15 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
                f"stopped it (the metadata says failed); {EXIT_INTERRUPTED} interrupted (Ctrl-C, "
                "SIGTERM), marked incomplete. The run directory is printed for 0 and 3.")
     parser.add_argument("scenario", type=validate.PATH, help="scenarios/<name>.toml")
-    parser.add_argument("--backend", type=registry.NAME_LIST,
-                        help="comma-separated backends (default: the file's)")
+    parser.add_argument("--backend", type=validate.Text("a comma-separated list of backends"),
+                        help="comma-separated backends (default: the file's; checked once the "
+                             "runtimes are declared)")
+    parser.add_argument("--runtime", action="append", default=[], type=runtimes.OPTION,
+                        metavar="NAME=PATH",
+                        help="an OCI runtime's binary, as a container backend named NAME "
+                             "(crun's bundle, profile, cgroups and clean-up); repeatable; wins "
+                             "over the file's [runtimes] NAME; it runs with the file's backends "
+                             "unless --backend names others")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--report", action="store_true", help="write the report afterwards")
     parser.add_argument("--seed", type=validate.SEED,
@@ -57,7 +65,11 @@ def handle(args: argparse.Namespace) -> int:
     from harness import hostkind, scenario
 
     try:
-        suite = scenario.select_backends(scenario.load(args.scenario), args.backend)
+        given = dict(runtimes.parse(text) for text in args.runtime)
+        suite = scenario.select_backends(scenario.load(args.scenario, given), args.backend)
+        if not args.backend:  # a runtime named on the command line runs with the file's
+            suite = dataclasses.replace(suite, backends=tuple(dict.fromkeys(
+                (*suite.backends, *given))))
         if args.seed is not None:
             suite = dataclasses.replace(suite, seed=args.seed)
         hostkind.check()  # a host whose cgroups cvbench cannot use: refused before any start

@@ -14,9 +14,13 @@ One job per module:
 - ``profile``: the isolation profile a ``config.json`` asks for (``describe()["security"]``).
 - ``probe``: the cgroup hierarchies and device rules a runtime really made for a container.
 - ``sweeper``: :func:`sweep`, what ``cvbench clean`` runs after a crash.
+- ``runtimes``: OCI runtimes by configuration (a scenario's ``[runtimes]``, ``cvbench run
+  --runtime NAME=PATH``): the check of a user's binary, its entry in the backend table, and
+  the record of each OCI backend's binary that the sweep reads.
 
 ``harness/backends/crun.py`` and ``harness/backends/runc.py`` subclass :class:`OciBackend` to
-name the binary.
+name the binary; a runtime a user names is :class:`OciBackend` itself, given its name and
+path by the registry.
 This file imports nothing: the launcher process imports only ``launcher_process`` (and
 through it ``runtime.rootfs``, ours' overlay mount).
 """

@@ -1,7 +1,9 @@
 """The OCI peer backend: our image as an OCI bundle, run by an OCI runtime binary.
 
 Every runtime command goes through the backend's one launcher process (``launcher.py``);
-``crun.py`` and ``runc.py`` only name the binary. Cold, :meth:`OciBackend.start` is
+``crun.py`` and ``runc.py`` only name the binary, and a runtime a user names (a scenario's
+``[runtimes]``, ``cvbench run --runtime NAME=PATH``: :mod:`.runtimes`) is this class given its
+name and path by the registry. Cold, :meth:`OciBackend.start` is
 ``<runtime> run -d``; warm, :meth:`OciBackend.create` is ``<runtime> create`` (the container's
 init waits on the runtime's exec fifo) and :meth:`OciBackend.resume` is ``<runtime> start``.
 Every method is safe from several threads at once.
@@ -21,7 +23,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -42,7 +43,7 @@ from harness.backends.base import (
     Method,
 )
 from harness.backends.chores import Chores
-from harness.backends.oci import cgroup, probe
+from harness.backends.oci import cgroup, probe, runtimes
 from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
 from harness.backends.oci.launcher import Launcher, Overlay, harness_share
@@ -68,16 +69,30 @@ class OciHandle:
 
 
 class OciBackend(Chores):
-    """A peer backend driving an OCI runtime binary (``crun``, ``runc``) through bundles."""
+    """A peer backend driving an OCI runtime binary (``crun``, ``runc``, or one a user named)
+    through bundles."""
 
     name = "oci"
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
 
-    def __init__(self, *, binary: str | None = None, grace_s: float = GRACE_S) -> None:
+    def __init__(self, name: str | None = None, path: str | None = None, /, *,
+                 binary: str | None = None, grace_s: float = GRACE_S) -> None:
+        """crun and runc (subclasses) find their binary on PATH unless given ``binary``; a
+        user-named runtime is this class given ``name`` and ``path`` (its registry entry's
+        ``args``, checked by :func:`.runtimes.declare`): its backend name, state directory
+        and the binary it runs."""
+        if name is not None:
+            if path is None or binary is not None:
+                raise BackendError(f"runtime {name}: its binary is the path it was declared "
+                                   "with, not a backend option")
+            self.name = self.runtime = name
+            binary = path
+            self.filter_additions = "not recorded (a runtime named by the user)"
         super().__init__()
         self.binary = binary or shutil.which(self.runtime) or self.runtime
+        self.flavor = runtimes.flavor(self.binary)  # crun's global options, or runc's
         self.grace_s = grace_s
         self.mode = cgroup.host_mode()
         self.cgroups = cgroup.driver(self.mode)
@@ -95,7 +110,7 @@ class OciBackend(Chores):
         """The backend's launcher, started on first use (and again if it died)."""
         with self._lock:
             if self._launcher is None or not self._launcher.alive():
-                self._launcher = Launcher(cgroup.needs_private_view(self.binary, self.mode),
+                self._launcher = Launcher(cgroup.needs_private_view(self.flavor, self.mode),
                                           label=self.runtime)
             return self._launcher
 
@@ -108,6 +123,7 @@ class OciBackend(Chores):
             raise BackendError(f"image {image.name} has no {image.init}")
         self.image = image
         self.root.mkdir(parents=True, exist_ok=True)
+        runtimes.record(self.runtime, self.binary)  # the sweep deletes with the same binary
         try:  # the parent and its shards with their settings, as ours' are, on every host kind
             self.cgroups.prepare_layout(cgroup.PARENT)
         except CgroupError as error:
@@ -205,17 +221,26 @@ class OciBackend(Chores):
                 self._launcher = None
         if not self.cgroups.containers(cgroup.PARENT):  # others' containers may still use it
             self.cgroups.remove_parent(cgroup.PARENT)  # its empty shards too
+        if not self.live:  # none of its containers is left for a sweep to delete
+            runtimes.forget(self.runtime)
+            if self.runtime not in runtimes.BUILT_IN:  # nothing named after the user's runtime
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()  # empty unless another backend's containers are there
 
     def describe(self) -> dict[str, Any]:
-        private_view = cgroup.needs_private_view(self.binary, self.mode)
+        private_view = cgroup.needs_private_view(self.flavor, self.mode)
         observed = self._observe()
         found = self._kernel_filter
+        version = runtimes.version_output(self.binary)
         return {
             "runtime": self.runtime,
-            "version": self._version(),
+            "binary": self.binary,
+            "version": self._version(version),
+            "version_output": version.strip(),  # all of `<binary> --version`
+            "options_flavor": self.flavor,  # whose global options it is given: crun's or runc's
             "cgroup_mode": self.mode,
             "cgroup_manager": cgroup.MANAGER,
-            "cgroup_manager_args": cgroup.manager_args(self.runtime),
+            "cgroup_manager_args": cgroup.manager_args(self.flavor),
             # the one layout of every container backend (runtime.scopes), made in prepare()
             "cgroup_layout": self.cgroups.layout(cgroup.PARENT),
             "private_cgroup_view": private_view,
@@ -232,7 +257,7 @@ class OciBackend(Chores):
 
     def _argv(self, *args: str) -> list[str]:
         """A runtime command line: its state root and cgroup manager, then ``args``."""
-        return [self.binary, "--root", str(self.root), *cgroup.manager_args(self.runtime),
+        return [self.binary, "--root", str(self.root), *cgroup.manager_args(self.flavor),
                 *args]
 
     def _run(self, spec: InstanceSpec, *verb: str) -> Instance:
@@ -370,11 +395,8 @@ class OciBackend(Chores):
                    "of it but the delete command recorded apart as `cleanup_harness_s`",
         )
 
-    def _version(self) -> str:
-        try:
-            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
-                                 check=False).stdout
-        except OSError:
-            out = ""
-        first = out.splitlines()[0] if out else ""
+    @staticmethod
+    def _version(out: str) -> str:
+        """The version in ``--version``'s output: its first line's last word."""
+        first = out.strip().splitlines()[0] if out.strip() else ""
         return first.split()[-1] if first else "unknown"

@@ -18,6 +18,7 @@ from typing import Any
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.containers import container_spec
 from harness.backends.oci.cgroup import cgroups_path
+from harness.backends.oci.runtimes import states_dir
 from hostkit.paths import PREFIX, state_dir
 from runtime import devices
 from runtime import spec as runtime_spec
@@ -31,7 +32,7 @@ def bundles_dir() -> Path:
 
 def runtime_root(runtime: str) -> Path:
     """The runtime's ``--root`` state directory."""
-    return state_dir() / "oci-state" / runtime
+    return states_dir() / runtime
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,6 @@ runc's cgroupfs is the absence of ``--systemd-cgroup``) and recorded by ``descri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hostkit.paths import PREFIX
 from runtime import cgroups, scopes
 
@@ -58,14 +56,16 @@ def driver(mode: str) -> cgroups.Driver:
     return cgroups.every_hierarchy("v2" if mode == "v2" else "v1")
 
 
-def manager_args(runtime: str) -> list[str]:
-    """The global options that select :data:`MANAGER` for ``runtime`` (``crun`` or ``runc``),
-    before its command: crun takes ``--cgroup-manager``; runc uses cgroupfs unless given
-    ``--systemd-cgroup``, so it gets nothing."""
-    return [f"--cgroup-manager={MANAGER}"] if runtime == "crun" else []
+def manager_args(flavor: str) -> list[str]:
+    """The global options that select :data:`MANAGER` for a runtime of ``flavor`` (``crun`` or
+    ``runc``: :func:`harness.backends.oci.runtimes.flavor`), before its command: crun takes
+    ``--cgroup-manager``; runc (and youki, runsc) use cgroupfs unless given
+    ``--systemd-cgroup``, so they get nothing."""
+    return [f"--cgroup-manager={MANAGER}"] if flavor == "crun" else []
 
 
-def needs_private_view(binary: str, mode: str) -> bool:
+def needs_private_view(flavor: str, mode: str) -> bool:
     """crun 1.8 refuses hybrid hosts: it runs where ``/sys/fs/cgroup/unified`` is unmounted.
-    On v1 and v2 hosts it runs as it is (no private view, nothing unmounted)."""
-    return Path(binary).name == "crun" and mode == "hybrid"
+    On v1 and v2 hosts it runs as it is (no private view, nothing unmounted); runtimes of
+    runc's ``flavor`` never need it."""
+    return flavor == "crun" and mode == "hybrid"

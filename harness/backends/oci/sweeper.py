@@ -7,17 +7,24 @@ shared cgroup parent with its empty shards (``cvbench-oci/<shard>/<name>``, :mod
 unless another state directory's containers still use it. Names come from the bundles (each is
 made before its container) and the runtimes' state directories, never from the shared cgroup
 tree: what another state directory's live run holds there is not this sweep's.
+
+The runtimes swept are crun, runc and every one with a state directory or a record here
+(:func:`.runtimes.known`: a runtime a user named included), each container deleted with the
+binary its backend recorded; where that binary is gone, the container's processes are killed
+through its cgroup and its state directory removed. A user-named runtime's record and empty
+state directory go last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 
-from harness.backends.oci import cgroup
-from harness.backends.oci.bundle import RUNTIMES, Bundle, bundles_dir, runtime_root
+from harness.backends.oci import cgroup, runtimes
+from harness.backends.oci.bundle import Bundle, bundles_dir, runtime_root
 from harness.backends.oci.launcher import ARGV_TAG, Launcher
 from hostkit import helper, mountinfo, syscalls
 from hostkit.paths import PREFIX
@@ -32,14 +39,17 @@ def sweep() -> list[str]:
     removed = kill_launchers()
     mode = cgroup.host_mode()
     names = {path.name for path in bundles_dir().iterdir()} if bundles_dir().is_dir() else set()
-    for runtime in RUNTIMES:
+    known = runtimes.known()
+    for runtime, binary in known.items():
         ids = containers(runtime)
         names |= set(ids)
-        removed += delete_containers(runtime, ids, mode)
+        removed += delete_containers(runtime, ids, mode, binary)
     removed += unmount_bundles()
     driver = cgroup.driver(mode)
     for name in sorted(names):
         removed += remove_container_leftovers(driver, name)
+    for runtime in known:
+        removed += forget_runtime(runtime)
     if (driver.exists(cgroup.PARENT) and not driver.containers(cgroup.PARENT)
             and driver.remove_parent(cgroup.PARENT)):  # and its shards
         removed.append(f"cgroup {cgroup.PARENT} and its shards")
@@ -81,17 +91,25 @@ def containers(runtime: str) -> list[str]:
     return [name for name in ids if name.startswith(PREFIX)]
 
 
-def delete_containers(runtime: str, ids: list[str], mode: str) -> list[str]:
-    """``<runtime> delete -f`` each container, through a launcher of the sweep's own."""
-    binary = shutil.which(runtime)
-    if not ids or binary is None:
+def delete_containers(runtime: str, ids: list[str], mode: str,
+                      binary: str | None) -> list[str]:
+    """``<binary> delete -f`` each container, through a launcher of the sweep's own; with no
+    binary, each container's state directory is removed (its processes are killed through
+    its cgroup by :func:`remove_container_leftovers`)."""
+    if not ids:
         return []
-    removed = []
     root = runtime_root(runtime)
-    launcher = Launcher(cgroup.needs_private_view(binary, mode), label=f"sweep-{runtime}")
+    if binary is None:
+        for name in ids:
+            shutil.rmtree(root / name, ignore_errors=True)
+        return [f"{runtime} container {name}: state removed, no binary to delete it with"
+                for name in ids]
+    removed = []
+    flavor = runtimes.flavor(binary)
+    launcher = Launcher(cgroup.needs_private_view(flavor, mode), label=f"sweep-{runtime}")
     try:
         for name in ids:
-            result = launcher.run([binary, "--root", str(root), *cgroup.manager_args(runtime),
+            result = launcher.run([binary, "--root", str(root), *cgroup.manager_args(flavor),
                                    "delete", "-f", name])
             if result.returncode == 0:
                 removed.append(f"{runtime} container {name}")
@@ -101,6 +119,23 @@ def delete_containers(runtime: str, ids: list[str], mode: str) -> list[str]:
     finally:
         launcher.close()
     return removed
+
+
+def forget_runtime(runtime: str) -> list[str]:
+    """``runtime``'s record once none of its containers is left, and a user-named runtime's
+    empty state directory (crun's and runc's stay, as their backends leave them)."""
+    if containers(runtime):
+        return []
+    recorded = runtimes.record_path(runtime).exists()
+    runtimes.forget(runtime)
+    emptied = False
+    if runtime not in runtimes.BUILT_IN:
+        with contextlib.suppress(OSError):  # missing, or files not ours: left alone
+            runtime_root(runtime).rmdir()
+            emptied = True
+    if not (recorded or emptied):
+        return []
+    return [f"runtime {runtime}: its record" + (" and state directory" if emptied else "")]
 
 
 def unmount_bundles() -> list[str]:

@@ -49,3 +49,26 @@ def test_engines_report_version_and_daemon(state_dir) -> None:
     for fact in ("dockerd 20.10", "containerd", "runtimes", "podman 4.", "liblxc 5.",
                  "seccomp profile"):
         assert fact in result.stdout, fact
+
+
+@pytest.mark.root
+@pytest.mark.timeout(120)
+def test_a_runtime_named_on_the_command_line_gets_its_binary_checked(state_dir,
+                                                                      tmp_path) -> None:
+    """``--runtime mycrun=<a copy of crun>``: crun's checks for it, but its own binary's in
+    place of crun's, with the version the binary prints."""
+    from oci_runtimes import copy_of_crun
+
+    mine = copy_of_crun(tmp_path)
+    result = doctor("--runtime", f"mycrun={mine}", "--backend", "mycrun")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "runtime mycrun" in line]
+    assert "ok" in line and f"{mine}: crun version " in line, line
+
+
+def test_a_bad_runtime_is_one_line_and_exit_2(tmp_path) -> None:
+    result = doctor("--runtime", "mycrun=/bin/true", env={"CVBENCH_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("cvbench: error: --runtime: runtime mycrun: /bin/true: not an OCI "
+                           "runtime"), line

@@ -146,8 +146,6 @@ def test_ctr_bad_image_is_one_line_and_exit_2(private_state, capsys) -> None:
         ["compare", "only-one"],
         ["compare", "a", "b", "--alpha", "x"],
         ["compare", "a", "b", "--alpha", "1.5"],
-        ["doctor", "--backend", "nosuchengine"],
-        ["run", "scenarios/quick.toml", "--backend", "nosuchengine"],
     ],
 )
 def test_argument_errors_are_one_line_and_exit_2(capsys, args) -> None:
@@ -157,6 +155,30 @@ def test_argument_errors_are_one_line_and_exit_2(capsys, args) -> None:
     captured = capsys.readouterr()
     (line,) = _lines(captured.err)
     assert line.startswith("cvbench: error:") and "--help" in line
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["doctor", "--backend", "nosuchengine"],
+        ["run", "scenarios/quick.toml", "--backend", "nosuchengine"],
+        ["run", "scenarios/quick.toml", "--runtime", "mycrun=/bin/true", "--backend", "mycrun"],
+    ],
+)
+def test_an_unknown_backend_is_one_line_and_exit_2(capsys, args) -> None:
+    """``--backend`` of run and doctor is checked once ``--runtime`` declared its runtimes
+    (they are backends too), so after argparse; still one line, exit 2, nothing started."""
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    (line,) = _lines(captured.err)
+    if "--runtime" in args:  # the runtime is refused first: /bin/true is no OCI runtime
+        assert re.fullmatch(r"cvbench: error: --runtime: runtime mycrun: /bin/true: not an "
+                            r"OCI runtime: `--version` printed 'true \(GNU coreutils\) \S+' "
+                            r"\(exit 0\), expected '<name> version <x>'", line), line
+    else:
+        assert line.startswith("cvbench: error: --backend: unknown backend 'nosuchengine', "
+                               "expected one of process, ours, crun, runc,"), line
     assert captured.out == ""
 
 

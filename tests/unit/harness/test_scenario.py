@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oci_runtimes import copy_of_crun, forgetting_user_runtimes
 
 from harness import scenario
+from harness.backends import registry
 from harness.kinds import registry as kinds
 from harness.kinds.density import DensityParams
 from harness.kinds.memory import MemoryParams
@@ -269,3 +271,70 @@ def test_labelled_backends_are_checked_in_one_line(change: tuple[str, str], mess
                        ) as raised:
         scenario.loads(LABELLED.replace(*change), "t.toml")
     assert str(raised.value).startswith("t.toml") and "\n" not in str(raised.value)
+
+
+# ---------------------------------------------------------------- [runtimes]: a user's OCI runtime
+
+RUNTIMES = """
+[suite]
+backends = ["process", "mycrun"]
+
+[runtimes]
+mycrun = "{path}"
+
+[[scenario]]
+kind = "startup"
+repetitions = 3
+
+[scenario.overrides.mycrun]
+repetitions = 4
+"""
+
+
+@pytest.fixture
+def forget_runtimes():
+    with forgetting_user_runtimes():
+        yield
+
+
+def test_a_files_runtimes_are_backends_of_its_suite(tmp_path, forget_runtimes) -> None:
+    mine = copy_of_crun(tmp_path)
+    suite = scenario.loads(RUNTIMES.format(path="cvbench-crun2/mycrun"), tmp_path / "s.toml")
+    assert suite.backends == ("process", "mycrun")
+    assert suite.runtimes == {"mycrun": str(mine)}  # relative to the file's directory
+    assert suite.scenarios[0].for_backend("mycrun").params.repetitions == 4
+
+
+def test_the_command_lines_runtime_wins_over_the_files(tmp_path, forget_runtimes) -> None:
+    copy_of_crun(tmp_path / "file")
+    given = copy_of_crun(tmp_path / "given")
+    suite = scenario.loads(RUNTIMES.format(path="cvbench-crun2/mycrun"),
+                           tmp_path / "file" / "s.toml", runtimes={"mycrun": str(given)})
+    assert suite.runtimes == {"mycrun": str(given)}
+
+
+@pytest.mark.parametrize(("runtimes", "expected"), [
+    ('mycrun = "/nonexistent/crun"',
+     "[runtimes]: key 'mycrun': runtime mycrun: /nonexistent/crun: no such file"),
+    ('mycrun = "/bin/true"',
+     "[runtimes]: key 'mycrun': runtime mycrun: /bin/true: not an OCI runtime: `--version`"),
+    ('crun = "/usr/bin/crun"',
+     "[runtimes]: key 'crun': runtime crun: 'crun' is a built-in backend, give the runtime "
+     "another name"),
+    ('mycrun = 3', "[runtimes]: key 'mycrun': expected the path of the runtime's binary"),
+])
+def test_a_bad_runtime_is_one_line_naming_the_file_and_key(runtimes, expected,
+                                                           forget_runtimes) -> None:
+    text = RUNTIMES.replace('mycrun = "{path}"', runtimes)
+    with pytest.raises(ScenarioError) as error:
+        scenario.loads(text, "s.toml")
+    message = str(error.value)
+    assert message.startswith(f"s.toml: {expected}"), message
+    assert "\n" not in message
+    assert "mycrun" not in registry.names()
+
+
+def test_a_runtime_the_file_does_not_declare_is_an_unknown_backend(forget_runtimes) -> None:
+    text = RUNTIMES.replace('[runtimes]\nmycrun = "{path}"\n', "")
+    with pytest.raises(ScenarioError, match="key 'backends': unknown backend 'mycrun'"):
+        scenario.loads(text, "s.toml")

@@ -4,8 +4,9 @@ cgroups, device rules and mounts in ``ours`` as in crun and runc (root, real ker
 The probe runs as the container's process (``InstanceSpec.command``), writes
 ``/tmp/probe.out`` inside the container and prints READY; the test reads the file through
 ``/proc/<pid>/root``. It runs in ours cold and warm, crun cold and warm, runc cold and warm,
-and the kernel's floor (the ``floor`` backend, every step on) cold and warm, whose verdicts
-and rlimits equal ours'; ours never fails a check crun or runc pass, and their workloads'
+a copy of crun declared as an OCI runtime by configuration (``mycrun``: ``[runtimes]``) cold
+and warm, and the kernel's floor (the ``floor`` backend, every step on) cold and warm, whose
+verdicts and rlimits equal ours'; ours never fails a check crun or runc pass, and their workloads'
 rlimits are the same (the spec sets none), but for runc's soft NOFILE limit: runc 1.1.5
 passes on the one Go's runtime raised to the hard limit (seen in the v2 VM: 1048576 against
 ours' and crun's 1024).
@@ -48,12 +49,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from oci_runtimes import copy_of_crun, forgetting_user_runtimes
 
 from harness import backends
+from harness.backends import registry
 from harness.backends.base import Backend, Instance, InstanceSpec, launch
 from harness.backends.containers import container_spec
 from harness.backends.floor.paths import launcher_path
-from harness.backends.oci import probe
+from harness.backends.oci import probe, runtimes
 from runtime import caps, cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
@@ -69,7 +72,7 @@ def _available(name: str) -> None:
     if name == "floor":
         if not os.access(launcher_path(), os.X_OK):
             pytest.fail(f"no floor launcher at {launcher_path()}: run scripts/setup.sh")
-    elif name != "ours" and not shutil.which(name):
+    elif name != "ours" and name not in registry.user_runtimes() and not shutil.which(name):
         pytest.skip(f"{name} is not installed")
 
 
@@ -206,6 +209,20 @@ def _probe(name: str, variant: str, image, volume: Path
 @pytest.mark.parametrize("name, variant", RUNS)
 def test_every_probe_check_passes(state_dir, built_image, harness_groups, probe_binary, name,
                                   variant):
+    _every_check_passes(name, variant, built_image, probe_binary)
+
+
+@pytest.mark.parametrize("variant", ["cold", "warm"])
+def test_every_probe_check_passes_in_a_runtime_named_by_configuration(
+        state_dir, built_image, harness_groups, probe_binary, tmp_path, variant):
+    """A copy of crun declared as ``mycrun`` (``[runtimes]``, ``--runtime``) isolates as
+    crun does: the same class, bundle and profile."""
+    with forgetting_user_runtimes():
+        runtimes.declare("mycrun", str(copy_of_crun(tmp_path)))
+        _every_check_passes("mycrun", variant, built_image, probe_binary)
+
+
+def _every_check_passes(name: str, variant: str, built_image, probe_binary: Path) -> None:
     results, limits, spec, keyrings, descriptors = _probe(name, variant, built_image,
                                                           probe_binary)
     failed = {check: seen for check, (verdict, seen) in results.items()
