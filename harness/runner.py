@@ -59,10 +59,12 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
             except BackendError as error:
                 raise BackendError(f"{suite.path}: [backend_options.{name}]: {error}") from None
             created[name] = backend
-            for scenario in suite.scenarios:  # a restore it cannot make: refused before prepare
+        for name, backend in created.items():  # a restore one cannot make: refused first
+            for scenario in suite.scenarios:
                 if name in suite.backends_for(scenario) and \
                         (line := restorable.refusal(name, backend, scenario)):
                     raise BackendError(line)
+        for backend in created.values():
             backend.prepare(image)
         check_same_guest(created)
     except BaseException:

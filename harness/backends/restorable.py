@@ -67,6 +67,6 @@ def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
         reason = (criu_reason() if registry.family(name) == registry.CONTAINER
                   else "it has no restore start")
         return f"{where}: {reason}"
-    reason = guest_refusal(plan.network, plan.disk) if registry.family(name) == registry.VM \
+    refused = guest_refusal(plan.network, plan.disk) if registry.family(name) == registry.VM \
         else None
-    return f"{where}: {reason}" if reason else None
+    return f"{where}: {refused}" if refused else None
