@@ -22,6 +22,7 @@ so :func:`vm.sweep.sweep` removes what a killed harness left.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from hostkit.files import sha256_of
 from vm import bare_qemu, guest, hypervisor
 from vm.bare_qemu import BareVM
 from vm.console import ConsoleError
-from vm.domain import DomainSpec, Owner
+from vm.domain import DiskSpec, DomainSpec, NicSpec, Owner
 from vm.monitor import MonitorError
 
 STATE_FILE = "guest.state"
@@ -61,7 +62,8 @@ def restorable(domain: DomainSpec) -> DomainSpec:
 
 
 def snapshot_dir(name: str) -> Path:
-    """A VM directory owned by this process, for one snapshot's state file."""
+    """A VM directory owned by this process, for one snapshot's state file (libvirt's: a
+    bare QEMU snapshot keeps the saved VM's own directory)."""
     directory = hypervisor.vm_dir(name)
     owner = Owner.current()
     link = directory / bare_qemu.OWNER_LINK
@@ -70,12 +72,15 @@ def snapshot_dir(name: str) -> Path:
     return directory
 
 
-def save(domain: DomainSpec, directory: Path, *, qemu: str = bare_qemu.QEMU,
-         idle_s: float = IDLE_S, timeout: float = 120.0) -> Snapshot:
+def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | None = None,
+         disk_cache: str | None = None, idle_s: float = IDLE_S,
+         timeout: float = 120.0) -> Snapshot:
     """Boot ``domain`` (already :func:`restorable`) with bare QEMU, wait for READY, idle,
-    stop and save it to ``directory/guest.state``; the booted QEMU is ended either way."""
-    path = directory / STATE_FILE
-    vm = BareVM.start(domain, qemu=qemu)
+    stop and save it to ``guest.state`` in its VM directory, which becomes the snapshot's
+    (owner link and all): QEMU is ended, the directory kept, with the guest's overlay disk
+    (``disk_base``) as it was at the save. State file and disk are made read-only."""
+    vm = BareVM.start(domain, qemu=qemu, disk_base=disk_base, disk_cache=disk_cache)
+    path = vm.directory / STATE_FILE
     try:
         assert vm.monitor is not None and vm.console is not None
         vm.monitor.connect(timeout)
@@ -90,24 +95,53 @@ def save(domain: DomainSpec, directory: Path, *, qemu: str = bare_qemu.QEMU,
         status = vm.monitor.wait_event("MIGRATION", _finished, timeout)["data"]["status"]
         if status != "completed":
             raise SnapshotError(f"saving {domain.name} failed: {_qemu_says(vm)}")
+        vm.halt()
     except (MonitorError, ConsoleError, OSError) as error:
-        path.unlink(missing_ok=True)
+        vm.stop()
         raise SnapshotError(f"saving {domain.name} failed: {error}") from None
     except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
         vm.stop()
+        raise
+    for disk in _own_disks(vm.spec, vm.directory):
+        disk.path.chmod(0o444)
     path.chmod(0o444)
-    return Snapshot(path, domain, sha256_of(path), path.stat().st_size)
+    saved = replace(vm.spec, console_socket=None)
+    return Snapshot(path, saved, sha256_of(path), path.stat().st_size)
+
+
+def _own_disks(domain: DomainSpec, directory: Path) -> list[DiskSpec]:
+    """The disks of ``domain`` that live in ``directory`` (its writable overlays)."""
+    return [disk for disk in domain.disks if disk.path.parent == directory]
+
+
+def stage_disks(snapshot: Snapshot, name: str) -> tuple[DiskSpec, ...]:
+    """Before the clock: the saved guest's disks for a restore under ``name``, its own
+    overlays copied (as they were at the save) into the VM directory of ``name``."""
+    own = _own_disks(snapshot.domain, snapshot.path.parent)
+    if not own:
+        return snapshot.domain.disks
+    directory = hypervisor.vms_dir() / name
+    directory.mkdir(parents=True, exist_ok=True)
+    disks = []
+    for disk in snapshot.domain.disks:
+        if disk in own:
+            copy = directory / disk.path.name
+            shutil.copyfile(disk.path, copy)
+            copy.chmod(0o644)
+            disk = replace(disk, path=copy)
+        disks.append(disk)
+    return tuple(disks)
 
 
 def restore(snapshot: Snapshot, name: str, *, qemu: str = bare_qemu.QEMU,
+            disks: tuple[DiskSpec, ...] | None = None, nics: tuple[NicSpec, ...] = (),
             timeout: float = 60.0) -> BareVM:
     """Start a guest from ``snapshot`` under ``name``: exec QEMU with the saved guest's
     command line and ``-incoming defer``, load the state, ``cont``, ping the guest. Returns
-    once the ping is sent; :meth:`BareVM.wait_ready` waits for the answer."""
-    domain = replace(snapshot.domain, name=name)
+    once the ping is sent; :meth:`BareVM.wait_ready` waits for the answer. ``disks``: the
+    restore's own copies (:func:`stage_disks`); ``nics``: its taps, with the saved MACs."""
+    domain = replace(snapshot.domain, name=name,
+                     disks=snapshot.domain.disks if disks is None else disks, nics=nics)
     vm = BareVM.start(domain, qemu=qemu, extra=("-incoming", "defer"))
     try:
         assert vm.monitor is not None and vm.console is not None

@@ -115,9 +115,9 @@ class LibvirtBackend(Chores):
         if spec.accel != "auto":  # the scenario forces one
             accel = hypervisor.detect_accel_for(self.conn, spec.accel)
         if variant == RESTORE:
-            return self.snapshots.stage(spec, self.name, lambda directory: vm_restore.libvirt_save(
+            return self.snapshots.stage(spec, self.name, lambda name: vm_restore.libvirt_save(
                 self.conn, self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
-                                             self.artifacts.initrd(spec.image)), directory))
+                                             self.artifacts.initrd(spec.image)), name))
         devices = GuestDevices.for_spec(spec, own_tap=False)
         try:
             domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),

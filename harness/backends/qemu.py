@@ -46,6 +46,7 @@ class QemuBackend(Chores):
 
     name = "qemu"
     variants = (COLD, WARM, RESTORE)
+    restores_devices = True  # a restore gets its own tap and disk copy (vm_restore)
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -58,7 +59,7 @@ class QemuBackend(Chores):
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()
         self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
-        self.snapshots = vm_restore.Snapshots()  # restore: one per guest shape, made once
+        self.snapshots = vm_restore.Snapshots(devices=self.restores_devices)  # one per shape
 
     def _vm(self, instance: Instance) -> bare_qemu.BareVM:
         vm = instance.handle
@@ -76,10 +77,8 @@ class QemuBackend(Chores):
         """Warm: QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped.
         Restore: the snapshot made (once), nothing started (:mod:`~harness.backends.vm_restore`)."""
         if variant == RESTORE:
-            return self.snapshots.stage(spec, self.name, lambda directory: vm_restore.qemu_save(
-                self.guest.domain(spec, accel_for(spec, self.accel).accel,
-                                  self.artifacts.kernel(), self.artifacts.initrd(spec.image)),
-                directory, self.binary))
+            return self.snapshots.stage(spec, self.name,
+                                        lambda name: vm_restore.qemu_save(self, spec, name))
         paused = variant == WARM
         instance = self._start_qemu(spec, paused)
         if paused:
@@ -135,6 +134,7 @@ class QemuBackend(Chores):
 
     def _remove(self, instance: Instance) -> None:
         if vm_restore.staged(instance):
+            self.snapshots.discard(instance)
             return
         try:
             self._vm(instance).release()

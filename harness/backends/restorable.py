@@ -2,8 +2,9 @@
 scenario asking for it where that cannot be done: checked by the runner once the backends
 are made and before any of them is prepared, so nothing has started (exit code 2).
 
-- VM backends (``qemu``, a local ``libvirt``) restore guests with ``network = "none"`` and no
-  disk (:func:`guest_refusal`; :mod:`harness.backends.vm_restore` says why).
+- VM backends: ``qemu`` restores any guest without a volume (each restore gets its own tap
+  and disk copy), a local ``libvirt`` guests with ``network = "none"`` and no disk
+  (:func:`guest_refusal`; :mod:`harness.backends.vm_restore` says why).
 - Container backends have no restore: it would go through CRIU, and where ``criu check``
   fails on the host (Debian's criu 3.17 on recent kernels: "vdso: Unexpected rt vDSO area
   bounds") it cannot be built or tested; the line names the host's reason
@@ -25,11 +26,17 @@ from harness.backends.base import RESTORE, Backend
 CRIU_CHECK_TIMEOUT_S = 60.0
 
 
-def guest_refusal(network: str, disk: bool) -> str | None:
-    """Why a restore of a guest with this network and disk is refused (None: it is not)."""
+def guest_refusal(network: str, disk: bool, *, devices: bool = False,
+                  volume: bool = False) -> str | None:
+    """Why a restore of a guest with this network and disk is refused (None: it is not).
+    ``devices``: the backend restores the saved guest's tap and disk (bare QEMU)."""
+    if volume:
+        return "restore takes no volume (the saved guest's volume disk is the host's)"
+    if devices:
+        return None
     if network != "none" or disk:
-        return ('restore takes network = "none" and disk = false: restored guests would '
-                "share the saved guest's address, MAC and disk")
+        return ('restore takes network = "none" and disk = false here: restored guests '
+                "would share the saved guest's tap and disk")
     return None
 
 
@@ -67,6 +74,7 @@ def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
         reason = (criu_reason() if registry.family(name) == registry.CONTAINER
                   else "it has no restore start")
         return f"{where}: {reason}"
-    refused = guest_refusal(plan.network, plan.disk) if registry.family(name) == registry.VM \
-        else None
+    refused = guest_refusal(plan.network, plan.disk,
+                            devices=bool(getattr(backend, "restores_devices", False))) \
+        if registry.family(name) == registry.VM else None
     return f"{where}: {refused}" if refused else None

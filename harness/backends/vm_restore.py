@@ -2,39 +2,45 @@
 idle guest, made once per run and guest shape before any clock, and starts from it.
 
 Before the clock (``create(spec, RESTORE)``): the first restore of a guest shape (memory,
-vCPUs, accel) boots the guest with the console responder (:func:`vm.snapshot.restorable`),
-waits for READY, lets it idle and saves it: bare QEMU through QMP ``migrate``
-(:func:`vm.snapshot.save`), libvirt through ``virDomainSave``. The state file is made
-read-only (0444) and only ever opened read-only afterwards, so every restore starts from the
-same pristine state. The instance is then :class:`Staged`: nothing of it runs.
+vCPUs, accel, network, disk) boots the guest with the console responder
+(:func:`vm.snapshot.restorable`), waits for READY, lets it idle and saves it: bare QEMU through
+QMP ``migrate`` (:func:`vm.snapshot.save`; the saved VM's directory, with its overlay disk as
+it was, becomes the snapshot's), libvirt through ``virDomainSave``. The state file (and disk)
+is made read-only and only ever opened read-only afterwards, so every restore starts from the
+same pristine state. The instance is then :class:`Staged`: nothing of it runs; a guest with a
+disk has its own copy of the saved overlay (:func:`vm.snapshot.stage_disks`).
 
-Inside the clock (``resume``): bare QEMU execs QEMU with ``-incoming defer`` and loads the file
-(:func:`vm.snapshot.restore`); libvirt calls ``virDomainRestoreFlags`` (running). Then the host
-pings the guest on its console, and READY is the restored guest's answer.
+Inside the clock (``resume``): bare QEMU opens the instance's own tap (with the saved MAC),
+execs QEMU with ``-incoming defer`` and loads the file (:func:`vm.snapshot.restore`); libvirt
+calls ``virDomainRestoreFlags`` (running). Then the host pings the guest on its console, and
+READY is the restored guest's answer.
 
-A restored guest keeps everything of the saved one: its memory, its devices' state, and for
-libvirt its domain name and UUID (libvirt refuses another), so one restored instance of a
-snapshot lives at a time; restore is a startup variant (the startup kind runs one instance per
-turn). Hence :func:`harness.backends.restorable.guest_refusal`: a restore asks for
-``network = "none"`` and no disk (two restores would share the saved guest's address and MAC,
-and a disk's writable layer).
+A restored guest keeps everything of the saved one: its memory, its devices' state, its
+address on ``cvbench0`` and its MAC (the saved guest's lease is held until the end of the
+run), and for libvirt its domain name and UUID (libvirt refuses another). So one restored
+instance of a snapshot lives at a time: restore is a startup variant (the startup kind runs
+one instance per turn; density and memory have no variants). libvirt's restore keeps the saved
+domain's tap and disk paths, so there it takes ``network = "none"`` and no disk
+(:func:`harness.backends.restorable.guest_refusal`).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import libvirt
 
 from harness.backends.base import BackendError, Instance, InstanceSpec
+from harness.backends.guests import DISK_CACHE, GuestDevices, accel_for
 from harness.backends.restorable import guest_refusal
 from hostkit.files import sha256_of
 from vm import bare_qemu, guest, hypervisor, snapshot
 from vm.console import ConsoleError, SocketConsole
-from vm.domain import DomainSpec
+from vm.domain import DiskSpec, DomainSpec
 from vm.machine import VirtualMachine
 from vm.snapshot import Snapshot, SnapshotError
 
@@ -42,15 +48,17 @@ CACHE_NOTE = ("the state file is read through the host's page cache, which is no
               "(after the first restore it is in memory)")
 
 
-def _shape(spec: InstanceSpec) -> tuple[int, int, str]:
-    return (spec.guest_memory_mib, spec.vcpus, spec.accel)
+def _shape(spec: InstanceSpec) -> tuple[int, int, str, str, bool]:
+    return (spec.guest_memory_mib, spec.vcpus, spec.accel, spec.network, spec.disk)
 
 
 @dataclass(frozen=True)
 class Staged:
-    """A restore made ready before the clock: the snapshot it will start from."""
+    """A restore made ready before the clock: the snapshot it starts from, and its own copy
+    of the saved guest's writable disk (None: the guest has none)."""
 
     snapshot: Snapshot
+    disks: tuple[DiskSpec, ...] | None = None
 
 
 def staged(instance: Instance) -> bool:
@@ -61,40 +69,56 @@ def staged(instance: Instance) -> bool:
 @dataclass
 class Snapshots:
     """A backend's snapshots, one per guest shape, made on first use; removed by
-    :meth:`close` (and by ``cvbench clean`` after a killed run: they are VM directories)."""
+    :meth:`close` (and by ``cvbench clean`` after a killed run: they are VM directories),
+    with the address leases of the saved guests (:meth:`hold`)."""
 
-    made: dict[tuple[int, int, str], Snapshot] = field(default_factory=dict)
-    directories: list[Path] = field(default_factory=list)
+    devices: bool = False  # restores get the saved guest's network and disk (bare QEMU)
+    made: dict[tuple[int, int, str, str, bool], Snapshot] = field(default_factory=dict)
+    held: list[GuestDevices] = field(default_factory=list)
 
-    def stage(self, spec: InstanceSpec, backend: str, save: Any) -> Instance:
-        """``spec`` staged for a restore; ``save(directory)`` makes the snapshot if this
-        shape has none yet (before the clock)."""
-        refusal = guest_refusal(spec.network, spec.disk or spec.volume is not None)
+    def stage(self, spec: InstanceSpec, backend: str, save: Callable[[str], Snapshot]
+              ) -> Instance:
+        """``spec`` staged for a restore; ``save(name)`` makes the snapshot (a VM directory
+        called ``name``) if this shape has none yet; before the clock."""
+        refusal = guest_refusal(spec.network, spec.disk, devices=self.devices,
+                                volume=spec.volume is not None)
         if refusal:
             raise BackendError(f"{spec.name}: {refusal}")
         key = _shape(spec)
         if key not in self.made:
-            directory = snapshot.snapshot_dir(f"{spec.name}-snapshot")
-            self.directories.append(directory)
             try:
-                self.made[key] = save(directory)
+                self.made[key] = save(f"{spec.name}-snapshot")
             except (SnapshotError, OSError, guest.GuestError, ValueError) as error:
                 raise BackendError(f"cannot make the snapshot to restore {spec.name} from: "
                                    f"{error}") from None
             except libvirt.libvirtError as error:
                 raise BackendError(f"cannot make the snapshot to restore {spec.name} from: "
                                    f"{error.get_error_message()}") from None
-        return Instance(name=spec.name, backend=backend, handle=Staged(self.made[key]))
+        shot = self.made[key]
+        try:
+            disks = snapshot.stage_disks(shot, spec.name) if spec.disk else None
+        except OSError as error:
+            hypervisor.remove_files(spec.name)
+            raise BackendError(f"cannot copy the saved disk for {spec.name}: {error}") from None
+        return Instance(name=spec.name, backend=backend, handle=Staged(shot, disks))
 
-    def describe(self) -> dict[str, Any]:
-        return {str(path): {"bytes": shot.size, "sha256": shot.sha256}
-                for path, shot in ((s.path, s) for s in self.made.values())}
+    def hold(self, devices: GuestDevices) -> None:
+        """Keep a saved guest's devices (its address lease) until :meth:`close`."""
+        self.held.append(devices)
+
+    def discard(self, instance: Instance) -> None:
+        """What a staged, never restored instance holds: its disk copy."""
+        handle = instance.handle
+        if isinstance(handle, Staged) and handle.disks is not None:
+            hypervisor.remove_files(instance.name)
 
     def close(self) -> None:
-        for directory in self.directories:
-            hypervisor.remove_files(directory.name)
-        self.directories.clear()
+        for shot in self.made.values():
+            hypervisor.remove_files(shot.path.parent.name)
         self.made.clear()
+        for devices in self.held:
+            devices.release()
+        self.held.clear()
 
 
 def one_line(message: str) -> str:
@@ -112,22 +136,52 @@ def one_line(message: str) -> str:
 # --- bare QEMU ---------------------------------------------------------------------------
 
 
-def qemu_save(domain: DomainSpec, directory: Path, binary: str) -> Snapshot:
-    """Boot ``domain`` with the responder under bare QEMU and save it in ``directory``."""
-    return snapshot.save(snapshot.restorable(replace(domain, name=f"{directory.name}-boot")),
-                         directory, qemu=binary)
+def qemu_save(backend: Any, spec: InstanceSpec, name: str) -> Snapshot:
+    """Boot ``spec`` as the VM ``name`` with the responder under ``backend``'s bare QEMU
+    (its guest options, artifacts, accel and binary) and save it; its network lease is held
+    by ``backend.snapshots`` until the end of the run (restores answer on its address)."""
+    spec = replace(spec, name=name)
+    devices = GuestDevices.for_spec(spec, own_tap=True)
+    backend.snapshots.hold(devices)
+    domain = backend.guest.domain(spec, accel_for(spec, backend.accel).accel,
+                                  backend.artifacts.kernel(),
+                                  backend.artifacts.boot_initrd(spec), devices)
+    try:
+        return snapshot.save(snapshot.restorable(domain), qemu=backend.binary,
+                             disk_base=backend.artifacts.base_disk(spec.image)
+                             if spec.disk else None,
+                             disk_cache=DISK_CACHE if spec.disk else None)
+    finally:
+        devices.handed_over()  # QEMU had its own copy of the tap; it has ended
 
 
 def qemu_restore(instance: Instance, binary: str, timeout: float = 60.0) -> None:
-    """Inside the clock: start ``instance`` from its snapshot (BackendError, one line, if the
-    state cannot be loaded); its handle becomes the restored :class:`BareVM`."""
+    """Inside the clock: start ``instance`` from its snapshot, with its own tap (the saved
+    MAC) where the saved guest had one (BackendError, one line, if the state cannot be
+    loaded); its handle becomes the restored :class:`BareVM`."""
     handle = instance.handle
     if not isinstance(handle, Staged):
         raise BackendError(f"{instance.name} is not staged for a restore")
+    fds: list[int] = []
     try:
-        vm = snapshot.restore(handle.snapshot, instance.name, qemu=binary, timeout=timeout)
+        nics = []
+        for nic in handle.snapshot.domain.nics:
+            from runtime import network  # the containers' bridge, as harness.backends.guests
+
+            tap = network.veth_name(f"tap:{instance.name}")
+            fds.append(network.open_tap(tap))
+            nics.append(replace(nic, tap=tap, fd=fds[-1]))
+        vm = snapshot.restore(handle.snapshot, instance.name, qemu=binary, timeout=timeout,
+                              disks=handle.disks, nics=tuple(nics))
     except (SnapshotError, OSError, bare_qemu.BareQemuError) as error:
+        hypervisor.remove_files(instance.name)
         raise BackendError(f"cannot restore VM {instance.name}: {error}") from None
+    except Exception as error:  # runtime.network.NetworkError
+        hypervisor.remove_files(instance.name)
+        raise BackendError(f"cannot restore VM {instance.name}: {error}") from None
+    finally:
+        for fd in fds:  # QEMU holds its own copy
+            os.close(fd)
     instance.handle = vm
     instance.pids = [vm.pid]
 
@@ -135,11 +189,12 @@ def qemu_restore(instance: Instance, binary: str, timeout: float = 60.0) -> None
 # --- libvirt -----------------------------------------------------------------------------
 
 
-def libvirt_save(conn: libvirt.virConnect, domain: DomainSpec, directory: Path,
+def libvirt_save(conn: libvirt.virConnect, domain: DomainSpec, name: str,
                  timeout: float = 120.0) -> Snapshot:
     """Boot ``domain`` with the responder as a libvirt domain and ``virDomainSave`` it into
-    ``directory`` (the domain ends there)."""
-    domain = snapshot.restorable(replace(domain, name=f"{directory.name}-boot"))
+    the VM directory ``name`` (the domain ends there)."""
+    directory = snapshot.snapshot_dir(name)
+    domain = snapshot.restorable(replace(domain, name=f"{name}-boot"))
     path = directory / snapshot.STATE_FILE
     vm = VirtualMachine.start(conn, domain)
     try:
@@ -147,7 +202,7 @@ def libvirt_save(conn: libvirt.virConnect, domain: DomainSpec, directory: Path,
         time.sleep(snapshot.IDLE_S)
         vm.domain.save(str(path))
     except (ConsoleError, libvirt.libvirtError) as error:
-        path.unlink(missing_ok=True)
+        hypervisor.remove_files(name)
         message = (error.get_error_message() if isinstance(error, libvirt.libvirtError)
                    else str(error))
         raise SnapshotError(f"saving {domain.name} failed: {message}") from None

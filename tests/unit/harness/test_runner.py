@@ -232,8 +232,8 @@ restore = true
     ("", "scenario 'startup': backend 'fake' cannot restore: criu is not installed"),
     ('[scenario.overrides.container]\nvariants = ["cold"]\n[scenario.overrides.vm]\n'
      'network = "bridge"\n', "scenario 'startup': backend 'fakevm' cannot restore: restore "
-     'takes network = "none" and disk = false: restored guests would share the saved '
-     "guest's address, MAC and disk"),
+     'takes network = "none" and disk = false here: restored guests would share the '
+     "saved guest's tap and disk"),
 ])
 def test_a_restore_a_backend_cannot_make_is_refused_before_any_prepare(
         tmp_path, host, fake_backends, monkeypatch, extra, expected) -> None:

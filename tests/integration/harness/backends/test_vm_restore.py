@@ -5,9 +5,13 @@ corrupt state file failing that restore in one line, and the scenario-level refu
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import stat
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -35,10 +39,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _restore_to_ready(backend, image, name: str):
+def _restore_to_ready(backend, image, name: str, **options):
     """One restore, create (before the clock) then resume, to READY; the instance."""
-    instance = backend.create(InstanceSpec(name=name, image=image, guest_memory_mib=128),
-                              RESTORE)
+    instance = backend.create(InstanceSpec(name=name, image=image, guest_memory_mib=128,
+                                           **options), RESTORE)
     assert instance.variant == RESTORE and instance.pids == []  # nothing runs yet
     backend.resume(instance)
     backend.wait_ready(instance, 60)
@@ -94,9 +98,78 @@ def test_qemu_restores_answer_ready_and_leave_the_snapshot_as_saved(vm_env) -> N
         backend.remove(bad)
         assert not (hypervisor.vms_dir() / f"{prefix}q3").exists()
     finally:
-        directories = list(backend.snapshots.directories)
+        directories = [shot.path.parent for shot in backend.snapshots.made.values()]
         backend.cleanup()
     assert directories and not any(path.exists() for path in directories)
+
+
+def _icmp_checksum(data: bytes) -> int:
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+
+def _answers_ping(address: str, timeout: float = 5.0) -> bool:
+    """An ICMP echo from the host to ``address`` on cvbench0 (the guest kernel answers it:
+    nothing of userspace needed), answered within ``timeout``."""
+    ident = os.getpid() & 0xFFFF
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        sequence = 0
+        while time.monotonic() < deadline:
+            sequence += 1
+            header = struct.pack("!BBHHH", 8, 0, 0, ident, sequence)
+            payload = b"cvbench-restore"
+            packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + payload), ident,
+                                 sequence) + payload
+            sock.sendto(packet, (address, 0))
+            try:
+                while True:
+                    data, (source, _) = sock.recvfrom(2048)
+                    icmp = data[(data[0] & 0x0F) * 4:]
+                    if source == address and icmp[0] == 0 and \
+                            struct.unpack("!H", icmp[4:6])[0] == ident:
+                        return True
+            except TimeoutError:
+                continue
+    return False
+
+
+@pytest.mark.timeout(400)
+def test_a_restored_guest_answers_on_its_console_and_its_network(vm_env) -> None:
+    image, prefix = vm_env
+    backend = QemuBackend()
+    backend.prepare(image)
+    try:
+        spec = InstanceSpec(name=f"{prefix}n1", image=image, guest_memory_mib=128,
+                            network="bridge", disk=True)
+        first = _restore_to_ready(backend, image, spec.name, network="bridge", disk=True)
+        (shot,) = backend.snapshots.made.values()
+        (held,) = backend.snapshots.held
+        address = held.address
+        assert address is not None
+        (saved_disk,) = [d.path for d in shot.domain.disks if d.path.parent == shot.path.parent]
+        disk_hash = _sha256(saved_disk)
+        (own_disk,) = [d.path for d in first.handle.spec.disks]
+        assert own_disk.parent == hypervisor.vms_dir() / spec.name  # its own copy
+        assert _answers_ping(address)  # the restored guest's network, on the saved address
+        argv = psutil.Process(first.pids[0]).cmdline()
+        mac = shot.domain.nics[0].mac
+        assert any(f"mac={mac}" in arg for arg in argv)
+        backend.stop(first)
+        backend.remove(first)
+        assert not _answers_ping(address, timeout=1.0)  # gone with it
+
+        second = _restore_to_ready(backend, image, f"{prefix}n2", network="bridge", disk=True)
+        assert _answers_ping(address)
+        backend.stop(second)
+        backend.remove(second)
+        assert _sha256(saved_disk) == disk_hash  # restores write their own copies only
+        assert not (hypervisor.vms_dir() / f"{prefix}n2").exists()
+    finally:
+        backend.cleanup()
 
 
 @pytest.mark.timeout(300)
@@ -155,8 +228,8 @@ variants = ["cold", "restore"]
 @pytest.mark.parametrize(("backends", "extra", "expected"), [
     ('"ours"', "", "backend 'ours' cannot restore: criu "),
     ('"process"', "", "backend 'process' cannot restore: criu "),
-    ('"qemu"', 'disk = true\nnetwork = "bridge"',
-     "backend 'qemu' cannot restore: restore takes network = \"none\" and disk = false"),
+    ('"libvirt"', 'disk = true\nnetwork = "bridge"',
+     "backend 'libvirt' cannot restore: restore takes network = \"none\" and disk = false"),
 ])
 def test_a_restore_the_backend_cannot_make_is_one_line_and_exit_2(
         vm_env, tmp_path, backends, extra, expected) -> None:

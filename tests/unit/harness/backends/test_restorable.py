@@ -24,15 +24,18 @@ def test_first_error_is_the_first_line_that_says_error() -> None:
     assert restorable.first_error("") == "no output"
 
 
-@pytest.mark.parametrize(("network", "disk", "refused"), [
-    ("none", False, False), ("bridge", False, True), ("none", True, True),
-    ("host", False, True),
+@pytest.mark.parametrize(("network", "disk", "devices", "volume", "refused"), [
+    ("none", False, False, False, None),
+    ("bridge", False, False, False, 'restore takes network = "none" and disk = false here'),
+    ("none", True, False, False, 'restore takes network = "none" and disk = false here'),
+    ("bridge", True, True, False, None),  # bare QEMU: each restore its own tap and disk copy
+    ("bridge", True, True, True, "restore takes no volume"),
 ])
-def test_guests_restore_without_network_or_disk(network, disk, refused) -> None:
-    line = restorable.guest_refusal(network, disk)
-    assert (line is not None) == refused
+def test_guest_refusal(network, disk, devices, volume, refused) -> None:
+    line = restorable.guest_refusal(network, disk, devices=devices, volume=volume)
+    assert (line is None) == (refused is None)
     if refused:
-        assert line.startswith('restore takes network = "none" and disk = false')
+        assert line.startswith(refused)
 
 
 def test_criu_reason_names_the_hosts_criu(tmp_path, monkeypatch) -> None:
@@ -61,5 +64,7 @@ def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monk
         "scenario 'r': backend 'fakevm' cannot restore: it has no restore start"
     bridged = scenario.make("startup", name="b", variants=("restore",), disk=True)
     assert "restore takes network" in restorable.refusal("fakevm", vm, bridged)
+    vm.restores_devices = True  # as bare QEMU's
+    assert restorable.refusal("fakevm", vm, bridged) is None
     memory = scenario.make("memory")  # a kind without start variants
     assert restorable.refusal("fake", FakeBackend(name="fake"), memory) is None

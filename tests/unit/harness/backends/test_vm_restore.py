@@ -23,14 +23,17 @@ def test_one_line_keeps_the_first_line_and_qemus_last_without_its_timestamp() ->
     assert vm_restore.one_line("") == ""
 
 
-@pytest.mark.parametrize("changes", [{"network": "bridge"}, {"disk": True},
-                                     {"volume": Path("/srv")}])
-def test_a_guest_with_network_or_disk_is_not_staged(changes) -> None:
+@pytest.mark.parametrize(("devices", "changes", "refused"), [
+    (False, {"network": "bridge"}, 'restore takes network = "none"'),
+    (False, {"disk": True}, 'restore takes network = "none"'),
+    (True, {"disk": True, "volume": Path("/srv")}, "restore takes no volume"),
+])
+def test_a_guest_the_backend_cannot_restore_is_not_staged(devices, changes, refused) -> None:
     image = Image("default", "0" * 64, Path("/nonexistent"))
     spec = InstanceSpec(name="cvbench-r-1", image=image, **changes)
-    saves: list[Path] = []
-    snapshots = vm_restore.Snapshots()
-    with pytest.raises(BackendError, match='cvbench-r-1: restore takes network = "none"'):
+    saves: list[str] = []
+    snapshots = vm_restore.Snapshots(devices=devices)
+    with pytest.raises(BackendError, match=f"cvbench-r-1: {refused}"):
         snapshots.stage(spec, "qemu", saves.append)
     assert saves == [] and snapshots.made == {}
 
