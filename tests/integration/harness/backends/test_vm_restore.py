@@ -22,6 +22,7 @@ from harness.backends.base import RESTORE, BackendError, InstanceSpec
 from harness.backends.libvirt import LibvirtBackend
 from harness.backends.qemu import QemuBackend
 from vm import hypervisor
+from vm import sweep as vm_sweep
 from vm.bare_qemu import BareVM
 from vm.machine import VirtualMachine
 
@@ -242,3 +243,35 @@ def test_a_restore_the_backend_cannot_make_is_one_line_and_exit_2(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "results").exists()  # refused before the run began
+
+
+KILLED_HARNESS = """
+import sys, time
+from imagestore import image
+from harness.backends.base import RESTORE, InstanceSpec
+from harness.backends.libvirt import LibvirtBackend
+from harness.backends.qemu import QemuBackend
+img = image.resolve()
+for backend in (QemuBackend(), LibvirtBackend()):
+    backend.create(InstanceSpec(name=sys.argv[1] + backend.name, image=img), RESTORE)
+print("staged", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_sweep_removes_the_snapshots_a_killed_harness_left(vm_env) -> None:
+    image, prefix = vm_env
+    harness = subprocess.Popen([sys.executable, "-c", KILLED_HARNESS, prefix], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert harness.stdout.readline() == "staged\n", "the harness died before its snapshots"
+    snapshots = [hypervisor.vms_dir() / f"{prefix}{name}-snapshot" for name in ("qemu", "libvirt")]
+    for directory in snapshots:
+        assert (directory / "guest.state").is_file()
+    harness.kill()
+    harness.wait()
+    done = vm_sweep.sweep(prefix=prefix)
+    for directory in snapshots:
+        assert f"removed {directory}" in done
+        assert not directory.exists()
