@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from harness.backends import registry
-from harness.backends.base import Backend, Instance, InstanceSpec
+from harness.backends.base import WARM, Backend, Instance, InstanceSpec
 from harness.backends.chores import Live
 from harness.results import RunWriter, Sample
 from harness.scenario import Scenario
@@ -129,10 +129,11 @@ class RunContext:
             self.track(backend, instance)
         return instance
 
-    def create(self, backend: str, scenario: Scenario[Any]) -> Instance:
-        """Prepare one instance for a warm start (untimed), tracked like a started one."""
+    def create(self, backend: str, scenario: Scenario[Any], variant: str = WARM) -> Instance:
+        """Prepare one instance for a warm start or a restore (untimed), tracked like a
+        started one."""
         with deferred_interrupts():
-            instance = self.backends[backend].create(self.spec(scenario))
+            instance = self.backends[backend].create(self.spec(scenario), variant)
             self.track(backend, instance)
         return instance
 

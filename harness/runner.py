@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import backends as backend_registry
 from harness import hostinfo, runlock
-from harness.backends import registry
+from harness.backends import registry, restorable
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
 from harness.kinds import registry as kinds
@@ -59,6 +59,12 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
             except BackendError as error:
                 raise BackendError(f"{suite.path}: [backend_options.{name}]: {error}") from None
             created[name] = backend
+        for name, backend in created.items():  # a restore one cannot make: refused first
+            for scenario in suite.scenarios:
+                if name in suite.backends_for(scenario) and \
+                        (line := restorable.refusal(name, backend, scenario)):
+                    raise BackendError(line)
+        for backend in created.values():
             backend.prepare(image)
         check_same_guest(created)
     except BaseException:

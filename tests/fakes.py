@@ -20,6 +20,7 @@ from harness import memory_items, metrics
 from harness.backends import registry
 from harness.backends.base import (
     COLD,
+    RESTORE,
     WARM,
     BackendError,
     Instance,
@@ -53,8 +54,11 @@ class FakeBackend:
         self, *, name: str = "", fail_ready_from: int = 0, fail_ready: Collection[int] = (),
         fail_stop: bool = False, fail_cleanup: bool = False, start_s: float = 0.0,
         ready_s: float = 0.0, events: list[tuple[str, str, str]] | None = None,
+        restore: bool = False,
     ) -> None:
         self.name = name or self.name
+        if restore:  # starts from a snapshot too
+            self.variants = (*type(self).variants, RESTORE)
         self.fail_ready_from = fail_ready_from  # the n-th start and every later one fail READY
         self.fail_ready = set(fail_ready)  # these start numbers (from 1) fail READY
         self.fail_stop, self.fail_cleanup = fail_stop, fail_cleanup
@@ -75,11 +79,14 @@ class FakeBackend:
         self.events.append((self.name, "start", spec.name))
         return instance
 
-    def create(self, spec: InstanceSpec) -> Instance:
+    def create(self, spec: InstanceSpec, variant: str = WARM) -> Instance:
+        if variant not in self.variants:
+            raise BackendError(f"backend {self.name!r} has no {variant} start")
         self.starts += 1
-        instance = Instance(spec.name, self.name, handle=self.starts, variant=WARM)
+        instance = Instance(spec.name, self.name, handle=self.starts, variant=variant)
         self.live[spec.name] = instance
-        self.events.append((self.name, "create", spec.name))
+        self.events.append((self.name, "create" if variant == WARM else f"create {variant}",
+                            spec.name))
         return instance
 
     def resume(self, instance: Instance) -> None:

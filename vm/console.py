@@ -97,6 +97,19 @@ class SocketConsole:
                 if matcher.feed(data):
                     return matcher.tail
 
+    def send(self, data: bytes, timeout: float) -> None:
+        """Write ``data`` to the guest's serial input (accepting QEMU's connection first if
+        it is not accepted yet): how the host asks a restored guest to answer."""
+        if self._conn is None:
+            assert self._listener is not None, "console already closed"
+            self._listener.settimeout(timeout)
+            try:
+                self._conn, _ = self._listener.accept()
+            except TimeoutError:
+                raise ConsoleError(f"no console connection within {timeout:.1f}s") from None
+        self._conn.setblocking(True)
+        self._conn.sendall(data)
+
     def close(self) -> None:
         """Close both sockets and remove the socket file; idempotent."""
         for sock in (self._conn, self._listener):

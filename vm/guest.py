@@ -138,6 +138,41 @@ def initramfs_for(image: Image) -> Path:
     return target
 
 
+# --- a guest made to be restored ------------------------------------------------------------
+
+RESTORE_FORMAT = "r1"  # bump when the responder changes
+RESPONDER = "/cvbench-restore"  # the kernel's rdinit of a guest booted to be saved
+PING = b"cvbench-ping"  # the host's question to a restored guest; the answer is a READY line
+# PID 1 of a guest booted to be saved and restored (vm.snapshot): it starts a console
+# responder, then becomes the image's own /init (same pid, so the image's init is unchanged).
+# The responder answers each "cvbench-ping" line from the host with READY, which is how a
+# restored guest proves that it runs again: the READY the image printed at boot is in the
+# past of the snapshot. Cold and warm guests never boot it (no rdinit, no extra process).
+RESPONDER_INIT = """#!/bin/sh
+while read -r line; do
+    case "$line" in cvbench-ping*) echo READY ;; esac
+done </dev/console >/dev/console 2>&1 &
+exec /init
+"""
+
+
+def restore_initramfs(initrd: Path) -> Path:
+    """``initrd`` followed by a second archive holding :data:`RESPONDER` (the kernel unpacks
+    both), built on first use beside it; boot it with ``rdinit=/cvbench-restore``."""
+    target = initrd.with_name(f"{initrd.stem}-restore-{RESTORE_FORMAT}.cpio")
+    if target.is_file():
+        return target
+
+    def write(out: BinaryIO) -> None:
+        out.write(initrd.read_bytes())
+        _cpio_entry(out, 1, RESPONDER.lstrip("/"), stat.S_IFREG | 0o755,
+                    RESPONDER_INIT.encode())
+        _cpio_entry(out, 0, "TRAILER!!!", 0)
+
+    atomic_write_with(target, write, fsync=False)
+    return target
+
+
 # --- disks ---------------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ class QmpMonitor:
         self._listener.listen(1)
         self._conn: socket.socket | None = None
         self._stream: Any = None
+        self._timeout: float | None = None
+        self.events: list[dict[str, Any]] = []  # events read while waiting for a reply
 
     def connect(self, timeout: float) -> None:
         """Accept QEMU's connection and finish the QMP handshake."""
@@ -47,26 +51,66 @@ class QmpMonitor:
             raise MonitorError(f"QEMU did not connect to its monitor within {timeout:g}s") \
                 from None
         self._conn.settimeout(timeout)
+        self._timeout = timeout
         self._stream = self._conn.makefile("rwb")
         if not self._stream.readline():
             raise MonitorError("QMP monitor closed before its greeting")
         self.execute("qmp_capabilities")
 
-    def execute(self, command: str) -> Any:
-        """Run one QMP command; its ``return`` value (MonitorError on an error reply)."""
-        if self._stream is None:
+    def execute(self, command: str, arguments: dict[str, Any] | None = None,
+                fds: Sequence[int] = ()) -> Any:
+        """Run one QMP command; its ``return`` value (MonitorError on an error reply).
+
+        ``fds`` go with the command as SCM_RIGHTS (QMP ``getfd``); events read meanwhile are
+        kept in :attr:`events` for :meth:`wait_event`.
+        """
+        if self._stream is None or self._conn is None:
             raise MonitorError("QMP monitor not connected")
-        self._stream.write(json.dumps({"execute": command}).encode() + b"\n")
-        self._stream.flush()
+        message = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        payload = json.dumps(message).encode() + b"\n"
+        if fds:
+            socket.send_fds(self._conn, [payload], list(fds))
+        else:
+            self._stream.write(payload)
+            self._stream.flush()
         while True:  # events may come first
-            line = self._stream.readline()
-            if not line:
-                raise MonitorError(f"QMP monitor closed during {command}")
-            reply = json.loads(line)
+            reply = self._read(command)
             if "error" in reply:
                 raise MonitorError(f"QMP {command}: {reply['error'].get('desc', reply)}")
             if "return" in reply:
                 return reply["return"]
+            if "event" in reply:
+                self.events.append(reply)
+
+    def wait_event(self, name: str, done: Callable[[dict[str, Any]], bool],
+                   timeout: float) -> dict[str, Any]:
+        """The first event ``name`` (kept, or read now) whose ``data`` ``done`` accepts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, event in enumerate(self.events):
+                if event.get("event") == name and done(event.get("data", {})):
+                    return self.events.pop(index)
+            self.events.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._conn is None:
+                raise MonitorError(f"no QMP event {name} within {timeout:g}s")
+            self._conn.settimeout(remaining)
+            try:
+                reply = self._read(f"the wait for {name}")
+            except TimeoutError:
+                raise MonitorError(f"no QMP event {name} within {timeout:g}s") from None
+            finally:
+                if self._conn is not None:
+                    self._conn.settimeout(self._timeout)
+            if "event" in reply:
+                self.events.append(reply)
+
+    def _read(self, what: str) -> dict[str, Any]:
+        line = self._stream.readline()
+        if not line:
+            raise MonitorError(f"QMP monitor closed during {what}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
 
     def close(self) -> None:
         """Close our ends and remove the socket file; idempotent."""

@@ -63,7 +63,7 @@ class Instance:
     handle: Any = None
     pids: list[int] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # backend's own start phases, s
-    variant: str = "cold"  # "warm": made by create(), not running until resume()
+    variant: str = "cold"  # "warm", "restore": made by create(), not running until resume()
     # The harness's own work inside a timed step, s, by metric name, where a backend tells it
     # from the work it measures (the OCI backends: HARNESS_METRICS), recorded apart.
     harness: dict[str, float] = field(default_factory=dict)
@@ -95,7 +95,8 @@ WARM = "warm"
 # for every runtime (tests/integration/harness/backends/test_warm_split.py checks the system calls).
 WARM_AFTER_CLOCK = ("the init installs the seccomp filter, marks its descriptors from 3 "
                     "close-on-exec and execs the workload; until READY")
-VARIANTS = (COLD, WARM)
+RESTORE = "restore"  # from a snapshot made before the clock; never mixed with cold or warm
+VARIANTS = (COLD, WARM, RESTORE)
 # The harness's own share of a timed step (Instance.harness): inside the start (cold) or the
 # resume (warm) call, the stop, and the clean-up.
 HARNESS_START = "harness_s"
@@ -109,7 +110,8 @@ class Backend(Protocol):
     """How one kind of instance is started, awaited, measured, stopped and removed."""
 
     name: str
-    variants: tuple[str, ...]  # COLD, and WARM if the backend can prepare an instance ahead
+    variants: tuple[str, ...]  # COLD; WARM if it can prepare an instance ahead; RESTORE if it
+    # can start one from a snapshot
 
     def prepare(self, image: Image) -> None:
         """Check the host and make per-image artifacts; raise BackendError if impossible."""
@@ -117,12 +119,12 @@ class Backend(Protocol):
     def start(self, spec: InstanceSpec) -> Instance:
         """Cold start: make and launch one instance; return as soon as it is launched."""
 
-    def create(self, spec: InstanceSpec) -> Instance:
-        """Warm, before the clock: prepare one instance as far as the backend can without
-        running its workload (BackendError if the backend has no warm start)."""
+    def create(self, spec: InstanceSpec, variant: str = WARM) -> Instance:
+        """Warm or restore, before the clock: prepare one instance as far as the backend can
+        without running its workload (BackendError if the backend lacks the variant)."""
 
     def resume(self, instance: Instance) -> None:
-        """Warm, inside the clock: let a created instance run its workload."""
+        """Warm or restore, inside the clock: let a created instance run its workload."""
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         """Block until the workload printed READY; raise NotReady on timeout or death."""
@@ -155,24 +157,26 @@ class Method:
     stop: str
     remove: str
     warm: tuple[str, str] | None = None
+    restore: tuple[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        variants = {COLD: self.cold, **({WARM: self.warm} if self.warm else {})}
+        variants = {COLD: self.cold, **({WARM: self.warm} if self.warm else {}),
+                    **({RESTORE: self.restore} if self.restore else {})}
         return {"variants": {name: {"before_clock": before, "inside_clock": inside}
                              for name, (before, inside) in variants.items()},
                 "stop": self.stop, "remove": self.remove}
 
 
-def no_warm_start(name: str) -> BackendError:
-    return BackendError(f"backend {name!r} has no warm start")
+def no_warm_start(name: str, variant: str = WARM) -> BackendError:
+    return BackendError(f"backend {name!r} has no {variant} start")
 
 
 def launch(backend: Backend, spec: InstanceSpec, variant: str) -> Instance:
     """Start ``spec`` the way ``variant`` does, all at once (no clock in between): cold is
-    ``start``; warm is ``create`` then ``resume``. For probes and tests; the scenario kinds
-    time the two warm steps apart."""
-    if variant == WARM:
-        instance = backend.create(spec)
+    ``start``; warm and restore are ``create`` then ``resume``. For probes and tests; the
+    scenario kinds time the two steps apart."""
+    if variant in (WARM, RESTORE):
+        instance = backend.create(spec, variant)
         backend.resume(instance)
         return instance
     return backend.start(spec)

@@ -3,9 +3,9 @@ every built-in backend.
 
 - the live map (:class:`Live`): the instances made and not yet removed, by name; the run's
   own record of them (:class:`harness.context.RunContext`) is the same kind of map;
-- the cold/warm split: :meth:`Chores.start` and :meth:`Chores.create` call the backend's one
-  ``_launch(spec, variant)`` and track what it made; :class:`SplitStart` is the split of an
-  engine whose cold start is its own create step followed by its start step;
+- the cold/warm/restore split: :meth:`Chores.start` and :meth:`Chores.create` call the
+  backend's one ``_launch(spec, variant)`` and track what it made; :class:`SplitStart` is the
+  split of an engine whose cold start is its own create step followed by its start step;
 - the end of an instance: :meth:`Chores.remove` forgets it whatever its ``_remove`` did;
   :meth:`Chores._discard` stops and removes one that failed half-way, ignoring errors;
 - :meth:`Chores.cleanup`: stop then remove every live instance, going on past errors, then
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from harness.backends.base import COLD, WARM, Instance, InstanceSpec
+from harness.backends.base import COLD, WARM, Instance, InstanceSpec, no_warm_start
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,18 @@ class Chores:
         """Cold: ``_launch(spec, COLD)``, tracked."""
         return self.live.add(self._launch(spec, COLD))
 
-    def create(self, spec: InstanceSpec) -> Instance:
-        """Warm, before the clock: ``_launch(spec, WARM)``, tracked; :meth:`resume` runs it."""
-        instance = self._launch(spec, WARM)
-        instance.variant = WARM
+    def create(self, spec: InstanceSpec, variant: str = WARM) -> Instance:
+        """Warm or restore, before the clock: ``_launch(spec, variant)``, tracked;
+        :meth:`resume` runs it. BackendError for a variant the backend does not offer."""
+        if variant == COLD or variant not in self.variants:
+            raise no_warm_start(self.name, variant)
+        instance = self._launch(spec, variant)
+        instance.variant = variant
         return self.live.add(instance)
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
-        """Make ``spec`` for ``variant``: running for COLD, prepared for WARM."""
+        """Make ``spec`` for ``variant``: running for COLD, prepared for WARM (and, where
+        offered, staged for RESTORE)."""
         raise NotImplementedError
 
     def resume(self, instance: Instance) -> None:

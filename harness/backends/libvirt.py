@@ -14,7 +14,10 @@ from typing import Any
 import libvirt
 import psutil
 
+from harness.backends import vm_restore
 from harness.backends.base import (
+    COLD,
+    RESTORE,
     WARM,
     BackendError,
     Instance,
@@ -59,6 +62,9 @@ class LibvirtBackend(Chores):
         self.artifacts = GuestArtifacts()
         self._conn: libvirt.virConnect | None = None
         self.devices: dict[str, GuestDevices] = {}  # network lease: until removed
+        self.snapshots = vm_restore.Snapshots()  # restore: one per guest shape, made once
+        # restore needs the socket console and the state file on this host
+        self.variants = (COLD, WARM, RESTORE) if hypervisor.is_local(self.uri) else (COLD, WARM)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -91,6 +97,9 @@ class LibvirtBackend(Chores):
         self.conn  # noqa: B018 - fail early if libvirtd is not there
 
     def resume(self, instance: Instance) -> None:
+        if vm_restore.staged(instance):
+            vm_restore.libvirt_restore(self.conn, instance)
+            return
         try:
             self._vm(instance).resume()
         except libvirt.libvirtError as error:
@@ -99,12 +108,16 @@ class LibvirtBackend(Chores):
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         """Warm: a domain created paused: QEMU running, kernel and initramfs loaded, CPUs
-        stopped."""
+        stopped. Restore: the snapshot made (once), nothing started."""
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
         accel = self.accel
         if spec.accel != "auto":  # the scenario forces one
             accel = hypervisor.detect_accel_for(self.conn, spec.accel)
+        if variant == RESTORE:
+            return self.snapshots.stage(spec, self.name, lambda name: vm_restore.libvirt_save(
+                self.conn, self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
+                                             self.artifacts.initrd(spec.image)), name))
         devices = GuestDevices.for_spec(spec, own_tap=False)
         try:
             domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
@@ -135,6 +148,8 @@ class LibvirtBackend(Chores):
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
+        if vm_restore.staged(instance):  # a staged restore runs nothing
+            return
         try:
             self._vm(instance).halt()
         except libvirt.libvirtError as error:
@@ -142,6 +157,8 @@ class LibvirtBackend(Chores):
                                f"{error.get_error_message()}") from None
 
     def _remove(self, instance: Instance) -> None:
+        if vm_restore.staged(instance):
+            return
         try:
             self._vm(instance).release()
         except libvirt.libvirtError as error:
@@ -164,6 +181,7 @@ class LibvirtBackend(Chores):
             devices.release()
         self.devices.clear()
         GuestDevices.done_with_bridge()
+        self.snapshots.close()
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -176,6 +194,11 @@ class LibvirtBackend(Chores):
             cold=("nothing (libvirtd runs)", "domain XML, createXML (libvirt starts QEMU)"),
             warm=("createXML with START_PAUSED: QEMU running, kernel loaded, CPUs stopped",
                   "virDomainResume"),
+            restore=("once per run and guest shape: the guest booted with a console responder, "
+                     "READY, idle 1 s, virDomainSave to a state file (made read-only); nothing "
+                     "of the instance", "virDomainRestoreFlags (running; the domain keeps the "
+                     "saved name and UUID), a ping on the console; until the restored guest "
+                     "answers READY; " + vm_restore.CACHE_NOTE),
             stop="virDomainDestroy; until QEMU exited (pidfd on its pid)",
             remove="the rest of virDomainDestroy (libvirt polls for the process every 200 ms, "
                    "then cleans up), the VM's directory",

@@ -12,7 +12,10 @@ from typing import Any
 
 import psutil
 
+from harness.backends import vm_restore
 from harness.backends.base import (
+    COLD,
+    RESTORE,
     WARM,
     BackendError,
     Instance,
@@ -42,6 +45,8 @@ class QemuBackend(Chores):
     """Bare QEMU processes with the libvirt domain's command line; READY on the serial socket."""
 
     name = "qemu"
+    variants = (COLD, WARM, RESTORE)
+    restores_devices = True  # a restore gets its own tap and disk copy (vm_restore)
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -54,6 +59,7 @@ class QemuBackend(Chores):
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()
         self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
+        self.snapshots = vm_restore.Snapshots(devices=self.restores_devices)  # one per shape
 
     def _vm(self, instance: Instance) -> bare_qemu.BareVM:
         vm = instance.handle
@@ -68,7 +74,11 @@ class QemuBackend(Chores):
         self.artifacts.check(image)
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
-        """Warm: QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped."""
+        """Warm: QEMU started with ``-S``: kernel and initramfs loaded, CPUs stopped.
+        Restore: the snapshot made (once), nothing started (:mod:`~harness.backends.vm_restore`)."""
+        if variant == RESTORE:
+            return self.snapshots.stage(spec, self.name,
+                                        lambda name: vm_restore.qemu_save(self, spec, name))
         paused = variant == WARM
         instance = self._start_qemu(spec, paused)
         if paused:
@@ -80,6 +90,9 @@ class QemuBackend(Chores):
         return instance
 
     def resume(self, instance: Instance) -> None:
+        if vm_restore.staged(instance):
+            vm_restore.qemu_restore(instance, self.binary)
+            return
         try:
             self._vm(instance).resume()
         except (OSError, bare_qemu.BareQemuError) as error:
@@ -116,9 +129,13 @@ class QemuBackend(Chores):
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
 
     def stop(self, instance: Instance) -> None:
-        self._vm(instance).halt(self.grace_s)
+        if not vm_restore.staged(instance):  # a staged restore runs nothing
+            self._vm(instance).halt(self.grace_s)
 
     def _remove(self, instance: Instance) -> None:
+        if vm_restore.staged(instance):
+            self.snapshots.discard(instance)
+            return
         try:
             self._vm(instance).release()
         finally:
@@ -137,6 +154,7 @@ class QemuBackend(Chores):
             devices.release()
         self.devices.clear()
         GuestDevices.done_with_bridge()
+        self.snapshots.close()
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -149,6 +167,12 @@ class QemuBackend(Chores):
             cold=("nothing", "exec of qemu-system-x86_64 (the libvirt domain's command line)"),
             warm=("QEMU started with -S: guest kernel and initramfs loaded, CPUs stopped",
                   "QMP cont on QEMU's monitor socket"),
+            restore=("once per run and guest shape: the guest booted with a console responder, "
+                     "READY, idle 1 s, QMP stop and migrate to a state file (made read-only); "
+                     "nothing of the instance", "exec of QEMU with the saved guest's command "
+                     "line and -incoming defer, the state file handed over QMP (getfd, opened "
+                     "read-only), migrate-incoming, cont, a ping on the console; until the "
+                     "restored guest answers READY; " + vm_restore.CACHE_NOTE),
             stop="SIGTERM (SIGKILL after a grace time); until QEMU exited (pidfd) and was "
                  "reaped",
             remove="the VM's directory (sockets, pid file)",

@@ -1,12 +1,14 @@
 """The startup scenario: N times start → READY → stop → remove, every turn timed alike.
 
 A *turn* is one backend with one start variant: ``cold`` (nothing of the instance exists
-before the clock) or ``warm`` (the backend's :meth:`create` runs before the clock, its
-:meth:`resume` inside). The turns go through the round loop (:class:`harness.kinds.rounds.
-Rounds`): every round takes each turn once, in an order shuffled from the run's seed (the
-position goes with the samples); ``warmup`` rounds come first and are not recorded;
-``settle_s`` is an idle gap between turns; a failed start is a failure of the run, and a turn
-that fails three times in a row is given up.
+before the clock), ``warm`` (the backend's :meth:`create` runs before the clock, its
+:meth:`resume` inside) or ``restore`` (the same split: before the clock a snapshot of a booted,
+idle instance, made once per run, and the instance staged from it; inside, the start from the
+snapshot until the restored instance answers READY). The turns go through the round loop
+(:class:`harness.kinds.rounds.Rounds`): every round takes each turn once, in an order
+shuffled from the run's seed (the position goes with the samples); ``warmup`` rounds come
+first and are not recorded; ``settle_s`` is an idle gap between turns; a failed start is a
+failure of the run, and a turn that fails three times in a row is given up.
 
 Per start: ``start_to_ready_s`` (the start or resume request until READY), split where the
 backend's call returns into ``start_call_s`` and ``ready_wait_s``, plus the backend's own
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import metrics
-from harness.backends.base import COLD, VARIANTS, WARM, Instance
+from harness.backends.base import COLD, RESTORE, VARIANTS, WARM, Instance
 from harness.kinds import rounds
 from harness.kinds.base import LOWER, Headline, Kind, Metric
 from harness.params import param
@@ -49,7 +51,8 @@ class StartupParams:
     warmup: int = field(default=2, metadata=param(
         minimum=0, maximum=validate.MAX_ROUNDS, doc="unmeasured rounds before the measured ones"))
     variants: tuple[str, ...] = field(default=(COLD,), metadata=param(
-        choices=VARIANTS, doc="start variants measured: cold, warm (never mixed in a ratio)"))
+        choices=VARIANTS,
+        doc="start variants measured: cold, warm, restore (never mixed in a ratio)"))
     settle_s: float = field(default=0.0, metadata=param(
         bounds=validate.DURATION_S, doc="idle time between two measured turns"))
 
@@ -99,8 +102,8 @@ def _one(ctx: RunContext, scenario: Scenario[Any], turn: Turn) -> dict[str, floa
     backend = ctx.backends[turn.backend]
     instance: Instance | None = None
     try:
-        if turn.variant == WARM:
-            instance = ctx.create(turn.backend, scenario)  # before the clock
+        if turn.variant in (WARM, RESTORE):
+            instance = ctx.create(turn.backend, scenario, turn.variant)  # before the clock
             started = metrics.now_ns()
             backend.resume(instance)
         else:

@@ -210,3 +210,55 @@ def test_clean_up_failures_are_recorded_and_logged(tmp_path, host, fake_kinds, c
     assert ratios.startswith("normalized.csv: OSError: ") and "disk full" in ratios
     logged = [r.getMessage() for r in caplog.records if r.name == "harness.runner"]
     assert logged == [f"clean-up failed: {line}" for line in (stop, cleanup, ratios)]
+
+
+RESTORE_SUITE = """
+[suite]
+name = "restores"
+backends = ["fake", "fakevm"]
+
+[[scenario]]
+kind = "startup"
+repetitions = 1
+warmup = 0
+variants = ["cold", "restore"]
+{extra}
+[backend_options.fakevm]
+restore = true
+"""
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("", "scenario 'startup': backend 'fake' cannot restore: criu is not installed"),
+    ('[scenario.overrides.container]\nvariants = ["cold"]\n[scenario.overrides.vm]\n'
+     'network = "bridge"\n', "scenario 'startup': backend 'fakevm' cannot restore: restore "
+     'takes network = "none" and disk = false here: restored guests would share the '
+     "saved guest's tap and disk"),
+])
+def test_a_restore_a_backend_cannot_make_is_refused_before_any_prepare(
+        tmp_path, host, fake_backends, monkeypatch, extra, expected) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no criu on it
+    events: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(runner.backend_registry, "create",
+                        _recording_create(runner.backend_registry.create, events))
+    suite = scenario.loads(RESTORE_SUITE.format(extra=extra), tmp_path / "r.toml")
+    with pytest.raises(runner.BackendError) as refused:
+        runner.run_suite(suite, tmp_path / "results", quiet=True)
+    assert str(refused.value) == expected
+    assert not [event for event in events if event[1] == "prepare"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_restore_the_backends_make_is_measured_apart(tmp_path, host, fake_backends) -> None:
+    text = RESTORE_SUITE.format(extra="").replace('"fake", "fakevm"', '"fakevm"')
+    run_dir = runner.run_suite(scenario.loads(text, tmp_path / "r.toml"), tmp_path / "results",
+                               quiet=True)
+    frame = pd.read_csv(run_dir / "samples.csv")
+    starts = frame[frame.metric == "start_to_ready_s"]
+    assert sorted(starts.variant) == ["cold", "restore"]
+
+
+def _recording_create(create, events):
+    def recording(name, **options):
+        return create(name, events=events, **options)
+    return recording

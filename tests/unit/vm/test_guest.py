@@ -66,6 +66,24 @@ def test_initramfs_is_cached_by_digest_and_world_readable(rootfs, tmp_path, monk
     assert other != path and other.read_bytes() == path.read_bytes()
 
 
+def test_restore_initramfs_is_the_image_then_the_responder(rootfs, tmp_path,
+                                                            monkeypatch) -> None:
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    initrd = guest.initramfs_for(FakeImage("d" * 64, rootfs))
+    restore = guest.restore_initramfs(initrd)
+    data = restore.read_bytes()
+    first = initrd.read_bytes()
+    assert data.startswith(first)  # the image's archive unchanged, a second one after it
+    assert stat.S_IMODE(restore.stat().st_mode) == 0o644
+    second = read_cpio(data[len(first):])
+    assert list(second) == ["cvbench-restore"]
+    mode, script, _ = second["cvbench-restore"]
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o755
+    assert b"cvbench-ping" in script and b"echo READY" in script
+    assert script.rstrip().endswith(b"exec /init")  # then the image's own init, as PID 1
+    assert guest.restore_initramfs(initrd) == restore  # cached beside the image's
+
+
 def test_missing_kernel_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("CVBENCH_GUEST_KERNEL", raising=False)

@@ -64,6 +64,36 @@ def test_warm_turns_create_before_the_clock_and_resume_inside(tmp_path) -> None:
     assert {s.variant for s in samples(ctx, "fake_call_s")} == {"cold"}
 
 
+def test_restore_turns_stage_before_the_clock_and_resume_inside(tmp_path) -> None:
+    events: list[tuple[str, str, str]] = []
+    backend = FakeBackend(name="a", events=events, start_s=0.02, restore=True)
+    ctx = context(tmp_path, backend)
+    startup.run(ctx, scenario.make("startup", repetitions=2, warmup=0,
+                                   variants=("warm", "restore")), ("a",))
+    actions = Counter(action for _, action, _ in events)
+    assert actions["create restore"] == 2 and actions["create"] == 2
+    assert actions["resume"] == 4 and actions["start"] == 0
+    assert actions["stop"] == actions["remove"] == 4
+    recorded = samples(ctx, "start_to_ready_s", "a")
+    assert sorted(s.variant for s in recorded) == ["restore", "restore", "warm", "warm"]
+    assert min(s.value for s in recorded) >= 0.02  # the resume is inside the clock
+    for index, (_, action, instance) in enumerate(events):  # staged right before its resume
+        if action == "create restore":
+            assert events[index + 1][1:] == ("resume", instance)
+
+
+def test_a_failed_restore_is_a_line_and_the_run_goes_on_incomplete(tmp_path) -> None:
+    backend = FakeBackend(name="a", restore=True, fail_ready={1})  # the first one fails
+    ctx = context(tmp_path, backend)
+    startup.run(ctx, scenario.make("startup", repetitions=3, warmup=0,
+                                   variants=("restore",)), ("a",))
+    assert ctx.incomplete
+    (failure,) = ctx.writer.metadata["failures"]
+    assert failure["reason"] == f"restore (rep0): cvbench-{ctx.tag}-1 never printed READY"
+    assert [s.repetition for s in samples(ctx, "start_to_ready_s", "a")] == [1, 2]
+    assert not backend.live  # the failed one was stopped and removed too
+
+
 def test_a_variant_the_backend_lacks_is_noted_not_measured(tmp_path) -> None:
     class ColdOnly(FakeBackend):
         variants = (COLD,)

@@ -1,0 +1,80 @@
+"""Who can start from a snapshot (the ``restore`` variant), and the one line that refuses a
+scenario asking for it where that cannot be done: checked by the runner once the backends
+are made and before any of them is prepared, so nothing has started (exit code 2).
+
+- VM backends: ``qemu`` restores any guest without a volume (each restore gets its own tap
+  and disk copy), a local ``libvirt`` guests with ``network = "none"`` and no disk
+  (:func:`guest_refusal`; :mod:`harness.backends.vm_restore` says why).
+- Container backends have no restore: it would go through CRIU, and where ``criu check``
+  fails on the host (Debian's criu 3.17 on recent kernels: "vdso: Unexpected rt vDSO area
+  bounds") it cannot be built or tested; the line names the host's reason
+  (:func:`criu_reason`). ``docs/findings/restore.md`` has the details.
+- Any other backend without the variant: "it has no restore start".
+
+No libvirt import here: container-only runs load this module too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+from harness.backends import registry
+from harness.backends.base import RESTORE, Backend
+
+CRIU_CHECK_TIMEOUT_S = 60.0
+
+
+def guest_refusal(network: str, disk: bool, *, devices: bool = False,
+                  volume: bool = False) -> str | None:
+    """Why a restore of a guest with this network and disk is refused (None: it is not).
+    ``devices``: the backend restores the saved guest's tap and disk (bare QEMU)."""
+    if volume:
+        return "restore takes no volume (the saved guest's volume disk is the host's)"
+    if devices:
+        return None
+    if network != "none" or disk:
+        return ('restore takes network = "none" and disk = false here: restored guests '
+                "would share the saved guest's tap and disk")
+    return None
+
+
+def first_error(output: str) -> str:
+    """The first line of a tool's output that says ``Error`` (else its first line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[0]
+
+
+def criu_reason(criu: str | None = None) -> str:
+    """Why this host gives containers no restore, in a few words."""
+    criu = criu or shutil.which("criu")
+    if criu is None:
+        return "criu is not installed"
+    try:
+        result = subprocess.run([criu, "check"], capture_output=True, text=True,
+                                timeout=CRIU_CHECK_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"criu check cannot run: {error}"
+    output = f"{result.stderr}\n{result.stdout}"
+    if result.returncode != 0 or "Error" in output:
+        return f"criu check fails on this host: {first_error(output)}"
+    return "criu check passes, but cvbench has no container restore yet"
+
+
+def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
+    """The line refusing ``scenario`` on backend ``name``, if it asks for a restore that
+    backend cannot make; None otherwise."""
+    plan = scenario.for_backend(name)
+    if RESTORE not in getattr(plan.params, "variants", ()):
+        return None
+    where = f"scenario {scenario.name!r}: backend {name!r} cannot restore"
+    if RESTORE not in getattr(backend, "variants", ()):
+        reason = (criu_reason() if registry.family(name) == registry.CONTAINER
+                  else "it has no restore start")
+        return f"{where}: {reason}"
+    refused = guest_refusal(plan.network, plan.disk,
+                            devices=bool(getattr(backend, "restores_devices", False))) \
+        if registry.family(name) == registry.VM else None
+    return f"{where}: {refused}" if refused else None

@@ -1,0 +1,70 @@
+"""Who may restore, and the one line refusing a restore that cannot be made."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakeBackend
+
+from harness import scenario
+from harness.backends import restorable
+
+# `criu check` on Debian's criu 3.17.1 under kernel 6.18 (docs/findings/restore.md)
+CRIU_OUTPUT = """\
+Warn  (criu/kerndat.c:1250): Can't keep kdat cache
+Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds
+Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable
+Error (criu/crtools.c:260): Could not initialize kernel features detection.
+"""
+
+
+def test_first_error_is_the_first_line_that_says_error() -> None:
+    assert restorable.first_error(CRIU_OUTPUT) == \
+        "Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+    assert restorable.first_error("\n  only this\nand this\n") == "only this"
+    assert restorable.first_error("") == "no output"
+
+
+@pytest.mark.parametrize(("network", "disk", "devices", "volume", "refused"), [
+    ("none", False, False, False, None),
+    ("bridge", False, False, False, 'restore takes network = "none" and disk = false here'),
+    ("none", True, False, False, 'restore takes network = "none" and disk = false here'),
+    ("bridge", True, True, False, None),  # bare QEMU: each restore its own tap and disk copy
+    ("bridge", True, True, True, "restore takes no volume"),
+])
+def test_guest_refusal(network, disk, devices, volume, refused) -> None:
+    line = restorable.guest_refusal(network, disk, devices=devices, volume=volume)
+    assert (line is None) == (refused is None)
+    if refused:
+        assert line.startswith(refused)
+
+
+def test_criu_reason_names_the_hosts_criu(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert restorable.criu_reason() == "criu is not installed"
+    criu = tmp_path / "criu"
+    criu.write_text(f"#!/bin/sh\n/bin/cat >&2 <<'END'\n{CRIU_OUTPUT}END\nexit 1\n")
+    criu.chmod(0o755)
+    assert restorable.criu_reason() == ("criu check fails on this host: Error "
+                                        "(criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds")
+    criu.write_text("#!/bin/sh\necho Looks good.\n")
+    assert restorable.criu_reason(str(criu)) == \
+        "criu check passes, but cvbench has no container restore yet"
+
+
+def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    cold = scenario.make("startup", variants=("cold", "warm"))
+    restore = scenario.make("startup", name="r", variants=("cold", "restore"))
+    vm = FakeBackend(name="fakevm", restore=True)
+    assert restorable.refusal("fake", FakeBackend(name="fake"), cold) is None
+    assert restorable.refusal("fakevm", vm, restore) is None
+    assert restorable.refusal("fake", FakeBackend(name="fake"), restore) == \
+        "scenario 'r': backend 'fake' cannot restore: criu is not installed"
+    assert restorable.refusal("fakevm", FakeBackend(name="fakevm"), restore) == \
+        "scenario 'r': backend 'fakevm' cannot restore: it has no restore start"
+    bridged = scenario.make("startup", name="b", variants=("restore",), disk=True)
+    assert "restore takes network" in restorable.refusal("fakevm", vm, bridged)
+    vm.restores_devices = True  # as bare QEMU's
+    assert restorable.refusal("fakevm", vm, bridged) is None
+    memory = scenario.make("memory")  # a kind without start variants
+    assert restorable.refusal("fake", FakeBackend(name="fake"), memory) is None
