@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from runtime.oci import lifecycle
-from runtime.oci.config import ConfigError
 from runtime.oci.state import DEFAULT_ROOT, StateError, Store, check_id
-from runtime.spec import OCI_VERSION
 
 PROG = "cvbench-runtime"
 VERSION = "0.1.0"
@@ -103,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser().parse_args(argv)
         log = (args.log, args.log_format)
         if args.version:
+            from runtime.spec import OCI_VERSION
+
             print(f"{PROG} version {VERSION}\nspec: {OCI_VERSION}")
             return OK
         if args.systemd_cgroup or args.cgroup_manager != "cgroupfs":
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise BadInput("a command is needed: create, start, state, kill, delete, run, list")
         return _dispatch(args, Store(args.root))
-    except (BadInput, ConfigError, ValueError) as error:
+    except (BadInput, ValueError) as error:  # ConfigError is a ValueError (SpecError)
         return _fail(BAD_INPUT, str(error), *log)
     except (StateError, lifecycle.LifecycleError, OSError) as error:
         return _fail(FAILED, str(error), *log)
@@ -123,11 +123,13 @@ def _dispatch(args: argparse.Namespace, store: Store) -> int:
             raise BadInput("--console-socket: a terminal is not supported")
         if args.preserve_fds:
             raise BadInput("--preserve-fds: only stdin, stdout and stderr are passed on")
+        from runtime.oci import create  # the heavy part, loaded only where it is used
+
         if args.command == "create":
-            lifecycle.create(store, args.id, args.bundle, pid_file=args.pid_file)
+            create.create(store, args.id, args.bundle, pid_file=args.pid_file)
             return OK
-        return lifecycle.run(store, args.id, args.bundle, pid_file=args.pid_file,
-                             detach=args.detach)
+        return create.run(store, args.id, args.bundle, pid_file=args.pid_file,
+                          detach=args.detach)
     if args.command == "start":
         lifecycle.start(store, args.id)
     elif args.command == "state":

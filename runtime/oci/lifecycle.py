@@ -1,153 +1,30 @@
-"""The OCI lifecycle on top of runtime/: create, start, kill, delete (and run).
+"""The OCI lifecycle after ``create`` (:mod:`runtime.oci.create`): start, kill, delete.
 
-``create`` reads the bundle (:mod:`runtime.oci.config`), makes the container's cgroup
-(:mod:`runtime.cgroups`, at ``linux.cgroupsPath``), plans the launch (:mod:`runtime.planner`:
-the bundle's root bound, the caller's stdin, stdout and stderr handed on, the seccomp program
-compiled into the plan) and has a fork server (:mod:`runtime.forkserver`) fork the init,
-which sets everything up as a warm container of ``ours`` does, up to no_new_privs, then says
-so on the host channel and waits on the exec FIFO (:func:`runtime.child.wait_for_start`).
-``create`` then records the container (:mod:`runtime.oci.state`), writes the pid file and
-exits: the init outlives it (reparented to the nearest subreaper: conmon, containerd's shim,
-or PID 1), as crun's does. ``start`` writes one byte into the FIFO: the init installs its
-seccomp filter and execs. ``kill`` signals the init through a pidfd checked against its start
-time; ``delete`` kills what is left in the cgroup (``--force``, or a container never
-started), removes the cgroup and the state directory.
+``start`` writes one byte into the container's exec FIFO: its init, which waits there
+(:func:`runtime.child.wait_for_start`), installs its seccomp filter and execs. ``kill``
+signals the init through a pidfd checked against its start time; ``delete`` kills what is
+left in the cgroup (``--force``, or a container never started), removes the cgroup and the
+state directory. Kept apart from ``create`` so that these commands load only what they use
+(a command's start-up is most of its time).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import os
 import signal
-import socket
-from dataclasses import dataclass
-from pathlib import Path
 
-from hostkit.procs import proc_start_time, process_alive, wait_exit
-from runtime import cgroups, child, devices
-from runtime.forkserver import ForkServer, ForkServerError
-from runtime.oci import config as oci_config
+from hostkit.procs import process_alive, wait_exit
+from runtime import cgroups
+from runtime.child import START
 from runtime.oci.state import Record, StateError, Store
-from runtime.plan import LaunchPlan
-from runtime.planner import launch_plan
-from runtime.readiness import ERROR_PREFIX
-from runtime.spec import Spec
 
-PREPARE_TIMEOUT_S = 30.0
 GONE_TIMEOUT_S = 10.0
 
 
 class LifecycleError(Exception):
     """An operation failed (not bad input); the message is one line."""
-
-
-@dataclass(frozen=True)
-class Stdio:
-    """The descriptors the container's process gets as stdin, stdout and stderr."""
-
-    stdin: int = 0
-    stdout: int = 1
-    stderr: int = 2
-
-
-def limits(spec: Spec) -> cgroups.Limits:
-    """The cgroup limits of ``spec``, as ``ours`` applies them
-    (:meth:`runtime.container.Runtime.create`)."""
-    res = spec.linux.resources
-    return cgroups.Limits(
-        memory_bytes=res.memory_limit,
-        pids=res.pids_limit,
-        cpu_quota_us=res.cpu_quota,
-        cpu_period_us=res.cpu_period or 100000,
-        devices=devices.container_rules(res.devices),
-    )
-
-
-def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
-           stdio: Stdio = Stdio(), server: ForkServer | None = None) -> Record:
-    """Create container ``container_id`` from ``bundle``; its init waits for ``start``.
-
-    ConfigError (bad or unsupported config), StateError (the id is taken) or LifecycleError;
-    on any of them nothing of the container is left. ``server``: a fork server to use (and
-    leave open: ``run`` reaps through it); else one started and stopped here."""
-    bundle = bundle.resolve()
-    data = oci_config.read(bundle)
-    spec = oci_config.load(bundle)
-    cgroup = oci_config.cgroups_path(data, container_id)
-    driver = cgroups.driver()
-    wanted = limits(spec)
-    temporary = store.make(container_id)
-    merged = temporary / "rootfs"
-    made = False
-    own_server = server is None
-    server = server or ForkServer()
-    try:
-        oci_config.cgroup_mounts(spec, driver, cgroup, str(merged))
-        try:
-            plan = launch_plan(spec, merged, driver.join_files(cgroup, wanted, by_itself=True),
-                               cgroup_dir=driver.birth_directory(cgroup), keyring=container_id,
-                               wait_for_start=True, bind_root=True, stdio=True,
-                               start_fifo=str(temporary / "exec.fifo"),
-                               sysctl=oci_config.sysctls(data.get("linux") or {}))
-        except ValueError as error:  # SeccompError too
-            raise oci_config.ConfigError(str(error)) from None
-        try:
-            driver.create(cgroup, wanted)
-        except cgroups.CgroupError as error:
-            raise LifecycleError(f"cannot create cgroup {cgroup}: {error}") from None
-        made = True
-        pid = _launch(server, plan, stdio, container_id)
-        score = data.get("process", {}).get("oomScoreAdj")
-        if score is not None:
-            _write(f"/proc/{pid}/oom_score_adj", str(score))
-        record = Record(
-            id=container_id, bundle=str(bundle), pid=pid, pid_start=proc_start_time(pid) or 0,
-            cgroup=cgroup, created=_now(), annotations=dict(spec.annotations),
-            oci_version=spec.oci_version,
-            default_cgroup_parent=cgroup.startswith(oci_config.DEFAULT_CGROUP_PARENT + "/"),
-        )
-        store.commit(temporary, record)
-        if pid_file is not None:
-            _write_pid_file(pid_file, pid)
-        return record
-    except BaseException:
-        if made:
-            with contextlib.suppress(cgroups.CgroupError):
-                driver.kill(cgroup)
-                driver.remove(cgroup)
-        store.discard(temporary)
-        raise
-    finally:
-        if own_server:
-            server.close()
-
-
-def _launch(server: ForkServer, plan: LaunchPlan, stdio: Stdio, container_id: str) -> int:
-    """Fork the init; return its pid once it said it is set up and waits for start."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        try:
-            pid = server.launch(plan, [stdio.stdin, stdio.stdout, stdio.stderr, theirs.fileno()])
-        except ForkServerError as error:
-            raise LifecycleError(f"cannot launch {container_id}: {error}") from None
-        finally:
-            theirs.close()
-        ours.settimeout(PREPARE_TIMEOUT_S)
-        try:
-            said = ours.recv(4096)
-        except OSError as error:
-            said = f"{error}".encode()
-        if said[:1] == child.PREPARED:
-            return pid
-        _kill_and_wait(pid)
-        server.reap(pid)
-        line = said.decode(errors="replace").strip().splitlines()
-        problem = line[-1].removeprefix(ERROR_PREFIX.decode()) if line else "it exited"
-        raise LifecycleError(f"{container_id}: the container's init failed: {problem}")
-    finally:
-        ours.close()
 
 
 def start(store: Store, container_id: str) -> None:
@@ -164,7 +41,7 @@ def start(store: Store, container_id: str) -> None:
             raise StateError(f"container {container_id} is stopped, not created") from None
         raise LifecycleError(f"{container_id}: cannot open {fifo}: {error.strerror}") from None
     try:
-        os.write(fd, child.START)
+        os.write(fd, START)
     finally:
         os.close(fd)
     with contextlib.suppress(FileNotFoundError):
@@ -236,49 +113,10 @@ def delete(store: Store, container_id: str, *, force: bool = False) -> None:
     store.remove(container_id)
 
 
-def run(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
-        detach: bool = False) -> int:
-    """``create`` then ``start``; unless ``detach``, wait until the init exits, delete the
-    container and return the exit code the init had (128 + the signal that killed it)."""
-    server = ForkServer()
-    try:
-        create(store, container_id, bundle, pid_file=pid_file, server=server)
-        start(store, container_id)
-        if detach:
-            return 0
-        record = store.load(container_id)
-        wait_exit(record.pid, None)
-        status = server.reap(record.pid)
-        delete(store, container_id, force=True)
-    finally:
-        server.close()
-    if status is None:
-        return 1
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-def _kill_and_wait(pid: int) -> None:
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL ``pid`` and wait (pidfd) until it exited."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     wait_exit(pid, GONE_TIMEOUT_S)
 
 
-def _write(path: str, text: str) -> None:
-    try:
-        with open(path, "w") as handle:
-            handle.write(text)
-    except OSError as error:
-        raise LifecycleError(f"cannot write {path}: {error.strerror}") from None
-
-
-def _write_pid_file(path: Path, pid: int) -> None:
-    """Write ``pid`` to ``path`` atomically (a reader never sees it half-written)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(str(pid))
-    os.rename(temporary, path)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")

@@ -26,7 +26,6 @@ from typing import Any
 
 from hostkit.files import atomic_write
 from hostkit.procs import process_alive, running
-from runtime.spec import OCI_VERSION
 
 DEFAULT_ROOT = Path("/run/cvbench-runtime/oci")
 RECORD = "record.json"
@@ -52,8 +51,8 @@ class Record:
     pid_start: int
     cgroup: str  # relative to each hierarchy's root
     created: str  # RFC 3339, UTC
+    oci_version: str  # the config's ociVersion
     annotations: dict[str, str] = field(default_factory=dict)
-    oci_version: str = OCI_VERSION
     default_cgroup_parent: bool = False  # the cgroup's parent is ours: removed once empty
 
 
