@@ -128,16 +128,18 @@ def _dispatch(args: argparse.Namespace, store: Store) -> int:
         if args.command == "create":
             create.create(store, args.id, args.bundle, pid_file=args.pid_file)
             return OK
-        return create.run(store, args.id, args.bundle, pid_file=args.pid_file,
-                          detach=args.detach)
+        code, warnings = create.run(store, args.id, args.bundle, pid_file=args.pid_file,
+                                    detach=args.detach)
+        _warn(warnings, args)
+        return code
     if args.command == "start":
-        lifecycle.start(store, args.id)
+        _warn(lifecycle.start(store, args.id), args)
     elif args.command == "state":
         print(json.dumps(store.state(store.load(args.id)), indent=2))
     elif args.command == "kill":
         lifecycle.kill(store, args.id, lifecycle.parse_signal(args.signal), every=args.all)
     elif args.command == "delete":
-        lifecycle.delete(store, args.id, force=args.force)
+        _warn(lifecycle.delete(store, args.id, force=args.force), args)
     elif args.command == "list":
         for container_id in store.ids():
             record = store.load(container_id)
@@ -145,19 +147,30 @@ def _dispatch(args: argparse.Namespace, store: Store) -> int:
     return OK
 
 
+def _warn(warnings: list[str], args: argparse.Namespace) -> None:
+    """Report what failed without failing the command (poststart and poststop hooks)."""
+    for warning in warnings:
+        _report("warning", warning, args.log, args.log_format)
+
+
 def _fail(code: int, message: str, log: Path | None, log_format: str) -> int:
+    _report("error", message, log, log_format)
+    return code
+
+
+def _report(level: str, message: str, log: Path | None, log_format: str) -> None:
+    """One line on stderr (``warning: `` before a warning), and in the log if there is one."""
     line = message.splitlines()[0] if message else "failed"
-    print(f"{PROG}: {line}", file=sys.stderr)
+    print(f"{PROG}: {'warning: ' if level == 'warning' else ''}{line}", file=sys.stderr)
     if log is not None:
         now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
-        entry = (json.dumps({"level": "error", "msg": line, "time": now})
-                 if log_format == "json" else f'time="{now}" level=error msg="{line}"')
+        entry = (json.dumps({"level": level, "msg": line, "time": now})
+                 if log_format == "json" else f'time="{now}" level={level} msg="{line}"')
         try:
             with open(log, "a") as handle:
                 handle.write(entry + "\n")
         except OSError:
             pass
-    return code
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import cgroups
+from runtime.oci import hooks
 from runtime.planner import MOUNT_FLAGS, RLIMITS
 from runtime.spec import NETWORK_ANNOTATION, Mount, Spec, SpecError
 
@@ -88,8 +89,10 @@ def refusals(data: dict[str, Any]) -> None:
     version = str(data.get("ociVersion", ""))
     if not version.startswith("1."):
         _refuse("ociVersion", f"{version!r} is not a 1.x runtime-spec version")
-    if _nonempty(data.get("hooks")):
-        _refuse("hooks", "OCI hooks are not supported")
+    try:
+        hooks.check(data.get("hooks"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if _nonempty(data.get("domainname")):
         _refuse("domainname", "setting the NIS domain name is not supported")
     _process(data.get("process"))

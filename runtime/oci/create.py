@@ -25,6 +25,7 @@ from hostkit.procs import proc_start_time, wait_exit
 from runtime import cgroups, child, devices, seccomp
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.oci import config as oci_config
+from runtime.oci import hooks
 from runtime.oci.lifecycle import LifecycleError, delete, kill_and_wait, start
 from runtime.oci.state import Record, Store
 from runtime.plan import LaunchPlan
@@ -103,6 +104,16 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
             raise oci_config.ConfigError(f"linux.seccomp: {error}") from None
         starting.join()
         pid = _launch(server, plan, stdio, container_id, compiled)
+        stages = hooks.check(data.get("hooks"))
+        state = {"ociVersion": spec.oci_version, "id": container_id, "status": "creating",
+                 "pid": pid, "bundle": str(bundle), "annotations": dict(spec.annotations)}
+        for stage in ("prestart", "createRuntime"):  # the init's namespaces exist now
+            try:
+                hooks.run(stage, stages, state)
+            except hooks.HookError as error:
+                kill_and_wait(pid)
+                server.reap(pid)
+                raise LifecycleError(f"{container_id}: {error}") from None
         score = data.get("process", {}).get("oomScoreAdj")
         if score is not None:
             _write(f"/proc/{pid}/oom_score_adj", str(score))
@@ -111,6 +122,8 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
             cgroup=cgroup, created=_now(), annotations=dict(spec.annotations),
             oci_version=spec.oci_version,
             default_cgroup_parent=cgroup.startswith(oci_config.DEFAULT_CGROUP_PARENT + "/"),
+            hooks={stage: entries for stage, entries in stages.items()
+                   if stage in ("poststart", "poststop")},
         )
         store.commit(temporary, record)
         if pid_file is not None:
@@ -169,26 +182,27 @@ def _launch(server: ForkServer, plan: LaunchPlan, stdio: Stdio, container_id: st
 
 
 def run(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
-        detach: bool = False) -> int:
+        detach: bool = False) -> tuple[int, list[str]]:
     """``create`` then ``start``; unless ``detach``, wait until the init exits, delete the
-    container and return the exit code the init had (128 + the signal that killed it)."""
+    container. The exit code the init had (128 + the signal that killed it; 0 detached) and
+    the hooks' warnings."""
     server = ForkServer()
     try:
         create(store, container_id, bundle, pid_file=pid_file, server=server)
-        start(store, container_id)
+        warnings = start(store, container_id)
         if detach:
-            return 0
+            return 0, warnings
         record = store.load(container_id)
         wait_exit(record.pid, None)
         status = server.reap(record.pid)
-        delete(store, container_id, force=True)
+        warnings += delete(store, container_id, force=True)
     finally:
         server.close()
     if status is None:
-        return 1
+        return 1, warnings
     if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+        return 128 + os.WTERMSIG(status), warnings
+    return os.WEXITSTATUS(status), warnings
 
 
 def _write(path: str, text: str) -> None:

@@ -27,8 +27,9 @@ class LifecycleError(Exception):
     """An operation failed (not bad input); the message is one line."""
 
 
-def start(store: Store, container_id: str) -> None:
-    """Let a created container's init exec its process (one byte into its exec FIFO)."""
+def start(store: Store, container_id: str) -> list[str]:
+    """Let a created container's init exec its process (one byte into its exec FIFO), then
+    run its ``poststart`` hooks; their failures, as warnings."""
     record = store.load(container_id)
     status = store.status(record)
     if status != "created":
@@ -46,6 +47,21 @@ def start(store: Store, container_id: str) -> None:
         os.close(fd)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(fifo)
+    return _hooks("poststart", record, store)
+
+
+def _hooks(stage: str, record: Record, store: Store) -> list[str]:
+    """Run ``record``'s hooks of ``stage`` (poststart, poststop); a failure is a warning."""
+    if not record.hooks.get(stage):
+        return []
+    from runtime.oci import hooks
+
+    state = store.state(record)
+    try:
+        hooks.run(stage, record.hooks, state)
+    except hooks.HookError as error:
+        return [str(error)]
+    return []
 
 
 def parse_signal(text: str) -> int:
@@ -91,9 +107,10 @@ def _signal(record: Record, signum: int) -> None:
         os.close(pidfd)
 
 
-def delete(store: Store, container_id: str, *, force: bool = False) -> None:
+def delete(store: Store, container_id: str, *, force: bool = False) -> list[str]:
     """Remove a stopped (or created, or with ``force`` a running) container: what is left of
-    its processes, its cgroup, its state directory."""
+    its processes, its cgroup, its state directory; then run its ``poststop`` hooks (their
+    failures, as warnings)."""
     record = store.load(container_id)
     status = store.status(record)
     if status == "running" and not force:
@@ -110,7 +127,9 @@ def delete(store: Store, container_id: str, *, force: bool = False) -> None:
         raise LifecycleError(f"{container_id}: {error}") from None
     if record.default_cgroup_parent:
         driver.remove_parent(record.cgroup.rsplit("/", 1)[0])
+    warnings = _hooks("poststop", record, store)
     store.remove(container_id)
+    return warnings
 
 
 def kill_and_wait(pid: int) -> None:

@@ -54,6 +54,7 @@ class Record:
     oci_version: str  # the config's ociVersion
     annotations: dict[str, str] = field(default_factory=dict)
     default_cgroup_parent: bool = False  # the cgroup's parent is ours: removed once empty
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # poststart, poststop
 
 
 def check_id(container_id: str) -> str:

@@ -170,7 +170,8 @@ def test_a_failing_init_is_reported_by_create(tmp_path, root, built_image, state
 
 
 @pytest.mark.parametrize(("change", "field"), [
-    ({"hooks": {"prestart": [{"path": "/bin/true"}]}}, "hooks"),
+    ({"hooks": {"createContainer": [{"path": "/bin/true"}]}}, "hooks.createContainer"),
+    ({"hooks": {"prestart": [{"path": "true"}]}}, "hooks.prestart[0]"),
     ({"process": {"terminal": True}}, "process.terminal"),
     ({"process": {"user": {"uid": 1000, "gid": 0}}}, "process.user.uid"),
     ({"linux": {"sysctl": {"kernel.printk": "1"}}}, "linux.sysctl.kernel.printk"),
@@ -208,3 +209,62 @@ def test_global_options_and_bad_input(tmp_path, root):
     missing = oci_runtime.run(root, "create", "--bundle", str(tmp_path / "none"), "x")
     assert missing.returncode == 2 and "config.json: no such file" in missing.stderr
     assert not (root / "x").exists()
+
+
+HOOK = """#!/bin/sh
+state=$(cat)
+pid=$(echo "$state" | sed 's/.*"pid": *\\([0-9]*\\).*/\\1/')
+echo "$1 $(readlink /proc/$pid/ns/net 2>/dev/null) $state" >> {log}
+exit {code}
+"""
+
+
+def _hook(tmp_path: Path, name: str, code: int = 0) -> str:
+    path = tmp_path / name
+    path.write_text(HOOK.format(log=tmp_path / "hooks.log", code=code))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_hooks_run_in_their_stages_with_the_state(tmp_path, root, built_image, state_dir,
+                                                  subreaper):
+    """prestart and createRuntime hooks see the created init (its own network namespace) in
+    the state on their stdin; poststart after start; poststop after delete."""
+    name = "cvbench-test-ocicli-hooks"
+    with oci_runtime.bundle(tmp_path, built_image, name) as (made, config):
+        hook = _hook(tmp_path, "hook")
+        oci_runtime.rewrite(made, {"hooks": {
+            stage: [{"path": hook, "args": ["hook", stage]}]
+            for stage in ("prestart", "createRuntime", "poststart", "poststop")}})
+        assert oci_runtime.run(root, "create", "-b", str(made.dir), name,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                               ).returncode == 0
+        pid = _state(root, name)["pid"]
+        container_netns = os.readlink(f"/proc/{pid}/ns/net")
+        assert container_netns != os.readlink("/proc/self/ns/net")
+        assert oci_runtime.run(root, "start", name).returncode == 0
+        assert oci_runtime.run(root, "delete", "--force", name).returncode == 0
+        os.waitpid(pid, 0)
+        lines = (tmp_path / "hooks.log").read_text().splitlines()
+        stages = [line.split(" ", 1)[0] for line in lines]
+        assert stages == ["prestart", "createRuntime", "poststart", "poststop"]
+        for line in lines[:2]:
+            stage, netns, state = line.split(" ", 2)
+            assert netns == container_netns
+            assert json.loads(state)["id"] == name and json.loads(state)["pid"] == pid
+        assert json.loads(lines[2].split(" ", 2)[2])["status"] == "running"
+        assert _leftovers(root, name, config["linux"]["cgroupsPath"].lstrip("/")) == []
+
+
+def test_a_failing_prestart_hook_fails_create(tmp_path, root, built_image, state_dir):
+    name = "cvbench-test-ocicli-hookfail"
+    with oci_runtime.bundle(tmp_path, built_image, name) as (made, config):
+        oci_runtime.rewrite(made, {"hooks": {"prestart": [{"path": _hook(tmp_path, "bad", 3),
+                                                           "args": ["bad", "prestart"]}]}})
+        with open(tmp_path / "stderr", "w") as stderr:
+            result = oci_runtime.run(root, "create", "-b", str(made.dir), name,
+                                     stdout=subprocess.DEVNULL, stderr=stderr)
+        assert result.returncode == 1
+        assert (tmp_path / "stderr").read_text().strip() == (
+            f"cvbench-runtime: {name}: prestart hook {tmp_path / 'bad'} exited with 3")
+        assert _leftovers(root, name, config["linux"]["cgroupsPath"].lstrip("/")) == []

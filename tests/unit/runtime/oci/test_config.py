@@ -43,7 +43,9 @@ def test_a_reference_config_loads_with_its_root_made_absolute(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"ociVersion": "2.0.0"}, "ociVersion"),
-    ({"hooks": {"poststart": [{"path": "/bin/true"}]}}, "hooks"),
+    ({"hooks": {"startContainer": [{"path": "/bin/true"}]}}, "hooks.startContainer"),
+    ({"hooks": {"poststop": [{"path": "/bin/true", "timeout": 0}]}}, "hooks.poststop[0]"),
+    ({"hooks": {"later": []}}, "hooks.later"),
     ({"process__terminal": True}, "process.terminal"),
     ({"process__user": {"uid": 0, "gid": 100}}, "process.user.gid"),
     ({"process__apparmorProfile": "docker-default"}, "process.apparmorProfile"),
