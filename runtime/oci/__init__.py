@@ -10,4 +10,5 @@ Docker, Podman or anything that drives crun or runc can drive it.
   ``kill`` and ``delete`` (apart, so that they load little).
 - :mod:`runtime.oci.hooks`: the OCI hooks that run on the host.
 - :mod:`runtime.oci.state`: the containers under ``--root`` and the OCI state JSON.
+- :mod:`runtime.oci.sweep`: what ``cvbench clean`` removes (half-made containers).
 """

@@ -27,7 +27,7 @@ from runtime.forkserver import ForkServer, ForkServerError
 from runtime.oci import config as oci_config
 from runtime.oci import hooks
 from runtime.oci.lifecycle import LifecycleError, delete, kill_and_wait, start
-from runtime.oci.state import Record, Store
+from runtime.oci.state import CGROUP, Record, Store
 from runtime.plan import LaunchPlan
 from runtime.planner import launch_plan
 from runtime.readiness import ERROR_PREFIX
@@ -98,6 +98,9 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
         except cgroups.CgroupError as error:
             raise LifecycleError(f"cannot create cgroup {cgroup}: {error}") from None
         made = True
+        # ours now: the sweep removes it should create be killed (written after: a cgroup
+        # that already existed, someone else's, is never named)
+        (temporary / CGROUP).write_text(cgroup)
         try:
             compiled = program.result() if program is not None else None
         except seccomp.SeccompError as error:

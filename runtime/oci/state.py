@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from hostkit.files import atomic_write
-from hostkit.procs import process_alive, running
+from hostkit.procs import proc_start_time, process_alive, running
 
 DEFAULT_ROOT = Path("/run/cvbench-runtime/oci")
 RECORD = "record.json"
 FIFO = "exec.fifo"
+CGROUP = "cgroup"  # in a directory being made: the cgroup create is about to make
 ROOTFS = "rootfs"
 CREATING_PREFIX = ".new-"
 # OCI leaves the id's form to the runtime; Docker's and Podman's are 64 hex digits
@@ -79,13 +80,15 @@ class Store:
 
     def make(self, container_id: str) -> Path:
         """A new, complete-but-empty state directory (``rootfs`` and ``exec.fifo`` in it)
-        under a temporary name; :meth:`commit` puts it in place. StateError if ``container_id``
-        is taken."""
+        under a temporary name that names its maker (``.new-<pid>-<start time>-<id>``: what
+        :mod:`runtime.oci.sweep` removes once the maker is gone); :meth:`commit` puts it in
+        place. StateError if ``container_id`` is taken."""
         final = self.directory(container_id)
         if final.exists():
             raise StateError(f"container {container_id} already exists")
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.root / f"{CREATING_PREFIX}{os.getpid()}-{container_id}"
+        pid = os.getpid()
+        temporary = self.root / f"{CREATING_PREFIX}{pid}-{proc_start_time(pid)}-{container_id}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(mode=0o700)
         (temporary / ROOTFS).mkdir()
@@ -124,7 +127,7 @@ class Store:
     @staticmethod
     def discard(directory: Path) -> None:
         """Remove a state directory (what :meth:`make` put there, by name; all of it else)."""
-        for name in (RECORD, FIFO):
+        for name in (RECORD, FIFO, CGROUP):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(directory / name)
         try:
