@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import InstanceSpec
+from harness.backends.oci.backend import OciBackend
 from harness.backends.oci.bundle import Bundle, build_config
 from hostkit import syscalls as sc
 from runtime import rootfs
@@ -47,6 +48,14 @@ def wrapper(directory: Path) -> Path:
                     '-m runtime.oci.cli "$@"\n')
     path.chmod(0o755)
     return path
+
+
+class CvbenchRuntimeBackend(OciBackend):
+    """The OCI backend driving ``cvbench-runtime`` (give it ``binary=wrapper(...)``): the same
+    bundle, launcher and overlay as crun's."""
+
+    name = "cvbench-runtime"
+    runtime = "cvbench-runtime"
 
 
 @contextlib.contextmanager

@@ -18,19 +18,12 @@ from harness.backends.oci.backend import OciBackend
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 
-class CvbenchRuntimeBackend(OciBackend):
-    """The OCI backend driving ``cvbench-runtime`` (this checkout's, through its wrapper)."""
-
-    name = "cvbench-runtime"
-    runtime = "cvbench-runtime"
-
-
 @pytest.fixture(params=["crun", "cvbench-runtime"])
 def backend(request, state_dir, built_image, tmp_path_factory):
     if request.param == "crun":
         made: OciBackend = CrunBackend()
     else:
-        made = CvbenchRuntimeBackend(binary=str(oci_runtime.wrapper(
+        made = oci_runtime.CvbenchRuntimeBackend(binary=str(oci_runtime.wrapper(
             tmp_path_factory.mktemp("cvbench-runtime"))))
     made.prepare(built_image)
     yield made
