@@ -33,12 +33,14 @@ def clean_all(force: bool = False) -> list[str]:
 KIND_SWEEPERS = ("harness.kinds.workload:sweep", "harness.gate.reference:sweep",
                  "imagestore.scratch:sweep")
 SHARED_SWEEPERS = ("runtime.sweep:sweep_network",)
+# What cvbench's tools used outside a run leave: cvbench-runtime's half-made containers.
+TOOL_SWEEPERS = ("runtime.oci.sweep:sweep",)
 
 
 def _sweep_all() -> list[str]:
     lines: list[str] = []
     # Each backend's sweeper owns one kind of object and finds its own leftovers by prefix.
-    for target in (*registry.sweepers(), *KIND_SWEEPERS, *SHARED_SWEEPERS):
+    for target in (*registry.sweepers(), *KIND_SWEEPERS, *TOOL_SWEEPERS, *SHARED_SWEEPERS):
         try:
             lines.extend(_sweeper(target)())
         except Exception as error:  # one broken sweeper must not hide the others' work

@@ -6,10 +6,24 @@ Every function raises :class:`OSError` with the kernel's errno on failure.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _libc_name() -> str:
+    """glibc's soname, tried first: ``ctypes.util.find_library`` runs ``ldconfig -p`` in a
+    subprocess (milliseconds at every import: every fork server and ``cvbench-runtime``
+    command); asked only where there is no ``libc.so.6`` (another C library)."""
+    try:
+        ctypes.CDLL("libc.so.6")
+        return "libc.so.6"
+    except OSError:
+        from ctypes import util
+
+        return util.find_library("c") or "libc.so.6"
+
+
+LIBC = _libc_name()
+_libc = ctypes.CDLL(LIBC, use_errno=True)
 
 # clone/unshare flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
@@ -439,7 +453,7 @@ class _CloneArgs(ctypes.Structure):
 
 # Called with the GIL held, as os.fork() calls fork(2): the child's copy of the interpreter
 # then has the GIL held by its one thread, which is what PyOS_AfterFork_Child expects.
-_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_pylibc = ctypes.PyDLL(LIBC, use_errno=True)
 
 
 def clone3(flags: int, cgroup_fd: int | None = None, exit_signal: int = 17) -> int:

@@ -33,4 +33,6 @@ Modules, one job each:
 - :mod:`runtime.readiness`: the READY pipe; :mod:`runtime.errors`: one-line errors.
 - :mod:`runtime.sweep`: what ``cvbench clean`` removes after a crash.
 - :mod:`runtime.cli`: ``cvbench ctr run|ls|stop|rm``.
+- :mod:`runtime.oci`: ``cvbench-runtime``, the OCI runtime command line (create, start, state,
+  kill, delete) over the modules above, for Docker, Podman and anything that drives crun.
 """

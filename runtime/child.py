@@ -4,7 +4,8 @@ It is already PID 1 of a new pid namespace. In order: unshare the other namespac
 cgroup one and bring loopback up, mount the overlay root (or attach the one the fork server
 mounted as a detached mount), join the cgroups (unless born in its cgroup v2) and unshare the
 cgroup namespace (so its root is the container's cgroup), wait for the host to wire the
-network when asked, mount the rest and pivot into the root, set the hostname, apply
+network when asked, write its namespaces' sysctls, mount the rest and pivot into the root,
+set the hostname, apply
 rlimits, set the supplementary groups, mark every descriptor from 3 up close-on-exec, drop
 capabilities, set no_new_privs, install the seccomp filter, exec. Before all that it joins a
 session keyring of its own, named after the container. Any failure
@@ -60,15 +61,37 @@ START = b"s"  # on the host channel: a prepared warm container may exec now
 PREPARED = b"p"  # on the host channel: set up, waiting for START
 
 
-def wait_for_start(channel: int | None) -> None:
+def wait_for_start(channel: int | None, fifo: tuple[int, int] | None = None) -> None:
     """Say :data:`PREPARED` on the host channel and wait for :data:`START`: the line between a
     warm container's create and its start, where crun's init waits on its exec fifo. Exit
-    quietly if the host closes the channel instead (the container was destroyed unstarted)."""
+    quietly if the host closes the channel instead (the container was destroyed unstarted).
+
+    ``fifo`` (:func:`open_start_fifo`): the START byte comes on that FIFO instead, so the host
+    may hang up once it heard PREPARED (an OCI ``create`` exits; ``start`` writes the byte)."""
     if channel is None:
         raise RuntimeError("no host channel to wait for the start on")
     os.write(channel, PREPARED)
-    if os.read(channel, 1) != START:
+    if fifo is None:
+        if os.read(channel, 1) != START:
+            os._exit(0)
+        return
+    reader, writer = fifo
+    said = os.read(reader, 1)  # our own writer keeps it from an end of file meanwhile
+    os.close(reader)
+    os.close(writer)
+    if said != START:
         os._exit(0)
+
+
+def open_start_fifo(path: str) -> tuple[int, int]:
+    """Open the exec FIFO ``path`` (made by the host) for reading and for writing, both
+    close-on-exec, before the root switch: the read end blocks in :func:`wait_for_start`, the
+    write end keeps that read from an end of file until the host writes (it opens the FIFO
+    with O_NONBLOCK for writing, which fails with ENXIO once this init is gone)."""
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    writer = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    os.set_blocking(reader, True)
+    return reader, writer
 
 
 def _reset_signals() -> None:
@@ -138,7 +161,8 @@ def _warm_up_decoder(unshare: int) -> None:
 
 def run(
     plan: LaunchPlan, stdout_fd: int, channel: int | None, last_cap: int, prepared: bool = False,
-    born_in_cgroup: bool = False, detached_overlay: int | None = None,
+    born_in_cgroup: bool = False, detached_overlay: int | None = None, *,
+    stdin_fd: int | None = None, stderr_fd: int | None = None,
 ) -> NoReturn:
     """Set the container up and exec its process; never returns.
 
@@ -160,11 +184,13 @@ def run(
     ``cgroup.procs``; the server does so only with a detached overlay. Either way the overlay's
     superblock and the upper filesystem's ``work/work`` are made outside the container's memory
     cgroup: by the server (in its owner's cgroup), or here before joining.
+
+    ``stdin_fd`` and ``stderr_fd`` (a ``stdio`` plan): the process's stdin and stderr, else
+    /dev/null and ``stdout_fd``. A ``start_fifo`` is opened first, in the host's tree.
     """
     try:
-        os.dup2(stdout_fd, 1)
-        os.dup2(stdout_fd, 2)
-        os.close(stdout_fd)
+        _stdio(stdin_fd, stdout_fd, stderr_fd)
+        fifo = open_start_fifo(plan.start_fifo) if plan.start_fifo else None
         join_session_keyring(plan.keyring)
         if not prepared:
             _reset_signals()
@@ -191,6 +217,8 @@ def run(
             os.write(channel, b"n")  # our netns exists: the host may wire it now
             if os.read(channel, 1) != b"g":
                 raise RuntimeError("the host did not finish wiring the network")
+        for setting in plan.sysctl:  # /proc/sys/net, kernel.shm*, ...: of our namespaces
+            write_sysctl(setting)
         rootfs.prepare(plan.rootfs, skeleton)
         os.close(skeleton)
         if plan.hostname:
@@ -198,10 +226,11 @@ def run(
         os.setsid()
         for limit in plan.rlimits:
             resource.setrlimit(limit.resource, (limit.soft, limit.hard))
-        null = os.open("/dev/null", os.O_RDONLY)
-        if null != 0:
-            os.dup2(null, 0)
-            os.close(null)
+        if stdin_fd is None:
+            null = os.open("/dev/null", os.O_RDONLY)
+            if null != 0:
+                os.dup2(null, 0)
+                os.close(null)
         os.chdir(plan.cwd)
         env = dict(item.split("=", 1) for item in plan.env if "=" in item)
         os.setgroups(plan.groups)  # the spec's, or none: never the fork server's
@@ -215,7 +244,7 @@ def run(
         # Warm: what crun's create does ends here, and its init waits on the exec fifo; what
         # crun's start lets it do follows (the seccomp filter, the descriptors, exec).
         if plan.wait_for_start:
-            wait_for_start(channel)
+            wait_for_start(channel, fifo)
         close_on_exec_from(3)
         if filtered and plan.no_new_privs:  # last: then only what the profile allows, exec too
             sc.seccomp_set_filter(_program(plan, channel))
@@ -223,7 +252,31 @@ def run(
             os.close(channel)
         os.execvpe(plan.args[0], plan.args, env)
     except BaseException as error:  # report anything, then die
+        if plan.stdio and channel is not None:  # the host reads it there, and reports it
+            _report(channel, error)
         _fail(1, error)
+
+
+def _stdio(stdin_fd: int | None, stdout_fd: int, stderr_fd: int | None) -> None:
+    """Put the launch's descriptors on 0, 1 and 2 and close the originals."""
+    wanted = (stdin_fd, stdout_fd, stdout_fd if stderr_fd is None else stderr_fd)
+    for target, fd in enumerate(wanted):
+        if fd is not None and fd != target:
+            os.dup2(fd, target)
+    for fd in set(wanted):
+        if fd is not None and fd > 2:
+            os.close(fd)
+
+
+def write_sysctl(setting: str) -> None:
+    """Write one ``key=value`` kernel parameter (``net.ipv4.ping_group_range=0 0``) under
+    /proc/sys: the kernel takes a namespaced parameter as the writer's namespace's."""
+    key, _, value = setting.partition("=")
+    fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _program(plan: LaunchPlan, channel: int | None) -> bytes:
@@ -319,10 +372,15 @@ def join_cgroups(files: tuple[str, ...], pid: int) -> None:
             os.close(fd)
 
 
-def _fail(fd: int, error: BaseException) -> NoReturn:
-    """Write ``error`` as one ERROR_PREFIX line to ``fd`` (the READY pipe), exit 127."""
+def _report(fd: int, error: BaseException) -> None:
+    """Write ``error`` as one ERROR_PREFIX line to ``fd``, if it can."""
     try:
         os.write(fd, ERROR_PREFIX + f"{type(error).__name__}: {error}".encode() + b"\n")
     except OSError:
         pass
+
+
+def _fail(fd: int, error: BaseException) -> NoReturn:
+    """Write ``error`` as one ERROR_PREFIX line to ``fd`` (the READY pipe), exit 127."""
+    _report(fd, error)
     os._exit(127)

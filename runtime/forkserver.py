@@ -9,7 +9,8 @@ container's pid stays its own until the runtime asked. Descriptors come close-on
 server and to spares.
 
 - ``{"op": "launch", "plan": {...}}`` (:meth:`runtime.plan.LaunchPlan.to_dict`) + fds
-  ``[stdout_w]`` or ``[stdout_w, host channel]`` -> ``{"pid": n}``. Cold: the server decodes
+  ``[stdout_w]`` or ``[stdout_w, host channel]`` (a ``stdio`` plan: ``[stdin, stdout,
+  stderr]`` then the channel) -> ``{"pid": n}``. Cold: the server decodes
   the plan (a malformed one is the reply's error), unshare(CLONE_NEWPID), forks (the child is PID 1
   of the new namespace and runs :func:`runtime.child.run`), then setns back to its own pid
   namespace so the next fork is unaffected. With a cgroup v2 directory in the plan, the
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import signal
 import socket
@@ -177,16 +179,22 @@ def main(fd: int) -> None:
         spare_pid = message.get("spare")
         if spare_pid is None:
             plan = LaunchPlan.from_dict(message["plan"])
+            target: Callable[..., object] = child.run
+            if plan.stdio:  # stdin, stdout, stderr, then the channel
+                if len(fds) < 3:
+                    raise ValueError("launch: a stdio plan needs stdin, stdout and stderr")
+                target = functools.partial(child.run, stdin_fd=fds[0], stderr_fd=fds[2])
+                fds = fds[1:2] + fds[3:]
             return {"pid": fork_child(
                 plan.new_pid,
-                child.run,
+                target,
                 plan,
                 fds[0],
                 fds[1] if len(fds) > 1 else None,
                 cap_last,
                 False,  # not prepared by a spare
                 cgroup_dir=plan.cgroup_dir,
-                overlay=plan.rootfs,
+                overlay=None if plan.rootfs.bind else plan.rootfs,  # a bind root: no superblock
                 namespaces=plan.unshare & ~sc.CLONE_NEWCGROUP,
             )}
         spare = spares.pop(spare_pid, None)

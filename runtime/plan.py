@@ -63,6 +63,10 @@ class Rootfs:
     # False: move the assembled root onto the fork server's empty skeleton root and chroot
     # (see :mod:`runtime.rootfs`): the same detached host tree, without the walk.
     pivot_root: bool
+    # A directory bind-mounted (recursively) on ``merged`` as the root instead of the overlay
+    # (``overlay`` is then ""): an OCI bundle's ``root.path``, which an engine has already
+    # made writable for the container (:mod:`runtime.oci`), as crun and runc bind it.
+    bind: str = ""
 
     @classmethod
     def from_dict(cls, data: object) -> Rootfs:
@@ -110,6 +114,19 @@ class LaunchPlan:
     wire_network: bool = False
     seccomp_follows: bool = False
     wait_for_start: bool = False
+    # ``stdio``: the launch's descriptors are the process's stdin, stdout and stderr (then the
+    # host channel), not one for stdout and stderr: an OCI runtime's ``create`` hands its own
+    # on (:mod:`runtime.oci`); a failure before exec is also reported on the host channel.
+    stdio: bool = False
+    # With ``wait_for_start``: a FIFO on the host the init opens before it switches root and
+    # reads one :data:`runtime.child.START` byte from, after saying PREPARED on the host
+    # channel, so that the host may hang up in between (an OCI ``create`` exits, ``start``
+    # writes the byte): crun's exec fifo. "": the START byte comes on the host channel.
+    start_fifo: str = ""
+    # ``key=value`` kernel parameters of the container's own namespaces (an OCI config's
+    # ``linux.sysctl``, checked by :mod:`runtime.oci.config`), written under /proc/sys once
+    # the namespaces exist, before the root switch
+    sysctl: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists in ``json.dumps``).
@@ -138,6 +155,7 @@ class LaunchPlan:
                 "args": _strings(plan["args"], "plan.args"),
                 "env": _strings(plan["env"], "plan.env"),
                 "groups": _ints(plan["groups"], "plan.groups"),
+                "sysctl": _strings(plan["sysctl"], "plan.sysctl"),
             }
         )
 

@@ -49,7 +49,8 @@ MOUNT_FLAGS = {
 def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
                 pivot_root: bool = False, cgroup_dir: str = "",
                 keyring: str | None = None, seccomp_follows: bool = False,
-                wait_for_start: bool = False) -> LaunchPlan:
+                wait_for_start: bool = False, bind_root: bool = False, stdio: bool = False,
+                start_fifo: str = "", sysctl: dict[str, str] | None = None) -> LaunchPlan:
     """The plan for ``spec`` in container directory ``directory`` (its overlay's upper and
     work directories are inside), joining the cgroups through ``cgroup_procs`` (or born in
     ``cgroup_dir``, a cgroup v2 directory, where the kernel has clone3 with
@@ -59,7 +60,11 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
     name, ``directory``'s last part, as crun names it after the container id);
     ``seccomp_follows``: leave the seccomp program out, the host compiles and sends it during
     the launch (else it is compiled here); ``wait_for_start``: the init stops once set up
-    until the host starts it (warm, see :func:`runtime.child.wait_for_start`).
+    until the host starts it (warm, see :func:`runtime.child.wait_for_start`), on the host
+    channel or, given ``start_fifo``, on that FIFO; ``bind_root``: bind ``spec.root.path`` as
+    the root (an OCI bundle's) instead of an overlay with it as the lower layer; ``stdio``:
+    the launch hands the process's stdin, stdout and stderr (see :class:`LaunchPlan`);
+    ``sysctl``: kernel parameters of the container's namespaces to set (checked by the caller).
 
     Raises ValueError on an unknown capability or an overlay path it cannot express, and
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
@@ -77,7 +82,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         cgroup_dir=cgroup_dir,
         rootfs=Rootfs(
             merged=str(directory),
-            overlay=overlay_options(
+            overlay="" if bind_root else overlay_options(
                 spec.root.path, str(directory / "upper"), str(directory / "work")
             ),
             mounts=tuple(mount(m) for m in spec.mounts),
@@ -85,6 +90,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
             readonly_paths=tuple(spec.linux.readonly_paths),
             readonly_root=spec.root.readonly,
             pivot_root=pivot_root,
+            bind=spec.root.path if bind_root else "",
         ),
         hostname=spec.hostname if spec.linux.has_namespace("uts") else "",
         rlimits=tuple(
@@ -102,6 +108,9 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         wire_network=spec.network == "bridge",
         seccomp_follows=seccomp_follows and spec.linux.seccomp is not None,
         wait_for_start=wait_for_start,
+        stdio=stdio,
+        start_fifo=start_fifo,
+        sysctl=tuple(f"{key}={value}" for key, value in (sysctl or {}).items()),
     )
 
 

@@ -72,7 +72,9 @@ def make_devices(dev: str) -> None:
 
 def _mount_one(root: str, mount: Mount) -> None:
     target = root + mount.destination
-    if not os.path.isdir(target):
+    if mount.kind == "bind" and not os.path.isdir(mount.source):
+        _file_at(target)  # a file bound onto a file (an engine's /etc/hosts, resolv.conf)
+    elif not os.path.isdir(target):
         os.makedirs(target, exist_ok=True)
     if mount.kind == "bind":
         sc.mount(mount.source, target, None, sc.MS_BIND | (mount.flags & sc.MS_REC))
@@ -82,6 +84,14 @@ def _mount_one(root: str, mount: Mount) -> None:
     sc.mount(mount.source, target, mount.kind, mount.flags, mount.data or None)
     if mount.kind == "tmpfs" and mount.destination == "/dev":
         make_devices(target)
+
+
+def _file_at(target: str) -> None:
+    """An empty file at ``target`` (its directories too) unless something is there."""
+    if os.path.lexists(target):
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
 EMPTY = "/dev/.cvbench-empty"  # removed again once the masks are in place
@@ -139,9 +149,12 @@ def make_private() -> None:
 def mount_overlay(plan: Rootfs, detached: int | None = None) -> None:
     """Make every mount private, then mount the container's overlay root (we are in a new
     mount namespace): attach ``detached`` (:func:`detached_overlay`, built by the fork server)
-    on the mount point, or mount the overlay here with mount(2)."""
+    on the mount point, or mount the overlay here with mount(2); or, for a plan with a
+    ``bind`` root (an OCI bundle's), bind that directory there (with its submounts)."""
     make_private()
-    if detached is not None:
+    if plan.bind:
+        sc.mount(plan.bind, plan.merged, None, sc.MS_BIND | sc.MS_REC)
+    elif detached is not None:
         sc.attach_mount(detached, plan.merged)
     else:
         sc.mount("overlay", plan.merged, "overlay", 0, plan.overlay)

@@ -41,6 +41,7 @@ def full_plan() -> LaunchPlan:
             readonly_paths=("/proc/sys",),
             readonly_root=True,
             pivot_root=True,
+            bind="/bundle/rootfs",
         ),
         hostname="box",
         rlimits=(Rlimit(resource.RLIMIT_NOFILE, 1024, 4096),),
@@ -53,6 +54,9 @@ def full_plan() -> LaunchPlan:
         keyring="cvbench-x",
         groups=(10, 4242),
         umask=0o027,
+        stdio=True,
+        start_fifo="/run/cvbench-runtime/oci/x/exec.fifo",
+        sysctl=("net.ipv4.ping_group_range=0 0", "kernel.shmmax=1024"),
     )
 
 
@@ -218,3 +222,15 @@ def test_overlay_options_refuse_separators():
     assert planner.overlay_options("/l", "/u", "/w") == "lowerdir=/l,upperdir=/u,workdir=/w"
     with pytest.raises(ValueError, match="must not contain"):
         planner.overlay_options("/l,x", "/u", "/w")
+
+
+def test_an_oci_plan_binds_the_root_and_carries_stdio_fifo_and_sysctls():
+    spec = default_spec(FakeImage(), "x")
+    plan = planner.launch_plan(spec, Path("/run/oci/x/rootfs"), ["/cg/cgroup.procs"],
+                               bind_root=True, stdio=True, start_fifo="/run/oci/x/exec.fifo",
+                               wait_for_start=True, sysctl={"net.ipv4.ip_forward": "0"})
+    assert (plan.rootfs.bind, plan.rootfs.overlay) == (str(FakeImage.rootfs), "")
+    assert plan.rootfs.merged == "/run/oci/x/rootfs"
+    assert (plan.stdio, plan.start_fifo) == (True, "/run/oci/x/exec.fifo")
+    assert plan.sysctl == ("net.ipv4.ip_forward=0",)
+    assert round_trip(plan) == plan

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isolation import PROBE, build_probe, probe_results
 from oci_runtimes import copy_of_crun, forgetting_user_runtimes
 
 from harness import backends
@@ -61,10 +61,6 @@ from runtime import caps, cgroups, scopes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
-TESTS = Path(__file__).resolve().parents[3]
-PROBE = (TESTS / "isolation_probe.sh").read_text()
-PROBE_SOURCE = TESTS / "probe_syscalls.c"
-PROBE_BINARY = "probe_syscalls"  # the name isolation_probe.sh runs from the volume
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -101,25 +97,10 @@ def running(name: str, image, variant: str = "cold", command: tuple[str, ...] = 
 def probe_binary(tmp_path_factory) -> Path:
     """A directory holding ``tests/probe_syscalls.c`` built static (the image has no libc),
     for the containers' volume."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.fail("gcc is not installed: run scripts/setup.sh, which installs it")
-    directory = tmp_path_factory.mktemp("probe-binary")
-    directory.chmod(0o755)
-    binary = directory / PROBE_BINARY
-    subprocess.run([gcc, "-static", "-O2", "-o", str(binary), str(PROBE_SOURCE)], check=True,
-                   capture_output=True, text=True, timeout=60)
-    binary.chmod(0o755)
-    return directory
-
-
-def probe_results(pid: int) -> dict[str, tuple[str, str]]:
-    """``check -> (verdict, what was seen)`` from the probe's output file."""
-    results = {}
-    for line in Path(f"/proc/{pid}/root/tmp/probe.out").read_text().splitlines():
-        check, verdict, seen = (line.split(" ", 2) + [""])[:3]
-        results[check] = (verdict, seen)
-    return results
+    try:
+        return build_probe(tmp_path_factory.mktemp("probe-binary"))
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 HARNESS_GROUPS = [4242, 4343]  # supplementary groups no container may inherit
