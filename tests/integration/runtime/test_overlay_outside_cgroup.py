@@ -135,7 +135,7 @@ def test_a_detached_overlay_never_attached_goes_with_its_descriptor(state_dir, b
     fd = detached_overlay(Rootfs(str(tmp_path / "merged"), options, (), (), (), False, False))
     try:
         assert not [m for m in mountinfo.read() if m.fstype == "overlay"
-                    and str(tmp_path) in m.options]
+                    and str(tmp_path) in m.super_options]
         assert os.listdir(f"/proc/self/fd/{fd}") == os.listdir(built_image.rootfs)
     finally:
         os.close(fd)
