@@ -25,13 +25,16 @@ from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import AccelChoice, detect_accel
 from vm.console import FAILURE
-from vm.domain import DiskSpec, DomainSpec, NicSpec, kernel_cmdline
+from vm.domain import MICROVM, DiskSpec, DomainSpec, NicSpec, kernel_cmdline, virtio_transport
 from vm.memory import VmMemory
 
 DISK_CACHE = "none"  # a disk-booted guest's disks: no host page cache
 BOOT_FAILURE = FAILURE.decode()  # how the disk boot's init says what went wrong
 
 _SAMPLE_FIELDS = {f.name for f in fields(MemorySample)}
+# The options a backend whose machine type is its point (``microvm``) sets itself; the other
+# guest options it shares with every VM backend of a run (harness.runner.check_same_guest).
+MACHINE_KEYS = ("machine", "acpi")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class GuestOptions:
     cmdline_extra: str = ""
     acpi: bool = False  # ACPI tables (and the timers they describe); off boots faster
 
+    @property
+    def virtio_transport(self) -> str:
+        return virtio_transport(self.machine)
+
     def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path,
                devices: GuestDevices | None = None) -> DomainSpec:
         """The domain description of ``spec`` (name, memory, vCPUs, kernel, command line,
@@ -54,7 +61,8 @@ class GuestOptions:
             return DomainSpec(
                 name=spec.name, kernel=kernel, initrd=initrd,
                 memory_mib=spec.guest_memory_mib, vcpus=spec.vcpus,
-                cmdline=kernel_cmdline(pci=spec.disk or self.balloon or bool(devices.nics),
+                cmdline=kernel_cmdline(pci=self.machine != MICROVM and (
+                                           spec.disk or self.balloon or bool(devices.nics)),
                                        acpi=self.acpi, extra=self.cmdline_extra,
                                        env=devices.env),
                 disks=devices.disks, nics=devices.nics,
@@ -92,9 +100,10 @@ class GuestArtifacts:
             self._initrds[image.digest] = guest.initramfs_for(image)
         return self._initrds[image.digest]
 
-    def boot_initrd(self, spec: InstanceSpec) -> Path:
-        """The initramfs ``spec`` boots: the disk boot's, or the image itself."""
-        return guest.boot_initramfs() if spec.disk else self.initrd(spec.image)
+    def boot_initrd(self, spec: InstanceSpec, transport: str = "pci") -> Path:
+        """The initramfs ``spec`` boots: the disk boot's (with the modules of the virtio
+        ``transport``), or the image itself."""
+        return guest.boot_initramfs(transport) if spec.disk else self.initrd(spec.image)
 
     def base_disk(self, image: Image) -> Path:
         if image.digest not in self._bases:
