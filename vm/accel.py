@@ -40,6 +40,21 @@ def _cpu_flags(cpuinfo: Path) -> set[str]:
     return set()
 
 
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC rate in kHz, at which a TCG guest's TSC runs too (QEMU's TCG reads the
+    host's TSC): ``cpu MHz`` of /proc/cpuinfo, trusted only where the host kernel knows the
+    TSC's rate and it is constant (``tsc_known_freq`` and ``constant_tsc``); else None."""
+    if not {"tsc_known_freq", "constant_tsc"} <= _cpu_flags(cpuinfo):
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            try:
+                return round(float(line.split(":", 1)[1]) * 1000)
+            except ValueError:
+                return None
+    return None
+
+
 def _kvm_usable(device: Path) -> str | None:
     """None if ``device`` answers KVM_GET_API_VERSION with 12, else why it does not."""
     try:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from harness.backends.base import BackendError, InstanceSpec, MemorySample
 from imagestore.image import Image
 from vm import guest, hypervisor
-from vm.accel import AccelChoice, detect_accel
+from vm.accel import AccelChoice, detect_accel, host_tsc_khz
 from vm.console import FAILURE
 from vm.domain import MICROVM, DiskSpec, DomainSpec, NicSpec, kernel_cmdline, virtio_transport
 from vm.memory import VmMemory
@@ -52,6 +52,22 @@ class GuestOptions:
     def virtio_transport(self) -> str:
         return virtio_transport(self.machine)
 
+    def machine_cmdline(self, accel: str) -> str:
+        """What the guest's kernel needs on the command line for this machine type.
+
+        microvm under TCG: the TSC's rate (``tsc_early_khz``, the host's: TCG's guest TSC is
+        the host's). The microvm machine has no HPET or ACPI PM timer, and its PIT's interrupt
+        does not reach the guest through its I/O APIC; so when the guest's own calibration
+        against the PIT fails (a vCPU thread descheduled while it counts, on a busy host), the
+        kernel marks the TSC unstable and waits for timer ticks that never come (about one
+        boot in three with another process busy on a 2-core host). Told the rate, it still
+        runs the same calibration (for the CPU's rate), and boots either way.
+        """
+        if self.machine != MICROVM or accel != "tcg":
+            return ""
+        khz = host_tsc_khz()
+        return f"tsc_early_khz={khz}" if khz else ""
+
     def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path,
                devices: GuestDevices | None = None) -> DomainSpec:
         """The domain description of ``spec`` (name, memory, vCPUs, kernel, command line,
@@ -63,7 +79,9 @@ class GuestOptions:
                 memory_mib=spec.guest_memory_mib, vcpus=spec.vcpus,
                 cmdline=kernel_cmdline(pci=self.machine != MICROVM and (
                                            spec.disk or self.balloon or bool(devices.nics)),
-                                       acpi=self.acpi, extra=self.cmdline_extra,
+                                       acpi=self.acpi,
+                                       extra=" ".join(filter(None, (
+                                           self.machine_cmdline(accel), self.cmdline_extra))),
                                        env=devices.env),
                 disks=devices.disks, nics=devices.nics,
                 accel=accel, tb_cache_mib=self.tb_cache_mib, balloon=self.balloon,

@@ -210,3 +210,16 @@ def test_clean_up_failures_are_recorded_and_logged(tmp_path, host, fake_kinds, c
     assert ratios.startswith("normalized.csv: OSError: ") and "disk full" in ratios
     logged = [r.getMessage() for r in caplog.records if r.name == "harness.runner"]
     assert logged == [f"clean-up failed: {line}" for line in (stop, cleanup, ratios)]
+
+
+def test_microvm_differs_from_the_other_vm_backends_in_its_machine_only() -> None:
+    from harness.backends.base import BackendError
+    from harness.backends.qemu import MicrovmBackend, QemuBackend
+
+    runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend()})
+    with pytest.raises(BackendError, match="same guest"):
+        runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend(
+            tb_cache_mib=64)})
+    with pytest.raises(BackendError, match="same guest"):  # the others still agree on it
+        runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend(),
+                                 "libvirt": QemuBackend(machine="q35")})
