@@ -172,7 +172,9 @@ class QemuBackend(Chores):
         return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
                 "guest": self.guest.describe(), "qemu_version": version,
                 "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict(),
-                **({"own_machine": True} if self.own_machine else {})}
+                **({"own_machine": True} if self.own_machine else {}),
+                **({"machine_cmdline": extra} if (extra := self.guest.machine_cmdline(
+                    self.accel.accel)) else {})}
 
 
 class MicrovmBackend(QemuBackend):

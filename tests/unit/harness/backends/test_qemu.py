@@ -66,5 +66,6 @@ def test_a_tcg_microvm_guest_is_told_the_tsc_rate(monkeypatch) -> None:
     assert "tsc_early_khz" not in microvm.domain(spec, "kvm", Path("/x/k"), Path("/x/i")).cmdline
     assert "tsc_early_khz" not in QemuBackend().guest.domain(spec, "tcg", Path("/x/k"),
                                                              Path("/x/i")).cmdline
+    assert MicrovmBackend(accel="tcg").describe()["machine_cmdline"] == "tsc_early_khz=2596140"
     monkeypatch.setattr(guests, "host_tsc_khz", lambda: None)
     assert "tsc_early_khz" not in microvm.domain(spec, "tcg", Path("/x/k"), Path("/x/i")).cmdline
