@@ -84,6 +84,27 @@ def test_warm_and_disk_boots_reach_ready_on_virtio_mmio(vm_env) -> None:
     assert not any(hypervisor.vms_dir().glob(f"{prefix}[wd]"))
 
 
+@pytest.mark.timeout(180)
+def test_a_bridged_guest_gets_its_address_on_virtio_mmio_net(vm_env) -> None:
+    """The disk boot's init loads virtio_net on virtio-mmio, finds eth0 and addresses it (it
+    prints a cvbench-boot: line and reboots otherwise, which wait_ready reports)."""
+    image, prefix = vm_env
+    backend = MicrovmBackend(accel="tcg")
+    backend.prepare(image)
+    try:
+        instance = backend.start(InstanceSpec(name=f"{prefix}n", image=image, disk=True,
+                                              network="bridge"))
+        assert _devices(instance.handle.argv) == ["isa-serial", "virtio-blk-device",
+                                                  "virtio-net-device"]
+        assert "CVBENCH_IP=" in instance.handle.spec.cmdline
+        backend.wait_ready(instance, 120)
+        backend.stop(instance)
+        backend.remove(instance)
+    finally:
+        backend.cleanup()
+    assert not (hypervisor.vms_dir() / f"{prefix}n").exists()
+
+
 HARNESS = """
 import sys, time
 from imagestore import image
