@@ -94,5 +94,6 @@ def test_host_tsc_khz_only_where_the_tsc_rate_is_known_and_constant(tmp_path) ->
     cpuinfo.write_text("processor\t: 0\ncpu MHz\t\t: 2596.140\n"
                        "flags\t\t: fpu tsc constant_tsc nonstop_tsc tsc_known_freq\n")
     assert host_tsc_khz(cpuinfo) == 2596140
-    cpuinfo.write_text("processor\t: 0\ncpu MHz\t\t: 1800.000\nflags\t\t: fpu tsc constant_tsc\n")
-    assert host_tsc_khz(cpuinfo) is None  # a frequency-scaled CPU's MHz is not its TSC's
+    scaled = tmp_path / "cpuinfo-scaled"  # another file: the reading is cached by path
+    scaled.write_text("processor\t: 0\ncpu MHz\t\t: 1800.000\nflags\t\t: fpu tsc constant_tsc\n")
+    assert host_tsc_khz(scaled) is None  # a frequency-scaled CPU's MHz is not its TSC's
