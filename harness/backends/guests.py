@@ -56,17 +56,21 @@ class GuestOptions:
         """What the guest's kernel needs on the command line for this machine type.
 
         microvm under TCG: the TSC's rate (``tsc_early_khz``, the host's: TCG's guest TSC is
-        the host's). The microvm machine has no HPET or ACPI PM timer, and its PIT's interrupt
-        does not reach the guest through its I/O APIC; so when the guest's own calibration
-        against the PIT fails (a vCPU thread descheduled while it counts, on a busy host), the
-        kernel marks the TSC unstable and waits for timer ticks that never come (about one
-        boot in three with another process busy on a 2-core host). Told the rate, it still
-        runs the same calibration (for the CPU's rate), and boots either way.
+        the host's) and that it is reliable (``tsc=reliable``: every vCPU reads the one host
+        TSC, constant where the rate is known). The microvm machine has no HPET or ACPI PM
+        timer, and its PIT's interrupt does not reach the guest through its I/O APIC; so when
+        the guest's own calibration against the PIT fails (a vCPU thread descheduled while it
+        counts, on a busy host), the kernel marks the TSC unstable and waits for timer ticks
+        that never come (about one boot in three with another process busy on a 2-core
+        host). Told the rate, it still runs the same calibration (for the CPU's rate), and
+        boots either way. And with two vCPUs under TCG the TSC's checks (its sync test, the
+        watchdog against jiffies) fail and leave a 4 ms tick clock, with no HPET or PM timer
+        to fall back to, where a workload's latencies would be ticks.
         """
         if self.machine != MICROVM or accel != "tcg":
             return ""
         khz = host_tsc_khz()
-        return f"tsc_early_khz={khz}" if khz else ""
+        return f"tsc_early_khz={khz} tsc=reliable" if khz else ""
 
     def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path,
                devices: GuestDevices | None = None) -> DomainSpec:

@@ -62,10 +62,11 @@ def test_a_tcg_microvm_guest_is_told_the_tsc_rate(monkeypatch) -> None:
     spec = InstanceSpec(name="cvbench-unit-t", image=IMAGE)
     microvm = MicrovmBackend(cmdline_extra="loglevel=7").guest
     words = microvm.domain(spec, "tcg", Path("/x/k"), Path("/x/i")).cmdline.split()
-    assert words[-2:] == ["tsc_early_khz=2596140", "loglevel=7"]
+    assert words[-3:] == ["tsc_early_khz=2596140", "tsc=reliable", "loglevel=7"]
     assert "tsc_early_khz" not in microvm.domain(spec, "kvm", Path("/x/k"), Path("/x/i")).cmdline
     assert "tsc_early_khz" not in QemuBackend().guest.domain(spec, "tcg", Path("/x/k"),
                                                              Path("/x/i")).cmdline
-    assert MicrovmBackend(accel="tcg").describe()["machine_cmdline"] == "tsc_early_khz=2596140"
+    assert MicrovmBackend(accel="tcg").describe()["machine_cmdline"] == (
+        "tsc_early_khz=2596140 tsc=reliable")
     monkeypatch.setattr(guests, "host_tsc_khz", lambda: None)
     assert "tsc_early_khz" not in microvm.domain(spec, "tcg", Path("/x/k"), Path("/x/i")).cmdline
