@@ -73,6 +73,18 @@ def _version(binary: str, name: str | None = None) -> Check:
     return Check(name, True, output.splitlines()[0] if output else path)
 
 
+def _microvm() -> Check:
+    """microvm support in the installed QEMU: ``-machine help`` lists the microvm machine."""
+    from vm import bare_qemu
+
+    if not shutil.which(bare_qemu.QEMU):
+        return Check("microvm", False, f"{bare_qemu.QEMU} not installed", SETUP)
+    ok = "microvm" in bare_qemu.machine_types(bare_qemu.QEMU)
+    return Check("microvm", ok, "QEMU's microvm machine (virtio-mmio, qboot firmware)" if ok
+                 else f"{bare_qemu.QEMU} -machine help does not list microvm",
+                 "install a QEMU built with the microvm machine (Debian's qemu-system-x86)")
+
+
 def _libvirtd() -> Check:
     try:
         import libvirt
@@ -248,6 +260,7 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "libvirtd": _libvirtd,
     "kvm device": _kvm_device,
     "qemu": lambda: _version("qemu-system-x86_64", "qemu"),
+    "microvm": _microvm,
     "accel": _accel,
     "guest kernel": _guest_kernel,
     "image": _image,

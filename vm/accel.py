@@ -7,6 +7,7 @@ guests), so ``kvm`` needs vmx/svm in the CPU flags *and* a device that answers t
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -38,6 +39,23 @@ def _cpu_flags(cpuinfo: Path) -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+@functools.cache
+def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
+    """The host's TSC rate in kHz, at which a TCG guest's TSC runs too (QEMU's TCG reads the
+    host's TSC): ``cpu MHz`` of /proc/cpuinfo, trusted only where the host kernel knows the
+    TSC's rate and it is constant (``tsc_known_freq`` and ``constant_tsc``); else None.
+    Read once (a cold start builds its command line inside the clock)."""
+    if not {"tsc_known_freq", "constant_tsc"} <= _cpu_flags(cpuinfo):
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("cpu MHz"):
+            try:
+                return round(float(line.split(":", 1)[1]) * 1000)
+            except ValueError:
+                return None
+    return None
 
 
 def _kvm_usable(device: Path) -> str | None:

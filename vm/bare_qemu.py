@@ -27,7 +27,7 @@ from hostkit import syscalls
 from hostkit.procs import signal_and_wait
 from vm import guest, hypervisor
 from vm.console import SocketConsole
-from vm.domain import DiskSpec, DomainSpec, Owner
+from vm.domain import MICROVM, DiskSpec, DomainSpec, Owner
 from vm.memory import VmMemory, qemu_memory
 from vm.monitor import MonitorError, QmpMonitor
 
@@ -44,19 +44,31 @@ class BareQemuError(Exception):
     """QEMU could not be started, or exited before it was asked to."""
 
 
+# The virtio device models of each transport (DomainSpec.virtio_transport): PCI functions on
+# pc and q35, virtio-mmio transports on the microVM machine.
+VIRTIO_DEVICE = {"pci": "pci", "mmio": "device"}
+# The microVM machine's own serial port off: the serial port is ours, as on pc and q35 (the
+# same -device isa-serial on the console socket).
+MACHINE_OPTIONS = {MICROVM: "isa-serial=off,"}
+
+
 def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None,
               pid_file: Path | None = None, paused: bool = False) -> list[str]:
-    """The bare QEMU command equivalent to libvirt's rendering of ``spec``."""
+    """The bare QEMU command equivalent to libvirt's rendering of ``spec`` (on the microVM
+    machine, which libvirt does not render here: the same command with its virtio devices
+    on virtio-mmio)."""
     if spec.console_socket is None:
         raise ValueError("bare QEMU needs a console socket")
     accel = "kvm" if spec.accel == "kvm" else "tcg"
     if accel == "tcg" and spec.tb_cache_mib:
         accel += f",tb-size={spec.tb_cache_mib}"
+    virtio = VIRTIO_DEVICE[spec.virtio_transport]
     argv = [qemu, "-name", f"guest={spec.name},debug-threads=on"]
     if paused:
         argv.append("-S")
     argv += [
-        "-machine", f"{spec.machine},usb=off,dump-guest-core=off,memory-backend=pc.ram",
+        "-machine", f"{spec.machine},{MACHINE_OPTIONS.get(spec.machine, '')}usb=off,"
+                    "dump-guest-core=off,memory-backend=pc.ram",
         "-accel", accel,
         "-cpu", "host" if spec.accel == "kvm" else "qemu64",
         "-m", str(spec.memory_mib),
@@ -84,17 +96,30 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None
         argv += ["-blockdev", f"driver=file,filename={disk.path},node-name=file{index}{cache}",
                  "-blockdev", f"driver={disk.format},file=file{index},node-name=disk{index}"
                  + cache + (",read-only=on" if disk.readonly else ""),
-                 "-device", f"virtio-blk-pci,drive=disk{index},id={disk.target}"]
+                 "-device", f"virtio-blk-{virtio},drive=disk{index},id={disk.target}"]
     for index, nic in enumerate(spec.nics):
         if nic.fd is None:
             raise ValueError(f"bare QEMU needs the descriptor of tap {nic.tap}")
         argv += ["-netdev", f"tap,id=hostnet{index},fd={nic.fd}",
-                 "-device", f"virtio-net-pci,netdev=hostnet{index},id=net{index},mac={nic.mac}"]
+                 "-device",
+                 f"virtio-net-{virtio},netdev=hostnet{index},id=net{index},mac={nic.mac}"]
     if spec.balloon:
-        argv += ["-device", "virtio-balloon-pci,id=balloon0"]
+        argv += ["-device", f"virtio-balloon-{virtio},id=balloon0"]
     if pid_file is not None:
         argv += ["-pidfile", str(pid_file)]
     return argv
+
+
+@functools.cache
+def machine_types(qemu: str = QEMU) -> frozenset[str]:
+    """The machine types ``qemu -machine help`` lists (empty if it cannot be run): whether
+    this QEMU has, e.g., the microVM machine."""
+    try:
+        out = subprocess.run([qemu, "-machine", "help"], capture_output=True, text=True,
+                             check=False, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(line.split()[0] for line in out.splitlines()[1:] if line.strip())
 
 
 def _die_with_parent(parent: int) -> None:

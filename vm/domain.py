@@ -21,6 +21,9 @@ from pathlib import Path
 from hostkit.procs import proc_start_time
 
 ACCEL_DOMAIN_TYPE = {"kvm": "kvm", "tcg": "qemu"}
+# QEMU's microVM machine: no PCI bus, its virtio devices on virtio-mmio transports that its
+# ACPI tables (or the kernel command line) describe; firmware qboot (bios-microvm.bin).
+MICROVM = "microvm"
 OWNER_NS = "https://cvbench.invalid/owner"  # our libvirt <metadata> namespace
 OWNER_PREFIX = "cvbench"
 
@@ -34,6 +37,12 @@ BOOT_CMDLINE = (
     "console=ttyS0 quiet panic=-1 i8042.noaux i8042.nokbd i8042.nopnp i8042.dumbkbd "
     "8250.nr_uarts=1 cryptomgr.notests no_timer_check mitigations=off random.trust_cpu=on nokaslr"
 )
+
+
+def virtio_transport(machine: str) -> str:
+    """How a guest of ``machine`` reaches its virtio devices: ``mmio`` on the microVM machine
+    (no PCI bus), else ``pci``."""
+    return "mmio" if machine == MICROVM else "pci"
 
 
 def kernel_cmdline(pci: bool = False, acpi: bool = False, extra: str = "",
@@ -133,6 +142,10 @@ class DomainSpec:
     arch: str = "x86_64"
     emulator: str | None = None
     owner: Owner | None = None  # None: no <metadata> element
+
+    @property
+    def virtio_transport(self) -> str:
+        return virtio_transport(self.machine)
 
     def __post_init__(self) -> None:
         if self.accel not in ACCEL_DOMAIN_TYPE:

@@ -10,8 +10,9 @@ Disks: one read-only ext4 base image per digest (``mkfs.ext4 -d rootfs``, conver
 qcow2) in the cache, and a thin qcow2 overlay per VM on top of it: the VM analogue of the
 containers' overlayfs (a read-only lower layer and a private upper). A disk-booted guest gets
 :func:`boot_initramfs` instead of the image's: busybox, the kernel modules the disk and the
-network need (virtio_pci, virtio_blk, virtio_net and their dependencies, from the same kernel
-package; the filesystem too, unless built in) and an ``/init`` that loads them, mounts
+network need (virtio_pci, or virtio_mmio on the microVM machine, virtio_blk, virtio_net and
+their dependencies, from the same kernel package; the filesystem too, unless built in) and an
+``/init`` that loads them, mounts
 ``/dev/vda`` as root (and ``/dev/vdb`` on ``/data`` when the guest has a volume), configures
 ``eth0`` from ``CVBENCH_IP`` when asked, and switches to the disk's ``/init``. A volume is a raw
 ext4 file (:func:`volume_disk`). Everything is left readable by QEMU's ``libvirt-qemu`` user.
@@ -41,7 +42,11 @@ BASE_DISK_MIB = 64  # the least size of a base disk
 DISK_FREE_MIB = 1024  # free room on a base disk: the guest's own files (a sparse qcow2 costs none)
 VOLUME_DISK_MIB = 2048  # a volume's raw disk (sparse)
 VOLUME_FILE = "cvbench-volume.img"
-BOOT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")
+# The disk boot's modules by virtio transport (vm.domain.DomainSpec.virtio_transport): PCI on
+# pc and q35, virtio-mmio on the microVM machine (whose ACPI tables list its transports, so the
+# driver finds them when loaded).
+BOOT_MODULES = {"pci": ("virtio_pci", "virtio_blk", "virtio_net", "ext4"),
+                "mmio": ("virtio_mmio", "virtio_blk", "virtio_net", "ext4")}
 BUSYBOX = Path("/bin/busybox")
 # Inode tables and the journal written by mkfs, not by the guest's ext4lazyinit thread while
 # a benchmark runs.
@@ -286,7 +291,7 @@ def modules_dir() -> Path:
     return releases[0]
 
 
-def module_load_order(names: tuple[str, ...] = BOOT_MODULES,
+def module_load_order(names: tuple[str, ...] = BOOT_MODULES["pci"],
                       directory: Path | None = None) -> list[Path]:
     """The module files ``names`` need, dependencies first, relative to ``directory``; names
     built into the kernel (``modules.builtin``) are left out."""
@@ -336,13 +341,13 @@ def _boot_tree(root: Path, directory: Path, modules: list[Path]) -> None:
     (root / "init").chmod(0o755)
 
 
-def boot_initramfs() -> Path:
-    """The disk-boot initramfs (busybox, the boot modules, an /init that mounts the image
-    disk as root), built on first use and cached by its content."""
+def boot_initramfs(transport: str = "pci") -> Path:
+    """The disk-boot initramfs (busybox, the boot modules of the virtio ``transport``, an
+    /init that mounts the image disk as root), built on first use and cached by its content."""
     if not BUSYBOX.is_file():
         raise GuestError(f"{BUSYBOX} not found: install Debian's busybox-static")
     directory = modules_dir()
-    modules = module_load_order(directory=directory)
+    modules = module_load_order(BOOT_MODULES[transport], directory=directory)
     key = hashlib.sha256(BOOT_FORMAT.encode() + BOOT_INIT.encode() + BUSYBOX.read_bytes())
     for module in modules:
         key.update(str(module).encode() + (directory / module).read_bytes())

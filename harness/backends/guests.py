@@ -23,15 +23,18 @@ from typing import Any, ClassVar
 from harness.backends.base import BackendError, InstanceSpec, MemorySample
 from imagestore.image import Image
 from vm import guest, hypervisor
-from vm.accel import AccelChoice, detect_accel
+from vm.accel import AccelChoice, detect_accel, host_tsc_khz
 from vm.console import FAILURE
-from vm.domain import DiskSpec, DomainSpec, NicSpec, kernel_cmdline
+from vm.domain import MICROVM, DiskSpec, DomainSpec, NicSpec, kernel_cmdline, virtio_transport
 from vm.memory import VmMemory
 
 DISK_CACHE = "none"  # a disk-booted guest's disks: no host page cache
 BOOT_FAILURE = FAILURE.decode()  # how the disk boot's init says what went wrong
 
 _SAMPLE_FIELDS = {f.name for f in fields(MemorySample)}
+# The options a backend whose machine type is its point (``microvm``) sets itself; the other
+# guest options it shares with every VM backend of a run (harness.runner.check_same_guest).
+MACHINE_KEYS = ("machine", "acpi")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,30 @@ class GuestOptions:
     cmdline_extra: str = ""
     acpi: bool = False  # ACPI tables (and the timers they describe); off boots faster
 
+    @property
+    def virtio_transport(self) -> str:
+        return virtio_transport(self.machine)
+
+    def machine_cmdline(self, accel: str) -> str:
+        """What the guest's kernel needs on the command line for this machine type.
+
+        microvm under TCG: the TSC's rate (``tsc_early_khz``, the host's: TCG's guest TSC is
+        the host's) and that it is reliable (``tsc=reliable``: every vCPU reads the one host
+        TSC, constant where the rate is known). The microvm machine has no HPET or ACPI PM
+        timer, and its PIT's interrupt does not reach the guest through its I/O APIC; so when
+        the guest's own calibration against the PIT fails (a vCPU thread descheduled while it
+        counts, on a busy host), the kernel marks the TSC unstable and waits for timer ticks
+        that never come (about one boot in three with another process busy on a 2-core
+        host). Told the rate, it still runs the same calibration (for the CPU's rate), and
+        boots either way. And with two vCPUs under TCG the TSC's checks (its sync test, the
+        watchdog against jiffies) fail and leave a 4 ms tick clock, with no HPET or PM timer
+        to fall back to, where a workload's latencies would be ticks.
+        """
+        if self.machine != MICROVM or accel != "tcg":
+            return ""
+        khz = host_tsc_khz()
+        return f"tsc_early_khz={khz} tsc=reliable" if khz else ""
+
     def domain(self, spec: InstanceSpec, accel: str, kernel: Path, initrd: Path,
                devices: GuestDevices | None = None) -> DomainSpec:
         """The domain description of ``spec`` (name, memory, vCPUs, kernel, command line,
@@ -54,8 +81,11 @@ class GuestOptions:
             return DomainSpec(
                 name=spec.name, kernel=kernel, initrd=initrd,
                 memory_mib=spec.guest_memory_mib, vcpus=spec.vcpus,
-                cmdline=kernel_cmdline(pci=spec.disk or self.balloon or bool(devices.nics),
-                                       acpi=self.acpi, extra=self.cmdline_extra,
+                cmdline=kernel_cmdline(pci=self.machine != MICROVM and (
+                                           spec.disk or self.balloon or bool(devices.nics)),
+                                       acpi=self.acpi,
+                                       extra=" ".join(filter(None, (
+                                           self.machine_cmdline(accel), self.cmdline_extra))),
                                        env=devices.env),
                 disks=devices.disks, nics=devices.nics,
                 accel=accel, tb_cache_mib=self.tb_cache_mib, balloon=self.balloon,
@@ -92,9 +122,10 @@ class GuestArtifacts:
             self._initrds[image.digest] = guest.initramfs_for(image)
         return self._initrds[image.digest]
 
-    def boot_initrd(self, spec: InstanceSpec) -> Path:
-        """The initramfs ``spec`` boots: the disk boot's, or the image itself."""
-        return guest.boot_initramfs() if spec.disk else self.initrd(spec.image)
+    def boot_initrd(self, spec: InstanceSpec, transport: str = "pci") -> Path:
+        """The initramfs ``spec`` boots: the disk boot's (with the modules of the virtio
+        ``transport``), or the image itself."""
+        return guest.boot_initramfs(transport) if spec.disk else self.initrd(spec.image)
 
     def base_disk(self, image: Image) -> Path:
         if image.digest not in self._bases:

@@ -120,8 +120,9 @@ class LibvirtBackend(Chores):
                                              self.artifacts.initrd(spec.image)), name))
         devices = GuestDevices.for_spec(spec, own_tap=False)
         try:
-            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
-                                       self.artifacts.boot_initrd(spec), devices)
+            initrd = self.artifacts.boot_initrd(spec, self.guest.virtio_transport)
+            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(), initrd,
+                                       devices)
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,

@@ -2,6 +2,10 @@
 ``libvirt`` backend boots (same kernel, initramfs, memory, machine type and command line:
 :mod:`harness.backends.guests`), started and stopped by the harness itself, so that a
 libvirt/QEMU ratio shows what libvirt adds.
+
+The ``microvm`` backend is the same bare QEMU on QEMU's microVM machine (:class:`MicrovmBackend`):
+no PCI bus, the virtio devices on virtio-mmio, qboot as firmware, the same kernel, image and
+command line otherwise, so a microvm/qemu ratio shows what the machine type costs.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from imagestore.image import Image
 from vm import bare_qemu, guest
 from vm.accel import detect_accel
 from vm.console import ConsoleError
+from vm.domain import MICROVM
 
 
 class QemuBackend(Chores):
@@ -47,6 +52,8 @@ class QemuBackend(Chores):
     name = "qemu"
     variants = (COLD, WARM, RESTORE)
     restores_devices = True  # a restore gets its own tap and disk copy (vm_restore)
+    own_machine = False  # whether the machine type is the backend's point (harness.runner)
+    _command = "the libvirt domain's command line"  # what its QEMU command is, in describe()
 
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -61,6 +68,13 @@ class QemuBackend(Chores):
         self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
         self.snapshots = vm_restore.Snapshots(devices=self.restores_devices)  # one per shape
 
+    def _check_machine(self) -> None:
+        """BackendError if this QEMU lacks the machine type asked for."""
+        machine = self.guest.machine.split(",", 1)[0]
+        if machine not in bare_qemu.machine_types(self.binary):
+            raise BackendError(f"{self.name}: {self.binary} has no {machine!r} machine "
+                               f"({self.binary} -machine help does not list it)")
+
     def _vm(self, instance: Instance) -> bare_qemu.BareVM:
         vm = instance.handle
         if not isinstance(vm, bare_qemu.BareVM):
@@ -71,6 +85,7 @@ class QemuBackend(Chores):
         if shutil.which(self.binary) is None:
             raise BackendError(f"{self.binary} not found on PATH (apt-get install "
                                "qemu-system-x86, or run scripts/setup.sh)")
+        self._check_machine()
         self.artifacts.check(image)
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
@@ -104,8 +119,9 @@ class QemuBackend(Chores):
         accel = accel_for(spec, self.accel)
         devices = GuestDevices.for_spec(spec, own_tap=True)
         try:
-            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
-                                       self.artifacts.boot_initrd(spec), devices)
+            initrd = self.artifacts.boot_initrd(spec, self.guest.virtio_transport)
+            domain = self.guest.domain(spec, accel.accel, self.artifacts.kernel(), initrd,
+                                       devices)
             vm = bare_qemu.BareVM.start(
                 domain, qemu=self.binary, paused=paused,
                 disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
@@ -164,7 +180,7 @@ class QemuBackend(Chores):
         except OSError:
             version = None
         method = Method(
-            cold=("nothing", "exec of qemu-system-x86_64 (the libvirt domain's command line)"),
+            cold=("nothing", f"exec of qemu-system-x86_64 ({self._command})"),
             warm=("QEMU started with -S: guest kernel and initramfs loaded, CPUs stopped",
                   "QMP cont on QEMU's monitor socket"),
             restore=("once per run and guest shape: the guest booted with a console responder, "
@@ -179,4 +195,30 @@ class QemuBackend(Chores):
         )
         return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
                 "guest": self.guest.describe(), "qemu_version": version,
-                "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict()}
+                "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict(),
+                **({"own_machine": True} if self.own_machine else {}),
+                **({"machine_cmdline": extra} if (extra := self.guest.machine_cmdline(
+                    self.accel.accel)) else {})}
+
+
+class MicrovmBackend(QemuBackend):
+    """The ``qemu`` backend's bare QEMU on the microVM machine: virtio-mmio, no PCI, qboot.
+
+    Its ACPI tables are on: Debian's cloud kernel has no MP-table parser
+    (``CONFIG_X86_MPPARSE``), so without them the guest finds no local APIC or I/O APIC and
+    its serial port's interrupts never arrive (the kernel boots, user space's output stalls);
+    they also describe the virtio-mmio transports, which the disk boot's ``virtio_mmio``
+    module then finds. The machine's own serial port is off: the console is the same
+    ``isa-serial`` device on the same socket as ``qemu``'s.
+    """
+
+    name = "microvm"
+    own_machine = True
+    _command = "the qemu backend's command line on -machine microvm, virtio-mmio devices"
+
+    def __init__(self, *, accel: str = "auto", tb_cache_mib: int | None = None,
+                 balloon: bool = False, cmdline_extra: str = "",
+                 binary: str = bare_qemu.QEMU, grace_s: float = bare_qemu.GRACE_S) -> None:
+        super().__init__(accel=accel, machine=MICROVM, tb_cache_mib=tb_cache_mib,
+                         balloon=balloon, cmdline_extra=cmdline_extra, acpi=True,
+                         binary=binary, grace_s=grace_s)

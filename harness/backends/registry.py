@@ -99,6 +99,11 @@ BACKENDS: tuple[BackendInfo, ...] = (
         floor=True, needs=("qemu", "accel", "guest kernel", "image"), sweeper="vm.sweep:sweep",
     ),
     BackendInfo(
+        "microvm", "harness.backends.qemu:MicrovmBackend", VM,
+        "the same bare QEMU on QEMU's microvm machine: virtio-mmio, no PCI, qboot firmware",
+        needs=("qemu", "microvm", "accel", "guest kernel", "image"), sweeper="vm.sweep:sweep",
+    ),
+    BackendInfo(
         "libvirt", "harness.backends.libvirt:LibvirtBackend", VM,
         "the same guest as a transient libvirt domain (libvirt-python)",
         needs=("libvirtd", "kvm device", "libvirt create", "accel", "guest kernel", "image"),

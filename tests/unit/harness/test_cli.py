@@ -474,6 +474,41 @@ def test_a_typeerror_inside_a_backend_constructor_is_a_bug_not_bad_input(broken_
         backends.create(broken_backend, size=2)
 
 
+def test_run_refuses_microvm_on_a_qemu_without_it_before_anything_starts(
+        state_dir, tmp_path, capsys) -> None:
+    """Issue 24 point 6: a machine type the host's QEMU lacks is one line naming it, exit 2,
+    with no run directory and no VM made."""
+    from fake_qemu import fake_qemu
+
+    from hostkit.paths import state_dir as current_state_dir
+
+    qemu = fake_qemu(tmp_path)
+    suite = tmp_path / "microvm.toml"
+    suite.write_text(f"""
+[suite]
+name = "microvm"
+backends = ["microvm"]
+
+[backend_options.microvm]
+binary = "{qemu}"
+
+[[scenario]]
+kind = "startup"
+name = "startup"
+repetitions = 1
+""")
+    vms = current_state_dir() / "vms"
+    before = sorted(vms.iterdir()) if vms.is_dir() else []
+    results = tmp_path / "results"
+    assert cli.main(["run", str(suite), "--results-dir", str(results)]) == 2
+    captured = capsys.readouterr()
+    (line,) = _lines(captured.err)
+    assert line.startswith("cvbench: error: ") and "no 'microvm' machine" in line
+    assert str(qemu) in line and captured.out == ""
+    assert not results.exists() or not any(results.iterdir())
+    assert (sorted(vms.iterdir()) if vms.is_dir() else []) == before
+
+
 @pytest.mark.parametrize("error", ["backend", "bug"])
 def test_run_reports_backend_errors_as_bad_input_and_lets_bugs_through(
         monkeypatch, tmp_path, capsys, error) -> None:

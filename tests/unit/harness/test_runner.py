@@ -262,3 +262,16 @@ def _recording_create(create, events):
     def recording(name, **options):
         return create(name, events=events, **options)
     return recording
+
+
+def test_microvm_differs_from_the_other_vm_backends_in_its_machine_only() -> None:
+    from harness.backends.base import BackendError
+    from harness.backends.qemu import MicrovmBackend, QemuBackend
+
+    runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend()})
+    with pytest.raises(BackendError, match="same guest"):
+        runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend(
+            tb_cache_mib=64)})
+    with pytest.raises(BackendError, match="same guest"):  # the others still agree on it
+        runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend(),
+                                 "libvirt": QemuBackend(machine="q35")})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.accel import detect_accel
+from vm.accel import detect_accel, host_tsc_khz
 from vm.hypervisor import detect_accel_for
 
 
@@ -87,3 +87,13 @@ def test_remote_hosts_are_judged_by_their_capabilities(features, types, accel, w
     choice = detect_accel_for(FakeRemote(features, types))
     assert choice.accel == accel and words in choice.reason and choice.reason.startswith("far")
     assert detect_accel_for(FakeRemote(features, types), "tcg").accel == "tcg"
+
+
+def test_host_tsc_khz_only_where_the_tsc_rate_is_known_and_constant(tmp_path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu MHz\t\t: 2596.140\n"
+                       "flags\t\t: fpu tsc constant_tsc nonstop_tsc tsc_known_freq\n")
+    assert host_tsc_khz(cpuinfo) == 2596140
+    scaled = tmp_path / "cpuinfo-scaled"  # another file: the reading is cached by path
+    scaled.write_text("processor\t: 0\ncpu MHz\t\t: 1800.000\nflags\t\t: fpu tsc constant_tsc\n")
+    assert host_tsc_khz(scaled) is None  # a frequency-scaled CPU's MHz is not its TSC's

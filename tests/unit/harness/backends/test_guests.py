@@ -105,6 +105,22 @@ def test_the_boot_initramfs_holds_busybox_the_modules_and_an_init(tmp_path, monk
         entries)
 
 
+def test_the_microvm_boot_initramfs_loads_virtio_mmio_instead_of_pci(tmp_path,
+                                                                     monkeypatch) -> None:
+    releases = sorted(MODULES.glob("*/modules.builtin"))
+    if not releases or not guest.BUSYBOX.exists():
+        pytest.skip("no guest kernel modules or busybox (scripts/setup.sh)")
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path))
+    (tmp_path / "guest").mkdir()
+    (tmp_path / "guest" / "modules").symlink_to(MODULES)
+    mmio = guest.boot_initramfs("mmio")
+    assert mmio != guest.boot_initramfs("pci")
+    loaded = [Path(m).name for m in read_cpio(mmio.read_bytes())["modules.load"][1].decode(
+        ).split()]
+    assert "virtio_mmio.ko" in loaded and "virtio_pci.ko" not in loaded
+    assert loaded.index("virtio_mmio.ko") < loaded.index("virtio_blk.ko")
+
+
 def test_a_volume_disk_is_a_sparse_ext4_file(tmp_path) -> None:
     path = guest.volume_disk(tmp_path, size_mib=64)
     assert guest.volume_disk(tmp_path, size_mib=64) == path
