@@ -37,10 +37,10 @@ from hostkit import validate
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
-from runtime import cgroups, child, containerdir, devices, network, seccomp
+from runtime import cgroups, child, containerdir, network, seccomp
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
-from runtime.planner import launch_plan
+from runtime.planner import cgroup_limits, launch_plan
 from runtime.readiness import ERROR_PREFIX, read_ready, read_to_end
 from runtime.scopes import cgroup_parent, container_cgroup, register_scope
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
@@ -100,14 +100,7 @@ class Runtime:
         if not spare and spec.linux.seccomp is not None:  # cold: compiled from now on
             program = self.compiler.submit(spec.linux.seccomp.to_oci())
         cgroup = container_cgroup(self.parent, name)
-        res = spec.linux.resources
-        limits = cgroups.Limits(
-            memory_bytes=res.memory_limit,
-            pids=res.pids_limit,
-            cpu_quota_us=res.cpu_quota,
-            cpu_period_us=res.cpu_period or 100000,
-            devices=devices.container_rules(res.devices),
-        )
+        limits = cgroup_limits(spec)
         try:
             spec.validate()
             self._check_image(spec)

@@ -16,7 +16,7 @@ import resource
 from pathlib import Path
 
 from hostkit import syscalls as sc
-from runtime import caps, seccomp
+from runtime import caps, cgroups, devices, seccomp
 from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
 from runtime.spec import Mount as SpecMount
 from runtime.spec import Seccomp, Spec
@@ -161,3 +161,17 @@ def overlay_options(lower: str, upper: str, work: str) -> str:
         if "," in path or ":" in path:
             raise ValueError(f"overlay path {path!r} must not contain ',' or ':'")
     return f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+
+def cgroup_limits(spec: Spec) -> cgroups.Limits:
+    """The cgroup limits of ``spec``'s resources, as every launcher of the runtime's plans
+    applies them (ours, cvbench-runtime, the floor): memory, pids, CPU quota (period 100 ms
+    unless given) and the container's device rules."""
+    res = spec.linux.resources
+    return cgroups.Limits(
+        memory_bytes=res.memory_limit,
+        pids=res.pids_limit,
+        cpu_quota_us=res.cpu_quota,
+        cpu_period_us=res.cpu_period or 100000,
+        devices=devices.container_rules(res.devices),
+    )

@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostkit.procs import proc_start_time, wait_exit
-from runtime import cgroups, child, devices, seccomp
+from runtime import cgroups, child, seccomp
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.oci import config as oci_config
 from runtime.oci import hooks
 from runtime.oci.lifecycle import LifecycleError, delete, kill_and_wait, start
 from runtime.oci.state import CGROUP, Record, Store
 from runtime.plan import LaunchPlan
-from runtime.planner import launch_plan
+from runtime.planner import cgroup_limits, launch_plan
 from runtime.readiness import ERROR_PREFIX
-from runtime.spec import Spec
 
 PREPARE_TIMEOUT_S = 30.0
 
@@ -43,19 +42,6 @@ class Stdio:
     stdin: int = 0
     stdout: int = 1
     stderr: int = 2
-
-
-def limits(spec: Spec) -> cgroups.Limits:
-    """The cgroup limits of ``spec``, as ``ours`` applies them
-    (:meth:`runtime.container.Runtime.create`)."""
-    res = spec.linux.resources
-    return cgroups.Limits(
-        memory_bytes=res.memory_limit,
-        pids=res.pids_limit,
-        cpu_quota_us=res.cpu_quota,
-        cpu_period_us=res.cpu_period or 100000,
-        devices=devices.container_rules(res.devices),
-    )
 
 
 def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
@@ -70,7 +56,7 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
     spec = oci_config.load(bundle)
     cgroup = oci_config.cgroups_path(data, container_id)
     driver = cgroups.driver()
-    wanted = limits(spec)
+    wanted = cgroup_limits(spec)
     temporary = store.make(container_id)
     merged = temporary / "rootfs"
     made = False

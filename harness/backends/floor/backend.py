@@ -148,11 +148,7 @@ class FloorBackend(Chores):
         if spec.network == "bridge":
             raise BackendError("floor: network 'bridge' is not supported (none or host)")
         oci = container_spec(spec)
-        res = oci.linux.resources
-        limits = cgroups.Limits(
-            memory_bytes=res.memory_limit, pids=res.pids_limit, cpu_quota_us=res.cpu_quota,
-            cpu_period_us=res.cpu_period or 100000,
-            devices=devices.container_rules(res.devices))
+        limits = planner.cgroup_limits(oci)
         try:
             launch = planner.launch_plan(oci, Path("/"), [], seccomp_follows=True)
             program = (seccomp.compile_bpf(oci.linux.seccomp.to_oci())
