@@ -222,6 +222,25 @@ def _wait_for_ssh(host: TestHost, timeout: float) -> None:
         time.sleep(1)
 
 
+BOOT_LOG_LINES = 25  # of the whole boot's console log, in a failed boot's message
+
+
+def boot_failure(error: Exception, console_log: Path) -> str:
+    """What a boot that never said READY leaves to read, in the error itself: the console
+    log's last lines (the kernel's and systemd's messages, on ttyS1) and the host's load, so
+    that a failure on a machine whose files are gone (a CI run) still says where it stopped."""
+    try:
+        lines = console_log.read_text(errors="replace").splitlines()
+    except OSError as read_error:
+        lines = [f"(no console log: {read_error.strerror})"]
+    tail = [line.rstrip() for line in lines if line.strip()][-BOOT_LOG_LINES:]
+    serial = getattr(error, "output", b"").decode(errors="replace").splitlines()[-5:]
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return (f"the test host did not boot: {error} (host load {load}; the first serial port's "
+            f"last lines: {serial}; console log {console_log}, last {len(tail)} lines:\n"
+            + "\n".join(tail) + ")")
+
+
 @contextmanager
 def booted(image: HostImage, *, memory_mib: int = 4096, vcpus: int = 2, network: bool = False,
            boot_timeout: float = 600.0, name: str | None = None) -> Iterator[TestHost]:
@@ -249,8 +268,7 @@ def booted(image: HostImage, *, memory_mib: int = 4096, vcpus: int = 2, network:
         try:
             vm.wait_ready(boot_timeout)
         except Exception as error:
-            raise TestHostError(f"the test host did not boot: {error} (console: "
-                                f"{console_log})") from None
+            raise TestHostError(boot_failure(error, console_log)) from None
         host = TestHost(image, vm, port, 0.0)
         _wait_for_ssh(host, 120)
         host.boot_s = time.monotonic() - started
