@@ -54,7 +54,9 @@ def v2_host(v2host_timings: list[str]) -> Iterator[testhost.TestHost]:
     built = time.monotonic()
     with testhost.booted(image) as host:
         host.put_tree(REPOSITORY)
-        v2host_timings.append(f"image {built - started:.0f} s, boot {host.boot_s:.0f} s")
+        v2host_timings.append(f"image {built - started:.0f} s, boot {host.boot_s:.0f} s"
+                              + "".join(f"; a boot retried after: {failure}"
+                                        for failure in host.failed_boots))
         yield host
     v2host_timings.append(f"whole VM part {time.monotonic() - started:.0f} s")
 
