@@ -20,7 +20,7 @@ from vm_env import private_vm_state
 
 from harness.backends.base import RESTORE, BackendError, InstanceSpec
 from harness.backends.libvirt import LibvirtBackend
-from harness.backends.qemu import QemuBackend
+from harness.backends.qemu import MicrovmBackend, QemuBackend
 from vm import hypervisor
 from vm import sweep as vm_sweep
 from vm.bare_qemu import BareVM
@@ -174,6 +174,33 @@ def test_a_restored_guest_answers_on_its_console_and_its_network(vm_env) -> None
 
 
 @pytest.mark.timeout(300)
+def test_a_microvm_restores_as_a_microvm_and_answers_ready(vm_env) -> None:
+    image, prefix = vm_env
+    backend = MicrovmBackend()
+    backend.prepare(image)
+    try:
+        first = _restore_to_ready(backend, image, f"{prefix}m1")
+        (shot,) = backend.snapshots.made.values()
+        saved = _sha256(shot.path)
+        argv = psutil.Process(first.pids[0]).cmdline()
+        assert argv[argv.index("-machine") + 1].startswith("microvm")
+        assert argv[argv.index("-incoming") + 1] == "defer"
+        backend.stop(first)
+        backend.remove(first)
+
+        second = _restore_to_ready(backend, image, f"{prefix}m2")  # the same snapshot again
+        assert len(backend.snapshots.made) == 1
+        backend.stop(second)
+        backend.remove(second)
+        assert _sha256(shot.path) == saved  # restores never write the state file
+        assert not (hypervisor.vms_dir() / f"{prefix}m2").exists()
+    finally:
+        directories = [shot.path.parent for shot in backend.snapshots.made.values()]
+        backend.cleanup()
+    assert directories and not any(path.exists() for path in directories)
+
+
+@pytest.mark.timeout(300)
 def test_libvirt_restores_answer_ready_and_leave_the_snapshot_as_saved(vm_env) -> None:
     image, prefix = vm_env
     backend = LibvirtBackend()
@@ -250,7 +277,7 @@ import sys, time
 from imagestore import image
 from harness.backends.base import RESTORE, InstanceSpec
 from harness.backends.libvirt import LibvirtBackend
-from harness.backends.qemu import QemuBackend
+from harness.backends.qemu import MicrovmBackend, QemuBackend
 img = image.resolve()
 for backend in (QemuBackend(), LibvirtBackend()):
     backend.create(InstanceSpec(name=sys.argv[1] + backend.name, image=img), RESTORE)
