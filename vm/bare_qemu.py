@@ -52,6 +52,17 @@ VIRTIO_DEVICE = {"pci": "pci", "mmio": "device"}
 MACHINE_OPTIONS = {MICROVM: "isa-serial=off,"}
 
 
+def _memory_backend(spec: DomainSpec) -> str:
+    """The guest RAM's backend: anonymous memory, or ``spec.memory_file`` mapped shared or
+    private (QEMU's ``memory-backend-file``: a private mapping is copy-on-write, so the file
+    is read on demand and never written)."""
+    size = spec.memory_mib << 20
+    if spec.memory_file is None:
+        return f"memory-backend-ram,id=pc.ram,size={size}"
+    share = "on" if spec.memory_shared else "off"
+    return f"memory-backend-file,id=pc.ram,size={size},mem-path={spec.memory_file},share={share}"
+
+
 def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None,
               pid_file: Path | None = None, paused: bool = False) -> list[str]:
     """The bare QEMU command equivalent to libvirt's rendering of ``spec`` (on the microVM
@@ -72,7 +83,7 @@ def qemu_argv(spec: DomainSpec, qemu: str = QEMU, *, monitor: Path | None = None
         "-accel", accel,
         "-cpu", "host" if spec.accel == "kvm" else "qemu64",
         "-m", str(spec.memory_mib),
-        "-object", f"memory-backend-ram,id=pc.ram,size={spec.memory_mib << 20}",
+        "-object", _memory_backend(spec),
         "-overcommit", "mem-lock=off",
         "-smp", f"{spec.vcpus},sockets={spec.vcpus},cores=1,threads=1",
         "-display", "none", "-no-user-config", "-nodefaults",

@@ -142,6 +142,11 @@ class DomainSpec:
     arch: str = "x86_64"
     emulator: str | None = None
     owner: Owner | None = None  # None: no <metadata> element
+    # Bare QEMU only: guest RAM mapped from this file instead of anonymous memory, shared
+    # (the guest's writes reach the file: a snapshot's RAM being made) or private
+    # (copy-on-write: a restore loading the saved RAM on demand, the file never written).
+    memory_file: Path | None = None
+    memory_shared: bool = False
 
     @property
     def virtio_transport(self) -> str:
@@ -213,6 +218,9 @@ def _nic(devices: ET.Element, nic: NicSpec) -> None:
 
 def build(spec: DomainSpec) -> ET.Element:
     """The domain as an ElementTree element."""
+    if spec.memory_file is not None:
+        raise ValueError("a file-mapped guest memory is bare QEMU's only (libvirt renders "
+                         "anonymous memory)")
     domain = ET.Element("domain", type=ACCEL_DOMAIN_TYPE[spec.accel])
     _sub(domain, "name", spec.name)
     if spec.owner is not None:

@@ -15,6 +15,13 @@ waits for the MIGRATION event ``completed``, ``cont``, and sends the ping on the
 QEMU reads the file through the host's page cache (never dropped here). A corrupt file ends
 in the event ``failed``: :class:`SnapshotError` with QEMU's own last line.
 
+``mapped`` (Firecracker-style, :data:`MAPPED`): the saved guest's RAM is a file
+(``guest.ram``, QEMU's ``memory-backend-file``, shared), and the save runs with QEMU's
+``x-ignore-shared`` migration capability, so the state file holds the devices only and the RAM
+is the file as the stopped guest left it. A restore maps that file privately (copy-on-write):
+QEMU loads the device state, and the guest's pages are read from the file as it touches them;
+the file is never written. Both files are made read-only.
+
 The snapshot's directory is a VM directory (``vms_dir()/<name>/``) with an ``owner`` link,
 so :func:`vm.sweep.sweep` removes what a killed harness left.
 """
@@ -35,10 +42,14 @@ from vm.domain import DiskSpec, DomainSpec, NicSpec, Owner
 from vm.monitor import MonitorError
 
 STATE_FILE = "guest.state"
+MEMORY_FILE = "guest.ram"  # a mapped snapshot's RAM
+STREAM, MAPPED = "stream", "mapped"  # how a snapshot holds the guest's RAM
+RAM_KINDS = (STREAM, MAPPED)
 IDLE_S = 1.0  # after READY, before the save: the guest settles into its idle loop
 FD_NAME = "cvbench-state"
 SAVE_BANDWIDTH = 1 << 40  # bytes/s: QEMU's default cap (32 MiB/s) would slow the save
-EVENTS = {"capabilities": [{"capability": "events", "state": True}]}  # MIGRATION events on
+EVENTS = {"capability": "events", "state": True}  # MIGRATION events on
+IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}  # a mapped RAM: not streamed
 
 
 class SnapshotError(Exception):
@@ -53,6 +64,7 @@ class Snapshot:
     domain: DomainSpec  # the saved guest: restores use its machine, devices, cmdline
     sha256: str  # of the state file just after the save
     size: int  # bytes
+    memory: Path | None = None  # a mapped snapshot's RAM file; None: the RAM is in the state
 
 
 def restorable(domain: DomainSpec) -> DomainSpec:
@@ -72,13 +84,24 @@ def snapshot_dir(name: str) -> Path:
     return directory
 
 
+def _capabilities(memory: Path | None) -> dict[str, list[dict[str, object]]]:
+    """The migration capabilities of a save or restore: events, and ignore-shared for a
+    mapped RAM (the stream's RAM section then names the block and skips its pages)."""
+    return {"capabilities": [EVENTS, *([IGNORE_SHARED] if memory is not None else [])]}
+
+
 def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | None = None,
-         disk_cache: str | None = None, idle_s: float = IDLE_S,
+         disk_cache: str | None = None, idle_s: float = IDLE_S, ram: str = STREAM,
          timeout: float = 120.0) -> Snapshot:
     """Boot ``domain`` (already :func:`restorable`) with bare QEMU, wait for READY, idle,
     stop and save it to ``guest.state`` in its VM directory, which becomes the snapshot's
     (owner link and all): QEMU is ended, the directory kept, with the guest's overlay disk
-    (``disk_base``) as it was at the save. State file and disk are made read-only."""
+    (``disk_base``) as it was at the save. State file and disk are made read-only.
+    ``ram``: :data:`STREAM` (the RAM in the state file) or :data:`MAPPED` (in its own file)."""
+    if ram not in RAM_KINDS:
+        raise ValueError(f"ram must be one of {', '.join(RAM_KINDS)}, not {ram!r}")
+    memory = hypervisor.vms_dir() / domain.name / MEMORY_FILE if ram == MAPPED else None
+    domain = replace(domain, memory_file=memory, memory_shared=memory is not None)
     vm = BareVM.start(domain, qemu=qemu, disk_base=disk_base, disk_cache=disk_cache)
     path = vm.directory / STATE_FILE
     try:
@@ -88,7 +111,7 @@ def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | No
         time.sleep(idle_s)
         vm.monitor.execute("stop")
         vm.monitor.execute("migrate-set-parameters", {"max-bandwidth": SAVE_BANDWIDTH})
-        vm.monitor.execute("migrate-set-capabilities", EVENTS)
+        vm.monitor.execute("migrate-set-capabilities", _capabilities(memory))
         with open(path, "wb") as state:
             vm.monitor.execute("getfd", {"fdname": FD_NAME}, fds=[state.fileno()])
         vm.monitor.execute("migrate", {"uri": f"fd:{FD_NAME}"})
@@ -105,8 +128,10 @@ def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | No
     for disk in _own_disks(vm.spec, vm.directory):
         disk.path.chmod(0o444)
     path.chmod(0o444)
+    if memory is not None:
+        memory.chmod(0o444)
     saved = replace(vm.spec, console_socket=None)
-    return Snapshot(path, saved, sha256_of(path), path.stat().st_size)
+    return Snapshot(path, saved, sha256_of(path), path.stat().st_size, memory)
 
 
 def _own_disks(domain: DomainSpec, directory: Path) -> list[DiskSpec]:
@@ -141,14 +166,15 @@ def restore(snapshot: Snapshot, name: str, *, qemu: str = bare_qemu.QEMU,
     once the ping is sent; :meth:`BareVM.wait_ready` waits for the answer. ``disks``: the
     restore's own copies (:func:`stage_disks`); ``nics``: its taps, with the saved MACs."""
     domain = replace(snapshot.domain, name=name,
-                     disks=snapshot.domain.disks if disks is None else disks, nics=nics)
+                     disks=snapshot.domain.disks if disks is None else disks, nics=nics,
+                     memory_file=snapshot.memory, memory_shared=False)
     vm = BareVM.start(domain, qemu=qemu, extra=("-incoming", "defer"))
     try:
         assert vm.monitor is not None and vm.console is not None
         vm.monitor.connect(timeout)
         with open(snapshot.path, "rb") as state:
             vm.monitor.execute("getfd", {"fdname": FD_NAME}, fds=[state.fileno()])
-        vm.monitor.execute("migrate-set-capabilities", EVENTS)
+        vm.monitor.execute("migrate-set-capabilities", _capabilities(snapshot.memory))
         vm.monitor.execute("migrate-incoming", {"uri": f"fd:{FD_NAME}"})
         status = vm.monitor.wait_event("MIGRATION", _finished, timeout)["data"]["status"]
         if status != "completed":

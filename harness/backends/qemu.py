@@ -40,7 +40,7 @@ from harness.backends.guests import (
 )
 from hostkit.paths import PREFIX
 from imagestore.image import Image
-from vm import bare_qemu, guest
+from vm import bare_qemu, guest, snapshot
 from vm.accel import detect_accel
 from vm.console import ConsoleError
 from vm.domain import MICROVM
@@ -58,8 +58,13 @@ class QemuBackend(Chores):
     def __init__(self, *, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
                  cmdline_extra: str = "", acpi: bool = False, binary: str = bare_qemu.QEMU,
-                 grace_s: float = bare_qemu.GRACE_S) -> None:
+                 grace_s: float = bare_qemu.GRACE_S,
+                 restore_ram: str = snapshot.STREAM) -> None:
         super().__init__()
+        if restore_ram not in snapshot.RAM_KINDS:
+            raise BackendError(f"{self.name}: restore_ram must be one of "
+                               f"{', '.join(snapshot.RAM_KINDS)}, not {restore_ram!r}")
+        self.restore_ram = restore_ram  # how a snapshot holds the RAM: vm.snapshot
         self.accel = detect_accel(accel)
         self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra, acpi)
         self.binary = binary
@@ -183,12 +188,7 @@ class QemuBackend(Chores):
             cold=("nothing", f"exec of qemu-system-x86_64 ({self._command})"),
             warm=("QEMU started with -S: guest kernel and initramfs loaded, CPUs stopped",
                   "QMP cont on QEMU's monitor socket"),
-            restore=("once per run and guest shape: the guest booted with a console responder, "
-                     "READY, idle 1 s, QMP stop and migrate to a state file (made read-only); "
-                     "nothing of the instance", "exec of QEMU with the saved guest's command "
-                     "line and -incoming defer, the state file handed over QMP (getfd, opened "
-                     "read-only), migrate-incoming, cont, a ping on the console; until the "
-                     "restored guest answers READY; " + vm_restore.CACHE_NOTE),
+            restore=vm_restore.qemu_method(self.restore_ram),
             stop="SIGTERM (SIGKILL after a grace time); until QEMU exited (pidfd) and was "
                  "reaped",
             remove="the VM's directory (sockets, pid file)",
@@ -196,6 +196,7 @@ class QemuBackend(Chores):
         return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
                 "guest": self.guest.describe(), "qemu_version": version,
                 "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict(),
+                "restore_ram": self.restore_ram,
                 **({"own_machine": True} if self.own_machine else {}),
                 **({"machine_cmdline": extra} if (extra := self.guest.machine_cmdline(
                     self.accel.accel)) else {})}
@@ -218,7 +219,8 @@ class MicrovmBackend(QemuBackend):
 
     def __init__(self, *, accel: str = "auto", tb_cache_mib: int | None = None,
                  balloon: bool = False, cmdline_extra: str = "",
-                 binary: str = bare_qemu.QEMU, grace_s: float = bare_qemu.GRACE_S) -> None:
+                 binary: str = bare_qemu.QEMU, grace_s: float = bare_qemu.GRACE_S,
+                 restore_ram: str = snapshot.STREAM) -> None:
         super().__init__(accel=accel, machine=MICROVM, tb_cache_mib=tb_cache_mib,
                          balloon=balloon, cmdline_extra=cmdline_extra, acpi=True,
-                         binary=binary, grace_s=grace_s)
+                         binary=binary, grace_s=grace_s, restore_ram=restore_ram)

@@ -46,6 +46,30 @@ from vm.snapshot import Snapshot, SnapshotError
 
 CACHE_NOTE = ("the state file is read through the host's page cache, which is not dropped "
               "(after the first restore it is in memory)")
+MAPPED_CACHE_NOTE = ("the RAM file is read through the host's page cache, which is not "
+                     "dropped (after the first restores the pages the guest touches are in "
+                     "memory)")
+
+
+def qemu_method(ram: str) -> tuple[str, str]:
+    """What a bare-QEMU restore does before the clock and inside it, by how its snapshot
+    holds the RAM (``vm.snapshot.STREAM`` or ``MAPPED``)."""
+    if ram == snapshot.MAPPED:
+        return ("once per run and guest shape: the guest booted with a console responder and "
+                "its RAM in a shared file, READY, idle 1 s, QMP stop and migrate with "
+                "x-ignore-shared (the devices' state only) to a state file; both files made "
+                "read-only; nothing of the instance",
+                "exec of QEMU with the saved guest's command line, its RAM the saved RAM file "
+                "mapped private (copy-on-write: pages read as the guest touches them, the file "
+                "never written), and -incoming defer, the state file handed over QMP (getfd, "
+                "opened read-only), migrate-incoming, cont, a ping on the console; until the "
+                "restored guest answers READY; " + MAPPED_CACHE_NOTE)
+    return ("once per run and guest shape: the guest booted with a console responder, "
+            "READY, idle 1 s, QMP stop and migrate to a state file (made read-only); "
+            "nothing of the instance", "exec of QEMU with the saved guest's command "
+            "line and -incoming defer, the state file handed over QMP (getfd, opened "
+            "read-only), migrate-incoming, cont, a ping on the console; until the "
+            "restored guest answers READY; " + CACHE_NOTE)
 
 
 def _shape(spec: InstanceSpec) -> tuple[int, int, str, str, bool]:
@@ -150,7 +174,8 @@ def qemu_save(backend: Any, spec: InstanceSpec, name: str) -> Snapshot:
         return snapshot.save(snapshot.restorable(domain), qemu=backend.binary,
                              disk_base=backend.artifacts.base_disk(spec.image)
                              if spec.disk else None,
-                             disk_cache=DISK_CACHE if spec.disk else None)
+                             disk_cache=DISK_CACHE if spec.disk else None,
+                             ram=backend.restore_ram)
     finally:
         devices.handed_over()  # QEMU had its own copy of the tap; it has ended
 

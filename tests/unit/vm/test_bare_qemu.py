@@ -42,3 +42,25 @@ def test_machine_types_are_what_qemu_lists(tmp_path) -> None:
     (tmp_path / "other").mkdir()
     assert "microvm" not in bare_qemu.machine_types(str(fake_qemu(tmp_path / "other")))
     assert bare_qemu.machine_types(str(tmp_path / "no-such-qemu")) == frozenset()
+
+
+def _memory_object(argv: list[str]) -> str:
+    return argv[argv.index("-object") + 1]
+
+
+def test_guest_ram_is_anonymous_unless_a_file_is_named() -> None:
+    argv = bare_qemu.qemu_argv(DomainSpec(name="cvbench-r", memory_mib=128, **DEVICES))
+    assert _memory_object(argv) == "memory-backend-ram,id=pc.ram,size=134217728"
+
+
+def test_a_snapshot_maps_its_ram_file_shared_and_a_restore_private() -> None:
+    ram = Path("/x/guest.ram")
+    saving = bare_qemu.qemu_argv(DomainSpec(name="cvbench-s", memory_mib=128, memory_file=ram,
+                                            memory_shared=True, **DEVICES))
+    restoring = bare_qemu.qemu_argv(DomainSpec(name="cvbench-t", memory_mib=128,
+                                               memory_file=ram, **DEVICES))
+    assert _memory_object(saving) == ("memory-backend-file,id=pc.ram,size=134217728,"
+                                      "mem-path=/x/guest.ram,share=on")
+    assert _memory_object(restoring) == ("memory-backend-file,id=pc.ram,size=134217728,"
+                                         "mem-path=/x/guest.ram,share=off")
+    assert "memory-backend=pc.ram" in restoring[restoring.index("-machine") + 1]

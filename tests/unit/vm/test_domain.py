@@ -125,3 +125,10 @@ def test_names_and_paths_are_escaped_not_templated(test_conn) -> None:
     parsed = ET.fromstring(render(spec))
     assert parsed.find("devices/serial/source").get("path") == str(odd)
     assert parsed.findtext("os/cmdline") == spec.cmdline
+
+
+def test_libvirt_refuses_a_file_mapped_memory() -> None:
+    spec = DomainSpec(name="cvbench-f", kernel=Path("/k"), initrd=Path("/i"),
+                      memory_file=Path("/x/guest.ram"))
+    with pytest.raises(ValueError, match="bare QEMU's only"):
+        render(spec)

@@ -201,6 +201,45 @@ def test_a_microvm_restores_as_a_microvm_and_answers_ready(vm_env) -> None:
 
 
 @pytest.mark.timeout(300)
+def test_a_mapped_snapshot_restores_from_its_ram_file_and_never_writes_it(vm_env) -> None:
+    image, prefix = vm_env
+    backend = QemuBackend(restore_ram="mapped")
+    backend.prepare(image)
+    try:
+        first = _restore_to_ready(backend, image, f"{prefix}p1")
+        (shot,) = backend.snapshots.made.values()
+        assert shot.memory is not None and shot.memory.parent == shot.path.parent
+        assert stat.S_IMODE(shot.memory.stat().st_mode) == 0o444
+        assert shot.memory.stat().st_size == 128 << 20  # the whole RAM, in its own file
+        assert shot.size < 4 << 20  # the state file: the devices only
+        ram = _sha256(shot.memory)
+        argv = psutil.Process(first.pids[0]).cmdline()
+        assert f"mem-path={shot.memory},share=off" in argv[argv.index("-object") + 1]
+        assert argv[argv.index("-incoming") + 1] == "defer"
+        backend.stop(first)
+        backend.remove(first)
+
+        second = _restore_to_ready(backend, image, f"{prefix}p2")
+        backend.stop(second)
+        backend.remove(second)
+        assert _sha256(shot.memory) == ram  # copy-on-write: the restores never wrote it
+        assert _sha256(shot.path) == shot.sha256
+        method = backend.describe()["method"]["variants"]["restore"]
+        assert "mapped private" in method["inside_clock"]
+        assert backend.describe()["restore_ram"] == "mapped"
+    finally:
+        directories = [shot.path.parent for shot in backend.snapshots.made.values()]
+        backend.cleanup()
+    assert directories and not any(path.exists() for path in directories)
+
+
+def test_an_unknown_restore_ram_is_one_line() -> None:
+    with pytest.raises(BackendError) as failure:
+        QemuBackend(restore_ram="lazy")
+    assert str(failure.value) == "qemu: restore_ram must be one of stream, mapped, not 'lazy'"
+
+
+@pytest.mark.timeout(300)
 def test_libvirt_restores_answer_ready_and_leave_the_snapshot_as_saved(vm_env) -> None:
     image, prefix = vm_env
     backend = LibvirtBackend()
