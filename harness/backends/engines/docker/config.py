@@ -7,6 +7,7 @@ the backend creates and removes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -19,6 +20,9 @@ NETWORK = f"{PREFIX}docker"
 BRIDGE = f"{PREFIX}dk0"  # the network's Linux bridge (at most 15 characters)
 SUBNET = "10.214.0.0/16"  # ours uses 10.213.0.0/16
 CGROUP_PARENT = f"{PREFIX}docker"
+# The --root containerd's runc shim gives every OCI runtime under dockerd (runc, crun and
+# cvbench-runtime alike): each keeps its containers' state there
+RUNTIME_ROOT = Path("/run/docker/runtime-runc/moby")
 
 
 def host_config(api: docker.APIClient, spec: InstanceSpec, *, runtime: str, seccomp_json: str,
