@@ -12,7 +12,7 @@ from typing import Any
 
 import docker
 
-from harness.backends.base import InstanceSpec
+from harness.backends.base import VOLUME_PATH, InstanceSpec
 from harness.backends.engines import common
 from hostkit.paths import PREFIX
 
@@ -46,6 +46,8 @@ def host_config(api: docker.APIClient, spec: InstanceSpec, *, runtime: str, secc
         security_opt=[f"no-new-privileges:{str(reference.process.no_new_privileges).lower()}",
                       f"seccomp={seccomp_json}", "apparmor=unconfined"],
         ipc_mode="private",
+        # InstanceSpec.volume at /data, read-write, as the OCI backends bind it
+        binds=[f"{spec.volume}:{VOLUME_PATH}:rw"] if spec.volume is not None else None,
         runtime=runtime,
         cgroup_parent=cgroup_parent,
         init=False,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.backends.base import InstanceSpec
+from harness.backends.base import VOLUME_PATH, InstanceSpec
 from harness.backends.engines import common
 from hostkit.paths import PREFIX
 
@@ -92,6 +92,9 @@ def container_spec(spec: InstanceSpec, image_ref: str, seccomp_path: str) -> dic
                    if p not in reference.linux.masked_paths + reference.linux.readonly_paths],
         "cgroup_parent": f"/{CGROUP_PARENT}",
     }
+    if spec.volume is not None:  # at /data, read-write, as the OCI backends bind it
+        generated["mounts"] = [{"destination": VOLUME_PATH, "source": str(spec.volume),
+                                "type": "bind", "options": ["rbind", "rw"]}]
     if spec.network == "bridge":
         generated["netns"] = {"nsmode": "bridge"}
         generated["Networks"] = {NETWORK: {}}

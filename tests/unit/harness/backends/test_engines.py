@@ -8,6 +8,7 @@ import os
 import struct
 import tarfile
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,9 @@ def test_docker_gets_the_reference_profile_and_limits(built_image) -> None:
         "none", "private", "private")
     assert config["Runtime"] == "crun" and config["CgroupParent"] == "/cvbench-docker"
     assert backend.host_config(_spec(built_image, "bridge"))["NetworkMode"] == NETWORK
+    assert not backend.host_config(_spec(built_image)).get("Binds")
+    volume = replace(_spec(built_image), volume=Path("/srv/probe"))
+    assert backend.host_config(volume)["Binds"] == ["/srv/probe:/data:rw"]
 
 
 def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
@@ -231,6 +235,10 @@ def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
     assert generated["env"]["PATH"].startswith("/usr/local/sbin")
     bridge = backend.container_spec(_spec(built_image, "bridge"))
     assert bridge["netns"] == {"nsmode": "bridge"} and bridge["Networks"] == {NETWORK: {}}
+    assert "mounts" not in generated
+    volume = backend.container_spec(replace(_spec(built_image), volume=Path("/srv/probe")))
+    assert volume["mounts"] == [{"destination": "/data", "source": "/srv/probe",
+                                 "type": "bind", "options": ["rbind", "rw"]}]
 
 
 def test_lxc_config_carries_the_reference(built_image, tmp_path) -> None:

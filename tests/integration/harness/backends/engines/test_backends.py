@@ -1,7 +1,8 @@
-"""The engine backends on the real engines: start → READY → stop → remove, cold and warm, with
-network none and bridge; the container runs what the other backends run (the engine's own
-OCI config checked against the reference spec); memory with the engine's share; the OCI
-runtime underneath is the one asked for; clean-up leaves nothing in the engine."""
+"""The engine backends on the real engines (Docker and Podman on runc, crun and cvbench-runtime,
+LXC): start → READY → stop → remove, cold and warm, with network none and bridge; the container
+runs what the other backends run (the engine's own OCI config checked against the reference
+spec); memory with the engine's share; the OCI runtime underneath is the one asked for; clean-
+up leaves nothing in the engine."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from engine_inventory import EngineInventory, require
 from harness import backends
 from harness.backends.base import COLD, WARM, InstanceSpec
 from harness.backends.containers import container_spec
+from harness.backends.engines import common
 from hostkit.procs import running
 from runtime import cgroups
 
 pytestmark = [pytest.mark.root]
 
-CASES = [("docker", {}), ("docker", {"runtime": "crun"}), ("podman", {}),
-         ("podman", {"runtime": "runc"}), ("lxc", {})]
-IDS = ["docker-runc", "docker-crun", "podman-crun", "podman-runc", "lxc"]
+CASES = [("docker", {}), ("docker", {"runtime": "crun"}), ("docker-ours", {}), ("podman", {}),
+         ("podman", {"runtime": "runc"}), ("podman-ours", {}), ("lxc", {})]
+IDS = ["docker-runc", "docker-crun", "docker-ours", "podman-crun", "podman-runc", "podman-ours",
+       "lxc"]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
@@ -109,7 +112,7 @@ def test_the_engine_samples_its_daemons_once_per_pass(engine, built_image) -> No
 
 
 def _oci_config(engine, instance) -> dict:
-    if engine.name == "docker":
+    if engine.name.startswith("docker"):
         # the containerd dockerd started itself (hand-started dockerd), or the host's
         # containerd service (docker.service under systemd)
         patterns = [f"{root}/io.containerd.runtime.v2.task/moby/{instance.handle.id}/config.json"
@@ -144,20 +147,24 @@ def test_the_engine_runs_the_reference_spec_on_the_runtime_asked_for(engine,
         assert linux["resources"]["pids"]["limit"] == 64
         assert linux["resources"]["cpu"]["quota"] == 50000
         assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
-        if engine.name == "docker":
+        if engine.name.startswith("docker"):
             inspected = engine.api.inspect_container(instance.handle.id)
             assert inspected["HostConfig"]["Runtime"] == engine.runtime
             # dockerd gives every runtime the shim's runc root; crun keeps a "status" file in
-            # its container's state directory, runc a "state.json"
+            # its container's state directory, runc a "state.json", cvbench-runtime a
+            # "record.json"
             state = f"/run/docker/runtime-runc/moby/{instance.handle.id}"
-            marker = "status" if engine.runtime == "crun" else "state.json"
-            assert os.path.exists(os.path.join(state, marker)), os.listdir(state)
+            marker = {"crun": "status", "runc": "state.json", "cvbench-runtime": "record.json"}
+            assert os.path.exists(os.path.join(state, marker[engine.runtime])), os.listdir(state)
         else:
             assert engine.describe()["oci_runtime"] == engine.runtime
             # crun runs through its v1 view on hybrid hosts only (it refuses them as it is)
             wrapped = engine.runtime == "crun" and cgroups.detect_mode() == "hybrid"
             assert os.path.basename(engine.describe()["oci_runtime_path"]) == (
                 "crun-v1view" if wrapped else engine.runtime)
+        if engine.name.endswith("-ours"):  # the installed cvbench-runtime, and it said so
+            assert engine.describe()["oci_runtime_path"] == str(common.ours_runtime())
+            assert engine.describe()["oci_runtime_version"]
     finally:
         engine.stop(instance)
         engine.remove(instance)
