@@ -19,8 +19,8 @@ from harness.backends.base import COLD, WARM, InstanceSpec
 from harness.backends.containers import container_spec
 from harness.backends.engines import common
 from hostkit.procs import running
-from runtime.oci import cli
 from runtime import cgroups
+from runtime.oci import cli
 
 pytestmark = [pytest.mark.root]
 
