@@ -8,10 +8,14 @@ libnetwork ``prestart`` hook, its device rules; Podman: its sysctl, mounts, cgro
 the same for both runtimes, with the reference profile the backends ask for (capabilities,
 masked and read-only paths, no_new_privs, seccomp profile, limits). Inside Docker+ours every
 check passes that passes inside Docker+crun, and so for Podman, check by check; the verdicts
-cover the same checks (the probe ran to its end in both); the workload runs with the
-reference capability sets and its own hostname. Once the container is removed, nothing of it
+cover the same checks (the probe ran to its end in both); what fails is the profile's shared
+findings and the engine's own doing (Docker: ``groups``, the image's supplementary groups it
+gives root), alike for both runtimes; the workload runs with the reference capability sets
+and its own hostname. Once the container is removed, nothing of it
 is left in cvbench-runtime's state (the shim's runtime root under Docker, the default root
-under Podman) or its cgroup. Where ours is stricter the test prints it.
+under Podman) or its cgroup. Where ours is stricter the test prints it (seen on a hybrid host,
+under both engines: ``cgroup-mkdir``, as ours binds the container's own cgroup directories
+read-only where crun's view lets the workload make one).
 """
 
 from __future__ import annotations
