@@ -206,6 +206,10 @@ def _docker() -> Check:
               f"cgroup driver {info.get('CgroupDriver')}")
     if "--iptables=false" not in flags:
         detail += "; dockerd manages iptables (not started by set-up)"
+    missing = [name for name in engine.DAEMON_RUNTIMES if name not in info.get("Runtimes", {})]
+    if missing:  # docker with crun, docker-ours: their prepare() refuses
+        detail += (f"; no {', '.join(missing)} runtime (dockerd not started as set-up starts "
+                   "it: run it again)")
     return Check("docker", True, detail)
 
 
@@ -235,6 +239,25 @@ def _podman() -> Check:
     conmon = host.get("conmon", {}).get("version", "?").split(",")[0].split()[-1]
     return Check("podman", True, f"podman {version.get('Version')} (libpod API, a service per "
                  f"backend), conmon {conmon}, network backend {host.get('networkBackend')}")
+
+
+def _cvbench_runtime() -> Check:
+    """cvbench-runtime as installed with cvbench (the console script the engines run)."""
+    from harness.backends.engines import common
+
+    binary = common.ours_runtime()
+    if not os.access(binary, os.X_OK):
+        return Check("cvbench-runtime", False, f"{binary} missing",
+                     f"{SETUP} (it installs cvbench into its virtualenv)")
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                             timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        return Check("cvbench-runtime", False, f"{binary}: {error}", SETUP)
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    if not first:
+        return Check("cvbench-runtime", False, f"{binary} --version printed nothing", SETUP)
+    return Check("cvbench-runtime", True, f"{binary}: {first}")
 
 
 def _lxc() -> Check:
@@ -267,6 +290,7 @@ CHECKS: dict[str, Callable[[], Check]] = {
     "seccomp profile": _seccomp_profile,
     "docker": _docker,
     "podman": _podman,
+    "cvbench-runtime": _cvbench_runtime,
     "lxc": _lxc,
 }
 

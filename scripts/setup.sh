@@ -35,13 +35,22 @@ hybrid_cgroups() {
         [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]
 }
 engine_crun() { if hybrid_cgroups; then echo "$CRUN_WRAPPER"; else command -v crun || echo /usr/bin/crun; fi; }
+# cvbench-runtime (ours behind the OCI runtime command line: runtime/oci/), the virtualenv's
+# console script by its resolved path (a virtualenv reached through a symlink is named where it
+# lives). The virtualenv is made in step 5, after dockerd starts: dockerd looks a runtime's
+# binary up only when a container runs on it.
+OURS_RUNTIME="$(realpath -m "$VENV/bin/cvbench-runtime")"
+# The OCI runtimes dockerd offers beside its runc, on both paths (the docker backend's "crun",
+# the docker-ours backend's "cvbench-runtime"): harness/backends/engines/docker/service.py,
+# DAEMON_RUNTIMES.
+dockerd_runtimes() { echo "--add-runtime crun=$(engine_crun) --add-runtime cvbench-runtime=$OURS_RUNTIME"; }
 # docker.service's command line (Debian 12's unit, socket-activated by docker.socket) with
 # cvbench's flags: written before docker.io is installed, so that its first start has them.
 write_docker_dropin() {
     local wanted
     wanted="$(printf '%s\n' "# written by cvbench's scripts/setup.sh: dockerd as cvbench's docker backend needs it" \
         "[Service]" "ExecStart=" \
-        "ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock \$DOCKER_OPTS $DOCKERD_FLAGS --add-runtime crun=$(engine_crun)")"
+        "ExecStart=/usr/sbin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock \$DOCKER_OPTS $DOCKERD_FLAGS $(dockerd_runtimes)")"
     if [ "$(cat "$DOCKER_DROPIN" 2>/dev/null)" != "$wanted" ]; then
         log "writing $DOCKER_DROPIN"
         mkdir -p "$(dirname "$DOCKER_DROPIN")"
@@ -165,13 +174,35 @@ else
     for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done
     # dockerd (it starts its own containerd), with its data under its default root, with
     # $DOCKERD_FLAGS (above): the docker backend's bridge network is an internal one it
-    # creates. crun is offered as the runtime "crun".
+    # creates. crun and cvbench-runtime are offered as the runtimes "crun" and
+    # "cvbench-runtime" (dockerd_runtimes). A dockerd set-up started earlier (under
+    # subreaper.py) with other flags is stopped (TERM, until it exited) and started again with
+    # these, as docker.service is restarted when its drop-in changed; one started otherwise is
+    # left alone, with a warning.
+    wanted_dockerd="dockerd $DOCKERD_FLAGS $(dockerd_runtimes)"
+    if running /run/docker.pid; then
+        dockerd_pid="$(cat /run/docker.pid)"
+        have="$(tr '\0' ' ' < "/proc/$dockerd_pid/cmdline")"
+        if [ "${have% }" != "$wanted_dockerd" ]; then
+            dockerd_parent="$(awk '{print $4}' "/proc/$dockerd_pid/stat")"
+            if tr '\0' ' ' < "/proc/$dockerd_parent/cmdline" 2>/dev/null | grep -q "scripts/subreaper.py dockerd "; then
+                log "restarting dockerd with cvbench's flags (it ran with: ${have% })"
+                kill -TERM "$dockerd_pid"
+                for _ in $(seq 600); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.05; done
+                if kill -0 "$dockerd_pid" 2>/dev/null; then
+                    log "dockerd ($dockerd_pid) did not stop within 30 s; left as it is"
+                fi
+            else
+                log "warning: dockerd ($dockerd_pid) was not started by set-up and runs without cvbench's flags; restart it as: $wanted_dockerd"
+            fi
+        fi
+    fi
     if ! running /run/docker.pid; then
         log "starting dockerd"
         mkdir -p /var/log/cvbench
         # shellcheck disable=SC2086  # the flags are words
-        setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" dockerd $DOCKERD_FLAGS \
-            --add-runtime "crun=$(engine_crun)" </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
+        setsid /usr/bin/python3 "$ROOT/scripts/subreaper.py" $wanted_dockerd \
+            </dev/null >>/var/log/cvbench/dockerd.log 2>&1 &
         for _ in $(seq 200); do [ -S /run/docker.sock ] && running /run/docker.pid && break; sleep 0.05; done
     fi
 fi

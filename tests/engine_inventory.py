@@ -13,14 +13,17 @@ import pytest
 from harness import doctor
 from hostkit.paths import PREFIX
 
-ENGINES = ("docker", "podman", "lxc")
+ENGINES = ("docker", "podman", "lxc", "docker-ours", "podman-ours")
 
 
 def require(name: str) -> None:
-    """Skip unless the host offers engine ``name`` (its doctor check passes)."""
-    check = doctor.CHECKS[name]()
-    if not check.ok:
-        pytest.skip(f"{name}: {check.detail}")
+    """Skip unless the host offers engine backend ``name`` (its engine's doctor check passes,
+    and for docker-ours and podman-ours the installed cvbench-runtime's)."""
+    engine = name.removesuffix("-ours")
+    for check_name in (engine, "cvbench-runtime") if engine != name else (engine,):
+        check = doctor.CHECKS[check_name]()
+        if not check.ok:
+            pytest.skip(f"{name}: {check.detail}")
 
 
 def docker_objects() -> frozenset[str]:
@@ -65,6 +68,17 @@ def podman_objects() -> frozenset[str]:
     return frozenset(found)
 
 
+def runtime_states() -> frozenset[str]:
+    """The containers' state directories of the OCI runtimes under the engines: the shim's
+    runtime root under dockerd (runc, crun and cvbench-runtime alike), cvbench-runtime's
+    default root (Podman gives it no --root), half-made ones too."""
+    from harness.backends.engines.docker.config import RUNTIME_ROOT
+    from runtime.oci.state import DEFAULT_ROOT
+
+    return frozenset(f"state {root / entry}" for root in (RUNTIME_ROOT, DEFAULT_ROOT)
+                     if root.is_dir() for entry in os.listdir(root))
+
+
 def lxc_objects(state_dir: Path) -> frozenset[str]:
     """LXC's containers under the state dir, and its helpers' records (hostkit.helper)."""
     directory, records = state_dir / "lxc", state_dir / "helpers"
@@ -102,11 +116,12 @@ class EngineInventory:
     podman: frozenset[str]
     lxc: frozenset[str]
     processes: frozenset[str]
+    runtime_states: frozenset[str]
 
     @classmethod
     def take(cls, state_dir: Path) -> EngineInventory:
         return cls(docker_objects(), podman_objects(), lxc_objects(state_dir),
-                   engine_processes())
+                   engine_processes(), runtime_states())
 
     def leftovers(self, before: EngineInventory) -> dict[str, list[str]]:
         extra = {}

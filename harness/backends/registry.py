@@ -88,6 +88,19 @@ BACKENDS: tuple[BackendInfo, ...] = (
         sweeper="harness.backends.engines.podman.sweeper:sweep",
     ),
     BackendInfo(
+        "docker-ours", "harness.backends.engines.docker.backend:DockerOursBackend", CONTAINER,
+        "Docker (dockerd, containerd) running cvbench's own runtime as its OCI runtime "
+        "(cvbench-runtime)",
+        needs=("root", "cgroups", "docker", "cvbench-runtime", "seccomp profile", "image"),
+        sweeper="harness.backends.engines.docker.sweeper:sweep",
+    ),
+    BackendInfo(
+        "podman-ours", "harness.backends.engines.podman.backend:PodmanOursBackend", CONTAINER,
+        "Podman (conmon) running cvbench's own runtime as its OCI runtime (cvbench-runtime)",
+        needs=("root", "cgroups", "podman", "cvbench-runtime", "seccomp profile", "image"),
+        sweeper="harness.backends.engines.podman.sweeper:sweep",
+    ),
+    BackendInfo(
         "lxc", "harness.backends.engines.lxc.backend:LxcBackend", CONTAINER,
         "LXC (liblxc through its Python binding), an overlay rootfs on the same image",
         needs=("root", "namespaces", "overlayfs", "cgroups", "lxc", "seccomp profile", "image"),

@@ -117,6 +117,11 @@ def _process(process: Any) -> None:
     caps = process.get("capabilities") or {}
     if _nonempty(caps.get("ambient")):
         _refuse("process.capabilities.ambient", "ambient capabilities are not supported")
+    # AppArmor's "unconfined" asks for no profile, which is what the runtime applies (Docker
+    # and Podman pass it where AppArmor is enabled and no profile was wanted); any other
+    # profile is refused
+    if process.get("apparmorProfile") == "unconfined":
+        process = {key: value for key, value in process.items() if key != "apparmorProfile"}
     for key in ("apparmorProfile", "selinuxLabel", "ioPriority", "scheduler", "execCPUAffinity"):
         if _nonempty(process.get(key)):
             _refuse(f"process.{key}", "not supported")
@@ -186,7 +191,13 @@ def _linux(linux: dict[str, Any]) -> None:
     resources = linux.get("resources") or {}
     for key, value in resources.items():
         if key not in _RESOURCES_HONOURED:
-            if _nonempty(value):
+            # a section that sets nothing asks for nothing (Docker always passes blockIO
+            # with weight 0: "not set", as runc and crun read it); a field set is refused
+            if isinstance(value, dict):
+                for field, setting in value.items():
+                    if _nonempty(setting):
+                        _refuse(f"linux.resources.{key}.{field}", "not supported")
+            elif _nonempty(value):
                 _refuse(f"linux.resources.{key}", "not supported")
             continue
         honoured = _RESOURCES_HONOURED[key]

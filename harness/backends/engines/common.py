@@ -44,7 +44,8 @@ from imagestore.image import Image
 from runtime import cgroups
 from runtime import spec as runtime_spec
 
-RUNTIMES = ("runc", "crun")
+RUNTIMES = ("runc", "crun")  # the runtimes the docker and podman backends run
+OURS = "cvbench-runtime"  # ours as the engines name it (dockerd's --add-runtime, containers.conf)
 READY = b"READY"
 DIGEST_LABEL = "cvbench.digest"
 SETUP = "run 'bash scripts/setup.sh' as root"
@@ -286,6 +287,16 @@ def engine_crun(mode: str | None = None) -> Path:
     return Path(found) if found else Path("/usr/bin/crun")
 
 
+def ours_runtime() -> Path:
+    """``cvbench-runtime`` as installed with cvbench (:mod:`runtime.oci`, the package's console
+    script): in the scripts directory of the interpreter running cvbench (the virtualenv's
+    ``bin``), by its resolved path. What the podman-ours backend gives its service, and what
+    ``scripts/setup.sh`` registers with dockerd (``--add-runtime cvbench-runtime=``)."""
+    import sysconfig
+
+    return (Path(sysconfig.get_path("scripts")) / OURS).resolve()
+
+
 def command_name(pid: int) -> str | None:
     """``/proc/<pid>/comm``, or None if there is no such process."""
     try:
@@ -294,9 +305,9 @@ def command_name(pid: int) -> str | None:
         return None
 
 
-def check_runtime(runtime: str, engine: str) -> None:
-    if runtime not in RUNTIMES:
-        raise BackendError(f"{engine}: runtime must be one of {', '.join(RUNTIMES)}, "
+def check_runtime(runtime: str, engine: str, runtimes: tuple[str, ...] = RUNTIMES) -> None:
+    if runtime not in runtimes:
+        raise BackendError(f"{engine}: runtime must be one of {', '.join(runtimes)}, "
                            f"not {runtime!r}")
 
 
@@ -398,10 +409,11 @@ class ApiEngine(SplitStart):
     time) until its pidfd says it exited, its memory with its monitor's (shim, conmon)."""
 
     gauge: EngineGauge
+    runtimes: tuple[str, ...] = RUNTIMES  # the OCI runtimes it may be given
 
     def __init__(self, runtime: str, grace_s: float) -> None:
         super().__init__()
-        check_runtime(runtime, self.name)
+        check_runtime(runtime, self.name, self.runtimes)
         self.runtime = runtime
         self.grace_s = grace_s
         self._client: Any = None  # the API's client, from prepare() on

@@ -10,6 +10,7 @@ or ``crun``); it and dockerd's cgroup driver (``docker info``'s CgroupDriver) ar
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from docker import errors as docker_errors
@@ -68,9 +69,12 @@ class DockerBackend(common.ApiEngine):
                                ) from None
         self._client = client
         if self.runtime not in self.info.get("Runtimes", {}):
-            raise BackendError(f"docker: dockerd has no {self.runtime!r} runtime (it has "
+            client.close()
+            self._client = None
+            raise BackendError(f"{self.name}: dockerd has no {self.runtime!r} runtime (it has "
                                f"{', '.join(self.info.get('Runtimes', {}))}): restart it as "
-                               "scripts/setup.sh starts it (--add-runtime crun=...)")
+                               f"scripts/setup.sh starts it (--add-runtime {self.runtime}=...)")
+        self._check_runtime()
         mode = "v2" if self.info.get("CgroupVersion") == "2" else "v1"
         self.cgroups = cgroups.every_hierarchy(mode)
         if self.info.get("CgroupDriver") == "systemd":  # a dockerd set-up did not configure
@@ -79,6 +83,15 @@ class DockerBackend(common.ApiEngine):
         self.dockerd_pid = dockerd_pid(self.socket)
         self._import(image)
         self._network()
+
+    def _check_runtime(self) -> None:
+        """A check of the runtime dockerd offers under :attr:`runtime`, before anything is
+        made (runc, crun: none; docker-ours: that it is an executable)."""
+
+    def runtime_path(self) -> str | None:
+        """The binary dockerd runs as :attr:`runtime` (``docker info``'s runtimes)."""
+        path = self.info.get("Runtimes", {}).get(self.runtime, {}).get("path")
+        return str(path) if path else None
 
     def resume(self, instance: Instance) -> None:
         handle: common.ApiHandle = instance.handle
@@ -137,8 +150,8 @@ class DockerBackend(common.ApiEngine):
             "engine": "docker",
             "api": "Docker SDK for Python (docker-py) over the Engine API, unix socket",
             "oci_runtime": self.runtime,
-            "oci_runtime_path": self.info.get("Runtimes", {}).get(self.runtime, {}).get("path"),
-            "oci_runtime_version": runtime_version(self.runtime),
+            "oci_runtime_path": self.runtime_path(),
+            "oci_runtime_version": runtime_version(self._runtime_binary()),
             "method": method.as_dict(),
             "image": {"ref": self.image_ref, "id": self.image_id, "digest": self.image_digest},
             "network_bridge": f"{NETWORK} (internal, {SUBNET}, bridge {BRIDGE})",
@@ -171,6 +184,12 @@ class DockerBackend(common.ApiEngine):
                          log_driver=self.info.get("LoggingDriver"),
                          daemon_flags=daemon_flags(self.dockerd_pid))
         return facts
+
+    def _runtime_binary(self) -> str:
+        """What to ask for the runtime's version: the path dockerd runs if it is one (the
+        crun-v1view wrapper answers as crun), else the name on PATH (runc)."""
+        path = self.runtime_path()
+        return path if path and path.startswith("/") else self.runtime
 
     # -- the engine's daemons -----------------------------------------------------------------
 
@@ -262,3 +281,28 @@ class DockerBackend(common.ApiEngine):
         with contextlib.suppress(docker_errors.DockerException):
             return self.api.inspect_container(handle.id)["State"]["Pid"] or None
         return None
+
+
+class DockerOursBackend(DockerBackend):
+    """Docker with cvbench-runtime as its OCI runtime: the same dockerd, containerd, shim,
+    containers, profile, limits, network and clean-up as ``docker``; the shim runs what dockerd
+    knows as ``cvbench-runtime`` (``scripts/setup.sh`` registers the virtualenv's console
+    script: ``--add-runtime cvbench-runtime=...``) where ``docker`` runs runc or crun."""
+
+    name = "docker-ours"
+    runtimes = (common.OURS,)
+
+    def __init__(self, *, socket: str = SOCKET, grace_s: float = GRACE_S) -> None:
+        super().__init__(runtime=common.OURS, socket=socket, grace_s=grace_s)
+
+    def _check_runtime(self) -> None:
+        path = self.runtime_path()
+        if not path or not os.access(path, os.X_OK):
+            raise BackendError(f"{self.name}: dockerd's {self.runtime} runtime is {path!r}, "
+                               f"not an executable: {common.SETUP} (it installs cvbench, and "
+                               "its cvbench-runtime, into the virtualenv)")
+
+    def describe(self) -> dict[str, Any]:
+        facts = super().describe()
+        facts["oci_runtime_installed"] = str(common.ours_runtime())  # the harness's own
+        return facts

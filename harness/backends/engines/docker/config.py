@@ -7,11 +7,12 @@ the backend creates and removes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import docker
 
-from harness.backends.base import InstanceSpec
+from harness.backends.base import VOLUME_PATH, InstanceSpec
 from harness.backends.engines import common
 from hostkit.paths import PREFIX
 
@@ -19,6 +20,9 @@ NETWORK = f"{PREFIX}docker"
 BRIDGE = f"{PREFIX}dk0"  # the network's Linux bridge (at most 15 characters)
 SUBNET = "10.214.0.0/16"  # ours uses 10.213.0.0/16
 CGROUP_PARENT = f"{PREFIX}docker"
+# The --root containerd's runc shim gives every OCI runtime under dockerd (runc, crun and
+# cvbench-runtime alike): each keeps its containers' state there
+RUNTIME_ROOT = Path("/run/docker/runtime-runc/moby")
 
 
 def host_config(api: docker.APIClient, spec: InstanceSpec, *, runtime: str, seccomp_json: str,
@@ -42,6 +46,8 @@ def host_config(api: docker.APIClient, spec: InstanceSpec, *, runtime: str, secc
         security_opt=[f"no-new-privileges:{str(reference.process.no_new_privileges).lower()}",
                       f"seccomp={seccomp_json}", "apparmor=unconfined"],
         ipc_mode="private",
+        # InstanceSpec.volume at /data, read-write, as the OCI backends bind it
+        binds=[f"{spec.volume}:{VOLUME_PATH}:rw"] if spec.volume is not None else None,
         runtime=runtime,
         cgroup_parent=cgroup_parent,
         init=False,

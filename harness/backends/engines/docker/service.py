@@ -3,8 +3,10 @@
 dockerd is started by ``scripts/setup.sh`` with :data:`DAEMON_FLAGS`: no NAT, no forwarding
 rules, no default bridge, and the cgroupfs driver (``native.cgroupdriver=cgroupfs``, the one
 cgroup manager crun, runc, podman and ``ours`` use; dockerd would pick systemd on a cgroup v2
-host where systemd is PID 1), plus ``--add-runtime crun=<crun>`` (the ``crun-v1view`` wrapper
-on a hybrid host, plain crun elsewhere). Where systemd is PID 1 that is docker.service with a
+host where systemd is PID 1), plus the runtimes of :data:`DAEMON_RUNTIMES`: ``--add-runtime
+crun=<crun>`` (the ``crun-v1view`` wrapper on a hybrid host, plain crun elsewhere) and
+``--add-runtime cvbench-runtime=<the virtualenv's cvbench-runtime>`` (ours behind the OCI
+command line, for the ``docker-ours`` backend). Where systemd is PID 1 that is docker.service with a
 drop-in giving it those flags (socket-activated by docker.socket); elsewhere dockerd runs under
 ``scripts/subreaper.py``, like libvirtd. The backend never starts or stops it.
 """
@@ -22,6 +24,7 @@ SOCKET = "/run/docker.sock"
 API_TIMEOUT_S = 120
 DAEMON_FLAGS = ("--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
                 "--exec-opt", "native.cgroupdriver=cgroupfs")  # as scripts/setup.sh starts it
+DAEMON_RUNTIMES = ("crun", common.OURS)  # --add-runtime NAME=PATH, as scripts/setup.sh adds them
 PID_FILE = Path("/run/docker.pid")  # dockerd's default --pidfile
 
 
@@ -61,7 +64,8 @@ def first_line(error: BaseException) -> str:
 
 
 def runtime_version(runtime: str) -> str | None:
-    """``<runtime> --version``'s version word, or None."""
+    """``<runtime> --version``'s version word (``runtime``: a name on PATH or a binary's
+    path), or None."""
     try:
         out = subprocess.run([runtime, "--version"], capture_output=True, text=True,
                              check=False, timeout=10).stdout

@@ -1,5 +1,7 @@
-"""``cvbench clean`` for Docker: every ``cvbench-`` container, network and image dockerd has,
-and the ``cvbench-docker`` cgroups."""
+"""``cvbench clean`` for Docker (``docker`` and ``docker-ours``): every ``cvbench-``
+container, network and image dockerd has, the ``cvbench-docker`` cgroups, and what a killed
+``cvbench-runtime create`` left half-made under the shim's runtime root (made containers are
+dockerd's: removing them through its API has the shim delete them)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import os
 from docker import errors as docker_errors
 
 from harness.backends.engines import common
-from harness.backends.engines.docker.config import CGROUP_PARENT, slice_path
+from harness.backends.engines.docker.config import CGROUP_PARENT, RUNTIME_ROOT, slice_path
 from harness.backends.engines.docker.service import SOCKET, first_line, sdk_client
 from hostkit.paths import PREFIX
+from runtime.oci import sweep as oci_sweep
 
 
 def sweep() -> list[str]:
@@ -53,5 +56,6 @@ def sweep() -> list[str]:
                         removed.append(f"docker image {tag}: {first_line(error)}")
     finally:
         client.close()
+    removed += oci_sweep.sweep(RUNTIME_ROOT)
     removed += common.sweep_cgroups([CGROUP_PARENT, slice_path(f"{CGROUP_PARENT}.slice")])
     return removed

@@ -251,3 +251,34 @@ class PodmanBackend(common.ApiEngine):
         with contextlib.suppress(Exception):
             return self._json("GET", f"/containers/{handle.id}/json")["State"].get("Pid") or None
         return None
+
+
+class PodmanOursBackend(PodmanBackend):
+    """Podman with cvbench-runtime as its OCI runtime: the same service, containers, profile,
+    limits, network and clean-up as ``podman``; conmon runs ``cvbench-runtime`` (the console
+    script installed with cvbench, named in the service's ``containers.conf``) where
+    ``podman`` runs crun."""
+
+    name = "podman-ours"
+    runtimes = (common.OURS,)
+
+    def __init__(self, *, grace_s: float = GRACE_S) -> None:
+        super().__init__(runtime=common.OURS, grace_s=grace_s)
+
+    def container_spec(self, spec: InstanceSpec) -> dict[str, Any]:
+        """As ``podman``'s, but network ``none`` or ``host`` only: for ``bridge`` Podman makes
+        the container's network namespace itself and hands the runtime its path to join
+        (``linux.namespaces``), which cvbench-runtime does not do (it refuses, in one line);
+        refused here first, before Podman makes anything."""
+        if spec.network == "bridge":
+            raise BackendError(f"{spec.name}: {self.name}: network bridge is not supported: "
+                               "Podman hands the runtime a network namespace to join, which "
+                               "cvbench-runtime does not do; use network none")
+        return super().container_spec(spec)
+
+    def prepare(self, image: Image) -> None:
+        binary = common.ours_runtime()
+        if not os.access(binary, os.X_OK):
+            raise BackendError(f"{self.name}: {binary} missing: {common.SETUP} (it installs "
+                               "cvbench, and its cvbench-runtime, into the virtualenv)")
+        super().prepare(image)

@@ -10,19 +10,21 @@ translation through Docker's HostConfig), and it offers podman's own create/star
 The OCI runtime is podman's service-wide setting (a container's ``oci_runtime`` is ignored by
 podman 4.3's API), so each backend runs its own service with ``runtime = "crun"`` (podman's
 default; on a hybrid host the ``crun-v1view`` wrapper, as crun 1.8 refuses hybrid cgroups,
-elsewhere plain crun) or ``"runc"``, written to a ``containers.conf`` of its own
-(``CONTAINERS_CONF``), with file events (no journald needed) and one cgroup manager on every
-host kind and init system: **cgroupfs** (:data:`CGROUP_MANAGER`), the one crun, runc and
-``ours`` use (podman would pick systemd where systemd is PID 1, asking it for a scope per
-container). The manager podman reports (``info.host.cgroupManager``) is recorded by
-``describe()``, and ``prepare()`` refuses a service that does not run with it.
+elsewhere plain crun), ``"runc"`` or ``"cvbench-runtime"`` (ours behind the OCI command line,
+the console script installed with cvbench: :func:`common.ours_runtime`), written to a
+``containers.conf`` of its own (``CONTAINERS_CONF``), with file events (no journald needed)
+and one cgroup manager on every host kind and init system: **cgroupfs**
+(:data:`CGROUP_MANAGER`), the one crun, runc and ``ours`` use (podman would pick systemd where
+systemd is PID 1, asking it for a scope per container). The manager podman reports
+(``info.host.cgroupManager``) is recorded by ``describe()``, and ``prepare()`` refuses a
+service that does not run with it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.backends.base import InstanceSpec
+from harness.backends.base import VOLUME_PATH, InstanceSpec
 from harness.backends.engines import common
 from hostkit.paths import PREFIX
 
@@ -42,8 +44,9 @@ EXTRA_DEFAULT_PATHS = ("/proc/timer_stats", "/sys/dev/block", "/sys/devices/virt
 
 
 def containers_conf(runtime: str, mode: str | None = None) -> str:
-    """The service's ``containers.conf``: ``runtime``, the cgroupfs manager, file events, and
-    crun as the engines run it on a host in cgroup ``mode`` (:func:`common.engine_crun`)."""
+    """The service's ``containers.conf``: ``runtime``, the cgroupfs manager, file events,
+    crun as the engines run it on a host in cgroup ``mode`` (:func:`common.engine_crun`) and
+    cvbench-runtime as installed (:func:`common.ours_runtime`)."""
     return (
         "# written by cvbench for its podman service\n"
         "[engine]\n"
@@ -53,6 +56,7 @@ def containers_conf(runtime: str, mode: str | None = None) -> str:
         "[engine.runtimes]\n"
         f'crun = ["{common.engine_crun(mode)}"]\n'
         'runc = ["/usr/bin/runc", "/usr/sbin/runc", "/usr/local/bin/runc"]\n'
+        f'{common.OURS} = ["{common.ours_runtime()}"]\n'
     )
 
 
@@ -88,6 +92,9 @@ def container_spec(spec: InstanceSpec, image_ref: str, seccomp_path: str) -> dic
                    if p not in reference.linux.masked_paths + reference.linux.readonly_paths],
         "cgroup_parent": f"/{CGROUP_PARENT}",
     }
+    if spec.volume is not None:  # at /data, read-write, as the OCI backends bind it
+        generated["mounts"] = [{"destination": VOLUME_PATH, "source": str(spec.volume),
+                                "type": "bind", "options": ["rbind", "rw"]}]
     if spec.network == "bridge":
         generated["netns"] = {"nsmode": "bridge"}
         generated["Networks"] = {NETWORK: {}}

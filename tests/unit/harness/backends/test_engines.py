@@ -7,6 +7,9 @@ import io
 import os
 import struct
 import tarfile
+import tomllib
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +20,7 @@ from harness.backends.engines import common
 from hostkit.procs import parent_pid
 from runtime import spec as runtime_spec
 
-ENGINES = ("docker", "podman", "lxc")
+ENGINES = ("docker", "podman", "lxc", "docker-ours", "podman-ours")
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -114,6 +117,72 @@ def test_the_runtime_is_an_option_checked_before_anything_starts(name) -> None:
         backends.create(name, flavour="x")
 
 
+@pytest.mark.parametrize("name, engine", [("docker-ours", "docker"),
+                                          ("podman-ours", "podman")])
+def test_the_ours_engines_run_cvbench_runtime_only(name, engine) -> None:
+    """docker-ours and podman-ours are their engine's backend with cvbench-runtime: no other
+    runtime may be asked of them, nor ours of the plain engines, and the doctor checks the
+    installed cvbench-runtime for them."""
+    backend = backends.create(name)
+    assert backend.runtime == common.OURS == "cvbench-runtime"
+    assert isinstance(backend, backends.backend_class(engine))
+    assert "cvbench-runtime" in registry.info(name).needs
+    assert registry.info(name).sweeper == registry.info(engine).sweeper
+    with pytest.raises(BackendError, match="unknown option 'runtime'"):
+        backends.create(name, runtime="crun")
+    with pytest.raises(BackendError, match="runtime must be one of runc, crun"):
+        backends.create(engine, runtime=common.OURS)
+
+
+def test_ours_is_the_console_script_beside_the_interpreter() -> None:
+    """The podman-ours service's runtime (and what set-up gives dockerd): the installed
+    console script, by its resolved path, named in the service's containers.conf."""
+    import sysconfig
+
+    from harness.backends.engines.podman import config as podman
+
+    script = common.ours_runtime()
+    assert script.is_absolute() and script.name == "cvbench-runtime"
+    assert script == (Path(sysconfig.get_path("scripts")) / "cvbench-runtime").resolve()
+    conf = podman.containers_conf(common.OURS, "v2")
+    assert 'runtime = "cvbench-runtime"' in conf
+    assert f'cvbench-runtime = ["{script}"]' in conf
+    parsed = tomllib.loads(conf)
+    assert parsed["engine"]["runtimes"]["cvbench-runtime"] == [str(script)]
+    assert parsed["engine"]["runtime"] == "cvbench-runtime"
+
+
+def test_the_doctor_checks_the_installed_cvbench_runtime(monkeypatch, tmp_path) -> None:
+    from harness.backends.engines import common
+
+    script = tmp_path / "cvbench-runtime"
+    monkeypatch.setattr(common, "ours_runtime", lambda: script)
+    check = doctor.CHECKS["cvbench-runtime"]()
+    assert not check.ok and "missing" in check.detail and check.fix
+    script.write_text("#!/bin/sh\necho 'cvbench-runtime version 9.9'\n")
+    script.chmod(0o755)
+    check = doctor.CHECKS["cvbench-runtime"]()
+    assert check.ok and check.detail == f"{script}: cvbench-runtime version 9.9"
+    script.write_text("#!/bin/sh\nexit 1\n")
+    assert not doctor.CHECKS["cvbench-runtime"]().ok
+
+
+def test_docker_ours_refuses_a_dockerd_without_an_executable_cvbench_runtime(tmp_path) -> None:
+    from harness.backends.engines.docker.backend import DockerOursBackend
+
+    backend = DockerOursBackend()
+    backend.info = {"Runtimes": {"cvbench-runtime": {"path": str(tmp_path / "gone")}}}
+    with pytest.raises(BackendError, match="not an executable.*setup.sh"):
+        backend._check_runtime()
+    script = tmp_path / "cvbench-runtime"
+    script.write_text("#!/bin/sh\necho 'cvbench-runtime version 0.1.0'\n")
+    script.chmod(0o755)
+    backend.info = {"Runtimes": {"cvbench-runtime": {"path": str(script)}}}
+    backend._check_runtime()
+    assert backend.runtime_path() == str(script)
+    assert backend._runtime_binary() == str(script)  # its version is asked of that binary
+
+
 def _spec(image, network: str = "none") -> InstanceSpec:
     return InstanceSpec(name="cvbench-u-1", image=image, memory_limit_mib=64, pids_limit=32,
                         cpu_limit=0.5, network=network)
@@ -142,6 +211,9 @@ def test_docker_gets_the_reference_profile_and_limits(built_image) -> None:
         "none", "private", "private")
     assert config["Runtime"] == "crun" and config["CgroupParent"] == "/cvbench-docker"
     assert backend.host_config(_spec(built_image, "bridge"))["NetworkMode"] == NETWORK
+    assert not backend.host_config(_spec(built_image)).get("Binds")
+    volume = replace(_spec(built_image), volume=Path("/srv/probe"))
+    assert backend.host_config(volume)["Binds"] == ["/srv/probe:/data:rw"]
 
 
 def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
@@ -163,6 +235,10 @@ def test_podman_gets_the_reference_profile_and_limits(built_image) -> None:
     assert generated["env"]["PATH"].startswith("/usr/local/sbin")
     bridge = backend.container_spec(_spec(built_image, "bridge"))
     assert bridge["netns"] == {"nsmode": "bridge"} and bridge["Networks"] == {NETWORK: {}}
+    assert "mounts" not in generated
+    volume = backend.container_spec(replace(_spec(built_image), volume=Path("/srv/probe")))
+    assert volume["mounts"] == [{"destination": "/data", "source": "/srv/probe",
+                                 "type": "bind", "options": ["rbind", "rw"]}]
 
 
 def test_lxc_config_carries_the_reference(built_image, tmp_path) -> None:
@@ -282,3 +358,21 @@ def test_docker_under_the_systemd_driver_finds_containers_in_nested_slices() -> 
     docker.cgroup_parent = f"/{config.CGROUP_PARENT}"  # cgroupfs, as set-up configures it
     assert docker._cgroup_path("abc") == "cvbench-docker/abc"
     assert ("--exec-opt", "native.cgroupdriver=cgroupfs") == service.DAEMON_FLAGS[-2:]
+
+
+def test_set_up_gives_dockerd_the_flags_and_runtimes_the_backends_expect() -> None:
+    """scripts/setup.sh starts dockerd (both paths: the systemd drop-in and the hand start)
+    with service.DAEMON_FLAGS and an --add-runtime for each of service.DAEMON_RUNTIMES;
+    cvbench-runtime by the virtualenv's console script."""
+    from harness.backends.engines.docker import service
+
+    text = (Path(__file__).resolve().parents[4] / "scripts" / "setup.sh").read_text()
+    flags = next(line for line in text.splitlines() if line.startswith("DOCKERD_FLAGS="))
+    assert flags.split("=", 1)[1].strip('"').split() == list(service.DAEMON_FLAGS)
+    runtimes = next(line for line in text.splitlines() if line.startswith("dockerd_runtimes()"))
+    added = [word.split("=", 1)[0] for word in runtimes.split("--add-runtime ")[1:]]
+    assert added == list(service.DAEMON_RUNTIMES) == ["crun", "cvbench-runtime"]
+    assert "cvbench-runtime=$OURS_RUNTIME" in runtimes
+    assert 'OURS_RUNTIME="$(realpath -m "$VENV/bin/cvbench-runtime")"' in text
+    assert "$DOCKERD_FLAGS $(dockerd_runtimes)" in text  # the drop-in and the hand start
+    assert text.count("$DOCKERD_FLAGS $(dockerd_runtimes)") == 2

@@ -65,6 +65,11 @@ def test_a_reference_config_loads_with_its_root_made_absolute(tmp_path):
     ({"linux__resources": {"cpu": {"shares": 512}}}, "linux.resources.cpu.shares"),
     ({"linux__resources": {"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]}},
      "linux.resources.hugepageLimits"),
+    ({"linux__resources": {"blockIO": {"weight": 500}}}, "linux.resources.blockIO.weight"),
+    ({"linux__resources": {"blockIO": {"weight": 0, "throttleReadBpsDevice": [
+        {"major": 8, "minor": 0, "rate": 1}]}}},
+     "linux.resources.blockIO.throttleReadBpsDevice"),
+    ({"process__apparmorProfile": "unconfined-but-not-quite"}, "process.apparmorProfile"),
     ({"mounts": [{"destination": "/m", "type": "bind", "source": "/srv",
                   "options": ["rbind", "rshared"]}]}, "mounts[0] (/m)"),
     ({"mounts": [{"destination": "/m", "type": "bind", "source": "/srv",
@@ -117,6 +122,19 @@ def test_no_swap_and_unlimited_values_are_honoured(tmp_path):
         "cpu": {"shares": 0, "quota": 50000, "period": 100000}}))
     res = spec.linux.resources
     assert (res.memory_limit, res.pids_limit, res.cpu_quota) == (64 << 20, None, 50000)
+
+
+def test_what_docker_passes_asking_for_nothing_is_accepted(tmp_path):
+    """Docker always passes blockIO with weight 0 (not set) and, where AppArmor is enabled and
+    no profile is wanted, apparmorProfile "unconfined" (no profile: what the runtime applies);
+    neither asks for anything the runtime does not do."""
+    spec = config.load(bundle(tmp_path, linux__resources={
+        "memory": {"limit": 64 << 20, "swap": 64 << 20, "disableOOMKiller": False},
+        "cpu": {"shares": 0, "quota": 50000, "period": 100000, "cpus": "", "mems": ""},
+        "blockIO": {"weight": 0}, "pids": {"limit": 64}},
+        process__apparmorProfile="unconfined"))
+    res = spec.linux.resources
+    assert (res.memory_limit, res.pids_limit, res.cpu_quota) == (64 << 20, 64, 50000)
 
 
 def test_cgroups_path():
