@@ -12,7 +12,8 @@ QEMU 7.2 has no ``file:`` one). The file is then made read-only (0444). A restor
 with the very machine, devices and kernel command line of the saved guest plus
 ``-incoming defer``, hands it the file opened read-only (``getfd``), ``migrate-incoming``,
 waits for the MIGRATION event ``completed``, ``cont``, and sends the ping on the console.
-QEMU reads the file through the host's page cache (never dropped here). A corrupt file ends
+QEMU reads the file through the host's page cache (:func:`evict` drops the snapshot's files
+from it, for restores that read the disk). A corrupt file ends
 in the event ``failed``: :class:`SnapshotError` with QEMU's own last line.
 
 ``mapped`` (Firecracker-style, :data:`MAPPED`): the saved guest's RAM is a file
@@ -132,6 +133,22 @@ def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | No
         memory.chmod(0o444)
     saved = replace(vm.spec, console_socket=None)
     return Snapshot(path, saved, sha256_of(path), path.stat().st_size, memory)
+
+
+def evict(snapshot: Snapshot) -> None:
+    """Drop the snapshot's files (state, and a mapped snapshot's RAM) from the host's page
+    cache, so that the next restore reads them from the disk: written back first, then
+    ``POSIX_FADV_DONTNEED`` over the whole file. Only these files' pages go; pages a running
+    guest still maps stay (the kernel keeps mapped pages)."""
+    for path in (snapshot.path, snapshot.memory):
+        if path is None:
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def _own_disks(domain: DomainSpec, directory: Path) -> list[DiskSpec]:

@@ -59,19 +59,25 @@ class QemuBackend(Chores):
                  tb_cache_mib: int | None = None, balloon: bool = False,
                  cmdline_extra: str = "", acpi: bool = False, binary: str = bare_qemu.QEMU,
                  grace_s: float = bare_qemu.GRACE_S,
-                 restore_ram: str = snapshot.STREAM) -> None:
+                 restore_ram: str = snapshot.STREAM,
+                 restore_cache: str = vm_restore.KEPT) -> None:
         super().__init__()
-        if restore_ram not in snapshot.RAM_KINDS:
-            raise BackendError(f"{self.name}: restore_ram must be one of "
-                               f"{', '.join(snapshot.RAM_KINDS)}, not {restore_ram!r}")
+        for option, value, accepted in (("restore_ram", restore_ram, snapshot.RAM_KINDS),
+                                        ("restore_cache", restore_cache,
+                                         vm_restore.CACHE_KINDS)):
+            if value not in accepted:
+                raise BackendError(f"{self.name}: {option} must be one of "
+                                   f"{', '.join(accepted)}, not {value!r}")
         self.restore_ram = restore_ram  # how a snapshot holds the RAM: vm.snapshot
+        self.restore_cache = restore_cache  # its files in the page cache at a restore
         self.accel = detect_accel(accel)
         self.guest = GuestOptions(machine, tb_cache_mib, balloon, cmdline_extra, acpi)
         self.binary = binary
         self.grace_s = grace_s
         self.artifacts = GuestArtifacts()
         self.devices: dict[str, GuestDevices] = {}  # network lease, tap: until removed
-        self.snapshots = vm_restore.Snapshots(devices=self.restores_devices)  # one per shape
+        self.snapshots = vm_restore.Snapshots(devices=self.restores_devices,  # one per shape
+                                              evict=restore_cache == vm_restore.DROPPED)
 
     def _check_machine(self) -> None:
         """BackendError if this QEMU lacks the machine type asked for."""
@@ -188,7 +194,7 @@ class QemuBackend(Chores):
             cold=("nothing", f"exec of qemu-system-x86_64 ({self._command})"),
             warm=("QEMU started with -S: guest kernel and initramfs loaded, CPUs stopped",
                   "QMP cont on QEMU's monitor socket"),
-            restore=vm_restore.qemu_method(self.restore_ram),
+            restore=vm_restore.qemu_method(self.restore_ram, self.restore_cache),
             stop="SIGTERM (SIGKILL after a grace time); until QEMU exited (pidfd) and was "
                  "reaped",
             remove="the VM's directory (sockets, pid file)",
@@ -196,7 +202,7 @@ class QemuBackend(Chores):
         return {"hypervisor": "qemu", "manager": "none (bare process)", **self.accel.as_dict(),
                 "guest": self.guest.describe(), "qemu_version": version,
                 "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict(),
-                "restore_ram": self.restore_ram,
+                "restore_ram": self.restore_ram, "restore_cache": self.restore_cache,
                 **({"own_machine": True} if self.own_machine else {}),
                 **({"machine_cmdline": extra} if (extra := self.guest.machine_cmdline(
                     self.accel.accel)) else {})}
@@ -220,7 +226,9 @@ class MicrovmBackend(QemuBackend):
     def __init__(self, *, accel: str = "auto", tb_cache_mib: int | None = None,
                  balloon: bool = False, cmdline_extra: str = "",
                  binary: str = bare_qemu.QEMU, grace_s: float = bare_qemu.GRACE_S,
-                 restore_ram: str = snapshot.STREAM) -> None:
+                 restore_ram: str = snapshot.STREAM,
+                 restore_cache: str = vm_restore.KEPT) -> None:
         super().__init__(accel=accel, machine=MICROVM, tb_cache_mib=tb_cache_mib,
                          balloon=balloon, cmdline_extra=cmdline_extra, acpi=True,
-                         binary=binary, grace_s=grace_s, restore_ram=restore_ram)
+                         binary=binary, grace_s=grace_s, restore_ram=restore_ram,
+                         restore_cache=restore_cache)

@@ -49,11 +49,25 @@ CACHE_NOTE = ("the state file is read through the host's page cache, which is no
 MAPPED_CACHE_NOTE = ("the RAM file is read through the host's page cache, which is not "
                      "dropped (after the first restores the pages the guest touches are in "
                      "memory)")
+DROPPED_NOTE = ("the snapshot's files are dropped from the host's page cache before each "
+                "restore (written back, POSIX_FADV_DONTNEED), so each restore reads them from "
+                "the disk")
+KEPT, DROPPED = "kept", "dropped"  # the snapshot's files in the page cache at a restore
+CACHE_KINDS = (KEPT, DROPPED)
 
 
-def qemu_method(ram: str) -> tuple[str, str]:
+def qemu_method(ram: str, cache: str = KEPT) -> tuple[str, str]:
     """What a bare-QEMU restore does before the clock and inside it, by how its snapshot
-    holds the RAM (``vm.snapshot.STREAM`` or ``MAPPED``)."""
+    holds the RAM (``vm.snapshot.STREAM`` or ``MAPPED``) and whether its files stay in the
+    page cache (:data:`KEPT`) or are dropped before each restore (:data:`DROPPED`)."""
+    before, inside = _qemu_method(ram)
+    if cache == DROPPED:
+        return (f"{before}; before each restore: {DROPPED_NOTE}",
+                inside.rsplit("; ", 1)[0] + "; " + DROPPED_NOTE)
+    return before, inside
+
+
+def _qemu_method(ram: str) -> tuple[str, str]:
     if ram == snapshot.MAPPED:
         return ("once per run and guest shape: the guest booted with a console responder and "
                 "its RAM in a shared file, READY, idle 1 s, QMP stop and migrate with "
@@ -97,6 +111,7 @@ class Snapshots:
     with the address leases of the saved guests (:meth:`hold`)."""
 
     devices: bool = False  # restores get the saved guest's network and disk (bare QEMU)
+    evict: bool = False  # drop the snapshot's files from the page cache before each restore
     made: dict[tuple[int, int, str, str, bool], Snapshot] = field(default_factory=dict)
     held: list[GuestDevices] = field(default_factory=list)
 
@@ -120,6 +135,8 @@ class Snapshots:
                                    f"{error.get_error_message()}") from None
         shot = self.made[key]
         try:
+            if self.evict:
+                snapshot.evict(shot)
             disks = snapshot.stage_disks(shot, spec.name) if spec.disk else None
         except OSError as error:
             hypervisor.remove_files(spec.name)

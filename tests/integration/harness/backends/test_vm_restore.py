@@ -233,6 +233,41 @@ def test_a_mapped_snapshot_restores_from_its_ram_file_and_never_writes_it(vm_env
     assert directories and not any(path.exists() for path in directories)
 
 
+def _resident_bytes(path: Path) -> int:
+    """How much of ``path`` the host's page cache holds (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+@pytest.mark.timeout(300)
+def test_a_dropped_cache_restore_starts_with_its_files_out_of_the_page_cache(vm_env) -> None:
+    image, prefix = vm_env
+    backend = QemuBackend(restore_ram="mapped", restore_cache="dropped")
+    backend.prepare(image)
+    try:
+        first = _restore_to_ready(backend, image, f"{prefix}d1")
+        (shot,) = backend.snapshots.made.values()
+        assert shot.memory is not None
+        assert _resident_bytes(shot.memory) > 0  # the restored guest read its pages
+        backend.stop(first)
+        backend.remove(first)
+
+        second = backend.create(InstanceSpec(name=f"{prefix}d2", image=image,
+                                             guest_memory_mib=128), RESTORE)
+        assert _resident_bytes(shot.path) == 0  # staged: both files out of the cache
+        assert _resident_bytes(shot.memory) == 0
+        backend.resume(second)
+        backend.wait_ready(second, 60)
+        backend.stop(second)
+        backend.remove(second)
+        method = backend.describe()["method"]["variants"]["restore"]
+        assert "dropped from the host's page cache" in method["inside_clock"]
+        assert "not dropped" not in method["inside_clock"]
+    finally:
+        backend.cleanup()
+
+
 def test_an_unknown_restore_ram_is_one_line() -> None:
     with pytest.raises(BackendError) as failure:
         QemuBackend(restore_ram="lazy")
