@@ -95,6 +95,9 @@ def connect_ready(address: str, port: int, fd: int | None, timeout: float, name:
     tail = b""
     pause = RETRY_FIRST_S
     try:
+        if pid is not None and pidfd is None:  # gone, and reaped already (by a subreaper)
+            raise NotReady(f"{name}: workload exited before port {port} accepted a "
+                           "connection")
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

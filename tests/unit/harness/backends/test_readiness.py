@@ -175,6 +175,14 @@ def test_tcp_never_accepting_or_the_workload_gone(pipe) -> None:
         child.wait()
 
 
+def test_tcp_of_a_workload_gone_and_reaped(pipe) -> None:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    with pytest.raises(NotReady, match="exited before port"):
+        readiness.wait_rule(ReadyRule.parse(f"tcp:{free_port()}"), pipe.read_fd, 30, "i",
+                            address="127.0.0.1", pid=child.pid)
+
+
 def test_tcp_reports_a_launch_failure(pipe) -> None:
     read_fd, write_fd = pipe
     os.write(write_fd, b"cvbench-error: no such program\n")
