@@ -10,7 +10,8 @@
   network namespace signals that a socket started listening in it, so this is the one wait
   that retries: a refused connection is retried after a short backoff
   (:data:`RETRY_FIRST_S` doubling up to :data:`RETRY_MAX_S`, which bounds how late the
-  wait sees a listener), and between attempts the wait sleeps on events, not a timer alone:
+  wait sees a listener; an attempt unanswered for :data:`ATTEMPT_S` is retried), and
+  between attempts the wait sleeps on events, not a timer alone:
   the output pipe (drained, so the workload never blocks on it) and the workload's pidfd, so
   a workload that dies ends the wait at once.
 """
@@ -32,6 +33,11 @@ from runtime.readiness import read_to_eof
 
 RETRY_FIRST_S = 0.0005  # tcp: the first pause after a refused connection
 RETRY_MAX_S = 0.005  # tcp: the longest pause; a listener is seen at most this late
+# tcp: an attempt the instance has not answered (neither accepted nor refused) after this
+# long is given up for a new one: a SYN lost while the instance's interface came up would
+# otherwise wait for the kernel's first retransmission, 1 s later. On the host's own bridge
+# an answer takes microseconds.
+ATTEMPT_S = 0.1
 # errors a connection to an instance whose listener is not up yet may get
 NOT_YET = (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
@@ -104,10 +110,11 @@ def connect_ready(address: str, port: int, fd: int | None, timeout: float, name:
                 raise NotReady(f"{name}: port {port} on {address} accepted no connection "
                                f"within {timeout:g} s")
             try:
-                with socket.create_connection((address, port), timeout=remaining):
+                with socket.create_connection((address, port),
+                                              timeout=min(remaining, ATTEMPT_S)):
                     return
             except TimeoutError:
-                continue  # the deadline is checked above
+                continue  # a SYN unanswered: a new one now (the deadline is checked above)
             except OSError as error:
                 if error.errno not in NOT_YET:
                     raise NotReady(f"{name}: connecting to {address}:{port}: {error}"
