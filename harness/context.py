@@ -87,6 +87,7 @@ class RunContext:
             vcpus=scenario.vcpus,
             disk=scenario.disk,
             accel=scenario.accel,
+            ready=scenario.ready_rule,
         )
 
     def accel(self, backend: str) -> str:

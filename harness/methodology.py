@@ -21,7 +21,8 @@ RULES = (
     "`process` floor and VMs with the `qemu` floor, from the same run.",
     "**cold**: nothing of the instance exists before the clock (a resident server or daemon "
     "may run); **warm**: the backend's own preparation runs before the clock.",
-    "start → READY: from the start (or resume) request until the workload's READY line.",
+    "start → READY: from the start (or resume) request until the scenario's readiness rule "
+    "holds, the same rule for every backend (below; by default the workload's READY line).",
     "stop: from the stop request until the instance's last process exited (seen through a "
     "pidfd; for VMs QEMU's exit); clean-up (`cleanup_s`) is timed apart.",
     "Turns run in an order shuffled each round from the seed below; each sample records its "
@@ -44,7 +45,8 @@ def section(metadata: dict[str, Any]) -> list[str]:
     seed = metadata.get("order_seed")
     lines.append(f"Turn order seed: `{seed}` (repeat with `cvbench run --seed {seed}`)."
                  if seed is not None else "Turn order: not recorded (an older run).")
-    lines += ["", host_kind(metadata), ""]
+    lines += ["", readiness(metadata), ""]
+    lines += [host_kind(metadata), ""]
     layout = cgroup_layouts(metadata)
     if layout:
         lines += [layout, ""]
@@ -54,6 +56,21 @@ def section(metadata: dict[str, Any]) -> list[str]:
     for name, facts in metadata.get("backends", {}).items():
         lines += _backend(name, facts)
     return lines
+
+
+def readiness(metadata: dict[str, Any]) -> str:
+    """One line: what READY meant in each scenario (``metadata["ready"]``: the rule written
+    and in words; an older run's is the READY line)."""
+    rules = metadata.get("ready")
+    if not rules:
+        return ("Readiness: the workload's READY line on its stdout (not recorded: an older "
+                "run).")
+    shown = {f"`{facts['rule']}`: {facts['meaning']}" for facts in rules.values()}
+    if len(shown) == 1:
+        return f"Readiness (every scenario): {shown.pop()}."
+    return "Readiness: " + "; ".join(
+        f"scenario {name}: `{facts['rule']}`, {facts['meaning']}"
+        for name, facts in rules.items()) + "."
 
 
 def host_kind(metadata: dict[str, Any]) -> str:

@@ -31,14 +31,16 @@ class ScenarioError(ValueError):
 
 def param(
     *, minimum: float | None = None, maximum: float | None = None,
-    bounds: validate.Bounds | None = None, choices: tuple[str, ...] | None = None, doc: str = ""
+    bounds: validate.Bounds | None = None, choices: tuple[str, ...] | None = None, doc: str = "",
+    check: Any = None,
 ) -> dict[str, Any]:
     """Field metadata: the values allowed (``bounds``, or a ``minimum`` and ``maximum``; the
-    names ``choices``) and what the key means (``doc``)."""
+    names ``choices``; or any ``check``: an object whose ``check(value)`` raises
+    :class:`hostkit.validate.Invalid`) and what the key means (``doc``)."""
     if bounds is None and (minimum is not None or maximum is not None):
         bounds = validate.Bounds(-math.inf if minimum is None else minimum,
                                  math.inf if maximum is None else maximum)
-    return {"check": bounds or (validate.Names(choices) if choices else None), "doc": doc}
+    return {"check": bounds or (validate.Names(choices) if choices else check), "doc": doc}
 
 
 def key_names(cls: type) -> tuple[str, ...]:
@@ -84,6 +86,8 @@ def check_value(where: str, key: str, value: Any, metadata: Mapping[str, Any]) -
         elif isinstance(check, validate.Names):
             for item in value if isinstance(value, tuple) else (value,):
                 check.check(item)
+        elif check is not None:
+            check.check(value)
     except validate.Invalid as error:
         raise ScenarioError(f"{where}: key '{key}': {error}") from None
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import backends as backend_registry
 from harness import hostinfo, runlock
-from harness.backends import registry, restorable
+from harness.backends import ready_rule, registry, restorable
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
 from harness.kinds import registry as kinds
@@ -59,11 +59,14 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
             except BackendError as error:
                 raise BackendError(f"{suite.path}: [backend_options.{name}]: {error}") from None
             created[name] = backend
-        for name, backend in created.items():  # a restore one cannot make: refused first
-            for scenario in suite.scenarios:
-                if name in suite.backends_for(scenario) and \
-                        (line := restorable.refusal(name, backend, scenario)):
+        for name, backend in created.items():  # a restore one cannot make, a readiness
+            for scenario in suite.scenarios:   # rule it cannot keep: refused first
+                if name not in suite.backends_for(scenario):
+                    continue
+                if line := restorable.refusal(name, backend, scenario):
                     raise BackendError(line)
+                if line := ready_rule.refusal(name, backend, scenario.ready_rule):
+                    raise BackendError(f"scenario {scenario.name!r}: {line}")
         for backend in created.values():
             backend.prepare(image)
         check_same_guest(created)
@@ -127,6 +130,8 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         "suite_file": str(suite.path),
         "scenario_text": suite.text,
         "scenarios": [s.name for s in suite.scenarios],
+        # what READY meant in each scenario, the same for all its backends (ready_rule)
+        "ready": {s.name: s.ready_rule.as_dict() for s in suite.scenarios},
         "backend_order": list(suite.backends),  # as the suite lists them (reports keep it)
         "backends": descriptions,
         "runtimes": suite.runtimes,  # user-named OCI runtimes: name -> binary

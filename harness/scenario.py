@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from harness.backends import registry
+from harness.backends import ready_rule, registry
 from harness.kinds import registry as kinds
 from harness.params import ScenarioError, key_names, param, parse_value, type_name
 from hostkit import validate
@@ -66,6 +66,9 @@ class Scenario(Generic[ParamsT]):
     vcpus: int = field(default=1, metadata=param(bounds=validate.VCPUS))
     disk: bool = False
     accel: str = field(default="auto", metadata=param(choices=ACCELS))
+    # What READY means (harness.backends.ready_rule): "line:TEXT", "exit" or "tcp:PORT"; the
+    # same for every backend of the scenario, so it cannot be overridden per family.
+    ready: str = field(default=str(ready_rule.DEFAULT), metadata=param(check=ready_rule.RULE))
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # flat keys, validated
 
     def for_backend(self, backend: str) -> Scenario[ParamsT]:
@@ -83,10 +86,20 @@ class Scenario(Generic[ParamsT]):
             self, **common, params=dataclasses.replace(kind_params, **own) if own else self.params
         )
 
+    @property
+    def ready_rule(self) -> ready_rule.ReadyRule:
+        """The scenario's readiness rule (its ``ready`` key, checked when loaded)."""
+        return ready_rule.ReadyRule.parse(self.ready)
+
 
 # Keys every scenario may have (``kind`` aside); all but name and backends can be overridden.
 COMMON_KEYS = tuple(k for k in key_names(Scenario) if k not in ("kind", "params", "overrides"))
-_OVERRIDABLE_COMMON = tuple(key for key in COMMON_KEYS if key not in ("name", "backends"))
+# ready cannot be overridden either: one readiness rule for every backend of a scenario.
+_OVERRIDABLE_COMMON = tuple(key for key in COMMON_KEYS
+                            if key not in ("name", "backends", "ready"))
+# Kinds whose instances may run to completion (ready = "exit"): the others measure or use an
+# instance after READY, which an exited one cannot give.
+EXIT_KINDS = ("startup",)
 kinds.reserve_keys(COMMON_KEYS)
 
 
@@ -126,7 +139,8 @@ class Suite:
                 **self.backend_options.get(backend, {})}
 
 
-SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list, "seed": int}
+SUITE_KEYS = {"name": str, "description": str, "image": str, "backends": list, "seed": int,
+              "ready": str}  # ready: every scenario's rule unless it gives its own
 
 
 def _check_backends(where: str, key: str, names: tuple[str, ...]) -> None:
@@ -171,12 +185,16 @@ def _parse_keys(
     return common_values, own_values
 
 
-def _parse_scenario(path: Path, index: int, table: Any) -> Scenario[Any]:
+def _parse_scenario(path: Path, index: int, table: Any, ready: str | None = None
+                    ) -> Scenario[Any]:
+    """One ``[[scenario]]`` table; ``ready``: the suite's rule, where the table has none."""
     where = f"{path}: [[scenario]] #{index + 1}"
     if not isinstance(table, dict):
         raise ScenarioError(f"{where}: expected a table")
     kind = _parse_kind(where, table)
     table = {key: value for key, value in table.items() if key != "kind"}
+    if ready is not None:
+        table.setdefault("ready", ready)
     overrides_raw = table.pop("overrides", {})
     common, own = _parse_keys(where, kind, table, COMMON_KEYS)
     _check_backends(where, "backends", common.get("backends", ()))
@@ -191,7 +209,27 @@ def _parse_scenario(path: Path, index: int, table: Any) -> Scenario[Any]:
         changed_common, changed_own = _parse_keys(f"{where} overrides.{backend}", kind, changes,
                                                   _OVERRIDABLE_COMMON)
         overrides[backend] = {**changed_common, **changed_own}
-    return make(kind, **common, **own, overrides=overrides)
+    scenario = make(kind, **common, **own, overrides=overrides)
+    _check_ready(where, scenario)
+    return scenario
+
+
+def _check_ready(where: str, scenario: Scenario[Any]) -> None:
+    """A rule the scenario's own keys cannot keep: ``exit`` for a kind that uses its
+    instances after READY, ``tcp`` without a bridge (for any backend, overrides applied)."""
+    rule = scenario.ready_rule
+    if rule.kind == ready_rule.EXIT and scenario.kind not in EXIT_KINDS:
+        raise ScenarioError(f"{where}: key 'ready': \"exit\" is for run-to-completion "
+                            f"images, which only a {' or '.join(EXIT_KINDS)} scenario takes "
+                            f"(a {scenario.kind} scenario uses its instances after READY)")
+    if rule.kind != ready_rule.TCP:
+        return
+    networks = {scenario.network, *(changes["network"] for changes in
+                                    scenario.overrides.values() if "network" in changes)}
+    if networks != {"bridge"}:
+        raise ScenarioError(f"{where}: key 'ready': {scenario.ready!r} connects to the "
+                            "instance's bridge address: it needs network = \"bridge\" "
+                            "(for every backend)")
 
 
 def loads(text: str, path: Path | str = "<string>",
@@ -224,7 +262,8 @@ def loads(text: str, path: Path | str = "<string>",
             raise ScenarioError(
                 f"{path}: [suite]: key '{key}': expected {type_name(expected)}"
             )
-    for key, check in (("seed", validate.SEED), ("image", REFERENCE)):
+    for key, check in (("seed", validate.SEED), ("image", REFERENCE),
+                       ("ready", ready_rule.RULE)):
         try:
             if key in suite_table:
                 check.check(suite_table[key])
@@ -242,7 +281,8 @@ def loads(text: str, path: Path | str = "<string>",
     tables = data.get("scenario")
     if not isinstance(tables, list) or not tables:
         raise ScenarioError(f"{path}: missing [[scenario]] tables, expected at least one")
-    scenarios = tuple(_parse_scenario(path, i, t) for i, t in enumerate(tables))
+    scenarios = tuple(_parse_scenario(path, i, t, suite_table.get("ready"))
+                      for i, t in enumerate(tables))
     names = [s.name for s in scenarios]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:

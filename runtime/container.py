@@ -41,7 +41,7 @@ from runtime import cgroups, child, containerdir, network, seccomp
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import cgroup_limits, launch_plan
-from runtime.readiness import ERROR_PREFIX, read_ready, read_to_end
+from runtime.readiness import ERROR_PREFIX, READY, read_ready, read_to_end
 from runtime.scopes import cgroup_parent, container_cgroup, register_scope
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 from runtime.state import Container, ExitInfo, load
@@ -247,14 +247,16 @@ class Runtime:
             problem = lines[-1] if lines else problem
         raise ContainerError(f"{container.name} failed to prepare: {problem}")
 
-    def wait_ready(self, container: Container, timeout: float = 10.0) -> None:
-        """Block until the workload prints ``READY``; close the pipe either way."""
+    def wait_ready(self, container: Container, timeout: float = 10.0,
+                   marker: bytes = READY) -> None:
+        """Block until the workload prints ``READY`` (or ``marker``); close the pipe either
+        way."""
         fd = container.ready_fd
         if fd is None:
             return
         container.ready_fd = None
         try:
-            read_ready(fd, timeout, container.name, NotReadyError, ERROR_PREFIX)
+            read_ready(fd, timeout, container.name, NotReadyError, ERROR_PREFIX, marker)
         finally:
             os.close(fd)
 

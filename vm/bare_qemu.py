@@ -26,7 +26,7 @@ from pathlib import Path
 from hostkit import syscalls
 from hostkit.procs import signal_and_wait
 from vm import guest, hypervisor
-from vm.console import SocketConsole
+from vm.console import MARKER, SocketConsole
 from vm.domain import MICROVM, DiskSpec, DomainSpec, Owner
 from vm.memory import VmMemory, qemu_memory
 from vm.monitor import MonitorError, QmpMonitor
@@ -218,15 +218,16 @@ class BareVM:
             raise BareQemuError(str(error)) from None
         self.paused = False
 
-    def wait_ready(self, timeout: float) -> bytes:
-        """Block until the guest prints READY; raises ``vm.console.ConsoleError``.
+    def wait_ready(self, timeout: float, marker: bytes = MARKER) -> bytes:
+        """Block until the guest prints READY (or ``marker``: the line the workload's
+        readiness rule waits for); raises ``vm.console.ConsoleError``.
 
         The console is closed once READY is seen, so a ready VM holds no descriptor of ours.
         """
         if self.console is None:
             return b""
         try:
-            return self.console.wait_for(timeout)
+            return self.console.wait_for(timeout, marker)
         except Exception:
             if self.process.poll() is not None:
                 raise BareQemuError(f"QEMU exited ({self.process.returncode}): "

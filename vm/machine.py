@@ -20,7 +20,7 @@ import libvirt
 
 from hostkit.procs import wait_exit
 from vm import guest, hypervisor
-from vm.console import SocketConsole, StreamConsole
+from vm.console import MARKER, SocketConsole, StreamConsole
 from vm.domain import DiskSpec, DomainSpec, Owner, render
 from vm.memory import VmMemory, qemu_memory
 
@@ -110,14 +110,15 @@ class VirtualMachine:
             self.domain.resume()
             self.paused = False
 
-    def wait_ready(self, timeout: float) -> bytes:
-        """Block until the guest prints READY; raises ``vm.console.ConsoleError``.
+    def wait_ready(self, timeout: float, marker: bytes = MARKER) -> bytes:
+        """Block until the guest prints READY (or ``marker``: the line the workload's
+        readiness rule waits for); raises ``vm.console.ConsoleError``.
 
         The console is closed on success, so a ready VM holds no descriptor of ours.
         """
         if self.console is None:
             return self.ready_output
-        self.ready_output = self.console.wait_for(timeout)
+        self.ready_output = self.console.wait_for(timeout, marker)
         self.console.close()
         self.console = None
         return self.ready_output

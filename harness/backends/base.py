@@ -5,7 +5,9 @@ The measurement rules every backend keeps (``docs/architecture.md``):
 - **cold** (:meth:`Backend.start`): nothing of the instance exists before the call (a
   resident server or daemon may run); **warm** (:meth:`Backend.create`, untimed, then
   :meth:`Backend.resume`, timed): the backend's own way of preparing an instance ahead.
-- start → READY: from the start request to the READY line on the workload's output.
+- start → READY: from the start request until the instance's readiness rule holds
+  (:class:`InstanceSpec.ready`, :mod:`harness.backends.ready_rule`; by default the READY line
+  on the workload's output).
 - stop → gone (:meth:`Backend.stop`): from the stop request until the instance's last
   process has exited, observed through a pidfd (for VMs: QEMU's own exit); the clean-up of
   its state (:meth:`Backend.remove`) is timed apart.
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.backends.ready_rule import DEFAULT as DEFAULT_READY
+from harness.backends.ready_rule import ReadyRule
 from imagestore.image import Image
 
 
@@ -25,7 +29,8 @@ class BackendError(Exception):
 
 
 class NotReady(BackendError):
-    """The instance did not print READY in time, or died before it did."""
+    """The instance's readiness rule did not hold in time (no READY line, no exit with status
+    0, no TCP connection accepted), or the instance died before it did."""
 
 
 VOLUME_PATH = "/data"  # where an instance sees the host directory of InstanceSpec.volume
@@ -52,6 +57,9 @@ class InstanceSpec:
     # A host directory handed in: containers bind-mount it at VOLUME_PATH; VMs (disk = true)
     # get a raw ext4 disk made in it, mounted at VOLUME_PATH; process uses the directory as is.
     volume: Path | None = None
+    # What READY means (a line, the workload's exit, a TCP port): one rule for every backend;
+    # a backend honours the kinds in its ``ready_kinds`` (the runner refuses the others).
+    ready: ReadyRule = DEFAULT_READY
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Instance:
     # The harness's own work inside a timed step, s, by metric name, where a backend tells it
     # from the work it measures (the OCI backends: HARNESS_METRICS), recorded apart.
     harness: dict[str, float] = field(default_factory=dict)
+    ready: ReadyRule = DEFAULT_READY  # its spec's readiness rule (Chores sets it)
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,9 @@ class Backend(Protocol):
         """Warm or restore, inside the clock: let a created instance run its workload."""
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        """Block until the workload printed READY; raise NotReady on timeout or death."""
+        """Block until the instance's ``spec.ready`` rule holds (by default: the workload
+        printed READY); raise NotReady on timeout, death or (rule ``exit``) a non-zero
+        status."""
 
     def stop(self, instance: Instance) -> None:
         """Stop the instance; return once its last process has exited."""

@@ -4,7 +4,9 @@ every built-in backend.
 - the live map (:class:`Live`): the instances made and not yet removed, by name; the run's
   own record of them (:class:`harness.context.RunContext`) is the same kind of map;
 - the cold/warm/restore split: :meth:`Chores.start` and :meth:`Chores.create` call the
-  backend's one ``_launch(spec, variant)`` and track what it made; :class:`SplitStart` is the
+  backend's one ``_launch(spec, variant)`` and track what it made, with its spec's readiness
+  rule (``Instance.ready``; a rule whose kind the backend's ``ready_kinds`` lacks is refused
+  before anything is made: the runner refuses it earlier, per scenario); :class:`SplitStart` is the
   split of an engine whose cold start is its own create step followed by its start step;
 - the end of an instance: :meth:`Chores.remove` forgets it whatever its ``_remove`` did;
   :meth:`Chores._discard` stops and removes one that failed half-way, ignoring errors;
@@ -19,7 +21,15 @@ from __future__ import annotations
 
 import logging
 
-from harness.backends.base import COLD, WARM, Instance, InstanceSpec, no_warm_start
+from harness.backends import ready_rule
+from harness.backends.base import (
+    COLD,
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    no_warm_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,8 @@ class Chores:
 
     name: str
     variants: tuple[str, ...] = (COLD, WARM)
+    # the kinds of readiness rule honoured besides the default line (ready_rule.KINDS)
+    ready_kinds: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.live = Live()
@@ -48,16 +60,25 @@ class Chores:
 
     def start(self, spec: InstanceSpec) -> Instance:
         """Cold: ``_launch(spec, COLD)``, tracked."""
-        return self.live.add(self._launch(spec, COLD))
+        self._check_ready(spec)
+        instance = self._launch(spec, COLD)
+        instance.ready = spec.ready
+        return self.live.add(instance)
 
     def create(self, spec: InstanceSpec, variant: str = WARM) -> Instance:
         """Warm or restore, before the clock: ``_launch(spec, variant)``, tracked;
         :meth:`resume` runs it. BackendError for a variant the backend does not offer."""
         if variant == COLD or variant not in self.variants:
             raise no_warm_start(self.name, variant)
+        self._check_ready(spec)
         instance = self._launch(spec, variant)
         instance.variant = variant
+        instance.ready = spec.ready
         return self.live.add(instance)
+
+    def _check_ready(self, spec: InstanceSpec) -> None:
+        if line := ready_rule.refusal(self.name, self, spec.ready):
+            raise BackendError(line)
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         """Make ``spec`` for ``variant``: running for COLD, prepared for WARM (and, where

@@ -35,6 +35,7 @@ from harness.backends.guests import (
     console_reason,
     memory_sample,
 )
+from harness.backends.ready_rule import LINE
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import guest, hypervisor
@@ -47,6 +48,7 @@ class LibvirtBackend(Chores):
     """Transient libvirt domains, direct kernel boot, READY read from the serial console."""
 
     name = "libvirt"
+    ready_kinds = (LINE,)  # a line of the rule's own on the serial console, as qemu's
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -142,7 +144,7 @@ class LibvirtBackend(Chores):
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         try:
-            self._vm(instance).wait_ready(timeout)
+            self._vm(instance).wait_ready(timeout, instance.ready.marker)
         except ConsoleError as error:
             reason = console_reason(error.output)
             last = f"; last console line: {reason!r}" if reason else ""

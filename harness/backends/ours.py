@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
-from harness.backends import seccomp_probe
+from harness.backends import readiness, seccomp_probe
 from harness.backends.base import (
     WARM,
     WARM_AFTER_CLOCK,
@@ -26,6 +26,7 @@ from harness.backends.base import (
 )
 from harness.backends.chores import Chores
 from harness.backends.containers import container_spec, default_security
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from imagestore.image import Image, ImageError, verify
 from runtime import cgroups, device_filter, devices, planner, scopes
 from runtime.container import (
@@ -36,12 +37,14 @@ from runtime.container import (
     NotReadyError,
     Runtime,
 )
+from runtime.readiness import ERROR_PREFIX
 
 
 class OursBackend(Chores):
     """Start/stop containers with cvbench's runtime; one fork server per backend."""
 
     name = "ours"
+    ready_kinds = (LINE, EXIT, TCP)
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
                  pivot_root: bool = False) -> None:
@@ -118,10 +121,41 @@ class OursBackend(Chores):
         instance.pids = [pid]
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
+        """The runtime's wait for the rule's line; for ``exit`` and ``tcp`` the output pipe
+        is taken from the container and :func:`readiness.wait_rule` waits (the status from
+        the fork server, which reaps the init; the address of the container's veth)."""
+        rule = instance.ready
+        container: Container = instance.handle
+        if rule.kind == LINE:
+            try:
+                self.runtime.wait_ready(container, timeout, rule.marker)
+            except NotReadyError as error:
+                raise NotReady(str(error)) from None
+            return
+        fd, container.ready_fd = container.ready_fd, None
+        if fd is None:
+            return
         try:
-            self.runtime.wait_ready(instance.handle, timeout)
-        except NotReadyError as error:
+            readiness.wait_rule(
+                rule, fd, timeout, instance.name,
+                exit_code=lambda waited: self._exit_code(container, waited),
+                address=container.net.address if container.net is not None else None,
+                pid=container.pid, error_prefix=ERROR_PREFIX)
+        finally:
+            os.close(fd)
+
+    def _exit_code(self, container: Container, timeout: float) -> int | None:
+        """The init's exit code once it exited within ``timeout`` (then the container is
+        stopped: stop() has nothing left to do); None while it runs."""
+        try:
+            exit_info = self.runtime.wait(container, timeout)
+        except ContainerError as error:
             raise NotReady(str(error)) from None
+        if exit_info is None:
+            return None
+        if exit_info.status is None:
+            raise NotReady(f"{container.name}: exited, but its status was lost")
+        return os.waitstatus_to_exitcode(exit_info.status)
 
     def stop(self, instance: Instance) -> None:
         try:

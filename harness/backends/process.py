@@ -3,6 +3,13 @@
 It is the containers' floor: the same workload and readiness signal, minus namespaces,
 filesystems and limits. Warm, a shell is spawned ahead and waits on a pipe; the clock starts
 when it is released to exec the workload.
+
+A spec's ``command`` runs instead of ``/init``: its first word is looked up in the image
+(``/bin/sh``, or ``sh`` under ``/bin``: the image's busybox, which picks its applet by that
+name). Readiness rules (:mod:`harness.backends.ready_rule`): ``line``; ``exit`` (the workload
+is this process's child: its status from ``waitpid``); ``tcp`` on the host's loopback
+address, the process having no network namespace of its own (its ports are the host's, so
+two instances cannot listen on one port at once).
 """
 
 from __future__ import annotations
@@ -14,9 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
-from harness.backends.base import WARM, Instance, InstanceSpec, MemorySample, Method
+from harness.backends.base import (
+    WARM,
+    BackendError,
+    Instance,
+    InstanceSpec,
+    MemorySample,
+    Method,
+)
 from harness.backends.chores import Chores
 from harness.backends.readiness import close_ready, wait_then_close
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import images_dir, state_dir
 from hostkit.procs import wait_exit
 from imagestore.image import Image
@@ -30,6 +45,9 @@ def pid_dir() -> Path:
 
 # Warm: the waiting shell reads one line, then becomes the workload ($0 the init, $1 busybox).
 RELEASE_SCRIPT = 'read -r _; exec "$1" sh "$0" </dev/null'
+# Warm with a spec's command: the same wait, then the command ("$@": its program, arguments).
+COMMAND_RELEASE_SCRIPT = 'read -r _; exec "$@" </dev/null'
+LOOPBACK = "127.0.0.1"  # where a tcp rule connects: the process shares the host's network
 
 
 @dataclass
@@ -38,6 +56,7 @@ class ProcessHandle:
     ready_fd: int | None
     pid_file: Path
     release_fd: int | None = None  # warm: written to let the workload exec
+    exited: bool = False  # reaped by wait_ready (rule exit): nothing left to stop
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -55,6 +74,7 @@ class ProcessBackend(Chores):
     """Plain fork/exec of the workload: no namespaces, no cgroups, no filesystem."""
 
     name = "process"
+    ready_kinds = (LINE, EXIT, TCP)
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,12 +86,19 @@ class ProcessBackend(Chores):
 
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         rootfs = spec.image.rootfs
+        program = _program(spec)
         if variant != WARM:
+            if program is not None:
+                return self._spawn(spec, [str(program), *spec.command[1:]], stdin=None,
+                                   executable=program)
             return self._spawn(spec, ["sh", str(rootfs / "init")], stdin=None)
         release_r, release_w = os.pipe2(os.O_CLOEXEC)
+        argv = (["sh", "-c", COMMAND_RELEASE_SCRIPT, "sh", str(program), *spec.command[1:]]
+                if program is not None else
+                ["sh", "-c", RELEASE_SCRIPT, str(rootfs / "init"),
+                 str(rootfs / "bin" / "busybox")])
         try:
-            instance = self._spawn(spec, ["sh", "-c", RELEASE_SCRIPT, str(rootfs / "init"),
-                                          str(rootfs / "bin" / "busybox")], stdin=release_r)
+            instance = self._spawn(spec, argv, stdin=release_r)
         except BaseException:
             os.close(release_w)
             raise
@@ -87,14 +114,15 @@ class ProcessBackend(Chores):
             os.close(handle.release_fd)
             handle.release_fd = None
 
-    def _spawn(self, spec: InstanceSpec, argv: list[str], stdin: int | None) -> Instance:
+    def _spawn(self, spec: InstanceSpec, argv: list[str], stdin: int | None,
+               executable: Path | None = None) -> Instance:
         rootfs = spec.image.rootfs
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         stdin_action = ((os.POSIX_SPAWN_DUP2, stdin, 0) if stdin is not None
                         else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         try:
             pid = os.posix_spawn(
-                str(rootfs / "bin" / "busybox"),
+                str(executable or rootfs / "bin" / "busybox"),
                 argv,
                 {"PATH": str(rootfs / "bin"), "HOME": "/",
                  **dict(item.split("=", 1) for item in spec.env if "=" in item)},
@@ -112,14 +140,23 @@ class ProcessBackend(Chores):
         return Instance(spec.name, self.name, ProcessHandle(pid, read_fd, pid_file), [pid])
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        wait_then_close(instance.handle, timeout, instance.name)
+        handle: ProcessHandle = instance.handle
+        wait_then_close(handle, timeout, instance.name, instance.ready,
+                        exit_code=lambda waited: _exit_code(handle, waited),
+                        address=LOOPBACK, pid=handle.pid)
 
     def stop(self, instance: Instance) -> None:
+        """SIGTERM to the workload's process group, SIGKILL after the grace time; an instance
+        whose workload ran to completion (rule ``exit``) has only leftovers of its group to
+        kill."""
         handle: ProcessHandle = instance.handle
         close_ready(handle)
         if handle.release_fd is not None:
             os.close(handle.release_fd)
             handle.release_fd = None
+        if handle.exited:
+            _signal_group(handle.pid, signal.SIGKILL)  # what it left running in its group
+            return
         _signal_group(handle.pid, signal.SIGTERM)
         if not _wait_gone(handle.pid, GRACE_S):
             _signal_group(handle.pid, signal.SIGKILL)
@@ -142,6 +179,31 @@ class ProcessBackend(Chores):
             remove="its pid file",
         )
         return {"isolation": "none", "launcher": "posix_spawn", "method": method.as_dict()}
+
+
+def _program(spec: InstanceSpec) -> Path | None:
+    """The image's file a spec's command runs (None: no command, the image's /init); a name
+    without a slash is looked up in the image's /bin."""
+    if not spec.command:
+        return None
+    first = spec.command[0]
+    program = spec.image.rootfs / (first.lstrip("/") if "/" in first else f"bin/{first}")
+    if not os.access(program, os.X_OK):
+        raise BackendError(f"{spec.name}: command {first!r} is no program of the image")
+    return program
+
+
+def _exit_code(handle: ProcessHandle, timeout: float) -> int | None:
+    """The workload's exit code once it exited within ``timeout`` (reaped: our child), else
+    None; negative: the signal that ended it."""
+    if not wait_exit(handle.pid, timeout):
+        return None
+    try:
+        _, status = os.waitpid(handle.pid, 0)
+    except ChildProcessError:
+        return None
+    handle.exited = True
+    return os.waitstatus_to_exitcode(status)
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -38,6 +38,7 @@ from harness.backends.guests import (
     console_reason,
     memory_sample,
 )
+from harness.backends.ready_rule import LINE
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import bare_qemu, guest, snapshot
@@ -50,6 +51,9 @@ class QemuBackend(Chores):
     """Bare QEMU processes with the libvirt domain's command line; READY on the serial socket."""
 
     name = "qemu"
+    # a line of the rule's own on the serial console, where the guest's init writes the
+    # workload's output; no exit (the guest's init, PID 1, never exits) and no tcp yet
+    ready_kinds = (LINE,)
     variants = (COLD, WARM, RESTORE)
     restores_devices = True  # a restore gets its own tap and disk copy (vm_restore)
     own_machine = False  # whether the machine type is the backend's point (harness.runner)
@@ -149,7 +153,7 @@ class QemuBackend(Chores):
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         try:
-            self._vm(instance).wait_ready(timeout)
+            self._vm(instance).wait_ready(timeout, instance.ready.marker)
         except (ConsoleError, bare_qemu.BareQemuError) as error:
             reason = console_reason(getattr(error, "output", b""))
             last = f"; last console line: {reason!r}" if reason else ""

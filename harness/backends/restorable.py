@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.backends import registry
 from harness.backends.base import RESTORE, Backend
+from harness.backends.ready_rule import DEFAULT as DEFAULT_READY
 
 CRIU_CHECK_TIMEOUT_S = 60.0
 
@@ -65,11 +66,16 @@ def criu_reason(criu: str | None = None) -> str:
 
 def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
     """The line refusing ``scenario`` on backend ``name``, if it asks for a restore that
-    backend cannot make; None otherwise."""
+    backend cannot make; None otherwise. A restore takes the default readiness rule only:
+    a restored guest proves it runs by answering a ping with READY (its workload's own
+    readiness lies before the snapshot)."""
     plan = scenario.for_backend(name)
     if RESTORE not in getattr(plan.params, "variants", ()):
         return None
     where = f"scenario {scenario.name!r}: backend {name!r} cannot restore"
+    if getattr(scenario, "ready", str(DEFAULT_READY)) != str(DEFAULT_READY):
+        return (f"{where}: ready = {scenario.ready!r}: a restored guest answers a ping with "
+                f"READY, so a restore takes the default rule ({DEFAULT_READY}) only")
     if RESTORE not in getattr(backend, "variants", ()):
         reason = (criu_reason() if registry.family(name) == registry.CONTAINER
                   else "it has no restore start")

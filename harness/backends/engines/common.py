@@ -38,6 +38,7 @@ from harness.backends.base import (
     NotReady,
 )
 from harness.backends.chores import SplitStart
+from harness.backends.ready_rule import LINE
 from hostkit.paths import PREFIX, cache_dir
 from hostkit.procs import parent_pid, wait_pidfd
 from imagestore.image import Image
@@ -133,26 +134,28 @@ class FrameDecoder:
 
 def wait_ready_fd(fd: int, timeout: float, name: str,
                   decode: Callable[[bytes], bytes] = lambda data: data,
-                  initial: bytes = b"") -> None:
-    """Block until a line ``READY`` arrives on ``fd`` (a socket or a pty master); NotReady on
-    timeout or end of stream. ``decode`` turns what was read into the workload's output."""
+                  initial: bytes = b"", marker: bytes = READY) -> None:
+    """Block until a line ``READY`` (or the readiness rule's ``marker``) arrives on ``fd``
+    (a socket or a pty master); NotReady on timeout or end of stream. ``decode`` turns what
+    was read into the workload's output."""
+    shown = marker.decode(errors="replace")
     deadline = time.monotonic() + timeout
     text = decode(initial)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     while True:
-        if any(line.strip() == READY for line in text.split(b"\n")[:-1]):
+        if any(line.strip() == marker for line in text.split(b"\n")[:-1]):
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise NotReady(f"{name}: no READY within {timeout:g} s")
+            raise NotReady(f"{name}: no {shown} within {timeout:g} s")
         try:
             chunk = os.read(fd, 4096)
         except OSError:  # EIO: a pty whose other side closed
             chunk = b""
         if not chunk:
             tail = text[-200:].decode(errors="replace").strip()
-            raise NotReady(f"{name}: workload exited before READY (output: {tail!r})")
+            raise NotReady(f"{name}: workload exited before {shown} (output: {tail!r})")
         text = text[-4096:] + decode(chunk)
 
 
@@ -410,6 +413,7 @@ class ApiEngine(SplitStart):
 
     gauge: EngineGauge
     runtimes: tuple[str, ...] = RUNTIMES  # the OCI runtimes it may be given
+    ready_kinds = (LINE,)  # a line of the rule's own on the attach stream
 
     def __init__(self, runtime: str, grace_s: float) -> None:
         super().__init__()
@@ -437,7 +441,8 @@ class ApiEngine(SplitStart):
             return
         try:
             wait_ready_fd(_raw(handle.stream).fileno(), timeout, instance.name,
-                          decode=FrameDecoder().feed, initial=handle.early)
+                          decode=FrameDecoder().feed, initial=handle.early,
+                          marker=instance.ready.marker)
         finally:
             close_stream(handle)
 

@@ -55,8 +55,9 @@ from harness.backends.floor.paths import (
     plans_dir,
 )
 from harness.backends.readiness import close_ready, wait_then_close
+from harness.backends.ready_rule import EXIT, LINE
 from hostkit import validate
-from hostkit.procs import terminate
+from hostkit.procs import terminate, wait_exit
 from imagestore.image import Image, ImageError, verify
 from runtime import caps, cgroups, devices, planner, seccomp
 from runtime.readiness import ERROR_PREFIX
@@ -85,12 +86,16 @@ class FloorHandle:
     pid: int = 0
     ready_fd: int | None = None
     channel: socket.socket | None = None  # warm: the init waits on it for its start
+    exited: bool = False  # reaped by wait_ready (rule exit): nothing left to stop
 
 
 class FloorBackend(Chores):
     """The launcher's clone → setup → exec, step by step as ours does it."""
 
     name = "floor"
+    # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; no tcp
+    # rule, as there is no bridge network here
+    ready_kinds = (LINE, EXIT)
 
     def __init__(self, *, steps: list[str] | str | None = None,
                  grace_s: float = GRACE_S) -> None:
@@ -258,7 +263,10 @@ class FloorBackend(Chores):
             channel.close()
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        wait_then_close(instance.handle, timeout, instance.name)
+        handle: FloorHandle = instance.handle
+        wait_then_close(handle, timeout, instance.name, instance.ready,
+                        exit_code=lambda waited: _exit_code(handle, waited),
+                        pid=handle.pid or None)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -268,7 +276,7 @@ class FloorBackend(Chores):
         if handle.channel is not None:  # a warm init never started: it exits on EOF
             handle.channel.close()
             handle.channel = None
-        if not handle.pid:
+        if not handle.pid or handle.exited:  # exited: reaped, its pid may be another's now
             return
         terminate(handle.pid, self.grace_s, GONE_S)
         try:
@@ -337,6 +345,19 @@ class FloorBackend(Chores):
         if self._kernel_filter is None and self._image is not None:
             self._kernel_filter = seccomp_probe.every_variant(self, self._image, FILTER_ADDITIONS)
         return self._kernel_filter
+
+
+def _exit_code(handle: FloorHandle, timeout: float) -> int | None:
+    """The init's exit code once it exited within ``timeout`` (reaped: the harness's child),
+    else None; negative: the signal that ended it."""
+    if not handle.pid or not wait_exit(handle.pid, timeout):
+        return None
+    try:
+        _, status = os.waitpid(handle.pid, 0)
+    except ChildProcessError:
+        return None
+    handle.exited = True
+    return os.waitstatus_to_exitcode(status)
 
 
 def _high(fd: int, handed: list[int]) -> int:

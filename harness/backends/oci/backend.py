@@ -49,6 +49,7 @@ from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runti
 from harness.backends.oci.launcher import Launcher, Overlay, harness_share
 from harness.backends.oci.profile import security
 from harness.backends.readiness import close_ready, wait_then_close
+from harness.backends.ready_rule import LINE, TCP
 from hostkit.paths import PREFIX
 from hostkit.procs import wait_pidfd
 from imagestore.image import Image
@@ -73,6 +74,7 @@ class OciBackend(Chores):
     through bundles."""
 
     name = "oci"
+    ready_kinds = (LINE, TCP)
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
@@ -154,7 +156,13 @@ class OciBackend(Chores):
                                f"{result.stderr.strip() or instance.handle.bundle.last_log_line()}")
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        wait_then_close(instance.handle, timeout, instance.name)
+        """The rule's line on the READY pipe, or (``tcp``) a connection to the container's
+        bridge address. No ``exit`` rule: the runtime's init is reaped by the launcher (its
+        subreaper), which keeps no status to ask for."""
+        handle: OciHandle = instance.handle
+        wait_then_close(handle, timeout, instance.name, instance.ready,
+                        address=handle.netns.address if handle.netns is not None else None,
+                        pid=handle.pid)
 
     def stop(self, instance: Instance) -> None:
         """``<runtime> kill <id> TERM`` (``KILL`` after the grace time) until the container's

@@ -94,3 +94,17 @@ def test_section_states_the_cgroup_layout_once_for_every_container_backend(tmp_p
     assert "the same for ours, crun, runc: **no**" in line
     assert "runc: `<parent>/<name>`, 0 shards" in line
     assert methodology.cgroup_layouts({"backends": {"qemu": {"accel": "kvm"}}}) is None
+
+
+def test_section_says_which_readiness_rule_each_scenario_used() -> None:
+    from harness.backends.ready_rule import ReadyRule
+
+    exit_rule, line = ReadyRule.parse("exit").as_dict(), ReadyRule.parse("line:go").as_dict()
+    same = "\n".join(methodology.section({"ready": {"a": exit_rule, "b": exit_rule}}))
+    assert ("Readiness (every scenario): `exit`: the workload's process exited with status 0 "
+            "(a run-to-completion image).") in same
+    both = "\n".join(methodology.section({"ready": {"a": exit_rule, "b": line}}))
+    assert "scenario a: `exit`, the workload's process exited" in both
+    assert "scenario b: `line:go`, the workload printed the line 'go' on its stdout" in both
+    assert "Readiness: the workload's READY line on its stdout (not recorded" in "\n".join(
+        methodology.section({}))

@@ -275,3 +275,30 @@ def test_microvm_differs_from_the_other_vm_backends_in_its_machine_only() -> Non
     with pytest.raises(BackendError, match="same guest"):  # the others still agree on it
         runner.check_same_guest({"qemu": QemuBackend(), "microvm": MicrovmBackend(),
                                  "libvirt": QemuBackend(machine="q35")})
+
+
+def test_a_readiness_rule_a_backend_cannot_keep_is_refused_before_any_prepare(
+        tmp_path, host, fake_backends, monkeypatch) -> None:
+    events: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(runner.backend_registry, "create",
+                        _recording_create(runner.backend_registry.create, events))
+    text = ('[suite]\nbackends = ["fake"]\nready = "exit"\n'
+            '[[scenario]]\nkind = "startup"\nrepetitions = 1\n')
+    with pytest.raises(runner.BackendError) as refused:
+        runner.run_suite(scenario.loads(text, tmp_path / "r.toml"), tmp_path / "results",
+                         quiet=True)
+    assert str(refused.value) == ("scenario 'startup': backend 'fake' cannot wait for ready "
+                                  "= 'exit': it honours only the default, line:READY")
+    assert not [event for event in events if event[1] == "prepare"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_metadata_records_each_scenarios_readiness_rule(tmp_path, host,
+                                                             fake_kinds) -> None:
+    run_dir = runner.run_suite(scenario.loads(SUITE, tmp_path / "fakes.toml"),
+                               tmp_path / "results", quiet=True)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["ready"] == {name: {
+        "rule": "line:READY", "kind": "line",
+        "meaning": "the workload printed the line 'READY' on its stdout"}
+        for name in ("pings", "startup")}

@@ -338,3 +338,44 @@ def test_a_runtime_the_file_does_not_declare_is_an_unknown_backend(forget_runtim
     text = RUNTIMES.replace('[runtimes]\nmycrun = "{path}"\n', "")
     with pytest.raises(ScenarioError, match="key 'backends': unknown backend 'mycrun'"):
         scenario.loads(text, "s.toml")
+
+
+def test_ready_is_todays_line_unless_the_suite_or_the_scenario_says_otherwise() -> None:
+    from harness.backends.ready_rule import DEFAULT, ReadyRule
+
+    (plain,) = scenario.loads("[[scenario]]\nkind='startup'\n").scenarios
+    assert plain.ready == "line:READY" and plain.ready_rule == DEFAULT
+    suite = scenario.loads(
+        "[suite]\nready='line:Listening'\n[[scenario]]\nkind='startup'\nname='a'\n"
+        "[[scenario]]\nkind='startup'\nname='b'\nready='exit'\n"
+        "[[scenario]]\nkind='memory'\nname='c'\nnetwork='bridge'\nready='tcp:8080'\n")
+    assert [s.ready_rule for s in suite.scenarios] == [
+        ReadyRule.parse("line:Listening"), ReadyRule.parse("exit"),
+        ReadyRule.parse("tcp:8080")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[[scenario]]\nkind='startup'\nready='tcp'\n",
+     "bad.toml: [[scenario]] #1: key 'ready': expected \"line:TEXT\", \"exit\" or "
+     "\"tcp:PORT\", got 'tcp'"),
+    ("[[scenario]]\nkind='startup'\nready=8080\n",
+     "bad.toml: [[scenario]] #1: key 'ready': expected a string, got 8080"),
+    ("[suite]\nready='tcp:0'\n[[scenario]]\nkind='startup'\n",
+     "bad.toml: [suite]: key 'ready': tcp: expected a port from 1 to 65535, got '0'"),
+    ("[suite]\nready=1\n[[scenario]]\nkind='startup'\n",
+     "bad.toml: [suite]: key 'ready': expected a string"),
+    ("[[scenario]]\nkind='startup'\nready='tcp:80'\n",
+     "bad.toml: [[scenario]] #1: key 'ready': 'tcp:80' connects to the instance's bridge "
+     "address: it needs network = \"bridge\" (for every backend)"),
+    ("[[scenario]]\nkind='startup'\nready='tcp:80'\nnetwork='bridge'\n"
+     "[scenario.overrides.vm]\nnetwork='none'\n", "it needs network = \"bridge\""),
+    ("[[scenario]]\nkind='memory'\nready='exit'\n",
+     "bad.toml: [[scenario]] #1: key 'ready': \"exit\" is for run-to-completion images, "
+     "which only a startup scenario takes (a memory scenario uses its instances after READY)"),
+    ("[[scenario]]\nkind='startup'\n[scenario.overrides.ours]\nready='exit'\n",
+     "unknown key 'ready'"),
+])
+def test_a_bad_ready_is_one_line(text: str, expected: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        scenario.loads(text, "bad.toml")
+    assert expected in str(caught.value) and "\n" not in str(caught.value)

@@ -41,6 +41,7 @@ from harness.backends.engines.lxc.config import (
     lxcpath,
 )
 from harness.backends.engines.lxc.helper import HelperClient
+from harness.backends.ready_rule import LINE
 from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
@@ -64,6 +65,7 @@ class LxcBackend(SplitStart):
     """LXC containers: config, start through the helper, READY on the console pty."""
 
     name = "lxc"
+    ready_kinds = (LINE,)  # a line of the rule's own on the workload's stdout pipe
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         super().__init__()
@@ -112,7 +114,8 @@ class LxcBackend(SplitStart):
         if handle.ready_fd is None:
             return
         try:
-            common.wait_ready_fd(handle.ready_fd, timeout, instance.name)
+            common.wait_ready_fd(handle.ready_fd, timeout, instance.name,
+                                 marker=instance.ready.marker)
         except NotReady as error:
             raise NotReady(f"{error}; lxc.log: {_last_line(handle.directory / 'lxc.log')}"
                            ) from None

@@ -68,3 +68,13 @@ def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monk
     assert restorable.refusal("fakevm", vm, bridged) is None
     memory = scenario.make("memory")  # a kind without start variants
     assert restorable.refusal("fake", FakeBackend(name="fake"), memory) is None
+
+
+def test_a_restore_takes_the_default_readiness_rule_only(fake_backends) -> None:
+    vm = FakeBackend(name="fakevm", restore=True)
+    line = scenario.make("startup", name="r", variants=("restore",), ready="line:go")
+    assert restorable.refusal("fakevm", vm, line) == (
+        "scenario 'r': backend 'fakevm' cannot restore: ready = 'line:go': a restored guest "
+        "answers a ping with READY, so a restore takes the default rule (line:READY) only")
+    cold = scenario.make("startup", name="c", variants=("cold",), ready="line:go")
+    assert restorable.refusal("fakevm", vm, cold) is None

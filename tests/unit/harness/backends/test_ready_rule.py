@@ -1,0 +1,85 @@
+"""The readiness rule: its three forms parsed, every bad one refused in one line, and the
+refusal of a rule a backend does not honour."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backends.ready_rule import (
+    DEFAULT,
+    EXIT,
+    LINE,
+    RULE,
+    TCP,
+    ReadyRule,
+    refusal,
+    supports,
+)
+from hostkit import validate
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("line:READY", DEFAULT),
+    ("line: Listening on 8080 ", ReadyRule(LINE, text="Listening on 8080")),
+    ("line:a:b", ReadyRule(LINE, text="a:b")),
+    ("exit", ReadyRule(EXIT, text="")),
+    ("tcp:8080", ReadyRule(TCP, text="", port=8080)),
+    ("tcp:1", ReadyRule(TCP, text="", port=1)),
+    ("tcp:65535", ReadyRule(TCP, text="", port=65535)),
+])
+def test_each_form_parses_and_says_itself_back(text: str, rule: ReadyRule) -> None:
+    assert ReadyRule.parse(text) == rule
+    assert ReadyRule.parse(str(rule)) == rule
+    assert RULE.check(text) == text
+    assert rule.as_dict()["rule"] == str(rule) and rule.as_dict()["kind"] == rule.kind
+    assert rule.describe()
+
+
+def test_the_default_is_todays_ready_line() -> None:
+    assert str(DEFAULT) == "line:READY" and DEFAULT.marker == b"READY"
+    assert "'READY'" in DEFAULT.describe()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", 'expected "line:TEXT", "exit" or "tcp:PORT", got \'\''),
+    ("READY", "expected \"line:TEXT\""),
+    ("line", "expected \"line:TEXT\""),
+    ("line:", "line: expected a text of 1 to 200 characters on one line"),
+    ("line:   ", "line: expected a text"),
+    ("line:" + "x" * 201, "line: expected a text"),
+    ("exit:0", "expected \"line:TEXT\""),
+    ("tcp", "expected \"line:TEXT\""),
+    ("tcp:", "tcp: expected a port from 1 to 65535, got ''"),
+    ("tcp:0", "tcp: expected a port from 1 to 65535, got '0'"),
+    ("tcp:65536", "tcp: expected a port from 1 to 65535"),
+    ("tcp:-1", "tcp: expected a port"),
+    ("tcp:http", "tcp: expected a port"),
+    ("udp:53", "expected \"line:TEXT\""),
+    (8080, "got 8080"),
+    (True, "got True"),
+])
+def test_bad_rules_are_one_line(value: object, expected: str) -> None:
+    with pytest.raises(validate.Invalid) as caught:
+        ReadyRule.parse(value)
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+class Lines:
+    ready_kinds = (LINE,)
+
+
+class Everything:
+    ready_kinds = (LINE, EXIT, TCP)
+
+
+def test_a_backend_honours_the_default_and_the_kinds_it_lists() -> None:
+    exit_rule, line_rule = ReadyRule.parse("exit"), ReadyRule.parse("line:go")
+    assert supports(object(), DEFAULT) and not supports(object(), line_rule)
+    assert supports(Lines, line_rule) and not supports(Lines, exit_rule)
+    assert supports(Everything, exit_rule) and refusal("x", Everything, exit_rule) is None
+    assert refusal("qemu", object(), line_rule) == (
+        "backend 'qemu' cannot wait for ready = 'line:go': it honours only the default, "
+        "line:READY")
+    assert refusal("crun", Lines, exit_rule) == (
+        "backend 'crun' cannot wait for ready = 'exit': it honours line rules")
