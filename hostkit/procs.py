@@ -65,6 +65,19 @@ def wait_exit(pid: int, timeout: float | None) -> bool:
         os.close(pidfd)
 
 
+def child_exit_code(pid: int, timeout: float) -> int | None:
+    """The exit code of ``pid``, a child of this process, once it exited within ``timeout``
+    (then reaped), else None (also when it was reaped already); negative: the signal that
+    ended it."""
+    if not pid or not wait_exit(pid, timeout):
+        return None
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
 # Zombie, and dead: a process its parent is reaping at this moment shows X until its pid
 # is released, after its pidfd has already reported the exit.
 EXITED_STATES = (b"Z", b"X", b"x")

@@ -10,9 +10,41 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Iterator
 
 READY = b"READY"
 ERROR_PREFIX = b"cvbench-error: "  # a launch failure's message follows, up to the newline
+
+
+class _TimedOut(Exception):
+    """:func:`_chunks` reached its deadline with ``fd`` still open."""
+
+
+def _chunks(fd: int, timeout: float, size: int = 4096) -> Iterator[bytes]:
+    """What ``fd`` delivers, chunk by chunk, the last one empty (end of file): the one
+    event-driven read loop of this module. Raises :class:`_TimedOut` once ``timeout``
+    seconds have passed with no end of file."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise _TimedOut
+        chunk = os.read(fd, size)
+        yield chunk
+        if not chunk:
+            return
+
+
+def _launch_failure(lines: list[bytes], error_prefix: bytes | None) -> str | None:
+    """The message of a launch failure among ``lines`` (one starting with ``error_prefix``)."""
+    if error_prefix is None:
+        return None
+    for line in lines:
+        if line.startswith(error_prefix):
+            return line[len(error_prefix):].decode(errors="replace")
+    return None
 
 
 def read_ready(
@@ -29,26 +61,21 @@ def read_ready(
     starts with it, which carries a launch failure's message.
     """
     shown = marker.decode(errors="replace")
-    deadline = time.monotonic() + timeout
     buffered = b""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise error(f"{name}: no {shown} within {timeout:g} s")
-        chunk = os.read(fd, 4096)
-        buffered += chunk
-        lines = buffered.split(b"\n")
-        for line in lines[:-1] if chunk else lines:
-            if error_prefix and line.startswith(error_prefix):
-                message = line[len(error_prefix):].decode(errors="replace")
-                raise error(f"{name}: launch failed: {message}")
-            if line.strip() == marker:
+    try:
+        for chunk in _chunks(fd, timeout):
+            buffered += chunk
+            lines = buffered.split(b"\n")
+            complete = lines[:-1] if chunk else lines
+            failure = _launch_failure(complete, error_prefix)
+            if failure is not None:
+                raise error(f"{name}: launch failed: {failure}")
+            if any(line.strip() == marker for line in complete):
                 return
-        if not chunk:
-            tail = buffered[-200:].decode(errors="replace").strip()
-            raise error(f"{name}: workload exited before {shown} (output: {tail!r})")
+    except _TimedOut:
+        raise error(f"{name}: no {shown} within {timeout:g} s") from None
+    tail = buffered[-200:].decode(errors="replace").strip()
+    raise error(f"{name}: workload exited before {shown} (output: {tail!r})")
 
 
 def read_to_eof(
@@ -61,36 +88,23 @@ def read_to_eof(
     """Read ``fd`` until end of file (every writer closed it: the workload ran to its end);
     the output's last 200 bytes. Raise ``error`` on timeout, or (with ``error_prefix``) on a
     line that starts with it (a launch failure)."""
-    deadline = time.monotonic() + timeout
     tail = b""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise error(f"{name}: workload still runs after {timeout:g} s (no exit)")
-        chunk = os.read(fd, 65536)
-        tail = (tail + chunk)[-4096:]
-        if error_prefix and error_prefix in tail:
-            for line in tail.split(b"\n")[:-1] if chunk else tail.split(b"\n"):
-                if line.startswith(error_prefix):
-                    message = line[len(error_prefix):].decode(errors="replace")
-                    raise error(f"{name}: launch failed: {message}")
-        if not chunk:
-            return tail[-200:]
+    try:
+        for chunk in _chunks(fd, timeout, 65536):
+            tail = (tail + chunk)[-4096:]
+            if error_prefix and error_prefix in tail:
+                lines = tail.split(b"\n")
+                failure = _launch_failure(lines[:-1] if chunk else lines, error_prefix)
+                if failure is not None:
+                    raise error(f"{name}: launch failed: {failure}")
+    except _TimedOut:
+        raise error(f"{name}: workload still runs after {timeout:g} s (no exit)") from None
+    return tail[-200:]
 
 
 def read_to_end(fd: int, timeout: float) -> bytes | None:
     """Everything written to ``fd`` until end of file; None if that takes over ``timeout``."""
-    deadline = time.monotonic() + timeout
-    output = b""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return output
-        output += chunk
+    try:
+        return b"".join(_chunks(fd, timeout, 65536))
+    except _TimedOut:
+        return None

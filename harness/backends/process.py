@@ -33,7 +33,7 @@ from harness.backends.chores import Chores
 from harness.backends.readiness import close_ready, wait_then_close
 from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import images_dir, state_dir
-from hostkit.procs import wait_exit
+from hostkit.procs import child_exit_code, wait_exit
 from imagestore.image import Image
 
 GRACE_S = 2.0
@@ -194,16 +194,12 @@ def _program(spec: InstanceSpec) -> Path | None:
 
 
 def _exit_code(handle: ProcessHandle, timeout: float) -> int | None:
-    """The workload's exit code once it exited within ``timeout`` (reaped: our child), else
-    None; negative: the signal that ended it."""
-    if not wait_exit(handle.pid, timeout):
-        return None
-    try:
-        _, status = os.waitpid(handle.pid, 0)
-    except ChildProcessError:
-        return None
-    handle.exited = True
-    return os.waitstatus_to_exitcode(status)
+    """The workload's exit code once it exited within ``timeout`` (reaped: the harness's
+    child, marked exited), else None."""
+    code = child_exit_code(handle.pid, timeout)
+    if code is not None:
+        handle.exited = True
+    return code
 
 
 def _signal_group(pgid: int, signum: int) -> None:

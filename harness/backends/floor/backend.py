@@ -57,7 +57,7 @@ from harness.backends.floor.paths import (
 from harness.backends.readiness import close_ready, wait_then_close
 from harness.backends.ready_rule import EXIT, LINE
 from hostkit import validate
-from hostkit.procs import terminate, wait_exit
+from hostkit.procs import child_exit_code, terminate
 from imagestore.image import Image, ImageError, verify
 from runtime import caps, cgroups, devices, planner, seccomp
 from runtime.readiness import ERROR_PREFIX
@@ -348,16 +348,12 @@ class FloorBackend(Chores):
 
 
 def _exit_code(handle: FloorHandle, timeout: float) -> int | None:
-    """The init's exit code once it exited within ``timeout`` (reaped: the harness's child),
-    else None; negative: the signal that ended it."""
-    if not handle.pid or not wait_exit(handle.pid, timeout):
-        return None
-    try:
-        _, status = os.waitpid(handle.pid, 0)
-    except ChildProcessError:
-        return None
-    handle.exited = True
-    return os.waitstatus_to_exitcode(status)
+    """The workload's exit code once it exited within ``timeout`` (reaped: the harness's
+    child, marked exited), else None."""
+    code = child_exit_code(handle.pid, timeout)
+    if code is not None:
+        handle.exited = True
+    return code
 
 
 def _high(fd: int, handed: list[int]) -> int:

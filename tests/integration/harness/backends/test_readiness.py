@@ -30,12 +30,31 @@ def _name() -> str:
     return f"cvbench-test-ready-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(params=sorted(HONOURED))
-def backend(request, state_dir, built_image) -> Iterator[Backend]:
-    made = registry.create(request.param)
-    made.prepare(built_image)
+def _honouring(kind: str) -> list[str]:
+    return [name for name in sorted(HONOURED) if kind in HONOURED[name]]
+
+
+def _prepared(name: str, image: Image) -> Iterator[Backend]:
+    made = registry.create(name)
+    assert tuple(made.ready_kinds) == HONOURED[name]  # type: ignore[attr-defined]
+    made.prepare(image)
     yield made
     made.cleanup()
+
+
+@pytest.fixture(params=sorted(HONOURED))
+def backend(request, state_dir, built_image) -> Iterator[Backend]:
+    yield from _prepared(request.param, built_image)
+
+
+@pytest.fixture(params=_honouring(EXIT))
+def exit_backend(request, state_dir, built_image) -> Iterator[Backend]:
+    yield from _prepared(request.param, built_image)
+
+
+@pytest.fixture(params=_honouring(TCP))
+def tcp_backend(request, state_dir, built_image) -> Iterator[Backend]:
+    yield from _prepared(request.param, built_image)
 
 
 def _spec(image: Image, rule: str, script: str, network: str = "none") -> InstanceSpec:
@@ -83,12 +102,6 @@ def _not_ready(backend: Backend, spec: InstanceSpec, match: str, timeout: float 
     return elapsed
 
 
-def _skip_unless(backend: Backend, kind: str) -> None:
-    assert tuple(backend.ready_kinds) == HONOURED[backend.name]  # type: ignore[attr-defined]
-    if kind not in HONOURED[backend.name]:
-        pytest.skip(f"{backend.name} does not honour {kind} rules (refused: test_refused)")
-
-
 def test_line_of_its_own(backend, built_image) -> None:
     spec = _spec(built_image, "line:Listening now",
                  f"echo READY; sleep {PAUSE_S}; echo '  Listening now '; exec sleep 60")
@@ -103,44 +116,42 @@ def test_line_never_printed(backend, built_image) -> None:
 
 
 @pytest.mark.parametrize("variant", [COLD, WARM])
-def test_exit(backend, built_image, variant) -> None:
-    _skip_unless(backend, EXIT)
+def test_exit(exit_backend, built_image, variant) -> None:
     spec = _spec(built_image, "exit", f"echo working; sleep {PAUSE_S}; exit 0")
-    assert _ready_after(backend, spec, variant) >= PAUSE_S
-    assert not backend.live  # type: ignore[attr-defined]
+    assert _ready_after(exit_backend, spec, variant) >= PAUSE_S
+    assert not exit_backend.live  # type: ignore[attr-defined]
 
 
-def test_exit_with_a_failure(backend, built_image) -> None:
-    _skip_unless(backend, EXIT)
-    _not_ready(backend, _spec(built_image, "exit", "echo oops; exit 3"),
+def test_exit_with_a_failure(exit_backend, built_image) -> None:
+    _not_ready(exit_backend, _spec(built_image, "exit", "echo oops; exit 3"),
                r"exited with status 3 \(output: 'oops'\)")
-    assert _not_ready(backend, _spec(built_image, "exit", "exec sleep 60"),
+    assert _not_ready(exit_backend, _spec(built_image, "exit", "exec sleep 60"),
                       "still runs after 0.5 s", timeout=0.5) < 5
 
 
-def test_tcp(backend, built_image) -> None:
-    _skip_unless(backend, TCP)
+def test_tcp(tcp_backend, built_image) -> None:
     spec = _spec(built_image, f"tcp:{PORT}", f"sleep {PAUSE_S}; exec nc -l -p {PORT}",
                  network="bridge")
-    assert _ready_after(backend, spec) >= PAUSE_S
+    assert _ready_after(tcp_backend, spec) >= PAUSE_S
 
 
-def test_tcp_never_listening(backend, built_image) -> None:
-    _skip_unless(backend, TCP)
-    assert 0.5 <= _not_ready(backend, _spec(built_image, f"tcp:{PORT}", "exec sleep 60",
-                                            network="bridge"),
+def test_tcp_never_listening(tcp_backend, built_image) -> None:
+    assert 0.5 <= _not_ready(tcp_backend, _spec(built_image, f"tcp:{PORT}", "exec sleep 60",
+                                                network="bridge"),
                              f"port {PORT} on .* accepted no connection within 0.5 s",
                              timeout=0.5) < 5
     # a workload that dies ends the wait at once, not at its timeout
-    assert _not_ready(backend, _spec(built_image, f"tcp:{PORT}", "exit 0", network="bridge"),
+    assert _not_ready(tcp_backend, _spec(built_image, f"tcp:{PORT}", "exit 0",
+                                         network="bridge"),
                       f"exited before port {PORT}", timeout=20) < 10
 
 
-def test_refused(backend, built_image) -> None:
+@pytest.mark.parametrize(("name", "rule"), [
+    (name, rule) for kind, rule in ((EXIT, "exit"), (TCP, f"tcp:{PORT}"))
+    for name in sorted(HONOURED) if kind not in HONOURED[name]])
+def test_refused(name, rule, state_dir, built_image) -> None:
     """A kind the backend does not honour is refused before anything is made."""
-    for kind, rule in ((EXIT, "exit"), (TCP, f"tcp:{PORT}")):
-        if kind in HONOURED[backend.name]:
-            continue
+    for backend in _prepared(name, built_image):
         with pytest.raises(BackendError, match=f"cannot wait for ready = '{rule}'"):
             backend.start(_spec(built_image, rule, "exit 0"))
         assert not backend.live  # type: ignore[attr-defined]
