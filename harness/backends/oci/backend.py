@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
@@ -75,6 +76,7 @@ class OciBackend(Chores):
 
     name = "oci"
     ready_kinds = (LINE, TCP)
+    launch_fields = launches.FIELDS  # an imported image's workdir and user: the spec's
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
