@@ -53,6 +53,7 @@ from harness.backends.readiness import close_ready, wait_then_close
 from harness.backends.ready_rule import LINE, TCP
 from hostkit.paths import PREFIX
 from hostkit.procs import wait_pidfd
+from imagestore import imageconfig
 from imagestore.image import Image
 from runtime.cgroups import CgroupError
 from runtime.network import NetworkError
@@ -123,7 +124,8 @@ class OciBackend(Chores):
     def prepare(self, image: Image) -> None:
         if shutil.which(self.binary) is None:
             raise BackendError(f"{self.runtime} not found on PATH")
-        if not (image.rootfs / image.init.lstrip("/")).exists():
+        imported = imageconfig.config_path(image).exists()  # runs its own entrypoint
+        if not imported and not (image.rootfs / image.init.lstrip("/")).exists():
             raise BackendError(f"image {image.name} has no {image.init}")
         self.image = image
         self.root.mkdir(parents=True, exist_ok=True)
