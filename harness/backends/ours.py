@@ -13,7 +13,6 @@ import dataclasses
 import os
 from typing import Any
 
-from harness.backends import launch as launches
 from harness.backends import readiness, seccomp_probe
 from harness.backends.base import (
     WARM,
@@ -46,7 +45,6 @@ class OursBackend(Chores):
 
     name = "ours"
     ready_kinds = (LINE, EXIT, TCP)
-    launch_fields = launches.FIELDS  # an imported image's workdir and user: the spec's
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
                  pivot_root: bool = False) -> None:
