@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -128,27 +129,34 @@ def save(domain: DomainSpec, *, qemu: str = bare_qemu.QEMU, disk_base: Path | No
         raise
     for disk in _own_disks(vm.spec, vm.directory):
         disk.path.chmod(0o444)
-    path.chmod(0o444)
-    if memory is not None:
-        memory.chmod(0o444)
     saved = replace(vm.spec, console_socket=None)
-    return Snapshot(path, saved, sha256_of(path), path.stat().st_size, memory)
+    shot = Snapshot(path, saved, sha256_of(path), path.stat().st_size, memory)
+    for file in _files(shot):  # written back once, read-only from here on
+        file.chmod(0o444)
+    _each_fd(_files(shot), os.fsync)
+    return shot
+
+
+def _files(snapshot: Snapshot) -> list[Path]:
+    """The snapshot's own files: its state, and a mapped snapshot's RAM."""
+    return [path for path in (snapshot.path, snapshot.memory) if path is not None]
+
+
+def _each_fd(paths: list[Path], action: Callable[[int], object]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            action(fd)
+        finally:
+            os.close(fd)
 
 
 def evict(snapshot: Snapshot) -> None:
-    """Drop the snapshot's files (state, and a mapped snapshot's RAM) from the host's page
-    cache, so that the next restore reads them from the disk: written back first, then
-    ``POSIX_FADV_DONTNEED`` over the whole file. Only these files' pages go; pages a running
+    """Drop the snapshot's files from the host's page cache, so that the next restore reads
+    them from the disk: ``POSIX_FADV_DONTNEED`` over each whole file (written back once, at
+    the save: clean pages only are dropped). Only these files' pages go; pages a running
     guest still maps stay (the kernel keeps mapped pages)."""
-    for path in (snapshot.path, snapshot.memory):
-        if path is None:
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    _each_fd(_files(snapshot), lambda fd: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED))
 
 
 def _own_disks(domain: DomainSpec, directory: Path) -> list[DiskSpec]:

@@ -262,10 +262,11 @@ def _boot_once(image: HostImage, spec: DomainSpec, network: bool,
     vm = BareVM.start(spec, disk_base=image.disk, extra=extra)
     try:
         vm.wait_ready(boot_timeout)
-    except BaseException as error:
+    except Exception as error:
         vm.stop()
-        if isinstance(error, Exception):
-            raise TestHostError(boot_failure(error, console_log)) from None
+        raise TestHostError(boot_failure(error, console_log)) from None
+    except BaseException:
+        vm.stop()
         raise
     return vm, port
 

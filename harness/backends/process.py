@@ -30,10 +30,10 @@ from harness.backends.base import (
     Method,
 )
 from harness.backends.chores import Chores
-from harness.backends.readiness import close_ready, wait_then_close
+from harness.backends.readiness import close_ready, reaped_exit_code, wait_then_close
 from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import images_dir, state_dir
-from hostkit.procs import child_exit_code, wait_exit
+from hostkit.procs import wait_exit
 from imagestore.image import Image
 
 GRACE_S = 2.0
@@ -142,7 +142,7 @@ class ProcessBackend(Chores):
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         handle: ProcessHandle = instance.handle
         wait_then_close(handle, timeout, instance.name, instance.ready,
-                        exit_code=lambda waited: _exit_code(handle, waited),
+                        exit_code=lambda waited: reaped_exit_code(handle, waited),
                         address=LOOPBACK, pid=handle.pid)
 
     def stop(self, instance: Instance) -> None:
@@ -191,15 +191,6 @@ def _program(spec: InstanceSpec) -> Path | None:
     if not os.access(program, os.X_OK):
         raise BackendError(f"{spec.name}: command {first!r} is no program of the image")
     return program
-
-
-def _exit_code(handle: ProcessHandle, timeout: float) -> int | None:
-    """The workload's exit code once it exited within ``timeout`` (reaped: the harness's
-    child, marked exited), else None."""
-    code = child_exit_code(handle.pid, timeout)
-    if code is not None:
-        handle.exited = True
-    return code
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from harness.backends.base import NotReady
 from harness.backends.ready_rule import EXIT, TCP, ReadyRule
+from hostkit.procs import child_exit_code
 from runtime.readiness import read_ready as _read_ready
 from runtime.readiness import read_to_eof
 
@@ -165,3 +166,12 @@ def close_ready(handle) -> None:
     fd, handle.ready_fd = handle.ready_fd, None  # forgotten first: a Ctrl-C here cannot
     if fd is not None:                            # make a later call close it twice
         os.close(fd)
+
+
+def reaped_exit_code(handle, timeout: float) -> int | None:
+    """For a backend whose workload is the harness's own child (``handle.pid``): its exit
+    code once it exited within ``timeout``, reaped and ``handle.exited`` set; else None."""
+    code = child_exit_code(handle.pid, timeout)
+    if code is not None:
+        handle.exited = True
+    return code

@@ -60,30 +60,29 @@ def qemu_method(ram: str, cache: str = KEPT) -> tuple[str, str]:
     """What a bare-QEMU restore does before the clock and inside it, by how its snapshot
     holds the RAM (``vm.snapshot.STREAM`` or ``MAPPED``) and whether its files stay in the
     page cache (:data:`KEPT`) or are dropped before each restore (:data:`DROPPED`)."""
-    before, inside = _qemu_method(ram)
+    mapped = ram == snapshot.MAPPED
     if cache == DROPPED:
-        return (f"{before}; before each restore: {DROPPED_NOTE}",
-                inside.rsplit("; ", 1)[0] + "; " + DROPPED_NOTE)
-    return before, inside
-
-
-def _qemu_method(ram: str) -> tuple[str, str]:
-    if ram == snapshot.MAPPED:
+        dropped = f"; before each restore: {DROPPED_NOTE}"
+        note = DROPPED_NOTE
+    else:
+        dropped = ""
+        note = MAPPED_CACHE_NOTE if mapped else CACHE_NOTE
+    if mapped:
         return ("once per run and guest shape: the guest booted with a console responder and "
                 "its RAM in a shared file, READY, idle 1 s, QMP stop and migrate with "
                 "x-ignore-shared (the devices' state only) to a state file; both files made "
-                "read-only; nothing of the instance",
+                "read-only; nothing of the instance" + dropped,
                 "exec of QEMU with the saved guest's command line, its RAM the saved RAM file "
                 "mapped private (copy-on-write: pages read as the guest touches them, the file "
                 "never written), and -incoming defer, the state file handed over QMP (getfd, "
                 "opened read-only), migrate-incoming, cont, a ping on the console; until the "
-                "restored guest answers READY; " + MAPPED_CACHE_NOTE)
+                "restored guest answers READY; " + note)
     return ("once per run and guest shape: the guest booted with a console responder, "
             "READY, idle 1 s, QMP stop and migrate to a state file (made read-only); "
-            "nothing of the instance", "exec of QEMU with the saved guest's command "
+            "nothing of the instance" + dropped, "exec of QEMU with the saved guest's command "
             "line and -incoming defer, the state file handed over QMP (getfd, opened "
             "read-only), migrate-incoming, cont, a ping on the console; until the "
-            "restored guest answers READY; " + CACHE_NOTE)
+            "restored guest answers READY; " + note)
 
 
 def _shape(spec: InstanceSpec) -> tuple[int, int, str, str, bool]:

@@ -54,10 +54,10 @@ from harness.backends.floor.paths import (
     launcher_path,
     plans_dir,
 )
-from harness.backends.readiness import close_ready, wait_then_close
+from harness.backends.readiness import close_ready, reaped_exit_code, wait_then_close
 from harness.backends.ready_rule import EXIT, LINE
 from hostkit import validate
-from hostkit.procs import child_exit_code, terminate
+from hostkit.procs import terminate
 from imagestore.image import Image, ImageError, verify
 from runtime import caps, cgroups, devices, planner, seccomp
 from runtime.readiness import ERROR_PREFIX
@@ -265,7 +265,7 @@ class FloorBackend(Chores):
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         handle: FloorHandle = instance.handle
         wait_then_close(handle, timeout, instance.name, instance.ready,
-                        exit_code=lambda waited: _exit_code(handle, waited),
+                        exit_code=lambda waited: reaped_exit_code(handle, waited),
                         pid=handle.pid or None)
 
     # -- the end -----------------------------------------------------------------------------
@@ -345,15 +345,6 @@ class FloorBackend(Chores):
         if self._kernel_filter is None and self._image is not None:
             self._kernel_filter = seccomp_probe.every_variant(self, self._image, FILTER_ADDITIONS)
         return self._kernel_filter
-
-
-def _exit_code(handle: FloorHandle, timeout: float) -> int | None:
-    """The workload's exit code once it exited within ``timeout`` (reaped: the harness's
-    child, marked exited), else None."""
-    code = child_exit_code(handle.pid, timeout)
-    if code is not None:
-        handle.exited = True
-    return code
 
 
 def _high(fd: int, handed: list[int]) -> int:
