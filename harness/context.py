@@ -24,6 +24,7 @@ from rich.progress import (
 from harness.backends import registry
 from harness.backends.base import WARM, Backend, Instance, InstanceSpec
 from harness.backends.chores import Live
+from harness.backends.launch import Launch
 from harness.results import RunWriter, Sample
 from harness.scenario import Scenario
 from imagestore.image import Image
@@ -69,6 +70,7 @@ class RunContext:
     incomplete: bool = False  # a measurement failed: the run is marked incomplete
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     live: dict[str, Live] = field(default_factory=dict)  # backend → its instances, by name
+    launch: Launch | None = None  # the imported image's process (harness.backends.launch)
 
     @property
     def run_id(self) -> str:
@@ -88,6 +90,7 @@ class RunContext:
             disk=scenario.disk,
             accel=scenario.accel,
             ready=scenario.ready_rule,
+            launch=self.launch,
         )
 
     def accel(self, backend: str) -> str:

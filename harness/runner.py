@@ -9,6 +9,7 @@ line of the run's ``metadata["cleanup_failures"]``, and the clean-up goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from harness import backends as backend_registry
 from harness import hostinfo, runlock
+from harness.backends import launch as launches
 from harness.backends import ready_rule, registry, restorable
 from harness.backends.base import Backend, BackendError
 from harness.context import RunContext
@@ -28,6 +30,7 @@ from harness.normalize import write_normalized
 from harness.results import RunWriter, new_run_id
 from harness.scenario import Suite
 from imagestore import image as images
+from imagestore import imageconfig
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
-    """Create and prepare every backend the suite uses; raise BackendError before any start."""
+def image_launch(image: images.Image) -> launches.Launch | None:
+    """The process an imported image runs (its OCI config resolved against its rootfs), or
+    None for an image cvbench built (it runs /init); BackendError (one line) if the config
+    names a workdir or user the image lacks."""
+    config = imageconfig.load(image)
+    if config is None:
+        return None
+    try:
+        return launches.resolve(config, image.rootfs)
+    except launches.LaunchError as error:
+        raise BackendError(f"image {image.name}: {error}") from None
+
+
+def prepare_backends(suite: Suite, image: images.Image,
+                     launch: launches.Launch | None = None) -> dict[str, Backend]:
+    """Create and prepare every backend the suite uses; raise BackendError before any start.
+
+    An imported image (``launch``) runs on container and process backends only: a VM boots
+    cvbench's own /init, which does not exec an image's entrypoint yet, so a VM backend is
+    refused in one line; so is a backend that cannot honour the image's workdir or user."""
     created: dict[str, Backend] = {}
+    if launch is not None:
+        for name in suite.backends:
+            if registry.family(name) == registry.VM:
+                raise BackendError(f"backend {name!r} cannot run the imported image "
+                                   f"{image.name}: VMs run only images cvbench built")
     try:
         for name in suite.backends:
             options = suite.options_for(name)
@@ -67,6 +93,8 @@ def prepare_backends(suite: Suite, image: images.Image) -> dict[str, Backend]:
                     raise BackendError(line)
                 if line := ready_rule.refusal(name, backend, scenario.ready_rule):
                     raise BackendError(f"scenario {scenario.name!r}: {line}")
+            if line := launches.refusal(name, backend, launch):
+                raise BackendError(line)
         for backend in created.values():
             backend.prepare(image)
         check_same_guest(created)
@@ -122,8 +150,9 @@ def run_suite(suite: Suite, results_dir: Path, quiet: bool = False) -> Path:
 
 def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
     image = images.load_verified(suite.image)
+    launch = image_launch(image)
     raise_open_file_limit()
-    backends = prepare_backends(suite, image)
+    backends = prepare_backends(suite, image, launch)
     descriptions = {name: backend.describe() for name, backend in backends.items()}
     metadata = {
         "suite": suite.name,
@@ -135,12 +164,14 @@ def _run_suite(suite: Suite, results_dir: Path, quiet: bool) -> Path:
         "backend_order": list(suite.backends),  # as the suite lists them (reports keep it)
         "backends": descriptions,
         "runtimes": suite.runtimes,  # user-named OCI runtimes: name -> binary
-        "image": {"name": suite.image, "digest": image.digest},
+        "image": {"name": suite.image, "digest": image.digest,
+                  # an imported image's process, as every backend ran it (None: its /init)
+                  "launch": dataclasses.asdict(launch) if launch is not None else None},
         **hostinfo.collect(),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
     writer = RunWriter.create(results_dir, new_run_id(suite.name), metadata)
-    ctx = RunContext(writer, image, backends, descriptions, quiet=quiet)
+    ctx = RunContext(writer, image, backends, descriptions, quiet=quiet, launch=launch)
     if suite.seed is not None:
         ctx.seed = suite.seed
     writer.metadata["order_seed"] = ctx.seed

@@ -50,10 +50,19 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def drop_capabilities(keep: CapSets, last_cap: int) -> None:
+def drop_capabilities(keep: CapSets, last_cap: int, uid: int = 0, gid: int = 0) -> None:
+    """Drop the bounding set (as root: it needs CAP_SETPCAP), become ``uid``:``gid`` (the
+    kernel keeps the permitted set through PR_SET_KEEPCAPS, as crun does), then set the
+    effective, permitted and inheritable sets; an exec as a non-root user keeps none of them
+    (no ambient set), as under crun and runc."""
     for cap in range(last_cap + 1):
         if not keep.bounding >> cap & 1:
             sc.prctl(sc.PR_CAPBSET_DROP, cap)
+    if uid or gid:
+        sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     sc.capset(keep.effective, keep.permitted, keep.inheritable)
 
 
@@ -154,6 +163,8 @@ def _warm_up_decoder(unshare: int) -> None:
         keyring="",
         groups=(),
         umask=0o022,
+        uid=0,
+        gid=0,
     )
     request = json.dumps({"op": "launch", "plan": sample.to_dict()}).encode()
     LaunchPlan.from_dict(json.loads(request)["plan"])
@@ -238,7 +249,7 @@ def run(
         filtered = bool(plan.seccomp) or plan.seccomp_follows
         if filtered and not plan.no_new_privs:  # needs CAP_SYS_ADMIN then: before the drop
             sc.seccomp_set_filter(_program(plan, channel))
-        drop_capabilities(plan.caps, last_cap)
+        drop_capabilities(plan.caps, last_cap, plan.uid, plan.gid)
         if plan.no_new_privs:
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         # Warm: what crun's create does ends here, and its init waits on the exec fifo; what

@@ -104,6 +104,8 @@ class LaunchPlan:
     keyring: str
     groups: tuple[int, ...]  # supplementary gids: the spec's process.user.additionalGids
     umask: int  # the spec's process.user.umask, else 0022 (what crun and runc set then)
+    uid: int  # the spec's process.user.uid and gid: set after the bounding set is dropped
+    gid: int
     cgroup_dir: str = ""  # cgroup v2 directory to clone the init into ("": join cgroup_procs)
     # The host channel (the launch's second descriptor) carries what the host does or makes
     # while the child sets itself up: ``wire_network``: the host attaches a veth once the

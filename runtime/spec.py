@@ -101,6 +101,8 @@ class Process:
     additional_gids: list[int] = field(default_factory=list)
     # process.user.umask; None: 0022, which crun and runc set when the spec gives none
     umask: int | None = None
+    uid: int = 0  # process.user.uid and gid: who the process runs as
+    gid: int = 0
 
 
 @dataclass
@@ -281,6 +283,8 @@ class Spec:
                 additional_gids=[int(g) for g in
                                  (proc.get("user") or {}).get("additionalGids") or []],
                 umask=(proc.get("user") or {}).get("umask"),
+                uid=int((proc.get("user") or {}).get("uid", 0)),
+                gid=int((proc.get("user") or {}).get("gid", 0)),
             )
             root = Root(data["root"]["path"], bool(data["root"].get("readonly", False)))
             lin = data.get("linux", {})
@@ -355,7 +359,7 @@ class Spec:
             "ociVersion": self.oci_version,
             "process": {
                 "terminal": False,
-                "user": {"uid": 0, "gid": 0,
+                "user": {"uid": self.process.uid, "gid": self.process.gid,
                          **({"additionalGids": list(self.process.additional_gids)}
                             if self.process.additional_gids else {}),
                          **({"umask": self.process.umask}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.backends.launch import Launch
 from harness.backends.ready_rule import DEFAULT as DEFAULT_READY
 from harness.backends.ready_rule import ReadyRule
 from imagestore.image import Image
@@ -60,6 +61,10 @@ class InstanceSpec:
     # What READY means (a line, the workload's exit, a TCP port): one rule for every backend;
     # a backend honours the kinds in its ``ready_kinds`` (the runner refuses the others).
     ready: ReadyRule = DEFAULT_READY
+    # An imported image's process (entrypoint, cmd, env, workdir, user), resolved by the
+    # runner; None for an image cvbench built. Backends read it through
+    # harness.backends.launch (argv, environment), never field by field.
+    launch: Launch | None = None
 
 
 @dataclass

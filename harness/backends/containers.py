@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends.base import VOLUME_PATH, BackendError, InstanceSpec
 from harness.backends.oci import profile as oci_profile
 from runtime.spec import (
@@ -22,7 +23,9 @@ def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
     """The OCI-shaped container spec of ``spec``: the one ``ours``, crun and runc all run
     (the image's /init or ``spec.command``, namespaces, mounts, limits, device rules, seccomp;
     ``spec.env`` added to the environment, the ``spec.volume`` directory bind-mounted at
-    ``VOLUME_PATH``). Bad limits or a missing seccomp profile raise BackendError."""
+    ``VOLUME_PATH``; an imported image's entrypoint, cmd, env, workdir and user as
+    :mod:`harness.backends.launch` says). Bad limits or a missing seccomp profile raise
+    BackendError."""
     try:
         oci = default_spec(
             spec.image,
@@ -31,10 +34,13 @@ def container_spec(spec: InstanceSpec, **extra: Any) -> Spec:
             pids_limit=spec.pids_limit,
             cpu_limit=spec.cpu_limit,
             network=spec.network,
-            args=list(spec.command) or None,
+            args=list(launches.argv(spec)) if spec.launch else list(spec.command) or None,
             **extra,
         )
-        oci.process.env += list(spec.env)
+        oci.process.env = launches.environment(spec, oci.process.env)
+        if spec.launch is not None:
+            oci.process.cwd = spec.launch.workdir
+            oci.process.uid, oci.process.gid = spec.launch.uid, spec.launch.gid
         if spec.volume is not None:
             oci.mounts.append(Mount(VOLUME_PATH, "bind", str(spec.volume), ["rbind", "rw"]))
             oci.validate()

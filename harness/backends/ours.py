@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends import readiness, seccomp_probe
 from harness.backends.base import (
     WARM,
@@ -45,6 +46,7 @@ class OursBackend(Chores):
 
     name = "ours"
     ready_kinds = (LINE, EXIT, TCP)
+    launch_fields = launches.FIELDS  # an imported image's workdir and user: the spec's
 
     def __init__(self, *, grace_s: float = GRACE_S, readonly_root: bool = False,
                  pivot_root: bool = False) -> None:

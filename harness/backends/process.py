@@ -10,17 +10,26 @@ name). Readiness rules (:mod:`harness.backends.ready_rule`): ``line``; ``exit`` 
 is this process's child: its status from ``waitpid``); ``tcp`` on the host's loopback
 address, the process having no network namespace of its own (its ports are the host's, so
 two instances cannot listen on one port at once).
+
+An imported image (:mod:`harness.backends.launch`) runs its entrypoint and cmd, looked up in
+the image the same way; with no filesystem of its own, the process sees the image under its
+rootfs: its working directory is the image's workdir under the rootfs, ``PATH`` the image's
+directories under the rootfs; its user is set in the child (setgroups to none, setgid,
+setuid) before exec. Such a process runs the host's loader and libraries: only static
+programs (busybox) run as they would in the image.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import metrics
+from harness.backends import launch as launches
 from harness.backends.base import (
     WARM,
     BackendError,
@@ -56,6 +65,8 @@ class ProcessHandle:
     ready_fd: int | None
     pid_file: Path
     release_fd: int | None = None  # warm: written to let the workload exec
+    popen: Any = None  # an imported image's workload: its Popen, kept so it is never reaped
+    # behind our back (we reap it through its pid)
     exited: bool = False  # reaped by wait_ready (rule exit): nothing left to stop
 
 
@@ -75,6 +86,7 @@ class ProcessBackend(Chores):
 
     name = "process"
     ready_kinds = (LINE, EXIT, TCP)
+    launch_fields = launches.FIELDS  # under the rootfs: see the module's docstring
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,13 +99,14 @@ class ProcessBackend(Chores):
     def _launch(self, spec: InstanceSpec, variant: str) -> Instance:
         rootfs = spec.image.rootfs
         program = _program(spec)
+        command = _command(spec)
         if variant != WARM:
             if program is not None:
-                return self._spawn(spec, [str(program), *spec.command[1:]], stdin=None,
+                return self._spawn(spec, [str(program), *command[1:]], stdin=None,
                                    executable=program)
             return self._spawn(spec, ["sh", str(rootfs / "init")], stdin=None)
         release_r, release_w = os.pipe2(os.O_CLOEXEC)
-        argv = (["sh", "-c", COMMAND_RELEASE_SCRIPT, "sh", str(program), *spec.command[1:]]
+        argv = (["sh", "-c", COMMAND_RELEASE_SCRIPT, "sh", str(program), *command[1:]]
                 if program is not None else
                 ["sh", "-c", RELEASE_SCRIPT, str(rootfs / "init"),
                  str(rootfs / "bin" / "busybox")])
@@ -118,6 +131,16 @@ class ProcessBackend(Chores):
                executable: Path | None = None) -> Instance:
         rootfs = spec.image.rootfs
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        if spec.launch is not None:
+            try:
+                popen = _popen(spec, argv, stdin, str(executable or rootfs / "bin" / "busybox"),
+                               write_fd)
+            finally:
+                os.close(write_fd)
+            pid_file = pid_dir() / f"{spec.name}.pid"
+            pid_file.write_text(f"{popen.pid}\n")
+            return Instance(spec.name, self.name,
+                            ProcessHandle(popen.pid, read_fd, pid_file, popen=popen), [popen.pid])
         stdin_action = ((os.POSIX_SPAWN_DUP2, stdin, 0) if stdin is not None
                         else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         try:
@@ -181,12 +204,43 @@ class ProcessBackend(Chores):
         return {"isolation": "none", "launcher": "posix_spawn", "method": method.as_dict()}
 
 
+def _command(spec: InstanceSpec) -> tuple[str, ...]:
+    """What ``spec`` runs instead of the image's /init: an imported image's entrypoint and
+    cmd (:func:`harness.backends.launch.argv`), else ``spec.command`` (empty: /init)."""
+    return launches.argv(spec) if spec.launch is not None else spec.command
+
+
+def _popen(spec: InstanceSpec, argv: list[str], stdin: int | None, executable: str,
+           stdout: int) -> subprocess.Popen[bytes]:
+    """Start an imported image's workload: in its workdir under the rootfs, as its user (no
+    supplementary groups), with the image's env (``PATH`` under the rootfs), in a new
+    session; stdout on ``stdout``, stderr and (unless given) stdin on /dev/null."""
+    assert spec.launch is not None
+    rootfs = spec.image.rootfs
+    env = dict(item.split("=", 1) for item in launches.environment(
+        spec, (f"PATH={rootfs / 'bin'}", "HOME=/")) if "=" in item)
+    if spec.launch.env and any(item.startswith("PATH=") for item in spec.launch.env):
+        env["PATH"] = ":".join(str(rootfs / entry.lstrip("/"))
+                               for entry in env["PATH"].split(":") if entry)
+    user: dict[str, Any] = {}
+    if spec.launch.uid or spec.launch.gid:
+        user = {"user": spec.launch.uid, "group": spec.launch.gid, "extra_groups": []}
+    try:
+        return subprocess.Popen(
+            argv, executable=executable, env=env, cwd=rootfs / spec.launch.workdir.lstrip("/"),
+            stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=stdout,
+            stderr=subprocess.DEVNULL, start_new_session=True, **user)
+    except OSError as error:
+        raise BackendError(f"{spec.name}: {error.strerror or error}") from None
+
+
 def _program(spec: InstanceSpec) -> Path | None:
     """The image's file a spec's command runs (None: no command, the image's /init); a name
     without a slash is looked up in the image's /bin."""
-    if not spec.command:
+    command = _command(spec)
+    if not command:
         return None
-    first = spec.command[0]
+    first = command[0]
     program = spec.image.rootfs / (first.lstrip("/") if "/" in first else f"bin/{first}")
     if not os.access(program, os.X_OK):
         raise BackendError(f"{spec.name}: command {first!r} is no program of the image")

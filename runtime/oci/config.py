@@ -112,8 +112,9 @@ def _process(process: Any) -> None:
         _refuse("process.terminal", "a terminal (--console-socket) is not supported")
     user = process.get("user") or {}
     for key in ("uid", "gid"):
-        if user.get(key, 0) != 0:
-            _refuse(f"process.user.{key}", f"{user[key]}: only 0 (root) is supported")
+        value = user.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+            _refuse(f"process.user.{key}", f"{value!r} is not a {key}")
     caps = process.get("capabilities") or {}
     if _nonempty(caps.get("ambient")):
         _refuse("process.capabilities.ambient", "ambient capabilities are not supported")

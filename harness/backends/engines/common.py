@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends.base import (
     BackendError,
     Instance,
@@ -414,6 +415,9 @@ class ApiEngine(SplitStart):
     gauge: EngineGauge
     runtimes: tuple[str, ...] = RUNTIMES  # the OCI runtimes it may be given
     ready_kinds = (LINE,)  # a line of the rule's own on the attach stream
+    # an imported image's workdir and user: the API's WorkingDir and User (its entrypoint and
+    # cmd as the command, over an engine image that has no entrypoint of its own)
+    launch_fields = launches.FIELDS
 
     def __init__(self, runtime: str, grace_s: float) -> None:
         super().__init__()

@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends import seccomp_probe
 from harness.backends.base import (
     COLD,
@@ -52,6 +53,7 @@ from harness.backends.readiness import close_ready, wait_then_close
 from harness.backends.ready_rule import LINE, TCP
 from hostkit.paths import PREFIX
 from hostkit.procs import wait_pidfd
+from imagestore import imageconfig
 from imagestore.image import Image
 from runtime.cgroups import CgroupError
 from runtime.network import NetworkError
@@ -75,6 +77,7 @@ class OciBackend(Chores):
 
     name = "oci"
     ready_kinds = (LINE, TCP)
+    launch_fields = launches.FIELDS  # an imported image's workdir and user: the spec's
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
@@ -121,7 +124,8 @@ class OciBackend(Chores):
     def prepare(self, image: Image) -> None:
         if shutil.which(self.binary) is None:
             raise BackendError(f"{self.runtime} not found on PATH")
-        if not (image.rootfs / image.init.lstrip("/")).exists():
+        imported = imageconfig.config_path(image).exists()  # runs its own entrypoint
+        if not imported and not (image.rootfs / image.init.lstrip("/")).exists():
             raise BackendError(f"image {image.name} has no {image.init}")
         self.image = image
         self.root.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,14 @@ import pandas as pd
 import pytest
 
 from harness import hostinfo, report, runner, scenario
+from harness.backends.launch import Launch
 from harness.context import RunContext
 from harness.kinds import registry as kinds
 from harness.kinds.base import HIGHER, Kind, Metric
 from harness.params import param
 from harness.scenario import Scenario, ScenarioError
+from imagestore import image as images
+from imagestore.imageconfig import ImageConfig
 
 
 @dataclass(frozen=True)
@@ -302,3 +305,65 @@ def test_the_metadata_records_each_scenarios_readiness_rule(tmp_path, host,
         "rule": "line:READY", "kind": "line",
         "meaning": "the workload printed the line 'READY' on its stdout"}
         for name in ("pings", "startup")}
+
+
+def _imported(tmp_path, user: str = "1000:1000") -> images.Image:
+    """An image with an OCI config beside its rootfs, as ``cvbench image import`` keeps it."""
+    rootfs = tmp_path / "imported" / "rootfs"
+    (rootfs / "work").mkdir(parents=True, exist_ok=True)
+    config = ImageConfig(entrypoint=("/bin/sh", "-c"), cmd=("echo READY",), env=("FOO=bar",),
+                         workdir="/work", user=user)
+    (rootfs.parent / images.CONFIG).write_text(config.to_json())
+    return images.Image("imported", "ef" * 32, rootfs)
+
+
+def test_an_imported_image_is_resolved_once_for_the_run(tmp_path, built_image) -> None:
+    assert runner.image_launch(built_image) is None  # cvbench built it: /init
+    assert runner.image_launch(_imported(tmp_path)) == Launch(
+        entrypoint=("/bin/sh", "-c"), cmd=("echo READY",), env=("FOO=bar",), workdir="/work",
+        uid=1000, gid=1000)
+    with pytest.raises(runner.BackendError) as refused:
+        runner.image_launch(_imported(tmp_path / "2", user="app"))
+    assert str(refused.value) == ("image imported: image user 'app' is not in the image's "
+                                  "/etc/passwd")
+
+
+@pytest.mark.parametrize(("backends", "expected"), [
+    ('"fake", "fakevm"', "backend 'fakevm' cannot run the imported image imported: VMs run "
+                         "only images cvbench built"),
+    ('"fake"', "backend 'fake' cannot run an imported image: it runs only /init"),
+])
+def test_an_imported_image_a_backend_cannot_run_is_refused_before_any_prepare(
+        tmp_path, host, fake_backends, monkeypatch, backends, expected) -> None:
+    events: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(runner.backend_registry, "create",
+                        _recording_create(runner.backend_registry.create, events))
+    monkeypatch.setattr(runner.images, "load_verified", lambda name: _imported(tmp_path))
+    text = f'[suite]\nbackends = [{backends}]\n[[scenario]]\nkind = "startup"\nrepetitions = 1\n'
+    with pytest.raises(runner.BackendError) as refused:
+        runner.run_suite(scenario.loads(text, tmp_path / "i.toml"), tmp_path / "results",
+                         quiet=True)
+    assert str(refused.value) == expected
+    assert not [event for event in events if event[1] == "prepare"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_every_instance_of_an_imported_image_gets_its_launch(tmp_path, host, fake_backends,
+                                                             fake_kinds, monkeypatch) -> None:
+    from fakes import FakeBackend
+
+    seen: list[Launch | None] = []
+    start = FakeBackend.start
+    monkeypatch.setattr(FakeBackend, "launch_fields", ("workdir", "user"), raising=False)
+    monkeypatch.setattr(FakeBackend, "start",
+                        lambda self, spec: seen.append(spec.launch) or start(self, spec))
+    monkeypatch.setattr(runner.images, "load_verified", lambda name: _imported(tmp_path))
+    text = '[suite]\nbackends = ["fake"]\n[[scenario]]\nkind = "ping"\npings = 2\n'
+    run_dir = runner.run_suite(scenario.loads(text, tmp_path / "i.toml"), tmp_path / "results",
+                               quiet=True)
+    launch = runner.image_launch(_imported(tmp_path))
+    assert seen == [launch, launch]
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["image"]["launch"] == {
+        "entrypoint": ["/bin/sh", "-c"], "cmd": ["echo READY"], "env": ["FOO=bar"],
+        "workdir": "/work", "uid": 1000, "gid": 1000}

@@ -54,6 +54,8 @@ def full_plan() -> LaunchPlan:
         keyring="cvbench-x",
         groups=(10, 4242),
         umask=0o027,
+        uid=1000,
+        gid=100,
         stdio=True,
         start_fifo="/run/cvbench-runtime/oci/x/exec.fifo",
         sysctl=("net.ipv4.ping_group_range=0 0", "kernel.shmmax=1024"),

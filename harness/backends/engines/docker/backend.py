@@ -249,10 +249,13 @@ class DockerBackend(common.ApiEngine):
         common.check_name(spec.name)
         begin = common.now()
         try:
+            reference = common.reference_spec(spec)
             created = self.api.create_container(
-                self.image_ref, command=list(spec.command) or [spec.image.init],
+                self.image_ref, command=list(reference.process.args),
                 name=spec.name, hostname=spec.name, host_config=self.host_config(spec),
-                environment=list(common.reference_spec(spec).process.env),
+                environment=list(reference.process.env),
+                working_dir=reference.process.cwd,
+                user=f"{reference.process.uid}:{reference.process.gid}",
                 labels={"cvbench": "1"}, stdin_open=False, tty=False)
         except docker_errors.APIError as error:
             raise BackendError(f"{spec.name}: docker create: {first_line(error)}") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.backends import launch as launches
 from harness.backends.base import (
     BackendError,
     Instance,
@@ -36,6 +37,7 @@ from harness.backends.engines.lxc.config import (
     CGROUP_PARENT,
     SUBNET_PREFIX,
     import_lxc,
+    launch_refusal,
     lxc_config,
     lxc_seccomp,
     lxcpath,
@@ -66,6 +68,13 @@ class LxcBackend(SplitStart):
 
     name = "lxc"
     ready_kinds = (LINE,)  # a line of the rule's own on the workload's stdout pipe
+    # an imported image's workdir and user: lxc.init.cwd, lxc.init.uid and gid; its argv as
+    # lxc.init.cmd, which has no quoting (config.launch_refusal)
+    launch_fields = launches.FIELDS
+
+    @staticmethod
+    def launch_refusal(launch: launches.Launch) -> str | None:
+        return launch_refusal(launch)
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         super().__init__()

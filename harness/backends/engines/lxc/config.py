@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.engines import common
+from harness.backends.launch import Launch
 from hostkit.paths import PREFIX, state_dir
 from runtime import spec as runtime_spec
 
@@ -45,8 +46,12 @@ def lxc_config(spec: InstanceSpec, reference: runtime_spec.Spec, directory: Path
     items: list[tuple[str, str]] = [
         ("lxc.uts.name", spec.name),
         ("lxc.rootfs.path", f"overlay:{spec.image.rootfs}:{directory / 'upper'}"),
-        ("lxc.init.cmd", " ".join(spec.command) if spec.command else spec.image.init),
+        ("lxc.init.cmd", " ".join(reference.process.args) if spec.launch is not None
+         else " ".join(spec.command) if spec.command else spec.image.init),
         ("lxc.init.cwd", reference.process.cwd),
+        *((("lxc.init.uid", str(reference.process.uid)),
+           ("lxc.init.gid", str(reference.process.gid)))
+          if reference.process.uid or reference.process.gid else ()),
         *(("lxc.environment", item) for item in reference.process.env),
         ("lxc.console.path", "none"),  # the init's stdout is the monitor's: our pipe
         ("lxc.tty.max", "0"),
@@ -146,3 +151,13 @@ def lxc_seccomp(section: dict[str, Any]) -> str:
                         + "]" for arg in rule.get("args") or [])
         lines += [f"{name} {action}{' ' + args if args else ''}" for name in rule["names"]]
     return "\n".join(lines) + "\n"
+
+
+def launch_refusal(launch: Launch) -> str | None:
+    """Why LXC cannot run an imported image's process, or None: ``lxc.init.cmd`` is split at
+    spaces with no quoting, so an argument with a space (``sh -c 'a script'``) cannot be said."""
+    for word in launch.entrypoint + launch.cmd:
+        if not word or any(space in word for space in " \t\n"):
+            return (f"backend 'lxc' cannot run the imported image's argument {word[:40]!r}: "
+                    "lxc.init.cmd splits at spaces, with no quoting")
+    return None

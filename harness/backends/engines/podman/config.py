@@ -75,7 +75,9 @@ def container_spec(spec: InstanceSpec, image_ref: str, seccomp_path: str) -> dic
     private = {"nsmode": "private"}
     generated: dict[str, Any] = {
         "name": spec.name, "hostname": spec.name, "image": image_ref,
-        "command": list(spec.command) or [spec.image.init],
+        "command": list(reference.process.args),
+        "work_dir": reference.process.cwd,
+        "user": f"{reference.process.uid}:{reference.process.gid}",
         "env": dict(item.split("=", 1) for item in reference.process.env),
         "labels": {"cvbench": "1"}, "terminal": False, "stdin": False,
         "pidns": private, "ipcns": private, "utsns": private,

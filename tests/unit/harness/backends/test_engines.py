@@ -17,6 +17,7 @@ from harness import backends, doctor
 from harness.backends import registry
 from harness.backends.base import BackendError, InstanceSpec, NotReady
 from harness.backends.engines import common
+from harness.backends.launch import Launch
 from hostkit.procs import parent_pid
 from runtime import spec as runtime_spec
 
@@ -376,3 +377,34 @@ def test_set_up_gives_dockerd_the_flags_and_runtimes_the_backends_expect() -> No
     assert 'OURS_RUNTIME="$(realpath -m "$VENV/bin/cvbench-runtime")"' in text
     assert "$DOCKERD_FLAGS $(dockerd_runtimes)" in text  # the drop-in and the hand start
     assert text.count("$DOCKERD_FLAGS $(dockerd_runtimes)") == 2
+
+
+IMPORTED = Launch(entrypoint=("/bin/sh", "-c"), cmd=("/bin/id",), env=("FOO=bar", "PATH=/bin"),
+                  workdir="/tmp", uid=1000, gid=100)
+
+
+def test_podman_runs_an_imported_images_process(built_image) -> None:
+    from harness.backends.engines.podman.backend import PodmanBackend
+
+    backend = PodmanBackend()
+    backend.image_ref, backend.seccomp_path = "localhost/cvbench-default:x", "/p.json"
+    generated = backend.container_spec(replace(_spec(built_image), launch=IMPORTED))
+    assert generated["command"] == ["/bin/sh", "-c", "/bin/id"]
+    assert (generated["work_dir"], generated["user"]) == ("/tmp", "1000:100")
+    assert generated["env"]["FOO"] == "bar" and generated["env"]["PATH"] == "/bin"
+    built = backend.container_spec(_spec(built_image))
+    assert (built["command"], built["work_dir"], built["user"]) == (["/init"], "/", "0:0")
+
+
+def test_lxc_runs_an_imported_images_process(built_image, tmp_path) -> None:
+    from harness.backends.engines.lxc.config import lxc_config
+
+    spec = replace(_spec(built_image), launch=IMPORTED)
+    text = lxc_config(spec, common.reference_spec(spec), tmp_path, None, "v2", 0)
+    assert "lxc.init.cmd = /bin/sh -c /bin/id" in text.splitlines()
+    for line in ("lxc.init.cwd = /tmp", "lxc.init.uid = 1000", "lxc.init.gid = 100",
+                 "lxc.environment = FOO=bar", "lxc.environment = PATH=/bin"):
+        assert line in text.splitlines()
+    built = lxc_config(_spec(built_image), common.reference_spec(_spec(built_image)),
+                       tmp_path, None, "v2", 0)
+    assert "lxc.init.uid" not in built and "lxc.init.cwd = /" in built.splitlines()

@@ -41,6 +41,8 @@ def launch_plan(**changes) -> LaunchPlan:
         keyring="cvbench-x",
         groups=(5, 6),
         umask=0o022,
+        uid=0,
+        gid=0,
     )
     fields.update(changes)
     return LaunchPlan(**fields)

@@ -1,0 +1,99 @@
+"""One imported image, the same process on every backend that runs imported images
+(the container backends, process, and the Docker and Podman engines; LXC cannot say this
+cmd: it has a space, see harness.backends.engines.lxc.config.launch_refusal).
+
+The image is an OCI layout written here (:mod:`image_archives`) from the default image's
+busybox: entrypoint ``/bin/sh -c``, a cmd that prints its working directory, ``id -u:id -g``
+and ``$FOO``, then READY; workdir ``/work`` (made in a layer of its own), user
+``1000:1000``, env ``FOO=bar``. ``cvbench image import`` stores it in a private state
+directory (removed afterwards, the imported image with it); the runner's
+:func:`harness.runner.image_launch` resolves its config, and each backend must print the line
+the config asks for: its readiness rule is that line, so a backend that ran the process in
+another directory, as another user or without the image's env never becomes ready. The
+process backend has no root of its own: its directory is the image's ``/work`` under the
+rootfs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_inventory import require
+from image_archives import Entry, ImageSpec, layer_tar, write_oci
+
+from harness import backends as registry
+from harness import cli, runner
+from harness.backends.base import InstanceSpec, NotReady
+from harness.backends.ready_rule import ReadyRule
+from imagestore import image as images
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+SCRIPT = 'echo "$(pwd) $(id -u):$(id -g) $FOO"; echo READY; exec sleep 30'
+CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": [SCRIPT], "WorkingDir": "/work",
+          "User": "1000:1000", "Env": ["PATH=/bin", "FOO=bar"]}
+BACKENDS = ("ours", "crun", "runc", "process", "docker", "podman")
+ENGINES = ("docker", "podman")  # skipped where the engine is missing
+
+
+@pytest.fixture(scope="module")
+def imported(built_image, tmp_path_factory) -> Iterator[images.Image]:
+    """The image, imported into a private state directory that user 1000 may traverse (the
+    process backend's workload reaches the rootfs through it); all of it removed after."""
+    busybox = (built_image.rootfs / "bin" / "busybox").read_bytes()
+    base = [Entry("bin", "dir", mode=0o755), Entry("bin/busybox", data=busybox, mode=0o755),
+            *(Entry(f"bin/{applet}", "symlink", target="busybox")
+              for applet in ("sh", "id", "sleep", "echo")),
+            Entry("etc", "dir", mode=0o755),
+            Entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n")]
+    work = [Entry("work", "dir", mode=0o755)]
+    layout = write_oci(ImageSpec(layers=[layer_tar(base), layer_tar(work)], config=CONFIG,
+                                 tag="example.org/cvbench/launch:1"),
+                       tmp_path_factory.mktemp("oci") / "layout")
+    state = Path(tempfile.mkdtemp(prefix="cvbench-test-launch-", dir="/tmp"))
+    state.chmod(0o755)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CVBENCH_STATE_DIR", str(state))
+        try:
+            assert cli.main(["image", "import", str(layout), "--name", "launch"]) == 0
+            yield images.resolve("launch")
+        finally:
+            shutil.rmtree(state)
+
+
+def _line(backend: str, image: images.Image, ids: str = "1000:1000") -> str:
+    workdir = f"{image.rootfs}/work" if backend == "process" else "/work"
+    return f"{workdir} {ids} bar"
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_backend_runs_the_images_process(imported, name) -> None:
+    launch = runner.image_launch(imported)
+    assert launch is not None and (launch.workdir, launch.uid, launch.gid) == ("/work", 1000,
+                                                                                1000)
+    if name in ENGINES:
+        require(name)
+    backend = registry.create(name)
+    try:
+        backend.prepare(imported)
+        for rule, ready in ((f"line:{_line(name, imported)}", True),
+                            (f"line:{_line(name, imported, '0:0')}", False)):  # as root
+            spec = InstanceSpec(name=f"cvbench-test-launch-{uuid.uuid4().hex[:8]}",
+                                image=imported, ready=ReadyRule.parse(rule), launch=launch)
+            instance = backend.start(spec)
+            try:
+                if ready:
+                    backend.wait_ready(instance, 20.0)
+                else:
+                    with pytest.raises(NotReady):
+                        backend.wait_ready(instance, 2.0)
+            finally:
+                backend.stop(instance)
+                backend.remove(instance)
+    finally:
+        backend.cleanup()
