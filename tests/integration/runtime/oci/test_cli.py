@@ -173,7 +173,7 @@ def test_a_failing_init_is_reported_by_create(tmp_path, root, built_image, state
     ({"hooks": {"createContainer": [{"path": "/bin/true"}]}}, "hooks.createContainer"),
     ({"hooks": {"prestart": [{"path": "true"}]}}, "hooks.prestart[0]"),
     ({"process": {"terminal": True}}, "process.terminal"),
-    ({"process": {"user": {"uid": 1000, "gid": 0}}}, "process.user.uid"),
+    ({"process": {"user": {"uid": -1, "gid": 0}}}, "process.user.uid"),
     ({"linux": {"sysctl": {"kernel.printk": "1"}}}, "linux.sysctl.kernel.printk"),
     ({"linux": {"namespaces": [{"type": "mount"}, {"type": "network",
                                                    "path": "/proc/1/ns/net"}]}},

@@ -47,7 +47,8 @@ SHARED = {"userns", "userns-mount", "userns-chroot"}
 ENGINE_FINDINGS: dict[str, dict[str, str]] = {
     "docker": {"groups": "Docker gives the container's root the supplementary groups the "
                          "image's /etc/group lists for root (process.user.additionalGids)"},
-    "podman": {},
+    "podman": {"groups": "Podman, given the image's user, gives the container's root the "
+                         "supplementary groups the image's /etc/group lists for root"},
 }
 
 
