@@ -56,7 +56,7 @@ class OursBackend(Chores):
         self.pivot_root = pivot_root  # else the move onto the skeleton root (runtime.rootfs)
         self._runtime: Runtime | None = None
         self._image: Image | None = None
-        self._kernel_filter: dict[str, Any] | None = None
+        self._kernel_filter = seccomp_probe.EveryVariant(FILTER_ADDITIONS)
 
     @property
     def runtime(self) -> Runtime:
@@ -220,15 +220,9 @@ class OursBackend(Chores):
                 "attach": "BPF_PROG_ATTACH(BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI), "
                           "loaded per container"}]} if v2 else
             "v1 devices cgroup: devices.deny then devices.allow lines",
-            "security": {**default_security(), "kernel_filter": self._filter()},
+            "security": {**default_security(),
+                         "kernel_filter": self._kernel_filter.of(self, self._image)},
         }
-
-    def _filter(self) -> dict[str, Any] | None:
-        """The seccomp filters the kernel holds for a cold and a warm container of ours, read
-        once from probe containers (None before prepare(): nothing to start)."""
-        if self._kernel_filter is None and self._image is not None:
-            self._kernel_filter = seccomp_probe.every_variant(self, self._image, FILTER_ADDITIONS)
-        return self._kernel_filter
 
     def _destroy(self, container: Container) -> None:
         try:

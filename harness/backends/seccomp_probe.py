@@ -62,3 +62,17 @@ def every_variant(backend: Backend, image: Image, additions: str) -> dict[str, A
     one container of each variant started, read and removed (:func:`probe`)."""
     return described({variant: probe(backend, image, variant) for variant in backend.variants},
                      additions)
+
+
+class EveryVariant:
+    """:func:`every_variant` read once per backend object, on the first ``describe()`` after
+    ``prepare()`` (before it there is no image, so nothing to start: None)."""
+
+    def __init__(self, additions: str) -> None:
+        self.additions = additions
+        self.found: dict[str, Any] | None = None
+
+    def of(self, backend: Backend, image: Image | None) -> dict[str, Any] | None:
+        if self.found is None and image is not None:
+            self.found = every_variant(backend, image, self.additions)
+        return self.found

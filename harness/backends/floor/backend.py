@@ -111,7 +111,7 @@ class FloorBackend(Chores):
         self._image: Image | None = None
         self._prepared: dict[tuple[Any, ...], Prepared] = {}
         self._last_cap = 0
-        self._kernel_filter: dict[str, Any] | None = None
+        self._kernel_filter = seccomp_probe.EveryVariant(FILTER_ADDITIONS)
         self._serial = next(_BACKENDS)
 
     # -- before any instance ------------------------------------------------------------------
@@ -336,15 +336,9 @@ class FloorBackend(Chores):
             # the rules ours applies (the default spec's, then ours'), as a v1 list on any host
             "devices": devices.v1_list(devices.container_rules([devices.DENY_ALL]))
             if driver else None,
-            "security": {**default_security(), "kernel_filter": self._filter()},
+            "security": {**default_security(),
+                         "kernel_filter": self._kernel_filter.of(self, self._image)},
         }
-
-    def _filter(self) -> dict[str, Any] | None:
-        """The seccomp filters the kernel holds for a cold and a warm floor container, read
-        once from probe containers (None before prepare(): nothing to start)."""
-        if self._kernel_filter is None and self._image is not None:
-            self._kernel_filter = seccomp_probe.every_variant(self, self._image, FILTER_ADDITIONS)
-        return self._kernel_filter
 
 
 def _high(fd: int, handed: list[int]) -> int:
