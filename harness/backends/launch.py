@@ -20,8 +20,8 @@ process:
 A backend that runs imported images says so with ``launch_fields``: the subset of
 :data:`FIELDS` it honours (``()``: argv and env only, as root in ``/``); a backend without it
 runs no imported image; one with a ``launch_refusal(launch)`` refuses what else it cannot say
-(LXC: an argument with a space). :func:`refusal` gives the one line the runner refuses the rest with
-before anything starts, never a silent default.
+(the floor without its ``rootfs`` step). :func:`refusal` gives the one line the runner
+refuses the rest with before anything starts, never a silent default.
 """
 
 from __future__ import annotations

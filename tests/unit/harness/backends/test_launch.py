@@ -11,7 +11,6 @@ import pytest
 
 from harness.backends import launch as launches
 from harness.backends.base import InstanceSpec
-from harness.backends.engines.lxc.config import launch_refusal
 from harness.backends.launch import Launch, LaunchError
 from imagestore.image import Image
 from imagestore.imageconfig import ImageConfig
@@ -137,15 +136,6 @@ def test_a_backend_that_cannot_honour_a_field_is_refused_in_one_line() -> None:
     assert launches.refusal("x", argv_only, Launch(entrypoint=("/x",))) is None
     assert launches.refusal("x", SimpleNamespace(launch_fields=launches.FIELDS),
                             IMPORTED) is None
-
-
-def test_lxc_refuses_an_argument_with_a_space() -> None:
-    assert launch_refusal(IMPORTED) == (
-        "backend 'lxc' cannot run the imported image's argument 'echo READY': "
-        "lxc.init.cmd splits at spaces, with no quoting")
-    assert launch_refusal(replace(IMPORTED, cmd=("/bin/true",))) is None
-    backend = SimpleNamespace(launch_fields=launches.FIELDS, launch_refusal=launch_refusal)
-    assert launches.refusal("lxc", backend, IMPORTED) == launch_refusal(IMPORTED)
 
 
 @pytest.fixture
