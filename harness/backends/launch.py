@@ -20,12 +20,13 @@ process:
 A backend that runs imported images says so with ``launch_fields``: the subset of
 :data:`FIELDS` it honours (``()``: argv and env only, as root in ``/``); a backend without it
 runs no imported image; one with a ``launch_refusal(launch)`` refuses what else it cannot say
-(LXC: an argument with a space). :func:`refusal` gives the one line the runner refuses the rest with
-before anything starts, never a silent default.
+(the floor without its ``rootfs`` step). :func:`refusal` gives the one line the runner
+refuses the rest with before anything starts, never a silent default.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -130,6 +131,28 @@ def environment(spec: InstanceSpec, base: tuple[str, ...] | list[str] = ()) -> l
     return list(merged.values())
 
 
+def executable(rootfs: Path, program: str, env: tuple[str, ...] | list[str],
+               cwd: str = "/") -> str:
+    """The path in the image at ``rootfs`` that ``execvpe(program, ..., env)`` runs in the
+    container, found before the clock for a launcher that execs a path as it is (the floor's):
+    a ``program`` with a slash is its own path; a name is looked up in ``env``'s ``PATH``
+    (:data:`os.defpath` without one; a relative directory from ``cwd``), the first regular
+    file with an execute bit, symlinks followed inside the image. None found: ``program``
+    itself, whose exec then fails as ``execvpe``'s would (no such file)."""
+    if "/" in program:
+        return program
+    search = os.defpath
+    for item in env:
+        if item.startswith("PATH="):
+            search = item.removeprefix("PATH=")
+    for directory in search.split(":"):
+        candidate = str(PurePosixPath(cwd, directory or ".", program))
+        found = _resolve(rootfs, candidate)
+        if found is not None and found.is_file() and os.stat(found).st_mode & 0o111:
+            return candidate
+    return program
+
+
 def refusal(name: str, backend: Any, launch: Launch | None) -> str | None:
     """The line refusing ``launch`` on backend ``name`` if it sets a field the backend cannot
     honour (its ``launch_fields``); else None."""
@@ -150,6 +173,33 @@ def refusal(name: str, backend: Any, launch: Launch | None) -> str | None:
 
 def _inside(rootfs: Path, path: str) -> Path:
     return rootfs / path.lstrip("/")
+
+
+def _resolve(rootfs: Path, path: str, hops: int = 40) -> Path | None:
+    """Where the absolute ``path`` of the image at ``rootfs`` is on the host, its symlinks
+    followed as the container would (an absolute target from the image's root, ``..`` stopping
+    there); None after ``hops`` symlinks (the kernel's ELOOP)."""
+    parts = [part for part in path.split("/") if part]
+    current = PurePosixPath("/")
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        host = _inside(rootfs, str(current / part))
+        if not host.is_symlink():
+            current = current / part
+            continue
+        hops -= 1
+        if hops < 0:
+            return None
+        target = os.readlink(host)
+        if target.startswith("/"):
+            current = PurePosixPath("/")
+        parts[:0] = [piece for piece in target.split("/") if piece]
+    return _inside(rootfs, str(current))
 
 
 def _table(rootfs: Path, name: str) -> dict[str, tuple[int, int]]:

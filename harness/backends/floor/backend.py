@@ -15,6 +15,14 @@ sets itself up and execs ``/init``; until READY on its stdout pipe. Warm: all of
 ``create()``, the init stopping where ours' warm init stops (after capabilities and
 no_new_privs); ``resume()`` sends one byte, the init marks its descriptors close-on-exec,
 installs the filter and execs.
+
+An imported image (:mod:`harness.backends.launch`) runs as ours runs it: the container spec
+holds its argv, environment, working directory, uid and gid, the plan carries them, and the
+init does chdir, setgroups and, between the bounding-set drop and capset, setresgid and
+setresuid (with PR_SET_KEEPCAPS), as :func:`runtime.child.drop_capabilities`. A program named
+without a slash is looked up in the image before the clock, as ours' ``execvpe`` looks it up
+in the container (:func:`harness.backends.launch.executable`). Without the ``rootfs`` step
+there is no image root to run it in: refused.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import metrics
+from harness.backends import launch as launches
 from harness.backends import seccomp_probe
 from harness.backends.base import (
     WARM,
@@ -96,6 +105,7 @@ class FloorBackend(Chores):
     # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; no tcp
     # rule, as there is no bridge network here
     ready_kinds = (LINE, EXIT)
+    launch_fields = launches.FIELDS  # an imported image's workdir and user: the plan's
 
     def __init__(self, *, steps: list[str] | str | None = None,
                  grace_s: float = GRACE_S) -> None:
@@ -113,6 +123,14 @@ class FloorBackend(Chores):
         self._last_cap = 0
         self._kernel_filter = seccomp_probe.EveryVariant(FILTER_ADDITIONS)
         self._serial = next(_BACKENDS)
+
+    def launch_refusal(self, launch: launches.Launch) -> str | None:
+        """Without the ``rootfs`` step the workload runs from the image's directory on the
+        host (``busybox sh <rootfs>/init``): an imported image's process has no root there."""
+        if floor_plan.ROOTFS in self.steps:
+            return None
+        return ("backend 'floor' cannot run an imported image without its 'rootfs' step: "
+                "the process would run on the host's root")
 
     # -- before any instance ------------------------------------------------------------------
 
@@ -143,7 +161,7 @@ class FloorBackend(Chores):
     def _for(self, spec: InstanceSpec) -> Prepared:
         """The plan file and limits of ``spec`` (made on its first use, reused after)."""
         key = (spec.image.digest, spec.memory_limit_mib, spec.pids_limit, spec.cpu_limit,
-               spec.network, spec.command, spec.env, spec.volume)
+               spec.network, spec.command, spec.env, spec.volume, spec.launch)
         prepared = self._prepared.get(key)
         if prepared is None:
             prepared = self._prepared[key] = self._make(spec, len(self._prepared))
@@ -163,7 +181,10 @@ class FloorBackend(Chores):
                 args=(str(rootfs / "bin" / "busybox"), "sh", str(rootfs / "init"))
                 if not spec.command else tuple(spec.command),
                 env=(f"PATH={rootfs / 'bin'}", "HOME=/", *spec.env))
-            data = floor_plan.encode(launch, self.steps, program, self._last_cap, host)
+            executable = launches.executable(rootfs, launch.args[0], launch.env,
+                                             launch.cwd) if launch.args else ""
+            data = floor_plan.encode(launch, self.steps, program, self._last_cap, host,
+                                     executable)
         except ValueError as error:
             raise BackendError(f"floor: {error}") from None
         path = plans_dir() / f"{PARENT}-{os.getpid()}-{self._serial}-{index}.plan"
@@ -353,7 +374,8 @@ _INSIDE = ("posix_spawn of the launcher, which reads the plan (one read), clones
            "init joins a session keyring, brings loopback up, mounts the overlay root, joins "
            "its cgroup (writes 0), unshares the cgroup namespace, mounts /proc, /dev (the "
            "device nodes ours makes) and devpts, pivot_root, masks and read-only paths, "
-           "hostname, setsid, groups, umask, drops capabilities, no_new_privs")
+           "hostname, setsid, cwd, groups, umask, drops the bounding set, becomes the spec's "
+           "uid and gid (an imported image's user), sets the capability sets, no_new_privs")
 FILTER_ADDITIONS = ("none: libseccomp's program of the profile, compiled by the harness before "
                     "the clock (runtime.seccomp.compile_bpf) and installed by the launcher "
                     "with seccomp(2), no flags")
@@ -362,8 +384,8 @@ METHOD = Method(
           "distinct instance spec; the floor never compiles)",
           "the container directory (overlay upper and work), its cgroup with limits and "
           "device rules (" + LAYOUT + " under " + PARENT + "), " + _INSIDE + ", marks its "
-          "descriptors from 3 close-on-exec, installs the seccomp filter and execs /init; "
-          "until READY"),
+          "descriptors from 3 close-on-exec, installs the seccomp filter and execs /init (an "
+          "imported image's entrypoint and cmd); until READY"),
     warm=("create(): the directory, the cgroup and " + _INSIDE + "; the init then waits on "
           "the host channel", "resume(): one byte on the host channel; " + WARM_AFTER_CLOCK),
     stop="SIGTERM to the init through a pidfd, SIGKILL after the grace period, SIGKILL to "

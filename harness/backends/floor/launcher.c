@@ -13,11 +13,14 @@
  * runtime/child.py does them: the session keyring, loopback up, the overlay root on MERGED,
  * the cgroup join (writes "0" into each join file), the cgroup namespace, the spec's mounts
  * (/proc, /dev with the device nodes runtime/rootfs.py makes, devpts), pivot_root, masked and
- * read-only paths, hostname, setsid, rlimits, cwd, groups, umask, capabilities,
- * no_new_privs, [warm: "p" on the channel, wait for "s"], close-on-exec from fd 3, the
- * seccomp filter the harness compiled, execve. Which of them run is the plan's (the
- * backend's `steps` option). No parsing beyond fixed offsets and NUL-separated strings, no
- * logging: a failure writes one "cvbench-error: STEP: ERROR" line on fd 1 and exits 127.
+ * read-only paths, hostname, setsid, rlimits, cwd, groups, umask, capabilities (the bounding
+ * set dropped as root, then the plan's uid and gid with PR_SET_KEEPCAPS, then capset, as
+ * runtime/child.py drop_capabilities), no_new_privs, [warm: "p" on the channel, wait for
+ * "s"], close-on-exec from fd 3, the seccomp filter the harness compiled, execve of the
+ * plan's executable path (resolved by the harness: no PATH search here). Which of them run
+ * is the plan's (the backend's `steps` option). No parsing beyond fixed offsets and
+ * NUL-separated strings, no logging: a failure writes one "cvbench-error: STEP: ERROR" line
+ * on fd 1 and exits 127.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,10 +55,10 @@
 enum {
     F_CLONE, F_CGROUPNS, F_LOOPBACK, F_KEYRING, F_HOSTNAME, F_ROOTFS, F_CAPS, F_LAST_CAP,
     F_BOUNDING, F_EFFECTIVE, F_PERMITTED, F_INHERITABLE, F_NO_NEW_PRIVS, F_READONLY_ROOT,
-    F_UMASK, F_RLIMITS, F_MOUNTS, F_MASKED, F_READONLY, F_ARGS, F_ENV, F_GROUPS,
+    F_UMASK, F_RLIMITS, F_MOUNTS, F_MASKED, F_READONLY, F_ARGS, F_ENV, F_GROUPS, F_UID, F_GID,
     F_SECCOMP_BYTES, F_COUNT
 };
-#define MAGIC "CVFLOOR1"
+#define MAGIC "CVFLOOR2"
 #define PID_FD 3
 #define CHANNEL_FD 4
 #define EMPTY "/dev/.cvbench-empty"
@@ -79,7 +82,7 @@ struct plan {
     const uint64_t *groups;      /* F_GROUPS */
     const struct sock_filter *seccomp;
     const char *strings;         /* cwd, mounts (dest, type, source, data), masked, readonly,
-                                    args, env: NUL-terminated, in that order */
+                                    executable, args, env: NUL-terminated, in that order */
 };
 
 static const char *next(const char **cursor)
@@ -99,7 +102,10 @@ static void read_plan(const char *path, struct plan *p)
     if (!buf) fail();
     ssize_t got = read(fd, buf, (size_t)st.st_size);
     errno = EINVAL;
-    if (got != st.st_size || st.st_size < 8 + 8 * F_COUNT || memcmp(buf, MAGIC, 8)) fail();
+    if (got != st.st_size || st.st_size < 8 + 8 * F_COUNT) fail();
+    step = "plan (not a " MAGIC " plan: rebuild the launcher, scripts/setup.sh)";
+    if (memcmp(buf, MAGIC, 8)) fail();
+    step = "plan";
     buf[st.st_size] = 0;
     close(fd);
     const uint64_t *f = (const uint64_t *)(buf + 8);
@@ -239,6 +245,14 @@ static void root_switch(const struct plan *p, const char *merged, const char **c
         CHECK(mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL), "readonly root");
 }
 
+static void set_user(const uint64_t *f)
+{
+    CHECK(setresgid((gid_t)f[F_GID], (gid_t)f[F_GID], (gid_t)f[F_GID]), "gid");
+    CHECK(setresuid((uid_t)f[F_UID], (uid_t)f[F_UID], (uid_t)f[F_UID]), "uid");
+}
+
+/* The bounding set (as root: it needs CAP_SETPCAP), the user (the permitted set kept through
+ * PR_SET_KEEPCAPS), then the effective, permitted and inheritable sets. */
 static void drop_capabilities(const struct plan *p)
 {
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
@@ -246,6 +260,11 @@ static void drop_capabilities(const struct plan *p)
     const uint64_t *f = p->f;
     for (uint64_t cap = 0; cap <= f[F_LAST_CAP]; cap++)
         if (!(f[F_BOUNDING] >> cap & 1)) CHECK(prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "capabilities");
+    if (f[F_UID] || f[F_GID]) {
+        CHECK(prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keepcaps");
+        set_user(f);
+        CHECK(prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), "keepcaps");
+    }
     for (int i = 0; i < 2; i++) {
         data[i].effective = (uint32_t)(f[F_EFFECTIVE] >> (32 * i));
         data[i].permitted = (uint32_t)(f[F_PERMITTED] >> (32 * i));
@@ -302,16 +321,18 @@ static void init(const struct plan *p, char **argv, int argc)
     int filtered = f[F_SECCOMP_BYTES] > 0;
     if (filtered && !f[F_NO_NEW_PRIVS]) install_seccomp(p); /* needs CAP_SYS_ADMIN: first */
     if (f[F_CAPS]) drop_capabilities(p);
+    else if (f[F_UID] || f[F_GID]) set_user(f); /* no capability step: the kernel's drop */
     if (f[F_NO_NEW_PRIVS]) CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs");
     if (warm) wait_for_start();
     CHECK(syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC), "close_range");
     if (filtered && f[F_NO_NEW_PRIVS]) install_seccomp(p);
     char *args[f[F_ARGS] + 1], *env[f[F_ENV] + 1];
+    const char *executable = next(&cursor);
     for (uint64_t i = 0; i < f[F_ARGS]; i++) args[i] = (char *)next(&cursor);
     for (uint64_t i = 0; i < f[F_ENV]; i++) env[i] = (char *)next(&cursor);
     args[f[F_ARGS]] = env[f[F_ENV]] = NULL;
-    step = args[0];
-    execve(args[0], args, env);
+    step = executable;
+    execve(executable, args, env);
     fail();
 }
 

@@ -9,7 +9,7 @@ overlay options, its name, its cgroup join files) goes on the launcher's command
 Layout (all integers little-endian u64, so every part is 8-byte aligned):
 
 ====================  ==========================================================================
-offset 0              the magic ``CVFLOOR1`` (8 bytes)
+offset 0              the magic ``CVFLOOR2`` (8 bytes)
 offset 8              :data:`FIELDS`, one u64 each, in that order
 then                  ``rlimits`` triples (resource, soft, hard)
 then                  ``mounts`` mount flags (MS_*), one per mount
@@ -17,7 +17,7 @@ then                  ``groups`` supplementary gids
 then                  ``seccomp_bytes`` bytes of classic BPF (``struct sock_filter`` array)
 then                  NUL-terminated strings: cwd; per mount its destination, type (``bind`` for
                       a bind mount), source and data; the masked paths; the read-only paths; the
-                      argv; the environment
+                      executable's path; the argv; the environment
 ====================  ==========================================================================
 
 A step switched off (:data:`STEPS`) is left out of the plan: no namespace flags, no
@@ -25,6 +25,14 @@ mounts, no join files, no capability or no_new_privs change, no filter. Without 
 ``rootfs`` step the workload runs from the image's directory on the host, as ``process``
 runs it (``busybox sh <rootfs>/init``); without ``namespaces`` but with ``rootfs``, the
 launcher still gets a mount namespace (an overlay root needs one).
+
+The process is the spec's: its argv, environment, working directory, uid and gid (an imported
+image's, :mod:`harness.backends.launch`, for which the container spec already holds them).
+The executable's path is resolved before the clock (``execve`` takes it as it is, with no
+``PATH`` search in the launcher): for a program named without a slash, the backend looks it
+up in the image as ``execvpe`` would in the container (:func:`harness.backends.launch.
+executable`); ``/init`` is its own path. The magic names the layout: a launcher built from
+another ``launcher.c`` refuses the plan rather than misread it.
 """
 
 from __future__ import annotations
@@ -37,13 +45,14 @@ from hostkit import syscalls as sc
 from hostkit import validate
 from runtime.plan import LaunchPlan
 
-MAGIC = b"CVFLOOR1"
+MAGIC = b"CVFLOOR2"
 FIELDS = (
     "clone", "cgroupns", "loopback", "keyring", "hostname", "rootfs", "caps", "last_cap",
     "bounding", "effective", "permitted", "inheritable", "no_new_privs", "readonly_root",
-    "umask", "rlimits", "mounts", "masked", "readonly", "args", "env", "groups",
+    "umask", "rlimits", "mounts", "masked", "readonly", "args", "env", "groups", "uid", "gid",
     "seccomp_bytes",
 )
+ID_NONE = (1 << 32) - 1  # (uid_t) -1: "leave it as it is" to setresuid, never a user
 HEADER = struct.Struct("<8s" + "Q" * len(FIELDS))
 
 NAMESPACES = "namespaces"  # clone with the spec's namespaces, cgroup ns, loopback, hostname,
@@ -77,11 +86,12 @@ class HostWorkload:
 
 
 def encode(plan: LaunchPlan, steps: Iterable[str], program: bytes, last_cap: int,
-           host: HostWorkload) -> bytes:
+           host: HostWorkload, executable: str = "") -> bytes:
     """The plan file of ``plan`` with ``steps`` on: ``program`` the compiled seccomp filter
     (classic BPF), ``last_cap`` the host's last capability, ``host`` the workload's command
-    without a root switch. ValueError on a program that is not whole BPF instructions or a
-    string holding a NUL."""
+    without a root switch, ``executable`` the path the launcher execs with the root switch
+    (``""``: ``plan.args[0]``). ValueError on a program that is not whole BPF instructions,
+    a string holding a NUL, or no argv."""
     on = frozenset(steps)
     if len(program) % 8:
         raise ValueError(f"a seccomp program of {len(program)} bytes is not BPF")
@@ -94,6 +104,12 @@ def encode(plan: LaunchPlan, steps: Iterable[str], program: bytes, last_cap: int
     masked = root.masked if rootfs else ()
     readonly = root.readonly_paths if rootfs else ()
     args, env = (plan.args, plan.env) if rootfs else (host.args, host.env)
+    if not args:
+        raise ValueError("no program to run (an empty argv)")
+    path = (executable or args[0]) if rootfs else args[0]
+    for what, ident in (("uid", plan.uid), ("gid", plan.gid)):
+        if not 0 <= ident < ID_NONE:
+            raise ValueError(f"{what} {ident} is not one (0 to {ID_NONE - 1})")
     caps = plan.caps
     filtered = program if SECCOMP in on else b""
     values = {
@@ -119,6 +135,8 @@ def encode(plan: LaunchPlan, steps: Iterable[str], program: bytes, last_cap: int
         "args": len(args),
         "env": len(env),
         "groups": len(plan.groups),
+        "uid": plan.uid,
+        "gid": plan.gid,
         "seccomp_bytes": len(filtered),
     }
     numbers = [value for limit in plan.rlimits
@@ -127,7 +145,7 @@ def encode(plan: LaunchPlan, steps: Iterable[str], program: bytes, last_cap: int
     strings = [plan.cwd]
     for mount in mounts:
         strings += [mount.destination, mount.kind, mount.source, mount.data]
-    strings += [*masked, *readonly, *args, *env]
+    strings += [*masked, *readonly, path, *args, *env]
     for text in strings:
         if "\0" in text:
             raise ValueError(f"{text!r}: a plan string holds a NUL")

@@ -37,10 +37,10 @@ from harness.backends.engines.lxc.config import (
     CGROUP_PARENT,
     SUBNET_PREFIX,
     import_lxc,
-    launch_refusal,
     lxc_config,
     lxc_seccomp,
     lxcpath,
+    start_argv,
 )
 from harness.backends.engines.lxc.helper import HelperClient
 from harness.backends.ready_rule import LINE
@@ -61,6 +61,7 @@ class LxcHandle:
     stdout: int | None  # its write end, until handed to the monitor
     monitor: int | None = None
     init: int | None = None
+    argv: tuple[str, ...] | None = None  # start()'s argv (None: lxc.init.cmd)
 
 
 class LxcBackend(SplitStart):
@@ -69,12 +70,8 @@ class LxcBackend(SplitStart):
     name = "lxc"
     ready_kinds = (LINE,)  # a line of the rule's own on the workload's stdout pipe
     # an imported image's workdir and user: lxc.init.cwd, lxc.init.uid and gid; its argv as
-    # lxc.init.cmd, which has no quoting (config.launch_refusal)
+    # start()'s argv, whole (config.start_argv)
     launch_fields = launches.FIELDS
-
-    @staticmethod
-    def launch_refusal(launch: launches.Launch) -> str | None:
-        return launch_refusal(launch)
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         super().__init__()
@@ -112,7 +109,7 @@ class LxcBackend(SplitStart):
             raise BackendError(f"{instance.name}: already started")
         begin = common.now()
         try:
-            handle.monitor = self.helper.start(instance.name, handle.stdout)
+            handle.monitor = self.helper.start(instance.name, handle.stdout, handle.argv)
         finally:
             os.close(handle.stdout)
             handle.stdout = None
@@ -196,7 +193,7 @@ class LxcBackend(SplitStart):
             cold=("nothing of the container (the helper process runs)",
                   "config file, upper directory and stdout pipe; lxc start through the helper "
                   "(it forks the monitor, which makes the namespaces, cgroups, overlay, mounts "
-                  "and execs /init)"),
+                  "and execs /init, or an imported image's argv handed to start() whole)"),
             warm=("config file, upper directory and stdout pipe (LXC has no create/start "
                   "split below that: no namespace exists before the clock)",
                   "lxc start through the helper"),
@@ -288,7 +285,8 @@ class LxcBackend(SplitStart):
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        instance = Instance(spec.name, self.name, LxcHandle(container, directory, *pipe))
+        instance = Instance(spec.name, self.name, LxcHandle(
+            container, directory, *pipe, argv=start_argv(spec, reference)))
         instance.phases["engine_create_s"] = common.now() - begin
         return instance
 

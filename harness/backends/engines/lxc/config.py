@@ -13,7 +13,6 @@ from typing import Any
 
 from harness.backends.base import BackendError, InstanceSpec
 from harness.backends.engines import common
-from harness.backends.launch import Launch
 from hostkit.paths import PREFIX, state_dir
 from runtime import spec as runtime_spec
 
@@ -46,8 +45,9 @@ def lxc_config(spec: InstanceSpec, reference: runtime_spec.Spec, directory: Path
     items: list[tuple[str, str]] = [
         ("lxc.uts.name", spec.name),
         ("lxc.rootfs.path", f"overlay:{spec.image.rootfs}:{directory / 'upper'}"),
-        ("lxc.init.cmd", " ".join(reference.process.args) if spec.launch is not None
-         else " ".join(spec.command) if spec.command else spec.image.init),
+        # an imported image's argv goes to start() whole (start_argv): none here
+        *((("lxc.init.cmd", " ".join(spec.command) if spec.command else spec.image.init),)
+          if spec.launch is None else ()),
         ("lxc.init.cwd", reference.process.cwd),
         *((("lxc.init.uid", str(reference.process.uid)),
            ("lxc.init.gid", str(reference.process.gid)))
@@ -153,11 +153,12 @@ def lxc_seccomp(section: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def launch_refusal(launch: Launch) -> str | None:
-    """Why LXC cannot run an imported image's process, or None: ``lxc.init.cmd`` is split at
-    spaces with no quoting, so an argument with a space (``sh -c 'a script'``) cannot be said."""
-    for word in launch.entrypoint + launch.cmd:
-        if not word or any(space in word for space in " \t\n"):
-            return (f"backend 'lxc' cannot run the imported image's argument {word[:40]!r}: "
-                    "lxc.init.cmd splits at spaces, with no quoting")
-    return None
+def start_argv(spec: InstanceSpec, reference: runtime_spec.Spec) -> tuple[str, ...] | None:
+    """The argv the container's start passes to liblxc, or None to run ``lxc.init.cmd``.
+
+    An imported image's process (the reference spec's args: entrypoint and cmd) is handed to
+    ``lxc_container.start(argv)`` as an array, which liblxc execs (execvp, after the
+    ``lxc.environment`` and ``lxc.init.*`` settings) in place of ``lxc.init.cmd``: that key is
+    split at spaces with no quoting, so ``sh -c 'a script'`` cannot be said in it. An image
+    cvbench built keeps ``lxc.init.cmd`` (``/init``, or the spec's command)."""
+    return tuple(reference.process.args) if spec.launch is not None else None

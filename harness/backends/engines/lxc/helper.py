@@ -37,11 +37,15 @@ class HelperClient:
     def pid(self) -> int:
         return self._client.pid
 
-    def start(self, name: str, stdout: int, timeout: float = REQUEST_TIMEOUT_S) -> int:
-        """Have the helper fork the container's monitor with ``stdout``; its pid."""
+    def start(self, name: str, stdout: int, argv: tuple[str, ...] | None = None,
+              timeout: float = REQUEST_TIMEOUT_S) -> int:
+        """Have the helper fork the container's monitor with ``stdout``, its init running
+        ``argv`` (None: ``lxc.init.cmd``); the monitor's pid."""
+        message: dict[str, object] = {"op": "start", "name": name, "lxcpath": str(lxcpath())}
+        if argv is not None:
+            message["argv"] = list(argv)
         try:
-            answer = self._client.request(
-                {"op": "start", "name": name, "lxcpath": str(lxcpath())}, [stdout], timeout)
+            answer = self._client.request(message, [stdout], timeout)
         except helper.Refused as error:
             raise BackendError(f"{name}: lxc start failed: {error}") from None
         except helper.HelperError as error:

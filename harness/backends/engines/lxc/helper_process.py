@@ -12,9 +12,10 @@ It is a reaper helper process (:mod:`hostkit.helper`): the monitors' parent (and
 reaping them at once, in a session of its own (a Ctrl-C of the harness does not reach it),
 and once the harness hung up it stays only while monitors are left.
 
-Its one request is ``{"op": "start", "name": ..., "lxcpath": ...}`` with the workload's stdout;
-the answer, ``{"pid": <monitor pid>}``, comes once the monitor is forked (failures after that
-show as the pipe's end of file before READY, and in the container's lxc.log).
+Its one request is ``{"op": "start", "name": ..., "lxcpath": ...}`` (and ``"argv"``: the
+init's argv, passed to ``start()`` whole, in place of ``lxc.init.cmd``) with the workload's
+stdout; the answer, ``{"pid": <monitor pid>}``, comes once the monitor is forked (failures
+after that show as the pipe's end of file before READY, and in the container's lxc.log).
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ def main(sock_fd: int) -> None:
                  max_message=MAX_MESSAGE, reaper=True)
 
 
-def run_monitor(name: str, lxcpath: str) -> int:
+def run_monitor(name: str, lxcpath: str, argv: list[str] | None = None) -> int:
     """The worker's body: run the container in the foreground (this process is its monitor)
-    until it stops; 0 if it ran."""
+    until it stops, its init running ``argv`` (None: ``lxc.init.cmd``); 0 if it ran."""
     import lxc
 
     container = lxc.Container(name, lxcpath)
     if not container.defined:
         return 2
-    return 0 if container.start(useinit=False, daemonize=False, close_fds=True) else 1
+    command = {"cmd": tuple(argv)} if argv else {}
+    return 0 if container.start(useinit=False, daemonize=False, close_fds=True,
+                                **command) else 1
 
 
 def fork_monitor(request: helper.Request) -> dict[str, Any]:
@@ -62,6 +65,6 @@ def fork_monitor(request: helper.Request) -> dict[str, Any]:
         os.dup2(stdout, 1)
         os.dup2(null, 2)
         helper.child_setup()
-        code = run_monitor(message["name"], message["lxcpath"])
+        code = run_monitor(message["name"], message["lxcpath"], message.get("argv"))
     finally:
         os._exit(code)

@@ -27,8 +27,10 @@ from harness.backends.floor.paths import (
     launcher_path,
     plans_dir,
 )
+from harness.backends.launch import Launch
 from harness.backends.oci import probe
 from harness.backends.ours import OursBackend
+from harness.backends.ready_rule import ReadyRule
 from hostkit.procs import running as process_running
 from runtime import cgroups, scopes
 
@@ -128,6 +130,45 @@ def test_all_steps_give_what_ours_gives(state_dir, built_image, ours, variant):
         assert floor.describe()["cgroup_layout"] == cgroups.driver().layout(PARENT)
     finally:
         floor.cleanup()
+
+
+# An imported image's process on the default image: a program named without a slash (looked
+# up in the image), a workdir, a user, an env value with a space.
+IMPORTED = Launch(entrypoint=("sh", "-c"),
+                  cmd=('echo "$(pwd) $(id -u):$(id -g) $FOO"; echo READY; exec sleep 30',),
+                  env=("PATH=/bin", "FOO=a b"), workdir="/tmp", uid=1000, gid=1001)
+USER_STATUS = ("Uid", "Gid", "Groups")
+
+
+@pytest.mark.parametrize("variant", [COLD, WARM])
+def test_an_imported_images_process_runs_as_under_ours(state_dir, built_image, ours, variant):
+    """The same line printed (workdir, user, env), the same capabilities, no_new_privs,
+    filter and ids in /proc as ours' (the user switch between the bounding-set drop and
+    capset); as root in / it would print another line and never be ready."""
+    floor = with_steps(built_image, floor_plan.STEPS)
+    seen = {}
+    try:
+        for backend in (ours, floor):
+            spec = InstanceSpec(name=name(), image=built_image, launch=IMPORTED,
+                                ready=ReadyRule.parse("line:/tmp 1000:1001 a b"))
+            instance = launch(backend, spec, variant)
+            try:
+                backend.wait_ready(instance, 20)
+                pid = instance.pids[0]
+                user = {key: value.strip() for key, _, value in (
+                    line.partition(":") for line in
+                    Path(f"/proc/{pid}/status").read_text().splitlines())
+                    if key in USER_STATUS}
+                seen[backend.name] = {**status(pid), **user}
+            finally:
+                backend.stop(instance)
+                backend.remove(instance)
+    finally:
+        floor.cleanup()
+    assert seen["floor"] == seen["ours"]
+    assert seen["floor"]["Uid"].split() == ["1000"] * 4
+    assert seen["floor"]["Gid"].split() == ["1001"] * 4
+    assert seen["floor"]["CapEff"] == "0000000000000000"  # a non-root user keeps none
 
 
 HOST_STATUS_OFF = {"caps": ("CapBnd", "NoNewPrivs"), "seccomp": ("Seccomp",)}

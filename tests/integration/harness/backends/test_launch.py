@@ -1,6 +1,7 @@
 """One imported image, the same process on every backend that runs imported images
-(the container backends, process, and the Docker and Podman engines; LXC cannot say this
-cmd: it has a space, see harness.backends.engines.lxc.config.launch_refusal).
+(the container backends, the floor, process, and the Docker, Podman and LXC engines; LXC
+gets the cmd, spaces and all, as start()'s argv: harness.backends.engines.lxc.config.
+start_argv).
 
 The image is an OCI layout written here (:mod:`image_archives`) from the default image's
 busybox: entrypoint ``/bin/sh -c``, a cmd that prints its working directory, ``id -u:id -g``
@@ -37,8 +38,8 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 SCRIPT = 'echo "$(pwd) $(id -u):$(id -g) $FOO"; echo READY; exec sleep 30'
 CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": [SCRIPT], "WorkingDir": "/work",
           "User": "1000:1000", "Env": ["PATH=/bin", "FOO=bar"]}
-BACKENDS = ("ours", "crun", "runc", "process", "docker", "podman")
-ENGINES = ("docker", "podman")  # skipped where the engine is missing
+BACKENDS = ("ours", "crun", "runc", "floor", "process", "docker", "podman", "lxc")
+ENGINES = ("docker", "podman", "lxc")  # skipped where the engine is missing
 
 
 @pytest.fixture(scope="module")

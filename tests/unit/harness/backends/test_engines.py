@@ -397,14 +397,22 @@ def test_podman_runs_an_imported_images_process(built_image) -> None:
 
 
 def test_lxc_runs_an_imported_images_process(built_image, tmp_path) -> None:
-    from harness.backends.engines.lxc.config import lxc_config
+    from harness.backends.engines.lxc.config import lxc_config, start_argv
 
-    spec = replace(_spec(built_image), launch=IMPORTED)
-    text = lxc_config(spec, common.reference_spec(spec), tmp_path, None, "v2", 0)
-    assert "lxc.init.cmd = /bin/sh -c /bin/id" in text.splitlines()
+    spec = replace(_spec(built_image), launch=IMPORTED, env=("BAR=a b",))
+    reference = common.reference_spec(spec)
+    text = lxc_config(spec, reference, tmp_path, None, "v2", 0)
+    assert "lxc.init.cmd" not in text  # split at spaces: the argv goes to start() whole
+    assert start_argv(spec, reference) == ("/bin/sh", "-c", "/bin/id")
+    spaced = replace(spec, command=("echo $FOO; echo READY",))
+    assert start_argv(spaced, common.reference_spec(spaced)) == (
+        "/bin/sh", "-c", "echo $FOO; echo READY")
+    assert "lxc.environment = BAR=a b" in text.splitlines()
     for line in ("lxc.init.cwd = /tmp", "lxc.init.uid = 1000", "lxc.init.gid = 100",
                  "lxc.environment = FOO=bar", "lxc.environment = PATH=/bin"):
         assert line in text.splitlines()
     built = lxc_config(_spec(built_image), common.reference_spec(_spec(built_image)),
                        tmp_path, None, "v2", 0)
     assert "lxc.init.uid" not in built and "lxc.init.cwd = /" in built.splitlines()
+    assert "lxc.init.cmd = /init" in built.splitlines()  # cvbench's image: as before
+    assert start_argv(_spec(built_image), common.reference_spec(_spec(built_image))) is None

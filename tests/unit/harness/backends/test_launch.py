@@ -11,7 +11,6 @@ import pytest
 
 from harness.backends import launch as launches
 from harness.backends.base import InstanceSpec
-from harness.backends.engines.lxc.config import launch_refusal
 from harness.backends.launch import Launch, LaunchError
 from imagestore.image import Image
 from imagestore.imageconfig import ImageConfig
@@ -124,7 +123,7 @@ def test_fields_away_from_the_default() -> None:
 
 
 def test_a_backend_that_cannot_honour_a_field_is_refused_in_one_line() -> None:
-    nothing = SimpleNamespace()  # a VM, the floor: no launch_fields
+    nothing = SimpleNamespace()  # a VM: no launch_fields
     assert launches.refusal("qemu", nothing, IMPORTED) == (
         "backend 'qemu' cannot run an imported image: it runs only /init")
     assert launches.refusal("qemu", nothing, None) is None  # an image cvbench built
@@ -139,10 +138,43 @@ def test_a_backend_that_cannot_honour_a_field_is_refused_in_one_line() -> None:
                             IMPORTED) is None
 
 
-def test_lxc_refuses_an_argument_with_a_space() -> None:
-    assert launch_refusal(IMPORTED) == (
-        "backend 'lxc' cannot run the imported image's argument 'echo READY': "
-        "lxc.init.cmd splits at spaces, with no quoting")
-    assert launch_refusal(replace(IMPORTED, cmd=("/bin/true",))) is None
-    backend = SimpleNamespace(launch_fields=launches.FIELDS, launch_refusal=launch_refusal)
-    assert launches.refusal("lxc", backend, IMPORTED) == launch_refusal(IMPORTED)
+@pytest.fixture
+def programs(tmp_path) -> Path:
+    """An image root with busybox in /bin, its applets as links (relative and absolute), a
+    file without an execute bit, /usr/bin a link to /bin, and a link loop."""
+    root = tmp_path / "programs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_text("#!")
+    (root / "bin" / "busybox").chmod(0o755)
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "bin" / "id").symlink_to("/bin/busybox")
+    (root / "bin" / "up").symlink_to("../../../bin/busybox")  # .. stops at the image's root
+    (root / "bin" / "notes").write_text("plain")
+    (root / "bin" / "loop").symlink_to("loop")
+    (root / "usr").mkdir()
+    (root / "usr" / "bin").symlink_to("/bin")
+    (root / "sbin").mkdir()
+    (root / "sbin" / "sh").write_text("not executable")
+    return root
+
+
+@pytest.mark.parametrize(("program", "env", "expected"), [
+    ("/init", ("PATH=/bin",), "/init"),  # a slash: its own path, unchecked
+    ("bin/sh", (), "bin/sh"),
+    ("sh", ("PATH=/sbin:/bin",), "/bin/sh"),  # /sbin/sh has no execute bit
+    ("id", ("PATH=/usr/bin",), "/usr/bin/id"),  # through /usr/bin -> /bin, then /bin/busybox
+    ("up", ("PATH=/bin",), "/bin/up"),
+    ("notes", ("PATH=/bin",), "notes"),  # nothing to run: execve fails as execvpe would
+    ("loop", ("PATH=/bin",), "loop"),
+    ("busybox", (), "/bin/busybox"),  # no PATH: os.defpath
+    ("sh", ("PATH=",), "sh"),  # an empty entry is the working directory: no sh in /
+    ("sh", ("PATH=:bin",), "/bin/sh"),  # relative to the working directory
+])
+def test_a_program_name_is_looked_up_in_the_image_as_execvpe_would(programs, program, env,
+                                                                    expected) -> None:
+    assert launches.executable(programs, program, env) == expected
+
+
+def test_a_relative_path_entry_is_taken_from_the_working_directory(programs) -> None:
+    assert launches.executable(programs, "sh", ["PATH=."], "/bin") == "/bin/sh"
+    assert launches.executable(programs, "sh", ["PATH=."], "/usr") == "sh"

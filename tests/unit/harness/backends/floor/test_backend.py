@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from harness import backends
+from harness.backends import launch as launches
 from harness.backends import registry
 from harness.backends.base import BackendError
 from harness.backends.floor import plan as floor_plan
 from harness.backends.floor.backend import FloorBackend
+from harness.backends.launch import Launch
 
 
 def test_registered_in_the_container_family_with_its_sweeper():
@@ -45,3 +47,13 @@ def test_describe_says_what_is_inside_the_clock_for_both_variants():
     assert "posix_spawn of the launcher" in variants["cold"]["inside_clock"]
     assert "one byte" in variants["warm"]["inside_clock"]
     assert FloorBackend().describe()["root_switch"].startswith("pivot_root")
+
+
+def test_an_imported_image_runs_with_the_rootfs_step_only():
+    imported = Launch(entrypoint=("/bin/sh", "-c"), cmd=("echo READY",), workdir="/work",
+                      uid=1000, gid=1000)
+    assert launches.refusal("floor", FloorBackend(), imported) is None
+    assert launches.refusal("floor", FloorBackend(steps="namespaces,caps"), imported) == (
+        "backend 'floor' cannot run an imported image without its 'rootfs' step: the "
+        "process would run on the host's root")
+    assert launches.refusal("floor", FloorBackend(steps=""), None) is None  # cvbench's own

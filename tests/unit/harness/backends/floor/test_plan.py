@@ -76,9 +76,32 @@ def test_all_steps_carry_the_spec_in_the_documented_layout():
     assert flags == (14, 2)
     assert struct.unpack_from("<2Q", data, offset + 40) == (5, 6)
     assert data[offset + 56:offset + 56 + len(PROGRAM)] == PROGRAM
+    assert (header["uid"], header["gid"]) == (0, 0)  # the default: root
     assert strings(data, header) == [
         "/", "/proc", "proc", "proc", "", "/dev", "tmpfs", "tmpfs", "mode=755",
-        "/proc/kcore", "/proc/sys", "/init", "PATH=/bin", "HOME=/root"]
+        "/proc/kcore", "/proc/sys", "/init", "/init", "PATH=/bin", "HOME=/root"]
+
+
+def test_an_imported_images_process_is_carried_whole():
+    """Its argv (spaces and all), env, workdir and user, and the executable found before
+    the clock apart from argv[0] (busybox picks its applet by argv[0])."""
+    args = ("sh", "-c", 'echo "$(pwd) $FOO"; echo READY')
+    data = floor_plan.encode(
+        launch_plan(args=args, env=("PATH=/bin", "FOO=a b"), cwd="/work", uid=1000, gid=1001),
+        floor_plan.STEPS, PROGRAM, 40, HOST, "/bin/sh")
+    header = floor_plan.decode_header(data)
+    assert (header["uid"], header["gid"], header["args"], header["env"]) == (1000, 1001, 3, 2)
+    assert strings(data, header)[0] == "/work"
+    assert strings(data, header)[-6:] == ["/bin/sh", *args, "PATH=/bin", "FOO=a b"]
+
+
+def test_the_executable_defaults_to_argv0_and_the_host_workload_keeps_its_own():
+    header = floor_plan.decode_header(encode(args=("/bin/true", "x")))
+    assert strings(encode(args=("/bin/true", "x")), header)[-5:-2] == [
+        "/bin/true", "/bin/true", "x"]
+    data = floor_plan.encode(launch_plan(), (), PROGRAM, 40, HOST, "/ignored")
+    header = floor_plan.decode_header(data)
+    assert strings(data, header) == ["/", HOST.args[0], *HOST.args, *HOST.env]
 
 
 def test_no_step_leaves_a_plain_fork_of_the_host_workload():
@@ -88,7 +111,7 @@ def test_no_step_leaves_a_plain_fork_of_the_host_workload():
     for field in ("cgroupns", "loopback", "keyring", "hostname", "rootfs", "caps",
                   "no_new_privs", "mounts", "masked", "readonly", "seccomp_bytes"):
         assert header[field] == 0, field
-    assert strings(data, header) == ["/", *HOST.args, *HOST.env]
+    assert strings(data, header) == ["/", HOST.args[0], *HOST.args, *HOST.env]
 
 
 @pytest.mark.parametrize("step", floor_plan.STEPS)
@@ -114,6 +137,20 @@ def test_bad_programs_and_strings_are_refused():
         floor_plan.encode(launch_plan(), floor_plan.STEPS, b"\0" * 7, 40, HOST)
     with pytest.raises(ValueError, match="NUL"):
         encode(args=("/in\0it",))
+    with pytest.raises(ValueError, match="NUL"):
+        floor_plan.encode(launch_plan(), floor_plan.STEPS, PROGRAM, 40, HOST, "/in\0it")
+    with pytest.raises(ValueError, match="empty argv"):
+        encode(args=())
+
+
+@pytest.mark.parametrize("ids, message", [
+    ({"uid": -1}, "uid -1 is not one"),
+    ({"gid": (1 << 32) - 1}, "gid 4294967295 is not one"),
+    ({"uid": 1 << 64}, "uid 18446744073709551616 is not one"),
+])
+def test_an_id_that_is_none_is_refused(ids, message):
+    with pytest.raises(ValueError, match=message):
+        encode(**ids)
 
 
 def test_decode_refuses_another_file():
