@@ -104,3 +104,25 @@ def test_every_backend_runs_the_images_process(imported, name) -> None:
                 backend.remove(instance)
     finally:
         backend.cleanup()
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("name", ["qemu", "libvirt"])
+def test_a_warm_vm_runs_the_images_process_too(imported, name) -> None:
+    """Warm: the guest made paused before the clock (QEMU -S, createXML paused) boots the
+    same disk once resumed."""
+    backend = registry.create(name)
+    try:
+        backend.prepare(imported)
+        spec = InstanceSpec(name=f"cvbench-tl-{uuid.uuid4().hex[:8]}", image=imported,
+                            ready=ReadyRule.parse(f"line:{_line(name, imported)}"),
+                            launch=runner.image_launch(imported))
+        instance = backend.create(spec)
+        try:
+            backend.resume(instance)
+            backend.wait_ready(instance, VM_READY_S)
+        finally:
+            backend.stop(instance)
+            backend.remove(instance)
+    finally:
+        backend.cleanup()

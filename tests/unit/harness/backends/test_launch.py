@@ -124,10 +124,10 @@ def test_fields_away_from_the_default() -> None:
 
 
 def test_a_backend_that_cannot_honour_a_field_is_refused_in_one_line() -> None:
-    nothing = SimpleNamespace()  # a VM, the floor: no launch_fields
-    assert launches.refusal("qemu", nothing, IMPORTED) == (
-        "backend 'qemu' cannot run an imported image: it runs only /init")
-    assert launches.refusal("qemu", nothing, None) is None  # an image cvbench built
+    nothing = SimpleNamespace()  # the floor: no launch_fields
+    assert launches.refusal("floor", nothing, IMPORTED) == (
+        "backend 'floor' cannot run an imported image: it runs only /init")
+    assert launches.refusal("floor", nothing, None) is None  # an image cvbench built
     argv_only = SimpleNamespace(launch_fields=())
     assert launches.refusal("x", argv_only, IMPORTED) == (
         "backend 'x' cannot run the imported image's workdir '/work', user '1000:1000': "
