@@ -53,8 +53,9 @@ def section(metadata: dict[str, Any]) -> list[str]:
     filters = kernel_filters(metadata)
     if filters:
         lines += [filters, ""]
+    imported = bool((metadata.get("image") or {}).get("launch"))
     for name, facts in metadata.get("backends", {}).items():
-        lines += _backend(name, facts)
+        lines += _backend(name, facts, imported)
     return lines
 
 
@@ -87,7 +88,9 @@ def host_kind(metadata: dict[str, Any]) -> str:
             f"`{host.get('init_system', 'not recorded')}`.")
 
 
-def _backend(name: str, facts: dict[str, Any]) -> list[str]:
+def _backend(name: str, facts: dict[str, Any], imported: bool = False) -> list[str]:
+    """A backend's method table and facts; ``imported``: the run's image was imported, so
+    how a VM runs one (``imported_image``) is said too."""
     lines = [f"### {name}", ""]
     method = facts.get("method")
     if not method:
@@ -118,7 +121,7 @@ def _backend(name: str, facts: dict[str, Any]) -> list[str]:
         lines.append(f"- {key.replace('_', ' ')}: {shown}")
     if isinstance(kernel_filter, dict):
         lines.append(f"- seccomp filter in the kernel: {_kernel_filter(kernel_filter)}")
-    for key in ("accel", "accel_reason", "guest"):
+    for key in ("accel", "accel_reason", "guest", *(("imported_image",) if imported else ())):
         if key in facts:
             lines.append(f"- {key.replace('_', ' ')}: {facts[key]}")
     return [*lines, ""]

@@ -68,15 +68,10 @@ def prepare_backends(suite: Suite, image: images.Image,
                      launch: launches.Launch | None = None) -> dict[str, Backend]:
     """Create and prepare every backend the suite uses; raise BackendError before any start.
 
-    An imported image (``launch``) runs on container and process backends only: a VM boots
-    cvbench's own /init, which does not exec an image's entrypoint yet, so a VM backend is
-    refused in one line; so is a backend that cannot honour the image's workdir or user."""
+    An imported image (``launch``) runs where a backend honours its workdir and user (its
+    ``launch_fields``; the VMs boot it from its disk: harness.backends.guests), never from a
+    VM snapshot; the rest is refused in one line."""
     created: dict[str, Backend] = {}
-    if launch is not None:
-        for name in suite.backends:
-            if registry.family(name) == registry.VM:
-                raise BackendError(f"backend {name!r} cannot run the imported image "
-                                   f"{image.name}: VMs run only images cvbench built")
     try:
         for name in suite.backends:
             options = suite.options_for(name)
@@ -89,7 +84,8 @@ def prepare_backends(suite: Suite, image: images.Image,
             for scenario in suite.scenarios:   # rule it cannot keep: refused first
                 if name not in suite.backends_for(scenario):
                     continue
-                if line := restorable.refusal(name, backend, scenario):
+                if line := restorable.refusal(name, backend, scenario,
+                                              imported=launch is not None):
                     raise BackendError(line)
                 if line := ready_rule.refusal(name, backend, scenario.ready_rule):
                     raise BackendError(f"scenario {scenario.name!r}: {line}")

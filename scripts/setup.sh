@@ -129,6 +129,14 @@ if [ ! -x "$FLOOR_LAUNCHER" ] || [ "$ROOT/harness/backends/floor/launcher.c" -nt
     gcc -O2 -Wall -static -o "$FLOOR_LAUNCHER.tmp" "$ROOT/harness/backends/floor/launcher.c"
     mv "$FLOOR_LAUNCHER.tmp" "$FLOOR_LAUNCHER"
 fi
+# The exec helper an imported image's VM guest ends its init with (vm/guest_exec.c, copied to
+# the image's disk as /.cvbench/exec): static, as the image may have no C library.
+GUEST_EXEC="$CACHE_BIN/cvbench-guest-exec"
+if [ ! -x "$GUEST_EXEC" ] || [ "$ROOT/vm/guest_exec.c" -nt "$GUEST_EXEC" ]; then
+    log "building $GUEST_EXEC"
+    gcc -O2 -Wall -static -o "$GUEST_EXEC.tmp" "$ROOT/vm/guest_exec.c"
+    mv "$GUEST_EXEC.tmp" "$GUEST_EXEC"
+fi
 
 # 2. /dev/kvm as Debian's udev rule leaves it (group kvm, mode 0660) -----------------------
 # Without udev the node keeps the kernel's root:root 0600. libvirt probes QEMU's capabilities

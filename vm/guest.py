@@ -14,19 +14,38 @@ network need (virtio_pci, or virtio_mmio on the microVM machine, virtio_blk, vir
 their dependencies, from the same kernel package; the filesystem too, unless built in) and an
 ``/init`` that loads them, mounts
 ``/dev/vda`` as root (and ``/dev/vdb`` on ``/data`` when the guest has a volume), configures
-``eth0`` from ``CVBENCH_IP`` when asked, and switches to the disk's ``/init``. A volume is a raw
-ext4 file (:func:`volume_disk`). Everything is left readable by QEMU's ``libvirt-qemu`` user.
+``eth0`` from ``CVBENCH_IP`` when asked, and switches to the disk's ``/init`` (or to
+``/.cvbench/init`` where the disk has one: an imported image's, below). A volume is a raw ext4
+file (:func:`volume_disk`). Everything is left readable by QEMU's ``libvirt-qemu`` user.
+
+An imported image (``cvbench image import``) has no ``/init`` of cvbench's and perhaps no
+shell: it boots from its disk (:func:`base_disk_for` with a :class:`GuestLaunch`), which is the
+image's rootfs plus a directory of cvbench's own, :data:`LAUNCH_DIR` (``/.cvbench``, replacing
+any the image has): a static busybox (the host's ``/bin/busybox``) and an ``init`` script
+(:meth:`GuestLaunch.init_script`) that the disk boot switches to, and ``exec``, a static exec
+helper set-up builds from ``vm/guest_exec.c`` (:func:`exec_helper`). The script, PID 1 on the
+image's root, mounts ``/proc``, ``/sys`` and ``/dev`` where the disk boot did not move them
+(and ``/dev/pts``, ``/dev/shm``), changes to the image's working directory and execs the
+helper, which drops the supplementary groups, takes the launch's gid and uid and execs the
+image's process with exactly the launch's environment, found on that environment's ``PATH``
+(busybox cannot: its ``setpriv`` sets no uid, and its ``env`` runs its own applet for a name
+like ``sh``). The process becomes PID 1, as in a container, with the console as stdin, stdout
+and stderr, so its readiness line is read there. The disk's cache
+key holds the launch and those files, so two launches never share a disk. The disk also gets
+``dev``, ``proc`` and ``sys`` directories where the image has none (the mount points).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,7 +56,10 @@ from imagestore.image import Image
 
 FORMAT = "v1"  # bump when the initramfs layout changes, so stale caches are not reused
 DISK_FORMAT = "v2"  # bump when the base disk changes (v2: sized to the image, no lazy init)
-BOOT_FORMAT = "b1"  # bump when the disk-boot initramfs changes
+LAUNCH_FORMAT = "l1"  # bump when an imported image's /.cvbench (GuestLaunch) changes
+LAUNCH_DIR = ".cvbench"  # cvbench's own directory on an imported image's disk
+LAUNCH_INIT = f"/{LAUNCH_DIR}/init"  # what the disk boot switches to when the disk has it
+BOOT_FORMAT = "b2"  # bump when the disk-boot initramfs changes
 BASE_DISK_MIB = 64  # the least size of a base disk
 DISK_FREE_MIB = 1024  # free room on a base disk: the guest's own files (a sparse qcow2 costs none)
 VOLUME_DISK_MIB = 2048  # a volume's raw disk (sparse)
@@ -195,18 +217,105 @@ def _tree_mib(rootfs: Path) -> int:
     return total >> 20
 
 
-def base_disk_for(image: Image) -> Path:
-    """A read-only qcow2 holding an ext4 filesystem of the image rootfs, cached by digest;
-    sized to the image plus :data:`DISK_FREE_MIB` of free room."""
-    target = guest_dir() / "disks" / f"{image.digest}-{DISK_FORMAT}.qcow2"
+@dataclass(frozen=True)
+class GuestLaunch:
+    """The process an imported image's guest runs, as :mod:`harness.backends.launch` resolved
+    it: the argv, the whole environment (``NAME=value`` items), the working directory and the
+    user; rendered into the disk's :data:`LAUNCH_INIT` by :meth:`init_script`."""
+
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    workdir: str = "/"
+    uid: int = 0
+    gid: int = 0
+
+    def init_script(self) -> str:
+        """PID 1 on the image's root: mounts, working directory, then exec of the process
+        through the exec helper (:func:`exec_helper`: user, groups, environment, PATH
+        lookup); a failure is one ``cvbench-boot:`` line on the console, then a reboot, as in
+        the disk boot's own init."""
+        own = f"/{LAUNCH_DIR}"
+        env = "".join(f" {shlex.quote(item)}" for item in self.env if "=" in item)
+        argv = " ".join(shlex.quote(arg) for arg in self.argv)
+        exec_line = (f"exec {own}/exec {self.uid} {self.gid}{env} -- {argv}" if self.argv
+                     else 'fail "the image has no entrypoint and no cmd"')
+        workdir = shlex.quote(self.workdir)
+        return f"""#!{own}/busybox sh
+B={own}/busybox
+fail() {{ echo "cvbench-boot: $*"; $B sleep 1; $B reboot -f; exec $B sleep 2147483647; }}
+[ -e /proc/self ] || $B mount -t proc proc /proc || fail "cannot mount /proc"
+[ -e /sys/kernel ] || $B mount -t sysfs sys /sys || fail "cannot mount /sys"
+[ -e /dev/null ] || $B mount -t devtmpfs dev /dev || fail "cannot mount /dev"
+$B mkdir -p /dev/pts /dev/shm
+$B mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts || fail "cannot mount /dev/pts"
+$B mount -t tmpfs -o mode=1777 shm /dev/shm || fail "cannot mount /dev/shm"
+cd {workdir} || fail "no working directory {workdir}"
+{exec_line}
+"""
+
+    def key(self) -> str:
+        """What a disk with this launch is cached by: the script, busybox, the exec helper
+        and the format."""
+        digest = hashlib.sha256(LAUNCH_FORMAT.encode() + self.init_script().encode())
+        for path in (BUSYBOX, exec_helper()):
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+def exec_helper() -> Path:
+    """The static exec helper set-up builds from ``vm/guest_exec.c`` (``/.cvbench/exec`` on
+    an imported image's disk); GuestError if it has not."""
+    path = cache_dir() / "bin" / "cvbench-guest-exec"
+    if not path.is_file():
+        raise GuestError(f"{path} missing (the imported images' guest exec helper): run "
+                         "scripts/setup.sh")
+    return path
+
+
+def _launch_tree(rootfs: Path, root: Path, launch: GuestLaunch) -> None:
+    """``root``: a copy of ``rootfs`` (hard links where it is on the same filesystem, so
+    nothing of the image is read twice) with :data:`LAUNCH_DIR` of ``launch`` and the mount
+    points ``dev``, ``proc`` and ``sys``."""
+    same_fs = rootfs.stat().st_dev == root.parent.stat().st_dev
+    _run(["cp", "-a", *(["--link"] if same_fs else []), f"{rootfs}/.", str(root)])
+    own = root / LAUNCH_DIR
+    if own.is_symlink() or own.is_file():
+        own.unlink()
+    elif own.exists():
+        shutil.rmtree(own)
+    own.mkdir(mode=0o755)
+    shutil.copyfile(BUSYBOX, own / "busybox")
+    shutil.copyfile(exec_helper(), own / "exec")
+    (own / "init").write_text(launch.init_script())
+    for name in ("busybox", "exec", "init"):
+        (own / name).chmod(0o755)
+    for name in ("dev", "proc", "sys"):
+        if not (root / name).is_dir() and not (root / name).is_symlink():
+            (root / name).mkdir(mode=0o755)
+
+
+def base_disk_for(image: Image, launch: GuestLaunch | None = None) -> Path:
+    """A read-only qcow2 holding an ext4 filesystem of the image rootfs (with ``launch``: plus
+    its :data:`LAUNCH_DIR`), cached by digest (and the launch's key); sized to the image plus
+    :data:`DISK_FREE_MIB` of free room."""
+    if launch is not None and not BUSYBOX.is_file():
+        raise GuestError(f"{BUSYBOX} not found: install Debian's busybox-static")
+    suffix = f"-{launch.key()}-{LAUNCH_FORMAT}" if launch is not None else ""
+    target = guest_dir() / "disks" / f"{image.digest}{suffix}-{DISK_FORMAT}.qcow2"
     if target.is_file():
         return target
+    if not image.rootfs.is_dir():
+        raise GuestError(f"image rootfs {image.rootfs} missing")
     _public_dirs(target.parent)
     size = max(BASE_DISK_MIB, _tree_mib(image.rootfs) * 5 // 4 + DISK_FREE_MIB)
     with tempfile.TemporaryDirectory(prefix="cvbench-disk-", dir=target.parent) as work:
         raw = Path(work) / "rootfs.raw"
         qcow = Path(work) / "rootfs.qcow2"
-        _run([*MKFS_EXT4, "-L", "cvbench", "-d", str(image.rootfs), str(raw), f"{size}M"])
+        source = image.rootfs
+        if launch is not None:
+            source = Path(work) / "rootfs"
+            _launch_tree(image.rootfs, source, launch)
+        _run([*MKFS_EXT4, "-L", "cvbench", "-d", str(source), str(raw), f"{size}M"])
         _run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)])
         qcow.chmod(0o644)
         os.replace(qcow, target)
@@ -260,7 +369,9 @@ for module in $(cat /modules.load); do
 done
 wait_for /dev/vda || fail "no disk: /dev/vda did not appear"
 mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda (the image disk) as root"
-[ -x /newroot/init ] || fail "the image disk has no /init"
+init=/init
+[ -x /newroot{LAUNCH_INIT} ] && init={LAUNCH_INIT}
+[ -x "/newroot$init" ] || fail "the image disk has no /init"
 if [ -n "${CVBENCH_VOLUME:-}" ]; then
     wait_for /dev/vdb || fail "no volume: /dev/vdb did not appear"
     mkdir -p /newroot/data
@@ -276,8 +387,8 @@ unset CVBENCH_IP CVBENCH_VOLUME
 mount --move /dev /newroot/dev
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
-exec switch_root /newroot /init
-"""
+exec switch_root /newroot "$init"
+""".replace("{LAUNCH_INIT}", LAUNCH_INIT)
 BOOT_APPLETS = ("sh", "mount", "insmod", "ip", "mkdir", "sleep", "cat", "reboot", "switch_root")
 
 

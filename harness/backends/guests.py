@@ -10,17 +10,25 @@ containers' ``direct=1`` I/O reaches the host's filesystem). With ``network = "b
 guest gets a virtio-net device on a tap of ``cvbench0`` and an address of the containers'
 subnet on ``eth0`` (no default route). A ``volume`` becomes a raw ext4 disk ``vdb``, mounted
 on ``/data``.
+
+An imported image (``spec.launch``) always boots from its disk (:func:`booted`), whatever the
+scenario's ``disk``: its base disk is the image's rootfs plus cvbench's ``/.cvbench`` (busybox,
+an init script, a static exec helper: :mod:`vm.guest`), keyed by the image and the launch
+(:func:`guest_launch`: the argv and environment of :mod:`harness.backends.launch`, the
+workdir, the user), and its init execs the image's process as the container backends do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.backends import launch as launches
 from harness.backends.base import BackendError, InstanceSpec, MemorySample
+from imagestore import imageconfig
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import AccelChoice, detect_accel, host_tsc_khz
@@ -35,6 +43,37 @@ _SAMPLE_FIELDS = {f.name for f in fields(MemorySample)}
 # The options a backend whose machine type is its point (``microvm``) sets itself; the other
 # guest options it shares with every VM backend of a run (harness.runner.check_same_guest).
 MACHINE_KEYS = ("machine", "acpi")
+# The environment an imported image's process starts from in a guest, before the image's and
+# the scenario's (harness.backends.launch.environment): the containers' default PATH and HOME.
+BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
+
+
+# How a VM runs an imported image, in describe() (the report's methodology says it).
+IMPORTED_GUEST = (
+    "booted from a disk (a qcow2 overlay on a base disk made from the image's rootfs plus "
+    "cvbench's /.cvbench: a static busybox, an init script, a static exec helper), whatever "
+    "the scenario's disk; the disk boot's initramfs mounts it as root and switches to "
+    "/.cvbench/init, which mounts /proc, /sys and /dev (devtmpfs, /dev/pts, /dev/shm), "
+    "changes to the image's workdir and execs the helper: no supplementary groups, the "
+    "image's gid and uid, then exec of entrypoint + cmd with exactly the image's and the "
+    "scenario's environment (the program found on its PATH), as PID 1 with the serial "
+    "console as stdin, stdout and stderr")
+
+
+def booted(spec: InstanceSpec) -> InstanceSpec:
+    """``spec`` as a guest boots it: an imported image (``spec.launch``) from its disk."""
+    return replace(spec, disk=True) if spec.launch is not None and not spec.disk else spec
+
+
+def guest_launch(spec: InstanceSpec) -> guest.GuestLaunch | None:
+    """What the guest of an imported image runs (None for an image cvbench built): argv and
+    environment by :mod:`harness.backends.launch`, the image's workdir and user."""
+    if spec.launch is None:
+        return None
+    return guest.GuestLaunch(argv=launches.argv(spec),
+                             env=tuple(launches.environment(spec, BASE_ENV)),
+                             workdir=spec.launch.workdir, uid=spec.launch.uid,
+                             gid=spec.launch.gid)
 
 
 @dataclass(frozen=True)
@@ -103,12 +142,16 @@ class GuestArtifacts:
     """The guest kernel, and the initramfs and base disk of each image (built once)."""
 
     _initrds: dict[str, Path] = field(default_factory=dict)
-    _bases: dict[str, Path] = field(default_factory=dict)
+    _bases: dict[tuple[str, guest.GuestLaunch | None], Path] = field(default_factory=dict)
 
     def check(self, image: Image) -> None:
-        """BackendError if the kernel is missing or the initramfs cannot be built."""
+        """BackendError if the kernel is missing or the initramfs cannot be built (an
+        imported image: if the guest's exec helper is missing)."""
         try:
             guest.kernel_path()
+            if imageconfig.load(image) is not None:
+                guest.exec_helper()
+                return  # booted from its disk (made at the first start), no initramfs
             self.initrd(image)
         except guest.GuestError as error:
             raise BackendError(str(error)) from None
@@ -127,10 +170,13 @@ class GuestArtifacts:
         ``transport``), or the image itself."""
         return guest.boot_initramfs(transport) if spec.disk else self.initrd(spec.image)
 
-    def base_disk(self, image: Image) -> Path:
-        if image.digest not in self._bases:
-            self._bases[image.digest] = guest.base_disk_for(image)
-        return self._bases[image.digest]
+    def base_disk(self, spec: InstanceSpec) -> Path:
+        """The base disk of ``spec``'s image (of an imported image: with its launch)."""
+        launch = guest_launch(spec)
+        key = (spec.image.digest, launch)
+        if key not in self._bases:
+            self._bases[key] = guest.base_disk_for(spec.image, launch)
+        return self._bases[key]
 
     @staticmethod
     def kernel_package() -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import libvirt
 import psutil
 
+from harness.backends import launch as launches
 from harness.backends import vm_restore
 from harness.backends.base import (
     COLD,
@@ -29,9 +30,11 @@ from harness.backends.base import (
 from harness.backends.chores import Chores
 from harness.backends.guests import (
     DISK_CACHE,
+    IMPORTED_GUEST,
     GuestArtifacts,
     GuestDevices,
     GuestOptions,
+    booted,
     console_reason,
     memory_sample,
 )
@@ -49,6 +52,7 @@ class LibvirtBackend(Chores):
 
     name = "libvirt"
     ready_kinds = (LINE,)  # a line of the rule's own on the serial console, as qemu's
+    launch_fields = launches.FIELDS  # an imported image: as qemu's (harness.backends.guests)
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
                  tb_cache_mib: int | None = None, balloon: bool = False,
@@ -120,6 +124,7 @@ class LibvirtBackend(Chores):
             return self.snapshots.stage(spec, self.name, lambda name: vm_restore.libvirt_save(
                 self.conn, self.guest.domain(spec, accel.accel, self.artifacts.kernel(),
                                              self.artifacts.initrd(spec.image)), name))
+        spec = booted(spec)
         devices = GuestDevices.for_spec(spec, own_tap=False)
         try:
             initrd = self.artifacts.boot_initrd(spec, self.guest.virtio_transport)
@@ -127,7 +132,7 @@ class LibvirtBackend(Chores):
                                        devices)
             vm = VirtualMachine.start(
                 self.conn, domain, autodestroy=self.autodestroy, console=self.console,
-                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
+                disk_base=self.artifacts.base_disk(spec) if spec.disk else None,
                 paused=variant == WARM, disk_cache=DISK_CACHE if spec.disk else None,
             )
         except (libvirt.libvirtError, guest.GuestError, ValueError) as error:
@@ -208,7 +213,8 @@ class LibvirtBackend(Chores):
         )
         facts: dict[str, Any] = {"hypervisor": "qemu", "manager": "libvirt", "uri": self.uri,
                                  **self.accel.as_dict(), "guest": self.guest.describe(),
-                                 "console": self.console, "method": method.as_dict()}
+                                 "console": self.console, "method": method.as_dict(),
+                                 "imported_image": IMPORTED_GUEST}
         try:
             facts.update(hypervisor.versions(self.conn))
         except (BackendError, libvirt.libvirtError):

@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from harness.backends import launch as launches
 from harness.backends import vm_restore
 from harness.backends.base import (
     COLD,
@@ -31,10 +32,12 @@ from harness.backends.base import (
 from harness.backends.chores import Chores
 from harness.backends.guests import (
     DISK_CACHE,
+    IMPORTED_GUEST,
     GuestArtifacts,
     GuestDevices,
     GuestOptions,
     accel_for,
+    booted,
     console_reason,
     memory_sample,
 )
@@ -55,6 +58,9 @@ class QemuBackend(Chores):
     # workload's output; no exit (the guest's init, PID 1, never exits) and no tcp yet
     ready_kinds = (LINE,)
     variants = (COLD, WARM, RESTORE)
+    # an imported image: booted from its disk, its init execs the image's process in its
+    # workdir as its user (harness.backends.guests, vm.guest); no restore (the runner refuses)
+    launch_fields = launches.FIELDS
     restores_devices = True  # a restore gets its own tap and disk copy (vm_restore)
     own_machine = False  # whether the machine type is the backend's point (harness.runner)
     _command = "the libvirt domain's command line"  # what its QEMU command is, in describe()
@@ -131,6 +137,7 @@ class QemuBackend(Chores):
     def _start_qemu(self, spec: InstanceSpec, paused: bool) -> Instance:
         if not spec.name.startswith(PREFIX):
             raise BackendError(f"instance names start with {PREFIX!r}, not {spec.name!r}")
+        spec = booted(spec)
         accel = accel_for(spec, self.accel)
         devices = GuestDevices.for_spec(spec, own_tap=True)
         try:
@@ -139,7 +146,7 @@ class QemuBackend(Chores):
                                        devices)
             vm = bare_qemu.BareVM.start(
                 domain, qemu=self.binary, paused=paused,
-                disk_base=self.artifacts.base_disk(spec.image) if spec.disk else None,
+                disk_base=self.artifacts.base_disk(spec) if spec.disk else None,
                 disk_cache=DISK_CACHE if spec.disk else None)
         except (OSError, guest.GuestError, ValueError) as error:
             devices.release()
@@ -207,6 +214,7 @@ class QemuBackend(Chores):
                 "guest": self.guest.describe(), "qemu_version": version,
                 "guest_kernel": self.artifacts.kernel_package(), "method": method.as_dict(),
                 "restore_ram": self.restore_ram, "restore_cache": self.restore_cache,
+                "imported_image": IMPORTED_GUEST,
                 **({"own_machine": True} if self.own_machine else {}),
                 **({"machine_cmdline": extra} if (extra := self.guest.machine_cmdline(
                     self.accel.accel)) else {})}

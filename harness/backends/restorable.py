@@ -64,11 +64,14 @@ def criu_reason(criu: str | None = None) -> str:
     return "criu check passes, but cvbench has no container restore yet"
 
 
-def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
+def refusal(name: str, backend: Backend, scenario: Any, *, imported: bool = False
+            ) -> str | None:
     """The line refusing ``scenario`` on backend ``name``, if it asks for a restore that
     backend cannot make; None otherwise. A restore takes the default readiness rule only:
     a restored guest proves it runs by answering a ping with READY (its workload's own
-    readiness lies before the snapshot)."""
+    readiness lies before the snapshot); and an image cvbench built (not ``imported``): the
+    saved guest is booted with cvbench's console responder, which ends in the image's own
+    ``/init``, where an imported image's guest runs its own process (vm.guest.GuestLaunch)."""
     plan = scenario.for_backend(name)
     if RESTORE not in getattr(plan.params, "variants", ()):
         return None
@@ -80,6 +83,9 @@ def refusal(name: str, backend: Backend, scenario: Any) -> str | None:
         reason = (criu_reason() if registry.family(name) == registry.CONTAINER
                   else "it has no restore start")
         return f"{where}: {reason}"
+    if imported:
+        return (f"{where}: an imported image (its guest execs the image's process, not "
+                "cvbench's /init with the restore's console responder)")
     refused = guest_refusal(plan.network, plan.disk,
                             devices=bool(getattr(backend, "restores_devices", False))) \
         if registry.family(name) == registry.VM else None

@@ -188,7 +188,7 @@ def qemu_save(backend: Any, spec: InstanceSpec, name: str) -> Snapshot:
                                   backend.artifacts.boot_initrd(spec), devices)
     try:
         return snapshot.save(snapshot.restorable(domain), qemu=backend.binary,
-                             disk_base=backend.artifacts.base_disk(spec.image)
+                             disk_base=backend.artifacts.base_disk(spec)
                              if spec.disk else None,
                              disk_cache=DISK_CACHE if spec.disk else None,
                              ram=backend.restore_ram)

@@ -108,3 +108,18 @@ def test_section_says_which_readiness_rule_each_scenario_used() -> None:
     assert "scenario b: `line:go`, the workload printed the line 'go' on its stdout" in both
     assert "Readiness: the workload's READY line on its stdout (not recorded" in "\n".join(
         methodology.section({}))
+
+
+def test_section_says_how_a_vm_ran_an_imported_image_only_when_one_ran() -> None:
+    from harness.backends.guests import IMPORTED_GUEST
+
+    backends = {"qemu": {**FakeBackend().describe(), "imported_image": IMPORTED_GUEST}}
+    built = "\n".join(methodology.section({"backends": backends,
+                                           "image": {"name": "default", "launch": None}}))
+    assert "imported image" not in built
+    launch = {"entrypoint": ["/bin/sh"], "cmd": [], "env": [], "workdir": "/", "uid": 0,
+              "gid": 0}
+    imported = "\n".join(methodology.section({"backends": backends,
+                                              "image": {"name": "x", "launch": launch}}))
+    assert f"- imported image: {IMPORTED_GUEST}" in imported
+    assert "/.cvbench/init" in IMPORTED_GUEST and "exec helper" in IMPORTED_GUEST

@@ -252,6 +252,22 @@ def test_a_restore_a_backend_cannot_make_is_refused_before_any_prepare(
     assert not (tmp_path / "results").exists()
 
 
+def test_an_imported_image_is_not_restored_on_a_vm_that_runs_it(
+        tmp_path, host, fake_backends, monkeypatch) -> None:
+    from fakes import FakeBackend
+
+    monkeypatch.setattr(FakeBackend, "launch_fields", ("workdir", "user"), raising=False)
+    monkeypatch.setattr(runner.images, "load_verified", lambda name: _imported(tmp_path))
+    text = RESTORE_SUITE.format(extra="").replace('"fake", "fakevm"', '"fakevm"')
+    with pytest.raises(runner.BackendError) as refused:
+        runner.run_suite(scenario.loads(text, tmp_path / "r.toml"), tmp_path / "results",
+                         quiet=True)
+    assert str(refused.value) == (
+        "scenario 'startup': backend 'fakevm' cannot restore: an imported image (its guest "
+        "execs the image's process, not cvbench's /init with the restore's console responder)")
+    assert not (tmp_path / "results").exists()
+
+
 def test_a_restore_the_backends_make_is_measured_apart(tmp_path, host, fake_backends) -> None:
     text = RESTORE_SUITE.format(extra="").replace('"fake", "fakevm"', '"fakevm"')
     run_dir = runner.run_suite(scenario.loads(text, tmp_path / "r.toml"), tmp_path / "results",
@@ -329,8 +345,7 @@ def test_an_imported_image_is_resolved_once_for_the_run(tmp_path, built_image) -
 
 
 @pytest.mark.parametrize(("backends", "expected"), [
-    ('"fake", "fakevm"', "backend 'fakevm' cannot run the imported image imported: VMs run "
-                         "only images cvbench built"),
+    ('"fakevm"', "backend 'fakevm' cannot run an imported image: it runs only /init"),
     ('"fake"', "backend 'fake' cannot run an imported image: it runs only /init"),
 ])
 def test_an_imported_image_a_backend_cannot_run_is_refused_before_any_prepare(

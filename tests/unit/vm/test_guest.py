@@ -105,3 +105,102 @@ def test_overlay_on_shared_base(rootfs, tmp_path, monkeypatch) -> None:
                                      check=True, capture_output=True, text=True).stdout)
     assert info["format"] == "qcow2" and info["backing-filename"] == str(base)
     assert overlay.stat().st_size < 1 << 20  # thin: the data stays in the base
+
+
+LAUNCH = guest.GuestLaunch(argv=("/bin/sh", "-c", "echo \"$FOO it's\"; echo READY"),
+                           env=("PATH=/bin", "FOO=bar baz", "NOVALUE"), workdir="/work dir",
+                           uid=1000, gid=1001)
+
+
+@pytest.fixture
+def helper(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the exec helper set-up builds, in a private cache directory."""
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "cache" / "bin" / "cvbench-guest-exec"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x7fELF helper")
+    return path
+
+
+def test_the_launch_init_execs_the_helper_with_the_launch_quoted() -> None:
+    import shlex
+
+    script = LAUNCH.init_script()
+    assert script.startswith("#!/.cvbench/busybox sh\n")
+    last = script.rstrip("\n").splitlines()[-1]
+    words = shlex.split(last)
+    # uid, gid, exactly the items with a "=", then the argv, each one word as it was
+    assert words == ["exec", "/.cvbench/exec", "1000", "1001", "PATH=/bin", "FOO=bar baz",
+                     "--", *LAUNCH.argv]
+    assert "cd '/work dir' ||" in script
+    for mount in ("proc /proc", "sysfs sys /sys", "devtmpfs dev /dev", "devpts",
+                  "tmpfs -o mode=1777 shm /dev/shm"):
+        assert mount in script
+    assert script.index("/dev/shm ||") < script.index("cd '/work dir'") < script.index(last)
+
+
+def test_a_launch_without_a_program_fails_in_one_boot_line() -> None:
+    script = guest.GuestLaunch(argv=()).init_script()
+    assert "exec /.cvbench/exec" not in script
+    assert 'fail "the image has no entrypoint and no cmd"' in script
+    assert 'echo "cvbench-boot: $*"' in script  # vm.console.FAILURE ends the wait for READY
+
+
+def test_the_launch_key_follows_the_launch_and_the_helper(helper) -> None:
+    key = LAUNCH.key()
+    assert key == LAUNCH.key()
+    from dataclasses import replace
+
+    assert replace(LAUNCH, uid=0).key() != key
+    assert replace(LAUNCH, env=("PATH=/bin",)).key() != key
+    helper.write_bytes(b"\x7fELF another helper")
+    assert LAUNCH.key() != key
+
+
+def test_no_helper_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path))
+    with pytest.raises(guest.GuestError, match="setup.sh"):
+        guest.exec_helper()
+
+
+def _disk_file(disk: Path, tmp_path: Path, name: str) -> tuple[str, bytes]:
+    """``(stat line, contents)`` of ``name`` in the ext4 of a qcow2 ``disk`` (debugfs)."""
+    import subprocess
+
+    raw = tmp_path / f"{disk.stem}.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(disk), str(raw)],
+                   check=True)
+    info = subprocess.run(["debugfs", "-R", f"stat {name}", str(raw)], check=True,
+                          capture_output=True, text=True).stdout
+    data = subprocess.run(["debugfs", "-R", f"cat {name}", str(raw)], check=True,
+                          capture_output=True).stdout
+    raw.unlink()
+    return info, data
+
+
+@pytest.mark.skipif(not (shutil.which("mkfs.ext4") and shutil.which("qemu-img")
+                         and shutil.which("debugfs") and guest.BUSYBOX.is_file()),
+                    reason="needs e2fsprogs, qemu-utils and busybox-static")
+def test_an_imported_images_disk_holds_cvbench_s_init(rootfs, helper, tmp_path) -> None:
+    (rootfs / ".cvbench").mkdir()
+    (rootfs / ".cvbench" / "init").write_text("the image's own, replaced\n")
+    before = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*"))
+    image = FakeImage("a" * 64, rootfs)
+    plain = guest.base_disk_for(image)
+    disk = guest.base_disk_for(image, LAUNCH)
+    assert disk != plain and disk.name.startswith("a" * 64 + "-" + LAUNCH.key())
+    assert guest.base_disk_for(image, LAUNCH) == disk  # cached
+    from dataclasses import replace
+
+    other = guest.base_disk_for(image, replace(LAUNCH, workdir="/"))
+    assert other not in (disk, plain)  # another launch, another disk
+    info, init = _disk_file(disk, tmp_path, "/.cvbench/init")
+    assert init.decode() == LAUNCH.init_script() and "Mode:  0755" in info
+    assert _disk_file(disk, tmp_path, "/.cvbench/exec")[1] == helper.read_bytes()
+    assert _disk_file(disk, tmp_path, "/.cvbench/busybox")[1] == guest.BUSYBOX.read_bytes()
+    assert _disk_file(disk, tmp_path, "/init")[1] == (rootfs / "init").read_bytes()
+    assert "Type: directory" in _disk_file(disk, tmp_path, "/proc")[0]  # a mount point
+    # the image's rootfs is left as it was (its .cvbench too: only the disk's is replaced)
+    assert sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*")) == before
+    assert (rootfs / ".cvbench" / "init").read_text() == "the image's own, replaced\n"
+    assert "/.cvbench/init" not in _disk_file(plain, tmp_path, "/.cvbench/init")[1].decode()

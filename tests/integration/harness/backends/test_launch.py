@@ -1,7 +1,8 @@
 """One imported image, the same process on every backend that runs imported images
-(the container backends, the floor, process, and the Docker, Podman and LXC engines; LXC
-gets the cmd, spaces and all, as start()'s argv: harness.backends.engines.lxc.config.
-start_argv).
+(the container backends, the floor, process, the Docker, Podman and LXC engines, and the VMs:
+qemu, microvm and libvirt boot it from a disk made from its rootfs, whose init execs the
+process; LXC gets the cmd, spaces and all, as start()'s argv:
+harness.backends.engines.lxc.config.start_argv).
 
 The image is an OCI layout written here (:mod:`image_archives`) from the default image's
 busybox: entrypoint ``/bin/sh -c``, a cmd that prints its working directory, ``id -u:id -g``
@@ -12,7 +13,8 @@ directory (removed afterwards, the imported image with it); the runner's
 the config asks for: its readiness rule is that line, so a backend that ran the process in
 another directory, as another user or without the image's env never becomes ready. The
 process backend has no root of its own: its directory is the image's ``/work`` under the
-rootfs.
+rootfs. A VM boots in seconds, so it is not also asked to stay unready for a wrong line
+(that wait would have to outlast a boot): its one line names the directory, ids and env.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 SCRIPT = 'echo "$(pwd) $(id -u):$(id -g) $FOO"; echo READY; exec sleep 30'
 CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": [SCRIPT], "WorkingDir": "/work",
           "User": "1000:1000", "Env": ["PATH=/bin", "FOO=bar"]}
-BACKENDS = ("ours", "crun", "runc", "floor", "process", "docker", "podman", "lxc")
+BACKENDS = ("ours", "crun", "runc", "floor", "process", "docker", "podman", "lxc", "qemu",
+            "microvm", "libvirt")
 ENGINES = ("docker", "podman", "lxc")  # skipped where the engine is missing
+VMS = ("qemu", "microvm", "libvirt")
+VM_READY_S = 120.0  # a TCG guest's boot and the disk made at its first start
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,8 @@ def _line(backend: str, image: images.Image, ids: str = "1000:1000") -> str:
     return f"{workdir} {ids} bar"
 
 
-@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.vm] if name in VMS
+                                                 else []) for name in BACKENDS])
 def test_every_backend_runs_the_images_process(imported, name) -> None:
     launch = runner.image_launch(imported)
     assert launch is not None and (launch.workdir, launch.uid, launch.gid) == ("/work", 1000,
@@ -82,19 +88,42 @@ def test_every_backend_runs_the_images_process(imported, name) -> None:
     backend = registry.create(name)
     try:
         backend.prepare(imported)
-        for rule, ready in ((f"line:{_line(name, imported)}", True),
-                            (f"line:{_line(name, imported, '0:0')}", False)):  # as root
-            spec = InstanceSpec(name=f"cvbench-test-launch-{uuid.uuid4().hex[:8]}",
+        rules = ((f"line:{_line(name, imported)}", True),
+                 (f"line:{_line(name, imported, '0:0')}", False))  # as root
+        for rule, ready in rules[:1] if name in VMS else rules:
+            spec = InstanceSpec(name=f"cvbench-tl-{uuid.uuid4().hex[:8]}",
                                 image=imported, ready=ReadyRule.parse(rule), launch=launch)
             instance = backend.start(spec)
             try:
                 if ready:
-                    backend.wait_ready(instance, 20.0)
+                    backend.wait_ready(instance, VM_READY_S if name in VMS else 20.0)
                 else:
                     with pytest.raises(NotReady):
                         backend.wait_ready(instance, 2.0)
             finally:
                 backend.stop(instance)
                 backend.remove(instance)
+    finally:
+        backend.cleanup()
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("name", ["qemu", "libvirt"])
+def test_a_warm_vm_runs_the_images_process_too(imported, name) -> None:
+    """Warm: the guest made paused before the clock (QEMU -S, createXML paused) boots the
+    same disk once resumed."""
+    backend = registry.create(name)
+    try:
+        backend.prepare(imported)
+        spec = InstanceSpec(name=f"cvbench-tl-{uuid.uuid4().hex[:8]}", image=imported,
+                            ready=ReadyRule.parse(f"line:{_line(name, imported)}"),
+                            launch=runner.image_launch(imported))
+        instance = backend.create(spec)
+        try:
+            backend.resume(instance)
+            backend.wait_ready(instance, VM_READY_S)
+        finally:
+            backend.stop(instance)
+            backend.remove(instance)
     finally:
         backend.cleanup()

@@ -97,7 +97,10 @@ def test_the_boot_initramfs_holds_busybox_the_modules_and_an_init(tmp_path, monk
     path = guest.boot_initramfs()
     assert guest.boot_initramfs() == path  # cached by content
     entries = read_cpio(path.read_bytes())
-    assert "switch_root /newroot /init" in entries["init"][1].decode()
+    init = entries["init"][1].decode()
+    assert 'switch_root /newroot "$init"' in init and "init=/init\n" in init
+    # an imported image's disk has cvbench's own init, which the boot switches to instead
+    assert "[ -x /newroot/.cvbench/init ] && init=/.cvbench/init" in init
     loaded = entries["modules.load"][1].decode().split()
     assert loaded[-1].endswith("virtio_net.ko")
     assert all(f"lib/modules/{module}" in entries for module in loaded)
@@ -172,3 +175,50 @@ def test_a_boot_failure_line_ends_the_wait_for_ready(tmp_path) -> None:
     finally:
         guest_end.close()
         console.close()
+
+
+def test_an_imported_image_boots_from_its_disk_with_its_launch(monkeypatch) -> None:
+    from dataclasses import replace
+
+    from harness.backends import guests
+    from harness.backends.launch import Launch
+
+    launch = Launch(entrypoint=("/bin/sh", "-c"), cmd=("echo hi",),
+                    env=("PATH=/bin", "FOO=bar"), workdir="/work", uid=1000, gid=1000)
+    built = InstanceSpec(name="cvbench-unit-built", image=IMAGE)
+    imported = replace(built, launch=launch, env=("FOO=scenario", "X=1"))
+    assert guests.booted(built) is built and guests.guest_launch(built) is None
+    assert guests.booted(imported).disk and not imported.disk
+    assert guests.guest_launch(imported) == guest.GuestLaunch(
+        argv=("/bin/sh", "-c", "echo hi"),
+        env=("PATH=/bin", "HOME=/root", "FOO=scenario", "X=1"),  # base, image, scenario
+        workdir="/work", uid=1000, gid=1000)
+    command = replace(imported, command=("echo other",))  # a kind's command replaces the cmd
+    assert guests.guest_launch(command).argv == ("/bin/sh", "-c", "echo other")
+    made: list[tuple[str, guest.GuestLaunch | None]] = []
+    monkeypatch.setattr(guest, "base_disk_for", lambda image, launch=None: made.append(
+        (image.digest, launch)) or Path(f"/x/{len(made)}.qcow2"))
+    artifacts = guests.GuestArtifacts()
+    disks = [artifacts.base_disk(spec) for spec in (built, imported, command, imported, built)]
+    assert disks == [Path("/x/1.qcow2"), Path("/x/2.qcow2"), Path("/x/3.qcow2"),
+                     Path("/x/2.qcow2"), Path("/x/1.qcow2")]  # one per image and launch
+    assert made == [(IMAGE.digest, None), (IMAGE.digest, guests.guest_launch(imported)),
+                    (IMAGE.digest, guests.guest_launch(command))]
+
+
+def test_an_imported_image_needs_the_exec_helper_not_an_initramfs(tmp_path,
+                                                                   monkeypatch) -> None:
+    from harness.backends import guests
+    from imagestore import imageconfig
+
+    monkeypatch.setenv("CVBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CVBENCH_GUEST_KERNEL", str(tmp_path / "vmlinuz"))
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    monkeypatch.setattr(imageconfig, "load", lambda image: imageconfig.ImageConfig())
+    artifacts = guests.GuestArtifacts()
+    with pytest.raises(BackendError, match="cvbench-guest-exec missing"):
+        artifacts.check(IMAGE)  # the rootfs does not exist: no initramfs is made of it
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "cvbench-guest-exec").write_bytes(b"\x7fELF")
+    artifacts.check(IMAGE)
+    assert not artifacts._initrds

@@ -123,10 +123,10 @@ def test_fields_away_from_the_default() -> None:
 
 
 def test_a_backend_that_cannot_honour_a_field_is_refused_in_one_line() -> None:
-    nothing = SimpleNamespace()  # a VM: no launch_fields
-    assert launches.refusal("qemu", nothing, IMPORTED) == (
-        "backend 'qemu' cannot run an imported image: it runs only /init")
-    assert launches.refusal("qemu", nothing, None) is None  # an image cvbench built
+    nothing = SimpleNamespace()  # a backend without launch_fields
+    assert launches.refusal("other", nothing, IMPORTED) == (
+        "backend 'other' cannot run an imported image: it runs only /init")
+    assert launches.refusal("other", nothing, None) is None  # an image cvbench built
     argv_only = SimpleNamespace(launch_fields=())
     assert launches.refusal("x", argv_only, IMPORTED) == (
         "backend 'x' cannot run the imported image's workdir '/work', user '1000:1000': "

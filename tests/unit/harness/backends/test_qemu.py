@@ -70,3 +70,13 @@ def test_a_tcg_microvm_guest_is_told_the_tsc_rate(monkeypatch) -> None:
         "tsc_early_khz=2596140 tsc=reliable")
     monkeypatch.setattr(guests, "host_tsc_khz", lambda: None)
     assert "tsc_early_khz" not in microvm.domain(spec, "tcg", Path("/x/k"), Path("/x/i")).cmdline
+
+
+def test_every_vm_backend_runs_an_imported_images_workdir_and_user() -> None:
+    from harness.backends import launch as launches
+    from harness.backends.libvirt import LibvirtBackend
+
+    imported = launches.Launch(entrypoint=("/bin/sh",), workdir="/work", uid=1000, gid=1000)
+    for backend in (QemuBackend, MicrovmBackend, LibvirtBackend):
+        assert backend.launch_fields == launches.FIELDS
+        assert launches.refusal(backend.name, backend, imported) is None

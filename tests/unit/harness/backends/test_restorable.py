@@ -78,3 +78,14 @@ def test_a_restore_takes_the_default_readiness_rule_only(fake_backends) -> None:
         "answers a ping with READY, so a restore takes the default rule (line:READY) only")
     cold = scenario.make("startup", name="c", variants=("cold",), ready="line:go")
     assert restorable.refusal("fakevm", vm, cold) is None
+
+
+def test_an_imported_image_is_never_restored(fake_backends) -> None:
+    vm = FakeBackend(name="fakevm", restore=True)
+    restore = scenario.make("startup", name="r", variants=("cold", "restore"))
+    assert restorable.refusal("fakevm", vm, restore, imported=False) is None
+    assert restorable.refusal("fakevm", vm, restore, imported=True) == (
+        "scenario 'r': backend 'fakevm' cannot restore: an imported image (its guest execs "
+        "the image's process, not cvbench's /init with the restore's console responder)")
+    cold = scenario.make("startup", name="c", variants=("cold", "warm"))
+    assert restorable.refusal("fakevm", vm, cold, imported=True) is None
