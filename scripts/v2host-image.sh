@@ -23,9 +23,10 @@ SUITE=bookworm
 # The stock host. systemd-sysv makes systemd PID 1; Debian 12's systemd mounts cgroup2 only.
 BASE_INCLUDE=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,openssh-server,git,make,python3,python3-venv,ca-certificates,iproute2,procps
 # What the in-VM test subset needs beyond the base: the peers, the image's busybox, the shared
-# seccomp profile, the runtime's tools, and what building the virtualenv needs (libvirt-python
-# is a source distribution).
-TEST_PACKAGES=(crun runc busybox-static cpio e2fsprogs golang-github-containers-common
+# seccomp profile, the runtime's tools, CRIU (runc's restore variant: `criu check` passes on
+# Debian 12's kernel), and what building the virtualenv needs (libvirt-python is a source
+# distribution).
+TEST_PACKAGES=(crun runc criu busybox-static cpio e2fsprogs golang-github-containers-common
                libseccomp2 bpftool strace gcc libc6-dev python3-dev pkg-config libvirt-dev)
 
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }

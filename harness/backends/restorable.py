@@ -5,17 +5,22 @@ are made and before any of them is prepared, so nothing has started (exit code 2
 - VM backends: ``qemu`` restores any guest without a volume (each restore gets its own tap
   and disk copy), a local ``libvirt`` guests with ``network = "none"`` and no disk
   (:func:`guest_refusal`; :mod:`harness.backends.vm_restore` says why).
-- Container backends have no restore: it would go through CRIU, and where ``criu check``
-  fails on the host (Debian's criu 3.17 on recent kernels: "vdso: Unexpected rt vDSO area
-  bounds") it cannot be built or tested; the line names the host's reason
-  (:func:`criu_reason`). ``docs/findings/restore.md`` has the details.
+- Container backends: ``runc`` restores through CRIU (:mod:`harness.backends.oci.checkpoint`)
+  where ``criu check`` passes on the host (:func:`criu_problem`); where it fails (Debian's
+  criu 3.17 on recent kernels: "vdso: Unexpected rt vDSO area bounds") or criu is missing,
+  the line names the host's reason (:func:`criu_reason`). ``ours`` and crun have no restore
+  (``docs/findings/restore.md`` says why). A restore takes ``network = "none"`` and no
+  volume there.
 - Any other backend without the variant: "it has no restore start".
+- An imported image on any backend: a restore proves itself by a ping that cvbench's own
+  workload answers (a responder in front of its ``/init``), which an imported image lacks.
 
 No libvirt import here: container-only runs load this module too.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from typing import Any
@@ -48,11 +53,19 @@ def first_error(output: str) -> str:
     return (errors or lines or ["no output"])[0]
 
 
-def criu_reason(criu: str | None = None) -> str:
-    """Why this host gives containers no restore, in a few words."""
+def criu_problem(criu: str | None = None) -> str | None:
+    """Why CRIU cannot checkpoint and restore on this host, in a few words; None where
+    ``criu check`` passes. ``criu`` is the binary (default: ``criu`` on PATH)."""
     criu = criu or shutil.which("criu")
     if criu is None:
         return "criu is not installed"
+    return _criu_check(criu)
+
+
+@functools.cache
+def _criu_check(criu: str) -> str | None:
+    """``criu check`` once per binary and process (it takes a moment; the host's kernel
+    does not change under a run)."""
     try:
         result = subprocess.run([criu, "check"], capture_output=True, text=True,
                                 timeout=CRIU_CHECK_TIMEOUT_S, check=False)
@@ -61,7 +74,13 @@ def criu_reason(criu: str | None = None) -> str:
     output = f"{result.stderr}\n{result.stdout}"
     if result.returncode != 0 or "Error" in output:
         return f"criu check fails on this host: {first_error(output)}"
-    return "criu check passes, but cvbench has no container restore yet"
+    return None
+
+
+def criu_reason(criu: str | None = None) -> str:
+    """Why a container backend gives no restore on this host, in a few words."""
+    return criu_problem(criu) or ("criu check passes, but cvbench restores runc's containers "
+                                  "only (docs/findings/restore.md)")
 
 
 def refusal(name: str, backend: Backend, scenario: Any, *, imported: bool = False
@@ -86,7 +105,21 @@ def refusal(name: str, backend: Backend, scenario: Any, *, imported: bool = Fals
     if imported:
         return (f"{where}: an imported image (its guest execs the image's process, not "
                 "cvbench's /init with the restore's console responder)")
-    refused = guest_refusal(plan.network, plan.disk,
-                            devices=bool(getattr(backend, "restores_devices", False))) \
-        if registry.family(name) == registry.VM else None
+    if registry.family(name) == registry.VM:
+        refused = guest_refusal(plan.network, plan.disk,
+                                devices=bool(getattr(backend, "restores_devices", False)))
+    else:
+        refused = container_refusal(plan.network, getattr(plan, "volume", None) is not None)
     return f"{where}: {refused}" if refused else None
+
+
+def container_refusal(network: str, volume: bool) -> str | None:
+    """Why a restore of a container with this network (and a volume) is refused (None: it
+    is not): the network namespace and the volume would be the host's, not the
+    checkpoint's."""
+    if network != "none":
+        return (f'restore takes network = "none", not {network!r}: a restored container '
+                "would need the checkpointed one's network namespace")
+    if volume:
+        return "restore takes no volume (the checkpointed container's volume is the host's)"
+    return None

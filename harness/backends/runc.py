@@ -7,10 +7,12 @@ from harness.backends.oci.backend import OciBackend
 
 class RuncBackend(OciBackend):
     """runc (Go, the reference runtime), cold (``run -d``) or warm (``create``, then
-    ``start``); works on hybrid cgroup hosts as it is."""
+    ``start``), and restore (``checkpoint`` once, then ``restore``, through CRIU) where
+    ``criu check`` passes; works on hybrid cgroup hosts as it is."""
 
     name = "runc"
     runtime = "runc"
+    checkpoints = True
     filter_additions = (
         "an ENOSYS stub before libseccomp's program (runc 1.1 libcontainer/seccomp/patchbpf, "
         "generateEnosysStub): ERRNO(ENOSYS) for a syscall number above the highest the profile "

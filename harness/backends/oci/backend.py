@@ -14,6 +14,9 @@ the bundle, the overlay's mount and unmount, the launcher's round trip), ``stop_
 (the stop less the ``kill`` commands and the waits for the init's exit) and
 ``cleanup_harness_s`` (the removal less the ``delete`` command: the bundle's files, the round
 trip). The runtime's command is timed by the launcher, from ``posix_spawn`` until reaped.
+
+A runtime that checkpoints through CRIU (``checkpoints``: runc) also has the ``restore``
+variant where ``criu check`` passes on the host (:mod:`.checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import launch as launches
-from harness.backends import seccomp_probe
+from harness.backends import restorable, seccomp_probe
 from harness.backends.base import (
     COLD,
     HARNESS_CLEANUP,
     HARNESS_START,
     HARNESS_STOP,
+    RESTORE,
+    WARM,
     WARM_AFTER_CLOCK,
     BackendError,
     Instance,
@@ -44,7 +49,7 @@ from harness.backends.base import (
     Method,
 )
 from harness.backends.chores import Chores
-from harness.backends.oci import cgroup, probe, runtimes
+from harness.backends.oci import cgroup, checkpoint, probe, runtimes
 from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
 from harness.backends.oci.launcher import Launcher, Overlay, harness_share
@@ -60,6 +65,7 @@ from runtime.network import NetworkError
 
 GRACE_S = 10.0  # SIGTERM → SIGKILL
 PROBE_READY_S = 20.0
+CHECKPOINT_READY_S = 60.0  # the container to checkpoint, before any clock
 
 
 @dataclasses.dataclass
@@ -69,6 +75,7 @@ class OciHandle:
     ready_fd: int | None  # closed once READY was read
     started: bool = True  # False while a created container waits for ``start``
     netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
+    stdin_fd: int | None = None  # a restored container's stdin (the ping's pipe), to close
 
 
 class OciBackend(Chores):
@@ -81,6 +88,7 @@ class OciBackend(Chores):
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
     filter_additions = "not recorded"
+    checkpoints = False  # restores through `<runtime> checkpoint` and `restore` (CRIU)
 
     def __init__(self, name: str | None = None, path: str | None = None, /, *,
                  binary: str | None = None, grace_s: float = GRACE_S) -> None:
@@ -106,6 +114,11 @@ class OciBackend(Chores):
         self._kernel_filter: dict[str, Any] | None = None  # of the probe container, cold
         self._launcher: Launcher | None = None
         self._lock = threading.Lock()
+        # restore where the runtime checkpoints and `criu check` passes here (checked once)
+        self.variants = ((COLD, WARM, RESTORE) if self.checkpoints
+                         and restorable.criu_problem() is None else (COLD, WARM))
+        self._checkpoints: dict[str, checkpoint.Checkpoint] = {}  # by container shape
+        self._checkpoint_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -141,7 +154,11 @@ class OciBackend(Chores):
         """Cold: bundle, config.json, then ``<runtime> run -d`` (overlay mounted on the way);
         the instance's ``harness`` tells the harness's share (``harness_s``). Warm, before the
         clock: bundle, config.json, then ``<runtime> create``: the init exists, its stdout the
-        READY pipe, and waits on the runtime's exec fifo."""
+        READY pipe, and waits on the runtime's exec fifo. Restore, before the clock: the
+        checkpoint of this container shape made (once), nothing of the instance
+        (:meth:`_stage`)."""
+        if variant == RESTORE:
+            return self._stage(spec)
         if variant == COLD:
             return self._run(spec, "run", "-d")
         instance = self._run(spec, "create")
@@ -151,7 +168,11 @@ class OciBackend(Chores):
 
     def resume(self, instance: Instance) -> None:
         """Warm, inside the clock: ``<runtime> start <id>`` lets the init exec the workload;
-        ``harness_s`` is the launcher's round trip less the command."""
+        ``harness_s`` is the launcher's round trip less the command. Restore, inside the
+        clock: :meth:`_restore`."""
+        if isinstance(instance.handle, checkpoint.Staged):
+            self._restore(instance)
+            return
         instance.handle.started = True  # a failed start is stopped like a started one
         result = self.launcher().run(self._argv("start", instance.name))
         instance.harness[HARNESS_START] = result.timing.harness_s
@@ -178,9 +199,12 @@ class OciBackend(Chores):
         and the waits for the init's exit."""
         began = time.perf_counter_ns()
         others = 0.0  # s: the runtime's commands and the waits for the exit
+        if isinstance(instance.handle, checkpoint.Staged):
+            return  # staged for a restore: nothing of it runs
         handle: OciHandle = instance.handle
         try:
             close_ready(handle)
+            checkpoint.close_fd(handle, "stdin_fd")
             try:
                 pidfd = os.pidfd_open(handle.pid)
             except ProcessLookupError:
@@ -205,8 +229,11 @@ class OciBackend(Chores):
     def _remove(self, instance: Instance) -> None:
         """``<runtime> delete -f`` (which removes the container's cgroup), then the bundle.
         Its harness share (``cleanup_harness_s``): all of it but the runtime's ``delete``."""
+        if isinstance(instance.handle, checkpoint.Staged):
+            return  # nothing of it was made (a failed restore removed its own bundle)
         began = time.perf_counter_ns()
         command_s = 0.0
+        checkpoint.close_fd(instance.handle, "stdin_fd")
         try:
             command_s = self._teardown(instance.handle.bundle)
         finally:
@@ -227,6 +254,10 @@ class OciBackend(Chores):
         return dataclasses.replace(sample, cgroup=self.cgroups.memory_usage(path))
 
     def _close(self) -> None:
+        with self._checkpoint_lock:
+            for shot in self._checkpoints.values():
+                shot.remove()
+            self._checkpoints.clear()
         with self._lock:
             if self._launcher is not None:
                 self._launcher.close()
@@ -322,6 +353,119 @@ class OciBackend(Chores):
         instance.harness[HARNESS_START] = harness_share(began, spawned.timing.command_s)
         return instance
 
+    # restore (a runtime that checkpoints through CRIU: .checkpoint) ------------------------
+
+    def _stage(self, spec: InstanceSpec) -> Instance:
+        """Before the clock: the checkpoint of ``spec``'s shape, made on first use; the
+        instance is :class:`.checkpoint.Staged` (nothing of it exists)."""
+        if refused := checkpoint.refusal(spec):
+            raise BackendError(f"{spec.name}: {refused}")
+        key = checkpoint.shape(spec)
+        with self._checkpoint_lock:
+            if key not in self._checkpoints:
+                self._checkpoints[key] = self._checkpoint(spec)
+            shot = self._checkpoints[key]
+        return Instance(spec.name, self.name, checkpoint.Staged(spec, shot))
+
+    def _checkpoint(self, spec: InstanceSpec) -> checkpoint.Checkpoint:
+        """A container of ``spec``'s shape behind the responder, started (``run -d``, its
+        stdin, stdout and stderr pipes), READY, then ``<runtime> checkpoint`` (which ends and
+        deletes it): its bundle, upper and images become the checkpoint."""
+        name = f"{PREFIX}checkpoint-{self.runtime}-{uuid.uuid4().hex[:8]}"
+        saved = dataclasses.replace(spec, name=name)
+        bundle = Bundle.for_name(name)
+        try:
+            config = checkpoint.restorable_config(saved, spec.image.rootfs, bundle)
+        except ValueError as error:
+            raise BackendError(f"{spec.name}: {error}") from None
+        launcher = self.launcher()
+        bundle.make(config)
+        fds: list[int] = []
+        try:
+            checkpoint.write_criu_config(bundle)
+            stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+            ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+            error_read, error_write = os.pipe2(os.O_CLOEXEC)
+            fds += [stdin_read, stdin_write, ready_read, ready_write, error_read, error_write]
+            os.set_blocking(error_read, False)
+            argv = self._argv("run", "-d", "--pid-file", str(bundle.pid_file),
+                              "--bundle", str(bundle.dir), name)
+            overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+            spawned = launcher.spawn(argv, stdin_read, ready_write, error_write, overlay)
+            for fd in (stdin_read, ready_write, error_write):
+                fds.remove(fd)
+                os.close(fd)
+            if spawned.returncode != 0:
+                raise BackendError(f"{self.runtime} run {name} failed: "
+                                   f"{checkpoint.drain(error_read)}")
+            fds.remove(ready_read)  # closed by the wait
+            wait_then_close(OciHandle(bundle, 0, ready_read), CHECKPOINT_READY_S, name)
+            images = bundle.dir / checkpoint.IMAGES
+            work = bundle.dir / checkpoint.DUMP_WORK
+            result = launcher.run(self._argv("checkpoint", "--image-path", str(images),
+                                             "--work-path", str(work), name))
+            if result.returncode != 0:
+                raise BackendError(f"{self.runtime} checkpoint {name} failed: "
+                                   f"{checkpoint.criu_error(work, result.stderr)}")
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self._teardown(bundle)
+            checkpoint.Checkpoint(bundle).remove()
+            raise
+        for fd in fds:
+            os.close(fd)
+        shot = checkpoint.Checkpoint(bundle)
+        shot.seal()
+        return shot
+
+    def _restore(self, instance: Instance) -> None:
+        """Inside the clock: the instance's bundle with copies of the checkpoint's upper and
+        images, ``<runtime> restore --detach`` with fresh stdin and stdout pipes (the launcher
+        mounts the overlay for the command's time, as for ``run``), the pid file, then the
+        ping on stdin. ``harness_s``: all of it but the runtime's command."""
+        began = time.perf_counter_ns()
+        staged: checkpoint.Staged = instance.handle
+        spec = staged.spec
+        bundle = Bundle.for_name(spec.name)
+        try:
+            config = checkpoint.restorable_config(spec, spec.image.rootfs, bundle)
+        except ValueError as error:
+            raise BackendError(f"{spec.name}: {error}") from None
+        launcher = self.launcher()
+        bundle.make(config)
+        kept: list[int] = []  # the host's ends: READY's read, stdin's write
+        try:
+            checkpoint.write_criu_config(bundle, f"/{cgroup.path(spec.name)}")
+            images = checkpoint.copy_state(staged.checkpoint, bundle)
+            ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+            kept.append(ready_read)
+            stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+            kept.append(stdin_write)
+            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                argv = self._argv("restore", "--detach", "--image-path", str(images),
+                                  "--pid-file", str(bundle.pid_file),
+                                  "--bundle", str(bundle.dir), spec.name)
+                overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+                spawned = launcher.spawn(argv, stdin_read, ready_write, log_fd, overlay)
+            finally:
+                for fd in (stdin_read, ready_write, log_fd):
+                    os.close(fd)
+            if spawned.returncode != 0:
+                raise BackendError(f"{self.runtime} restore {spec.name} failed: "
+                                   f"{checkpoint.criu_error(images, bundle.last_log_line())}")
+            pid = int(bundle.pid_file.read_text())
+            checkpoint.ping(stdin_write)
+        except BaseException:
+            for fd in kept:
+                os.close(fd)
+            self._teardown(bundle)
+            raise
+        instance.handle = OciHandle(bundle, pid, ready_read, stdin_fd=stdin_write)
+        instance.pids = [pid]
+        instance.harness[HARNESS_START] = harness_share(began, spawned.timing.command_s)
+
     def _kill(self, name: str, signal_name: str, pidfd: int) -> float:
         """``<runtime> kill <name> <signal>``; a refusal is an error only while the init runs
         (it may exit between our look and the runtime's). Returns the command's own time, s."""
@@ -405,6 +549,7 @@ class OciBackend(Chores):
                    "container's cgroup), then the bundle's files and directories (and any "
                    "cgroup cvbench-oci/<shard>/<id> a start that failed half-way left); all "
                    "of it but the delete command recorded apart as `cleanup_harness_s`",
+            restore=checkpoint.method(self.runtime, via) if RESTORE in self.variants else None,
         )
 
     @staticmethod

@@ -40,6 +40,7 @@ SUBSET = (
     "tests/integration/runtime/test_overlay_outside_cgroup.py",
     "tests/integration/hostkit/test_seccomp_readback.py",
     "tests/integration/harness/backends/test_warm_split.py",
+    "tests/integration/harness/backends/oci/test_checkpoint.py",
     "tests/integration/harness/kinds/test_density_interrupt.py::test_interrupted_ramp_then_clean_restores_host[sigkill]",
 )
 JUNIT = "/tmp/cvbench-v2host-junit.xml"

@@ -47,8 +47,11 @@ def test_criu_reason_names_the_hosts_criu(tmp_path, monkeypatch) -> None:
     assert restorable.criu_reason() == ("criu check fails on this host: Error "
                                         "(criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds")
     criu.write_text("#!/bin/sh\necho Looks good.\n")
-    assert restorable.criu_reason(str(criu)) == \
-        "criu check passes, but cvbench has no container restore yet"
+    restorable._criu_check.cache_clear()  # once per binary and process
+    assert restorable.criu_problem(str(criu)) is None
+    assert restorable.criu_reason(str(criu)) == ("criu check passes, but cvbench restores "
+                                                 "runc's containers only "
+                                                 "(docs/findings/restore.md)")
 
 
 def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monkeypatch) -> None:
@@ -68,6 +71,18 @@ def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monk
     assert restorable.refusal("fakevm", vm, bridged) is None
     memory = scenario.make("memory")  # a kind without start variants
     assert restorable.refusal("fake", FakeBackend(name="fake"), memory) is None
+
+
+def test_a_container_restore_takes_no_network_and_no_volume(fake_backends) -> None:
+    assert restorable.container_refusal("none", False) is None
+    assert restorable.container_refusal("host", False).startswith(
+        'restore takes network = "none", not \'host\'')
+    assert restorable.container_refusal("none", True).startswith("restore takes no volume")
+    container = FakeBackend(name="fake", restore=True)
+    bridged = scenario.make("startup", name="b", variants=("restore",), network="bridge")
+    assert restorable.refusal("fake", container, bridged) == (
+        "scenario 'b': backend 'fake' cannot restore: restore takes network = \"none\", not "
+        "'bridge': a restored container would need the checkpointed one's network namespace")
 
 
 def test_a_restore_takes_the_default_readiness_rule_only(fake_backends) -> None:
