@@ -3,8 +3,8 @@
 - A unit test module mirrors the module it tests: ``tests/unit/harness/gate/test_confirm.py``
   tests ``harness/gate/confirm.py``, and ``tests/unit/harness/test_report.py`` the package
   ``harness/report/__init__.py`` as a whole; a C program built by set-up is a module too
-  (``tests/unit/vm/test_guest_exec.py`` tests ``vm/guest_exec.c``). Only the few cross-cutting files in
-  :data:`CROSS_CUTTING` sit outside that rule, each with its reason.
+  (``tests/unit/vm/test_guest_exec.py`` tests ``vm/guest_exec.c``). Only the few
+  cross-cutting files in :data:`CROSS_CUTTING` sit outside that rule, each with its reason.
 - An integration test module sits in the directory of the package whose code it drives
   (``tests/integration/runtime/test_rootfs.py``), named after the module when it drives one,
   after its topic otherwise (docs/testing.md).
