@@ -272,12 +272,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
+# The stamp names the tree the editable install points at: a virtualenv that another
+# checkout's set-up installed from (a worktree sharing it) is installed from this one again.
 stamp="$VENV/.cvbench-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] \
+        || [ "$(cat "$stamp")" != "$ROOT" ]; then
     log "installing cvbench into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e "$ROOT[dev]"
-    touch "$stamp"
+    printf '%s\n' "$ROOT" > "$stamp"
 fi
 
 # LXC's Python binding is Debian's (python3-lxc, for the system Python 3.11): link the
