@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 PAUSE_S = 0.3  # the workload waits this long before the rule can hold
 PORT = 18080
 # Which backends honour which kinds, as this test expects them (their ready_kinds say it).
-HONOURED = {"ours": (LINE, EXIT, TCP), "crun": (LINE, TCP), "runc": (LINE, TCP),
-            "process": (LINE, EXIT, TCP), "floor": (LINE, EXIT)}
+EVERY = (LINE, EXIT, TCP)
+HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
+            "floor": (LINE, EXIT)}
 
 
 def _name() -> str:
