@@ -37,11 +37,14 @@ class HelperClient:
     def pid(self) -> int:
         return self._client.pid
 
-    def start(self, name: str, stdout: int, timeout: float = REQUEST_TIMEOUT_S) -> int:
-        """Have the helper fork the container's monitor with ``stdout``; its pid."""
+    def start(self, name: str, stdout: int, command: tuple[str, ...] = (),
+              timeout: float = REQUEST_TIMEOUT_S) -> int:
+        """Have the helper fork the container's monitor with ``stdout``, its init running
+        ``command`` if given (else the config's ``lxc.init.cmd``); its pid."""
         try:
             answer = self._client.request(
-                {"op": "start", "name": name, "lxcpath": str(lxcpath())}, [stdout], timeout)
+                {"op": "start", "name": name, "lxcpath": str(lxcpath()),
+                 "cmd": list(command)}, [stdout], timeout)
         except helper.Refused as error:
             raise BackendError(f"{name}: lxc start failed: {error}") from None
         except helper.HelperError as error:

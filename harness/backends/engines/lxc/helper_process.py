@@ -12,7 +12,9 @@ It is a reaper helper process (:mod:`hostkit.helper`): the monitors' parent (and
 reaping them at once, in a session of its own (a Ctrl-C of the harness does not reach it),
 and once the harness hung up it stays only while monitors are left.
 
-Its one request is ``{"op": "start", "name": ..., "lxcpath": ...}`` with the workload's stdout;
+Its one request is ``{"op": "start", "name": ..., "lxcpath": ..., "cmd": [...]}`` with the
+workload's stdout (``cmd``: the init's argv, given to ``start()`` whole, since liblxc splits
+``lxc.init.cmd`` on every blank; empty: the config's);
 the answer, ``{"pid": <monitor pid>}``, comes once the monitor is forked (failures after that
 show as the pipe's end of file before READY, and in the container's lxc.log).
 """
@@ -37,15 +39,17 @@ def main(sock_fd: int) -> None:
                  max_message=MAX_MESSAGE, reaper=True)
 
 
-def run_monitor(name: str, lxcpath: str) -> int:
+def run_monitor(name: str, lxcpath: str, cmd: list[str] | None = None) -> int:
     """The worker's body: run the container in the foreground (this process is its monitor)
-    until it stops; 0 if it ran."""
+    until it stops, its init running ``cmd`` if given; 0 if it ran."""
     import lxc
 
     container = lxc.Container(name, lxcpath)
     if not container.defined:
         return 2
-    return 0 if container.start(useinit=False, daemonize=False, close_fds=True) else 1
+    extra = {"cmd": tuple(cmd)} if cmd else {}
+    return 0 if container.start(useinit=False, daemonize=False, close_fds=True,
+                                **extra) else 1
 
 
 def fork_monitor(request: helper.Request) -> dict[str, Any]:
@@ -62,6 +66,6 @@ def fork_monitor(request: helper.Request) -> dict[str, Any]:
         os.dup2(stdout, 1)
         os.dup2(null, 2)
         helper.child_setup()
-        code = run_monitor(message["name"], message["lxcpath"])
+        code = run_monitor(message["name"], message["lxcpath"], message.get("cmd"))
     finally:
         os._exit(code)

@@ -1,7 +1,8 @@
 """Each readiness rule on the backends that honour it (harness.backends.readiness): ours,
-crun, runc, process and floor run ``InstanceSpec.command`` (the image's busybox) that prints
-a line of its own, exits, or listens on a TCP port after a pause; wait_ready must return only
-once the rule holds, and fail with NotReady when it never does."""
+crun, runc, process, floor and the engines (Docker, Podman, LXC; skipped where the host has
+no such engine) run ``InstanceSpec.command`` (the image's busybox) that prints a line of its
+own, exits, or listens on a TCP port after a pause; wait_ready must return only once the
+rule holds, and fail with NotReady when it never does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from engine_inventory import require
 
 from harness import backends as registry
 from harness.backends.base import COLD, WARM, Backend, BackendError, InstanceSpec, NotReady
@@ -24,7 +26,9 @@ PORT = 18080
 # Which backends honour which kinds, as this test expects them (their ready_kinds say it).
 EVERY = (LINE, EXIT, TCP)
 HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
-            "floor": (LINE, EXIT)}
+            "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": (LINE, EXIT),
+            "podman-ours": (LINE, EXIT), "lxc": (LINE, TCP)}
+ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 
 
 def _name() -> str:
@@ -36,6 +40,8 @@ def _honouring(kind: str) -> list[str]:
 
 
 def _prepared(name: str, image: Image) -> Iterator[Backend]:
+    if name in ENGINES:
+        require(name)
     made = registry.create(name)
     assert tuple(made.ready_kinds) == HONOURED[name]  # type: ignore[attr-defined]
     made.prepare(image)

@@ -376,3 +376,4 @@ def test_set_up_gives_dockerd_the_flags_and_runtimes_the_backends_expect() -> No
     assert 'OURS_RUNTIME="$(realpath -m "$VENV/bin/cvbench-runtime")"' in text
     assert "$DOCKERD_FLAGS $(dockerd_runtimes)" in text  # the drop-in and the hand start
     assert text.count("$DOCKERD_FLAGS $(dockerd_runtimes)") == 2
+
