@@ -42,6 +42,7 @@ GRACE_S = 10.0
 # (the container exited), so its answer is due at once; a zero timeout is no timeout to the
 # HTTP client.
 WAIT_FLOOR_S = 0.5
+REMOVAL_S = 30.0  # the longest wait for a removal dockerd had in progress already
 
 
 class DockerBackend(common.ApiEngine):
@@ -118,11 +119,22 @@ class DockerBackend(common.ApiEngine):
                                    f"{first_line(error)}") from None
 
     def _remove(self, instance: Instance) -> None:
+        """remove_container(force); a removal dockerd says is in progress already (seen
+        once after a container's exit under cvbench-runtime) is waited for to its end."""
         try:
             self.api.remove_container(instance.handle.id, force=True)
         except docker_errors.NotFound:
             pass
         except docker_errors.APIError as error:
+            if error.status_code == 409 and "already in progress" in str(error):
+                try:
+                    self.api.wait(instance.handle.id, timeout=REMOVAL_S, condition="removed")
+                except docker_errors.NotFound:
+                    pass  # removed already
+                except (docker_errors.DockerException, RequestException) as waiting:
+                    raise BackendError(f"{instance.name}: docker rm in progress, not done "
+                                       f"in {REMOVAL_S:g} s: {first_line(waiting)}") from None
+                return
             raise BackendError(f"{instance.name}: docker rm: {first_line(error)}") from None
 
     def _close(self) -> None:
