@@ -94,7 +94,8 @@ class FloorBackend(Chores):
 
     name = "floor"
     # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; no tcp
-    # rule, as there is no bridge network here
+    # rule: network bridge is refused (the C launcher does not wire ours' veth pair on
+    # cvbench0), so there is no bridge address to connect to
     ready_kinds = (LINE, EXIT)
 
     def __init__(self, *, steps: list[str] | str | None = None,
