@@ -12,6 +12,8 @@ or VM concept.
 - :mod:`hostkit.helper`: the helper-process layer: a helper's ``serve(handlers)``, its
   owner's client, the record ``cvbench clean`` reads (the fork server, the OCI launcher and
   the LXC helper are its helpers).
+- :mod:`hostkit.readiness`: a workload's output pipe read for its READY line or to its end
+  (containers and the floor; the harness's readiness waits for every backend).
 - :mod:`hostkit.seccomp_readback`: the seccomp filters a running process holds (ptrace),
   compared.
 """

@@ -6,6 +6,10 @@ reads to find one a killed owner left.
   ``op``, until its owner hangs up. A *reaper* helper is a child subreaper that reaps every
   child as it exits (a handler may answer once its child exited: :class:`Later`) and stays
   while children are left; the others (the fork server) leave their children to requests.
+  A reaper also answers :data:`EXIT_STATUS` (``{"op": "exit_status", "pid": n}``): the exit
+  code of ``n``, an orphan reparented to it (a container's init once its runtime exited), as
+  ``{"code": c}`` once it exited (negative: the signal), ``{"code": null}`` if ``n`` is
+  neither its child nor one it reaped.
 - :class:`Client` (in the owner): starts the helper as a fresh interpreter in a session of its
   own, waits for its first message, sends requests from any number of threads at once and
   matches answers by id: the thread waiting for an answer reads the socket itself when no
@@ -43,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 READY_ID = -1  # the id of the helper's unasked first message
+EXIT_STATUS = "exit_status"  # a reaper's own request: a child's exit code once it exited
+KEPT_STATUSES = 4096  # exit codes of reaped orphans nobody asked for yet, at the most
 MAX_MESSAGE = 1 << 20  # a request, at the most (a fork server's plan)
 MAX_ANSWER = 1 << 16
 PROJECT_ROOT = str(Path(__file__).resolve().parents[1])  # a helper imports the same tree
@@ -94,6 +100,7 @@ def serve(sock: socket.socket, handlers: Mapping[str, Handler], *, max_fds: int 
     has children left."""
     server = _Server(sock, handlers, max_fds, max_message)
     if reaper:
+        server.handlers = {**handlers, EXIT_STATUS: server.exit_status}
         server.reap_forever()
     else:
         server.reply({"id": READY_ID, "pid": os.getpid()})
@@ -109,6 +116,8 @@ class _Server:
         self.max_fds = max_fds
         self.max_message = max_message
         self.later: dict[int, Later] = {}  # by the pid of the child the answer waits for
+        # exit codes of reaped children no Later waited for, oldest first, until asked for
+        self.statuses: dict[int, int] = {}
 
     def receive(self) -> None:
         """Take one request and answer it (or file its Later); an empty read or a broken
@@ -176,13 +185,35 @@ class _Server:
                 return False
             if pid == 0:
                 return True
+            code = os.waitstatus_to_exitcode(status)
             later = self.later.pop(pid, None)
-            if later is not None:
-                try:
-                    answer = later.finish(os.waitstatus_to_exitcode(status))
-                except Exception as error:
-                    answer = {"error": f"{type(error).__name__}: {error}"}
-                self.reply(answer)
+            if later is None:  # an orphan's, perhaps asked for later (EXIT_STATUS)
+                self.statuses.pop(pid, None)
+                self.statuses[pid] = code
+                if len(self.statuses) > KEPT_STATUSES:
+                    del self.statuses[next(iter(self.statuses))]
+                continue
+            try:
+                answer = later.finish(code)
+            except Exception as error:
+                answer = {"error": f"{type(error).__name__}: {error}"}
+            self.reply(answer)
+
+    def exit_status(self, request: Request) -> dict[str, Any] | Later:
+        """:data:`EXIT_STATUS`: the exit code of the child ``pid``, reaped already (then
+        forgotten: its pid may be another's next), or once it exits (a child that runs or
+        is a zombie not reaped yet); ``None`` for a pid that is neither.
+
+        Reaping happens on this same thread, so between this look and the answer no exit is
+        missed: a live child's status goes to the Later, never to :attr:`statuses`."""
+        pid = int(request.message["pid"])
+        if pid in self.statuses:
+            return {"code": self.statuses.pop(pid)}
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return {"code": None}
+        return Later(pid, lambda code: {"code": code})
 
 
 def _with_id(request_id: Any, finish: Callable[[int], dict[str, Any]]

@@ -7,7 +7,7 @@ directory and cgroups while a worker thread compiles its seccomp program; ``star
 :class:`runtime.plan.LaunchPlan` (made by :mod:`runtime.planner`) to the fork server
 (:mod:`runtime.forkserver`), whose child (:mod:`runtime.child`) builds the root
 (:mod:`runtime.rootfs`), joins its cgroups, drops privileges, installs the filter and execs;
-READY comes back on a pipe (:mod:`runtime.readiness`). Warm: ``create`` also has the fork
+READY comes back on a pipe (:mod:`hostkit.readiness`). Warm: ``create`` also has the fork
 server fork a *spare* that does all of that but the exec ahead of time.
 
 Modules, one job each:
@@ -30,7 +30,7 @@ Modules, one job each:
 - :mod:`runtime.network`: ``none``, ``bridge`` (a veth on ``cvbench0``) and ``host``.
 - :mod:`runtime.containerdir` and :mod:`runtime.state`: a container's directory, its owner and
   its state file.
-- :mod:`runtime.readiness`: the READY pipe; :mod:`runtime.errors`: one-line errors.
+- :mod:`runtime.errors`: one-line errors (the READY pipe is :mod:`hostkit.readiness`).
 - :mod:`runtime.sweep`: what ``cvbench clean`` removes after a crash.
 - :mod:`runtime.cli`: ``cvbench ctr run|ls|stop|rm``.
 - :mod:`runtime.oci`: ``cvbench-runtime``, the OCI runtime command line (create, start, state,

@@ -9,7 +9,7 @@ set the hostname, apply
 rlimits, set the supplementary groups, mark every descriptor from 3 up close-on-exec, drop
 capabilities, set no_new_privs, install the seccomp filter, exec. Before all that it joins a
 session keyring of its own, named after the container. Any failure
-is written as one ``cvbench-error: ...`` line (:data:`runtime.readiness.ERROR_PREFIX`) on the
+is written as one ``cvbench-error: ...`` line (:data:`hostkit.readiness.ERROR_PREFIX`) on the
 READY pipe and the child exits 127. Imports stay light: this module is loaded by the small
 fork server.
 
@@ -33,9 +33,9 @@ import struct
 from typing import NoReturn
 
 from hostkit import syscalls as sc
+from hostkit.readiness import ERROR_PREFIX
 from runtime import rootfs
 from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
-from runtime.readiness import ERROR_PREFIX
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914

@@ -36,12 +36,12 @@ from pathlib import Path
 from hostkit import validate
 from hostkit.paths import containers_dir
 from hostkit.procs import proc_start_time, process_alive, terminate, wait_exit
+from hostkit.readiness import ERROR_PREFIX, READY, read_ready, read_to_end
 from imagestore.image import Image, ImageError, verify
 from runtime import cgroups, child, containerdir, network, seccomp
 from runtime.errors import ContainerError, NotReadyError
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.planner import cgroup_limits, launch_plan
-from runtime.readiness import ERROR_PREFIX, READY, read_ready, read_to_end
 from runtime.scopes import cgroup_parent, container_cgroup, register_scope
 from runtime.spec import DIGEST_ANNOTATION, Spec, SpecError
 from runtime.state import Container, ExitInfo, load

@@ -234,9 +234,20 @@ class BareVM:
                                     f"{self._stderr_tail()}") from None
             raise
         finally:
+            self.close_console()
+
+    def console_fd(self, timeout: float) -> int | None:
+        """The serial console connection's descriptor, for a wait that drains it (the
+        ``tcp`` readiness rule: :meth:`close_console` after); None if closed already."""
+        return None if self.console is None else self.console.connection(timeout)
+
+    def close_console(self) -> None:
+        """Close the console and the monitor once the wait for readiness is over: a ready VM
+        holds no descriptor of ours (QEMU connected to both long before)."""
+        if self.console is not None:
             self.console.close()
             self.console = None
-            self._close_monitor()  # QEMU connected long before READY; no descriptor kept
+        self._close_monitor()
 
     def memory(self) -> VmMemory:
         return qemu_memory(self.pid, self.spec.memory_mib)

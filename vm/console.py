@@ -97,6 +97,20 @@ class SocketConsole:
                 if matcher.feed(data):
                     return matcher.tail
 
+    def connection(self, timeout: float) -> int:
+        """The console connection's descriptor (QEMU's connection accepted first if it is
+        not yet), for a caller that drains the console while it waits for something else
+        (the ``tcp`` readiness rule); ConsoleError if QEMU does not connect in time."""
+        if self._conn is None:
+            assert self._listener is not None, "console already closed"
+            self._listener.settimeout(timeout)
+            try:
+                self._conn, _ = self._listener.accept()
+            except TimeoutError:
+                raise ConsoleError(f"no console connection within {timeout:.1f}s") from None
+        self._conn.setblocking(False)
+        return self._conn.fileno()
+
     def send(self, data: bytes, timeout: float) -> None:
         """Write ``data`` to the guest's serial input (accepting QEMU's connection first if
         it is not accepted yet): how the host asks a restored guest to answer."""

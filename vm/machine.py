@@ -119,9 +119,22 @@ class VirtualMachine:
         if self.console is None:
             return self.ready_output
         self.ready_output = self.console.wait_for(timeout, marker)
-        self.console.close()
-        self.console = None
+        self.close_console()
         return self.ready_output
+
+    def console_fd(self, timeout: float) -> int | None:
+        """The console socket's connection descriptor, for a wait that drains it (the
+        ``tcp`` readiness rule: :meth:`close_console` after); None for a console stream
+        (read by its own thread) or a closed console."""
+        if isinstance(self.console, SocketConsole):
+            return self.console.connection(timeout)
+        return None
+
+    def close_console(self) -> None:
+        """Close the console once the wait for readiness is over."""
+        if self.console is not None:
+            self.console.close()
+            self.console = None
 
     def memory(self) -> VmMemory:
         """PSS/USS/RSS and guest RAM vs VMM overhead (local); libvirt's RSS only (remote)."""

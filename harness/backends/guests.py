@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import select
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.backends import launch as launches
-from harness.backends.base import BackendError, InstanceSpec, MemorySample
+from harness.backends.base import BackendError, InstanceSpec, MemorySample, NotReady
 from imagestore import imageconfig
 from imagestore.image import Image
 from vm import guest, hypervisor
@@ -293,3 +296,48 @@ def memory_sample(usage: VmMemory) -> MemorySample:
     """A VM's memory views as the harness's sample."""
     return MemorySample(**{name: value for name, value in asdict(usage).items()
                            if name in _SAMPLE_FIELDS})
+
+
+# The guest kernel's own report that its PID 1 (the image's /init) exited, with the wait
+# status it exited with (kernel/exit.c: "Attempted to kill init! exitcode=0x%08x"), printed as
+# the panic that follows it (KERN_EMERG: shown with `quiet` too).
+INIT_EXITED = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
+
+
+def wait_guest_exit(fd: int, timeout: float, name: str) -> None:
+    """The ``exit`` rule on a VM: read its serial console (``fd``) until the guest kernel
+    reports that PID 1 exited; NotReady (one line) unless with status 0, on a disk boot's
+    failure line, when the console closes first (QEMU exited) or on timeout.
+
+    PID 1 is the image's ``/init`` (the disk boot's init execs it with ``switch_root``); a
+    failed switch exits with 127, so no boot failure reads as a status of 0."""
+    from harness.backends.readiness import check_exit
+
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    text = b""
+    while True:
+        found = INIT_EXITED.search(text)
+        if found is not None:
+            try:
+                code = os.waitstatus_to_exitcode(int(found.group(1), 16))
+            except ValueError:
+                raise NotReady(f"{name}: the guest kernel reports an exit status it cannot "
+                               f"have: {found.group(0).decode()}") from None
+            before = text[:found.start()].rsplit(b"\n", 1)[0]  # the panic's line left out
+            check_exit(name, code, before[-200:], timeout)
+            return
+        if FAILURE in text:
+            raise NotReady(f"{name}: {console_reason(text)}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReady(f"{name}: workload still runs after {timeout:g} s (no exit)")
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            raise NotReady(f"{name}: console closed (QEMU exited) before the guest kernel "
+                           f"reported its init's exit; last line: {console_reason(text)!r}")
+        text = (text + chunk)[-16384:]

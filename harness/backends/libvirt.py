@@ -37,13 +37,15 @@ from harness.backends.guests import (
     booted,
     console_reason,
     memory_sample,
+    wait_guest_exit,
 )
-from harness.backends.ready_rule import LINE
+from harness.backends.readiness import connect_ready
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import detect_accel
-from vm.console import ConsoleError
+from vm.console import FAILURE, ConsoleError
 from vm.machine import VirtualMachine
 
 
@@ -51,7 +53,9 @@ class LibvirtBackend(Chores):
     """Transient libvirt domains, direct kernel boot, READY read from the serial console."""
 
     name = "libvirt"
-    ready_kinds = (LINE,)  # a line of the rule's own on the serial console, as qemu's
+    # line, exit and tcp as qemu's (exit and tcp on a local hypervisor only: they read the
+    # console socket, and the guest's bridge is on the host libvirtd runs on)
+    ready_kinds = (LINE, EXIT, TCP)
     launch_fields = launches.FIELDS  # an imported image: as qemu's (harness.backends.guests)
 
     def __init__(self, *, uri: str | None = None, accel: str = "auto", machine: str = "pc",
@@ -148,12 +152,53 @@ class LibvirtBackend(Chores):
                         pids=[vm.pid] if vm.pid else [], phases={"createxml_s": vm.create_s})
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
+        """The rule's line on the serial console; or (``tcp``) a connection from the host to
+        the guest's leased address on cvbench0, the console drained meanwhile."""
+        if instance.ready.kind == TCP:
+            self._wait_tcp(instance, timeout)
+            return
+        if instance.ready.kind == EXIT:
+            self._wait_exit(instance, timeout)
+            return
         try:
             self._vm(instance).wait_ready(timeout, instance.ready.marker)
         except ConsoleError as error:
             reason = console_reason(error.output)
             last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
+
+    def _wait_exit(self, instance: Instance, timeout: float) -> None:
+        vm = self._vm(instance)
+        if not vm.local:
+            raise NotReady(f"VM {instance.name}: the exit rule reads the console socket of a "
+                           "local hypervisor (a remote one's console is a stream)")
+        try:
+            fd = vm.console_fd(timeout)
+            if fd is None:
+                raise NotReady(f"VM {instance.name}: its console is closed already")
+            wait_guest_exit(fd, timeout, f"VM {instance.name}")
+        except ConsoleError as error:
+            raise NotReady(f"VM {instance.name}: {error}") from None
+        finally:
+            vm.close_console()
+
+    def _wait_tcp(self, instance: Instance, timeout: float) -> None:
+        vm = self._vm(instance)
+        devices = self.devices.get(instance.name)
+        address = devices.address if devices is not None else None
+        if address is None:
+            raise NotReady(f"VM {instance.name}: no address to connect to (network must be "
+                           "bridge)")
+        if not vm.local:
+            raise NotReady(f"VM {instance.name}: the tcp rule needs a local hypervisor (the "
+                           "guest's bridge is on the host libvirtd runs on)")
+        try:
+            connect_ready(address, instance.ready.port, vm.console_fd(timeout), timeout,
+                          f"VM {instance.name}", vm.pid, FAILURE)
+        except ConsoleError as error:
+            raise NotReady(f"VM {instance.name}: {error}") from None
+        finally:
+            vm.close_console()
 
     def stop(self, instance: Instance) -> None:
         if vm_restore.staged(instance):  # a staged restore runs nothing

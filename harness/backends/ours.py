@@ -28,6 +28,7 @@ from harness.backends.base import (
 from harness.backends.chores import Chores
 from harness.backends.containers import container_spec, default_security
 from harness.backends.ready_rule import EXIT, LINE, TCP
+from hostkit.readiness import ERROR_PREFIX
 from imagestore.image import Image, ImageError, verify
 from runtime import cgroups, device_filter, devices, planner, scopes
 from runtime.container import (
@@ -38,7 +39,6 @@ from runtime.container import (
     NotReadyError,
     Runtime,
 )
-from runtime.readiness import ERROR_PREFIX
 
 
 class OursBackend(Chores):

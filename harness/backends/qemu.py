@@ -40,13 +40,15 @@ from harness.backends.guests import (
     booted,
     console_reason,
     memory_sample,
+    wait_guest_exit,
 )
-from harness.backends.ready_rule import LINE
+from harness.backends.readiness import connect_ready
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import bare_qemu, guest, snapshot
 from vm.accel import detect_accel
-from vm.console import ConsoleError
+from vm.console import FAILURE, ConsoleError
 from vm.domain import MICROVM
 
 
@@ -55,8 +57,11 @@ class QemuBackend(Chores):
 
     name = "qemu"
     # a line of the rule's own on the serial console, where the guest's init writes the
-    # workload's output; no exit (the guest's init, PID 1, never exits) and no tcp yet
-    ready_kinds = (LINE,)
+    # workload's output; exit: the guest kernel's report on that console that its PID 1 (the
+    # image's /init) exited, with its status (guests.wait_guest_exit); tcp: a connection from
+    # the host to the guest's address on cvbench0 (the disk boot configures eth0 from
+    # CVBENCH_IP)
+    ready_kinds = (LINE, EXIT, TCP)
     variants = (COLD, WARM, RESTORE)
     # an imported image: booted from its disk, its init execs the image's process in its
     # workdir as its user (harness.backends.guests, vm.guest); no restore (the runner refuses)
@@ -159,12 +164,48 @@ class QemuBackend(Chores):
         return Instance(name=spec.name, backend=self.name, handle=vm, pids=[vm.pid])
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
+        """The rule's line on the serial console; or (``tcp``) a connection from the host to
+        the guest's leased address on cvbench0, the console drained meanwhile (a boot
+        failure's ``cvbench-boot:`` line, or QEMU's exit, ends the wait)."""
+        if instance.ready.kind == TCP:
+            self._wait_tcp(instance, timeout)
+            return
+        if instance.ready.kind == EXIT:
+            self._wait_exit(instance, timeout)
+            return
         try:
             self._vm(instance).wait_ready(timeout, instance.ready.marker)
         except (ConsoleError, bare_qemu.BareQemuError) as error:
             reason = console_reason(getattr(error, "output", b""))
             last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
+
+    def _wait_exit(self, instance: Instance, timeout: float) -> None:
+        vm = self._vm(instance)
+        try:
+            fd = vm.console_fd(timeout)
+            if fd is None:
+                raise NotReady(f"VM {instance.name}: its console is closed already")
+            wait_guest_exit(fd, timeout, f"VM {instance.name}")
+        except ConsoleError as error:
+            raise NotReady(f"VM {instance.name}: {error}") from None
+        finally:
+            vm.close_console()
+
+    def _wait_tcp(self, instance: Instance, timeout: float) -> None:
+        vm = self._vm(instance)
+        devices = self.devices.get(instance.name)
+        address = devices.address if devices is not None else None
+        if address is None:
+            raise NotReady(f"VM {instance.name}: no address to connect to (network must be "
+                           "bridge)")
+        try:
+            connect_ready(address, instance.ready.port, vm.console_fd(timeout), timeout,
+                          f"VM {instance.name}", vm.pid, FAILURE)
+        except ConsoleError as error:
+            raise NotReady(f"VM {instance.name}: {error}") from None
+        finally:
+            vm.close_console()
 
     def stop(self, instance: Instance) -> None:
         if not vm_restore.staged(instance):  # a staged restore runs nothing

@@ -1,7 +1,7 @@
 """Readiness for backends: one wait per rule (:mod:`harness.backends.ready_rule`), raising
 :class:`NotReady`, that every container backend calls with what it knows of its instance.
 
-- ``line``: :func:`runtime.readiness.read_ready` on the workload's output pipe;
+- ``line``: :func:`hostkit.readiness.read_ready` on the workload's output pipe;
 - ``exit``: the pipe read to its end of file (a workload that runs to completion closes it
   as it exits; reading also keeps a chatty one from blocking on a full pipe), then the
   process's exit awaited through the backend's own ``exit_code`` (a pidfd, then its status
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from harness.backends.base import NotReady
 from harness.backends.ready_rule import EXIT, TCP, ReadyRule
 from hostkit.procs import child_exit_code
-from runtime.readiness import read_ready as _read_ready
-from runtime.readiness import read_to_eof
+from hostkit.readiness import read_ready as _read_ready
+from hostkit.readiness import read_to_eof
 
 RETRY_FIRST_S = 0.0005  # tcp: the first pause after a refused connection
 RETRY_MAX_S = 0.005  # tcp: the longest pause; a listener is seen at most this late
@@ -68,14 +68,8 @@ def wait_rule(rule: ReadyRule, fd: int, timeout: float, name: str, *,
             raise NotReady(f"{name}: this backend cannot tell its workload's exit status")
         began = time.monotonic()
         tail = read_to_eof(fd, timeout, name, error=NotReady, error_prefix=error_prefix)
-        code = exit_code(max(0.0, timeout - (time.monotonic() - began)))
-        shown = tail.decode(errors="replace").strip()
-        if code is None:
-            raise NotReady(f"{name}: workload closed its output but still runs after "
-                           f"{timeout:g} s (no exit)")
-        if code != 0:
-            what = f"signal {-code}" if code < 0 else f"status {code}"
-            raise NotReady(f"{name}: workload exited with {what} (output: {shown!r})")
+        check_exit(name, exit_code(max(0.0, timeout - (time.monotonic() - began))), tail,
+                   timeout)
         return
     if rule.kind == TCP:
         if address is None:
@@ -85,11 +79,28 @@ def wait_rule(rule: ReadyRule, fd: int, timeout: float, name: str, *,
     read_ready(fd, timeout, name, rule.marker, error_prefix)
 
 
+def check_exit(name: str, code: int | None, tail: bytes, timeout: float) -> None:
+    """The ``exit`` rule's verdict once the workload's output ended: NotReady (one line, with
+    the output's ``tail``) unless its exit ``code`` is 0; None: it had not exited within
+    ``timeout``."""
+    shown = tail.decode(errors="replace").strip()
+    if code is None:
+        raise NotReady(f"{name}: workload closed its output but still runs after "
+                       f"{timeout:g} s (no exit)")
+    if code != 0:
+        what = f"signal {-code}" if code < 0 else f"status {code}"
+        raise NotReady(f"{name}: workload exited with {what} (output: {shown!r})")
+
+
 def connect_ready(address: str, port: int, fd: int | None, timeout: float, name: str,
-                  pid: int | None = None, error_prefix: bytes | None = None) -> None:
+                  pid: int | None = None, error_prefix: bytes | None = None, *,
+                  whole: float | None = None, eof_is_exit: bool = False) -> None:
     """Block until a TCP connection to ``address:port`` is accepted (then closed at once);
     NotReady on timeout, or once the workload (``pid``) exited or wrote a launch failure
-    (``error_prefix``) on ``fd``."""
+    (``error_prefix``) on ``fd``. ``whole`` is the wait's timeout as the caller was given it,
+    named in the timeout's message when part of it went before (an engine's inspect);
+    ``eof_is_exit``: the end of ``fd`` means the workload exited (an engine's attach stream,
+    closed once its container stopped), which ends the wait as the pidfd does."""
     deadline = time.monotonic() + timeout
     poller = select.poll()
     pidfd = None
@@ -109,7 +120,7 @@ def connect_ready(address: str, port: int, fd: int | None, timeout: float, name:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NotReady(f"{name}: port {port} on {address} accepted no connection "
-                               f"within {timeout:g} s")
+                               f"within {whole or timeout:g} s")
             try:
                 with socket.create_connection((address, port),
                                               timeout=min(remaining, ATTEMPT_S)):
@@ -122,11 +133,11 @@ def connect_ready(address: str, port: int, fd: int | None, timeout: float, name:
                                    ) from None
             remaining = deadline - time.monotonic()
             for ready_fd, _ in poller.poll(max(0.0, min(pause, remaining)) * 1000):
-                if ready_fd == pidfd:
+                chunk = b"" if ready_fd == pidfd else os.read(ready_fd, 65536)
+                if ready_fd == pidfd or (not chunk and eof_is_exit):
                     shown = tail[-200:].decode(errors="replace").strip()
                     raise NotReady(f"{name}: workload exited before port {port} accepted a "
                                    f"connection (output: {shown!r})")
-                chunk = os.read(ready_fd, 65536)
                 if not chunk:  # its output closed: the pidfd (if any) tells an exit
                     poller.unregister(ready_fd)
                     continue

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostkit.procs import proc_start_time, wait_exit
+from hostkit.readiness import ERROR_PREFIX
 from runtime import cgroups, child, seccomp
 from runtime.forkserver import ForkServer, ForkServerError
 from runtime.oci import config as oci_config
@@ -30,7 +31,6 @@ from runtime.oci.lifecycle import LifecycleError, delete, kill_and_wait, start
 from runtime.oci.state import CGROUP, Record, Store
 from runtime.plan import LaunchPlan
 from runtime.planner import cgroup_limits, launch_plan
-from runtime.readiness import ERROR_PREFIX
 
 PREPARE_TIMEOUT_S = 30.0
 

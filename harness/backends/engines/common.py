@@ -4,7 +4,10 @@
   root, mtime 0), imported into an engine under ``cvbench-<image name>:<digest[:12]>`` with
   the full digest as the label ``cvbench.digest``; nothing is pulled from a registry;
 - readiness: the READY line read from an engine's attach stream (Docker's multiplexed frames)
-  or a console, waiting on the socket (no sleep-polling);
+  or a console, waiting on the socket (no sleep-polling); the ``exit`` rule reads it to its
+  end, then asks the engine for the container's exit code; the ``tcp`` rule connects from
+  the host to the container's address on the engine's bridge network
+  (:func:`harness.backends.readiness.connect_ready`);
 - the container's init: found in the container's cgroup by its pid-namespace pid 1, so no API
   call is needed to know which host pid to watch with a pidfd;
 - memory: :class:`EngineMemorySample` adds the engine's per-instance process (Docker's shim,
@@ -39,7 +42,8 @@ from harness.backends.base import (
     NotReady,
 )
 from harness.backends.chores import SplitStart
-from harness.backends.ready_rule import LINE
+from harness.backends.readiness import check_exit, connect_ready
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX, cache_dir
 from hostkit.procs import parent_pid, wait_pidfd
 from imagestore.image import Image
@@ -158,6 +162,76 @@ def wait_ready_fd(fd: int, timeout: float, name: str,
             tail = text[-200:].decode(errors="replace").strip()
             raise NotReady(f"{name}: workload exited before {shown} (output: {tail!r})")
         text = text[-4096:] + decode(chunk)
+
+
+def read_to_eof_fd(fd: int, timeout: float, name: str,
+                   decode: Callable[[bytes], bytes] = lambda data: data,
+                   initial: bytes = b"") -> bytes:
+    """Read ``fd`` (a socket or a pty master) until its end (the workload exited and the
+    engine closed the stream); the decoded output's last 200 bytes. NotReady on timeout."""
+    deadline = time.monotonic() + timeout
+    text = decode(initial)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReady(f"{name}: workload still runs after {timeout:g} s (no exit)")
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: a pty whose other side closed
+            chunk = b""
+        if not chunk:
+            return text[-200:]
+        text = (text + decode(chunk))[-4096:]
+
+
+def wait_rule_fd(instance: Instance, fd: int, timeout: float,
+                 decode: Callable[[bytes], bytes] = lambda data: data, initial: bytes = b"",
+                 *, exit_code: Callable[[float], int | None],
+                 address: Callable[[], str | None], init: Callable[[], int | None]) -> None:
+    """Wait for ``instance.ready`` on an engine's output ``fd``: its line; (``exit``) the
+    stream's end, then ``exit_code(seconds left)`` (the engine's word; None: not exited);
+    (``tcp``) a connection to ``address()`` (the engine's, asked once the container runs),
+    the wait ended early by the exit of ``init()`` (the container's init, host pid)."""
+    rule = instance.ready
+    if rule.kind == EXIT:
+        began = time.monotonic()
+        tail = read_to_eof_fd(fd, timeout, instance.name, decode, initial)
+        check_exit(instance.name, exit_code(max(0.0, timeout - (time.monotonic() - began))),
+                   tail, timeout)
+    elif rule.kind == TCP:
+        began = time.monotonic()
+        where = address()
+        if where is None:
+            if init() is None:  # gone: an engine forgets a stopped container's address
+                raise NotReady(f"{instance.name}: workload exited before port {rule.port} "
+                               "accepted a connection")
+            raise NotReady(f"{instance.name}: the engine gives no address on its bridge "
+                           "network (network must be bridge)")
+        connect_ready(where, rule.port, fd, max(0.0, timeout - (time.monotonic() - began)),
+                      instance.name, init(), whole=timeout, eof_is_exit=True)
+    else:
+        wait_ready_fd(fd, timeout, instance.name, decode=decode, initial=initial,
+                      marker=rule.marker)
+
+
+def routed_via(subnet: str, interface: str) -> bool:
+    """Whether the host reaches ``subnet``'s hosts through ``interface`` (its routing table's
+    answer for one of them), so that the ``tcp`` rule's connection goes over the bridge and
+    nowhere else (a default route could hand it to something that accepts anything)."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    probe = str(ipaddress.ip_network(subnet)[2])
+    try:
+        with IPRoute() as ipr:
+            routes = ipr.route("get", dst=probe)
+            found = ipr.link_lookup(ifname=interface)
+    except Exception:  # no route at all: unreachable
+        return False
+    return bool(routes and found and routes[0].get_attr("RTA_OIF") == found[0])
 
 
 # --- processes and cgroups ------------------------------------------------------------------
@@ -405,16 +479,19 @@ class ApiHandle:
     early: bytes = b""
     init: int | None = None  # the container's init (host pid)
     cgroup: str = ""  # relative to the cgroup root
+    exited: bool = False  # the engine told its exit code (rule exit): nothing left to stop
 
 
 class ApiEngine(SplitStart):
-    """What Docker and Podman do alike: READY read on the attach stream, the container's init
-    found in its cgroup (no API call), stopped by the API's kill (TERM, KILL after the grace
-    time) until its pidfd says it exited, its memory with its monitor's (shim, conmon)."""
+    """What Docker and Podman do alike: READY read on the attach stream (``exit``: the
+    stream's end, then the API's wait for the exit code; ``tcp``: a connection to the
+    address the API's inspect gives on the backend's network), the container's init found
+    in its cgroup (no API call), stopped by the API's kill (TERM, KILL after the grace time)
+    until its pidfd says it exited, its memory with its monitor's (shim, conmon)."""
 
     gauge: EngineGauge
     runtimes: tuple[str, ...] = RUNTIMES  # the OCI runtimes it may be given
-    ready_kinds = (LINE,)  # a line of the rule's own on the attach stream
+    ready_kinds: tuple[str, ...] = (LINE, EXIT, TCP)
     # an imported image's workdir and user: the API's WorkingDir and User (its entrypoint and
     # cmd as the command, over an engine image that has no entrypoint of its own)
     launch_fields = launches.FIELDS
@@ -443,16 +520,29 @@ class ApiEngine(SplitStart):
         handle: ApiHandle = instance.handle
         if handle.stream is None:
             return
+        problem = self.unreachable() if instance.ready.kind == TCP else None
+        if problem is not None:
+            close_stream(handle)
+            raise NotReady(f"{instance.name}: {problem}")
         try:
-            wait_ready_fd(_raw(handle.stream).fileno(), timeout, instance.name,
-                          decode=FrameDecoder().feed, initial=handle.early,
-                          marker=instance.ready.marker)
+            wait_rule_fd(instance, _raw(handle.stream).fileno(), timeout,
+                         FrameDecoder().feed, handle.early,
+                         exit_code=lambda waited: self._exited(handle, waited),
+                         address=lambda: self._address(handle),
+                         init=lambda: self._init(handle))
         finally:
             close_stream(handle)
+
+    def _exited(self, handle: ApiHandle, timeout: float) -> int | None:
+        code = self._exit_code(handle, timeout)
+        handle.exited = code is not None
+        return code
 
     def stop(self, instance: Instance) -> None:
         handle: ApiHandle = instance.handle
         close_stream(handle)
+        if handle.exited:  # its init exited and is gone: its pid may be another's now
+            return
         init = self._init(handle)
         if init is None:
             return  # never started, or already gone
@@ -462,7 +552,12 @@ class ApiEngine(SplitStart):
             return
         try:
             for signal_name in ("TERM", "KILL"):
-                self._kill(instance, signal_name)
+                try:
+                    self._kill(instance, signal_name)
+                except BackendError:
+                    if not wait_pidfd(pidfd, 0):
+                        raise
+                    return  # it exited meanwhile: some runtimes then fail the engine's kill
                 if wait_pidfd(pidfd, self.grace_s):
                     return
         finally:
@@ -491,6 +586,21 @@ class ApiEngine(SplitStart):
 
     def _api_init(self, handle: ApiHandle) -> int | None:
         """The container's init as the API says (State.Pid), None if it cannot say."""
+        raise NotImplementedError
+
+    def unreachable(self) -> str | None:
+        """Why the host cannot reach the backend's containers on its bridge (rule ``tcp``),
+        or None if it can."""
+        return None
+
+    def _exit_code(self, handle: ApiHandle, timeout: float) -> int | None:
+        """The container's exit code as the API's wait tells it, once it exited within
+        ``timeout``; None if it did not (or the API could not say)."""
+        raise NotImplementedError
+
+    def _address(self, handle: ApiHandle) -> str | None:
+        """The container's IPv4 address on the backend's bridge network, as the API's inspect
+        says; None if it has none there."""
         raise NotImplementedError
 
 

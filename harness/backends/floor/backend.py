@@ -67,9 +67,9 @@ from harness.backends.readiness import close_ready, reaped_exit_code, wait_then_
 from harness.backends.ready_rule import EXIT, LINE
 from hostkit import validate
 from hostkit.procs import terminate
+from hostkit.readiness import ERROR_PREFIX
 from imagestore.image import Image, ImageError, verify
 from runtime import caps, cgroups, devices, planner, seccomp
-from runtime.readiness import ERROR_PREFIX
 from runtime.scopes import LAYOUT
 
 GRACE_S = 2.0
@@ -103,7 +103,8 @@ class FloorBackend(Chores):
 
     name = "floor"
     # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; no tcp
-    # rule, as there is no bridge network here
+    # rule: network bridge is refused (the C launcher does not wire ours' veth pair on
+    # cvbench0), so there is no bridge address to connect to
     ready_kinds = (LINE, EXIT)
     launch_fields = launches.FIELDS  # an imported image's workdir and user: the plan's
 

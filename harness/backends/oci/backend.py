@@ -55,7 +55,7 @@ from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runti
 from harness.backends.oci.launcher import Launcher, Overlay, harness_share
 from harness.backends.oci.profile import security
 from harness.backends.readiness import close_ready, wait_then_close
-from harness.backends.ready_rule import LINE, TCP
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX
 from hostkit.procs import wait_pidfd
 from imagestore import imageconfig
@@ -76,6 +76,7 @@ class OciHandle:
     started: bool = True  # False while a created container waits for ``start``
     netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
     stdin_fd: int | None = None  # a restored container's stdin (the ping's pipe), to close
+    exited: bool = False  # its exit code taken (rule exit): reaped, its pid may be another's
 
 
 class OciBackend(Chores):
@@ -83,7 +84,7 @@ class OciBackend(Chores):
     through bundles."""
 
     name = "oci"
-    ready_kinds = (LINE, TCP)
+    ready_kinds = (LINE, EXIT, TCP)
     launch_fields = launches.FIELDS  # an imported image's workdir and user: the spec's
     runtime = "crun"  # the binary's name; subclasses set both
     # what the runtime adds to libseccomp's program of the profile (describe's kernel_filter)
@@ -181,13 +182,23 @@ class OciBackend(Chores):
                                f"{result.stderr.strip() or instance.handle.bundle.last_log_line()}")
 
     def wait_ready(self, instance: Instance, timeout: float) -> None:
-        """The rule's line on the READY pipe, or (``tcp``) a connection to the container's
-        bridge address. No ``exit`` rule: the runtime's init is reaped by the launcher (its
-        subreaper), which keeps no status to ask for."""
+        """The rule's line on the READY pipe; (``exit``) the pipe's end of file, then the
+        init's exit code from the launcher, which reaps it (the container's init is
+        reparented to it, a subreaper, once the runtime's command exited); or (``tcp``) a
+        connection to the container's bridge address."""
         handle: OciHandle = instance.handle
         wait_then_close(handle, timeout, instance.name, instance.ready,
+                        exit_code=lambda waited: self._exit_code(handle, waited),
                         address=handle.netns.address if handle.netns is not None else None,
                         pid=handle.pid)
+
+    def _exit_code(self, handle: OciHandle, timeout: float) -> int | None:
+        """The container init's exit code as the launcher reaped it (``handle.exited`` set),
+        once it exited within ``timeout``; else None."""
+        code = self.launcher().exit_code(handle.pid, timeout)
+        if code is not None:
+            handle.exited = True
+        return code
 
     def stop(self, instance: Instance) -> None:
         """``<runtime> kill <id> TERM`` (``KILL`` after the grace time) until the container's
@@ -205,6 +216,8 @@ class OciBackend(Chores):
         try:
             close_ready(handle)
             checkpoint.close_fd(handle, "stdin_fd")
+            if handle.exited:  # reaped (rule exit): its pid may be another process's now
+                return
             try:
                 pidfd = os.pidfd_open(handle.pid)
             except ProcessLookupError:

@@ -130,6 +130,23 @@ class Launcher:
         return Result(spawned.returncode, stdout, stderr,
                       dataclasses.replace(spawned.timing, call_s=call_s))
 
+    def exit_code(self, pid: int, timeout: float) -> int | None:
+        """The exit code of the container init ``pid`` (negative: the signal), once it
+        exited within ``timeout``; None if it still runs, or is not the launcher's to tell.
+
+        A container's init is reparented to the launcher (a subreaper) when the runtime's
+        command that started it exits, and reaped by it; the launcher keeps the status for
+        this request (:data:`hostkit.helper.EXIT_STATUS`)."""
+        try:
+            answer = self._client.request({"op": helper.EXIT_STATUS, "pid": pid},
+                                          timeout=timeout)
+        except helper.Refused as error:
+            raise BackendError(f"OCI launcher: exit status: {error}") from None
+        except helper.HelperError:
+            return None  # no answer in time: it still runs (or the launcher is gone)
+        code = answer.get("code")
+        return code if isinstance(code, int) else None
+
     def close(self, timeout: float = 10.0) -> None:
         """Hang up; the launcher exits once it has no child left (killed after ``timeout``)."""
         self._client.close(kill_after=timeout)

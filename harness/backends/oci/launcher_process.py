@@ -22,11 +22,13 @@ Started by :class:`harness.backends.oci.launcher.Launcher` as a fresh interprete
   the harness does not reach it or the containers; once the harness hangs up, it stays only
   while it has children left to reap.
 
-Its one request (:mod:`hostkit.helper`'s protocol) is ``{"op": "spawn", "argv": [...],
+Its request (:mod:`hostkit.helper`'s protocol) is ``{"op": "spawn", "argv": [...],
 "overlay": {"target": ..., "data": ...}}`` (overlay optional) with the command's stdin, stdout
 and stderr; its answer, ``{"rc": exit code, "command_ns": ..., "mount_ns": ...,
 "unmount_ns": ...}``, comes when the command exits (and its overlay is unmounted), so several
-run at once.
+run at once. As every reaper helper it also answers ``exit_status`` for a container's init
+(reparented to it once its runtime's command exited): its exit code, for the ``exit``
+readiness rule.
 """
 
 from __future__ import annotations

@@ -133,6 +133,28 @@ def test_a_reaper_answers_when_its_child_exits_and_is_recorded_until_gone(
     assert not record.running()
 
 
+def test_a_reaper_tells_an_orphans_exit_code_before_and_after_it_exited(
+        monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+    client = helper.Client("tests.unit.helper_echo:main", args=(">",), tag="cvbench-echo",
+                           label="unit", name="echo helper")
+    try:
+        ask = {"op": helper.EXIT_STATUS}
+        running = client.request({"op": "orphan", "seconds": 0.3, "code": 7})["pid"]
+        began = time.monotonic()
+        assert client.request({**ask, "pid": running})["code"] == 7  # answered at its exit
+        assert time.monotonic() - began >= 0.2
+        exited = client.request({"op": "orphan", "seconds": 0, "code": 5})["pid"]
+        assert wait_exit(exited, 5)
+        time.sleep(0.1)  # reaped by now, its status kept
+        assert client.request({**ask, "pid": exited})["code"] == 5
+        # told once: then its pid is no child of the reaper's, as any stranger's
+        assert client.request({**ask, "pid": exited})["code"] is None
+        assert client.request({**ask, "pid": os.getpid()})["code"] is None
+    finally:
+        client.close(kill_after=5)
+
+
 def test_an_unreadable_record_is_listed_for_removal(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
     helper.records_dir().mkdir(parents=True)

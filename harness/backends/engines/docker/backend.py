@@ -15,6 +15,7 @@ from typing import Any
 
 from docker import errors as docker_errors
 from docker.types import IPAMConfig, IPAMPool
+from requests.exceptions import RequestException
 
 from harness.backends.base import (
     BackendError,
@@ -37,6 +38,11 @@ from imagestore.image import Image
 from runtime import cgroups
 
 GRACE_S = 10.0
+# The shortest wait asked of dockerd for an exit code: the attach stream has ended by then
+# (the container exited), so its answer is due at once; a zero timeout is no timeout to the
+# HTTP client.
+WAIT_FLOOR_S = 0.5
+REMOVAL_S = 30.0  # the longest wait for a removal dockerd had in progress already
 
 
 class DockerBackend(common.ApiEngine):
@@ -52,6 +58,7 @@ class DockerBackend(common.ApiEngine):
         self.cgroup_parent = f"/{CGROUP_PARENT}"
         self.dockerd_pid: int | None = None
         self.gauge = common.EngineGauge(self.daemons)
+        self.host_on_bridge = False  # the host routes SUBNET through BRIDGE (rule tcp)
 
     # -- Backend protocol ---------------------------------------------------------------------
 
@@ -83,6 +90,7 @@ class DockerBackend(common.ApiEngine):
         self.dockerd_pid = dockerd_pid(self.socket)
         self._import(image)
         self._network()
+        self.host_on_bridge = common.routed_via(SUBNET, BRIDGE)
 
     def _check_runtime(self) -> None:
         """A check of the runtime dockerd offers under :attr:`runtime`, before anything is
@@ -111,11 +119,22 @@ class DockerBackend(common.ApiEngine):
                                    f"{first_line(error)}") from None
 
     def _remove(self, instance: Instance) -> None:
+        """remove_container(force); a removal dockerd says is in progress already (seen
+        once after a container's exit under cvbench-runtime) is waited for to its end."""
         try:
             self.api.remove_container(instance.handle.id, force=True)
         except docker_errors.NotFound:
             pass
         except docker_errors.APIError as error:
+            if error.status_code == 409 and "already in progress" in str(error):
+                try:
+                    self.api.wait(instance.handle.id, timeout=REMOVAL_S, condition="removed")
+                except docker_errors.NotFound:
+                    pass  # removed already
+                except (docker_errors.DockerException, RequestException) as waiting:
+                    raise BackendError(f"{instance.name}: docker rm in progress, not done "
+                                       f"in {REMOVAL_S:g} s: {first_line(waiting)}") from None
+                return
             raise BackendError(f"{instance.name}: docker rm: {first_line(error)}") from None
 
     def _close(self) -> None:
@@ -155,6 +174,11 @@ class DockerBackend(common.ApiEngine):
             "method": method.as_dict(),
             "image": {"ref": self.image_ref, "id": self.image_id, "digest": self.image_digest},
             "network_bridge": f"{NETWORK} (internal, {SUBNET}, bridge {BRIDGE})",
+            "ready_tcp": (f"the container's IPAddress on {NETWORK} (inspect, after start), "
+                          f"connected from the host through {BRIDGE}" if self.host_on_bridge
+                          else f"refused: the host has no route to {SUBNET} through "
+                               f"{BRIDGE}"),
+            "ready_exit": "the attach stream's end, then the exit code of the API's wait",
             "memory": common.memory_facts("containerd-shim-runc-v2",
                                           "dockerd + containerd"),
             "security": common.security_facts([
@@ -284,6 +308,29 @@ class DockerBackend(common.ApiEngine):
         with contextlib.suppress(docker_errors.DockerException):
             return self.api.inspect_container(handle.id)["State"]["Pid"] or None
         return None
+
+    def unreachable(self) -> str | None:
+        if self.host_on_bridge:
+            return None
+        return (f"the host has no route to {SUBNET} through {BRIDGE}, so no connection to a "
+                "container would go over the bridge")
+
+    def _exit_code(self, handle: common.ApiHandle, timeout: float) -> int | None:
+        """``POST /containers/<id>/wait`` (condition not-running): its ``StatusCode``."""
+        try:
+            answer = self.api.wait(handle.id, timeout=max(timeout, WAIT_FLOOR_S))
+        except (docker_errors.DockerException, OSError, ValueError, RequestException):
+            return None  # not exited in time, or gone
+        code = answer.get("StatusCode")
+        return code if isinstance(code, int) else None
+
+    def _address(self, handle: common.ApiHandle) -> str | None:
+        """``GET /containers/<id>/json``: its IPAddress on :data:`NETWORK`."""
+        try:
+            networks = self.api.inspect_container(handle.id)["NetworkSettings"]["Networks"]
+        except (docker_errors.DockerException, KeyError, TypeError):
+            return None
+        return (networks or {}).get(NETWORK, {}).get("IPAddress") or None
 
 
 class DockerOursBackend(DockerBackend):

@@ -36,6 +36,7 @@ from harness.backends.engines.lxc.config import (
     BRIDGE,
     CGROUP_PARENT,
     SUBNET_PREFIX,
+    address,
     import_lxc,
     lxc_config,
     lxc_seccomp,
@@ -43,7 +44,7 @@ from harness.backends.engines.lxc.config import (
     start_argv,
 )
 from harness.backends.engines.lxc.helper import HelperClient
-from harness.backends.ready_rule import LINE
+from harness.backends.ready_rule import LINE, TCP
 from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
@@ -61,6 +62,7 @@ class LxcHandle:
     stdout: int | None  # its write end, until handed to the monitor
     monitor: int | None = None
     init: int | None = None
+    address: str | None = None  # network = "bridge": its static address on the bridge
     argv: tuple[str, ...] | None = None  # start()'s argv (None: lxc.init.cmd)
 
 
@@ -68,7 +70,11 @@ class LxcBackend(SplitStart):
     """LXC containers: config, start through the helper, READY on the console pty."""
 
     name = "lxc"
-    ready_kinds = (LINE,)  # a line of the rule's own on the workload's stdout pipe
+    # a line of the rule's own on the workload's stdout pipe; tcp: a connection to its
+    # static address on the backend's bridge. No exit rule: the init is the LXC monitor's
+    # child, reaped by liblxc, whose Python binding does not give its status
+    # (lxc_container's error_num).
+    ready_kinds = (LINE, TCP)
     # an imported image's workdir and user: lxc.init.cwd, lxc.init.uid and gid; its argv as
     # start()'s argv, whole (config.start_argv)
     launch_fields = launches.FIELDS
@@ -120,8 +126,10 @@ class LxcBackend(SplitStart):
         if handle.ready_fd is None:
             return
         try:
-            common.wait_ready_fd(handle.ready_fd, timeout, instance.name,
-                                 marker=instance.ready.marker)
+            common.wait_rule_fd(instance, handle.ready_fd, timeout,
+                                exit_code=lambda _timeout: None,
+                                address=lambda: handle.address,
+                                init=lambda: self._init(handle))
         except NotReady as error:
             raise NotReady(f"{error}; lxc.log: {_last_line(handle.directory / 'lxc.log')}"
                            ) from None
@@ -269,6 +277,7 @@ class LxcBackend(SplitStart):
             raise BackendError("lxc: backend not prepared")
         begin = common.now()
         reference = common.reference_spec(spec)
+        index = next(self._index)
         directory = lxcpath() / spec.name
         try:
             directory.mkdir()
@@ -278,15 +287,16 @@ class LxcBackend(SplitStart):
         try:
             (directory / "upper").mkdir()
             (directory / "config").write_text(lxc_config(
-                spec, reference, directory, self.seccomp_file, self.cgroup_mode,
-                next(self._index)))
+                spec, reference, directory, self.seccomp_file, self.cgroup_mode, index))
             container = self.lxc.Container(spec.name, str(lxcpath()))
             pipe = os.pipe2(os.O_CLOEXEC)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         instance = Instance(spec.name, self.name, LxcHandle(
-            container, directory, *pipe, argv=start_argv(spec, reference)))
+            container, directory, *pipe,
+            address=address(index) if spec.network == "bridge" else None,
+            argv=start_argv(spec, reference)))
         instance.phases["engine_create_s"] = common.now() - begin
         return instance
 

@@ -156,9 +156,11 @@ def lxc_seccomp(section: dict[str, Any]) -> str:
 def start_argv(spec: InstanceSpec, reference: runtime_spec.Spec) -> tuple[str, ...] | None:
     """The argv the container's start passes to liblxc, or None to run ``lxc.init.cmd``.
 
-    An imported image's process (the reference spec's args: entrypoint and cmd) is handed to
-    ``lxc_container.start(argv)`` as an array, which liblxc execs (execvp, after the
+    An imported image's process or a spec's ``command`` (the reference spec's args) is handed
+    to ``lxc_container.start(argv)`` as an array, which liblxc execs (execvp, after the
     ``lxc.environment`` and ``lxc.init.*`` settings) in place of ``lxc.init.cmd``: that key is
     split at spaces with no quoting, so ``sh -c 'a script'`` cannot be said in it. An image
-    cvbench built keeps ``lxc.init.cmd`` (``/init``, or the spec's command)."""
-    return tuple(reference.process.args) if spec.launch is not None else None
+    cvbench built, with no command, keeps ``lxc.init.cmd`` (``/init``)."""
+    if spec.launch is None and not spec.command:
+        return None
+    return tuple(reference.process.args)

@@ -36,12 +36,20 @@ from imagestore.image import Image
 from runtime import cgroups
 
 GRACE_S = 10.0
+WAIT_FLOOR_S = 0.5  # the shortest wait for an exit code (the attach stream ended already)
+# How often libpod's wait looks at the container's state (its default, 250 ms, added up to
+# that much to every exit rule's wait): the tcp rule's longest retry pause.
+WAIT_INTERVAL = "5ms"
 
 
 class PodmanBackend(common.ApiEngine):
     """Containers through the libpod API: create, init, attach, start; kill, remove."""
 
     name = "podman"
+    # no tcp: its bridge network is internal, and netavark gives an internal network's bridge
+    # no address on the host (podman 4), so the host has no route to its containers; a
+    # network that is not internal would give them a route out
+    ready_kinds = (common.LINE, common.EXIT)
 
     def __init__(self, *, runtime: str = "crun", grace_s: float = GRACE_S) -> None:
         super().__init__(runtime, grace_s)
@@ -140,6 +148,8 @@ class PodmanBackend(common.ApiEngine):
             "method": method.as_dict(),
             "image": {"ref": self.image_ref, "id": self.image_id, "digest": self.image_digest},
             "network_bridge": f"{NETWORK} (internal, {SUBNET}, bridge {BRIDGE})",
+            "ready_exit": "the attach stream's end, then the exit code of the libpod API's "
+                          f"wait (condition stopped, polled every {WAIT_INTERVAL})",
             "memory": common.memory_facts("conmon", "the podman system service"),
             "security": common.security_facts([
                 "podman mounts /dev/shm, /dev/mqueue, a read-only /sys and /sys/fs/cgroup, "
@@ -251,6 +261,29 @@ class PodmanBackend(common.ApiEngine):
         with contextlib.suppress(Exception):
             return self._json("GET", f"/containers/{handle.id}/json")["State"].get("Pid") or None
         return None
+
+    def _exit_code(self, handle: common.ApiHandle, timeout: float) -> int | None:
+        """``POST /libpod/containers/<id>/wait`` (condition stopped): the exit code it
+        answers. Libpod polls the container's state for it, every 250 ms unless told
+        (:data:`WAIT_INTERVAL`)."""
+        try:
+            response = self.api.post(f"/containers/{handle.id}/wait",
+                                     params={"condition": "stopped",
+                                             "interval": WAIT_INTERVAL},
+                                     timeout=max(timeout, WAIT_FLOOR_S))
+            code = response.json() if response.status_code == 200 else None
+        except Exception:  # not exited in time (the client's timeout), or gone
+            return None
+        return code if isinstance(code, int) else None
+
+    def _address(self, handle: common.ApiHandle) -> str | None:
+        """``GET /libpod/containers/<id>/json``: its IPAddress on :data:`NETWORK`."""
+        try:
+            networks = self._json("GET", f"/containers/{handle.id}/json")[
+                "NetworkSettings"]["Networks"]
+        except (BackendError, KeyError, TypeError, ValueError):
+            return None
+        return (networks or {}).get(NETWORK, {}).get("IPAddress") or None
 
 
 class PodmanOursBackend(PodmanBackend):

@@ -1,16 +1,19 @@
 """Each readiness rule on the backends that honour it (harness.backends.readiness): ours,
-crun, runc, process and floor run ``InstanceSpec.command`` (the image's busybox) that prints
-a line of its own, exits, or listens on a TCP port after a pause; wait_ready must return only
-once the rule holds, and fail with NotReady when it never does."""
+crun, runc, process, floor and the engines (Docker, Podman, LXC; skipped where the host has
+no such engine) run ``InstanceSpec.command`` (the image's busybox) that prints a line of its
+own, exits, or listens on a TCP port after a pause; wait_ready must return only once the
+rule holds, and fail with NotReady when it never does."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from engine_inventory import require
 
 from harness import backends as registry
 from harness.backends.base import COLD, WARM, Backend, BackendError, InstanceSpec, NotReady
@@ -22,8 +25,11 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 PAUSE_S = 0.3  # the workload waits this long before the rule can hold
 PORT = 18080
 # Which backends honour which kinds, as this test expects them (their ready_kinds say it).
-HONOURED = {"ours": (LINE, EXIT, TCP), "crun": (LINE, TCP), "runc": (LINE, TCP),
-            "process": (LINE, EXIT, TCP), "floor": (LINE, EXIT)}
+EVERY = (LINE, EXIT, TCP)
+HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
+            "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": (LINE, EXIT),
+            "podman-ours": (LINE, EXIT), "lxc": (LINE, TCP)}
+ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 
 
 def _name() -> str:
@@ -35,6 +41,8 @@ def _honouring(kind: str) -> list[str]:
 
 
 def _prepared(name: str, image: Image) -> Iterator[Backend]:
+    if name in ENGINES:
+        require(name)
     made = registry.create(name)
     assert tuple(made.ready_kinds) == HONOURED[name]  # type: ignore[attr-defined]
     made.prepare(image)
@@ -155,3 +163,91 @@ def test_refused(name, rule, state_dir, built_image) -> None:
         with pytest.raises(BackendError, match=f"cannot wait for ready = '{rule}'"):
             backend.start(_spec(built_image, rule, "exit 0"))
         assert not backend.live  # type: ignore[attr-defined]
+
+
+# -- VMs: the tcp rule on a guest's bridge address ---------------------------------------------
+
+GUEST_PAUSE_S = 4.0  # the guest's /init waits this long after BOOTED before it listens
+GUEST_INIT = f"""#!/bin/sh
+echo BOOTED
+sleep {GUEST_PAUSE_S}
+nc -l -p {PORT}
+exec sleep 2147483647
+"""
+
+
+def _image_with_init(base: Image, script: str) -> Image:
+    """``base``'s rootfs with another ``/init``, stored as an image of its own digest (a VM
+    runs its image's /init: there is no per-instance command)."""
+    from hostkit.paths import images_dir
+    from imagestore import image as images
+
+    staging = images_dir() / f"cvbench-staging-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(base.rootfs, staging / "rootfs", symlinks=True)
+    init = staging / "rootfs" / "init"
+    init.write_text(script)
+    init.chmod(0o755)
+    lines = images.manifest(staging / "rootfs")
+    digest = images.digest_of(lines)
+    (staging / "manifest.txt").write_text("\n".join(lines) + "\n")
+    target = images_dir() / digest
+    if target.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.rename(target)
+    return Image(name="listener", digest=digest, rootfs=target / "rootfs")
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_tcp_on_a_vm_is_the_guests_listener_on_the_bridge() -> None:
+    """A bare-QEMU guest whose /init prints BOOTED, then listens only after a pause: the
+    tcp rule holds at least that pause after the line does (boot for boot), so it is the
+    guest's listener on its bridge address that accepted, nothing earlier."""
+    from vm_env import private_vm_state
+
+    from harness.backends.qemu import QemuBackend
+
+    with private_vm_state("rd") as (base, prefix):
+        image = _image_with_init(base, GUEST_INIT)
+        backend = QemuBackend(accel="tcg")
+        backend.prepare(image)
+        try:
+            elapsed = {}
+            for index, rule in enumerate(("line:BOOTED", f"tcp:{PORT}")):
+                spec = InstanceSpec(name=f"{prefix}{index}", image=image, disk=True,
+                                    network="bridge", ready=ReadyRule.parse(rule))
+                elapsed[rule] = _ready_after(backend, spec, timeout=240)
+            assert elapsed[f"tcp:{PORT}"] >= elapsed["line:BOOTED"] + GUEST_PAUSE_S / 2
+        finally:
+            backend.cleanup()
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_exit_on_a_vm_is_the_guest_kernels_report_of_its_init() -> None:
+    """A guest whose /init (its PID 1) prints BOOTED, pauses, then exits: the exit rule holds
+    at least the pause after the line (boot for boot) with status 0, and a status of 3 is
+    NotReady naming it: the kernel's "Attempted to kill init! exitcode=0x..." read right."""
+    from vm_env import private_vm_state
+
+    from harness.backends.qemu import QemuBackend
+
+    with private_vm_state("rx") as (base, prefix):
+        backend = QemuBackend(accel="tcg")
+        try:
+            elapsed = {}
+            for index, (code, rule) in enumerate(((0, "line:BOOTED"), (0, "exit"),
+                                                  (3, "exit"))):
+                image = _image_with_init(base, f"#!/bin/sh\necho BOOTED\n"
+                                               f"sleep {GUEST_PAUSE_S}\nexit {code}\n")
+                backend.prepare(image)
+                spec = InstanceSpec(name=f"{prefix}{index}", image=image,
+                                    ready=ReadyRule.parse(rule))
+                if code:
+                    _not_ready(backend, spec, r"workload exited with status 3", timeout=240)
+                else:
+                    elapsed[rule] = _ready_after(backend, spec, timeout=240)
+            assert elapsed["exit"] >= elapsed["line:BOOTED"] + GUEST_PAUSE_S / 2
+        finally:
+            backend.cleanup()

@@ -4,6 +4,7 @@ backends share about them."""
 
 from __future__ import annotations
 
+import os
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -222,3 +223,42 @@ def test_an_imported_image_needs_the_exec_helper_not_an_initramfs(tmp_path,
     (tmp_path / "bin" / "cvbench-guest-exec").write_bytes(b"\x7fELF")
     artifacts.check(IMAGE)
     assert not artifacts._initrds
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ("00000000", None),
+    ("00000300", r"^VM v: workload exited with status 3 \(output: 'booting\\r\\nran'\)$"),
+    ("00000009", "workload exited with signal 9")])
+def test_a_guests_exit_is_the_kernels_report_of_its_init(status, expected) -> None:
+    from harness.backends.base import NotReady
+    from harness.backends.guests import wait_guest_exit
+
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"booting\r\nran\r\n[    2.1] Kernel panic - not syncing: Attempted to "
+                           b"kill init! exitcode=0x" + status.encode() + b"\r\n")
+        if expected is None:
+            wait_guest_exit(read_fd, 1, "VM v")
+        else:
+            with pytest.raises(NotReady, match=expected):
+                wait_guest_exit(read_fd, 1, "VM v")
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_guest_that_does_not_exit_or_fails_to_boot_is_not_ready() -> None:
+    from harness.backends.base import NotReady
+    from harness.backends.guests import wait_guest_exit
+
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"READY\r\n")
+        with pytest.raises(NotReady, match="still runs after 0.2 s"):
+            wait_guest_exit(read_fd, 0.2, "VM v")
+        os.write(write_fd, b"cvbench-boot: no disk: /dev/vda did not appear\r\n")
+        with pytest.raises(NotReady, match="cvbench-boot: no disk"):
+            wait_guest_exit(read_fd, 1, "VM v")
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

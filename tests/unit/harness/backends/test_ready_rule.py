@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.backends.base import BackendError
 from harness.backends.ready_rule import (
     DEFAULT,
     EXIT,
@@ -83,3 +84,32 @@ def test_a_backend_honours_the_default_and_the_kinds_it_lists() -> None:
         "line:READY")
     assert refusal("crun", Lines, exit_rule) == (
         "backend 'crun' cannot wait for ready = 'exit': it honours line rules")
+
+
+# Which kinds each backend honours, as docs/writing-a-scenario.md's table says; every other
+# kind is refused by the runner in one line before anything starts.
+DOCUMENTED = {
+    "process": (LINE, EXIT, TCP), "ours": (LINE, EXIT, TCP), "crun": (LINE, EXIT, TCP),
+    "runc": (LINE, EXIT, TCP), "floor": (LINE, EXIT), "docker": (LINE, EXIT, TCP),
+    "docker-ours": (LINE, EXIT, TCP), "podman": (LINE, EXIT), "podman-ours": (LINE, EXIT),
+    "lxc": (LINE, TCP), "qemu": (LINE, EXIT, TCP), "microvm": (LINE, EXIT, TCP),
+    "libvirt": (LINE, EXIT, TCP),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_each_backend_honours_the_documented_kinds_and_refuses_the_rest(name) -> None:
+    from harness.backends import backend_class
+
+    try:
+        cls = backend_class(name)
+    except BackendError as error:  # its engine's Python package is not installed here
+        pytest.skip(str(error))
+    assert tuple(cls.ready_kinds) == DOCUMENTED[name]
+    for rule in (ReadyRule.parse("exit"), ReadyRule.parse("tcp:80")):
+        line = refusal(name, cls, rule)
+        if rule.kind in DOCUMENTED[name]:
+            assert line is None
+        else:
+            assert line == (f"backend {name!r} cannot wait for ready = {str(rule)!r}: it "
+                            f"honours {', '.join(DOCUMENTED[name])} rules")

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from hostkit.readiness import ERROR_PREFIX, read_ready, read_to_end
 from runtime.errors import NotReadyError
-from runtime.readiness import ERROR_PREFIX, read_ready, read_to_end
 
 
 def _pipe_with(data: bytes, close: bool = True) -> int:
