@@ -101,19 +101,20 @@ class SocketConsole:
         """The console connection's descriptor (QEMU's connection accepted first if it is
         not yet), for a caller that drains the console while it waits for something else
         (the ``tcp`` readiness rule); ConsoleError if QEMU does not connect in time."""
-        if self._conn is None:
-            assert self._listener is not None, "console already closed"
-            self._listener.settimeout(timeout)
-            try:
-                self._conn, _ = self._listener.accept()
-            except TimeoutError:
-                raise ConsoleError(f"no console connection within {timeout:.1f}s") from None
-        self._conn.setblocking(False)
-        return self._conn.fileno()
+        conn = self._accepted(timeout)
+        conn.setblocking(False)
+        return conn.fileno()
 
     def send(self, data: bytes, timeout: float) -> None:
         """Write ``data`` to the guest's serial input (accepting QEMU's connection first if
         it is not accepted yet): how the host asks a restored guest to answer."""
+        conn = self._accepted(timeout)
+        conn.setblocking(True)
+        conn.sendall(data)
+
+    def _accepted(self, timeout: float) -> socket.socket:
+        """QEMU's console connection, accepted now if it is not yet; ConsoleError if QEMU
+        does not connect within ``timeout``."""
         if self._conn is None:
             assert self._listener is not None, "console already closed"
             self._listener.settimeout(timeout)
@@ -121,8 +122,7 @@ class SocketConsole:
                 self._conn, _ = self._listener.accept()
             except TimeoutError:
                 raise ConsoleError(f"no console connection within {timeout:.1f}s") from None
-        self._conn.setblocking(True)
-        self._conn.sendall(data)
+        return self._conn
 
     def close(self) -> None:
         """Close both sockets and remove the socket file; idempotent."""

@@ -31,11 +31,13 @@ from typing import Any, ClassVar
 
 from harness.backends import launch as launches
 from harness.backends.base import BackendError, InstanceSpec, MemorySample, NotReady
+from harness.backends.readiness import check_exit, connect_ready
+from harness.backends.ready_rule import TCP
 from imagestore import imageconfig
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import AccelChoice, detect_accel, host_tsc_khz
-from vm.console import FAILURE
+from vm.console import FAILURE, ConsoleError
 from vm.domain import MICROVM, DiskSpec, DomainSpec, NicSpec, kernel_cmdline, virtio_transport
 from vm.memory import VmMemory
 
@@ -304,6 +306,34 @@ def memory_sample(usage: VmMemory) -> MemorySample:
 INIT_EXITED = re.compile(rb"Attempted to kill init! exitcode=0x([0-9a-fA-F]+)")
 
 
+def wait_console_rule(vm: Any, instance: Any, devices: GuestDevices | None,
+                      timeout: float) -> None:
+    """A VM's ``exit`` or ``tcp`` rule (``instance.ready``), for qemu and libvirt alike;
+    ``vm`` is the backend's handle (its ``console_fd``, ``close_console`` and ``pid``).
+
+    ``exit``: :func:`wait_guest_exit` on the console. ``tcp``: a connection from the host to
+    the guest's leased address on the bridge (``devices.address``), the console drained
+    meanwhile so that a boot failure's line or QEMU's exit ends the wait. Either closes the
+    console after; a console error is NotReady in one line."""
+    name = f"VM {instance.name}"
+    address = devices.address if devices is not None else None
+    if instance.ready.kind == TCP and address is None:
+        raise NotReady(f"{name}: no address to connect to (network must be bridge)")
+    try:
+        fd = vm.console_fd(timeout)
+        if instance.ready.kind == TCP:
+            assert address is not None  # refused above
+            connect_ready(address, instance.ready.port, fd, timeout, name, vm.pid, FAILURE)
+            return
+        if fd is None:
+            raise NotReady(f"{name}: its console is closed already")
+        wait_guest_exit(fd, timeout, name)
+    except ConsoleError as error:
+        raise NotReady(f"{name}: {error}") from None
+    finally:
+        vm.close_console()
+
+
 def wait_guest_exit(fd: int, timeout: float, name: str) -> None:
     """The ``exit`` rule on a VM: read its serial console (``fd``) until the guest kernel
     reports that PID 1 exited; NotReady (one line) unless with status 0, on a disk boot's
@@ -311,8 +341,6 @@ def wait_guest_exit(fd: int, timeout: float, name: str) -> None:
 
     PID 1 is the image's ``/init`` (the disk boot's init execs it with ``switch_root``); a
     failed switch exits with 127, so no boot failure reads as a status of 0."""
-    from harness.backends.readiness import check_exit
-
     deadline = time.monotonic() + timeout
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)

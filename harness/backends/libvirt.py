@@ -37,16 +37,23 @@ from harness.backends.guests import (
     booted,
     console_reason,
     memory_sample,
-    wait_guest_exit,
+    wait_console_rule,
 )
-from harness.backends.readiness import connect_ready
 from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import guest, hypervisor
 from vm.accel import detect_accel
-from vm.console import FAILURE, ConsoleError
+from vm.console import ConsoleError
 from vm.machine import VirtualMachine
+
+# The rules that read the console socket or the host's bridge, on a remote hypervisor.
+REMOTE_REFUSAL = {
+    EXIT: "the exit rule reads the console socket of a local hypervisor (a remote one's "
+          "console is a stream)",
+    TCP: "the tcp rule needs a local hypervisor (the guest's bridge is on the host libvirtd "
+         "runs on)",
+}
 
 
 class LibvirtBackend(Chores):
@@ -154,11 +161,11 @@ class LibvirtBackend(Chores):
     def wait_ready(self, instance: Instance, timeout: float) -> None:
         """The rule's line on the serial console; or (``tcp``) a connection from the host to
         the guest's leased address on cvbench0, the console drained meanwhile."""
-        if instance.ready.kind == TCP:
-            self._wait_tcp(instance, timeout)
-            return
-        if instance.ready.kind == EXIT:
-            self._wait_exit(instance, timeout)
+        if instance.ready.kind in (EXIT, TCP):
+            vm = self._vm(instance)
+            if not vm.local:
+                raise NotReady(f"VM {instance.name}: {REMOTE_REFUSAL[instance.ready.kind]}")
+            wait_console_rule(vm, instance, self.devices.get(instance.name), timeout)
             return
         try:
             self._vm(instance).wait_ready(timeout, instance.ready.marker)
@@ -166,39 +173,6 @@ class LibvirtBackend(Chores):
             reason = console_reason(error.output)
             last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
-
-    def _wait_exit(self, instance: Instance, timeout: float) -> None:
-        vm = self._vm(instance)
-        if not vm.local:
-            raise NotReady(f"VM {instance.name}: the exit rule reads the console socket of a "
-                           "local hypervisor (a remote one's console is a stream)")
-        try:
-            fd = vm.console_fd(timeout)
-            if fd is None:
-                raise NotReady(f"VM {instance.name}: its console is closed already")
-            wait_guest_exit(fd, timeout, f"VM {instance.name}")
-        except ConsoleError as error:
-            raise NotReady(f"VM {instance.name}: {error}") from None
-        finally:
-            vm.close_console()
-
-    def _wait_tcp(self, instance: Instance, timeout: float) -> None:
-        vm = self._vm(instance)
-        devices = self.devices.get(instance.name)
-        address = devices.address if devices is not None else None
-        if address is None:
-            raise NotReady(f"VM {instance.name}: no address to connect to (network must be "
-                           "bridge)")
-        if not vm.local:
-            raise NotReady(f"VM {instance.name}: the tcp rule needs a local hypervisor (the "
-                           "guest's bridge is on the host libvirtd runs on)")
-        try:
-            connect_ready(address, instance.ready.port, vm.console_fd(timeout), timeout,
-                          f"VM {instance.name}", vm.pid, FAILURE)
-        except ConsoleError as error:
-            raise NotReady(f"VM {instance.name}: {error}") from None
-        finally:
-            vm.close_console()
 
     def stop(self, instance: Instance) -> None:
         if vm_restore.staged(instance):  # a staged restore runs nothing

@@ -40,15 +40,14 @@ from harness.backends.guests import (
     booted,
     console_reason,
     memory_sample,
-    wait_guest_exit,
+    wait_console_rule,
 )
-from harness.backends.readiness import connect_ready
 from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.paths import PREFIX
 from imagestore.image import Image
 from vm import bare_qemu, guest, snapshot
 from vm.accel import detect_accel
-from vm.console import FAILURE, ConsoleError
+from vm.console import ConsoleError
 from vm.domain import MICROVM
 
 
@@ -167,11 +166,9 @@ class QemuBackend(Chores):
         """The rule's line on the serial console; or (``tcp``) a connection from the host to
         the guest's leased address on cvbench0, the console drained meanwhile (a boot
         failure's ``cvbench-boot:`` line, or QEMU's exit, ends the wait)."""
-        if instance.ready.kind == TCP:
-            self._wait_tcp(instance, timeout)
-            return
-        if instance.ready.kind == EXIT:
-            self._wait_exit(instance, timeout)
+        if instance.ready.kind in (EXIT, TCP):
+            wait_console_rule(self._vm(instance), instance, self.devices.get(instance.name),
+                              timeout)
             return
         try:
             self._vm(instance).wait_ready(timeout, instance.ready.marker)
@@ -179,33 +176,6 @@ class QemuBackend(Chores):
             reason = console_reason(getattr(error, "output", b""))
             last = f"; last console line: {reason!r}" if reason else ""
             raise NotReady(f"VM {instance.name}: {error}{last}") from None
-
-    def _wait_exit(self, instance: Instance, timeout: float) -> None:
-        vm = self._vm(instance)
-        try:
-            fd = vm.console_fd(timeout)
-            if fd is None:
-                raise NotReady(f"VM {instance.name}: its console is closed already")
-            wait_guest_exit(fd, timeout, f"VM {instance.name}")
-        except ConsoleError as error:
-            raise NotReady(f"VM {instance.name}: {error}") from None
-        finally:
-            vm.close_console()
-
-    def _wait_tcp(self, instance: Instance, timeout: float) -> None:
-        vm = self._vm(instance)
-        devices = self.devices.get(instance.name)
-        address = devices.address if devices is not None else None
-        if address is None:
-            raise NotReady(f"VM {instance.name}: no address to connect to (network must be "
-                           "bridge)")
-        try:
-            connect_ready(address, instance.ready.port, vm.console_fd(timeout), timeout,
-                          f"VM {instance.name}", vm.pid, FAILURE)
-        except ConsoleError as error:
-            raise NotReady(f"VM {instance.name}: {error}") from None
-        finally:
-            vm.close_console()
 
     def stop(self, instance: Instance) -> None:
         if not vm_restore.staged(instance):  # a staged restore runs nothing
