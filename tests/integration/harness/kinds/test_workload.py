@@ -141,7 +141,7 @@ def test_a_vm_that_cannot_mount_its_disk_says_so(state, tmp_path, name) -> None:
         parent.chmod(parent.stat().st_mode | 0o011)
     backend = LibvirtBackend() if name == "libvirt" else QemuBackend()
     backend.prepare(image)
-    backend.artifacts._bases[image.digest] = broken  # a disk without a filesystem
+    backend.artifacts._bases[(image.digest, None)] = broken  # a disk without a filesystem
     instance = backend.start(InstanceSpec(name=f"cvbench-wl-nodisk-{name}", image=image,
                                           disk=True, guest_memory_mib=128))
     started = time.monotonic()
