@@ -28,7 +28,7 @@ import struct
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,26 @@ class FrameDecoder:
         return out
 
 
+def _chunks(fd: int, timeout: float, size: int, timed_out: str) -> Iterator[bytes]:
+    """What arrives on ``fd`` (a socket or a pty master), chunk by chunk as read (not yet
+    decoded), until its end; NotReady(``timed_out``) once ``timeout`` passed with nothing
+    to read. EIO, a pty whose other side closed, is its end too."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise NotReady(timed_out)
+        try:
+            chunk = os.read(fd, size)
+        except OSError:  # EIO: a pty whose other side closed
+            return
+        if not chunk:
+            return
+        yield chunk
+
+
 def wait_ready_fd(fd: int, timeout: float, name: str,
                   decode: Callable[[bytes], bytes] = lambda data: data,
                   initial: bytes = b"", marker: bytes = READY) -> None:
@@ -144,24 +164,19 @@ def wait_ready_fd(fd: int, timeout: float, name: str,
     (a socket or a pty master); NotReady on timeout or end of stream. ``decode`` turns what
     was read into the workload's output."""
     shown = marker.decode(errors="replace")
-    deadline = time.monotonic() + timeout
     text = decode(initial)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        if any(line.strip() == marker for line in text.split(b"\n")[:-1]):
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise NotReady(f"{name}: no {shown} within {timeout:g} s")
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # EIO: a pty whose other side closed
-            chunk = b""
-        if not chunk:
-            tail = text[-200:].decode(errors="replace").strip()
-            raise NotReady(f"{name}: workload exited before {shown} (output: {tail!r})")
+
+    def found() -> bool:
+        return any(line.strip() == marker for line in text.split(b"\n")[:-1])
+
+    if found():
+        return
+    for chunk in _chunks(fd, timeout, 4096, f"{name}: no {shown} within {timeout:g} s"):
         text = text[-4096:] + decode(chunk)
+        if found():
+            return
+    tail = text[-200:].decode(errors="replace").strip()
+    raise NotReady(f"{name}: workload exited before {shown} (output: {tail!r})")
 
 
 def read_to_eof_fd(fd: int, timeout: float, name: str,
@@ -169,21 +184,11 @@ def read_to_eof_fd(fd: int, timeout: float, name: str,
                    initial: bytes = b"") -> bytes:
     """Read ``fd`` (a socket or a pty master) until its end (the workload exited and the
     engine closed the stream); the decoded output's last 200 bytes. NotReady on timeout."""
-    deadline = time.monotonic() + timeout
     text = decode(initial)
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            raise NotReady(f"{name}: workload still runs after {timeout:g} s (no exit)")
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: a pty whose other side closed
-            chunk = b""
-        if not chunk:
-            return text[-200:]
+    for chunk in _chunks(fd, timeout, 65536,
+                         f"{name}: workload still runs after {timeout:g} s (no exit)"):
         text = (text + decode(chunk))[-4096:]
+    return text[-200:]
 
 
 def wait_rule_fd(instance: Instance, fd: int, timeout: float,
