@@ -52,7 +52,7 @@ from harness.backends.chores import Chores
 from harness.backends.oci import cgroup, checkpoint, probe, runtimes
 from harness.backends.oci import netns as oci_netns
 from harness.backends.oci.bundle import Bundle, build_config, bundles_dir, runtime_root
-from harness.backends.oci.launcher import Launcher, Overlay, harness_share
+from harness.backends.oci.launcher import Launcher, Overlay, Result, harness_share
 from harness.backends.oci.profile import security
 from harness.backends.readiness import close_ready, wait_then_close
 from harness.backends.ready_rule import EXIT, LINE, TCP
@@ -338,15 +338,11 @@ class OciBackend(Chores):
                     raise BackendError(f"{spec.name}: {error}") from None
                 bundle.config.write_text(json.dumps(build_config(spec, netns=netns.path)))
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
             null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                argv = self._argv(*verb, "--pid-file", str(bundle.pid_file),
-                                  "--bundle", str(bundle.dir), spec.name)
-                overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
-                spawned = launcher.spawn(argv, null_fd, write_fd, log_fd, overlay)
+                spawned = self._spawn(launcher, bundle, spec, verb, null_fd, write_fd)
             finally:
-                for fd in (write_fd, log_fd, null_fd):
+                for fd in (write_fd, null_fd):
                     os.close(fd)
             if spawned.returncode != 0:
                 raise BackendError(f"{self.runtime} {verb[0]} {spec.name} failed: "
@@ -455,15 +451,12 @@ class OciBackend(Chores):
             kept.append(ready_read)
             stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
             kept.append(stdin_write)
-            log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
             try:
-                argv = self._argv("restore", "--detach", "--image-path", str(images),
-                                  "--pid-file", str(bundle.pid_file),
-                                  "--bundle", str(bundle.dir), spec.name)
-                overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
-                spawned = launcher.spawn(argv, stdin_read, ready_write, log_fd, overlay)
+                spawned = self._spawn(launcher, bundle, spec,
+                                      ("restore", "--detach", "--image-path", str(images)),
+                                      stdin_read, ready_write)
             finally:
-                for fd in (stdin_read, ready_write, log_fd):
+                for fd in (stdin_read, ready_write):
                     os.close(fd)
             if spawned.returncode != 0:
                 raise BackendError(f"{self.runtime} restore {spec.name} failed: "
@@ -478,6 +471,20 @@ class OciBackend(Chores):
         instance.handle = OciHandle(bundle, pid, ready_read, stdin_fd=stdin_write)
         instance.pids = [pid]
         instance.harness[HARNESS_START] = harness_share(began, spawned.timing.command_s)
+
+    def _spawn(self, launcher: Launcher, bundle: Bundle, spec: InstanceSpec,
+               args: tuple[str, ...], stdin: int, stdout: int) -> Result:
+        """``<runtime> ARGS --pid-file P --bundle B NAME`` through the launcher, which mounts
+        the container's overlay for the command's time; ``stdin`` and ``stdout`` are the
+        command's (and so the container's), stderr goes to the bundle's log."""
+        log_fd = os.open(bundle.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            argv = self._argv(*args, "--pid-file", str(bundle.pid_file),
+                              "--bundle", str(bundle.dir), spec.name)
+            overlay = Overlay(spec.image.rootfs, bundle.upper, bundle.work, bundle.rootfs)
+            return launcher.spawn(argv, stdin, stdout, log_fd, overlay)
+        finally:
+            os.close(log_fd)
 
     def _kill(self, name: str, signal_name: str, pidfd: int) -> float:
         """``<runtime> kill <name> <signal>``; a refusal is an error only while the init runs
