@@ -52,27 +52,35 @@ def pipe() -> Iterator[Pipe]:
     made.close()
 
 
-def later(action: Callable[[], object], delay: float = PAUSE_S) -> threading.Thread:
-    def run() -> None:
-        time.sleep(delay)
-        action()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+class Later:
+    """An action a thread runs after a delay, and the moment it began (monotonic), so a
+    test asserts that a wait returned after the action, not a duration that the thread's
+    head start makes a few microseconds short."""
+
+    def __init__(self, action: Callable[[], object], delay: float = PAUSE_S) -> None:
+        self.began: float | None = None
+
+        def run() -> None:
+            time.sleep(delay)
+            self.began = time.monotonic()
+            action()
+        threading.Thread(target=run, daemon=True).start()
+
+    def began_before(self, moment: float) -> bool:
+        return self.began is not None and self.began <= moment
 
 
-def timed(action: Callable[[], object]) -> float:
-    began = time.monotonic()
+def returned_at(action: Callable[[], object]) -> float:
     action()
-    return time.monotonic() - began
+    return time.monotonic()
 
 
 def test_a_line_of_its_own_and_not_another(pipe) -> None:
     read_fd, write_fd = pipe
     os.write(write_fd, b"READY\nListening\n")  # a line that only starts like it: no match
-    later(lambda: os.write(write_fd, b"boot\n  Listening on 80 \n"))
+    wanted = Later(lambda: os.write(write_fd, b"boot\n  Listening on 80 \n"))
     rule = ReadyRule.parse("line:Listening on 80")
-    assert timed(lambda: readiness.wait_rule(rule, read_fd, 5, "i")) >= PAUSE_S
+    assert wanted.began_before(returned_at(lambda: readiness.wait_rule(rule, read_fd, 5, "i")))
 
 
 def test_a_line_never_printed(pipe) -> None:
@@ -98,10 +106,10 @@ def test_exit_waits_for_the_output_to_end_then_the_status(pipe) -> None:
         os.write(write_fd, b"working\n" * 20_000)  # more than a pipe holds: drained
         pipe.close_write()
 
-    later(chatter_then_close)
+    closing = Later(chatter_then_close)
     rule = ReadyRule.parse("exit")
-    elapsed = timed(lambda: readiness.wait_rule(rule, read_fd, 5, "i", exit_code=exit_code))
-    assert elapsed >= PAUSE_S and len(waited) == 1 and 0 < waited[0] <= 5
+    done = returned_at(lambda: readiness.wait_rule(rule, read_fd, 5, "i", exit_code=exit_code))
+    assert closing.began_before(done) and len(waited) == 1 and 0 < waited[0] <= 5
 
 
 @pytest.mark.parametrize(("code", "expected"), [
@@ -142,13 +150,14 @@ def test_tcp_returns_once_the_port_accepts(pipe) -> None:
         listener.bind(("127.0.0.1", port))
         listener.listen()
 
-    later(listen)
-    later(lambda: os.write(write_fd, b"chatter\n" * 20_000), 0)  # drained while it waits
+    listening = Later(listen)
+    Later(lambda: os.write(write_fd, b"chatter\n" * 20_000), 0)  # drained while it waits
     try:
         rule = ReadyRule.parse(f"tcp:{port}")
-        elapsed = timed(lambda: readiness.wait_rule(rule, read_fd, 5, "i",
-                                                    address="127.0.0.1"))
-        assert PAUSE_S <= elapsed < PAUSE_S + 1
+        done = returned_at(lambda: readiness.wait_rule(rule, read_fd, 5, "i",
+                                                       address="127.0.0.1"))
+        assert listening.began_before(done)
+        assert listening.began is not None and done < listening.began + 1
     finally:
         listener.close()
 
