@@ -16,9 +16,11 @@ import os
 import signal
 
 from hostkit.procs import process_alive, wait_exit
-from runtime import cgroups
-from runtime.child import START
 from runtime.oci.state import Record, StateError, Store
+
+# runtime.cgroups (a third of a command's imports) is loaded by kill --all and delete only;
+# this byte is runtime.child.START, which start writes: its module is the init's, not ours.
+START = b"s"
 
 GONE_TIMEOUT_S = 10.0
 
@@ -85,6 +87,8 @@ def kill(store: Store, container_id: str, signum: int, *, every: bool = False) -
     if store.status(record) == "stopped":
         raise StateError(f"container {container_id} is stopped")
     if every:
+        from runtime import cgroups
+
         for pid in cgroups.driver().procs(record.cgroup):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -115,6 +119,8 @@ def delete(store: Store, container_id: str, *, force: bool = False) -> list[str]
     status = store.status(record)
     if status == "running" and not force:
         raise StateError(f"container {container_id} is running: kill it first, or --force")
+    from runtime import cgroups
+
     driver = cgroups.driver()
     if status != "stopped":
         _signal(record, signal.SIGKILL)

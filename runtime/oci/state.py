@@ -19,12 +19,10 @@ import contextlib
 import json
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostkit.files import atomic_write
 from hostkit.procs import proc_start_time, process_alive, running
 
 DEFAULT_ROOT = Path("/run/cvbench-runtime/oci")
@@ -89,6 +87,8 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         pid = os.getpid()
         temporary = self.root / f"{CREATING_PREFIX}{pid}-{proc_start_time(pid)}-{container_id}"
+        import shutil  # here, not at the top: start, state, kill never need it
+
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(mode=0o700)
         (temporary / ROOTFS).mkdir()
@@ -98,6 +98,8 @@ class Store:
     def commit(self, temporary: Path, record: Record) -> None:
         """Write ``record`` into ``temporary`` and rename it into place (StateError if the
         id was taken meanwhile)."""
+        from hostkit.files import atomic_write  # create's alone: see shutil above
+
         atomic_write(temporary / RECORD, json.dumps(asdict(record)), fsync=False)
         try:
             os.rename(temporary, self.directory(record.id))
@@ -136,6 +138,8 @@ class Store:
         except FileNotFoundError:
             pass
         except OSError:
+            import shutil
+
             shutil.rmtree(directory, ignore_errors=True)
 
     def status(self, record: Record) -> str:
