@@ -163,3 +163,27 @@ def test_an_unreadable_record_is_listed_for_removal(monkeypatch, tmp_path) -> No
     assert found.pid == 0 and not found.running()
     found.remove()
     assert helper.records("cvbench-echo") == []
+
+
+def test_close_reaps_a_helper_at_its_exit_or_kills_it_after_the_grace(monkeypatch,
+                                                                       tmp_path) -> None:
+    monkeypatch.setenv("CVBENCH_STATE_DIR", str(tmp_path))
+
+    def echo_helper() -> helper.Client:
+        return helper.Client("tests.unit.helper_echo:main", args=(">",), tag="cvbench-echo",
+                             label="unit", name="echo helper")
+
+    quick = echo_helper()
+    quick.close(kill_after=5)
+    assert quick.process.returncode == 0  # exited of itself once hung up, and reaped
+    quick.close(kill_after=5)  # again: nothing to do
+    assert helper.records("cvbench-echo") == []
+
+    busy = echo_helper()  # a reaper waits for its child: it outlives the hang-up
+    asked = threading.Thread(target=lambda: pytest.raises(
+        helper.HelperError, busy.request, {"op": "sleep", "seconds": 1, "code": 0}))
+    asked.start()
+    time.sleep(0.2)
+    busy.close(kill_after=0.2)
+    asked.join(5)
+    assert busy.process.returncode == -9  # killed once its grace ran out
