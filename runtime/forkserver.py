@@ -47,6 +47,7 @@ dies); containers then live on, reparented, and unused spares exit.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -340,6 +341,17 @@ class ForkServer:
             except helper.HelperError as error:
                 self._client = None
                 raise ForkServerError(str(error)) from None
+
+    def start_in_background(self) -> None:
+        """Start the server on a thread, so that its start-up (an interpreter, its imports,
+        the skeleton) runs beside the caller's own work; the first request waits for it
+        (:meth:`start` holds the lock meanwhile) and reports a failure, starting it again."""
+        def start_quietly() -> None:
+            with contextlib.suppress(ForkServerError):
+                self.start()
+
+        threading.Thread(target=start_quietly, name="cvbench-forkserver-start",
+                         daemon=True).start()
 
     def request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
         self.start()

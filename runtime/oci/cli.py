@@ -123,13 +123,20 @@ def _dispatch(args: argparse.Namespace, store: Store) -> int:
             raise BadInput("--console-socket: a terminal is not supported")
         if args.preserve_fds:
             raise BadInput("--preserve-fds: only stdin, stdout and stderr are passed on")
-        from runtime.oci import create  # the heavy part, loaded only where it is used
+        from runtime.forkserver import ForkServer
 
-        if args.command == "create":
-            create.create(store, args.id, args.bundle, pid_file=args.pid_file)
-            return OK
-        code, warnings = create.run(store, args.id, args.bundle, pid_file=args.pid_file,
-                                    detach=args.detach)
+        server = ForkServer()
+        server.start_in_background()  # beside the imports and the reading of the bundle
+        try:
+            from runtime.oci import create  # the heavy part, loaded only where it is used
+
+            if args.command == "create":
+                create.create(store, args.id, args.bundle, server, pid_file=args.pid_file)
+                return OK
+            code, warnings = create.run(store, args.id, args.bundle, server,
+                                        pid_file=args.pid_file, detach=args.detach)
+        finally:
+            server.close()
         _warn(warnings, args)
         return code
     if args.command == "start":

@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +43,15 @@ class Stdio:
     stderr: int = 2
 
 
-def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
-           stdio: Stdio = Stdio(), server: ForkServer | None = None) -> Record:
+def create(store: Store, container_id: str, bundle: Path, server: ForkServer, *,
+           pid_file: Path | None = None, stdio: Stdio = Stdio()) -> Record:
     """Create container ``container_id`` from ``bundle``; its init waits for ``start``.
 
     ConfigError (bad or unsupported config), StateError (the id is taken) or LifecycleError;
-    on any of them nothing of the container is left. ``server``: a fork server to use (and
-    leave open: ``run`` reaps through it); else one started and stopped here."""
+    on any of them nothing of the container is left. ``server``: the fork server that forks
+    the init, left open (the caller closes it; ``run`` reaps through it); best started by
+    the caller before it loads this module (:meth:`ForkServer.start_in_background`), since
+    its start-up is the longest part of a ``create``."""
     bundle = bundle.resolve()
     data = oci_config.read(bundle)
     spec = oci_config.load(bundle)
@@ -60,12 +61,8 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
     temporary = store.make(container_id)
     merged = temporary / "rootfs"
     made = False
-    own_server = server is None
-    server = server or ForkServer()
-    # The fork server's start-up and libseccomp's compile run beside the rest (the cgroups,
-    # the plan): each costs tens of milliseconds, the command's start-up aside.
-    starting = threading.Thread(target=_start_quietly, args=(server,), daemon=True)
-    starting.start()
+    # libseccomp's compile runs beside the rest (the cgroups, the plan), as the fork
+    # server's start-up does: each costs tens of milliseconds, the command's start-up aside.
     compiler = seccomp.Compiler()
     program = (compiler.submit(spec.linux.seccomp.to_oci())
                if spec.linux.seccomp is not None else None)
@@ -91,7 +88,6 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
             compiled = program.result() if program is not None else None
         except seccomp.SeccompError as error:
             raise oci_config.ConfigError(f"linux.seccomp: {error}") from None
-        starting.join()
         pid = _launch(server, plan, stdio, container_id, compiled)
         stages = hooks.check(data.get("hooks"))
         state = {"ociVersion": spec.oci_version, "id": container_id, "status": "creating",
@@ -127,15 +123,6 @@ def create(store: Store, container_id: str, bundle: Path, *, pid_file: Path | No
         raise
     finally:
         compiler.close()
-        if own_server:
-            starting.join()
-            server.close()
-
-
-def _start_quietly(server: ForkServer) -> None:
-    """Start the fork server; a failure is reported by the launch, which starts it again."""
-    with contextlib.suppress(ForkServerError):
-        server.start()
 
 
 def _launch(server: ForkServer, plan: LaunchPlan, stdio: Stdio, container_id: str,
@@ -170,23 +157,19 @@ def _launch(server: ForkServer, plan: LaunchPlan, stdio: Stdio, container_id: st
         ours.close()
 
 
-def run(store: Store, container_id: str, bundle: Path, *, pid_file: Path | None = None,
-        detach: bool = False) -> tuple[int, list[str]]:
-    """``create`` then ``start``; unless ``detach``, wait until the init exits, delete the
-    container. The exit code the init had (128 + the signal that killed it; 0 detached) and
-    the hooks' warnings."""
-    server = ForkServer()
-    try:
-        create(store, container_id, bundle, pid_file=pid_file, server=server)
-        warnings = start(store, container_id)
-        if detach:
-            return 0, warnings
-        record = store.load(container_id)
-        wait_exit(record.pid, None)
-        status = server.reap(record.pid)
-        warnings += delete(store, container_id, force=True)
-    finally:
-        server.close()
+def run(store: Store, container_id: str, bundle: Path, server: ForkServer, *,
+        pid_file: Path | None = None, detach: bool = False) -> tuple[int, list[str]]:
+    """``create`` then ``start``; unless ``detach``, wait until the init exits (reaped
+    through ``server``, left open), delete the container. The exit code the init had (128 +
+    the signal that killed it; 0 detached) and the hooks' warnings."""
+    create(store, container_id, bundle, server, pid_file=pid_file)
+    warnings = start(store, container_id)
+    if detach:
+        return 0, warnings
+    record = store.load(container_id)
+    wait_exit(record.pid, None)
+    status = server.reap(record.pid)
+    warnings += delete(store, container_id, force=True)
     if status is None:
         return 1, warnings
     if os.WIFSIGNALED(status):
