@@ -29,6 +29,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import struct
 from typing import NoReturn
 
@@ -252,6 +253,7 @@ def run(
         drop_capabilities(plan.caps, last_cap, plan.uid, plan.gid)
         if plan.no_new_privs:
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        program = find_program(plan.args[0], env)  # as the user it runs as, in its root
         # Warm: what crun's create does ends here, and its init waits on the exec fifo; what
         # crun's start lets it do follows (the seccomp filter, the descriptors, exec).
         if plan.wait_for_start:
@@ -261,11 +263,43 @@ def run(
             sc.seccomp_set_filter(_program(plan, channel))
         if channel is not None:
             os.close(channel)
-        os.execvpe(plan.args[0], plan.args, env)
+        exec_program(program, plan.args, env)
     except BaseException as error:  # report anything, then die
         if plan.stdio and channel is not None:  # the host reads it there, and reports it
             _report(channel, error)
         _fail(1, error)
+
+
+def find_program(name: str, env: dict[str, str]) -> str | None:
+    """The file exec will run for ``name``: ``name`` itself if it has a slash, else the first
+    regular file with an execute bit in ``env``'s ``PATH``. Looked up by the init before it
+    waits for start, as crun's init looks its executable up before it waits on the exec fifo,
+    so that start → exec searches nothing. None when there is none: :func:`exec_program`
+    then searches, and fails, as exec would have."""
+    if "/" in name:
+        return name
+    for directory in os.get_exec_path(env):
+        candidate = os.path.join(directory, name)
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and mode & 0o111:
+            return candidate
+    return None
+
+
+def exec_program(program: str | None, args: tuple[str, ...], env: dict[str, str]
+                 ) -> NoReturn:
+    """Exec ``program`` (:func:`find_program`'s answer); if that fails or there was none,
+    search ``PATH`` as ``execvpe`` does, so what runs, or the error, is what a search at
+    exec would give."""
+    if program is not None:
+        try:
+            os.execve(program, args, env)
+        except OSError:
+            pass
+    os.execvpe(args[0], args, env)
 
 
 def _stdio(stdin_fd: int | None, stdout_fd: int, stderr_fd: int | None) -> None:
