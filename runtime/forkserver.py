@@ -322,6 +322,7 @@ class ForkServer:
     def __init__(self) -> None:
         self._client: helper.Client | None = None
         self._lock = threading.Lock()
+        self._starting: threading.Thread | None = None  # start_in_background's
 
     @property
     def pid(self) -> int | None:
@@ -350,8 +351,9 @@ class ForkServer:
             with contextlib.suppress(ForkServerError):
                 self.start()
 
-        threading.Thread(target=start_quietly, name="cvbench-forkserver-start",
-                         daemon=True).start()
+        self._starting = threading.Thread(target=start_quietly, name="cvbench-forkserver-start",
+                                          daemon=True)
+        self._starting.start()
 
     def request(self, message: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
         self.start()
@@ -394,7 +396,11 @@ class ForkServer:
         return None if status is None else int(status)
 
     def close(self) -> None:
-        """Stop the server (containers keep running); idempotent."""
+        """Stop the server (containers keep running); idempotent. A start in the background
+        is waited for first, so that it cannot start a server after this close."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
         with self._lock:
             if self._client is not None:
                 self._client.close(kill_after=5.0)

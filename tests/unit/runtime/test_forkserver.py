@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 
 from hostkit.procs import wait_exit
-from runtime.forkserver import ForkServer, ForkServerError
+from runtime.forkserver import TAG, ForkServer, ForkServerError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -54,3 +55,27 @@ def test_spares_are_made_on_request_and_discarded():
     finally:
         server.close()
     assert wait_exit(second, 5)  # an unused spare ends with the server
+
+
+def _servers_of_ours() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if TAG in child.cmdline():
+                found.append(child)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return found
+
+
+def test_a_start_in_the_background_is_over_once_closed():
+    server = ForkServer()
+    server.start_in_background()
+    server.close()  # at once: the start is waited for, then its server stopped
+    assert server.pid is None and _servers_of_ours() == []
+    server.start_in_background()
+    assert server.request({"op": "ping"})["pid"] == server.pid  # the request waits for it
+    (started,) = _servers_of_ours()
+    assert started.pid == server.pid
+    server.close()
+    assert _servers_of_ours() == []
