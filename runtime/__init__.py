@@ -20,6 +20,8 @@ Modules, one job each:
   needs, resolved in the parent and sent as JSON.
 - :mod:`runtime.forkserver`: the small process every container is forked from.
 - :mod:`runtime.child`: what the child does between fork and exec.
+- :mod:`runtime.handshake`: the bytes the init and its host exchange between create and
+  start.
 - :mod:`runtime.rootfs`: the overlay root, mounts, device nodes and the root switch.
 - :mod:`runtime.cgroups`: limits through cgroups, one interface with a v1 and a v2 driver;
   :mod:`runtime.scopes`: each state directory's cgroup parent and the containers' shards.

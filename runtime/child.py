@@ -36,6 +36,7 @@ from typing import NoReturn
 from hostkit import syscalls as sc
 from hostkit.readiness import ERROR_PREFIX
 from runtime import rootfs
+from runtime.handshake import PREPARED, START
 from runtime.plan import CapSets, LaunchPlan, Mount, Rlimit, Rootfs
 
 SIOCGIFFLAGS = 0x8913
@@ -67,8 +68,6 @@ def drop_capabilities(keep: CapSets, last_cap: int, uid: int = 0, gid: int = 0) 
     sc.capset(keep.effective, keep.permitted, keep.inheritable)
 
 
-START = b"s"  # on the host channel: a prepared warm container may exec now
-PREPARED = b"p"  # on the host channel: set up, waiting for START
 
 
 def wait_for_start(channel: int | None, fifo: tuple[int, int] | None = None) -> None:

@@ -121,7 +121,7 @@ class LaunchPlan:
     # on (:mod:`runtime.oci`); a failure before exec is also reported on the host channel.
     stdio: bool = False
     # With ``wait_for_start``: a FIFO on the host the init opens before it switches root and
-    # reads one :data:`runtime.child.START` byte from, after saying PREPARED on the host
+    # reads one :data:`runtime.handshake.START` byte from, after saying PREPARED on the host
     # channel, so that the host may hang up in between (an OCI ``create`` exits, ``start``
     # writes the byte): crun's exec fifo. "": the START byte comes on the host channel.
     start_fifo: str = ""

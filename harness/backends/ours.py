@@ -266,7 +266,8 @@ _PREPARED_V2 = ("attaches the overlay root the fork server mounted (move_mount; 
 _SETUP = ("unshares the cgroup namespace, mounts "
           "/proc, /dev, /dev/pts, moves the root onto the skeleton root, detaches the host "
           "tree and chroots (no pivot_root walk over every host thread), masks and read-only "
-          "paths, hostname, rlimits, groups, umask, drops capabilities, no_new_privs")
+          "paths, hostname, rlimits, groups, umask, drops capabilities, no_new_privs, looks its "
+          "program up on PATH (crun's init does so before it waits on its exec fifo)")
 
 
 def _method(setup: str, v2: bool = False) -> Method:

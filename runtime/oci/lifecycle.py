@@ -16,11 +16,10 @@ import os
 import signal
 
 from hostkit.procs import process_alive, wait_exit
+from runtime.handshake import START
 from runtime.oci.state import Record, StateError, Store
 
-# runtime.cgroups (a third of a command's imports) is loaded by kill --all and delete only;
-# this byte is runtime.child.START, which start writes: its module is the init's, not ours.
-START = b"s"
+# runtime.cgroups (a third of a command's imports) is loaded by kill --all and delete only.
 
 GONE_TIMEOUT_S = 10.0
 
