@@ -8,8 +8,9 @@ are made and before any of them is prepared, so nothing has started (exit code 2
 - Container backends: ``runc`` restores through CRIU (:mod:`harness.backends.oci.checkpoint`)
   where ``criu check`` passes on the host (:func:`criu_problem`); where it fails (Debian's
   criu 3.17 on recent kernels: "vdso: Unexpected rt vDSO area bounds") or criu is missing,
-  the line names the host's reason (:func:`criu_reason`). ``ours`` and crun have no restore
-  (``docs/findings/restore.md`` says why). A restore takes ``network = "none"`` and no
+  the line names the host's reason (:func:`criu_reason`). ``ours`` has no restore: CRIU
+  would restore it less isolated than it starts cold (:data:`NO_RESTORE`); crun has none
+  either (``docs/findings/restore.md`` says why). A restore takes ``network = "none"`` and no
   volume there.
 - Any other backend without the variant: "it has no restore start".
 - An imported image on any backend: a restore proves itself by a ping that cvbench's own
@@ -77,10 +78,20 @@ def _criu_check(criu: str) -> str | None:
     return None
 
 
-def criu_reason(criu: str | None = None) -> str:
-    """Why a container backend gives no restore on this host, in a few words."""
-    return criu_problem(criu) or ("criu check passes, but cvbench restores runc's containers "
-                                  "only (docs/findings/restore.md)")
+# Why a container backend has no restore where ``criu check`` passes, by backend name.
+NO_RESTORE = {
+    "ours": ("a CRIU restore would run ours with less isolation than its cold start (CRIU "
+             "before 3.19 restores no no_new_privs; CRIU gives a restored process the "
+             "restorer's session keyring), so ours has no restore (docs/findings/restore.md)"),
+}
+
+
+def criu_reason(criu: str | None = None, backend: str = "") -> str:
+    """Why container ``backend`` gives no restore on this host, in a few words: the host's
+    CRIU problem first, then the backend's own reason (:data:`NO_RESTORE`)."""
+    return criu_problem(criu) or NO_RESTORE.get(backend) or (
+        "criu check passes, but cvbench restores runc's containers only "
+        "(docs/findings/restore.md)")
 
 
 def refusal(name: str, backend: Backend, scenario: Any, *, imported: bool = False
@@ -99,7 +110,7 @@ def refusal(name: str, backend: Backend, scenario: Any, *, imported: bool = Fals
         return (f"{where}: ready = {scenario.ready!r}: a restored guest answers a ping with "
                 f"READY, so a restore takes the default rule ({DEFAULT_READY}) only")
     if RESTORE not in getattr(backend, "variants", ()):
-        reason = (criu_reason() if registry.family(name) == registry.CONTAINER
+        reason = (criu_reason(backend=name) if registry.family(name) == registry.CONTAINER
                   else "it has no restore start")
         return f"{where}: {reason}"
     if imported:

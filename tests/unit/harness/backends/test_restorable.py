@@ -52,6 +52,13 @@ def test_criu_reason_names_the_hosts_criu(tmp_path, monkeypatch) -> None:
     assert restorable.criu_reason(str(criu)) == ("criu check passes, but cvbench restores "
                                                  "runc's containers only "
                                                  "(docs/findings/restore.md)")
+    ours = restorable.criu_reason(str(criu), backend="ours")
+    assert ours.startswith("a CRIU restore would run ours with less isolation")
+    assert "no_new_privs" in ours and "session keyring" in ours
+    assert restorable.criu_reason(str(criu), backend="crun").startswith("criu check passes")
+    criu.unlink()  # the host's problem comes first, for ours too
+    restorable._criu_check.cache_clear()
+    assert restorable.criu_reason(backend="ours") == "criu is not installed"
 
 
 def test_refusal_only_where_a_restore_is_asked_for(fake_backends, tmp_path, monkeypatch) -> None:
