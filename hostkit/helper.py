@@ -374,6 +374,19 @@ class Client:
             raise Refused(answer["error"])
         return answer
 
+    def exit_code(self, pid: int, timeout: float) -> int | None:
+        """A reaper helper's :data:`EXIT_STATUS`: the exit code of ``pid`` (negative: the
+        signal), once it exited within ``timeout``; None if it still runs, is not the
+        helper's to tell, or the helper is gone. Refused if the helper refused the request."""
+        try:
+            answer = self.request({"op": EXIT_STATUS, "pid": pid}, timeout=timeout)
+        except Refused:
+            raise
+        except HelperError:
+            return None  # no answer in time: it still runs (or the helper is gone)
+        code = answer.get("code")
+        return code if isinstance(code, int) else None
+
     def close(self, kill_after: float | None = 10.0) -> None:
         """Hang up. The helper exits once it is done (a reaper: once its children are);
         waited for ``kill_after`` s, then killed. With ``kill_after`` None it is left to

@@ -138,14 +138,9 @@ class Launcher:
         command that started it exits, and reaped by it; the launcher keeps the status for
         this request (:data:`hostkit.helper.EXIT_STATUS`)."""
         try:
-            answer = self._client.request({"op": helper.EXIT_STATUS, "pid": pid},
-                                          timeout=timeout)
+            return self._client.exit_code(pid, timeout)
         except helper.Refused as error:
             raise BackendError(f"OCI launcher: exit status: {error}") from None
-        except helper.HelperError:
-            return None  # no answer in time: it still runs (or the launcher is gone)
-        code = answer.get("code")
-        return code if isinstance(code, int) else None
 
     def close(self, timeout: float = 10.0) -> None:
         """Hang up; the launcher exits once it has no child left (killed after ``timeout``)."""

@@ -151,6 +151,11 @@ def test_a_reaper_tells_an_orphans_exit_code_before_and_after_it_exited(
         # told once: then its pid is no child of the reaper's, as any stranger's
         assert client.request({**ask, "pid": exited})["code"] is None
         assert client.request({**ask, "pid": os.getpid()})["code"] is None
+        # the same through Client.exit_code: the code, None for a stranger or in no time
+        again = client.request({"op": "orphan", "seconds": 0.2, "code": 9})["pid"]
+        assert client.exit_code(again, timeout=0.05) is None  # still runs
+        assert client.exit_code(again, timeout=5) == 9
+        assert client.exit_code(os.getpid(), timeout=5) is None
     finally:
         client.close(kill_after=5)
 

@@ -44,7 +44,8 @@ from harness.backends.engines.lxc.config import (
     start_argv,
 )
 from harness.backends.engines.lxc.helper import HelperClient
-from harness.backends.ready_rule import LINE, TCP
+from harness.backends.engines.lxc.helper_process import NOT_RUN
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
 from runtime import cgroups
@@ -71,10 +72,10 @@ class LxcBackend(SplitStart):
 
     name = "lxc"
     # a line of the rule's own on the workload's stdout pipe; tcp: a connection to its
-    # static address on the backend's bridge. No exit rule: the init is the LXC monitor's
-    # child, reaped by liblxc, whose Python binding does not give its status
-    # (lxc_container's error_num).
-    ready_kinds = (LINE, TCP)
+    # static address on the backend's bridge; exit: the pipe's end (the monitor holds it
+    # too, so once liblxc stopped the container), then the monitor's exit code, which is
+    # its init's (helper_process.end_as), from the helper that reaped it
+    ready_kinds = (LINE, EXIT, TCP)
     # an imported image's workdir and user: lxc.init.cwd, lxc.init.uid and gid; its argv as
     # start()'s argv, whole (config.start_argv)
     launch_fields = launches.FIELDS
@@ -127,7 +128,7 @@ class LxcBackend(SplitStart):
             return
         try:
             common.wait_rule_fd(instance, handle.ready_fd, timeout,
-                                exit_code=lambda _timeout: None,
+                                exit_code=lambda timeout: self._exit_code(instance, timeout),
                                 address=lambda: handle.address,
                                 init=lambda: self._init(handle))
         except NotReady as error:
@@ -135,6 +136,18 @@ class LxcBackend(SplitStart):
                            ) from None
         finally:
             _close_pipe(handle)
+
+    def _exit_code(self, instance: Instance, timeout: float) -> int | None:
+        """The exit code of the instance's init (negative: its signal), once its monitor
+        exited within ``timeout`` (None: it still runs); NotReady if liblxc did not run it."""
+        monitor = instance.handle.monitor
+        if self.helper is None or monitor is None:
+            return None
+        code = self.helper.exit_code(monitor, timeout)
+        if code == NOT_RUN:
+            raise NotReady(f"{instance.name}: liblxc did not run the container (its monitor "
+                           f"exited {NOT_RUN})")
+        return code
 
     def stop(self, instance: Instance) -> None:
         handle: LxcHandle = instance.handle
@@ -222,6 +235,10 @@ class LxcBackend(SplitStart):
                                 "(no import)"},
             "network_bridge": f"{BRIDGE} ({SUBNET_PREFIX}.0.0/16, static addresses, no "
                               "default route)",
+            "ready_exit": "the stdout pipe's end (the monitor holds it until liblxc stopped "
+                          "the container), then the init's exit code: liblxc's error_num, "
+                          "read by the monitor, which exits with it; asked of the helper "
+                          "that reaped the monitor",
             "memory": common.memory_facts("LXC monitor", "the helper process"),
             "security": common.security_facts([
                 "/dev: lxc.autodev's tmpfs also has /dev/full; ours has null, zero, random, "

@@ -52,6 +52,14 @@ class HelperClient:
             raise BackendError(str(error)) from None
         return int(answer["pid"])
 
+    def exit_code(self, monitor: int, timeout: float) -> int | None:
+        """The exit code of a container's ``monitor`` (its init's: helper_process.end_as;
+        negative: the signal), once it exited within ``timeout``; None if it still runs."""
+        try:
+            return self._client.exit_code(monitor, timeout)
+        except helper.Refused as error:
+            raise BackendError(f"lxc helper: exit status: {error}") from None
+
     def close(self) -> None:
         """Hang up. The helper exits once its last monitor is gone; it stays recorded for
         ``cvbench clean`` until then."""

@@ -16,18 +16,78 @@ Its one request is ``{"op": "start", "name": ..., "lxcpath": ...}`` (and ``"argv
 init's argv, passed to ``start()`` whole, in place of ``lxc.init.cmd``) with the workload's
 stdout; the answer, ``{"pid": <monitor pid>}``, comes once the monitor is forked (failures
 after that show as the pipe's end of file before READY, and in the container's lxc.log).
+
+A monitor ends as its container's init ended (:func:`end_as`): the init's exit code, or
+killed by the signal that killed the init; :data:`NOT_RUN` if liblxc did not run the
+container. liblxc reaps the init itself and keeps its wait status in the container's
+``error_num``, which the Python binding does not expose: :func:`init_status` reads it from
+the ``struct lxc_container`` behind the binding's object. As a reaper, the helper keeps the
+monitor's exit code for :data:`hostkit.helper.EXIT_STATUS`, which the backend's ``exit``
+readiness rule asks for.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import resource
 import signal
 import socket
-from typing import Any
+from typing import Any, NoReturn
 
 from hostkit import helper
 
 MAX_MESSAGE = 1 << 16
+NOT_RUN = 125  # a monitor's exit code when liblxc did not run its container (as `docker run`)
+
+
+class ContainerHead(ctypes.Structure):
+    """The leading fields of liblxc's ``struct lxc_container`` (lxccontainer.h, whose own
+    comment makes their order part of the API: members are only appended), up to
+    ``config_path``; ``error_num`` holds the init's wait status once ``start(daemonize=False)``
+    returned (``do_lxcapi_start``: ``c->error_num = handler->exit_status``)."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("configfile", ctypes.c_char_p),
+                ("pidfile", ctypes.c_char_p), ("slock", ctypes.c_void_p),
+                ("privlock", ctypes.c_void_p), ("numthreads", ctypes.c_int),
+                ("lxc_conf", ctypes.c_void_p), ("error_string", ctypes.c_char_p),
+                ("error_num", ctypes.c_int), ("daemonize", ctypes.c_bool),
+                ("config_path", ctypes.c_char_p)]
+
+
+def container_head(container: Any) -> ContainerHead | None:
+    """The ``struct lxc_container`` behind a binding's ``lxc.Container``: the binding's object
+    is the Python object header and one pointer to it (python3-lxc's ``Container``). Checked
+    by its name and path, which must be the object's own; None if they are not."""
+    pointer = ctypes.c_void_p.from_address(id(container) + object.__basicsize__).value
+    if not pointer:
+        return None
+    head = ContainerHead.from_address(pointer)
+    if (head.name != container.name.encode()
+            or head.config_path != container.get_config_path().encode()):
+        return None
+    return head
+
+
+def init_status(container: Any) -> int | None:
+    """The wait status of the container's init, once ``start(daemonize=False)`` returned;
+    None if liblxc's struct is not where the binding should have it."""
+    head = container_head(container)
+    return None if head is None else head.error_num
+
+
+def end_as(status: int | None) -> NoReturn:
+    """End this process as a process with wait ``status`` ended: its exit code, or killed by
+    its signal (without a core file); :data:`NOT_RUN` for None."""
+    if status is not None and os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if number not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler to reset
+            signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+        os.kill(os.getpid(), number)
+    os._exit(os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status)
+             else NOT_RUN)
 
 
 def main(sock_fd: int) -> None:
@@ -38,17 +98,19 @@ def main(sock_fd: int) -> None:
                  max_message=MAX_MESSAGE, reaper=True)
 
 
-def run_monitor(name: str, lxcpath: str, argv: list[str] | None = None) -> int:
+def run_monitor(name: str, lxcpath: str, argv: list[str] | None = None) -> int | None:
     """The worker's body: run the container in the foreground (this process is its monitor)
-    until it stops, its init running ``argv`` (None: ``lxc.init.cmd``); 0 if it ran."""
+    until it stops, its init running ``argv`` (None: ``lxc.init.cmd``); the init's wait
+    status, None if the container did not run."""
     import lxc
 
     container = lxc.Container(name, lxcpath)
     if not container.defined:
-        return 2
+        return None
     command = {"cmd": tuple(argv)} if argv else {}
-    return 0 if container.start(useinit=False, daemonize=False, close_fds=True,
-                                **command) else 1
+    if not container.start(useinit=False, daemonize=False, close_fds=True, **command):
+        return None
+    return init_status(container)
 
 
 def fork_monitor(request: helper.Request) -> dict[str, Any]:
@@ -58,13 +120,13 @@ def fork_monitor(request: helper.Request) -> dict[str, Any]:
     pid = os.fork()
     if pid:
         return {"pid": pid}
-    code = 1
+    status = None
     try:  # the worker: it must never return into the helper's loop
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(stdout, 1)
         os.dup2(null, 2)
         helper.child_setup()
-        code = run_monitor(message["name"], message["lxcpath"], message.get("argv"))
+        status = run_monitor(message["name"], message["lxcpath"], message.get("argv"))
     finally:
-        os._exit(code)
+        end_as(status)

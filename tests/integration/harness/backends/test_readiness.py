@@ -28,7 +28,7 @@ PORT = 18080
 EVERY = (LINE, EXIT, TCP)
 HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
             "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": (LINE, EXIT),
-            "podman-ours": (LINE, EXIT), "lxc": (LINE, TCP)}
+            "podman-ours": (LINE, EXIT), "lxc": EVERY}
 ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 
 
