@@ -112,24 +112,26 @@ def _netlink_errno(error: Exception) -> int | None:
     return error.code if isinstance(error, NetlinkError) else None
 
 
-def ensure_bridge(ipr: IPRoute) -> int:
-    """Index of ``cvbench0`` (created, addressed and up if missing)."""
-    found = ipr.link_lookup(ifname=BRIDGE)
+def ensure_bridge(ipr: IPRoute, name: str = BRIDGE, address: str = GATEWAY,
+                  prefixlen: int = SUBNET.prefixlen) -> int:
+    """Index of bridge ``name`` (default ``cvbench0``), created if missing, with the host's
+    ``address``/``prefixlen`` on it, and up."""
+    found = ipr.link_lookup(ifname=name)
     if not found:
         try:
-            ipr.link("add", ifname=BRIDGE, kind="bridge")
+            ipr.link("add", ifname=name, kind="bridge")
         except Exception as error:  # another process may have made it meanwhile
             if _netlink_errno(error) != errno.EEXIST:
-                raise NetworkError(f"cannot create bridge {BRIDGE}: {error}") from None
-        found = ipr.link_lookup(ifname=BRIDGE)
+                raise NetworkError(f"cannot create bridge {name}: {error}") from None
+        found = ipr.link_lookup(ifname=name)
     index: int = found[0]
     addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)]
-    if GATEWAY not in addresses:
+    if address not in addresses:
         try:
-            ipr.addr("add", index=index, address=GATEWAY, prefixlen=SUBNET.prefixlen)
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
         except Exception as error:
             if _netlink_errno(error) != errno.EEXIST:
-                raise NetworkError(f"cannot address bridge {BRIDGE}: {error}") from None
+                raise NetworkError(f"cannot address bridge {name}: {error}") from None
     ipr.link("set", index=index, state="up")
     return index
 

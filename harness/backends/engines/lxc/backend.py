@@ -48,7 +48,7 @@ from harness.backends.engines.lxc.helper_process import NOT_RUN
 from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit.procs import parent_pid, signal_and_wait, wait_pidfd
 from imagestore.image import Image
-from runtime import cgroups
+from runtime import cgroups, network
 from runtime import spec as runtime_spec
 
 GRACE_S = 10.0
@@ -199,7 +199,7 @@ class LxcBackend(SplitStart):
             self.helper = None
         if self.bridge_made:
             with contextlib.suppress(Exception):
-                remove_bridge()
+                network.delete_link(BRIDGE)
             self.bridge_made = False
         if self.seccomp_file is not None:
             self.seccomp_file.unlink(missing_ok=True)
@@ -275,17 +275,11 @@ class LxcBackend(SplitStart):
     def _bridge(self) -> None:
         from pyroute2 import IPRoute
 
-        with IPRoute() as ipr:
-            if ipr.link_lookup(ifname=BRIDGE):
-                self.bridge_made = True
-                return
-            try:
-                ipr.link("add", ifname=BRIDGE, kind="bridge")
-                index = ipr.link_lookup(ifname=BRIDGE)[0]
-                ipr.addr("add", index=index, address=f"{SUBNET_PREFIX}.0.1", prefixlen=16)
-                ipr.link("set", index=index, state="up")
-            except Exception as error:
-                raise BackendError(f"lxc: cannot make bridge {BRIDGE}: {error}") from None
+        try:
+            with IPRoute() as ipr:
+                network.ensure_bridge(ipr, BRIDGE, f"{SUBNET_PREFIX}.0.1", 16)
+        except Exception as error:
+            raise BackendError(f"lxc: cannot make bridge {BRIDGE}: {error}") from None
         self.bridge_made = True
 
     def _create(self, spec: InstanceSpec) -> Instance:
@@ -339,16 +333,6 @@ def _last_line(path: Path) -> str:
     except OSError:
         return "none"
     return lines[-1] if lines else "empty"
-
-
-def remove_bridge() -> bool:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=BRIDGE)
-        if found:
-            ipr.link("del", index=found[0])
-        return bool(found)
 
 
 def _memory_cgroup(pid: int | None) -> str | None:

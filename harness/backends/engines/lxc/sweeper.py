@@ -9,12 +9,13 @@ import signal
 
 from harness.backends.base import BackendError
 from harness.backends.engines import common
-from harness.backends.engines.lxc.backend import STOPPED_TIMEOUT_S, remove_bridge
+from harness.backends.engines.lxc.backend import STOPPED_TIMEOUT_S
 from harness.backends.engines.lxc.config import BRIDGE, CGROUP_PARENT, import_lxc, lxcpath
 from harness.backends.engines.lxc.helper import HELPER_TAG
 from hostkit import helper
 from hostkit.paths import PREFIX
 from hostkit.procs import signal_and_wait
+from runtime import network
 
 
 def sweep() -> list[str]:
@@ -51,6 +52,6 @@ def sweep() -> list[str]:
             removed.append(f"lxc helper (pid {record.pid})")
         record.remove()
     with contextlib.suppress(Exception):
-        if remove_bridge():
+        if network.delete_link(BRIDGE):
             removed.append(f"bridge {BRIDGE}")
     return [*removed, *common.sweep_cgroups([CGROUP_PARENT])]

@@ -21,7 +21,9 @@ from harness.backends.engines.podman.config import (
     BRIDGE,
     CGROUP_MANAGER,
     CGROUP_PARENT,
+    GATEWAY,
     NETWORK,
+    PREFIXLEN,
     SUBNET,
 )
 from harness.backends.engines.podman.service import (
@@ -33,7 +35,7 @@ from harness.backends.engines.podman.service import (
 )
 from hostkit.paths import PREFIX
 from imagestore.image import Image
-from runtime import cgroups
+from runtime import cgroups, network
 
 GRACE_S = 10.0
 WAIT_FLOOR_S = 0.5  # the shortest wait for an exit code (the attach stream ended already)
@@ -46,16 +48,19 @@ class PodmanBackend(common.ApiEngine):
     """Containers through the libpod API: create, init, attach, start; kill, remove."""
 
     name = "podman"
-    # no tcp: its bridge network is internal, and netavark gives an internal network's bridge
-    # no address on the host (podman 4), so the host has no route to its containers; a
-    # network that is not internal would give them a route out
-    ready_kinds = (common.LINE, common.EXIT)
+    # tcp: the network is internal (no route out for its containers) and gives the host no
+    # address on its bridge, so prepare() puts the network's gateway address there itself
+    # (CNI keeps a bridge it finds; netavark removes it with its last container: refused
+    # there, unreachable())
+    ready_kinds = (common.LINE, common.EXIT, common.TCP)
 
     def __init__(self, *, runtime: str = "crun", grace_s: float = GRACE_S) -> None:
         super().__init__(runtime, grace_s)
         self.service = Service(runtime, f"{PREFIX}{runtime}-{os.getpid()}")
         self.version: dict[str, Any] = {}
         self.seccomp_path = ""
+        self.host_on_bridge = False  # the host reaches SUBNET through BRIDGE (rule tcp)
+        self.bridge_made = False  # GATEWAY put on BRIDGE by prepare()
         self.gauge = common.EngineGauge(lambda: [self.service.pid] if self.service.pid else [])
 
     # -- Backend protocol ---------------------------------------------------------------------
@@ -78,9 +83,36 @@ class PodmanBackend(common.ApiEngine):
                                    f"asks ({self.service.conf})")
             self._import(image)
             self._network()
+            self.host_on_bridge = self._host_on_bridge()
         except BaseException:
             self.cleanup()
             raise
+
+    def _host_on_bridge(self) -> bool:
+        """Put :data:`GATEWAY` on :data:`BRIDGE` (made now if Podman has not made it yet), so
+        that the host reaches the containers through the bridge (rule ``tcp``); whether it
+        does. Only with the CNI network backend, which keeps a bridge it finds as it is."""
+        from pyroute2 import IPRoute
+
+        if self.info.get("host", {}).get("networkBackend") != "cni":
+            return False
+        try:
+            with IPRoute() as ipr:
+                network.ensure_bridge(ipr, BRIDGE, GATEWAY, PREFIXLEN)
+        except Exception as error:
+            raise BackendError(f"podman: cannot address bridge {BRIDGE}: {error}") from None
+        self.bridge_made = True
+        return common.routed_via(SUBNET, BRIDGE)
+
+    def unreachable(self) -> str | None:
+        if self.host_on_bridge:
+            return None
+        backend = self.info.get("host", {}).get("networkBackend")
+        if backend != "cni":
+            return (f"podman's network backend is {backend}, not cni: it would remove "
+                    f"{BRIDGE} and the host's address on it with its last container")
+        return (f"the host has no route to {SUBNET} through {BRIDGE}, so no connection to a "
+                "container would go over the bridge")
 
     def resume(self, instance: Instance) -> None:
         begin = common.now()
@@ -110,6 +142,10 @@ class PodmanBackend(common.ApiEngine):
                     self.api.delete(f"/images/{self.image_ref}")
             self._client.close()
             self._client = None
+        if self.bridge_made:  # removed with the network, unless the network was not ours
+            with contextlib.suppress(Exception):
+                network.delete_link(BRIDGE)
+            self.bridge_made = False
         self.service.stop()
         with contextlib.suppress(cgroups.CgroupError):
             self.cgroups.remove_parent(f"{CGROUP_PARENT}/conmon")
@@ -148,6 +184,9 @@ class PodmanBackend(common.ApiEngine):
             "method": method.as_dict(),
             "image": {"ref": self.image_ref, "id": self.image_id, "digest": self.image_digest},
             "network_bridge": f"{NETWORK} (internal, {SUBNET}, bridge {BRIDGE})",
+            "ready_tcp": (f"the container's IPAddress on {NETWORK} (inspect, after start), "
+                          f"connected from the host's {GATEWAY} on {BRIDGE}"
+                          if self.host_on_bridge else f"refused: {self.unreachable()}"),
             "ready_exit": "the attach stream's end, then the exit code of the libpod API's "
                           f"wait (condition stopped, polled every {WAIT_INTERVAL})",
             "memory": common.memory_facts("conmon", "the podman system service"),
@@ -201,7 +240,8 @@ class PodmanBackend(common.ApiEngine):
             return
         self._json("POST", "/networks/create", data=json.dumps({
             "name": NETWORK, "driver": "bridge", "network_interface": BRIDGE, "internal": True,
-            "dns_enabled": False, "subnets": [{"subnet": SUBNET}], "labels": {"cvbench": "1"},
+            "dns_enabled": False, "subnets": [{"subnet": SUBNET, "gateway": GATEWAY}],
+            "labels": {"cvbench": "1"},
         }), headers={"Content-Type": "application/json"})
         self.network_made = True
 
@@ -294,6 +334,7 @@ class PodmanOursBackend(PodmanBackend):
 
     name = "podman-ours"
     runtimes = (common.OURS,)
+    ready_kinds = (common.LINE, common.EXIT)  # no tcp: no bridge network (container_spec)
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         super().__init__(runtime=common.OURS, grace_s=grace_s)

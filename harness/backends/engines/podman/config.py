@@ -31,6 +31,10 @@ from hostkit.paths import PREFIX
 NETWORK = f"{PREFIX}podman"
 BRIDGE = f"{PREFIX}pd0"
 SUBNET = "10.215.0.0/16"
+# The host's address on BRIDGE (rule tcp), the subnet's first: the network's gateway, which
+# host-local IPAM never hands to a container; internal, so no container gets a route by it.
+GATEWAY = "10.215.0.1"
+PREFIXLEN = 16
 CGROUP_PARENT = f"{PREFIX}podman"
 CGROUP_MANAGER = "cgroupfs"
 # Podman's default masked paths (containers/common 0.50), and those of its default masked or

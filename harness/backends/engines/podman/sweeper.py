@@ -11,10 +11,11 @@ from pathlib import Path
 
 from harness.backends.base import BackendError
 from harness.backends.engines import common
-from harness.backends.engines.podman.config import CGROUP_PARENT
+from harness.backends.engines.podman.config import BRIDGE, CGROUP_PARENT
 from harness.backends.engines.podman.service import Service, client, message, service_dir
 from hostkit.paths import PREFIX
 from hostkit.procs import signal_and_wait
+from runtime import network
 
 
 def sweep() -> list[str]:
@@ -38,10 +39,11 @@ def sweep() -> list[str]:
                 response = api.delete(f"/containers/{container['Id']}", params={"force": "true"})
                 removed.append(f"podman container {names[0]}" + (
                     "" if response.status_code < 400 else f": {message(response)}"))
-        for network in api.get("/networks/json").json() or []:
-            if network.get("name", "").startswith(PREFIX):
-                response = api.delete(f"/networks/{network['name']}", params={"force": "true"})
-                removed.append(f"podman network {network['name']}" + (
+        for listed_network in api.get("/networks/json").json() or []:
+            name = listed_network.get("name", "")
+            if name.startswith(PREFIX):
+                response = api.delete(f"/networks/{name}", params={"force": "true"})
+                removed.append(f"podman network {name}" + (
                     "" if response.status_code < 400 else f": {message(response)}"))
         for found in api.get("/images/json").json() or []:
             tags = [t for t in found.get("RepoTags") or [] if t.startswith(f"localhost/{PREFIX}")]
@@ -51,6 +53,8 @@ def sweep() -> list[str]:
                     "" if response.status_code < 400 else f": {message(response)}"))
     finally:
         service.stop()
+    if network.delete_link(BRIDGE):  # the bridge prepare() addressed, if its network left it
+        removed.append(f"bridge {BRIDGE}")
     return [*removed, *common.sweep_cgroups([CGROUP_PARENT])]
 
 

@@ -11,6 +11,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from engine_inventory import require
@@ -27,7 +28,7 @@ PORT = 18080
 # Which backends honour which kinds, as this test expects them (their ready_kinds say it).
 EVERY = (LINE, EXIT, TCP)
 HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
-            "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": (LINE, EXIT),
+            "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": EVERY,
             "podman-ours": (LINE, EXIT), "lxc": EVERY}
 ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 
@@ -152,6 +153,38 @@ def test_tcp_never_listening(tcp_backend, built_image) -> None:
     assert _not_ready(tcp_backend, _spec(built_image, f"tcp:{PORT}", "exit 0",
                                          network="bridge"),
                       f"exited before port {PORT}", timeout=20) < 10
+
+
+def test_podman_s_tcp_goes_over_its_internal_bridge_and_leaves_nothing(state_dir,
+                                                                        built_image) -> None:
+    """Podman's tcp rule: prepare() puts the network's gateway address on its bridge, so the
+    connection goes over the bridge; the container still has no route out (the network is
+    internal); cleanup takes the bridge away."""
+    from pyroute2 import IPRoute
+
+    from harness.backends.engines import common
+    from harness.backends.engines.podman.config import BRIDGE, GATEWAY, SUBNET
+
+    for backend in _prepared("podman", built_image):
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=BRIDGE)[0]
+            addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)]
+        assert addresses == [GATEWAY]
+        assert common.routed_via(SUBNET, BRIDGE)
+        spec = _spec(built_image, f"tcp:{PORT}", f"sleep {PAUSE_S}; exec nc -l -p {PORT}",
+                     network="bridge")
+        instance = backend.start(spec)
+        try:
+            backend.wait_ready(instance, 20)
+            init = backend._init(instance.handle)  # type: ignore[attr-defined]
+            routes = Path(f"/proc/{init}/net/route").read_text().splitlines()[1:]
+            destinations = [line.split()[1] for line in routes]
+            assert destinations and "00000000" not in destinations  # no default route
+        finally:
+            backend.stop(instance)
+            backend.remove(instance)
+    with IPRoute() as ipr:
+        assert ipr.link_lookup(ifname=BRIDGE) == []
 
 
 @pytest.mark.parametrize(("name", "rule"), [
