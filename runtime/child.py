@@ -52,6 +52,18 @@ def loopback_up() -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
+def join_network_namespace(path: str) -> None:
+    """Join the network namespace at ``path`` (an engine's, wired to its bridge), as crun and
+    runc join a ``linux.namespaces`` entry with a path: before anything of the container's
+    own is mounted or set (sysfs and ``net.*`` sysctls belong to the namespace they are
+    made in)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(fd, sc.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+
+
 def drop_capabilities(keep: CapSets, last_cap: int, uid: int = 0, gid: int = 0) -> None:
     """Drop the bounding set (as root: it needs CAP_SETPCAP), become ``uid``:``gid`` (the
     kernel keeps the permitted set through PR_SET_KEEPCAPS, as crun does), then set the
@@ -209,6 +221,8 @@ def run(
                 sc.unshare(plan.unshare & ~sc.CLONE_NEWCGROUP)
             if plan.loopback:
                 loopback_up()
+        if plan.netns:
+            join_network_namespace(plan.netns)
         skeleton = rootfs.skeleton_fd()
         if not prepared:
             # The overlay before joining the cgroup (or made by the server outside it): the

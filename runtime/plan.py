@@ -129,6 +129,10 @@ class LaunchPlan:
     # ``linux.sysctl``, checked by :mod:`runtime.oci.config`), written under /proc/sys once
     # the namespaces exist, before the root switch
     sysctl: tuple[str, ...] = ()
+    # A network namespace to join (setns) instead of a new one: an OCI config's
+    # ``linux.namespaces`` network entry with a ``path`` (an engine made and wired it, as
+    # Podman does for a bridge network); "": the init's own, new one
+    netns: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (tuples become lists in ``json.dumps``).

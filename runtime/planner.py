@@ -70,14 +70,17 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
     SeccompError (a ValueError too) if the seccomp section cannot be compiled.
     """
     flags = 0
+    netns = ""
     for ns in spec.linux.namespaces:
-        if ns.type != "pid":
+        if ns.type == "network" and ns.path:
+            netns = ns.path  # joined, not made: no CLONE_NEWNET, its loopback as it is
+        elif ns.type != "pid":
             flags |= sc.NAMESPACE_FLAGS[ns.type]
     process = spec.process
     return LaunchPlan(
         new_pid=spec.linux.has_namespace("pid"),
         unshare=flags,
-        loopback=spec.linux.has_namespace("network"),
+        loopback=spec.linux.has_namespace("network") and not netns,
         cgroup_procs=tuple(cgroup_procs),
         cgroup_dir=cgroup_dir,
         rootfs=Rootfs(
@@ -113,6 +116,7 @@ def launch_plan(spec: Spec, directory: Path, cgroup_procs: list[str], *,
         stdio=stdio,
         start_fifo=start_fifo,
         sysctl=tuple(f"{key}={value}" for key, value in (sysctl or {}).items()),
+        netns=netns,
     )
 
 

@@ -403,8 +403,9 @@ class Spec:
         for ns in self.linux.namespaces:
             if ns.type not in NAMESPACE_TYPES:
                 raise SpecError(f"linux.namespaces: unknown type {ns.type!r}")
-            if ns.path:
-                raise SpecError("linux.namespaces: joining existing namespaces is not supported")
+            if ns.path and ns.type != "network":  # an engine's wired network namespace
+                raise SpecError(f"linux.namespaces ({ns.type}): joining an existing namespace "
+                                "is not supported (network only)")
         if self.linux.has_namespace("user"):
             raise SpecError("linux.namespaces: user namespaces are not supported")
         if not self.linux.has_namespace("mount"):

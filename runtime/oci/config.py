@@ -17,6 +17,7 @@ cgroup directories, bound read-only (or as the mount asks) under a tmpfs, one pe
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,14 @@ def _linux(linux: dict[str, Any]) -> None:
         if _nonempty(linux.get(key)):
             _refuse(f"linux.{key}", "not supported")
     for namespace in linux.get("namespaces") or []:
-        if isinstance(namespace, dict) and namespace.get("path"):
-            _refuse(f"linux.namespaces ({namespace.get('type')})",
-                    "joining an existing namespace is not supported")
+        if not (isinstance(namespace, dict) and namespace.get("path")):
+            continue
+        kind, path = namespace.get("type"), namespace["path"]
+        if kind != "network":  # a network namespace an engine wired is joined (Podman's)
+            _refuse(f"linux.namespaces ({kind})",
+                    "joining an existing namespace is not supported (network only)")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            _refuse("linux.namespaces (network).path", f"{path!r} is not an absolute path")
     propagation = linux.get("rootfsPropagation") or ""
     if propagation and propagation not in PRIVATE_PROPAGATION:
         _refuse("linux.rootfsPropagation", f"{propagation!r} is not supported (private only)")

@@ -14,8 +14,8 @@ from hostkit import syscalls as sc
 from runtime import caps, planner
 from runtime.plan import CapSets, LaunchPlan, Mount, PlanError, Rlimit, Rootfs
 from runtime.spec import Mount as SpecMount
+from runtime.spec import Namespace, default_spec
 from runtime.spec import Rlimit as SpecRlimit
-from runtime.spec import default_spec
 
 
 class FakeImage:
@@ -59,6 +59,7 @@ def full_plan() -> LaunchPlan:
         stdio=True,
         start_fifo="/run/cvbench-runtime/oci/x/exec.fifo",
         sysctl=("net.ipv4.ping_group_range=0 0", "kernel.shmmax=1024"),
+        netns="/run/netns/cvbench-x",
     )
 
 
@@ -194,6 +195,18 @@ def test_launch_plan_of_a_host_network_spec_has_no_netns():
     spec = default_spec(FakeImage(), "h", network="host")
     plan = planner.launch_plan(spec, Path("/s/containers/h"), [])
     assert not plan.loopback and not plan.unshare & sc.CLONE_NEWNET
+
+
+def test_a_network_namespace_path_is_joined_not_made():
+    spec = default_spec(FakeImage(), "j")
+    spec.linux.namespaces = [n for n in spec.linux.namespaces if n.type != "network"]
+    spec.linux.namespaces.append(Namespace("network", "/run/netns/cni-1"))
+    plan = planner.launch_plan(spec, Path("/s/containers/j"), [])
+    assert plan.netns == "/run/netns/cni-1"
+    assert not plan.unshare & sc.CLONE_NEWNET and not plan.loopback  # its own lo, as it is
+    assert plan.unshare & sc.CLONE_NEWNS and plan.new_pid  # the others still made
+    own = planner.launch_plan(default_spec(FakeImage(), "o"), Path("/s/containers/o"), [])
+    assert own.netns == "" and own.unshare & sc.CLONE_NEWNET and own.loopback
 
 
 def test_unknown_capabilities_are_refused():

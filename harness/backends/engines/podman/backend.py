@@ -334,21 +334,9 @@ class PodmanOursBackend(PodmanBackend):
 
     name = "podman-ours"
     runtimes = (common.OURS,)
-    ready_kinds = (common.LINE, common.EXIT)  # no tcp: no bridge network (container_spec)
 
     def __init__(self, *, grace_s: float = GRACE_S) -> None:
         super().__init__(runtime=common.OURS, grace_s=grace_s)
-
-    def container_spec(self, spec: InstanceSpec) -> dict[str, Any]:
-        """As ``podman``'s, but network ``none`` or ``host`` only: for ``bridge`` Podman makes
-        the container's network namespace itself and hands the runtime its path to join
-        (``linux.namespaces``), which cvbench-runtime does not do (it refuses, in one line);
-        refused here first, before Podman makes anything."""
-        if spec.network == "bridge":
-            raise BackendError(f"{spec.name}: {self.name}: network bridge is not supported: "
-                               "Podman hands the runtime a network namespace to join, which "
-                               "cvbench-runtime does not do; use network none")
-        return super().container_spec(spec)
 
     def prepare(self, image: Image) -> None:
         binary = common.ours_runtime()

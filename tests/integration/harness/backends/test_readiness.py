@@ -29,7 +29,7 @@ PORT = 18080
 EVERY = (LINE, EXIT, TCP)
 HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
             "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": EVERY,
-            "podman-ours": (LINE, EXIT), "lxc": EVERY}
+            "podman-ours": EVERY, "lxc": EVERY}
 ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 
 

@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,15 +170,52 @@ def test_a_failing_init_is_reported_by_create(tmp_path, root, built_image, state
         assert _leftovers(root, name, cgroup) == []
 
 
+def _new_network_namespace() -> int:
+    """A descriptor of a new network namespace, made by a thread (this process keeps its own)."""
+    made: list[int] = []
+
+    def body() -> None:
+        sc.unshare(sc.CLONE_NEWNET)
+        made.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    return made[0]
+
+
+def test_a_network_namespace_path_is_joined(tmp_path, root, built_image, state_dir):
+    """``linux.namespaces`` network with a ``path`` (what Podman hands a runtime for a bridge
+    network): the container runs in that namespace, not a new one, as under crun."""
+    name = "cvbench-test-ocicli-netns"
+    fd = _new_network_namespace()
+    try:
+        wanted = os.readlink(f"/proc/self/fd/{fd}")
+        path = f"/proc/{os.getpid()}/fd/{fd}"
+        with oci_runtime.bundle(tmp_path, built_image, name,
+                                command=("/bin/sh", "-c", "readlink /proc/self/ns/net")
+                                ) as (made, config):
+            namespaces = [n for n in config["linux"]["namespaces"] if n["type"] != "network"]
+            oci_runtime.rewrite(made, {"linux": {"namespaces": [
+                *namespaces, {"type": "network", "path": path}]}})
+            result = oci_runtime.run(root, "run", "--bundle", str(made.dir), name)
+            assert (result.returncode, result.stderr) == (0, ""), result.stderr
+            assert result.stdout.strip() == wanted
+            assert wanted != os.readlink("/proc/self/ns/net")
+            assert _leftovers(root, name, config["linux"]["cgroupsPath"].lstrip("/")) == []
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"hooks": {"createContainer": [{"path": "/bin/true"}]}}, "hooks.createContainer"),
     ({"hooks": {"prestart": [{"path": "true"}]}}, "hooks.prestart[0]"),
     ({"process": {"terminal": True}}, "process.terminal"),
     ({"process": {"user": {"uid": -1, "gid": 0}}}, "process.user.uid"),
     ({"linux": {"sysctl": {"kernel.printk": "1"}}}, "linux.sysctl.kernel.printk"),
-    ({"linux": {"namespaces": [{"type": "mount"}, {"type": "network",
-                                                   "path": "/proc/1/ns/net"}]}},
-     "linux.namespaces (network)"),
+    ({"linux": {"namespaces": [{"type": "mount"}, {"type": "ipc",
+                                                   "path": "/proc/1/ns/ipc"}]}},
+     "linux.namespaces (ipc)"),
     ({"linux": {"cgroupsPath": "system.slice:cvbench:x"}}, "linux.cgroupsPath"),
     ({"linux": {"resources": {"memory": {"limit": 1 << 30, "swap": 2 << 30}}}},
      "linux.resources.memory.swap"),

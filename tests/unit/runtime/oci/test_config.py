@@ -86,10 +86,17 @@ def test_what_cannot_be_honoured_is_refused_naming_the_field(tmp_path, change, f
     assert message.startswith(f"{field}: ") and "\n" not in message
 
 
-def test_a_namespace_path_and_a_user_namespace_are_refused(tmp_path):
+def test_a_network_namespace_path_is_joined_other_paths_and_user_are_refused(tmp_path):
     namespaces = [{"type": "mount"}, {"type": "network", "path": "/run/netns/x"}]
-    with pytest.raises(config.ConfigError, match=r"^linux.namespaces \(network\): joining"):
-        config.load(bundle(tmp_path, linux__namespaces=namespaces))
+    loaded = config.load(bundle(tmp_path, linux__namespaces=namespaces))
+    assert [(n.type, n.path) for n in loaded.linux.namespaces] == [
+        ("mount", None), ("network", "/run/netns/x")]
+    ipc = [{"type": "mount"}, {"type": "ipc", "path": "/proc/1/ns/ipc"}]
+    with pytest.raises(config.ConfigError, match=r"^linux.namespaces \(ipc\): joining"):
+        config.load(bundle(tmp_path, linux__namespaces=ipc))
+    relative = [{"type": "network", "path": "run/netns/x"}]
+    with pytest.raises(config.ConfigError, match=r"^linux.namespaces \(network\).path: "):
+        config.load(bundle(tmp_path, linux__namespaces=relative))
     with pytest.raises(config.ConfigError, match="user namespaces are not supported"):
         config.load(bundle(tmp_path, linux__namespaces=[{"type": "mount"}, {"type": "user"}]))
 

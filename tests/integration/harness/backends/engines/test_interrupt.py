@@ -33,7 +33,7 @@ batch_size = 3
 warmup_batch = false
 min_mem_available_mib = 0
 time_limit_s = 300
-network = "{network}"
+network = "bridge"
 """
 
 
@@ -53,9 +53,7 @@ def _settled(state_dir: Path, before: Inventory, engines_before: EngineInventory
 def test_sigkilled_engine_ramp_then_clean_restores_host(state_dir, tmp_path, backend) -> None:
     require(backend)
     scenario = tmp_path / "ramp.toml"
-    # podman-ours has no bridge network (Podman hands its runtime a namespace to join)
-    network = "none" if backend == "podman-ours" else "bridge"
-    scenario.write_text(RAMP.format(backend=backend, network=network))
+    scenario.write_text(RAMP.format(backend=backend))
     results_dir = tmp_path / "results"
     before, engines_before = Inventory.take(state_dir), EngineInventory.take(state_dir)
     inits_before = count_container_inits()
