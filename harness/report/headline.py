@@ -5,7 +5,10 @@ units, the ratio of its median to the family's floor (``process`` for containers
 VMs) and, if the user picked one, to a reference backend of the same family, each with a
 bootstrap confidence interval so a reader sees which differences are real. A ratio only ever
 pairs samples of the same run, scenario, metric and variant (cold with cold, warm with warm,
-``ksm=on`` with ``ksm=on``), and never crosses families.
+``ksm=on`` with ``ksm=on``), and never crosses families. The one exception is labelled as
+such: a ``restore`` row also gets a column of its own (:data:`RESTORE_ANCHORS`), its ratio to
+ours' warm start (containers) or to the same guest's cold boot (VMs), which is what a
+restore is for (issue 24 asks for both).
 
 The measures are the metrics each kind declares with a headline
 (:class:`harness.kinds.base.Headline`), in its order; a kind that declares none (the workload
@@ -33,7 +36,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MIN_CI_SAMPLES = 3  # on each side: fewer cannot bound a median
-VARIANT_ORDER = ("", "cold", "warm", "ksm=off", "ksm=on")
+VARIANT_ORDER = ("", "cold", "warm", "restore", "ksm=off", "ksm=on")
+RESTORE = "restore"
+# What a restore row is set against, by family: (backend, variant); backend "" is the row's
+# own. A restored container against ours' warm start (the quickest start from nothing made
+# inside the clock); a restored VM against the same guest's cold boot.
+RESTORE_ANCHORS = {registry.CONTAINER: ("ours", "warm"), registry.VM: ("", "cold")}
 FAMILY_NAMES = {registry.CONTAINER: "containers", registry.VM: "VMs"}
 
 
@@ -86,6 +94,7 @@ class Row:
     p95: float
     to_floor: Ratio | None
     to_reference: Ratio | None
+    to_anchor: Ratio | None = None  # a restore row's ratio to its family's RESTORE_ANCHORS
 
 
 @dataclass
@@ -113,6 +122,14 @@ class Table:
     @property
     def reference_header(self) -> str:
         return f"× {self.reference} (same variant), 95% CI" if self.reference else ""
+
+    @property
+    def anchor_header(self) -> str:
+        """The restore rows' extra column, "" when the table has none."""
+        if not any(row.variant == RESTORE for row in self.rows):
+            return ""
+        backend, variant = RESTORE_ANCHORS.get(self.family, ("", "cold"))
+        return f"× {backend or 'its own'} {variant} (restore rows), 95% CI"
 
     @property
     def has_tail(self) -> bool:
@@ -213,14 +230,15 @@ def tables(samples: pd.DataFrame, reference: Mapping[str, str] | None = None,
             table = Table(str(scenario), str(kind), family, floor, reference.get(family),
                           accel, runs)
             table.rows = _rows(members, matched.noted(measures, members), floor,
-                               reference.get(family), seed)
+                               reference.get(family), seed, RESTORE_ANCHORS.get(family))
             if table.rows:
                 found.append(table)
     return found
 
 
 def _rows(members: pd.DataFrame, measures: tuple[Measure, ...], floor: str,
-          reference: str | None, seed: int) -> list[Row]:
+          reference: str | None, seed: int,
+          anchor: tuple[str, str] | None = None) -> list[Row]:
     groups = {key: group.value.to_numpy(float) for key, group in members.groupby(
         ["metric", "run_id", "backend", "variant"], sort=False)}
     runs = {run: index for index, run in enumerate(dict.fromkeys(key[1] for key in groups))}
@@ -236,8 +254,23 @@ def _rows(members: pd.DataFrame, measures: tuple[Measure, ...], floor: str,
                 _ratio_to(measure, values, backend, floor, variant, groups, run, "floor", seed),
                 _ratio_to(measure, values, backend, reference, variant, groups, run,
                           "reference", seed) if reference else None,
+                _anchor_ratio(measure, values, str(backend), anchor, groups, run, seed)
+                if variant == RESTORE and anchor is not None else None,
             ))
     return rows
+
+
+def _anchor_ratio(measure: Measure, values: np.ndarray, backend: str, anchor: tuple[str, str],
+                  groups: Mapping[tuple[Any, ...], np.ndarray], run: Any, seed: int
+                  ) -> Ratio | None:
+    """A restore row's ratio to its anchor (:data:`RESTORE_ANCHORS`) of the same run."""
+    if not measure.ratio:
+        return None
+    other = anchor[0] or backend
+    other_values = groups.get((measure.metric, run, other, anchor[1]))
+    if other_values is None or not len(other_values):
+        return Ratio(math.nan, note=f"no {other} {anchor[1]} in this run")
+    return ratio_of_medians(values, other_values, seed, other)
 
 
 def _variant_rank(variant: str) -> tuple[int, str]:

@@ -19,7 +19,9 @@ LEGEND = (
     "Median and p95 in human units (three significant figures); n = samples. "
     "× floor: ratio of this median to the family floor's median (`process` for containers, "
     "`qemu` for VMs) of the same run and variant; × reference: the same to the reference "
-    "backend you chose (`--reference`), within its family only. "
+    "backend you chose (`--reference`), within its family only; × ours warm, × its own "
+    "cold: a restore row's ratio to ours' warm start (containers) or to the same guest's cold "
+    "boot (VMs), the one ratio across variants, shown for restore rows only. "
     f"In brackets the {methodology.CONFIDENCE:.0%} bootstrap confidence interval of the ratio: "
     "**bold** when it excludes 1 (a real difference), plain when it includes 1 (may be noise); "
     f"no CI: fewer than {MIN_CI_SAMPLES} samples on a side."
@@ -58,7 +60,7 @@ def ratio_text(ratio: Ratio | None, markdown: bool = True) -> str:
 def _headers(table: Table) -> list[str]:
     headers = ["measure", *(["run"] if len(table.runs) > 1 else []), "backend", "variant", "n",
                "median", "p95" if table.has_tail else None, table.floor_header,
-               table.reference_header or None]
+               table.reference_header or None, table.anchor_header or None]
     return [h for h in headers if h is not None]
 
 
@@ -72,9 +74,11 @@ def _fixed_cells(table: Table, row: Row) -> list[str]:
 
 
 def _ratios(table: Table, row: Row) -> list[Ratio | None]:
+    anchored = bool(table.anchor_header)
     if not row.measure.ratio:
-        return [None] * (2 if table.reference else 1)
-    return [row.to_floor, *([row.to_reference] if table.reference else [])]
+        return [None] * (1 + bool(table.reference) + anchored)
+    return [row.to_floor, *([row.to_reference] if table.reference else []),
+            *([row.to_anchor] if anchored else [])]
 
 
 def _cells(table: Table, row: Row, first: bool) -> list[str]:

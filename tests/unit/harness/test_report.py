@@ -134,6 +134,37 @@ def test_ratios_to_the_floor_and_reference_with_intervals(tmp_path) -> None:
     assert table.reference_header == "× crun (same variant), 95% CI"
 
 
+def test_a_restore_row_is_also_set_against_ours_warm_or_its_own_cold(tmp_path) -> None:
+    """Restore rows (issue 24): a container restore against ours' warm start, a VM restore
+    against the same guest's cold boot, in a column of their own; no other row has it."""
+    run_id = "restore"
+    writer = RunWriter.create(tmp_path, run_id, {"suite": "t", "accel": {"accel": "tcg"}})
+    rng = np.random.default_rng(11)
+    centres = {("process", "cold"): 0.001, ("process", "warm"): 0.0005,
+               ("ours", "cold"): 0.004, ("ours", "warm"): 0.002, ("runc", "cold"): 0.3,
+               ("runc", "restore"): 0.8, ("qemu", "cold"): 1.6, ("qemu", "restore"): 0.16}
+    for (backend, variant), centre in centres.items():
+        writer.add([Sample(run_id=run_id, scenario="startup", kind="startup", backend=backend,
+                           metric="start_to_ready_s", value=centre * rng.lognormal(0, 0.02),
+                           unit="s", variant=variant, repetition=i,
+                           accel="tcg" if backend == "qemu" else "none", position=i % 3)
+                    for i in range(12)])
+    writer.finish("complete")
+    tables = headline.tables(report.load([writer.directory]))
+    rows = {(r.backend, r.variant): r for t in tables for r in t.rows}
+    assert rows[("runc", "restore")].to_anchor.value == pytest.approx(0.8 / 0.002, rel=0.05)
+    assert rows[("qemu", "restore")].to_anchor.value == pytest.approx(0.1, rel=0.05)
+    assert rows[("runc", "restore")].to_anchor.real  # 12 samples a side: an interval
+    assert all(r.to_anchor is None for key, r in rows.items() if key[1] != "restore")
+    assert math.isnan(rows[("runc", "restore")].to_floor.value)  # no process restore
+    headers = {t.family: t.anchor_header for t in tables}
+    assert headers == {"container": "× ours warm (restore rows), 95% CI",
+                       "vm": "× its own cold (restore rows), 95% CI"}
+    summary = (report.write_report([writer.directory]) / "summary.md").read_text()
+    assert "× ours warm (restore rows), 95% CI |" in summary
+    assert re.search(r"\| runc \| restore \| 12 \| .* \| \*\*4\d\d×\*\* ", summary)
+
+
 def test_two_samples_of_one_distribution_give_an_interval_around_one() -> None:
     rng = np.random.default_rng(3)
     ratio = headline.ratio_of_medians(rng.lognormal(0, 0.1, 30), rng.lognormal(0, 0.1, 30))
