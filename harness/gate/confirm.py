@@ -12,7 +12,9 @@ the floors included. A pair that finds a regression is followed by a second pair
 baseline's code first this time (B A A B, so a host that drifts favours neither), and a metric
 fails the gate only when it regressed in both: one disturbed run cannot fail the gate alone
 (a reference run whose floor alone is slow turns every ratio to it into a "regression"; what
-the pairs found and cleared on this machine is in docs/gate-power.md).
+the pairs found and cleared on this machine is in docs/gate-power.md). Within a pair, a ratio
+regression whose backend's own absolute figure did not regress while the floor's got better
+is the floor's move (:attr:`Pair.floor_moves`), said as such and not counted.
 
 A floor that moved against the committed baseline but not against the baseline's code here
 moved by itself (the machine): the gate says so, and the ratios already divide it out. When
@@ -74,7 +76,32 @@ class Pair:
 
     @property
     def regressions(self) -> list[Row]:
-        return self.ratios.regressions + self.absolute.regressions
+        """The absolute regressions, and the ratio regressions but the floor's own moves
+        (:meth:`floor_moves`)."""
+        moved = {row_key(row) for row, _ in self.floor_moves}
+        return ([row for row in self.ratios.regressions if row_key(row) not in moved]
+                + self.absolute.regressions)
+
+    @property
+    def floor_moves(self) -> list[tuple[Row, Row]]:
+        """Ratio regressions that are the floor's move, not the backend's, each with the
+        floor's absolute row: in this pair the backend's own figure did not regress, and the
+        floor's own figure got better. A ratio divides every sample by the floor's median
+        (:mod:`harness.normalize`) as if that median were exact; a floor figure near the
+        clock's resolution (qemu's cleanup, ~0.5 ms) moves its median by a fifth between two
+        runs, and every ratio to it with it. On one machine, minutes apart, the absolute
+        figures say which side moved."""
+        absolute = {row_key(row): row for row in self.absolute.rows}
+        found = []
+        for row in self.ratios.regressions:
+            raw = base_metric(row.metric)
+            own = absolute.get((row.scenario, row.backend, row.variant, raw))
+            floor = _floor_row(absolute, row, raw)
+            if own is None or floor is None or own.regression or math.isnan(floor.ratio):
+                continue
+            if verdicts.worse_by(raw, floor.ratio) < 0:  # the floor got better
+                found.append((row, floor))
+        return found
 
     @property
     def baseline(self) -> str:
@@ -151,6 +178,7 @@ class Confirmation:
         confirmed = {row_key(row) for row in self.confirmed}
         screen = {row_key(row): row for row in self.screen.rows}
         pair_rows = [{row_key(row): row for row in pair.rows} for pair in self.pairs]
+        floor_moved = {row_key(row) for pair in self.pairs for row, _ in pair.floor_moves}
         lines = []
         for row in (self.pairs[0].rows if self.pairs else self.screen.rows):
             key = row_key(row)
@@ -161,6 +189,9 @@ class Confirmation:
                        + (", and significant (rank)" if row.rule == verdicts.RANK else "")
                        if self.pairs else "regressed against the committed baseline; "
                        "no pair could run here")
+            elif key in floor_moved:
+                why = ("worse as a ratio only where the floor's own figure got better and "
+                       "this backend's did not regress: the floor's move")
             elif seen and any(other.regression for other in seen):
                 why = "regressed in pair 1 only: not again in pair 2 (the machine)"
             elif against_record is not None and against_record.regression:
@@ -196,6 +227,12 @@ class Confirmation:
             lines.append(f"{'no further pair' if self.pairs else 'no pair'} on this machine: "
                          f"{self.unconfirmed_because}")
         lines += self.floor_notes
+        for number, pair in enumerate(self.pairs, 1):
+            for row, floor in pair.floor_moves:
+                lines.append(f"the floor's move, not a regression: {row_name(row)} "
+                             f"{_change(row)} in pair {number}, where {row.backend}'s own "
+                             f"figure did not regress and {floor.backend}'s moved "
+                             f"{_change(floor)}")
         for row in self.cleared:
             lines.append(f"cleared: {row_name(row)} {_change(row)}, not found again in every "
                          "pair against the baseline's code run here")
@@ -215,6 +252,17 @@ class Confirmation:
         """The row in each pair, in order."""
         return [other for pair in self.pairs for other in pair.rows
                 if row_key(other) == row_key(row)]
+
+
+def _floor_row(absolute: dict[tuple[str, str, str, str], Row], row: Row, metric: str
+               ) -> Row | None:
+    """The absolute row of ``row``'s floor for ``metric``: of the same variant, else its
+    plain one (as :mod:`harness.normalize` divides by it)."""
+    floor = registry.floors().get(registry.family(row.backend))
+    if floor is None:
+        return None
+    return (absolute.get((row.scenario, floor, row.variant, metric))
+            or absolute.get((row.scenario, floor, "", metric)))
 
 
 Runner = Callable[[str, str, Path], Path]  # (commit or "", suite, results dir) -> run dir

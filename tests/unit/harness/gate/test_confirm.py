@@ -189,6 +189,68 @@ def test_a_floor_that_moved_by_itself_is_reported_not_judged(
     assert "not against the baseline's code here" in notes[0]
 
 
+# startup/cleanup_s of libvirt and qemu, cold, as CI recorded them on 2026-12-07 (Intel Xeon,
+# TCG; to the microsecond): the pair that failed a gate on code that touched neither backend.
+# Pair 1 ran this code (B) then the baseline's (A); qemu's cleanup, ~0.5 ms, was 0.1 ms
+# shorter in B, so libvirt's ratio to it rose ~20% while libvirt's own figure did not move.
+RECORDED_CLEANUP = {
+    "A": {"qemu": [0.000403, 0.000679, 0.000621, 0.000578, 0.000687],
+          "libvirt": [0.207695, 0.206343, 0.206935, 0.209522, 0.20604]},
+    "B": {"qemu": [0.000571, 0.000466, 0.000534, 0.000473, 0.000451],
+          "libvirt": [0.209427, 0.204998, 0.203725, 0.203789, 0.199399]},
+}
+
+
+def _recorded_run(results_dir: Path, run_id: str, values: dict[str, list[float]]) -> Path:
+    from harness.results import RunWriter, Sample
+
+    writer = RunWriter.create(results_dir, run_id, {"suite": "quick", "accel": {"accel": "tcg"}})
+    writer.add([Sample(run_id=run_id, scenario="startup", kind="startup", backend=backend,
+                       metric="cleanup_s", value=value, unit="s", variant="cold",
+                       repetition=index, accel="tcg", position=index % 2)
+                for backend, recorded in values.items() for index, value in enumerate(recorded)])
+    writer.finish("complete")
+    return writer.directory
+
+
+def _recorded_pair(results_dir: Path, libvirt_factor: float = 1.0) -> confirm.Pair:
+    thresholds = Thresholds.load(Path(__file__).resolve().parents[4] / "results" / "baseline"
+                                 / "thresholds.toml")
+    base = _recorded_run(results_dir, "a", RECORDED_CLEANUP["A"])
+    cand = _recorded_run(results_dir, "b", {**RECORDED_CLEANUP["B"], "libvirt": [
+        value * libvirt_factor for value in RECORDED_CLEANUP["B"]["libvirt"]]})
+    return confirm.Pair(
+        ratios=compare_runs(base, cand, thresholds, 0.01, normalized=True),
+        absolute=compare_runs(base, cand, thresholds, 0.01, normalized=False),
+        order="B A", seconds=0.0, why="test")
+
+
+def test_a_ratio_that_moved_with_its_floor_alone_is_the_floors_move(results_dir) -> None:
+    pair = _recorded_pair(results_dir)
+    ratio = [row for row in pair.ratios.regressions if row.backend == "libvirt"]
+    assert [row.metric for row in ratio] == ["cleanup_s_vs_qemu"]  # what failed the gate
+    assert ratio[0].ratio > 1.15
+    libvirt = [row for row in pair.absolute.rows
+               if (row.backend, row.metric) == ("libvirt", "cleanup_s")]
+    assert not libvirt[0].regression  # libvirt's own figure did not move
+    assert [(row.metric, floor.backend) for row, floor in pair.floor_moves] == \
+        [("cleanup_s_vs_qemu", "qemu")]
+    assert pair.regressions == []
+    outcome = confirm.Confirmation(pair.ratios, commit=COMMIT, pairs=[pair])
+    assert outcome.exit_code == 0
+    said = [line for line in outcome.verdict_lines() if line.startswith("the floor's move")]
+    assert said and "startup/libvirt.cleanup_s_vs_qemu [cold]" in said[0]
+    why = {line.name: line.why for line in outcome.metric_verdicts()}
+    assert why["startup/libvirt.cleanup_s_vs_qemu [cold]"].endswith("the floor's move")
+
+
+def test_a_ratio_whose_backend_regressed_too_stays_a_regression(results_dir) -> None:
+    pair = _recorded_pair(results_dir, libvirt_factor=1.5)  # libvirt's own cleanup +50%
+    failed = {row.metric for row in pair.regressions if row.backend == "libvirt"}
+    assert failed == {"cleanup_s", "cleanup_s_vs_qemu"}
+    assert pair.floor_moves == []
+
+
 def test_without_the_baselines_code_the_screen_stands(
         results_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dirty = make_run(results_dir, "base", seed=1)
