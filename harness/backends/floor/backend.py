@@ -63,13 +63,14 @@ from harness.backends.floor.paths import (
     launcher_path,
     plans_dir,
 )
+from harness.backends.oci import netns as oci_netns
 from harness.backends.readiness import close_ready, reaped_exit_code, wait_then_close
-from harness.backends.ready_rule import EXIT, LINE
+from harness.backends.ready_rule import EXIT, LINE, TCP
 from hostkit import validate
 from hostkit.procs import terminate
 from hostkit.readiness import ERROR_PREFIX
 from imagestore.image import Image, ImageError, verify
-from runtime import caps, cgroups, devices, planner, seccomp
+from runtime import caps, cgroups, devices, network, planner, seccomp
 from runtime.scopes import LAYOUT
 
 GRACE_S = 2.0
@@ -96,16 +97,17 @@ class FloorHandle:
     ready_fd: int | None = None
     channel: socket.socket | None = None  # warm: the init waits on it for its start
     exited: bool = False  # reaped by wait_ready (rule exit): nothing left to stop
+    netns: oci_netns.Netns | None = None  # network = "bridge": released by remove()
 
 
 class FloorBackend(Chores):
     """The launcher's clone → setup → exec, step by step as ours does it."""
 
     name = "floor"
-    # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; no tcp
-    # rule: network bridge is refused (the C launcher does not wire ours' veth pair on
-    # cvbench0), so there is no bridge address to connect to
-    ready_kinds = (LINE, EXIT)
+    # exit: the init is the harness's child (CLONE_PARENT), its status from waitpid; tcp: the
+    # address of the network namespace the harness wired to cvbench0 (network = "bridge"),
+    # which the init joins as crun's and runc's do
+    ready_kinds = (LINE, EXIT, TCP)
     launch_fields = launches.FIELDS  # an imported image's workdir and user: the plan's
 
     def __init__(self, *, steps: list[str] | str | None = None,
@@ -169,8 +171,9 @@ class FloorBackend(Chores):
         return prepared
 
     def _make(self, spec: InstanceSpec, index: int) -> Prepared:
-        if spec.network == "bridge":
-            raise BackendError("floor: network 'bridge' is not supported (none or host)")
+        if spec.network == "bridge" and floor_plan.NAMESPACES not in self.steps:
+            raise BackendError("floor: network 'bridge' needs the 'namespaces' step (the "
+                               "init joins a wired network namespace in its place)")
         oci = container_spec(spec)
         limits = planner.cgroup_limits(oci)
         try:
@@ -207,10 +210,12 @@ class FloorBackend(Chores):
             if self._driver is not None and cgroup is not None:
                 self._driver.create(cgroup, prepared.limits)
                 join = self._driver.join_files(cgroup, prepared.limits, by_itself=True)
+            if spec.network == "bridge":  # wired as crun's and runc's are (oci.netns)
+                handle.netns = oci_netns.create(str(directory))
             self._spawn(instance, prepared, spec, join, warm=variant == WARM)
         except BaseException as error:
             self._discard(instance)
-            if isinstance(error, (OSError, cgroups.CgroupError)):
+            if isinstance(error, (OSError, cgroups.CgroupError, network.NetworkError)):
                 raise BackendError(f"{spec.name}: {error}") from None
             raise
         return instance
@@ -240,7 +245,8 @@ class FloorBackend(Chores):
                 launcher = os.posix_spawn(
                     str(self.launcher),
                     [str(self.launcher), str(prepared.plan_file), str(directory), overlay,
-                     spec.name, "1" if warm else "0", *join],
+                     spec.name, "1" if warm else "0",
+                     handle.netns.path if handle.netns is not None else "-", *join],
                     {}, file_actions=actions)
             finally:
                 for fd in handed:
@@ -288,6 +294,7 @@ class FloorBackend(Chores):
         handle: FloorHandle = instance.handle
         wait_then_close(handle, timeout, instance.name, instance.ready,
                         exit_code=lambda waited: reaped_exit_code(handle, waited),
+                        address=handle.netns.address if handle.netns is not None else None,
                         pid=handle.pid or None)
 
     # -- the end -----------------------------------------------------------------------------
@@ -320,6 +327,9 @@ class FloorBackend(Chores):
         except cgroups.CgroupError as error:
             raise BackendError(f"{instance.name}: {error}") from None
         finally:
+            if handle.netns is not None:  # its address lease lives in the directory
+                handle.netns.release()
+                handle.netns = None
             shutil.rmtree(handle.directory, ignore_errors=True)
 
     def _close(self) -> None:

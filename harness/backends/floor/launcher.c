@@ -4,13 +4,16 @@
  * The `floor` backend (harness/backends/floor/) writes a plan file before the clock (its
  * layout: harness/backends/floor/plan.py) and, inside the clock, runs
  *
- *     cvbench-floor PLAN MERGED OVERLAY_OPTIONS NAME WARM [CGROUP_JOIN_FILE...]
+ *     cvbench-floor PLAN MERGED OVERLAY_OPTIONS NAME WARM NETNS [CGROUP_JOIN_FILE...]
  *
  * with stdout and stderr on the READY pipe, stdin on /dev/null, the pid pipe's write end on
  * fd 3 and, when WARM is "1", the host channel on fd 4. It reads the plan with one read(2),
  * clones the init (CLONE_PARENT: the harness is its parent and reaps it) in the plan's
- * namespaces, writes the init's pid on fd 3 and exits. The init does, in the order
- * runtime/child.py does them: the session keyring, loopback up, the overlay root on MERGED,
+ * namespaces, writes the init's pid on fd 3 and exits. NETNS is "-", or the path of a network
+ * namespace the harness wired to its bridge (network = "bridge", as it wires crun's and
+ * runc's): the init joins it (setns) instead of a new one, whose loopback is up already. The
+ * init does, in the order runtime/child.py does them: the network namespace it joins, the
+ * session keyring, loopback up, the overlay root on MERGED,
  * the cgroup join (writes "0" into each join file), the cgroup namespace, the spec's mounts
  * (/proc, /dev with the device nodes runtime/rootfs.py makes, devpts), pivot_root, masked and
  * read-only paths, hostname, setsid, rlimits, cwd, groups, umask, capabilities (the bounding
@@ -290,6 +293,11 @@ static void wait_for_start(void)
     if (read(CHANNEL_FD, &start, 1) != 1 || start != 's') _exit(0); /* destroyed unstarted */
 }
 
+static int joins_netns(char **argv)
+{
+    return strcmp(argv[6], "-") != 0;
+}
+
 static void init(const struct plan *p, char **argv, int argc)
 {
     const uint64_t *f = p->f;
@@ -298,13 +306,19 @@ static void init(const struct plan *p, char **argv, int argc)
     const char *cwd = next(&cursor);
     int warm = argv[5][0] == '1';
 
+    if (joins_netns(argv)) {
+        int netns = open(argv[6], O_RDONLY | O_CLOEXEC);
+        CHECK(netns, "network namespace");
+        CHECK(setns(netns, CLONE_NEWNET), "network namespace");
+        close(netns);
+    }
     if (f[F_KEYRING]) CHECK(syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name), "keyring");
-    if (f[F_LOOPBACK]) loopback_up();
+    if (f[F_LOOPBACK] && !joins_netns(argv)) loopback_up();
     if (f[F_ROOTFS]) {
         CHECK(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), "private mounts");
         CHECK(mount("overlay", merged, "overlay", 0, argv[3]), "overlay");
     }
-    join_cgroups(argc - 6, argv + 6);
+    join_cgroups(argc - 7, argv + 7);
     if (f[F_CGROUPNS]) CHECK(unshare(CLONE_NEWCGROUP), "cgroup namespace");
     if (f[F_ROOTFS]) root_switch(p, merged, &cursor);
     if (f[F_HOSTNAME]) CHECK(sethostname(name, strlen(name)), "hostname");
@@ -339,13 +353,14 @@ static void init(const struct plan *p, char **argv, int argc)
 int main(int argc, char **argv)
 {
     struct plan p;
-    if (argc < 6) {
+    if (argc < 7) {
         errno = EINVAL;
         fail();
     }
     read_plan(argv[1], &p);
     step = "clone";
-    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | p.f[F_CLONE] | SIGCHLD, 0, 0, 0, 0);
+    uint64_t namespaces = p.f[F_CLONE] & ~(joins_netns(argv) ? (uint64_t)CLONE_NEWNET : 0);
+    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | namespaces | SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) fail();
     if (pid == 0) init(&p, argv, argc);
     int32_t reported = pid;

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.base import COLD, WARM, Instance, InstanceSpec, launch
+from harness.backends.base import COLD, WARM, BackendError, Instance, InstanceSpec, launch
 from harness.backends.floor import plan as floor_plan
 from harness.backends.floor import sweeper
 from harness.backends.floor.backend import FloorBackend
@@ -246,6 +246,45 @@ def test_stop_remove_and_cleanup_leave_nothing(state_dir, built_image, variant):
     finally:
         floor.cleanup()
     assert not process_running(unstarted.pids[0])
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize("variant", [COLD, WARM])
+def test_a_bridged_init_joins_the_wired_namespace_and_leaves_nothing(state_dir, built_image,
+                                                                      variant):
+    """network = "bridge": the init runs in the network namespace the harness wired to
+    cvbench0 (eth0 with its leased address, a default route via the bridge), as crun's and
+    runc's do; remove takes the veth pair and the lease away."""
+    from runtime import network
+
+    floor = with_steps(built_image, floor_plan.STEPS)
+    try:
+        spec = InstanceSpec(name=name(), image=built_image, network="bridge")
+        instance = launch(floor, spec, variant)
+        try:
+            handle = instance.handle
+            pid, address, veth = instance.pids[0], handle.netns.address, \
+                handle.netns.attachment.veth
+            assert os.readlink(f"/proc/{pid}/ns/net") == \
+                os.readlink(f"/proc/self/fd/{handle.netns.fd}")
+            dev = Path(f"/proc/{pid}/net/dev").read_text()
+            assert "eth0:" in dev and "lo:" in dev
+            routes = Path(f"/proc/{pid}/net/route").read_text().splitlines()[1:]
+            assert any(line.split()[1] == "00000000" for line in routes)  # via the bridge
+            assert (network.leases_dir() / address).exists()
+        finally:
+            floor.stop(instance)
+            floor.remove(instance)
+        assert not (network.leases_dir() / address).exists()
+        assert not Path(f"/sys/class/net/{veth}").exists()
+        bare = with_steps(built_image, [floor_plan.ROOTFS])
+        try:
+            with pytest.raises(BackendError, match="needs the 'namespaces' step"):
+                bare.start(InstanceSpec(name=name(), image=built_image, network="bridge"))
+        finally:
+            bare.cleanup()
+    finally:
+        floor.cleanup()
     assert leftovers() == []
 
 

@@ -28,7 +28,7 @@ PORT = 18080
 # Which backends honour which kinds, as this test expects them (their ready_kinds say it).
 EVERY = (LINE, EXIT, TCP)
 HONOURED = {"ours": EVERY, "crun": EVERY, "runc": EVERY, "process": EVERY,
-            "floor": (LINE, EXIT), "docker": EVERY, "docker-ours": EVERY, "podman": EVERY,
+            "floor": EVERY, "docker": EVERY, "docker-ours": EVERY, "podman": EVERY,
             "podman-ours": EVERY, "lxc": EVERY}
 ENGINES = ("docker", "docker-ours", "podman", "podman-ours", "lxc")
 

@@ -90,7 +90,7 @@ def test_a_backend_honours_the_default_and_the_kinds_it_lists() -> None:
 # kind is refused by the runner in one line before anything starts.
 DOCUMENTED = {
     "process": (LINE, EXIT, TCP), "ours": (LINE, EXIT, TCP), "crun": (LINE, EXIT, TCP),
-    "runc": (LINE, EXIT, TCP), "floor": (LINE, EXIT), "docker": (LINE, EXIT, TCP),
+    "runc": (LINE, EXIT, TCP), "floor": (LINE, EXIT, TCP), "docker": (LINE, EXIT, TCP),
     "docker-ours": (LINE, EXIT, TCP), "podman": (LINE, EXIT, TCP), "podman-ours": (LINE, EXIT, TCP),
     "lxc": (LINE, EXIT, TCP), "qemu": (LINE, EXIT, TCP), "microvm": (LINE, EXIT, TCP),
     "libvirt": (LINE, EXIT, TCP),
