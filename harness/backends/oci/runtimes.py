@@ -139,6 +139,11 @@ def forget(runtime: str) -> None:
         record_path(runtime).unlink()
 
 
+# Where cvbench before hostkit.helper recorded its OCI launchers: not a runtime. The gate
+# still runs such code (its baseline's commit), which leaves the directory behind.
+OLD_LAUNCHER_RECORDS = "launchers"
+
+
 def known() -> dict[str, str | None]:
     """Every OCI runtime with a state directory or a record under this state directory, and
     crun and runc: name -> the binary to delete its containers with (the recorded one while
@@ -146,6 +151,8 @@ def known() -> dict[str, str | None]:
     names = dict.fromkeys(BUILT_IN)
     if states_dir().is_dir():
         for entry in sorted(states_dir().iterdir()):
+            if entry.name == OLD_LAUNCHER_RECORDS:
+                continue
             if entry.is_dir() or entry.suffix == ".binary":
                 names.setdefault(entry.name.removesuffix(".binary"))
     found: dict[str, str | None] = {}

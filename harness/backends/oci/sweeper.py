@@ -56,10 +56,21 @@ def sweep() -> list[str]:
     return removed
 
 
+def remove_old_launcher_records() -> list[str]:
+    """The launcher records directory of an older cvbench (the gate's run of its baseline's
+    code leaves it): its launchers ended with that run; the directory and records go."""
+    old = runtimes.states_dir() / runtimes.OLD_LAUNCHER_RECORDS
+    if not old.is_dir():
+        return []
+    count = sum(1 for _ in old.iterdir())
+    shutil.rmtree(old, ignore_errors=True)
+    return [f"oci launcher records of an older cvbench ({count}): {old}"]
+
+
 def kill_launchers() -> list[str]:
     """SIGKILL every recorded launcher and the processes of its session (the runtime commands
     in flight); forget the records."""
-    removed = []
+    removed = remove_old_launcher_records()
     for record in helper.records(ARGV_TAG):
         if record.running():
             members = session_members(record.pid)

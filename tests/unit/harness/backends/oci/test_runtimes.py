@@ -182,3 +182,19 @@ def test_records_name_the_binary_the_sweep_deletes_with(state, tmp_path):
     assert runtimes.known()["mycrun"] is None  # the state directory alone still names it
     (runtimes.states_dir() / "mycrun").rmdir()
     assert set(runtimes.known()) == {"crun", "runc"}
+
+
+def test_an_older_cvbenchs_launcher_records_are_no_runtime(state):
+    """The gate runs its baseline's code, whose launchers were recorded in
+    ``oci-state/launchers/``: the sweep removes that directory as what it is, not as a
+    runtime named "launchers"."""
+    from harness.backends.oci import sweeper
+
+    old = runtimes.states_dir() / runtimes.OLD_LAUNCHER_RECORDS
+    old.mkdir(parents=True)
+    (old / "oci-123.json").write_text('{"pid": 123}')
+    assert set(runtimes.known()) == {"crun", "runc"}
+    assert sweeper.remove_old_launcher_records() == [
+        f"oci launcher records of an older cvbench (1): {old}"]
+    assert not old.exists()
+    assert sweeper.remove_old_launcher_records() == []
