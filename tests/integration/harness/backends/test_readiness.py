@@ -46,9 +46,11 @@ def _prepared(name: str, image: Image) -> Iterator[Backend]:
         require(name)
     made = registry.create(name)
     assert tuple(made.ready_kinds) == HONOURED[name]  # type: ignore[attr-defined]
-    made.prepare(image)
-    yield made
-    made.cleanup()
+    try:
+        made.prepare(image)
+        yield made
+    finally:  # also when a test's loop body raised: its engine's service must not outlive it
+        made.cleanup()
 
 
 @pytest.fixture(params=sorted(HONOURED))
