@@ -24,6 +24,7 @@ fails), the screen's regressions stand and the gate says why.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -82,7 +83,7 @@ class Pair:
         return ([row for row in self.ratios.regressions if row_key(row) not in moved]
                 + self.absolute.regressions)
 
-    @property
+    @functools.cached_property
     def floor_moves(self) -> list[tuple[Row, Row]]:
         """Ratio regressions that are the floor's move, not the backend's, each with the
         floor's absolute row: in this pair the backend's own figure did not regress, and the

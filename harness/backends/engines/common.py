@@ -221,6 +221,12 @@ def wait_rule_fd(instance: Instance, fd: int, timeout: float,
                       marker=rule.marker)
 
 
+def no_route(subnet: str, bridge: str) -> str:
+    """Why the ``tcp`` rule is refused when :func:`routed_via` says no."""
+    return (f"the host has no route to {subnet} through {bridge}, so no connection to a "
+            "container would go over the bridge")
+
+
 def routed_via(subnet: str, interface: str) -> bool:
     """Whether the host reaches ``subnet``'s hosts through ``interface`` (its routing table's
     answer for one of them), so that the ``tcp`` rule's connection goes over the bridge and

@@ -365,6 +365,10 @@ class FloorBackend(Chores):
             "root_switch": "pivot_root(2), old root detached" if floor_plan.ROOTFS in steps
             else "none: the image's files on the host",
             "method": METHOD.as_dict(),
+            "network_bridge": "network = bridge: a namespace wired to cvbench0 by the harness "
+                              "(harness.backends.oci.netns, as for crun and runc: inside the "
+                              "clock when cold, in create() when warm), joined by the init "
+                              "with setns in place of a new one",
             # the rules ours applies (the default spec's, then ours'), as a v1 list on any host
             "devices": devices.v1_list(devices.container_rules([devices.DENY_ALL]))
             if driver else None,

@@ -36,7 +36,7 @@ KILL_TIMEOUT_S = 5.0
 
 def sweep() -> list[str]:
     """Remove every OCI leftover under this state directory; return one line per object."""
-    removed = kill_launchers()
+    removed = [*remove_old_launcher_records(), *kill_launchers()]
     mode = cgroup.host_mode()
     names = {path.name for path in bundles_dir().iterdir()} if bundles_dir().is_dir() else set()
     known = runtimes.known()
@@ -70,7 +70,7 @@ def remove_old_launcher_records() -> list[str]:
 def kill_launchers() -> list[str]:
     """SIGKILL every recorded launcher and the processes of its session (the runtime commands
     in flight); forget the records."""
-    removed = remove_old_launcher_records()
+    removed = []
     for record in helper.records(ARGV_TAG):
         if record.running():
             members = session_members(record.pid)

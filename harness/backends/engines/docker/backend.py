@@ -176,8 +176,7 @@ class DockerBackend(common.ApiEngine):
             "network_bridge": f"{NETWORK} (internal, {SUBNET}, bridge {BRIDGE})",
             "ready_tcp": (f"the container's IPAddress on {NETWORK} (inspect, after start), "
                           f"connected from the host through {BRIDGE}" if self.host_on_bridge
-                          else f"refused: the host has no route to {SUBNET} through "
-                               f"{BRIDGE}"),
+                          else f"refused: {self.unreachable()}"),
             "ready_exit": "the attach stream's end, then the exit code of the API's wait",
             "memory": common.memory_facts("containerd-shim-runc-v2",
                                           "dockerd + containerd"),
@@ -310,10 +309,7 @@ class DockerBackend(common.ApiEngine):
         return None
 
     def unreachable(self) -> str | None:
-        if self.host_on_bridge:
-            return None
-        return (f"the host has no route to {SUBNET} through {BRIDGE}, so no connection to a "
-                "container would go over the bridge")
+        return None if self.host_on_bridge else common.no_route(SUBNET, BRIDGE)
 
     def _exit_code(self, handle: common.ApiHandle, timeout: float) -> int | None:
         """``POST /containers/<id>/wait`` (condition not-running): its ``StatusCode``."""

@@ -94,7 +94,7 @@ class PodmanBackend(common.ApiEngine):
         does. Only with the CNI network backend, which keeps a bridge it finds as it is."""
         from pyroute2 import IPRoute
 
-        if self.info.get("host", {}).get("networkBackend") != "cni":
+        if self.network_backend != "cni":
             return False
         try:
             with IPRoute() as ipr:
@@ -104,15 +104,18 @@ class PodmanBackend(common.ApiEngine):
         self.bridge_made = True
         return common.routed_via(SUBNET, BRIDGE)
 
+    @property
+    def network_backend(self) -> str | None:
+        """``cni`` or ``netavark``, as the service's info says."""
+        return self.info.get("host", {}).get("networkBackend")
+
     def unreachable(self) -> str | None:
         if self.host_on_bridge:
             return None
-        backend = self.info.get("host", {}).get("networkBackend")
-        if backend != "cni":
-            return (f"podman's network backend is {backend}, not cni: it would remove "
-                    f"{BRIDGE} and the host's address on it with its last container")
-        return (f"the host has no route to {SUBNET} through {BRIDGE}, so no connection to a "
-                "container would go over the bridge")
+        if self.network_backend != "cni":
+            return (f"podman's network backend is {self.network_backend}, not cni: it would "
+                    f"remove {BRIDGE} and the host's address on it with its last container")
+        return common.no_route(SUBNET, BRIDGE)
 
     def resume(self, instance: Instance) -> None:
         begin = common.now()
@@ -179,7 +182,7 @@ class PodmanBackend(common.ApiEngine):
             "conmon_version": (host.get("conmon", {}).get("version") or "").splitlines()[0]
             or None if host else None,
             "cgroup_manager": host.get("cgroupManager"),
-            "network_backend": host.get("networkBackend"),
+            "network_backend": self.network_backend,
             "storage_driver": self.info.get("store", {}).get("graphDriverName"),
             "method": method.as_dict(),
             "image": {"ref": self.image_ref, "id": self.image_id, "digest": self.image_digest},
