@@ -341,6 +341,7 @@ class FloorBackend(Chores):
                 self._driver.remove_parent(PARENT)
             except cgroups.CgroupError:
                 pass
+        oci_netns.remove_bridge_if_unused()
 
     def memory(self, instance: Instance) -> MemorySample:
         handle: FloorHandle = instance.handle

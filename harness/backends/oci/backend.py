@@ -277,6 +277,7 @@ class OciBackend(Chores):
                 self._launcher = None
         if not self.cgroups.containers(cgroup.PARENT):  # others' containers may still use it
             self.cgroups.remove_parent(cgroup.PARENT)  # its empty shards too
+        oci_netns.remove_bridge_if_unused()
         if not self.live:  # none of its containers is left for a sweep to delete
             runtimes.forget(self.runtime)
             if self.runtime not in runtimes.BUILT_IN:  # nothing named after the user's runtime

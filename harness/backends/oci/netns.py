@@ -14,6 +14,7 @@ by the bundle directory, so ``cvbench clean`` frees it if a crash leaves it behi
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -72,6 +73,15 @@ def _new_namespace() -> int:
     fd = outcome["fd"]
     assert isinstance(fd, int)
     return fd
+
+
+def remove_bridge_if_unused() -> None:
+    """At a backend's clean-up: ``cvbench0`` goes once nothing is attached to it (another
+    backend's containers or guests keep it), as ours' and the VMs' clean-ups leave it."""
+    try:
+        network.remove_bridge_if_unused()
+    except Exception as error:  # a clean-up goes on: cvbench clean removes it then
+        logging.getLogger(__name__).warning("cannot remove %s: %s", network.BRIDGE, error)
 
 
 def create(owner: str) -> Netns:

@@ -286,6 +286,7 @@ def test_a_bridged_init_joins_the_wired_namespace_and_leaves_nothing(state_dir, 
     finally:
         floor.cleanup()
     assert leftovers() == []
+    assert not Path(f"/sys/class/net/{network.BRIDGE}").exists()  # nothing else on it here
 
 
 HARNESS = """
